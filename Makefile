@@ -1,0 +1,35 @@
+# gan_lab — `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.14.1 torchvision==0.29.1
+ARGS   ?=
+
+.PHONY: help install run test test-full bench clean
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev,sweep]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install gan_lab with its dependencies
+
+run: $(STAMP)  ## train the default DCGAN on the bundled digits (CPU, a few minutes); ARGS=... adds overrides
+	$(PY) -m gan_lab.run experiment=digits $(ARGS)
+
+test: $(STAMP)  ## the test suite (fast, CPU, no network)
+	$(PY) -m pytest -q $(ARGS)
+
+test-full: $(STAMP)  ## the test suite including the slow tests
+	$(PY) -m pytest -q -m "" $(ARGS)
+
+bench: $(STAMP)  ## training and data throughput benchmarks (python -m gan_lab.bench)
+	$(PY) -m gan_lab.bench $(ARGS)
+
+clean:  ## remove the virtual environment, caches and run outputs
+	rm -rf $(VENV) .pytest_cache runs multiruns outputs *.egg-info

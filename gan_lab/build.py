@@ -1,0 +1,75 @@
+"""Wiring shared by the entry points: config -> DataModule, model, callbacks, loggers, Trainer.
+
+This is the only place that turns config nodes into objects; everything below receives objects
+and plain values. ``run``, ``evaluate`` and ``generate`` all build through here so that a run
+directory's ``.hydra/config.yaml`` always rebuilds the same model.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gan_lab.errors import UserError, unwrap_user_error
+
+#: facts a DataModule publishes into ``cfg.data`` so that model configs can interpolate them
+DATA_FACTS = ("channels", "num_classes", "class_names")
+
+
+def make(node: DictConfig | None, what: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` with user mistakes turned into one sentence naming the key."""
+    if node is None:
+        return None
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        user = unwrap_user_error(exc)
+        if user is not None:
+            raise user from None
+        cause = exc.__cause__
+        if isinstance(cause, TypeError) and "argument" in str(cause):
+            raise UserError(f"{what}: {cause}; check the keys under `{what}` "
+                            f"(see conf/{what.split('.')[0]}/).") from None
+        raise
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """Instantiate and set up the DataModule, then publish its facts into ``cfg.data``."""
+    dm = make(cfg.data, "data")
+    dm.prepare_data()
+    dm.setup("fit")
+    with open_dict(cfg):
+        for key in DATA_FACTS:
+            value = getattr(dm, key)
+            cfg.data[key] = list(value) if isinstance(value, (list, tuple)) else value
+    return dm
+
+
+def build_model(cfg: DictConfig) -> L.LightningModule:
+    """The GAN LightningModule with its noise, loss, optimisers and schedulers."""
+    noise = make(cfg.noise, "noise")
+    loss = make(cfg.loss, "loss")
+    optimizer = {k: make(v, f"optimizer.{k}") for k, v in cfg.optimizer.items()}
+    scheduler = {k: make(v, f"scheduler.{k}") for k, v in (cfg.get("scheduler") or {}).items()}
+    return make(cfg.model, "model", noise=noise, loss=loss, optimizer=optimizer, scheduler=scheduler)
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    return [make(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()
+            if node is not None]
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [make(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items()
+            if node is not None]
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
+    return make(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+
+
+def resolved(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

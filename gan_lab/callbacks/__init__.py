@@ -1,0 +1,6 @@
+"""Callbacks: sample grids, training curves, learning rates (rank zero writes files)."""
+from gan_lab.callbacks.curves import TrainingCurves
+from gan_lab.callbacks.lr import LearningRateLogger
+from gan_lab.callbacks.samples import SampleGrid, save_grid
+
+__all__ = ["SampleGrid", "save_grid", "TrainingCurves", "LearningRateLogger"]

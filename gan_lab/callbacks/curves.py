@@ -1,0 +1,72 @@
+"""Training curves: losses and D scores against images seen, plotted to ``curves.png`` at the end.
+
+The history is callback state, so it is saved in checkpoints and a resumed run plots the whole run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class TrainingCurves(L.Callback):
+    """Records every ``train/*`` value the module logs and plots loss / score panels.
+
+    Args:
+        path: the PNG written when training ends (``<run>/curves.png``).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.history: dict[str, list[tuple[float, float]]] = {}
+        self._last_batch = -1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        seen = getattr(pl_module, "batches_seen", None)
+        if seen is None or seen == self._last_batch or (seen - 1) % max(1, trainer.log_every_n_steps):
+            return
+        self._last_batch = seen
+        x = float(pl_module.images_seen)
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("train/") and not key.endswith("_seen"):
+                self.history.setdefault(key[len("train/"):], []).append((x, float(value)))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.plot()
+
+    @rank_zero_only
+    def plot(self) -> Path | None:
+        if not self.history:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        losses = [k for k in self.history if k.endswith("loss") or k.endswith("penalty")]
+        scores = [k for k in self.history if k not in losses]
+        panels = [("losses", losses), ("scores", scores)]
+        panels = [p for p in panels if p[1]]
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+        for ax, (title, keys) in zip(axes[0], panels):
+            for key in keys:
+                xs, ys = zip(*self.history[key])
+                ax.plot(xs, ys, label=key, linewidth=1)
+            ax.set_title(title)
+            ax.set_xlabel("images seen")
+            ax.legend()
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(self.path, dpi=100)
+        plt.close(fig)
+        return self.path
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "last_batch": self._last_batch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {k: [tuple(p) for p in v] for k, v in state_dict.get("history", {}).items()}
+        self._last_batch = state_dict.get("last_batch", -1)

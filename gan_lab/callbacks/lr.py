@@ -1,0 +1,19 @@
+"""Logs ``lr/discriminator`` and ``lr/generator`` at every epoch start (schedulers or not)."""
+from __future__ import annotations
+
+import lightning as L
+
+
+class LearningRateLogger(L.Callback):
+    """Lightning's LearningRateMonitor names manual-optimisation optimisers ``lr-Adam``/``lr-Adam-1``;
+    this logs them under the names used everywhere else in gan_lab."""
+
+    names = ("discriminator", "generator")
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.loggers:
+            return
+        values = {f"lr/{name}": opt.param_groups[0]["lr"]
+                  for name, opt in zip(self.names, trainer.optimizers)}
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=getattr(pl_module, "batches_seen", trainer.global_step))

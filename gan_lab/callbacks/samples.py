@@ -1,0 +1,89 @@
+"""Sample grids from the fixed noise, every N epochs: a PNG in ``<run>/samples/`` and the logger."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+from torchvision.utils import make_grid
+
+
+def grid_image(images: Tensor, nrow: int, row_names: Sequence[str] | None = None,
+               upscale_to: int = 0) -> Image.Image:
+    """A PIL grid of images in [-1, 1]; with ``row_names`` each row is labelled on the left.
+
+    ``upscale_to`` enlarges small images (nearest neighbour) so that e.g. a 4x4 PGGAN stage or
+    8x8 digits stay readable.
+    """
+    images = images.detach().float().cpu()
+    if upscale_to and images.shape[-1] < upscale_to:
+        images = torch.nn.functional.interpolate(images, size=upscale_to, mode="nearest")
+    grid = make_grid(images, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+    array = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+    img = Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).convert("RGB")
+    if not row_names:
+        return img
+    font = ImageFont.load_default()
+    margin = max(int(ImageDraw.Draw(img).textlength(str(n), font=font)) for n in row_names) + 8
+    out = Image.new("RGB", (img.width + margin, img.height), "white")
+    out.paste(img, (margin, 0))
+    draw = ImageDraw.Draw(out)
+    cell = images.shape[-2] + 2
+    for r, name in enumerate(row_names):
+        draw.text((4, 2 + r * cell + cell // 2 - 6), str(name), fill="black", font=font)
+    return out
+
+
+def save_grid(images: Tensor, path: str | Path, nrow: int, row_names: Sequence[str] | None = None,
+              upscale_to: int = 0) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid_image(images, nrow, row_names, upscale_to).save(path)
+    return path
+
+
+class SampleGrid(L.Callback):
+    """Writes ``samples/epoch_XXXX.png`` from the module's fixed noise and sends it to the logger.
+
+    Args:
+        dirpath: folder of the PNG files (``<run>/samples``).
+        every_n_epochs: write a grid every N epochs (and always after the last epoch).
+        upscale_to: enlarge images smaller than this side for viewing (0: never).
+    """
+
+    def __init__(self, dirpath: str, every_n_epochs: int = 1, upscale_to: int = 64) -> None:
+        self.dirpath, self.every_n_epochs, self.upscale_to = Path(dirpath), int(every_n_epochs), upscale_to
+        self.last_path: Path | None = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        if (epoch + 1) % self.every_n_epochs == 0 or last or trainer.should_stop:
+            self.write(trainer, pl_module, f"epoch_{epoch:04d}")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        # max_steps or a limit may end training mid-epoch: always leave the final grid.
+        self.write(trainer, pl_module, "final")
+
+    def write(self, trainer, pl_module, tag: str) -> None:
+        images = pl_module.sample_fixed()  # every rank runs G (keeps DDP collectives in step)
+        self._save(trainer, pl_module, images, tag)
+
+    @rank_zero_only
+    def _save(self, trainer, pl_module, images: Tensor, tag: str) -> None:
+        path = save_grid(images, self.dirpath / f"{tag}.png", pl_module.grid_nrow,
+                         pl_module.grid_row_names, self.upscale_to)
+        self.last_path = path
+        step = getattr(pl_module, "batches_seen", trainer.global_step)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("samples", [str(path)], step=step, caption=[tag])
+            elif isinstance(logger, TensorBoardLogger):
+                img = torch.from_numpy(np.asarray(Image.open(path))).permute(2, 0, 1)
+                logger.experiment.add_image("samples", img, global_step=step)

@@ -1,0 +1,104 @@
+"""Adversarial objectives as small pure functions of discriminator logits.
+
+Each ``d_*`` function maps (real logits, fake logits) to the discriminator's loss, each ``g_*``
+function maps fake logits to the generator's loss. A config in ``conf/loss/`` pairs one of each
+(``_partial_: true``) into a :class:`GANLoss`. Penalties (gradient penalty, drift) are separate
+functions so that the variant that needs them can add them.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# --- discriminator objectives -------------------------------------------------------------
+
+
+def d_bce(real: Tensor, fake: Tensor, real_target: float = 1.0, fake_target: float = 0.0) -> Tensor:
+    """Binary cross-entropy of the original GAN; targets below 1 / above 0 give label smoothing."""
+    return F.binary_cross_entropy_with_logits(real, torch.full_like(real, real_target)) + \
+        F.binary_cross_entropy_with_logits(fake, torch.full_like(fake, fake_target))
+
+
+def d_wasserstein(real: Tensor, fake: Tensor) -> Tensor:
+    """Critic loss of WGAN: minimise E[D(fake)] - E[D(real)] (the negated Wasserstein estimate)."""
+    return fake.mean() - real.mean()
+
+
+def d_hinge(real: Tensor, fake: Tensor) -> Tensor:
+    """Hinge loss (SAGAN, BigGAN): relu(1 - D(x)) + relu(1 + D(G(z)))."""
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+def d_least_squares(real: Tensor, fake: Tensor, real_target: float = 1.0, fake_target: float = 0.0) -> Tensor:
+    """LSGAN: squared distance of the raw outputs to the real and fake targets."""
+    return 0.5 * ((real - real_target) ** 2).mean() + 0.5 * ((fake - fake_target) ** 2).mean()
+
+
+# --- generator objectives -----------------------------------------------------------------
+
+
+def g_minimax(fake: Tensor) -> Tensor:
+    """Saturating generator loss of the minimax game: minimise log(1 - D(G(z)))."""
+    return -F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+
+
+def g_non_saturating(fake: Tensor, target: float = 1.0) -> Tensor:
+    """Non-saturating generator loss: maximise log D(G(z)), i.e. BCE against the real label."""
+    return F.binary_cross_entropy_with_logits(fake, torch.full_like(fake, target))
+
+
+def g_wasserstein(fake: Tensor) -> Tensor:
+    """Generator loss of WGAN and of the hinge objective: maximise D(G(z))."""
+    return -fake.mean()
+
+
+def g_least_squares(fake: Tensor, target: float = 1.0) -> Tensor:
+    """LSGAN generator loss: squared distance of D(G(z)) to the real target."""
+    return 0.5 * ((fake - target) ** 2).mean()
+
+
+# --- penalties ----------------------------------------------------------------------------
+
+
+def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """WGAN-GP penalty E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates of real and fake."""
+    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype,
+                     generator=generator)
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    out = critic(x_hat)
+    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+
+
+def drift_penalty(real: Tensor) -> Tensor:
+    """Progressive GAN's drift term E[D(x)^2], keeping the critic's output near zero."""
+    return (real ** 2).mean()
+
+
+# --- pairing ------------------------------------------------------------------------------
+
+
+class GANLoss:
+    """An adversarial objective: one discriminator function and one generator function.
+
+    ``probability`` says whether the logits are read through a sigmoid (BCE objectives) or as
+    raw critic values (Wasserstein, hinge, least squares); it decides what ``score`` reports as
+    D(x) and D(G(z)).
+    """
+
+    def __init__(self, discriminator: Callable[[Tensor, Tensor], Tensor], generator: Callable[[Tensor], Tensor],
+                 probability: bool = True, name: str = "non_saturating") -> None:
+        self.discriminator, self.generator = discriminator, generator
+        self.probability, self.name = bool(probability), name
+
+    def __repr__(self) -> str:
+        return f"GANLoss({self.name})"
+
+    def score(self, logits: Tensor) -> Tensor:
+        """Mean D output as a researcher reads it: a probability for BCE, the raw value otherwise."""
+        logits = logits.detach().float()
+        return torch.sigmoid(logits).mean() if self.probability else logits.mean()

@@ -1,0 +1,234 @@
+"""The base GAN LightningModule: manual optimisation with alternating D and G phases.
+
+Per batch, ``n_critic`` discriminator updates then ``n_gen`` generator updates. Each phase's
+objective is a method (``d_step``, ``g_step``) returning a dict of named loss terms; a variant
+changes the algorithm by overriding those methods (or ``generate`` / ``discriminate`` /
+``sample_labels`` for conditioning), never through flags in this class.
+
+Step counting: with manual optimisation Lightning's ``trainer.global_step`` counts every
+``optimizer.step()``, i.e. ``n_critic + n_gen`` per batch, and ``trainer.max_steps`` uses the same
+unit. The module therefore keeps its own ``batches_seen`` and ``images_seen`` counters (saved in
+checkpoints) and logs them.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping
+
+import lightning as L
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from gan_lab.errors import UserError
+from gan_lab.losses import GANLoss
+from gan_lab.noise import Noise
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Stop gradients into ``module``'s parameters (D during a G update) and restore them after."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+class GAN(L.LightningModule):
+    """Unconditional GAN trained with any objective of :mod:`gan_lab.losses`.
+
+    Args:
+        generator: ``z -> image`` module.
+        discriminator: ``image -> logits [N]`` module.
+        noise: latent distribution (``sample(n, device)``).
+        loss: the adversarial objective (a :class:`GANLoss`).
+        optimizer: ``{"discriminator": factory, "generator": factory}``, each ``params -> Optimizer``.
+        scheduler: same keys, ``optimizer -> LR scheduler`` stepped once per epoch, or ``None``.
+        n_critic: discriminator updates per batch.
+        n_gen: generator updates per batch.
+        num_samples: size of the fixed-noise sample grid.
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, noise: Noise, loss: GANLoss,
+                 optimizer: Mapping[str, OptimizerFactory],
+                 scheduler: Mapping[str, SchedulerFactory | None] | None = None,
+                 n_critic: int = 1, n_gen: int = 1, num_samples: int = 64) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        for name, value in (("n_critic", n_critic), ("n_gen", n_gen)):
+            if int(value) != value or value < 1:
+                raise UserError(f"model.{name}={value} must be an integer >= 1; e.g. model.{name}=1.")
+        if num_samples < 1:
+            raise UserError(f"model.num_samples={num_samples} must be >= 1; e.g. model.num_samples=64.")
+        missing = {"discriminator", "generator"} - set(optimizer)
+        if missing:
+            raise UserError(f"optimizer is missing {sorted(missing)}; an optimizer config needs both "
+                            f"'discriminator' and 'generator' entries (see conf/optimizer/adam.yaml).")
+        self.generator, self.discriminator = generator, discriminator
+        self.noise, self.loss = noise, loss
+        self.optimizer_factories = dict(optimizer)
+        self.scheduler_factories = dict(scheduler or {})
+        self.n_critic, self.n_gen = int(n_critic), int(n_gen)
+        self.num_samples = int(num_samples)
+        # Fixed noise and labels for sample grids: drawn once (after seeding) and saved with the
+        # checkpoint, so a resumed run keeps drawing the same grid.
+        self.register_buffer("fixed_noise", noise.sample(self.num_samples, "cpu"))
+        self.register_buffer("fixed_labels", self.grid_labels(self.num_samples))
+        self.batches_seen = 0
+        self.images_seen = 0
+
+    # --- conditioning hooks (a conditional variant overrides these three) ----------------
+
+    def generate(self, z: Tensor, labels: Tensor) -> Tensor:
+        """Images from latents (labels ignored by unconditional models)."""
+        return self.generator(z)
+
+    def discriminate(self, images: Tensor, labels: Tensor) -> Tensor:
+        """Discriminator logits for images (labels ignored by unconditional models)."""
+        return self.discriminator(images)
+
+    def sample_labels(self, n: int) -> Tensor:
+        """Labels for generated images during training (zeros when unconditional)."""
+        return torch.zeros(n, dtype=torch.long, device=self.device)
+
+    def grid_labels(self, n: int) -> Tensor:
+        """Labels of the fixed sample grid (zeros when unconditional)."""
+        return torch.zeros(n, dtype=torch.long)
+
+    @property
+    def grid_nrow(self) -> int:
+        """Images per row of the sample grid."""
+        return max(1, int(round(self.num_samples ** 0.5)))
+
+    @property
+    def grid_row_names(self) -> list[str] | None:
+        """A label per grid row (class names for conditional models), or ``None``."""
+        return None
+
+    # --- phases (a variant overrides these) ---------------------------------------------
+
+    def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
+        """Discriminator objective on a real batch and a detached fake batch; must return ``d_loss``."""
+        real_logits = self.discriminate(real, labels)
+        fake_logits = self.discriminate(fake, fake_labels)
+        return {"d_loss": self.loss.discriminator(real_logits, fake_logits),
+                "d_real": self.loss.score(real_logits),
+                "d_fake": self.loss.score(fake_logits)}
+
+    def g_step(self, fake: Tensor, fake_labels: Tensor, real: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Generator objective on a fake batch that carries G's graph; must return ``g_loss``."""
+        return {"g_loss": self.loss.generator(self.discriminate(fake, fake_labels))}
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        real, labels = batch
+        opt_d, opt_g = self.optimizers()
+        n = real.shape[0]
+        terms: dict[str, Tensor] = {}
+        fake = fake_labels = None
+        for i in range(self.n_critic):
+            # The last critic step's fakes keep G's graph so the first G update reuses them:
+            # G runs once per batch when n_critic = n_gen = 1.
+            keep = i == self.n_critic - 1
+            z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
+            with torch.set_grad_enabled(keep):
+                fake = self.generate(z, fake_labels)
+            terms.update(self.discriminator_update(opt_d, real, labels, fake.detach(), fake_labels))
+        for j in range(self.n_gen):
+            if j > 0:
+                z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
+                fake = self.generate(z, fake_labels)
+            terms.update(self.generator_update(opt_g, fake, fake_labels, real, labels))
+        self.batches_seen += 1
+        self.images_seen += n * self.trainer.world_size
+        self.log_terms(terms)
+        return {k: v.detach() for k, v in terms.items()}
+
+    def discriminator_update(self, opt, real, labels, fake, fake_labels) -> dict[str, Tensor]:
+        terms = self.d_step(real, labels, fake, fake_labels)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(terms["d_loss"])
+        opt.step()
+        return terms
+
+    def generator_update(self, opt, fake, fake_labels, real, labels) -> dict[str, Tensor]:
+        with frozen(self.discriminator):
+            terms = self.g_step(fake, fake_labels, real, labels)
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(terms["g_loss"])
+        opt.step()
+        return terms
+
+    def log_terms(self, terms: Mapping[str, Tensor]) -> None:
+        """Log ``train/<term>`` every ``log_every_n_steps`` batches only: no host sync on other steps."""
+        if (self.batches_seen - 1) % max(1, self.trainer.log_every_n_steps) != 0:
+            return
+        metrics = {f"train/{k}": v.detach().float() for k, v in terms.items()}
+        metrics["train/batches_seen"] = float(self.batches_seen)
+        metrics["train/images_seen"] = float(self.images_seen)
+        self.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=False)
+        self.log_dict({"d_loss": metrics["train/d_loss"], "g_loss": metrics["train/g_loss"]},
+                      prog_bar=True, logger=False, on_step=True, on_epoch=False)
+
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for sch in schedulers if isinstance(schedulers, list) else [schedulers]:
+            sch.step()
+
+    # --- optimisers ---------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        opt_d = self.optimizer_factories["discriminator"](self.discriminator_parameters())
+        opt_g = self.optimizer_factories["generator"](self.generator_parameters())
+        schedulers = []
+        for key, opt in (("discriminator", opt_d), ("generator", opt_g)):
+            factory = self.scheduler_factories.get(key)
+            if factory is not None:
+                schedulers.append({"scheduler": factory(opt), "interval": "epoch", "name": f"lr/{key}"})
+        return [opt_d, opt_g], schedulers
+
+    def discriminator_parameters(self):
+        return self.discriminator.parameters()
+
+    def generator_parameters(self):
+        return self.generator.parameters()
+
+    # --- sampling -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, z: Tensor | None = None, labels: Tensor | None = None, n: int | None = None) -> Tensor:
+        """Images in [-1, 1] from the generator in eval mode (training mode restored after)."""
+        if z is None:
+            z = self.noise.sample(n or self.num_samples, self.device)
+        if labels is None:
+            labels = torch.zeros(z.shape[0], dtype=torch.long, device=self.device)
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generate(z.to(self.device), labels.to(self.device)).float().clamp(-1, 1)
+        finally:
+            self.generator.train(was_training)
+
+    def sample_fixed(self) -> Tensor:
+        """The fixed-noise grid images (same latents every epoch and after resume)."""
+        return self.sample(self.fixed_noise, self.fixed_labels)
+
+    # --- checkpoint state ---------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["gan_lab"] = {"batches_seen": self.batches_seen, "images_seen": self.images_seen}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("gan_lab", {})
+        self.batches_seen = int(state.get("batches_seen", 0))
+        self.images_seen = int(state.get("images_seen", 0))

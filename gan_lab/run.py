@@ -1,0 +1,105 @@
+"""Train a GAN: ``python -m gan_lab.run [group=option ...] [key=value ...]``.
+
+``train(cfg)`` does the work (tests call it with a composed config); ``main`` is the Hydra entry
+point, which turns a :class:`~gan_lab.errors.UserError` into one line on stderr and exit status 2,
+and returns ``optimized_metric`` to sweepers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from gan_lab.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer, resolved
+from gan_lab.errors import UserError, unwrap_user_error
+
+log = logging.getLogger("gan_lab")
+
+
+def check_paths(cfg: DictConfig) -> Path:
+    """The run directory must be writable and a resume checkpoint must exist, before any work."""
+    run_dir = Path(cfg.run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"the run directory {run_dir} is not writable ({exc.strerror}); choose another "
+                        f"with hydra.run.dir=<path>.") from None
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; pass <run>/checkpoints/last.ckpt "
+                        f"of an earlier run, or drop ckpt_path to start afresh.")
+    return run_dir
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Build everything from ``cfg``, train, write ``metrics.json`` and return ``optimized_metric``."""
+    run_dir = check_paths(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg)
+    loggers = build_loggers(cfg)
+    trainer = build_trainer(cfg, build_callbacks(cfg), loggers)
+    for logger in loggers:
+        logger.log_hyperparams(resolved(cfg))
+    log.info("run directory: %s", run_dir.resolve())
+    start = time.time()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+               if "/" in k and torch.is_tensor(v) and v.numel() == 1}
+    summary = {
+        "status": "interrupted" if trainer.interrupted else "completed",
+        "epochs": trainer.current_epoch,
+        "batches_seen": model.batches_seen,
+        "images_seen": model.images_seen,
+        "optimizer_steps": trainer.global_step,
+        "train_seconds": round(time.time() - start, 2),
+        "final": metrics,
+    }
+    if trainer.is_global_zero:
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+        print(f"gan_lab: run directory {run_dir.resolve()}")
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return None
+    if name not in metrics:
+        raise UserError(f"optimized_metric={name} was not logged by this run; use one of "
+                        f"{', '.join(sorted(metrics)) or 'the logged metrics'}.")
+    return metrics[name]
+
+
+def report_user_error(exc: BaseException) -> bool:
+    """Print a user's mistake as one line; False when ``exc`` is a bug (keep its traceback)."""
+    user = unwrap_user_error(exc)
+    if user is None:
+        return False
+    print(f"gan_lab: error: {user}", file=sys.stderr)
+    return True
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return train(cfg)
+    except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their trace
+        if not report_user_error(exc):
+            raise
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return math.nan  # a sweep goes on with its next job
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
