@@ -1,0 +1,170 @@
+"""Base DataModule: decoded uint8 images held in memory, served as batches.
+
+Data contract (see DESIGN.md): after transfer to the training device a batch is
+``(images, labels)`` with images float in [-1, 1], NCHW, and labels int64 (zeros for unlabelled
+data). DataLoaders move uint8 (4x fewer bytes); the conversion to float, and augmentation during
+training, run in :meth:`ImageDataModule.on_after_batch_transfer`, i.e. on the GPU when there is one.
+Subclasses only say how to load a split (``load_split``) and what the data is (``channels``,
+``num_classes``, ``class_names``).
+"""
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Callable, Iterator, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from gan_lab.errors import UserError
+
+
+def to_float(images: Tensor) -> Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """float [-1, 1] -> uint8 [0, 255] (for caches and PNG files)."""
+    return images.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+class TensorImages(Dataset):
+    """uint8 images and int64 labels in memory; ``__getitems__`` slices a whole batch at once."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        assert images.dtype == torch.uint8 and images.dim() == 4, "images must be uint8 NCHW"
+        assert labels.shape[0] == images.shape[0]
+        self.images, self.labels = images, labels.long()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[idx], self.labels[idx]
+
+
+def collate_batch(batch):
+    """Identity collate: ``TensorImages.__getitems__`` already returns a stacked batch."""
+    if isinstance(batch, tuple):
+        return batch
+    images, labels = zip(*batch)
+    return torch.stack(images), torch.stack(labels)
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation that depends only on (seed, epoch): data order is a function of the config,
+    identical after a resume. Lightning calls ``set_epoch`` at the start of every epoch."""
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Serves a labelled or unlabelled image dataset following the data contract.
+
+    Args:
+        image_size: side of the square images served.
+        batch_size: training batch size.
+        num_workers: DataLoader workers (0 is fastest for in-memory data).
+        drop_last: drop the last incomplete training batch (keeps BatchNorm statistics sane).
+        seed: seed of the data order (the run's ``seed`` by default).
+        augment: a module applied to float training batches on the device, or ``None``.
+    """
+
+    channels: int = 3
+    num_classes: int = 1
+    class_names: list[str] = ["image"]
+
+    def __init__(self, image_size: int = 64, batch_size: int = 64, num_workers: int = 0,
+                 drop_last: bool = True, seed: int = 0,
+                 augment: Callable[[Tensor], Tensor] | None = None) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise UserError(f"data.batch_size={batch_size} must be >= 1; e.g. data.batch_size=64.")
+        if image_size < 1:
+            raise UserError(f"data.image_size={image_size} must be positive; e.g. data.image_size=64.")
+        self.image_size, self.batch_size, self.num_workers = int(image_size), int(batch_size), int(num_workers)
+        self.drop_last, self.seed, self.augment = drop_last, int(seed), augment
+        self.splits: dict[str, TensorImages] = {}
+        self.resolution: int | None = None  # served side when below image_size (progressive growing)
+
+    def set_resolution(self, size: int | None) -> None:
+        """Serve batches downsampled to ``size`` (area averaging on the device, from the cached
+        ``image_size`` images, never decoded again); ``None`` serves ``image_size``."""
+        if size is not None and (size > self.image_size or self.image_size % size):
+            raise UserError(f"resolution {size} must divide data.image_size={self.image_size}; "
+                            f"use a power of two up to {self.image_size}.")
+        self.resolution = None if size in (None, self.image_size) else int(size)
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__.lower()
+
+    @abstractmethod
+    def load_split(self, split: str) -> tuple[Tensor, Tensor]:
+        """uint8 images ``[N, channels, image_size, image_size]`` and int64 labels ``[N]`` of a split
+        (``train`` or ``val``); raise :class:`UserError` naming the path when data is missing."""
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val"):
+            if split not in self.splits:
+                images, labels = self.load_split(split)
+                self.splits[split] = TensorImages(images, labels)
+        n = len(self.splits["train"])
+        if self.drop_last and self.batch_size > n:
+            raise UserError(f"data.batch_size={self.batch_size} is larger than the {n} training images "
+                            f"of {self.name} and drop_last is on, so no batch would be served; "
+                            f"use data.batch_size<={n}.")
+
+    def dataset(self, split: str = "train") -> TensorImages:
+        if split not in self.splits:
+            self.setup("fit")
+        return self.splits[split]
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.dataset("train")
+        return DataLoader(ds, batch_size=self.batch_size, sampler=EpochSampler(len(ds), self.seed),
+                          drop_last=self.drop_last, num_workers=self.num_workers,
+                          collate_fn=collate_batch, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        ds = self.dataset("val")
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          collate_fn=collate_batch)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        if images.dtype == torch.uint8:
+            images = to_float(images)
+        if self.resolution is not None and images.shape[-1] != self.resolution:
+            images = torch.nn.functional.adaptive_avg_pool2d(images, self.resolution)
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            images = self.augment(images)
+        return images, labels
+
+    def batches(self, split: str = "train", device: torch.device | str = "cpu",
+                batch_size: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """Contract-conforming float batches outside a Trainer (metrics, nearest neighbours)."""
+        ds = self.dataset(split)
+        bs = batch_size or self.batch_size
+        for i in range(0, len(ds), bs):
+            images, labels = ds.images[i:i + bs], ds.labels[i:i + bs]
+            yield to_float(images.to(device)), labels.to(device)
