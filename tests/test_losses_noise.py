@@ -1,0 +1,112 @@
+"""Loss functions on known inputs, noise moments, the piecewise schedule."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gan_lab import losses
+from gan_lab.errors import UserError
+from gan_lab.noise import Gamma, Normal, Uniform
+from gan_lab.schedulers import PiecewiseLR
+
+LOG2 = math.log(2.0)
+
+
+def test_bce_losses_at_zero_logits():
+    zero = torch.zeros(8)
+    assert losses.d_bce(zero, zero).item() == pytest.approx(2 * LOG2)
+    assert losses.g_non_saturating(zero).item() == pytest.approx(LOG2)
+    assert losses.g_minimax(zero).item() == pytest.approx(-LOG2)
+
+
+def test_bce_with_label_smoothing_is_minimal_at_the_smoothed_target():
+    # BCE(sigmoid(x), t) is minimised at sigmoid(x) = t: with real target 0.8 the optimum logit is logit(0.8)
+    logit = torch.tensor([math.log(0.8 / 0.2)])
+    at_opt = losses.d_bce(logit, torch.tensor([-50.0]), real_target=0.8)
+    off = losses.d_bce(logit + 0.5, torch.tensor([-50.0]), real_target=0.8)
+    assert at_opt < off
+    entropy = -(0.8 * math.log(0.8) + 0.2 * math.log(0.2))
+    assert at_opt.item() == pytest.approx(entropy, abs=1e-5)
+
+
+def test_minimax_saturates_where_non_saturating_does_not():
+    # When D confidently rejects fakes (very negative logits) the minimax gradient vanishes.
+    fake = torch.full((4,), -8.0, requires_grad=True)
+    (g_mm,) = torch.autograd.grad(losses.g_minimax(fake), fake)
+    (g_ns,) = torch.autograd.grad(losses.g_non_saturating(fake), fake)
+    assert g_mm.abs().max() < 1e-3 < g_ns.abs().min()
+
+
+def test_wasserstein_hinge_least_squares_values():
+    real, fake = torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 0.5])
+    assert losses.d_wasserstein(real, fake).item() == pytest.approx(-0.25 - 1.0)
+    assert losses.g_wasserstein(fake).item() == pytest.approx(0.25)
+    # relu(1 - [2, 0]) = [0, 1]; relu(1 + [-1, .5]) = [0, 1.5]
+    assert losses.d_hinge(real, fake).item() == pytest.approx(0.5 + 0.75)
+    assert losses.d_least_squares(torch.ones(3), torch.zeros(3)).item() == pytest.approx(0.0)
+    assert losses.g_least_squares(torch.zeros(3)).item() == pytest.approx(0.5)
+
+
+def test_gradient_penalty_zero_for_unit_gradient_critic():
+    w = torch.randn(12)
+    w = w / w.norm()
+    critic = lambda x: x.flatten(1) @ w  # noqa: E731 - gradient norm is exactly 1 everywhere
+    real, fake = torch.randn(6, 3, 2, 2), torch.randn(6, 3, 2, 2)
+    assert losses.gradient_penalty(critic, real, fake).item() == pytest.approx(0.0, abs=1e-10)
+    steep = lambda x: 3 * (x.flatten(1) @ w)  # noqa: E731
+    assert losses.gradient_penalty(steep, real, fake).item() == pytest.approx(4.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("noise", [Normal(64, 0.0, 1.0), Normal(64, -1.0, 10.0), Uniform(64, -1.0, 1.0),
+                                   Gamma(64, 2.0, 1.0), Gamma(64, 0.5, 2.0)])
+def test_noise_moments(noise):
+    torch.manual_seed(0)
+    z = noise.sample(4000, "cpu")
+    assert z.shape == (4000, 64)
+    assert z.mean().item() == pytest.approx(noise.mean, abs=0.03 * max(1.0, noise.std))
+    assert z.std().item() == pytest.approx(noise.std, rel=0.03)
+    g = torch.Generator().manual_seed(1)
+    z_g = noise.sample(4000, "cpu", generator=g)
+    assert z_g.mean().item() == pytest.approx(noise.mean, abs=0.03 * max(1.0, noise.std))
+    assert z_g.std().item() == pytest.approx(noise.std, rel=0.03)
+    assert torch.equal(z_g, noise.sample(4000, "cpu", generator=torch.Generator().manual_seed(1)))
+
+
+def test_gamma_support_is_positive():
+    assert (Gamma(16, 2.0, 1.0).sample(1000) > 0).all()
+
+
+@pytest.mark.parametrize("bad", [lambda: Normal(0), lambda: Normal(8, std=0), lambda: Uniform(8, 1, -1),
+                                 lambda: Gamma(8, -1.0)])
+def test_noise_rejects_bad_parameters(bad):
+    with pytest.raises(UserError):
+        bad()
+
+
+def test_piecewise_schedule_table():
+    milestones = [0, 25, 40, 50, 60, 70, 80, 100, 120, 140]
+    lrs = [1e-3, 2e-4, 4e-5, 2e-5, 4e-5, 2e-5, 1e-5, 2e-5, 1e-5, 5e-6]
+    opt = torch.optim.RMSprop([torch.nn.Parameter(torch.zeros(1))], lr=123.0, alpha=0.9)
+    sch = PiecewiseLR(opt, milestones, lrs)
+    seen = {}
+    for epoch in range(150):
+        seen[epoch] = opt.param_groups[0]["lr"]
+        opt.step()
+        sch.step()
+    assert seen[0] == 1e-3 and seen[24] == 1e-3 and seen[25] == 2e-4 and seen[39] == 2e-4
+    assert seen[40] == 4e-5 and seen[65] == 4e-5 and seen[99] == 1e-5 and seen[100] == 2e-5
+    assert seen[149] == 5e-6
+    # the state round-trips (resume keeps the table position)
+    sch2 = PiecewiseLR(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), milestones, lrs)
+    sch2.load_state_dict(sch.state_dict())
+    assert sch2.last_epoch == 150
+
+
+def test_piecewise_rejects_bad_tables():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(UserError):
+        PiecewiseLR(opt, [0, 10], [1e-3])
+    with pytest.raises(UserError):
+        PiecewiseLR(opt, [5, 10], [1e-3, 1e-4])

@@ -1,0 +1,51 @@
+"""DCGAN nets: shapes for every supported size and channel count, init, clear size errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gan_lab.errors import UserError
+from gan_lab.nets import DCGANDiscriminator, DCGANGenerator
+from gan_lab.nets.dcgan import SUPPORTED_SIZES
+
+
+@pytest.mark.parametrize("size", SUPPORTED_SIZES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dcgan_shapes(size, channels):
+    g = DCGANGenerator(latent_dim=8, image_size=size, channels=channels, width=4)
+    d = DCGANDiscriminator(image_size=size, channels=channels, width=4)
+    x = g(torch.randn(2, 8))
+    assert x.shape == (2, channels, size, size)
+    assert x.min() >= -1 and x.max() <= 1
+    assert d(x).shape == (2,)
+
+
+def test_dcgan64_matches_the_paper_layout():
+    g = DCGANGenerator(latent_dim=100, image_size=64, channels=3, width=64)
+    convs = [m for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [c.out_channels for c in convs] == [512, 256, 128, 64, 3]
+    d = DCGANDiscriminator(image_size=64, channels=3, width=64)
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 128, 256, 512, 1]
+
+
+def test_dcgan_init_statistics():
+    g = DCGANGenerator(latent_dim=100, image_size=64, channels=3, width=64)
+    w = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)])
+    assert abs(w.mean().item()) < 1e-3 and w.std().item() == pytest.approx(0.02, rel=0.05)
+    bn = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    assert bn.mean().item() == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize("norm", ["instance", "layer", "none"])
+def test_discriminator_norm_options(norm):
+    d = DCGANDiscriminator(image_size=32, channels=1, width=4, norm=norm, dropout=0.2)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules())
+    assert d(torch.randn(3, 1, 32, 32)).shape == (3,)
+
+
+def test_unsupported_size_names_the_allowed_sizes():
+    with pytest.raises(UserError, match=r"image_size=48 .* 16, 32, 64, 128, 256"):
+        DCGANGenerator(latent_dim=8, image_size=48, channels=3)
+    with pytest.raises(UserError, match="norm='group'"):
+        DCGANDiscriminator(image_size=32, norm="group")
