@@ -6,6 +6,7 @@ directory's ``.hydra/config.yaml`` always rebuilds the same model.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -63,8 +64,26 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 
 
 def build_loggers(cfg: DictConfig) -> list:
-    return [make(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items()
-            if node is not None]
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        extra = {}
+        if name == "wandb" and node.get("group") is None and sweep_name() is not None:
+            extra["group"] = sweep_name()  # the runs of one sweep share a W&B group
+        loggers.append(make(node, f"logger.{name}", **extra))
+    return loggers
+
+
+def sweep_name() -> str | None:
+    """``<run_name>/<date_time>`` of the multirun this job belongs to, or ``None``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    return f"{sweep_dir.parent.name}/{sweep_dir.name}"
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:

@@ -1,0 +1,258 @@
+"""Summarise a sweep: ``python -m gan_lab.report <sweep_dir> [--out DIR]``.
+
+Reads every run below ``sweep_dir`` (a folder with ``.hydra/`` and ``metrics.json``), finds the
+parameters that differ between runs (from each run's ``.hydra/overrides.yaml``), and writes to
+``<sweep_dir>/report/``:
+
+- ``README.md``: one row per setting with the swept parameters as columns and the final metrics;
+  runs that differ only by ``seed`` are aggregated as mean ± std with the number of seeds;
+- ``curves.png``: loss, D(x) and D(G(z)) curves of every setting overlaid (against images seen);
+- ``metric_vs_<param>.png``: each final metric against each numeric swept parameter;
+- ``samples.png``: the final sample grid of each setting side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from gan_lab.errors import UserError
+
+#: final values shown in the table when a run logged them (others are added from metrics.json)
+PREFERRED = ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake")
+CURVES = ("d_loss", "g_loss", "d_real", "d_fake")
+
+
+@dataclass
+class Run:
+    path: Path
+    overrides: dict[str, str]
+    summary: dict
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status", "unknown"))
+
+
+def find_runs(sweep_dir: Path) -> list[Run]:
+    runs = []
+    for cfg in sorted(sweep_dir.rglob(".hydra/config.yaml")):
+        path = cfg.parent.parent
+        if "report" in path.relative_to(sweep_dir).parts:
+            continue
+        overrides_file = cfg.parent / "overrides.yaml"
+        raw = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+        overrides = {}
+        for item in raw or []:
+            key, _, value = str(item).partition("=")
+            key = key.lstrip("+~")
+            if not key.startswith("hydra"):
+                overrides[key] = value
+        summary_file = path / "metrics.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {"status": "no metrics.json"}
+        metrics = {k: float(v) for k, v in summary.get("final", {}).items() if _is_number(v)}
+        for record in summary.get("evaluations", []) or []:
+            for k, v in (record.get("values") or {}).items():
+                if _is_number(v):
+                    metrics[k] = float(v)
+        runs.append(Run(path, overrides, summary, metrics))
+    return runs
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def swept_keys(runs: list[Run]) -> list[str]:
+    """Override keys whose value differs between runs (``seed`` excluded: it is aggregated)."""
+    keys = sorted({k for r in runs for k in r.overrides})
+    return [k for k in keys if k != "seed" and len({r.overrides.get(k) for r in runs}) > 1]
+
+
+def group_settings(runs: list[Run], keys: list[str]) -> dict[tuple, list[Run]]:
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for r in runs:
+        groups[tuple(r.overrides.get(k, "") for k in keys)].append(r)
+    return dict(groups)
+
+
+def fmt(values: list[float]) -> str:
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.4g}"
+    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
+
+
+def table(runs: list[Run], keys: list[str]) -> tuple[str, list[str]]:
+    groups = group_settings(runs, keys)
+    names = [m for m in PREFERRED if any(m in r.metrics for r in runs)]
+    names += sorted({m for r in runs for m in r.metrics} - set(names) - {"train/batches_seen", "train/images_seen"})
+    header = [*(keys or ["setting"]), "seeds", "status", *names]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for setting, members in groups.items():
+        statuses = sorted({m.status for m in members})
+        row = [*(setting if keys else ["all"]), str(len(members)), ", ".join(statuses)]
+        row += [fmt([m.metrics[n] for m in members if n in m.metrics]) for n in names]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines), names
+
+
+def read_curves(run: Run) -> dict[str, list[tuple[float, float]]]:
+    path = run.path / "metrics.csv"
+    if not path.exists():
+        return {}
+    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    with open(path) as fh:
+        for row in csv.DictReader(fh):
+            x = row.get("train/images_seen")
+            if not x:
+                continue
+            for name in CURVES:
+                v = row.get(f"train/{name}")
+                if v:
+                    out[name].append((float(x), float(v)))
+    return out
+
+
+def label(setting: tuple, keys: list[str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in zip(keys, setting)) or "all"
+
+
+def plot_curves(groups: dict[tuple, list[Run]], keys: list[str], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {s: read_curves(members[0]) for s, members in groups.items()}
+    if not any(curves.values()):
+        return None
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4), squeeze=False)
+    for ax, name in zip(axes[0], CURVES):
+        for setting, c in curves.items():
+            if c.get(name):
+                xs, ys = zip(*c[name])
+                ax.plot(xs, ys, label=label(setting, keys), linewidth=1)
+        ax.set_title(name)
+        ax.set_xlabel("images seen")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_metric_vs_param(runs: list[Run], keys: list[str], names: list[str], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for key in keys:
+        try:
+            xs_all = [float(r.overrides[key]) for r in runs if key in r.overrides]
+        except ValueError:
+            continue  # categorical parameter: the table shows it
+        if len(set(xs_all)) < 2:
+            continue
+        shown = [n for n in names if any(n in r.metrics for r in runs)]
+        if not shown:
+            continue
+        fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.5), squeeze=False)
+        for ax, name in zip(axes[0], shown):
+            pts = sorted((float(r.overrides[key]), r.metrics[name]) for r in runs
+                         if key in r.overrides and name in r.metrics)
+            ax.plot(*zip(*pts), "o-")
+            ax.set_xlabel(key)
+            ax.set_title(name)
+            if all(x > 0 for x, _ in pts) and max(x for x, _ in pts) / min(x for x, _ in pts) >= 100:
+                ax.set_xscale("log")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out / f"metric_vs_{key.replace('/', '_').replace('.', '_')}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def sample_sheet(groups: dict[tuple, list[Run]], keys: list[str], path: Path) -> Path | None:
+    from PIL import Image, ImageDraw
+
+    tiles = []
+    for setting, members in groups.items():
+        grid = members[0].path / "samples" / "final.png"
+        if grid.exists():
+            tiles.append((label(setting, keys), Image.open(grid).convert("RGB")))
+    if not tiles:
+        return None
+    side = max(max(t.width, t.height) for _, t in tiles)
+    cols = min(4, len(tiles))
+    rows = math.ceil(len(tiles) / cols)
+    sheet = Image.new("RGB", (cols * (side + 10), rows * (side + 30)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (name, tile) in enumerate(tiles):
+        x, y = (i % cols) * (side + 10), (i // cols) * (side + 30)
+        sheet.paste(tile, (x, y + 20))
+        draw.text((x + 2, y + 4), name[: side // 6], fill="black")
+    sheet.save(path)
+    return path
+
+
+def report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of ``sweep_dir``; returns the markdown file."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise UserError(f"sweep directory {sweep_dir} does not exist; pass the folder a multirun "
+                        f"printed (e.g. multiruns/dcgan-digits/<date_time>).")
+    runs = find_runs(sweep_dir)
+    if not runs:
+        raise UserError(f"no runs (folders with .hydra/config.yaml) below {sweep_dir}; pass the folder "
+                        f"of a multirun made with `python -m gan_lab.run -m ...`.")
+    out = Path(out) if out else sweep_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    keys = swept_keys(runs)
+    md, names = table(runs, keys)
+    groups = group_settings(runs, keys)
+    figures = [plot_curves(groups, keys, out / "curves.png"), *plot_metric_vs_param(runs, keys, names, out),
+               sample_sheet(groups, keys, out / "samples.png")]
+    seeds = sorted({r.overrides.get("seed", "config") for r in runs})
+    text = [f"# Report of `{sweep_dir}`", "",
+            f"{len(runs)} runs, {len(groups)} settings; swept: {', '.join(keys) or 'nothing'}; "
+            f"seeds: {', '.join(seeds)}. Values are final logged values (mean ± std over seeds).", "", md, ""]
+    text += [f"![{p.stem}]({p.name})" for p in figures if p is not None]
+    path = out / "README.md"
+    path.write_text("\n".join(text) + "\n")
+    print(md)
+    print(f"\nreport: {path}")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gan_lab.report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", help="folder of a multirun (or of any runs)")
+    parser.add_argument("--out", default=None, help="output folder (default: <sweep_dir>/report)")
+    args = parser.parse_args(argv)
+    try:
+        report(args.sweep_dir, args.out)
+    except UserError as exc:
+        print(f"gan_lab: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
