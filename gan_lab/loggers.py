@@ -25,7 +25,7 @@ def wandb_logger(project: str = "gan_lab", name: str | None = None, group: str |
     """A ``WandbLogger`` that never prompts: offline when no API key is set (``WANDB_MODE`` wins)."""
     from lightning.pytorch.loggers import WandbLogger
 
-    mode = os.environ.get("WANDB_MODE")
+    mode = os.environ.get("WANDB_MODE") or None
     if offline is None:
         offline = mode in ("offline", "dryrun") or (mode != "online" and not wandb_credentials_present())
         if offline and mode is None:

@@ -85,5 +85,5 @@ class SampleGrid(L.Callback):
             if isinstance(logger, WandbLogger):
                 logger.log_image("samples", [str(path)], step=step, caption=[tag])
             elif isinstance(logger, TensorBoardLogger):
-                img = torch.from_numpy(np.asarray(Image.open(path))).permute(2, 0, 1)
+                img = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)
                 logger.experiment.add_image("samples", img, global_step=step)
