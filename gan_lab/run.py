@@ -11,6 +11,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -22,6 +23,10 @@ from gan_lab.build import build_callbacks, build_datamodule, build_loggers, buil
 from gan_lab.errors import UserError, unwrap_user_error
 
 log = logging.getLogger("gan_lab")
+
+# Validation data feeds the metric callbacks, not a Lightning validation loop.
+warnings.filterwarnings("ignore", message=r".*val_dataloader.* but have no .*validation_step")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def check_paths(cfg: DictConfig) -> Path:
