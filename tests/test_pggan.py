@@ -183,6 +183,7 @@ def test_pggan_grows_to_the_target_resolution(make_cfg, tmp_path):
     assert all(r["train/drift_penalty"] >= 0 for r in log)
     # sample grids at the current resolution, upscaled for viewing (4 columns of 64 + padding)
     assert Image.open(run / "samples" / "epoch_0000.png").size == (4 * 66 + 2, 4 * 66 + 2)
+    assert Image.open(run / "curves.png").size == (1800, 400)  # losses, scores and a growth panel
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["final"]["train/resolution"] == 32.0
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
