@@ -165,6 +165,8 @@ def test_bad_schedule_in_config_is_a_user_error(make_cfg):
 
 
 def test_pggan_grows_to_the_target_resolution(make_cfg, tmp_path):
+    # the discriminator refuses images of another size than the phase's resolution, so this run
+    # also shows that the DataModule served each resolution
     cfg = make_cfg(*TINY_PGGAN, "trainer.max_epochs=12")
     assert cfg.loss.name == "wasserstein" and cfg.optimizer.generator.betas == [0.0, 0.99]
     train(cfg)
@@ -189,6 +191,10 @@ def test_pggan_grows_to_the_target_resolution(make_cfg, tmp_path):
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["gan_lab"]["phase"]["resolution"] == 32
     assert any(k.startswith("generator_ema.") for k in state["state_dict"])
+    # Adam's moments were reset when 32x32 started to fade in: 16 steps since, of 44 in all (the
+    # 16x16 to_rgb layer only took the 8 steps of the fade-in)
+    assert summary["batches_seen"] == 44
+    assert {int(s["step"]) for s in state["optimizer_states"][1]["state"].values()} == {8, 16}
 
 
 def test_resume_mid_phase_restores_resolution_and_alpha(make_cfg, tmp_path):

@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from gan_lab.errors import UserError
@@ -46,13 +45,15 @@ class PGGAN(WGANGP):
         schedule: the growth schedule (its target must be the nets' ``max_resolution``).
         ema_half_life: images over which the EMA generator forgets half of its past (10,000 in the
             paper); 0 makes it a copy of the live generator.
+        reset_optimizers_on_growth: clear the optimisers' moment estimates when a new resolution
+            starts to fade in, as the paper's code does (the new layers start from fresh statistics).
         gp_weight, drift_weight: as :class:`~gan_lab.models.wgan_gp.WGANGP` (10 and 0.001).
         **kwargs: as :class:`~gan_lab.models.base.GAN`.
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, *args: Any, schedule: GrowthSchedule,
-                 ema_half_life: float = 10_000.0, gp_weight: float = 10.0, drift_weight: float = 0.001,
-                 **kwargs: Any) -> None:
+                 ema_half_life: float = 10_000.0, reset_optimizers_on_growth: bool = True,
+                 gp_weight: float = 10.0, drift_weight: float = 0.001, **kwargs: Any) -> None:
         for name, net in (("generator", generator), ("discriminator", discriminator)):
             size = getattr(net, "max_resolution", None)
             if size != schedule.target_resolution:
@@ -60,11 +61,12 @@ class PGGAN(WGANGP):
                                 f"{schedule.target_resolution}; set both from data.image_size.")
         if ema_half_life < 0:
             raise UserError(f"model.ema_half_life={ema_half_life} must be >= 0 images; e.g. 10000.")
-        self.schedule = schedule
-        self.phase = schedule.phase(0)
         super().__init__(generator, discriminator, *args, gp_weight=gp_weight, drift_weight=drift_weight,
                          **kwargs)
+        self.schedule = schedule
+        self.phase = schedule.phase(0)
         self.ema_half_life = float(ema_half_life)
+        self.reset_optimizers_on_growth = bool(reset_optimizers_on_growth)
         self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
         self._loader_batch_size: int | None = None
 
@@ -117,7 +119,10 @@ class PGGAN(WGANGP):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.update_ema(batch[0].shape[0] * self.trainer.world_size)
-        self.update_phase()
+        stage = self.phase.stage
+        if self.update_phase().stage != stage and self.reset_optimizers_on_growth:
+            for opt in self.trainer.optimizers:
+                opt.state.clear()
 
     # --- nets at the current phase ------------------------------------------------------
 
@@ -126,16 +131,6 @@ class PGGAN(WGANGP):
 
     def discriminate(self, images: Tensor, labels: Tensor) -> Tensor:
         return self.discriminator(images, self.phase.resolution, self.phase.alpha)
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        real, labels = batch
-        if real.shape[-1] != self.phase.resolution:
-            if real.shape[-1] < self.phase.resolution:
-                raise UserError(f"the data serves {real.shape[-1]}x{real.shape[-1]} images but the growth "
-                                f"schedule is at {self.phase.resolution}; raise data.image_size.")
-            # a DataModule without set_resolution: downsample here (area averaging, as the base does)
-            real = F.adaptive_avg_pool2d(real, self.phase.resolution)
-        return super().training_step((real, labels), batch_idx)
 
     def log_terms(self, terms):
         phase = {"resolution": torch.tensor(float(self.phase.resolution)),
