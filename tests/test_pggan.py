@@ -233,6 +233,19 @@ def test_resume_mid_fade_in(make_cfg, tmp_path):
     assert [(r["train/resolution"], r["train/alpha"]) for r in log] == [(8, 0.5), (8, 0.75), (8, 1.0)]
 
 
+def test_stage_without_batch_size_uses_data_batch_size(make_cfg, tmp_path):
+    stages = ("model.schedule.stages=["
+              "{resolution:4,fade_images:0,stable_images:16,batch_size:4},"
+              "{resolution:8,fade_images:16,stable_images:16,batch_size:null},"
+              "{resolution:16,fade_images:16,stable_images:16,batch_size:null},"
+              "{resolution:32,fade_images:16,stable_images:16,batch_size:null}]")
+    train(make_cfg(*TINY_PGGAN, stages, "data.batch_size=16", "trainer.max_epochs=3"))
+    log = rows(tmp_path / "run")
+    seen = [r["train/images_seen"] for r in log]
+    sizes = [(r["train/resolution"], b - a) for a, b, r in zip([0.0] + seen, seen, log)]
+    assert sizes[:4] == [(4, 4)] * 4 and set(sizes[4:]) <= {(8, 16), (16, 16)} and len(sizes) > 4
+
+
 # --- EMA ----------------------------------------------------------------------------------------
 
 

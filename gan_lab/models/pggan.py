@@ -68,7 +68,8 @@ class PGGAN(WGANGP):
         self.ema_half_life = float(ema_half_life)
         self.reset_optimizers_on_growth = bool(reset_optimizers_on_growth)
         self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
-        self._loader_batch_size: int | None = None
+        self._loader_batch_size: int | None = None  # batch size of the DataLoader in use
+        self._data_batch_size: int | None = None    # data.batch_size, for stages with batch_size null
 
     # --- the phase ----------------------------------------------------------------------
 
@@ -92,13 +93,17 @@ class PGGAN(WGANGP):
         trainer = self._trainer  # None outside a Trainer (unit tests)
         return getattr(trainer, "datamodule", None) if trainer is not None else None
 
+    def _wanted_batch_size(self) -> int | None:
+        return self.phase.batch_size if self.phase.batch_size is not None else self._data_batch_size
+
     def _apply_batch_size(self) -> None:
-        datamodule = self._datamodule()
-        if datamodule is not None and self.phase.batch_size is not None:
-            datamodule.batch_size = self.phase.batch_size
+        datamodule, wanted = self._datamodule(), self._wanted_batch_size()
+        if datamodule is not None and wanted is not None:
+            datamodule.batch_size = wanted
 
     def on_fit_start(self) -> None:
         # Runs after a checkpoint restored images_seen and before the DataLoader is built.
+        self._data_batch_size = getattr(self._datamodule(), "batch_size", None)
         self.update_phase()
         self._apply_batch_size()
         if len(self.schedule.batch_sizes) > 1 and not self.trainer.reload_dataloaders_every_n_epochs:
@@ -111,7 +116,7 @@ class PGGAN(WGANGP):
         self._loader_batch_size = getattr(datamodule, "batch_size", None)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        wanted = self.phase.batch_size
+        wanted = self._wanted_batch_size()
         if wanted is not None and self._loader_batch_size is not None and wanted != self._loader_batch_size:
             self._apply_batch_size()
             return -1  # end the epoch: the next one rebuilds the DataLoader with the new batch size
@@ -133,8 +138,8 @@ class PGGAN(WGANGP):
         return self.discriminator(images, self.phase.resolution, self.phase.alpha)
 
     def log_terms(self, terms):
-        phase = {"resolution": torch.tensor(float(self.phase.resolution)),
-                 "alpha": torch.tensor(self.phase.alpha)}
+        phase = {"resolution": torch.full((), float(self.phase.resolution), device=self.device),
+                 "alpha": torch.full((), self.phase.alpha, device=self.device)}
         super().log_terms({**terms, **phase})
 
     # --- exponential moving average of G ------------------------------------------------
