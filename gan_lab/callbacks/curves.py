@@ -18,6 +18,9 @@ class TrainingCurves(L.Callback):
         path: the PNG written when training ends (``<run>/curves.png``).
     """
 
+    #: keys of a growth schedule (Progressive GAN), drawn in their own panel
+    GROWTH_KEYS = ("resolution", "alpha")
+
     def __init__(self, path: str) -> None:
         self.path = Path(path)
         self.history: dict[str, list[tuple[float, float]]] = {}
@@ -46,23 +49,42 @@ class TrainingCurves(L.Callback):
         import matplotlib.pyplot as plt
 
         losses = [k for k in self.history if k.endswith("loss") or k.endswith("penalty")]
-        scores = [k for k in self.history if k not in losses]
-        panels = [("losses", losses), ("scores", scores)]
+        growth = [k for k in self.GROWTH_KEYS if k in self.history]
+        scores = [k for k in self.history if k not in losses and k not in growth]
+        panels = [("losses", losses), ("scores", scores), ("growth", growth)]
         panels = [p for p in panels if p[1]]
         fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
         for ax, (title, keys) in zip(axes[0], panels):
-            for key in keys:
-                xs, ys = zip(*self.history[key])
-                ax.plot(xs, ys, label=key, linewidth=1)
+            if title == "growth":
+                self._plot_growth(ax)
+            else:
+                for key in keys:
+                    xs, ys = zip(*self.history[key])
+                    ax.plot(xs, ys, label=key, linewidth=1)
+                ax.legend()
             ax.set_title(title)
             ax.set_xlabel("images seen")
-            ax.legend()
             ax.grid(alpha=0.3)
         fig.tight_layout()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(self.path, dpi=100)
         plt.close(fig)
         return self.path
+
+    def _plot_growth(self, ax) -> None:
+        """Progressive growing: resolution (log2 axis) and fade-in alpha (right axis), apart from
+        the scores so that a resolution of 128 does not flatten them."""
+        if "resolution" in self.history:
+            xs, ys = zip(*self.history["resolution"])
+            ax.step(xs, ys, where="post", color="tab:blue", linewidth=1)
+            ax.set_yscale("log", base=2)
+            ax.set_ylabel("resolution", color="tab:blue")
+        if "alpha" in self.history:
+            twin = ax.twinx() if "resolution" in self.history else ax
+            xs, ys = zip(*self.history["alpha"])
+            twin.plot(xs, ys, color="tab:orange", linewidth=1)
+            twin.set_ylim(-0.05, 1.05)
+            twin.set_ylabel("alpha", color="tab:orange")
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history, "last_batch": self._last_batch}

@@ -1,0 +1,51 @@
+"""WGAN-GP (Gulrajani et al. 2017): a Wasserstein critic kept 1-Lipschitz by a gradient penalty.
+
+The critic minimises ``loss.discriminator(real, fake) + gp_weight * GP (+ drift_weight * E[D(x)^2])``
+where GP is :func:`gan_lab.losses.gradient_penalty` on random interpolates of the real batch and
+the detached fakes. With ``loss=wasserstein`` (the preset of ``model=wgan_gp``) the logged
+``train/wasserstein`` = E[D(x)] - E[D(G(z))] is the critic's estimate of the Wasserstein distance.
+The drift term (0 here, 0.001 in Progressive GAN) keeps the critic's output from wandering off.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from gan_lab.errors import UserError
+from gan_lab.losses import drift_penalty, gradient_penalty
+from gan_lab.models.base import GAN
+
+
+class WGANGP(GAN):
+    """A :class:`GAN` whose discriminator (critic) step adds the gradient penalty.
+
+    Args:
+        gp_weight: lambda of the gradient penalty (10 in the paper).
+        drift_weight: weight of E[D(x)^2] (0.001 in Progressive GAN, 0 in WGAN-GP).
+        *args, **kwargs: as :class:`GAN` (``n_critic`` 5 in the preset).
+    """
+
+    def __init__(self, *args: Any, gp_weight: float = 10.0, drift_weight: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, value in (("gp_weight", gp_weight), ("drift_weight", drift_weight)):
+            if value < 0:
+                raise UserError(f"model.{name}={value} must be >= 0; e.g. model.{name}=0 turns it off.")
+        self.gp_weight, self.drift_weight = float(gp_weight), float(drift_weight)
+
+    def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
+        real_logits = self.discriminate(real, labels)
+        fake_logits = self.discriminate(fake, fake_labels)
+        terms = {"d_loss": self.loss.discriminator(real_logits, fake_logits),
+                 "d_real": self.loss.score(real_logits),
+                 "d_fake": self.loss.score(fake_logits),
+                 "wasserstein": (real_logits.mean() - fake_logits.mean()).detach()}
+        if self.gp_weight:
+            penalty = gradient_penalty(lambda x: self.discriminate(x, labels), real, fake)
+            terms["d_loss"] = terms["d_loss"] + self.gp_weight * penalty
+            terms["gradient_penalty"] = penalty.detach()
+        if self.drift_weight:
+            drift = drift_penalty(real_logits)
+            terms["d_loss"] = terms["d_loss"] + self.drift_weight * drift
+            terms["drift_penalty"] = drift.detach()
+        return terms

@@ -1,0 +1,79 @@
+"""The Pokemon study's WGAN-GP generator: a dense layer before DCGAN-style transposed convolutions.
+
+The study added a fully connected layer (with BatchNorm1d) between the latent and the first
+transposed convolution so that samples stop copying features of training images, and dropout
+after the first blocks. Its 128x128 generator (latent 64) is, block by block:
+
+    Linear(64 -> 4096) + BatchNorm1d          -> view [256, 4, 4]
+    ConvT 5x5 stride 1   -> [512, 4, 4]   BN, ReLU, Dropout
+    ConvT 5x5 stride 2   -> [256, 8, 8]   BN, ReLU, Dropout
+    ConvT 5x5 stride 2   -> [128, 16, 16] BN, ReLU
+    ConvT 5x5 stride 2   -> [64, 32, 32]  BN, ReLU
+    ConvT 5x5 stride 2   -> [32, 64, 64]  BN, ReLU
+    ConvT 4x4 stride 2   -> [3, 128, 128] Tanh
+
+which is ``DenseDCGANGenerator(64, 128, 3, width=32, max_mult=16, dense_channels=256)``. As in the
+study there is no activation between the dense layer and the first convolution. Other sizes add or
+remove stride-2 blocks, exactly like :class:`~gan_lab.nets.dcgan.DCGANGenerator`.
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+from torch import Tensor
+
+from gan_lab.errors import UserError
+from gan_lab.nets.dcgan import check_image_size, norm_layer
+from gan_lab.nets.init import dcgan_init
+
+
+class DenseDCGANGenerator(nn.Module):
+    """z [N, latent_dim] -> image [N, channels, image_size, image_size] in [-1, 1] (tanh).
+
+    Args:
+        latent_dim: size of z.
+        image_size: side of the output (16 to 256, a power of two).
+        channels: image channels.
+        width: channels of the last block before the image; block ``i`` from the 4x4 end has
+            ``width * min(2^(blocks-1-i), max_mult)`` channels.
+        max_mult: cap of the channel multiplier.
+        dense_channels: the dense layer outputs ``dense_channels * 4 * 4`` features.
+        dropout: dropout probability after each of the first ``dropout_blocks`` blocks.
+        dropout_blocks: how many blocks (from the 4x4 end) are followed by dropout.
+        norm: normalisation of the conv blocks (``batch`` as in the study, ``none``, ...).
+    """
+
+    def __init__(self, latent_dim: int, image_size: int = 128, channels: int = 3, width: int = 32,
+                 max_mult: int = 16, dense_channels: int = 256, dropout: float = 0.5,
+                 dropout_blocks: int = 2, norm: str = "batch", init: bool = True) -> None:
+        super().__init__()
+        blocks = check_image_size(image_size, "dense DCGAN generator")
+        if not 0.0 <= dropout < 1.0:
+            raise UserError(f"model.generator.dropout={dropout} must be in [0, 1); e.g. 0.5.")
+        if dense_channels < 1:
+            raise UserError(f"model.generator.dense_channels={dense_channels} must be >= 1; e.g. 256.")
+        self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
+        self.dense_channels = dense_channels
+        mults = [min(2 ** (blocks - 1 - i), max_mult) for i in range(blocks)]
+        self.dense = nn.Sequential(nn.Linear(latent_dim, dense_channels * 16),
+                                   nn.BatchNorm1d(dense_channels * 16))  # -> view [dense_channels, 4, 4]
+        layers: list[nn.Module] = []
+        in_ch, res = dense_channels, 4
+        for i, mult in enumerate(mults):
+            out_ch = width * mult
+            if i == 0:  # 4x4 -> 4x4
+                layers.append(nn.ConvTranspose2d(in_ch, out_ch, 5, 1, 2, bias=False))
+            else:       # doubles the side
+                res *= 2
+                layers.append(nn.ConvTranspose2d(in_ch, out_ch, 5, 2, 2, output_padding=1, bias=False))
+            layers += [norm_layer(norm, out_ch, res), nn.ReLU(True)]
+            if dropout and i < dropout_blocks:
+                layers.append(nn.Dropout(dropout))
+            in_ch = out_ch
+        layers += [nn.ConvTranspose2d(in_ch, channels, 4, 2, 1, bias=False), nn.Tanh()]  # -> image_size
+        self.net = nn.Sequential(*layers)
+        if init:
+            self.apply(dcgan_init)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.dense(z.view(z.shape[0], -1))
+        return self.net(h.view(z.shape[0], self.dense_channels, 4, 4))

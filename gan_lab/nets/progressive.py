@@ -1,0 +1,204 @@
+"""Progressive GAN nets (Karras et al. 2018): built whole, run at any resolution with a fade-in.
+
+Both nets hold every block from 4x4 to ``max_resolution`` from the start; ``forward`` takes the
+current ``resolution`` and the fade-in weight ``alpha`` and runs only the blocks up to it, so the
+optimisers see one fixed parameter set and a checkpoint restores any phase. The growth schedule
+(when to grow, how fast alpha rises) belongs to the model that trains them, not to the nets.
+
+Fade-in: while a new resolution ``R`` blends in, the generator outputs
+``alpha * to_rgb_R(block_R(h)) + (1 - alpha) * upsample(to_rgb_{R/2}(h))`` and the discriminator
+reads ``alpha * block_R(from_rgb_R(x)) + (1 - alpha) * from_rgb_{R/2}(downsample(x))``; at
+``alpha = 0`` each net equals its ``R/2`` net (up/downsampled), at ``alpha = 1`` the new path alone.
+
+Layers use the equalized learning rate: weights are drawn from N(0, 1) and multiplied at run time
+by He's constant ``gain / sqrt(fan_in)``, so Adam's per-parameter step size is the same for every
+layer whatever its fan-in. Channels per resolution follow the paper: ``min(fmap_base / R, fmap_max)``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from gan_lab.errors import UserError
+
+LRELU = 0.2
+
+
+def check_resolution(resolution: int, max_resolution: int, what: str = "resolution") -> int:
+    """Index of ``resolution`` among 4, 8, ..., ``max_resolution`` (a clear error otherwise)."""
+    if resolution < 4 or resolution > max_resolution or resolution & (resolution - 1):
+        raise UserError(f"{what}={resolution} must be a power of two between 4 and {max_resolution}.")
+    return int(math.log2(resolution)) - 2
+
+
+def resolutions(max_resolution: int) -> list[int]:
+    """4, 8, ..., max_resolution (which must be a power of two >= 4)."""
+    if max_resolution < 4 or max_resolution & (max_resolution - 1):
+        raise UserError(f"max_resolution={max_resolution} must be a power of two >= 4 for progressive "
+                        f"growing; use e.g. data.image_size=128.")
+    return [2 ** k for k in range(2, int(math.log2(max_resolution)) + 1)]
+
+
+class EqualizedLinear(nn.Module):
+    """Linear layer with equalized learning rate: ``y = x (w * c)^T + b``, ``c = gain / sqrt(in)``."""
+
+    def __init__(self, in_features: int, out_features: int, gain: float = math.sqrt(2.0), bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.scale = gain / math.sqrt(in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, scale={self.scale:.4g}"
+
+
+class EqualizedConv2d(nn.Module):
+    """Same-padded conv with equalized learning rate: weight scaled by ``gain / sqrt(in * k * k)``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, gain: float = math.sqrt(2.0),
+                 bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.scale = gain / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.padding = kernel_size // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        o, i, k, _ = self.weight.shape
+        return f"{i}, {o}, kernel_size={k}, scale={self.scale:.4g}"
+
+
+class PixelNorm(nn.Module):
+    """Pixel-wise feature normalisation: each pixel's feature vector scaled to unit mean square."""
+
+    def __init__(self, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
+
+
+class MinibatchStddev(nn.Module):
+    """Appends one feature map: the standard deviation of each feature over a group of samples,
+    averaged over features and pixels, so D can see a lack of variety in a batch.
+
+    ``group_size`` is the largest divisor of the batch not above the configured size (the study's
+    batches of 2 and 4 work as they are).
+    """
+
+    def __init__(self, group_size: int = 4, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.group_size, self.eps = int(group_size), eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        g = max(d for d in range(1, min(self.group_size, n) + 1) if n % d == 0)
+        y = x.view(g, n // g, c, h, w)                                   # [G, M, C, H, W]
+        y = (y.var(dim=0, unbiased=False) + self.eps).sqrt()             # [M, C, H, W]
+        y = y.mean(dim=(1, 2, 3)).view(n // g, 1, 1, 1).repeat(g, 1, h, w)  # [N, 1, H, W]
+        return torch.cat([x, y], dim=1)
+
+
+def channels_at(resolution: int, fmap_base: int, fmap_max: int) -> int:
+    """Feature maps at a resolution: ``min(fmap_base / resolution, fmap_max)`` (at least 1)."""
+    return max(1, min(fmap_base // resolution, fmap_max))
+
+
+class ProgressiveGenerator(nn.Module):
+    """z [N, latent_dim] -> image [N, channels, R, R] for the current resolution R (linear output).
+
+    Args:
+        latent_dim: size of z (pixel-normalised on entry).
+        max_resolution: the last resolution (the target image size).
+        channels: image channels.
+        fmap_base, fmap_max: feature maps per resolution ``min(fmap_base / R, fmap_max)``
+            (8192 and 512 in the paper: 512 up to 32x32, then 256, 128, ...).
+    """
+
+    def __init__(self, latent_dim: int, max_resolution: int = 128, channels: int = 3,
+                 fmap_base: int = 8192, fmap_max: int = 512) -> None:
+        super().__init__()
+        self.latent_dim, self.max_resolution, self.channels = latent_dim, max_resolution, channels
+        self.resolutions = resolutions(max_resolution)
+        ch = [channels_at(r, fmap_base, fmap_max) for r in self.resolutions]
+        self.ch0 = ch[0]
+        self.input = nn.Sequential(PixelNorm(), EqualizedLinear(latent_dim, ch[0] * 16, gain=math.sqrt(2) / 4))
+        self.start = nn.Sequential(nn.LeakyReLU(LRELU), PixelNorm(),          # [ch0, 4, 4]
+                                   EqualizedConv2d(ch[0], ch[0], 3), nn.LeakyReLU(LRELU), PixelNorm())
+        self.blocks = nn.ModuleList([nn.Identity()])  # index i builds resolution 4 * 2^i
+        for i in range(1, len(ch)):
+            self.blocks.append(nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                EqualizedConv2d(ch[i - 1], ch[i], 3), nn.LeakyReLU(LRELU), PixelNorm(),
+                EqualizedConv2d(ch[i], ch[i], 3), nn.LeakyReLU(LRELU), PixelNorm()))
+        self.to_rgb = nn.ModuleList([EqualizedConv2d(c, channels, 1, gain=1.0) for c in ch])
+
+    def forward(self, z: Tensor, resolution: int | None = None, alpha: float = 1.0) -> Tensor:
+        depth = check_resolution(resolution or self.max_resolution, self.max_resolution)
+        h = self.start(self.input(z.view(z.shape[0], -1)).view(z.shape[0], self.ch0, 4, 4))
+        for i in range(1, depth):
+            h = self.blocks[i](h)
+        if depth == 0:
+            return self.to_rgb[0](h)
+        new = self.to_rgb[depth](self.blocks[depth](h))
+        if alpha >= 1.0:
+            return new
+        old = F.interpolate(self.to_rgb[depth - 1](h), scale_factor=2, mode="nearest")
+        return torch.lerp(old, new, float(alpha))
+
+
+class ProgressiveDiscriminator(nn.Module):
+    """image [N, channels, R, R] at the current resolution R -> logits [N] (a linear critic).
+
+    Args:
+        max_resolution: the last resolution.
+        channels: image channels.
+        fmap_base, fmap_max: as for :class:`ProgressiveGenerator`.
+        group_size: minibatch standard deviation group (4 in the paper).
+    """
+
+    def __init__(self, max_resolution: int = 128, channels: int = 3, fmap_base: int = 8192,
+                 fmap_max: int = 512, group_size: int = 4) -> None:
+        super().__init__()
+        self.max_resolution, self.channels = max_resolution, channels
+        self.resolutions = resolutions(max_resolution)
+        ch = [channels_at(r, fmap_base, fmap_max) for r in self.resolutions]
+        self.from_rgb = nn.ModuleList([nn.Sequential(EqualizedConv2d(channels, c, 1), nn.LeakyReLU(LRELU))
+                                       for c in ch])
+        self.blocks = nn.ModuleList([nn.Identity()])  # index i maps resolution 4 * 2^i to half of it
+        for i in range(1, len(ch)):
+            self.blocks.append(nn.Sequential(
+                EqualizedConv2d(ch[i], ch[i], 3), nn.LeakyReLU(LRELU),
+                EqualizedConv2d(ch[i], ch[i - 1], 3), nn.LeakyReLU(LRELU),
+                nn.AvgPool2d(2)))
+        self.final = nn.Sequential(                  # [ch0, 4, 4] -> 1
+            MinibatchStddev(group_size),
+            EqualizedConv2d(ch[0] + 1, ch[0], 3), nn.LeakyReLU(LRELU),
+            nn.Flatten(), EqualizedLinear(ch[0] * 16, ch[0]), nn.LeakyReLU(LRELU),
+            EqualizedLinear(ch[0], 1, gain=1.0))
+
+    def forward(self, x: Tensor, resolution: int | None = None, alpha: float = 1.0) -> Tensor:
+        depth = check_resolution(resolution or x.shape[-1], self.max_resolution)
+        if x.shape[-1] != 4 * 2 ** depth:
+            raise ValueError(f"discriminator got {x.shape[-1]}x{x.shape[-1]} images at resolution "
+                             f"{4 * 2 ** depth}")
+        h = self.from_rgb[depth](x)
+        if depth > 0:
+            h = self.blocks[depth](h)
+            if alpha < 1.0:
+                old = self.from_rgb[depth - 1](F.avg_pool2d(x, 2))
+                h = torch.lerp(old, h, float(alpha))
+        for i in range(depth - 1, 0, -1):
+            h = self.blocks[i](h)
+        return self.final(h).view(x.shape[0])

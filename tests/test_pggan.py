@@ -1,0 +1,280 @@
+"""Progressive GAN: equalized-LR layers, fade-in equivalences, the growth schedule, training with
+per-resolution batch sizes, resume mid-phase and the EMA generator."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from gan_lab.build import build_datamodule, build_model
+from gan_lab.errors import UserError
+from gan_lab.models import GrowthSchedule
+from gan_lab.nets.progressive import (EqualizedConv2d, EqualizedLinear, MinibatchStddev, PixelNorm,
+                                      ProgressiveDiscriminator, ProgressiveGenerator)
+from gan_lab.run import train
+
+# narrow nets (16 feature maps at most) and a schedule of a few batches per phase on 32x32 digits
+TINY_PGGAN = [
+    "model=pggan",
+    "model.generator.fmap_base=128", "model.generator.fmap_max=16",
+    "model.discriminator.fmap_base=128", "model.discriminator.fmap_max=16",
+    "model.num_samples=16",
+    "trainer.limit_train_batches=4",
+    "model.schedule.stages=["
+    "{resolution:4,fade_images:0,stable_images:32,batch_size:8},"
+    "{resolution:8,fade_images:32,stable_images:32,batch_size:8},"
+    "{resolution:16,fade_images:32,stable_images:32,batch_size:4},"
+    "{resolution:32,fade_images:32,stable_images:16,batch_size:4}]",
+]
+
+
+def stages(*rows):
+    return [dict(zip(("resolution", "fade_images", "stable_images", "batch_size"), r)) for r in rows]
+
+
+def rows(run_dir) -> list[dict[str, float]]:
+    with open(run_dir / "metrics.csv") as fh:
+        return [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(fh) if r.get("train/alpha")]
+
+
+# --- layers -----------------------------------------------------------------------------------
+
+
+def test_equalized_layers_scale_weights_by_he_constant_at_run_time():
+    conv = EqualizedConv2d(8, 4, 3)
+    assert conv.scale == pytest.approx(math.sqrt(2) / math.sqrt(8 * 3 * 3))
+    assert conv.weight.std().item() == pytest.approx(1.0, abs=0.15)  # stored weights are N(0, 1)
+    x = torch.randn(2, 8, 5, 5)
+    expected = F.conv2d(x, conv.weight * conv.scale, conv.bias, padding=1)
+    assert torch.allclose(conv(x), expected)
+    # the gradient on the stored weight carries the same constant: Adam sees one scale per layer
+    conv(x).sum().backward()
+    w_eff = (conv.weight.detach() * conv.scale).requires_grad_(True)
+    F.conv2d(x, w_eff, conv.bias.detach(), padding=1).sum().backward()
+    assert torch.allclose(conv.weight.grad, w_eff.grad * conv.scale, atol=1e-5)
+
+    lin = EqualizedLinear(32, 5, gain=1.0)
+    assert lin.scale == pytest.approx(1 / math.sqrt(32))
+    x = torch.randn(3, 32)
+    assert torch.allclose(lin(x), x @ (lin.weight * lin.scale).T + lin.bias)
+    assert EqualizedConv2d(16, 3, 1, gain=1.0).scale == pytest.approx(1 / 4)
+
+
+def test_equalized_conv_keeps_activations_at_unit_scale():
+    conv = EqualizedConv2d(64, 64, 3)
+    x = torch.randn(8, 64, 8, 8)
+    y = F.leaky_relu(conv(x), 0.2)
+    assert 0.5 < y.pow(2).mean().item() < 2.0  # He: E[y^2] ~ E[x^2] through conv + ReLU-like
+
+
+def test_pixel_norm_and_minibatch_stddev():
+    x = torch.randn(4, 6, 3, 3) * 5
+    assert torch.allclose(PixelNorm()(x).pow(2).mean(dim=1), torch.ones(4, 3, 3), atol=1e-4)
+    mb = MinibatchStddev(group_size=4)
+    out = mb(x)
+    assert out.shape == (4, 7, 3, 3)
+    expected = x.std(dim=0, unbiased=False).mean()
+    assert torch.allclose(out[:, 6], expected.expand(4, 3, 3), atol=1e-4)
+    same = torch.randn(1, 6, 3, 3).repeat(2, 1, 1, 1)  # the study's batch of 2, no variety
+    assert mb(same)[:, 6].abs().max() < 1e-3
+
+
+# --- fade-in ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def nets():
+    torch.manual_seed(0)
+    return (ProgressiveGenerator(8, max_resolution=32, channels=3, fmap_base=64, fmap_max=8),
+            ProgressiveDiscriminator(max_resolution=32, channels=3, fmap_base=64, fmap_max=8))
+
+
+def test_generator_fade_in_blends_the_low_and_high_resolution_paths(nets):
+    g, _ = nets
+    z = torch.randn(4, 8)
+    low = F.interpolate(g(z, 8, 1.0), scale_factor=2, mode="nearest")
+    assert g(z, 8).shape == (4, 3, 8, 8) and g(z, 16, 0.0).shape == (4, 3, 16, 16)
+    assert torch.allclose(g(z, 16, 0.0), low, atol=1e-6)
+    h = g.start(g.input(z).view(4, g.ch0, 4, 4))
+    h = g.blocks[1](h)
+    high = g.to_rgb[2](g.blocks[2](h))
+    assert torch.allclose(g(z, 16, 1.0), high, atol=1e-6)
+    assert torch.allclose(g(z, 16, 0.25), 0.75 * low + 0.25 * high, atol=1e-5)
+    assert not torch.allclose(low, high)
+
+
+def test_discriminator_fade_in_blends_the_low_and_high_resolution_paths(nets):
+    _, d = nets
+    x = torch.randn(4, 3, 16, 16)
+    assert torch.allclose(d(x, 16, 0.0), d(F.avg_pool2d(x, 2), 8, 1.0), atol=1e-5)
+    high = d.final(d.blocks[1](d.blocks[2](d.from_rgb[2](x)))).view(4)
+    assert torch.allclose(d(x, 16, 1.0), high, atol=1e-5)
+    assert d(x, 16, 0.5).shape == (4,) and d(torch.randn(4, 3, 4, 4), 4).shape == (4,)
+    with pytest.raises(UserError, match="power of two between 4 and 32"):
+        d(torch.randn(2, 3, 64, 64), 64)
+
+
+# --- the schedule -----------------------------------------------------------------------------
+
+
+def test_schedule_reaches_the_target_after_the_configured_images():
+    s = GrowthSchedule(stages((4, 0, 100, 16), (8, 50, 100, 16), (16, 200, 100, 8), (32, 10, 10, 4)), 16)
+    assert [st.resolution for st in s.stages] == [4, 8, 16]  # stages above the target are not used
+    assert s.total_images == 100 + 150 + 300
+    assert s.phase(0).resolution == 4 and s.phase(0).alpha == 1.0
+    assert s.phase(99).resolution == 4
+    p = s.phase(100)
+    assert (p.resolution, p.alpha, p.batch_size) == (8, 0.0, 16)
+    assert s.phase(125).alpha == pytest.approx(0.5)
+    assert s.phase(150).alpha == 1.0 and s.phase(249).resolution == 8
+    assert (s.phase(250).resolution, s.phase(250).alpha, s.phase(250).batch_size) == (16, 0.0, 8)
+    assert s.phase(300).alpha == pytest.approx(0.25)
+    assert (s.phase(450).resolution, s.phase(450).alpha) == (16, 1.0)
+    assert (s.phase(10 ** 9).resolution, s.phase(10 ** 9).alpha) == (16, 1.0)  # stays at the target
+    alphas = [s.phase(i).alpha for i in range(250, 451, 10)]
+    assert alphas == sorted(alphas)  # alpha only rises, 0 -> 1
+
+
+@pytest.mark.parametrize("bad, message", [
+    (stages((4, 0, 10, 4), (16, 10, 10, 4)), "breaks the doubling"),
+    (stages((4, 5, 10, 4), (8, 10, 10, 4)), "no lower resolution"),
+    (stages((4, 0, 10, 4)), "ends at 4x4 but the target resolution"),
+    (stages((4, 0, -1, 4), (8, 10, 10, 4)), "stable_images=-1"),
+    (stages((4, 0, 10, 0), (8, 10, 10, 4)), "batch_size=0"),
+    ([{"resolution": 4, "fade": 0}], "unknown keys"),
+    ([], "non-empty list"),
+])
+def test_schedule_is_validated_when_loaded(bad, message):
+    with pytest.raises(UserError, match=message):
+        GrowthSchedule(bad, 8)
+
+
+def test_bad_schedule_in_config_is_a_user_error(make_cfg):
+    cfg = make_cfg(*TINY_PGGAN, "model.schedule.stages.1.resolution=16")
+    build_datamodule(cfg)
+    with pytest.raises(UserError, match=r"stages\[1\].resolution=16"):
+        build_model(cfg)
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def test_pggan_grows_to_the_target_resolution(make_cfg, tmp_path):
+    # the discriminator refuses images of another size than the phase's resolution, so this run
+    # also shows that the DataModule served each resolution
+    cfg = make_cfg(*TINY_PGGAN, "trainer.max_epochs=12")
+    assert cfg.loss.name == "wasserstein" and cfg.optimizer.generator.betas == [0.0, 0.99]
+    train(cfg)
+    run = tmp_path / "run"
+    log = rows(run)
+    res = [r["train/resolution"] for r in log]
+    assert res == sorted(res) and res[0] == 4 and res[-1] == 32
+    # per-resolution batch sizes: 8 images per batch up to 8x8, then 4
+    seen = [r["train/images_seen"] for r in log]
+    steps = {r: {b - a for a, b, rr in zip([0.0] + seen, seen, res) if rr == r} for r in (4, 8, 16, 32)}
+    assert steps == {4: {8.0}, 8: {8.0}, 16: {4.0}, 32: {4.0}}
+    # alpha rises 0 -> 1 during each fade-in
+    fade16 = [r["train/alpha"] for r in log if r["train/resolution"] == 16]
+    assert fade16[0] == 0.0 and fade16 == sorted(fade16) and fade16[-1] == 1.0
+    assert all(math.isfinite(r["train/d_loss"]) and r["train/gradient_penalty"] >= 0 for r in log)
+    assert all(r["train/drift_penalty"] >= 0 for r in log)
+    # sample grids at the current resolution, upscaled for viewing (4 columns of 64 + padding)
+    assert Image.open(run / "samples" / "epoch_0000.png").size == (4 * 66 + 2, 4 * 66 + 2)
+    assert Image.open(run / "curves.png").size == (1800, 400)  # losses, scores and a growth panel
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["final"]["train/resolution"] == 32.0
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["gan_lab"]["phase"]["resolution"] == 32
+    assert any(k.startswith("generator_ema.") for k in state["state_dict"])
+    # Adam's moments were reset when 32x32 started to fade in: 16 steps since, of 44 in all (the
+    # 16x16 to_rgb layer only took the 8 steps of the fade-in)
+    assert summary["batches_seen"] == 44
+    assert {int(s["step"]) for s in state["optimizer_states"][1]["state"].values()} == {8, 16}
+
+
+def test_resume_mid_phase_restores_resolution_and_alpha(make_cfg, tmp_path):
+    first = tmp_path / "first"
+    # 3 epochs of 4 batches of 8: 96 images, the end of 8x8 -> the 16x16 fade-in starts (batch 4)
+    train(make_cfg(*TINY_PGGAN, "trainer.max_epochs=3", run_dir=first))
+    ckpt = first / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    phase = state["gan_lab"]["phase"]
+    assert (phase["resolution"], phase["alpha"], phase["images_seen"], phase["batch_size"]) == (16, 0.0, 96, 4)
+    # a freshly built model restored from the checkpoint is in the same phase
+    cfg = make_cfg(*TINY_PGGAN, run_dir=tmp_path / "probe")
+    build_datamodule(cfg)
+    model = build_model(cfg)
+    assert (model.resolution, model.alpha) == (4, 1.0)
+    model.on_load_checkpoint(state)
+    assert (model.resolution, model.alpha) == (phase["resolution"], phase["alpha"])
+    # the resumed run trains its first batch in that phase
+    second = tmp_path / "second"
+    train(make_cfg(*TINY_PGGAN, "trainer.max_epochs=4", f"ckpt_path={ckpt}", run_dir=second))
+    log = rows(second)
+    assert (log[0]["train/resolution"], log[0]["train/alpha"]) == (phase["resolution"], phase["alpha"])
+    assert log[0]["train/images_seen"] == phase["images_seen"] + 4  # the new stage's batch size
+
+
+def test_resume_mid_fade_in(make_cfg, tmp_path):
+    first = tmp_path / "first"
+    train(make_cfg(*TINY_PGGAN, "trainer.limit_train_batches=3", "trainer.max_epochs=2", run_dir=first))
+    state = torch.load(first / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    phase = state["gan_lab"]["phase"]
+    assert phase["images_seen"] == 48 and (phase["resolution"], phase["alpha"]) == (8, 0.5)
+    second = tmp_path / "second"
+    train(make_cfg(*TINY_PGGAN, "trainer.limit_train_batches=3", "trainer.max_epochs=3",
+                   f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", run_dir=second))
+    log = rows(second)
+    assert [(r["train/resolution"], r["train/alpha"]) for r in log] == [(8, 0.5), (8, 0.75), (8, 1.0)]
+
+
+def test_stage_without_batch_size_uses_data_batch_size(make_cfg, tmp_path):
+    stages = ("model.schedule.stages=["
+              "{resolution:4,fade_images:0,stable_images:16,batch_size:4},"
+              "{resolution:8,fade_images:16,stable_images:16,batch_size:null},"
+              "{resolution:16,fade_images:16,stable_images:16,batch_size:null},"
+              "{resolution:32,fade_images:16,stable_images:16,batch_size:null}]")
+    train(make_cfg(*TINY_PGGAN, stages, "data.batch_size=16", "trainer.max_epochs=3"))
+    log = rows(tmp_path / "run")
+    seen = [r["train/images_seen"] for r in log]
+    sizes = [(r["train/resolution"], b - a) for a, b, r in zip([0.0] + seen, seen, log)]
+    assert sizes[:4] == [(4, 4)] * 4 and set(sizes[4:]) <= {(8, 16), (16, 16)} and len(sizes) > 4
+
+
+# --- EMA ----------------------------------------------------------------------------------------
+
+
+def test_ema_generator_differs_from_live_weights_and_moves_toward_them(make_cfg, tmp_path):
+    cfg = make_cfg(*TINY_PGGAN, "trainer.max_epochs=1", "model.ema_half_life=100")
+    train(cfg)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    cfg = make_cfg(*TINY_PGGAN, "model.ema_half_life=100", run_dir=tmp_path / "probe")
+    build_datamodule(cfg)
+    model = build_model(cfg)
+    model.load_state_dict(state["state_dict"])
+    model.on_load_checkpoint(state)
+
+    def distance() -> float:
+        return sum((e - p).pow(2).sum().item() for e, p in
+                   zip(model.generator_ema.parameters(), model.generator.parameters()))
+
+    before = distance()
+    assert before > 0  # EMA lags behind the trained weights
+    model.update_ema(8)
+    after = distance()
+    assert 0 < after < before
+    # with the same live weights each update shrinks the gap by beta = 0.5 ** (8 / 100)
+    assert after == pytest.approx(before * (0.5 ** (8 / 100)) ** 2, rel=1e-3)
+    # samples come from the EMA generator at the current resolution
+    images = model.sample_fixed()
+    assert images.shape == (16, 1, model.resolution, model.resolution)
+    expected = model.generator_ema(model.fixed_noise, model.resolution, model.alpha).clamp(-1, 1)
+    assert torch.allclose(images, expected)
+    model.ema_half_life = 0.0
+    model.update_ema(8)
+    assert distance() == 0.0
