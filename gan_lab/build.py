@@ -54,8 +54,22 @@ def build_model(cfg: DictConfig) -> L.LightningModule:
     noise = make(cfg.noise, "noise")
     loss = make(cfg.loss, "loss")
     optimizer = {k: make(v, f"optimizer.{k}") for k, v in cfg.optimizer.items()}
+    for key, factory in optimizer.items():
+        check_optimizer(factory, f"optimizer.{key}")
     scheduler = {k: make(v, f"scheduler.{k}") for k, v in (cfg.get("scheduler") or {}).items()}
     return make(cfg.model, "model", noise=noise, loss=loss, optimizer=optimizer, scheduler=scheduler)
+
+
+def check_optimizer(factory, what: str) -> None:
+    """Build the optimiser once on a dummy parameter so bad values (negative lr, betas given as
+    integers, ...) fail before training with one sentence instead of inside ``fit``."""
+    import torch
+
+    try:
+        factory([torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{what}: {exc}; fix the value, e.g. {what}.lr=2e-4 or "
+                        f"{what}.betas=[0.5,0.999] (floats).") from None
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
