@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from gan_lab.data.base import EpochSampler, ImageDataModule, TensorImages
+from gan_lab.data.base import EpochSampler, ImageDataModule, TensorImages, take_rows
 from gan_lab.data.cache import (IMAGE_EXTENSIONS, Split, cached_split, decode_files, file_signature,
                                 parse_background, parse_crop, user_cache_dir, writable_dir)
 from gan_lab.errors import UserError
@@ -55,7 +55,7 @@ class DeviceLoader:
         order = order.to(self.device, non_blocking=True)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self.images[idx], self.labels[idx]
+            yield take_rows(self.images, idx), take_rows(self.labels, idx)
 
 
 def parse_on_device(value) -> str:
