@@ -231,6 +231,14 @@ def test_missing_data_is_one_sentence_with_path_layout_and_source(tmp_path, cls,
     assert "\n" not in message and message.count(". ") == 0
 
 
+def test_a_split_with_no_readable_file_is_one_sentence(tmp_path):
+    root = tmp_path / "broken"
+    (root / "monet_jpg").mkdir(parents=True)
+    (root / "monet_jpg" / "a.jpg").write_bytes(b"not an image")
+    with pytest.raises(UserError, match=r"none of the 1 training files could be read \(listed in .*monet-train-skipped.txt\)"):
+        ready(Monet(root=root, batch_size=1))
+
+
 def test_missing_file_inside_an_existing_root_names_it(tmp_path):
     root = datasets.make_celeba(tmp_path / "celeba")
     (root / "list_eval_partition.txt").unlink()

@@ -244,7 +244,8 @@ def cached_split(cache_dir: Path, dataset: str, split: str, key_parts: dict,
     if data is None:
         data = build()
         for old in cache_dir.glob(f"{stem}-*.pt"):  # stale versions at this size
-            old.unlink(missing_ok=True)
+            if old != path:
+                old.unlink(missing_ok=True)
         atomic_save(data.to_dict(), path)
         log.info("%s/%s: decoded %d images into %s", dataset, split, len(data.labels), path)
     if data.skipped:

@@ -139,6 +139,10 @@ class DiskImageDataModule(ImageDataModule):
                **self.key_extra()}
         data = cached_split(self.cache_folder, self.name, split, key, lambda: self.build_split(split))
         self.info[split] = data
+        if split == "train" and len(data.labels) == 0 and data.skipped:
+            raise UserError(f"{self.name}: none of the {len(data.skipped)} training files could be read "
+                            f"(listed in {self.cache_folder / f'{self.name}-train-skipped.txt'}); check the "
+                            f"files under data.root={self.root}.")
         return data.images, data.labels
 
     # --- serving -----------------------------------------------------------------------------
