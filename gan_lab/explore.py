@@ -60,7 +60,8 @@ def plot_channel_stats(stats: dict[str, torch.Tensor], path: Path, channel_names
     for r, (name, value) in enumerate(stats.items()):
         for c in range(cols):
             ax = axes[r][c]
-            im = ax.imshow(value[c].numpy(), cmap="viridis", vmin=0, vmax=255 if name != "std" else None)
+            im = ax.imshow(value[c].numpy(), cmap="viridis", vmin=0,
+                           vmax=255 if name != "std" else max(float(value.max()), 1.0))
             ax.set_title(f"{name} {channel_names[c]}", fontsize=9)
             ax.axis("off")
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)

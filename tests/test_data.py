@@ -86,7 +86,7 @@ def test_wikiart_genre_reads_the_quirks_and_reports_bad_files(tmp_path, caplog):
     assert len(lines) == 2
     assert lines[0].startswith("wikiart/Realism/does-not-exist.jpg: missing")
     assert lines[1].startswith("wikiart/Realism/vincent-van-gogh_corrupt.jpg: unreadable")
-    assert "skipped 2 missing or unreadable files" in caplog.text and str(report) in caplog.text
+    assert "skipped 2 files, missing, unreadable or unlabelled" in caplog.text and str(report) in caplog.text
     assert not (dm.cache_folder / "wikiart_genre-val-skipped.txt").exists()
 
 

@@ -250,7 +250,7 @@ def cached_split(cache_dir: Path, dataset: str, split: str, key_parts: dict,
         log.info("%s/%s: decoded %d images into %s", dataset, split, len(data.labels), path)
     if data.skipped:
         atomic_write_text("".join(f"{line}\n" for line in data.skipped), report)
-        log.warning("%s/%s: skipped %d missing or unreadable files (listed in %s)",
+        log.warning("%s/%s: skipped %d files, missing, unreadable or unlabelled (listed in %s)",
                     dataset, split, len(data.skipped), report)
     else:
         report.unlink(missing_ok=True)
