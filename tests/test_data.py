@@ -13,6 +13,7 @@ from gan_lab.data import cache as cache_module
 from gan_lab.data.base import EpochSampler
 from gan_lab.data.folders import POKEMON_TYPES
 from gan_lab.errors import UserError
+from gan_lab.build import build_datamodule
 from gan_lab.run import train
 from tests import datasets
 
@@ -287,3 +288,24 @@ def test_debug_training_run_on_a_synthetic_dataset(make_cfg, tmp_path):
     assert cfg.data.num_classes == 18 and cfg.data.class_names[0] == "Bug"
     assert (tmp_path / "run" / "samples" / "final.png").is_file()
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("name, make, n_train, num_classes", [
+    ("mnist", datasets.make_mnist, 12, 10),
+    ("cifar10", datasets.make_cifar10, 10, 10),
+    ("celeba", datasets.make_celeba, 4, 1),
+    ("wikiart_genre", datasets.make_wikiart, 3, 3),
+    ("wikiart_style", datasets.make_wikiart, 2, 3),
+    ("wikiart_artist", datasets.make_wikiart, 2, 3),
+    ("monet", datasets.make_monet, 5, 1),
+    ("pokemon", datasets.make_pokemon, 5, 18),
+    ("image_folder", datasets.make_image_folder, 6, 2),
+])
+def test_every_data_config_builds_and_publishes_its_facts(make_cfg, tmp_path, name, make, n_train, num_classes):
+    root = make(tmp_path / name)
+    cfg = make_cfg(f"data={name}", f"data.root={root}", "data.image_size=8", "data.batch_size=1")
+    dm = build_datamodule(cfg)
+    assert len(dm.dataset("train")) == n_train and dm.image_size == 8
+    assert cfg.data.num_classes == num_classes and len(cfg.data.class_names) == num_classes
+    assert cfg.data.channels == (1 if name == "mnist" else 3)
+    assert dm.cache_folder == root / ".gan_lab_cache" and dm.augment is not None and not dm.augment.enabled

@@ -215,7 +215,9 @@ def decode_files(files: Sequence[Path], labels: Sequence[int], image_size: int, 
                 continue
             images[i], sizes[i], nbytes[i], keep[i] = array, size, n, True
     idx = np.flatnonzero(keep)
-    return Split(images=torch.from_numpy(images[idx]), labels=torch.as_tensor(np.asarray(labels)[idx], dtype=torch.long),
+    if len(idx) < len(files):  # copy only when something was skipped (a split can take GBs)
+        images = images[idx]
+    return Split(images=torch.from_numpy(images), labels=torch.as_tensor(np.asarray(labels)[idx], dtype=torch.long),
                  files=[names[i] for i in idx], file_sizes=torch.from_numpy(nbytes[idx]),
                  source_sizes=torch.from_numpy(sizes[idx]), skipped=sorted(skipped))
 
