@@ -107,8 +107,8 @@ class DiskImageDataModule(ImageDataModule):
         return self._cache_folder
 
     def missing(self, path: Path, what: str = "the dataset") -> UserError:
-        return UserError(f"{self.name}: {what} was not found at {path}; expected {self.layout} under "
-                         f"data.root={self.root} ({self.published}); put it there, or point data.root "
+        return UserError(f"{self.name}: {what} was not found at {path.absolute()}; expected {self.layout} "
+                         f"under data.root={self.root} ({self.published}); put it there, or point data.root "
                          f"(or the GAN_LAB_DATA folder) at it.")
 
     def check(self) -> None:
