@@ -7,13 +7,13 @@ import os
 import pytest
 import torch
 
+from gan_lab.build import build_datamodule
 from gan_lab.data import (CIFAR10, MNIST, CelebA, DeviceLoader, ImageFolder, Monet, Pokemon, WikiArt,
                           measure_throughput)
 from gan_lab.data import cache as cache_module
 from gan_lab.data.base import EpochSampler
 from gan_lab.data.folders import POKEMON_TYPES
 from gan_lab.errors import UserError
-from gan_lab.build import build_datamodule
 from gan_lab.run import train
 from tests import datasets
 

@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from gan_lab.data.cache import Split
 from gan_lab.data.disk import FileImageDataModule, held_out, list_images
 from gan_lab.errors import UserError
 
