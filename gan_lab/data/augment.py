@@ -1,0 +1,104 @@
+"""Augmentation of float batches in [-1, 1] on the training device, with kornia.
+
+kornia draws parameters per sample (torchvision v2 applies one draw to a whole batch tensor), each
+transform has its own probability, and nothing is written by hand: random resized crop, horizontal
+flip, rotation and colour jitter. Rotation pads with the border pixels: a zero fill would paint the
+corners mid-grey in [-1, 1]. The transforms are built per input size, so the same module serves
+every resolution of a progressive schedule.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import kornia.augmentation as K
+import torch
+from torch import Tensor, nn
+
+from gan_lab.errors import UserError
+
+
+def _probability(name: str, p: float) -> float:
+    if not 0.0 <= float(p) <= 1.0:
+        raise UserError(f"augment.{name}={p} is a probability; use a value in [0, 1].")
+    return float(p)
+
+
+class Augment(nn.Module):
+    """Random resized crop, horizontal flip, rotation and colour jitter, each with a probability.
+
+    Args:
+        crop_p: probability of a random resized crop (a crop resized back to the served size).
+        crop_scale: range of the crop's area as a share of the image, e.g. ``[0.728, 0.728]`` for a
+            128 crop of an image resized to 150 (the Pokemon study's resize-150-then-crop-128).
+        crop_ratio: range of the crop's aspect ratio (width / height).
+        hflip_p: probability of a horizontal flip.
+        rotation_p: probability of a rotation.
+        degrees: rotation angle range: ``d`` for [-d, d], or ``[low, high]``.
+        rotation_padding: ``border`` (repeat edge pixels) or ``reflection``; ``zeros`` pads with -1
+            (black), never with 0 (mid-grey).
+        jitter_p: probability of colour jitter.
+        brightness, contrast, saturation, hue: jitter strengths as in kornia ``ColorJitter``
+            (hue in [0, 0.5]); saturation and hue apply to RGB only.
+    """
+
+    def __init__(self, crop_p: float = 0.0, crop_scale: Sequence[float] = (0.08, 1.0),
+                 crop_ratio: Sequence[float] = (1.0, 1.0), hflip_p: float = 0.0, rotation_p: float = 0.0,
+                 degrees: float | Sequence[float] = 0.0, rotation_padding: str = "border",
+                 jitter_p: float = 0.0, brightness: float = 0.0, contrast: float = 0.0,
+                 saturation: float = 0.0, hue: float = 0.0) -> None:
+        super().__init__()
+        self.crop_p, self.hflip_p = _probability("crop_p", crop_p), _probability("hflip_p", hflip_p)
+        self.rotation_p, self.jitter_p = _probability("rotation_p", rotation_p), _probability("jitter_p", jitter_p)
+        self.crop_scale, self.crop_ratio = tuple(float(v) for v in crop_scale), tuple(float(v) for v in crop_ratio)
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise UserError(f"augment.crop_scale={list(crop_scale)} must be [low, high] with 0 < low <= high <= 1.")
+        self.degrees = (-float(degrees), float(degrees)) if isinstance(degrees, (int, float)) else tuple(map(float, degrees))
+        if rotation_padding not in ("border", "reflection", "zeros"):
+            raise UserError(f"augment.rotation_padding={rotation_padding!r}; use border, reflection or zeros.")
+        self.rotation_padding = rotation_padding
+        self.jitter = dict(brightness=float(brightness), contrast=float(contrast),
+                           saturation=float(saturation), hue=float(hue))
+        if not 0.0 <= self.jitter["hue"] <= 0.5:
+            raise UserError(f"augment.hue={hue} must be in [0, 0.5].")
+        self._pipelines: dict[tuple[int, int, int], nn.Module] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return (self.crop_p > 0 or self.hflip_p > 0 or (self.rotation_p > 0 and self.degrees != (0.0, 0.0))
+                or (self.jitter_p > 0 and any(self.jitter.values())))
+
+    def pipeline(self, channels: int, height: int, width: int) -> nn.Module:
+        key = (channels, height, width)
+        if key not in self._pipelines:
+            ops: list[nn.Module] = []
+            if self.crop_p > 0:
+                ops.append(K.RandomResizedCrop((height, width), scale=self.crop_scale, ratio=self.crop_ratio,
+                                               p=self.crop_p))
+            if self.hflip_p > 0:
+                ops.append(K.RandomHorizontalFlip(p=self.hflip_p))
+            if self.rotation_p > 0 and self.degrees != (0.0, 0.0):
+                fill = None
+                if self.rotation_padding == "zeros":  # in [0, 1] space (see forward): 0 is black
+                    fill = torch.zeros(channels)
+                ops.append(K.RandomAffine(self.degrees, padding_mode=self.rotation_padding if fill is None
+                                          else "fill", fill_value=fill, p=self.rotation_p))
+            jitter = dict(self.jitter)
+            if channels != 3:
+                jitter.update(saturation=0.0, hue=0.0)
+            if self.jitter_p > 0 and any(jitter.values()):
+                ops.append(K.ColorJitter(**jitter, p=self.jitter_p))
+            self._pipelines[key] = nn.Sequential(*ops)
+        return self._pipelines[key]
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Float images in [-1, 1] -> augmented images in [-1, 1] (same shape, same device)."""
+        if not self.enabled:
+            return images
+        n, c, h, w = images.shape
+        x = images.add(1.0).mul_(0.5)  # kornia's colour ops expect [0, 1]
+        x = self.pipeline(c, h, w).to(images.device)(x)
+        return x.clamp_(0.0, 1.0).mul_(2.0).sub_(1.0)
+
+    def extra_repr(self) -> str:
+        return (f"crop_p={self.crop_p}, crop_scale={self.crop_scale}, hflip_p={self.hflip_p}, "
+                f"rotation_p={self.rotation_p}, degrees={self.degrees}, jitter_p={self.jitter_p}, {self.jitter}")

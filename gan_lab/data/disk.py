@@ -1,0 +1,219 @@
+"""DataModules over datasets on disk: a root folder, a decoded-once cache, GPU-resident serving.
+
+Subclasses say which files a split depends on (``source_files``) and how to turn them into a
+:class:`~gan_lab.data.cache.Split` (``build_split``); image-per-file datasets only list
+``(path, label)`` items (:class:`FileImageDataModule`). Everything else is shared: the cache folder
+(``data.cache_dir``, default ``<root>/.gan_lab_cache``, a user cache folder when the root is
+read-only), the missing-data message, and ``data.on_device``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from abc import abstractmethod
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from gan_lab.data.base import EpochSampler, ImageDataModule, TensorImages, take_rows
+from gan_lab.data.cache import (IMAGE_EXTENSIONS, Split, cached_split, decode_files, file_signature,
+                                parse_background, parse_crop, user_cache_dir, writable_dir)
+from gan_lab.errors import UserError
+
+log = logging.getLogger("gan_lab")
+
+#: ``on_device=auto`` keeps the training split on the GPU when it takes at most this share of the
+#: free GPU memory (the rest is left to the networks and their activations)
+ON_DEVICE_SHARE = 0.25
+
+
+class DeviceLoader:
+    """Serves batches by indexing a tensor that already lives on the training device.
+
+    The order is the :class:`EpochSampler`'s, so a run is identical with or without it; with several
+    processes each rank takes every ``world_size``-th index, as ``DistributedSampler`` does.
+    Lightning finds ``sampler.set_epoch`` and calls it at every epoch.
+    """
+
+    def __init__(self, dataset: TensorImages, batch_size: int, device: torch.device | str,
+                 sampler: EpochSampler, drop_last: bool = True, rank: int = 0, world_size: int = 1) -> None:
+        self.images = dataset.images.to(device)
+        self.labels = dataset.labels.to(device)
+        self.batch_size, self.sampler, self.drop_last = int(batch_size), sampler, drop_last
+        self.device, self.rank, self.world_size = torch.device(device), rank, world_size
+
+    def __len__(self) -> int:
+        n = len(self.sampler) // self.world_size
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.long)
+        order = order[self.rank::self.world_size][: len(self.sampler) // self.world_size]
+        order = order.to(self.device, non_blocking=True)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield take_rows(self.images, idx), take_rows(self.labels, idx)
+
+
+def parse_on_device(value) -> str:
+    text = str(value).lower()
+    if text not in ("auto", "true", "false"):
+        raise UserError(f"data.on_device={value!r} must be auto, true or false.")
+    return text
+
+
+class DiskImageDataModule(ImageDataModule):
+    """A dataset read from ``root`` and served from its decoded-once cache.
+
+    Args:
+        root: folder of the dataset (``${oc.env:GAN_LAB_DATA,data}/<name>`` in the configs).
+        image_size: side of the served square images (decoded and resized once, at this size).
+        crop: ``center`` (largest centred square, then resize), ``none`` (squash the whole image)
+            or a side in source pixels (centred square of that side, then resize).
+        background: colour under transparent pixels (``white``, ``black``, ``grey`` or [r, g, b]).
+        cache_dir: folder of the decoded caches; ``None`` is ``<root>/.gan_lab_cache``, or a
+            user cache folder when the root is read-only.
+        decode_workers: threads decoding files when a cache is built (0: CPU count + 2).
+        on_device: ``auto`` keeps the uint8 training split on the GPU (when training on CUDA and
+            it uses at most a quarter of the free memory) and serves batches by indexing there,
+            without DataLoader workers; ``true`` always does it on the training device (also a
+            CPU); ``false`` always uses a DataLoader.
+    """
+
+    #: where the dataset is published, for the missing-data message
+    published: str = ""
+    #: the layout expected under ``root``, for the missing-data message
+    layout: str = ""
+
+    def __init__(self, root: str, image_size: int = 64, crop: str | int = "center",
+                 background: str | Sequence[int] = "white", cache_dir: str | None = None,
+                 decode_workers: int = 0, on_device: str | bool = "auto", **kwargs) -> None:
+        super().__init__(image_size=image_size, **kwargs)
+        self.root = Path(root).expanduser()
+        self.crop, self.background = parse_crop(crop), parse_background(background)
+        self._cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.decode_workers, self.on_device = int(decode_workers), parse_on_device(on_device)
+        self.info: dict[str, Split] = {}
+        self._cache_folder: Path | None = None
+
+    @property
+    def cache_folder(self) -> Path:
+        if self._cache_folder is None:
+            preferred = self._cache_dir or self.root / ".gan_lab_cache"
+            self._cache_folder = writable_dir(preferred, user_cache_dir() / self.name)
+        return self._cache_folder
+
+    def missing(self, path: Path, what: str = "the dataset") -> UserError:
+        return UserError(f"{self.name}: {what} was not found at {path.absolute()}; expected {self.layout} "
+                         f"under data.root={self.root} ({self.published}); put it there, or point data.root "
+                         f"(or the GAN_LAB_DATA folder) at it.")
+
+    def check(self) -> None:
+        """Fail early, with the layout and the source, when the root is absent; read class lists."""
+        if not self.root.is_dir():
+            raise self.missing(self.root)
+
+    @abstractmethod
+    def source_files(self, split: str) -> list[Path]:
+        """Every file the decoded split depends on (its names, sizes and times key the cache)."""
+
+    @abstractmethod
+    def build_split(self, split: str) -> Split:
+        """Decode the split from its sources (called only when no valid cache exists)."""
+
+    def key_extra(self) -> dict:
+        """Options of a subclass that change the decoded split (they join the cache key)."""
+        return {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.check()
+        super().setup(stage)
+
+    def load_split(self, split: str) -> tuple[Tensor, Tensor]:
+        key = {"image_size": self.image_size, "channels": self.channels, "crop": self.crop,
+               "background": self.background, "sources": file_signature(self.source_files(split)),
+               **self.key_extra()}
+        data = cached_split(self.cache_folder, self.name, split, key, lambda: self.build_split(split))
+        self.info[split] = data
+        if split == "train" and len(data.labels) == 0 and data.skipped:
+            raise UserError(f"{self.name}: none of the {len(data.skipped)} training files could be read "
+                            f"(listed in {self.cache_folder / f'{self.name}-train-skipped.txt'}); check the "
+                            f"files under data.root={self.root}.")
+        return data.images, data.labels
+
+    # --- serving -----------------------------------------------------------------------------
+    def serving_device(self) -> torch.device | None:
+        """The device a :class:`DeviceLoader` serves on, or ``None`` for a DataLoader."""
+        if self.on_device == "false":
+            return None
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if self.on_device == "true":
+            return device
+        if device.type != "cuda":
+            return None
+        free, _ = torch.cuda.mem_get_info(device)
+        need = self.dataset("train").images.nbytes
+        if need > ON_DEVICE_SHARE * free:
+            log.info("%s: training split (%.1f GB) kept in host memory (%.1f GB free on %s)",
+                     self.name, need / 1e9, free / 1e9, device)
+            return None
+        return device
+
+    def train_dataloader(self) -> DataLoader | DeviceLoader:
+        device = self.serving_device()
+        if device is None:
+            return super().train_dataloader()
+        ds = self.dataset("train")
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        log.info("%s: serving %d training images from %s memory", self.name, len(ds), device)
+        return DeviceLoader(ds, self.batch_size, device, EpochSampler(len(ds), self.seed),
+                            self.drop_last, rank, world)
+
+
+def held_out(n: int, val_fraction: float, split: str, seed: int = 1234) -> list[int]:
+    """Indices of a fixed validation split (independent of the run's seed) or of the rest."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise UserError(f"data.val_fraction={val_fraction} must be in [0, 1), e.g. 0.1.")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = int(round(n * val_fraction))
+    return sorted(perm[:n_val] if split == "val" else perm[n_val:])
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in ``folder`` (by extension, hidden files left out), sorted by name."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+class FileImageDataModule(DiskImageDataModule):
+    """One image file per sample: subclasses list ``(path, label)`` items of a split."""
+
+    @abstractmethod
+    def items(self, split: str) -> list[tuple[Path, int]]:
+        """The files of a split and their labels (a listed file may be missing: it is reported)."""
+
+    def extra_sources(self) -> list[Path]:
+        """Index files (split lists, class lists, label tables) that join the cache key."""
+        return []
+
+    def source_files(self, split: str) -> list[Path]:
+        return [*self.extra_sources(), *(p for p, _ in self.items(split))]
+
+    def build_split(self, split: str) -> Split:
+        items = self.items(split)
+        names = [self.display_name(p) for p, _ in items]
+        return decode_files([p for p, _ in items], [label for _, label in items], self.image_size,
+                            self.channels, self.crop, self.background, self.decode_workers,
+                            desc=f"{self.name}/{split}", names=names)
+
+    def display_name(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)

@@ -1,0 +1,210 @@
+"""Folders of image files: any folder (``image_folder``), the Kaggle Monet paintings and the Kaggle
+Pokemon sprites with their types.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from gan_lab.data.disk import FileImageDataModule, held_out, list_images
+from gan_lab.errors import UserError
+
+log = logging.getLogger("gan_lab")
+
+#: the 18 Pokemon types, alphabetical: label i is POKEMON_TYPES[i] (without a ``types`` subset)
+POKEMON_TYPES = ["Bug", "Dark", "Dragon", "Electric", "Fairy", "Fighting", "Fire", "Flying", "Ghost",
+                 "Grass", "Ground", "Ice", "Normal", "Poison", "Psychic", "Rock", "Steel", "Water"]
+
+
+class ImageFolder(FileImageDataModule):
+    """Any folder of images: flat (unlabelled) or one sub-folder per class (sorted names).
+
+    Args:
+        channels: 3 (RGB) or 1 (grey).
+        val_fraction: share of the images held out as a fixed ``val`` split (0: none).
+    """
+
+    published = "your own images"
+    layout = "image files (jpg, png, ...) directly in the folder, or one sub-folder of images per class"
+
+    def __init__(self, root: str, image_size: int = 64, channels: int = 3, val_fraction: float = 0.0,
+                 **kwargs) -> None:
+        super().__init__(root=root, image_size=image_size, **kwargs)
+        if channels not in (1, 3):
+            raise UserError(f"data.channels={channels} must be 1 (grey) or 3 (RGB).")
+        self.channels, self.val_fraction = int(channels), float(val_fraction)
+        held_out(1, self.val_fraction, "train")  # validates the fraction now
+        self.num_classes, self.class_names = 1, ["image"]
+        self._files: list[tuple[Path, int]] | None = None
+
+    @property
+    def name(self) -> str:
+        return "image_folder"
+
+    @property
+    def folder(self) -> Path:
+        return self.root
+
+    def classes(self) -> list[Path]:
+        """Sub-folders holding images (one per class), or ``[]`` for a flat folder."""
+        return sorted(p for p in self.folder.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and list_images(p))
+
+    def check(self) -> None:
+        super().check()
+        if not self.folder.is_dir():
+            raise self.missing(self.folder)
+        self.files()
+
+    def files(self) -> list[tuple[Path, int]]:
+        if self._files is None:
+            classes = self.classes()
+            if classes:
+                loose = list_images(self.folder)
+                if loose:
+                    log.warning("%s: %d images directly in %s are not in a class folder and are left out",
+                                self.name, len(loose), self.folder)
+                self.class_names = [p.name for p in classes]
+                self._files = [(f, i) for i, p in enumerate(classes) for f in list_images(p)]
+            else:
+                self._files = [(f, 0) for f in list_images(self.folder)]
+            self.num_classes = len(self.class_names)
+            if not self._files:
+                raise self.missing(self.folder, "no image file")
+        return self._files
+
+    def items(self, split):
+        files = self.files()
+        return [files[i] for i in held_out(len(files), self.val_fraction, split)]
+
+
+class Monet(ImageFolder):
+    """Kaggle "I'm Something of a Painter Myself" ``monet_jpg``: 300 Monet paintings, 256x256;
+    unlabelled. ``root`` is the folder of jpg files or its parent holding ``monet_jpg/``."""
+
+    published = ("published as monet_jpg in the Kaggle competition 'gan-getting-started' "
+                 "(https://www.kaggle.com/competitions/gan-getting-started/data)")
+    layout = "a flat folder of .jpg paintings (monet_jpg/)"
+
+    @property
+    def name(self) -> str:
+        return "monet"
+
+    @property
+    def folder(self) -> Path:
+        nested = self.root / "monet_jpg"
+        return nested if nested.is_dir() else self.root
+
+    def classes(self):
+        return []
+
+
+class Pokemon(ImageFolder):
+    """Kaggle Pokemon sprites (png with transparency, composited on white), one per Pokemon.
+
+    Labels: with ``pokemon.csv`` (``Name,Type1,Type2``; in ``root`` or given as ``csv_path``) the
+    primary type (18 classes); without it, unlabelled. Sprites without a row in the csv are skipped
+    and reported.
+
+    Args:
+        types: train on these primary types only (e.g. ``[Fire, Water]``); the classes are then
+            these types, in this order.
+        csv_path: the type table when it is not ``root/pokemon.csv``.
+    """
+
+    published = ("published on Kaggle as 'kvpratama/pokemon-images-dataset' and "
+                 "'vishalsubbiah/pokemon-images-and-types' (images/ and pokemon.csv)")
+    layout = "the sprites (png or jpg) in the folder or in images/, and optionally pokemon.csv (Name,Type1,Type2)"
+
+    def __init__(self, root: str, image_size: int = 128, types: Sequence[str] | None = None,
+                 csv_path: str | None = None, background="white", **kwargs) -> None:
+        super().__init__(root=root, image_size=image_size, background=background, **kwargs)
+        self.csv_path = Path(csv_path).expanduser() if csv_path else self.root / "pokemon.csv"
+        self.types = list(types) if types else None
+        self._names: dict[str, str] | None = None
+        self._unlisted: list[Path] = []
+
+    @property
+    def name(self) -> str:
+        return "pokemon"
+
+    @property
+    def folder(self) -> Path:
+        nested = self.root / "images"
+        return nested if nested.is_dir() else self.root
+
+    def classes(self):
+        return []
+
+    def type_table(self) -> dict[str, str] | None:
+        """lower-case Name -> canonical primary type, or ``None`` without a csv."""
+        if self._names is None and self.csv_path.is_file():
+            canonical = {t.lower(): t for t in POKEMON_TYPES}
+            table = {}
+            with open(self.csv_path, newline="", encoding="utf-8-sig") as fh:
+                reader = csv.DictReader(fh)
+                fields = {f.strip().lower(): f for f in reader.fieldnames or []}
+                if "name" not in fields or "type1" not in fields:
+                    raise UserError(f"{self.csv_path} has columns {reader.fieldnames}; expected "
+                                    f"Name,Type1,Type2 (the Kaggle pokemon.csv).")
+                for row in reader:
+                    name, kind = (row[fields["name"]] or "").strip(), (row[fields["type1"]] or "").strip()
+                    if not name:
+                        continue
+                    if kind.lower() not in canonical:
+                        raise UserError(f"{self.csv_path}: {name} has type {kind!r}, not one of the 18 "
+                                        f"types ({', '.join(POKEMON_TYPES)}).")
+                    table[name.lower()] = canonical[kind.lower()]
+            self._names = table
+        return self._names
+
+    def files(self):
+        if self._files is not None:
+            return self._files
+        table = self.type_table()
+        files = list_images(self.folder)
+        if not files:
+            raise self.missing(self.folder, "no sprite")
+        if table is None:
+            if self.types:
+                raise UserError(f"data.types={self.types} needs the type table {self.csv_path} "
+                                f"(Name,Type1,Type2); add it or drop data.types.")
+            self._files = [(f, 0) for f in files]
+            return self._files
+        if self.types:
+            canonical = {t.lower(): t for t in POKEMON_TYPES}
+            unknown = [t for t in self.types if str(t).lower() not in canonical]
+            if unknown:
+                raise UserError(f"data.types has {unknown}, not Pokemon types; use some of "
+                                f"{', '.join(POKEMON_TYPES)}.")
+            self.class_names = [canonical[str(t).lower()] for t in self.types]
+        else:
+            self.class_names = list(POKEMON_TYPES)
+        self.num_classes = len(self.class_names)
+        index = {name: i for i, name in enumerate(self.class_names)}
+        self._files, self._unlisted = [], []
+        for f in files:
+            kind = table.get(f.stem.lower())
+            if kind is None:
+                self._unlisted.append(f)
+            elif kind in index:
+                self._files.append((f, index[kind]))
+        if not self._files:
+            raise UserError(f"no sprite in {self.folder} has a primary type among {self.class_names} in "
+                            f"{self.csv_path}; check data.types and that file names match the Name column.")
+        return self._files
+
+    def extra_sources(self):
+        return [self.csv_path] if self.csv_path.is_file() else []
+
+    def key_extra(self):
+        return {"types": self.class_names}
+
+    def build_split(self, split):
+        data = super().build_split(split)
+        if split == "train":
+            data.skipped = sorted([*data.skipped, *(f"{self.display_name(f)}: no row in {self.csv_path.name}"
+                                                    for f in self._unlisted)])
+        return data

@@ -1,0 +1,43 @@
+"""How fast a DataModule serves training batches (called by the benchmark command)."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from gan_lab.data.base import ImageDataModule, to_float
+
+
+def measure_throughput(datamodule: ImageDataModule, seconds: float = 5.0,
+                       device: torch.device | str = "cpu", convert: bool = True) -> dict:
+    """Iterate the training loader for about ``seconds`` (whole epochs restart as needed).
+
+    Counts images delivered by ``train_dataloader()``, moved to ``device`` and, with ``convert``,
+    turned into float [-1, 1] as ``on_after_batch_transfer`` does. Returns images per second and
+    what was measured. The DataModule must be set up (``setup("fit")``).
+    """
+    loader = datamodule.train_dataloader()
+    sampler = getattr(loader, "sampler", None)
+    device = torch.device(device)
+    images_seen = batches = epoch = 0
+    first = next(iter(loader))  # warm-up: workers started, caches touched
+    shape = tuple(first[0].shape[1:])
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        for images, labels in loader:
+            images = images.to(device, non_blocking=True)
+            if convert:
+                images = to_float(images)
+            images_seen += images.shape[0]
+            batches += 1
+            if time.perf_counter() - start >= seconds:
+                break
+        epoch += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    return {"images_per_s": images_seen / elapsed, "images": images_seen, "batches": batches,
+            "seconds": elapsed, "batch_size": datamodule.batch_size, "image_shape": shape,
+            "loader": type(loader).__name__, "device": str(device), "threads": torch.get_num_threads()}

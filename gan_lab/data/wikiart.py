@@ -1,0 +1,159 @@
+"""WikiArt with the genre / style / artist splits published with ArtGAN (Tan et al., 2017).
+
+Expected under ``root`` (``${GAN_LAB_DATA}/wikiart``, shared by the three tasks):
+
+- the images, one folder per style (``Impressionism/claude-monet_....jpg``), directly in ``root`` or
+  in ``root/wikiart/`` (as ``wikiart.zip`` unpacks);
+- the split files of ArtGAN's ``WikiArt Dataset/`` folder, in ``root`` or ``root/WikiArt Dataset/``
+  (or ``data.splits_dir``): ``Genre/genre_train.csv``, ``genre_val.csv``, ``genre_class`` (10
+  classes); ``Style/style_train.csv``, ``style_val.csv``, ``style_class.txt`` (27);
+  ``Artist/artist_train``, ``artist_val``, ``artist_class`` (23).
+
+Split rows are ``Folder/file.jpg,<class>`` (genre, style) or ``Folder/file.jpg,,<class>`` after a
+``(Path to image),, (Groundtruth class)`` header (artist); class files are ``<index> <Name>`` lines.
+Read tolerantly: CRLF line ends, blank lines, a byte-order mark, parentheses or commas in file
+names, split files with or without an extension, folder and task names in any case. Folders come
+from the path in each row and class names from the class file, which differ (style
+``Art_Nouveau`` lives in folder ``Art_Nouveau_Modern``). A listed image that is missing or
+unreadable is skipped and reported.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from gan_lab.data.disk import FileImageDataModule
+from gan_lab.errors import UserError
+
+TASKS = {"genre": 10, "style": 27, "artist": 23}
+
+
+def find_file(folder: Path, stem: str) -> Path | None:
+    """``folder/stem`` with or without ``.csv``/``.txt``, in any case; ``None`` when absent."""
+    if not folder.is_dir():
+        return None
+    wanted = {stem.lower(), f"{stem}.csv".lower(), f"{stem}.txt".lower()}
+    matches = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower() in wanted)
+    return matches[0] if matches else None
+
+
+def find_dir(folder: Path, name: str) -> Path | None:
+    if (folder / name).is_dir():
+        return folder / name
+    if not folder.is_dir():
+        return None
+    matches = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.lower() == name.lower())
+    return matches[0] if matches else None
+
+
+def read_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, stripped text) of the non-blank lines; CRLF, CR and a BOM are handled."""
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def read_class_file(path: Path) -> list[str]:
+    """``<index> <Name>`` lines -> names ordered by index (plain ``<Name>`` lines keep file order)."""
+    names: dict[int, str] = {}
+    for number, line in read_lines(path):
+        first, _, rest = line.partition(" ")
+        if first.isdigit() and rest.strip():
+            index, name = int(first), rest.strip()
+        else:
+            index, name = len(names), line
+        if index in names:
+            raise UserError(f"{path} line {number} repeats class index {index}; expected one "
+                            f"'<index> <Name>' line per class.")
+        names[index] = name
+    if sorted(names) != list(range(len(names))):
+        raise UserError(f"{path} has class indices {sorted(names)}; expected 0..{len(names) - 1}.")
+    return [names[i] for i in range(len(names))]
+
+
+def read_split_file(path: Path, num_classes: int) -> list[tuple[str, int]]:
+    """Rows ``path,<class>`` or ``path,,<class>`` -> (relative path, class); a header is skipped."""
+    rows = []
+    for position, (number, line) in enumerate(read_lines(path)):
+        head, _, last = line.rpartition(",")
+        name = head.rstrip(",").strip().strip('"').replace("\\", "/")
+        try:
+            label = int(last.strip().strip('"'))
+        except ValueError:
+            if position == 0:
+                continue  # the artist files' "(Path to image),, (Groundtruth class)" header
+            raise UserError(f"{path} line {number} reads {line!r}; expected 'Folder/file.jpg,<class index>'.") from None
+        if not name:
+            raise UserError(f"{path} line {number} reads {line!r}; the image path is empty.")
+        if not 0 <= label < num_classes:
+            raise UserError(f"{path} line {number} has class {label}, outside 0..{num_classes - 1} of the "
+                            f"class file; the split and class files come from different tasks or versions.")
+        rows.append((name, label))
+    return rows
+
+
+class WikiArt(FileImageDataModule):
+    """WikiArt paintings labelled by ``task`` (genre, style or artist); 3 channels.
+
+    Args:
+        task: ``genre`` (10 classes), ``style`` (27) or ``artist`` (23).
+        splits_dir: folder holding ``Genre/``, ``Style/``, ``Artist/`` when it is neither ``root``
+            nor ``root/WikiArt Dataset``.
+    """
+
+    channels = 3
+    published = ("images in wikiart.zip and split files in 'WikiArt Dataset/', both published at "
+                 "https://github.com/cs-chan/ArtGAN")
+
+    def __init__(self, root: str, task: str = "genre", image_size: int = 64,
+                 splits_dir: str | None = None, **kwargs) -> None:
+        super().__init__(root=root, image_size=image_size, **kwargs)
+        if task not in TASKS:
+            raise UserError(f"data.task={task!r} is not a WikiArt task; use one of {', '.join(TASKS)}.")
+        self.task = task
+        self.splits_dir = Path(splits_dir).expanduser() if splits_dir else None
+        self.layout = (f"one folder of images per style (such as Impressionism/claude-monet_*.jpg) and "
+                       f"{task.capitalize()}/{task}_train.csv, {task}_val.csv and {task}_class(.txt)")
+        self.class_names = [f"{task}_{i}" for i in range(TASKS[task])]
+        self.num_classes = TASKS[task]
+        self._rows: dict[str, list[tuple[str, int]]] = {}
+
+    @property
+    def name(self) -> str:
+        return f"wikiart_{self.task}"
+
+    @property
+    def task_dir(self) -> Path:
+        candidates = [self.splits_dir] if self.splits_dir else [self.root, self.root / "WikiArt Dataset"]
+        for folder in candidates:
+            found = find_dir(folder, self.task.capitalize())
+            if found is not None:
+                return found
+        raise self.missing(candidates[-1] / self.task.capitalize(), f"the {self.task} split folder")
+
+    @property
+    def images_dir(self) -> Path:
+        nested = self.root / "wikiart"
+        return nested if nested.is_dir() else self.root
+
+    def split_file(self, kind: str) -> Path:
+        folder = self.task_dir
+        found = find_file(folder, f"{self.task}_{kind}")
+        if found is None:
+            raise self.missing(folder / f"{self.task}_{kind}", f"the split file {self.task}_{kind}(.csv)")
+        return found
+
+    def check(self) -> None:
+        super().check()
+        self.class_names = read_class_file(self.split_file("class"))
+        self.num_classes = len(self.class_names)
+
+    def rows(self, split: str) -> list[tuple[str, int]]:
+        if split not in self._rows:
+            self._rows[split] = read_split_file(self.split_file(split), self.num_classes)
+        return self._rows[split]
+
+    def extra_sources(self):
+        return [self.split_file("class"), self.split_file("train"), self.split_file("val")]
+
+    def items(self, split):
+        base = self.images_dir
+        return [(base / name, label) for name, label in self.rows(split)]

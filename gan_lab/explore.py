@@ -1,0 +1,179 @@
+"""Look at a dataset before training on it: ``python -m gan_lab.explore data=<name>``.
+
+Writes to the run directory (``runs/explore/<data>/<time>/``) what the Monet study made by hand:
+
+- ``channel_stats.png``: per-pixel mean, min, max and standard deviation over the split, one
+  column per channel (the average image, where the dataset never varies, ...);
+- ``file_sizes.png``: histogram of the files' sizes on disk (datasets of one file per image);
+- ``image_sizes.png``: histograms of the source widths and heights, before resizing;
+- ``class_counts.png``: images per class, for labelled datasets;
+- ``samples.png``: a grid of random images as served (``image_size``);
+- ``unreadable.txt``: files listed by the dataset but missing or undecodable;
+- ``summary.json``, also printed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from gan_lab.build import build_datamodule  # noqa: E402
+from gan_lab.callbacks.samples import save_grid  # noqa: E402
+from gan_lab.data.base import to_float  # noqa: E402
+from gan_lab.errors import UserError  # noqa: E402
+from gan_lab.run import report_user_error  # noqa: E402
+
+log = logging.getLogger("gan_lab")
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
+    """Per-pixel mean, min, max, std ``[C, H, W]`` (in 0..255) of uint8 images, in chunks."""
+    n = images.shape[0]
+    total = torch.zeros(images.shape[1:], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    low = torch.full(images.shape[1:], 255, dtype=torch.uint8)
+    high = torch.zeros(images.shape[1:], dtype=torch.uint8)
+    for i in range(0, n, chunk):
+        x = images[i:i + chunk]
+        xf = x.double()
+        total += xf.sum(0)
+        squares += xf.square().sum(0)
+        low = torch.minimum(low, x.amin(0))
+        high = torch.maximum(high, x.amax(0))
+    mean = total / max(n, 1)
+    std = (squares / max(n, 1) - mean.square()).clamp_min(0).sqrt()
+    return {"mean": mean.float(), "min": low.float(), "max": high.float(), "std": std.float()}
+
+
+def plot_channel_stats(stats: dict[str, torch.Tensor], path: Path, channel_names: list[str]) -> None:
+    rows, cols = len(stats), stats["mean"].shape[0]
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 0.6, 2.4 * rows), squeeze=False)
+    for r, (name, value) in enumerate(stats.items()):
+        for c in range(cols):
+            ax = axes[r][c]
+            im = ax.imshow(value[c].numpy(), cmap="viridis", vmin=0,
+                           vmax=255 if name != "std" else max(float(value.max()), 1.0))
+            ax.set_title(f"{name} {channel_names[c]}", fontsize=9)
+            ax.axis("off")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def histogram(values, path: Path, title: str, xlabel: str, bins: int = 40) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(values, bins=bins, color="tab:blue", edgecolor="white")
+    ax.set(title=title, xlabel=xlabel, ylabel="images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def explore(cfg: DictConfig) -> dict:
+    """Build the DataModule from ``cfg``, write the exploration files to ``cfg.run_dir``."""
+    out = Path(cfg.run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    options = cfg.get("explore") or {}
+    split = options.get("split", "train")
+    if split not in ("train", "val"):
+        raise UserError(f"explore.split={split} must be train or val.")
+    dm = build_datamodule(cfg)
+    ds = dm.dataset(split)
+    images, labels = ds.images, ds.labels
+    n, channels, size = images.shape[0], images.shape[1], images.shape[-1]
+    if n == 0:
+        raise UserError(f"the {split} split of {dm.name} is empty; explore.split=train, or set "
+                        f"data.val_fraction>0 for a val split.")
+    info = getattr(dm, "info", {}).get(split)
+    summary: dict = {"dataset": dm.name, "split": split, "images": n, "image_size": size,
+                     "channels": channels, "num_classes": dm.num_classes}
+    channel_names = ["grey"] if channels == 1 else ["red", "green", "blue"][:channels]
+    stats = channel_stats(images)
+    plot_channel_stats(stats, out / "channel_stats.png", channel_names)
+    summary["channel_mean"] = [round(float(v), 2) for v in stats["mean"].mean((1, 2))]
+    # per-channel std over all pixels, from the per-pixel mean and std: E[x^2] - E[x]^2
+    second = (stats["std"].double().square() + stats["mean"].double().square()).mean((1, 2))
+    first = stats["mean"].double().mean((1, 2))
+    summary["channel_std"] = [round(float(v), 2) for v in (second - first.square()).clamp_min(0).sqrt()]
+
+    file_sizes = info.file_sizes if info is not None else None
+    if file_sizes is not None and len(file_sizes):
+        kb = (file_sizes.double() / 1024).numpy()
+        histogram(kb, out / "file_sizes.png", f"{dm.name} {split}: file sizes", "kB")
+        summary["file_kb"] = {"min": round(float(kb.min()), 1), "median": round(float(torch.tensor(kb).median()), 1),
+                              "max": round(float(kb.max()), 1)}
+    else:
+        summary["file_kb"] = "not applicable (images stored in array files)"
+
+    source = info.source_sizes if info is not None and info.source_sizes is not None else None
+    if source is None:
+        source = torch.tensor([[size, size]]).expand(n, 2)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, column, name in zip(axes, (0, 1), ("width", "height")):
+        ax.hist(source[:, column].numpy(), bins=40, color="tab:green", edgecolor="white")
+        ax.set(title=f"source {name}", xlabel="pixels", ylabel="images")
+    fig.tight_layout()
+    fig.savefig(out / "image_sizes.png", dpi=100)
+    plt.close(fig)
+    pairs, counts = torch.unique(source, dim=0, return_counts=True)
+    top = counts.argsort(descending=True)[:5]
+    summary["source_sizes"] = {f"{int(pairs[i, 0])}x{int(pairs[i, 1])}": int(counts[i]) for i in top}
+
+    if dm.num_classes > 1:
+        per_class = torch.bincount(labels, minlength=dm.num_classes)
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * dm.num_classes + 2), 4))
+        ax.bar(range(dm.num_classes), per_class.numpy(), color="tab:orange")
+        ax.set_xticks(range(dm.num_classes), [str(c) for c in dm.class_names], rotation=60, ha="right",
+                      fontsize=8)
+        ax.set(title=f"{dm.name} {split}: images per class", ylabel="images")
+        fig.tight_layout()
+        fig.savefig(out / "class_counts.png", dpi=100)
+        plt.close(fig)
+        summary["class_counts"] = {str(c): int(k) for c, k in zip(dm.class_names, per_class)}
+
+    k = min(int(options.get("samples", 64)), n)
+    pick = torch.randperm(n, generator=torch.Generator().manual_seed(int(cfg.seed)))[:k]
+    save_grid(to_float(images[pick]), out / "samples.png", nrow=int(options.get("nrow", 8)), upscale_to=64)
+
+    skipped = list(info.skipped) if info is not None else []
+    (out / "unreadable.txt").write_text("".join(f"{line}\n" for line in skipped))
+    summary["unreadable"] = len(skipped)
+    summary["output"] = str(out.resolve())
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def print_summary(summary: dict) -> None:
+    print(f"gan_lab: {summary['dataset']} ({summary['split']}): {summary['images']} images, "
+          f"{summary['channels']} channel(s) at {summary['image_size']}x{summary['image_size']}, "
+          f"{summary['num_classes']} class(es), {summary['unreadable']} unreadable")
+    print(f"  channel mean {summary['channel_mean']}, std {summary['channel_std']} (0..255)")
+    print(f"  file sizes (kB): {summary['file_kb']}")
+    print(f"  source sizes (most common): {summary['source_sizes']}")
+    if "class_counts" in summary:
+        print(f"  images per class: {summary['class_counts']}")
+    print(f"gan_lab: exploration written to {summary['output']}")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="explore")
+def main(cfg: DictConfig) -> None:
+    try:
+        print_summary(explore(cfg))
+    except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their trace
+        if not report_user_error(exc):
+            raise
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

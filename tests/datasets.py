@@ -1,0 +1,140 @@
+"""Tiny datasets written in exactly the on-disk formats gan_lab reads (no download)."""
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """IDX: two zero bytes, type code 0x08 (uint8), number of dims, big-endian sizes, data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">i", d) for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as fh:
+            fh.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def make_mnist(root: Path, n_train: int = 12, n_test: int = 4) -> Path:
+    """Train files plain, test files gzipped; image i is filled with 20 * label."""
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, n, suffix in (("train", n_train, ""), ("t10k", n_test, ".gz")):
+        labels = np.arange(n) % 10
+        images = np.repeat((labels * 20).astype(np.uint8)[:, None, None], 28, 1).repeat(28, 2)
+        write_idx(root / f"{prefix}-images-idx3-ubyte{suffix}", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
+    return root
+
+
+CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def make_cifar10(root: Path, per_batch: int = 2) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        labels = [(i * per_batch + j) % 10 for j in range(per_batch)]
+        data = rng.integers(0, 256, (per_batch, 3 * 32 * 32), dtype=np.uint8)
+        with open(folder / name, "wb") as fh:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
+                         b"filenames": [f"{name}_{j}.png".encode() for j in range(per_batch)]}, fh)
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({b"label_names": [n.encode() for n in CIFAR_NAMES], b"num_vis": 3072,
+                     b"num_cases_per_batch": per_batch}, fh)
+    return root
+
+
+def save_jpg(path: Path, size: tuple[int, int], color=(200, 50, 50)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, quality=95)
+    return path
+
+
+def make_celeba(root: Path) -> Path:
+    """Six 'faces' 18x22 (aligned CelebA's aspect): a white centre square on black, so the centre
+    crop is visible; partition 4 train, 1 val, 1 test."""
+    names = [f"{i:06d}.jpg" for i in range(1, 7)]
+    for name in names:
+        img = Image.new("RGB", (18, 22), (0, 0, 0))
+        img.paste((255, 255, 255), (0, 2, 18, 20))
+        (root / "img_align_celeba").mkdir(parents=True, exist_ok=True)
+        img.save(root / "img_align_celeba" / name, quality=95)
+    codes = [0, 0, 0, 0, 1, 2]
+    (root / "list_eval_partition.txt").write_text("".join(f"{n} {c}\n" for n, c in zip(names, codes)))
+    return root
+
+
+def make_wikiart(root: Path) -> Path:
+    """A WikiArt tree with ArtGAN's split files and the quirks users hit: CRLF line ends, blank
+    lines, parentheses in a name, split files without extensions, the artist header and empty
+    middle column, a class name (Art_Nouveau) unlike its folder (Art_Nouveau_Modern), one corrupt
+    jpeg and one listed file that does not exist."""
+    art = root / "wikiart"
+    save_jpg(art / "Impressionism" / "claude-monet_water-lilies.jpg", (40, 30), (20, 60, 200))
+    save_jpg(art / "Impressionism" / "claude-monet_poplars.jpg", (30, 40), (30, 160, 60))
+    save_jpg(art / "Art_Nouveau_Modern" / "gustav-klimt_garbage-dump-1883(1).jpg", (32, 32), (220, 200, 40))
+    save_jpg(art / "Realism" / "ivan-shishkin_forest.jpg", (36, 24), (90, 90, 90))
+    (art / "Realism" / "vincent-van-gogh_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
+    splits = root / "WikiArt Dataset"
+    for d in ("Genre", "Style", "Artist"):
+        (splits / d).mkdir(parents=True, exist_ok=True)
+    crlf = lambda lines: "\r\n".join(lines).encode()  # noqa: E731
+    (splits / "Genre" / "genre_class").write_bytes(crlf(["0 landscape", "1 portrait", "2 still_life", ""]))
+    (splits / "Genre" / "genre_train.csv").write_bytes(crlf([
+        "Impressionism/claude-monet_water-lilies.jpg,0", "",
+        "Art_Nouveau_Modern/gustav-klimt_garbage-dump-1883(1).jpg,2",
+        "Realism/vincent-van-gogh_corrupt.jpg,1",
+        "Realism/does-not-exist.jpg,1", "Impressionism/claude-monet_poplars.jpg,0", "", ""]))
+    (splits / "Genre" / "genre_val.csv").write_bytes(crlf(["Realism/ivan-shishkin_forest.jpg,0"]))
+    (splits / "Style" / "style_class.txt").write_text("0 Art_Nouveau\n1 Impressionism\n2 Realism\n")
+    (splits / "Style" / "style_train.csv").write_text(
+        "Art_Nouveau_Modern/gustav-klimt_garbage-dump-1883(1).jpg,0\nImpressionism/claude-monet_poplars.jpg,1\n")
+    (splits / "Style" / "style_val.csv").write_text("Realism/ivan-shishkin_forest.jpg,2\n")
+    (splits / "Artist" / "artist_class").write_bytes(crlf(["0 claude_monet", "1 gustav_klimt", "2 ivan_shishkin"]))
+    (splits / "Artist" / "artist_train").write_bytes(crlf([
+        "(Path to image),, (Groundtruth class)", "",
+        "Impressionism/claude-monet_water-lilies.jpg,,0",
+        "Art_Nouveau_Modern/gustav-klimt_garbage-dump-1883(1).jpg,,1", ""]))
+    (splits / "Artist" / "artist_val").write_bytes(crlf([
+        "(Path to image),, (Groundtruth class)", "", "Realism/ivan-shishkin_forest.jpg,,2"]))
+    return root
+
+
+POKEMON = [("bulbasaur", "Grass"), ("charmander", "Fire"), ("squirtle", "Water"), ("vulpix", "Fire"),
+           ("psyduck", "Water")]
+
+
+def make_pokemon(root: Path, with_csv: bool = True) -> Path:
+    """RGBA sprites: transparent background, an opaque red 4x4 centre; one sprite (mew) has no
+    row in pokemon.csv."""
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for name, _ in [*POKEMON, ("mew", "Psychic")]:
+        img = Image.new("RGBA", (12, 12), (0, 0, 0, 0))
+        img.paste((255, 0, 0, 255), (4, 4, 8, 8))
+        img.save(images / f"{name}.png")
+    if with_csv:
+        (root / "pokemon.csv").write_text("Name,Type1,Type2\n" + "".join(
+            f"{n},{t},{'Poison' if n == 'bulbasaur' else ''}\n" for n, t in POKEMON))
+    return root
+
+
+def make_monet(root: Path, n: int = 5) -> Path:
+    for i in range(n):
+        save_jpg(root / "monet_jpg" / f"{i:010x}.jpg", (24, 24), (40 * i, 100, 180))
+    return root
+
+
+def make_image_folder(root: Path) -> Path:
+    for cls, color in (("cats", (250, 10, 10)), ("dogs", (10, 10, 250))):
+        for i in range(3):
+            save_jpg(root / cls / f"{i}.jpg", (20, 16), color)
+    return root
