@@ -7,6 +7,7 @@ a score is reproducible and training's random stream is untouched.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Iterable
 
 import torch
@@ -28,6 +29,13 @@ class _Logits(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.extractor.logits(images)
+
+
+def _quiet(metric_class, **kwargs):
+    """torchmetrics warns that KID and IS keep all features in memory: expected here, sets are capped."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        return metric_class(**kwargs)
 
 
 def _device(module: nn.Module) -> torch.device:
@@ -57,7 +65,7 @@ def kernel_distance(real: Tensor, fake: Tensor, extractor: FeatureExtractor, sub
     """KID (mean, std over ``subsets`` random subsets); ``subset_size`` is capped by both set sizes."""
     device = _device(extractor)
     size = min(subset_size, real.shape[0], fake.shape[0])
-    metric = KernelInceptionDistance(feature=extractor, subsets=subsets, subset_size=size).to(device)
+    metric = _quiet(KernelInceptionDistance, feature=extractor, subsets=subsets, subset_size=size).to(device)
     for x in _batches(real, batch_size, device):
         metric.update(x, real=True)
     for x in _batches(fake, batch_size, device):
@@ -75,7 +83,8 @@ def inception_score(fake: Tensor, extractor: FeatureExtractor, splits: int = 10,
     if extractor.logits(fake[:1].to(_device(extractor))) is None:
         raise ValueError(f"the feature extractor {extractor.name} has no classifier head, so no Inception Score.")
     device = _device(extractor)
-    metric = InceptionScore(feature=_Logits(extractor), splits=max(1, min(splits, fake.shape[0] // 2))).to(device)
+    metric = _quiet(InceptionScore, feature=_Logits(extractor),
+                    splits=max(1, min(splits, fake.shape[0] // 2))).to(device)
     for x in _batches(fake, batch_size, device):
         metric.update(x)
     with torch.random.fork_rng(devices=[]):
