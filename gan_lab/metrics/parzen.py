@@ -7,8 +7,8 @@ scaled to [0, 1], as in the papers, so values depend on the image size: compare 
 
     log p(x) = logsumexp_i(-|x - mu_i|^2 / (2 sigma^2)) - log N - (D / 2) log(2 pi sigma^2)
 
-Computed in batches of test points and chunks of kernels with a running logsumexp, on whatever
-device the tensors are on (the GPU when there is one).
+Computed in float64, in batches of test points and chunks of kernels with a running logsumexp,
+on whatever device the tensors are on (the GPU when there is one).
 """
 from __future__ import annotations
 
@@ -23,31 +23,35 @@ DEFAULT_SIGMAS = tuple(float(s) for s in torch.logspace(-1, 0, 10, dtype=torch.f
 
 
 def flatten_unit(images: Tensor) -> Tensor:
-    """uint8 [0, 255] or float [-1, 1] images -> float [N, D] in [0, 1]."""
-    x = images.float().div(255.0) if images.dtype == torch.uint8 else images.float().add(1.0).div(2.0)
+    """Images -> rows [N, D] in the [0, 1] pixel space: uint8 stays uint8 (a view, converted chunk
+    by chunk later, so 10,000 large images never exist as float64 at once); float [-1, 1] is scaled."""
+    x = images if images.dtype == torch.uint8 else images.float().add(1.0).div(2.0)
     return x.reshape(x.shape[0], -1)
 
 
 @torch.no_grad()
 def parzen_log_likelihood(x: Tensor, centers: Tensor, sigma: float, batch_size: int = 256,
-                          chunk_size: int = 4096) -> Tensor:
-    """Log-density of each row of ``x`` [M, D] under Gaussian kernels on ``centers`` [N, D]: [M]."""
+                          chunk_size: int = 1024) -> Tensor:
+    """Log-density of each row of ``x`` [M, D] under Gaussian kernels on ``centers`` [N, D]: [M]
+    (float64). uint8 rows are read as pixels / 255; float rows as they are."""
     n, d = centers.shape
-    dtype = torch.float64 if x.device.type == "cpu" else torch.float32
-    x, centers = x.to(dtype), centers.to(dtype)
-    c_sq = centers.square().sum(1)
+    scale = {torch.uint8: 1.0 / 255.0}
+    # float64 and centred data: |x|^2 + |c|^2 - 2 x.c cancels badly in float32 (or TF32) for
+    # thousands of pixels, and the error is divided by 2 sigma^2
+    mean = sum(centers[j:j + chunk_size].to(torch.float64).sum(0) for j in range(0, n, chunk_size))
+    mean = mean * scale.get(centers.dtype, 1.0) / n
     out = []
     for i in range(0, x.shape[0], batch_size):
-        xb = x[i:i + batch_size]
+        xb = x[i:i + batch_size].to(centers.device, torch.float64) * scale.get(x.dtype, 1.0) - mean
         xb_sq = xb.square().sum(1, keepdim=True)
-        running = torch.full((xb.shape[0],), -math.inf, dtype=dtype, device=x.device)
+        running = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=centers.device)
         for j in range(0, n, chunk_size):
-            cb = centers[j:j + chunk_size]
-            d2 = (xb_sq + c_sq[j:j + chunk_size] - 2.0 * xb @ cb.T).clamp_min_(0.0)
+            cb = centers[j:j + chunk_size].to(torch.float64) * scale.get(centers.dtype, 1.0) - mean
+            d2 = (xb_sq + cb.square().sum(1) - 2.0 * xb @ cb.T).clamp_min_(0.0)
             running = torch.logaddexp(running, torch.logsumexp(-d2 / (2.0 * sigma ** 2), dim=1))
         out.append(running)
     log_norm = math.log(n) + 0.5 * d * math.log(2.0 * math.pi * sigma ** 2)
-    return torch.cat(out).sub(log_norm).double()
+    return torch.cat(out).sub(log_norm)
 
 
 def mean_and_stderr(values: Tensor) -> tuple[float, float]:
