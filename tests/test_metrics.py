@@ -146,3 +146,39 @@ def test_metrics_json_writers_keep_each_others_keys(tmp_path):
     append_evaluation(path, {"results": {"fid": {"value": 0.5}}})
     data = read_metrics_json(path)
     assert data["status"] == "completed" and [e["results"]["fid"]["value"] for e in data["evaluations"]] == [1.0, 0.5]
+
+
+def test_evaluation_at_a_lower_generator_resolution_compares_with_downsampled_data(digits):
+    """A progressive GAN mid-growth generates 16px images from 32px data: real images are area-downsampled."""
+    from gan_lab.metrics.suite import Evaluator
+
+    class Replay:  # a "generator" that returns downsampled training images of random indices
+        device = torch.device("cpu")
+        training = False
+
+        class noise:
+            @staticmethod
+            def sample(n, device):
+                return torch.randint(0, 1000, (n, 1))
+
+        def sample(self, z, labels):
+            images = as_float(digits.dataset("train").images[z[:, 0]])
+            return torch.nn.functional.adaptive_avg_pool2d(images, 16)
+
+        def sample_labels(self, n):
+            return torch.zeros(n, dtype=torch.long)
+
+        def eval(self):
+            return self
+
+        def train(self, mode=True):
+            return self
+
+    evaluator = Evaluator(metrics=["parzen", "neighbours"], num_samples=50, parzen_samples=200, neighbours=3,
+                          neighbours_k=2, parzen_sigmas=[0.1, 0.3])
+    evaluator._extractors["auto"] = DomainClassifier(1, 10).eval()
+    record, flat = evaluator.evaluate(Replay(), digits)
+    res = record["results"]
+    assert res["parzen"]["space"] == "pixels in [0, 1], 1x16x16" and res["parzen"]["resize"] == "area to 16px"
+    assert max(res["neighbours"]["pixel_distance"]) < 0.05  # replayed training images find themselves
+    assert "val/parzen_ll" in flat and record["generator_weights"] == "live"

@@ -148,10 +148,12 @@ class InceptionExtractor(FeatureExtractor):
         from torchmetrics.image.fid import NoTrainInceptionV3
 
         path = str(weights_path)
+        # antialias=False: the TF1-compatible resize of the original FID code, so values can be
+        # compared with published ones
         self.features_net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
-                                               feature_extractor_weights_path=path)
+                                               feature_extractor_weights_path=path, antialias=False)
         self.logits_net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["logits_unbiased"],
-                                             feature_extractor_weights_path=path)
+                                             feature_extractor_weights_path=path, antialias=False)
         self.num_features, self.name = 2048, "inception-v3-compat"
         self.resize = "torch-fidelity bilinear (TF1-compatible) to 299px"
         self.quality = {}

@@ -25,7 +25,7 @@ from gan_lab.metrics.classes import class_accuracy
 from gan_lab.metrics.features import FeatureExtractor, load_extractor
 from gan_lab.metrics.fid import frechet_distance, inception_score, kernel_distance
 from gan_lab.metrics.neighbours import memorisation, nearest_neighbours, neighbour_rows
-from gan_lab.metrics.parzen import DEFAULT_SIGMAS, flatten_unit, parzen_evaluate
+from gan_lab.metrics.parzen import DEFAULT_SIGMAS, parzen_evaluate
 from gan_lab.metrics.sampling import ema_weights, generate_images, is_conditional
 from gan_lab.metrics.scores import score_histogram
 
@@ -41,6 +41,30 @@ def default_cache_dir(datamodule) -> Path:
         if isinstance(value, (str, os.PathLike)):
             return Path(value) / "feature_extractors"
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gan_lab" / "feature_extractors"
+
+
+def match_resolution(images: Tensor, size: int) -> Tensor:
+    """uint8 images area-downsampled to ``size`` (what a DataModule serves at a lower resolution,
+    e.g. while a progressive GAN grows)."""
+    if images.shape[-1] == size:
+        return images
+    x = torch.nn.functional.adaptive_avg_pool2d(images.float(), size)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def pixel_rows(images: Tensor) -> Tensor:
+    """uint8 images -> float rows in [0, 1] (the pixel space of the nearest-neighbour distances)."""
+    return images.flatten(1).float().div(255.0)
+
+
+class _Split:
+    """Images and labels of a split, at the generator's resolution."""
+
+    def __init__(self, dataset, size: int) -> None:
+        self.images, self.labels = match_resolution(dataset.images, size), dataset.labels
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
 
 
 def save_image_grid(images: Tensor, path: Path, nrow: int, upscale_to: int = 64) -> Path:
@@ -161,14 +185,17 @@ class Evaluator:
     def _run(self, model, datamodule, device, out_dir: Path | None) -> dict:
         chosen = set(self.metrics)
         results: dict[str, dict] = {}
-        real = datamodule.dataset(self.real_split)
-        val = datamodule.dataset("val")
-        real_images = real.images[:self.num_real]
         n_gen = self.num_samples
         n_total = max(n_gen, self.parzen_samples if "parzen" in chosen else 0)
         fake, fake_labels = generate_images(model, n_total, self.seed, self.batch_size)
         fake_main = fake[:n_gen]
-        base = {"num_generated": n_gen, "split": self.real_split}
+        size = fake.shape[-1]
+        real = _Split(datamodule.dataset(self.real_split), size)
+        val = _Split(datamodule.dataset("val"), size)
+        real_images = real.images[:self.num_real]
+        base = {"num_generated": n_gen, "split": self.real_split, "image_size": size}
+        if size != datamodule.dataset("val").images.shape[-1]:
+            base["real_resize"] = f"area to {size}px"
 
         needs_features = chosen & {"fid", "kid", "is", "memorisation", "neighbours"}
         extractor = self.extractor(datamodule, device) if needs_features else None
@@ -200,7 +227,7 @@ class Evaluator:
                 results["parzen"] = {**res, "num_generated": self.parzen_samples, "num_real": len(val) - half,
                                      "split": f"val[{half}:{len(val)}]", "sigma_split": f"val[0:{half}]",
                                      "space": f"pixels in [0, 1], {fake.shape[1]}x{fake.shape[2]}x{fake.shape[3]}",
-                                     "resize": "none", "extractor": "none"}
+                                     "resize": base.get("real_resize", "none"), "extractor": "none"}
         if chosen & {"memorisation", "neighbours"}:
             train_features = self.features(extractor, real_images, device)
             fake_features = self.features(extractor, fake_main, device)
@@ -223,8 +250,7 @@ class Evaluator:
         rows = min(self.neighbours, fake.shape[0])
         res = {"num_generated": rows, "k": self.neighbours_k, "split": self.real_split,
                "num_real": len(real_images), **about}
-        for space, queries, refs in (("pixel", flatten_unit(fake[:rows]).to(device),
-                                      flatten_unit(real_images).to(device)),
+        for space, queries, refs in (("pixel", pixel_rows(fake[:rows]).to(device), pixel_rows(real_images).to(device)),
                                      ("feature", fake_features[:rows], train_features)):
             dist, idx = nearest_neighbours(queries, refs, self.neighbours_k)
             res[f"{space}_distance"] = [round(float(d), 4) for d in dist[:, 0]]
