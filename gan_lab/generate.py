@@ -119,9 +119,13 @@ def generate(cfg: DictConfig) -> dict[str, str]:
         label = class_indices(list(cfg.classes), names)[0] if conditional and cfg.classes is not None else 0
         if seeds:
             for mode in inter.modes:
-                frames = interpolation_frames(model, seeds, int(inter.steps), str(mode), label)
-                written[f"interpolation_{mode}"] = str(save_grid(frames, out / f"interpolation_{mode}.png",
-                                                                 nrow=int(inter.steps), upscale_to=up))
+                steps = max(2, int(inter.steps))
+                frames = interpolation_frames(model, seeds, steps, str(mode), label)
+                # the grid: one row per pair of seeds, both ends shown; the GIF: the path once
+                rows = torch.cat([frames[r * (steps - 1):r * (steps - 1) + steps] for r in range(len(seeds) - 1)])
+                pairs = [f"{a}->{b}" for a, b in zip(seeds[:-1], seeds[1:])]
+                written[f"interpolation_{mode}"] = str(save_grid(rows, out / f"interpolation_{mode}.png",
+                                                                 nrow=steps, row_names=pairs, upscale_to=up))
                 if inter.gif:
                     pictures = [grid_image(f[None], 1, upscale_to=max(up, 128)) for f in frames]
                     written[f"interpolation_{mode}_gif"] = str(save_gif(pictures, out / f"interpolation_{mode}.gif",

@@ -180,6 +180,8 @@ class Evaluator:
                     flat[f"val/{LOG_NAMES.get(name, name)}_{extra}"] = float(res[extra])
             if name == "scores":
                 flat["val/d_real"], flat["val/d_fake"] = res["d_real"], res["d_fake"]
+            for class_name, value in res.get("per_class", {}).items():
+                flat[f"val/class_accuracy/{class_name}"] = float(value)
         return record, flat
 
     def _run(self, model, datamodule, device, out_dir: Path | None) -> dict:
