@@ -10,6 +10,7 @@ metric record stores both.
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 import logging
 import os
 import time
@@ -44,7 +45,7 @@ def as_float(images: Tensor) -> Tensor:
     return images.float().div(127.5).sub(1.0) if images.dtype == torch.uint8 else images.float()
 
 
-class FeatureExtractor(nn.Module):
+class FeatureExtractor(nn.Module, ABC):
     """``images -> features [N, num_features]``; ``logits`` gives class logits when there is a
     classifier head (``None`` otherwise). Always in eval mode; inputs uint8 or float in [-1, 1]."""
 
@@ -53,6 +54,10 @@ class FeatureExtractor(nn.Module):
     num_classes: int = 0  # classes of the logits head (0: no head)
     resize: str = "none"
     quality: dict = {}  # held-out accuracy (classifier) or reconstruction error (auto-encoder)
+
+    @abstractmethod
+    def forward(self, images: Tensor) -> Tensor:
+        """Features ``[N, num_features]`` of uint8 or float [-1, 1] images."""
 
     def train(self, mode: bool = True) -> "FeatureExtractor":
         return super().train(False)
@@ -280,9 +285,9 @@ def load_extractor(dataset: str, train: tuple[Tensor, Tensor], val: tuple[Tensor
         if path is not None:
             return InceptionExtractor(path).to(device)
         if kind == "inception":
-            raise UserError(f"kind=inception but no Inception weights ({INCEPTION_FILE}) were found in the "
-                            f"torch hub cache and none were configured; set inception_weights=<path> "
-                            f"(with torch-fidelity installed) or kind=domain.")
+            raise UserError(f"kind=inception needs torch-fidelity and the Inception weights ({INCEPTION_FILE}) "
+                            f"in the torch hub cache or at inception_weights=<path>, and they were not found; "
+                            f"provide them or use kind=domain.")
     what = "classifier" if num_classes > 1 else "autoencoder"
     size = train[0].shape[-1]
     key = data_key(train[0], train[1], DOMAIN_VERSION, what, input_size, steps, seed)
