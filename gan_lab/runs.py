@@ -51,10 +51,12 @@ def run_config(run_dir: str | Path) -> DictConfig:
 
 
 def load_run(run_dir: str | Path, ckpt: str | Path | None = None, device: str | None = "auto") -> LoadedRun:
-    """Config, DataModule and model of ``run_dir`` with the weights of ``ckpt``
-    (``<run_dir>/checkpoints/last.ckpt`` by default), in eval mode on ``device``."""
+    """Config, DataModule and model of ``run_dir`` with the weights of ``ckpt`` (a path, or a file name
+    in ``<run_dir>/checkpoints``; ``last.ckpt`` by default), in eval mode on ``device``."""
     cfg = run_config(run_dir)
     ckpt_path = Path(ckpt) if ckpt else Path(run_dir) / "checkpoints" / "last.ckpt"
+    if ckpt and not ckpt_path.is_file() and (Path(run_dir) / "checkpoints" / ckpt_path).is_file():
+        ckpt_path = Path(run_dir) / "checkpoints" / ckpt_path  # ckpt=epoch_0009.ckpt names one of the run's
     if not ckpt_path.is_file():
         raise UserError(f"checkpoint {ckpt_path} does not exist; pass ckpt=<path to a .ckpt file> "
                         f"(the run's are in {Path(run_dir) / 'checkpoints'}).")

@@ -93,7 +93,7 @@ def test_evaluate_end_to_end_on_a_digits_run(digits_run, cache):
 
 
 def test_interpolation_endpoints_equal_the_endpoint_samples(digits_run):
-    model = load_run(digits_run, device="cpu").model
+    model = load_run(digits_run, ckpt="last.ckpt", device="cpu").model  # a name in <run>/checkpoints
     for mode in ("linear", "spherical"):
         frames = interpolation_frames(model, [3, 7, 11], steps=5, mode=mode)
         assert frames.shape[0] == 9
