@@ -17,14 +17,14 @@ from omegaconf import DictConfig
 from gan_lab.build import make
 from gan_lab.metrics.records import append_evaluation
 from gan_lab.run import report_user_error
-from gan_lab.runs import load_run
+from gan_lab.runs import load_run, required_run_dir
 
 log = logging.getLogger("gan_lab")
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Run the evaluation described by ``cfg`` (conf/evaluate.yaml); returns the record."""
-    run = load_run(cfg.run_dir, cfg.ckpt, cfg.device)
+    run = load_run(required_run_dir(cfg), cfg.ckpt, cfg.device)
     evaluator = make(cfg.evaluator, "evaluator")
     out_dir = Path(cfg.run_dir) / "evaluation" / run.checkpoint.stem
     record, flat = evaluator.evaluate(run.model, run.datamodule, out_dir)

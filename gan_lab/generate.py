@@ -22,7 +22,7 @@ from gan_lab.callbacks.samples import grid_image, save_grid
 from gan_lab.errors import UserError
 from gan_lab.metrics.sampling import ema_weights, interpolate_latents, is_conditional, latents_from_seeds, seeded
 from gan_lab.run import report_user_error
-from gan_lab.runs import load_run
+from gan_lab.runs import load_run, required_run_dir
 
 
 def class_indices(classes: Sequence | None, class_names: Sequence[str]) -> list[int]:
@@ -87,7 +87,7 @@ def save_png(image: Tensor, path: Path, upscale_to: int = 0) -> Path:
 
 def generate(cfg: DictConfig) -> dict[str, str]:
     """Write everything ``cfg`` (conf/generate.yaml) asks for; returns ``{what: path}``."""
-    run = load_run(cfg.run_dir, cfg.ckpt, cfg.device)
+    run = load_run(required_run_dir(cfg), cfg.ckpt, cfg.device)
     model, dm = run.model, run.datamodule
     out = Path(cfg.out_dir) if cfg.out_dir else Path(cfg.run_dir) / "generated"
     names = [str(n) for n in dm.class_names]

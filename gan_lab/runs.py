@@ -35,10 +35,15 @@ def pick_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
+def required_run_dir(cfg: DictConfig) -> Path:
+    """``cfg.run_dir`` of an entry point's config, which the user must give."""
+    if OmegaConf.is_missing(cfg, "run_dir") or cfg.run_dir is None:
+        raise UserError("run_dir is not set; pass run_dir=<a run directory of python -m gan_lab.run>.")
+    return Path(cfg.run_dir)
+
+
 def run_config(run_dir: str | Path) -> DictConfig:
     """The training config of a run, with ``run_dir`` pointing at where the run now lies."""
-    if run_dir is None:
-        raise UserError("run_dir is not set; pass run_dir=<a run directory of python -m gan_lab.run>.")
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not path.is_file():
         raise UserError(f"run_dir={run_dir} has no .hydra/config.yaml; pass the directory a training run "

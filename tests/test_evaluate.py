@@ -163,3 +163,6 @@ def test_entry_points_report_a_missing_run_in_one_line(tmp_path):
     res = run_cli(f"run_dir={tmp_path / 'nowhere'}", module="gan_lab.evaluate")
     assert res.returncode == 2, res.stderr[-2000:]
     assert "has no .hydra/config.yaml" in res.stderr and "Traceback" not in res.stderr
+    for entry, name in ((evaluate, "evaluate"), (generate, "generate")):
+        with pytest.raises(UserError, match="run_dir is not set"):
+            entry(compose_entry(name))
