@@ -6,7 +6,6 @@ and returns ``optimized_metric`` to sweepers.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -21,6 +20,7 @@ from omegaconf import DictConfig
 
 from gan_lab.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer, resolved
 from gan_lab.errors import UserError, unwrap_user_error
+from gan_lab.metrics.records import update_metrics_json
 
 log = logging.getLogger("gan_lab")
 
@@ -71,7 +71,7 @@ def train(cfg: DictConfig) -> float | None:
         "final": metrics,
     }
     if trainer.is_global_zero:
-        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+        update_metrics_json(run_dir / "metrics.json", summary)  # keeps the callbacks' evaluations
         print(f"gan_lab: run directory {run_dir.resolve()}")
     name = cfg.get("optimized_metric")
     if name is None:

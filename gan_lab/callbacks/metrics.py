@@ -1,0 +1,46 @@
+"""Runs an :class:`~gan_lab.metrics.Evaluator` every N epochs during training.
+
+Values are logged as ``val/fid``, ``val/kid``, ``val/is``, ``val/parzen_ll``, ... (so
+``optimized_metric=val/fid`` works for sweeps) and each evaluation is appended, with its protocol,
+to the ``evaluations`` list of ``<run>/metrics.json``. Sampling uses a fixed seed in a forked RNG,
+so evaluating does not change the course of training.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+
+from gan_lab.metrics.records import append_evaluation
+from gan_lab.metrics.suite import Evaluator
+
+
+class MetricsCallback(L.Callback):
+    """Args:
+        evaluator: what to measure and how.
+        run_dir: the run directory (``metrics.json`` and ``evaluation/epoch_XXXX/`` pictures).
+        every_n_epochs: evaluate every N epochs (and after the last epoch).
+    """
+
+    def __init__(self, evaluator: Evaluator, run_dir: str, every_n_epochs: int = 5) -> None:
+        self.evaluator, self.run_dir, self.every_n_epochs = evaluator, Path(run_dir), max(1, int(every_n_epochs))
+        self.last_record: dict | None = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        if not ((epoch + 1) % self.every_n_epochs == 0 or last or trainer.should_stop):
+            return
+        out_dir = self.run_dir / "evaluation" / f"epoch_{epoch:04d}" if trainer.is_global_zero else None
+        record, flat = self.evaluator.evaluate(pl_module, trainer.datamodule, out_dir)
+        record = {"source": "training", "checkpoint": None, "epoch": epoch + 1,
+                  "step": trainer.global_step, "batches_seen": getattr(pl_module, "batches_seen", None),
+                  "images_seen": getattr(pl_module, "images_seen", None), **record}
+        self.last_record = record
+        pl_module.log_dict(flat, on_step=False, on_epoch=True, sync_dist=False)
+        self._write(record)
+
+    @rank_zero_only
+    def _write(self, record: dict) -> None:
+        append_evaluation(self.run_dir / "metrics.json", record)

@@ -1,0 +1,310 @@
+"""Feature extractors for FID, KID, IS, nearest neighbours and class accuracy.
+
+Inception-v3 (the FID standard) is used only when its weights are already on disk and
+torch-fidelity is installed: nothing downloads. Otherwise the metrics use a *domain* extractor: a
+small CNN classifier trained on the dataset's labelled training split (or an auto-encoder's
+encoder for unlabelled data), trained once and cached. Numbers from different extractors are not
+comparable, so every extractor carries a ``name`` and a ``checksum`` of its weights, and every
+metric record stores both.
+"""
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from gan_lab.errors import UserError
+
+log = logging.getLogger(__name__)
+
+#: file name torch-fidelity (and so torchmetrics) gives the FID Inception weights in the torch hub cache
+INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+#: bump when the domain networks or their training change, so old caches are not reused
+DOMAIN_VERSION = 2
+
+
+def weights_checksum(module: nn.Module) -> str:
+    """SHA-256 (first 16 hex digits) of a module's parameters and buffers, in state-dict order."""
+    h = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def as_float(images: Tensor) -> Tensor:
+    """uint8 [0, 255] or float [-1, 1] -> float [-1, 1]."""
+    return images.float().div(127.5).sub(1.0) if images.dtype == torch.uint8 else images.float()
+
+
+class FeatureExtractor(nn.Module, ABC):
+    """``images -> features [N, num_features]``; ``logits`` gives class logits when there is a
+    classifier head (``None`` otherwise). Always in eval mode; inputs uint8 or float in [-1, 1]."""
+
+    name: str = "extractor"
+    num_features: int = 0
+    num_classes: int = 0  # classes of the logits head (0: no head)
+    resize: str = "none"
+    quality: dict = {}  # held-out accuracy (classifier) or reconstruction error (auto-encoder)
+
+    @abstractmethod
+    def forward(self, images: Tensor) -> Tensor:
+        """Features ``[N, num_features]`` of uint8 or float [-1, 1] images."""
+
+    def train(self, mode: bool = True) -> "FeatureExtractor":
+        return super().train(False)
+
+    def logits(self, images: Tensor) -> Tensor | None:
+        return None
+
+    @property
+    def checksum(self) -> str:
+        if not hasattr(self, "_checksum"):
+            self._checksum = weights_checksum(self)
+        return self._checksum
+
+    def describe(self) -> dict:
+        """What a metric record stores about the extractor."""
+        return {"extractor": self.name, "extractor_checksum": self.checksum, "resize": self.resize,
+                **{f"extractor_{k}": v for k, v in self.quality.items()}}
+
+
+def conv_trunk(channels: int, num_features: int) -> nn.Sequential:
+    """32x32 -> ``num_features``: three strided convolutions, one more at 4x4, global average
+    pooling. Narrow on purpose: it is trained on the CPU in seconds and only has to separate the
+    dataset's classes (or reconstruct its images)."""
+    def block(cin, cout, stride):
+        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2)]
+    return nn.Sequential(*block(channels, 16, 2), *block(16, 32, 2), *block(32, 64, 2),
+                         *block(64, num_features, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+class DomainClassifier(FeatureExtractor):
+    """A small CNN classifier of the dataset's classes; its penultimate layer gives the features."""
+
+    def __init__(self, channels: int, num_classes: int, input_size: int = 32, num_features: int = 64,
+                 name: str = "classifier") -> None:
+        super().__init__()
+        self.trunk = conv_trunk(channels, num_features)
+        self.head = nn.Linear(num_features, num_classes)
+        self.input_size, self.num_features, self.num_classes = int(input_size), int(num_features), int(num_classes)
+        self.name = name
+        self.resize = f"bilinear-antialias to {input_size}px"
+        self.quality = {}
+
+    def prepare(self, images: Tensor) -> Tensor:
+        x = as_float(images)
+        if x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", antialias=True, align_corners=False)
+        return x
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.trunk(self.prepare(images))
+
+    def logits(self, images: Tensor) -> Tensor:
+        return self.head(self(images))
+
+
+class DomainAutoencoder(FeatureExtractor):
+    """Encoder features of an auto-encoder trained to reconstruct the (unlabelled) training images."""
+
+    def __init__(self, channels: int, input_size: int = 32, num_features: int = 64,
+                 name: str = "autoencoder") -> None:
+        super().__init__()
+        self.trunk = conv_trunk(channels, num_features)
+        self.decoder = nn.Sequential(
+            nn.Linear(num_features, 64 * 4 * 4), nn.Unflatten(1, (64, 4, 4)), nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.BatchNorm2d(32), nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.BatchNorm2d(16), nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(16, channels, 4, 2, 1), nn.Tanh())
+        self.input_size, self.num_features = 32, int(num_features)
+        if input_size != 32:
+            raise UserError(f"an auto-encoder feature extractor works at 32px, not input_size={input_size}; "
+                            f"set metrics extractor input_size=32.")
+        self.name = name
+        self.resize = "bilinear-antialias to 32px"
+        self.quality = {}
+
+    prepare = DomainClassifier.prepare
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.trunk(self.prepare(images))
+
+    def reconstruct(self, images: Tensor) -> Tensor:
+        return self.decoder(self(images))
+
+
+class InceptionExtractor(FeatureExtractor):
+    """The FID Inception-v3 of torch-fidelity from a weights file on disk (2048 pool features and
+    the 1008 unbiased logits used by the Inception Score)."""
+
+    num_classes = 1008
+
+    def __init__(self, weights_path: str | Path) -> None:
+        super().__init__()
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        path = str(weights_path)
+        # antialias=False: the TF1-compatible resize of the original FID code, so values can be
+        # compared with published ones
+        self.features_net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                                               feature_extractor_weights_path=path, antialias=False)
+        self.logits_net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["logits_unbiased"],
+                                             feature_extractor_weights_path=path, antialias=False)
+        self.num_features, self.name = 2048, "inception-v3-compat"
+        self.resize = "torch-fidelity bilinear (TF1-compatible) to 299px"
+        self.quality = {}
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        self._checksum = h.hexdigest()[:16]
+
+    @staticmethod
+    def prepare(images: Tensor) -> Tensor:
+        x = images if images.dtype == torch.uint8 else as_float(images).add(1).mul(127.5).round().clamp(0, 255).byte()
+        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.features_net(self.prepare(images))
+
+    def logits(self, images: Tensor) -> Tensor:
+        return self.logits_net(self.prepare(images))
+
+
+def find_inception_weights(configured: str | None = None) -> Path | None:
+    """The FID Inception weights if they are on disk and usable (torch-fidelity installed)."""
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        if configured:
+            raise UserError(f"inception_weights={configured} needs torch-fidelity; install it with "
+                            f"`pip install torch-fidelity` or set inception_weights=null.") from None
+        return None
+    if configured:
+        if not Path(configured).is_file():
+            raise UserError(f"inception_weights={configured} does not exist; point it at "
+                            f"{INCEPTION_FILE} or set inception_weights=null.")
+        return Path(configured)
+    for folder in (Path(torch.hub.get_dir()) / "checkpoints",
+                   Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "torch" / "hub" / "checkpoints"):
+        if (folder / INCEPTION_FILE).is_file():
+            return folder / INCEPTION_FILE
+    return None
+
+
+def data_key(images: Tensor, labels: Tensor, *parts) -> str:
+    """A key that changes whenever the training data or the extractor recipe changes."""
+    h = hashlib.sha256()
+    h.update(images.contiguous().numpy().tobytes())
+    h.update(labels.contiguous().numpy().tobytes())
+    h.update(repr(parts).encode())
+    return h.hexdigest()[:12]
+
+
+def train_domain_extractor(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], num_classes: int,
+                           name: str, input_size: int = 32, steps: int = 300, batch_size: int = 64,
+                           lr: float = 2e-3, seed: int = 0, device: str | torch.device = "cpu") -> FeatureExtractor:
+    """Train a classifier (``num_classes > 1``) or an auto-encoder on uint8 images; measure it on ``val``."""
+    images, labels = train
+    channels = images.shape[1]
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():  # callers may run under no_grad
+        torch.manual_seed(seed)
+        if num_classes > 1:
+            net: FeatureExtractor = DomainClassifier(channels, num_classes, input_size, name=name)
+        else:
+            net = DomainAutoencoder(channels, input_size, name=name)
+        net.to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
+        g = torch.Generator().manual_seed(seed)
+        start = time.time()
+        nn.Module.train(net, True)  # FeatureExtractor.train pins eval mode; training needs BatchNorm batch stats
+        for _ in range(steps):
+            idx = torch.randint(0, images.shape[0], (min(batch_size, images.shape[0]),), generator=g)
+            x = images[idx].to(device)
+            if num_classes > 1:
+                loss = F.cross_entropy(net.logits(x), labels[idx].to(device))
+            else:
+                loss = F.mse_loss(net.reconstruct(x), net.prepare(x))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    net.quality = evaluate_extractor(net, val, device)
+    net.quality["train_steps"] = steps
+    log.info("trained feature extractor %s in %.1f s: %s", name, time.time() - start, net.quality)
+    return net
+
+
+@torch.no_grad()
+def evaluate_extractor(net: FeatureExtractor, val: tuple[Tensor, Tensor], device, batch_size: int = 512) -> dict:
+    """Held-out accuracy of a classifier, or mean squared reconstruction error of an auto-encoder."""
+    images, labels = val
+    correct, err, n = 0, 0.0, 0
+    for i in range(0, images.shape[0], batch_size):
+        x, y = images[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
+        if isinstance(net, DomainAutoencoder):
+            err += F.mse_loss(net.reconstruct(x), net.prepare(x), reduction="sum").item() / x[0].numel()
+        else:
+            correct += (net.logits(x).argmax(1) == y).sum().item()
+        n += x.shape[0]
+    if isinstance(net, DomainAutoencoder):
+        return {"val_mse": round(err / max(n, 1), 6)}
+    return {"val_accuracy": round(correct / max(n, 1), 4)}
+
+
+def load_extractor(dataset: str, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], num_classes: int,
+                   cache_dir: str | Path, kind: str = "auto", inception_weights: str | None = None,
+                   input_size: int = 32, steps: int = 300, seed: int = 0,
+                   device: str | torch.device = "cpu") -> FeatureExtractor:
+    """The extractor for a dataset: Inception when asked for (or found, with ``kind=auto``), else the
+    cached domain extractor, trained on first use and saved to ``cache_dir``.
+
+    Args:
+        dataset: a name for the data (part of the extractor's name and cache file).
+        train, val: uint8 images and int64 labels of the training and held-out splits.
+        num_classes: classes of the labels (1: unlabelled, an auto-encoder is trained).
+        kind: ``auto`` | ``inception`` | ``domain``.
+    """
+    if kind not in ("auto", "inception", "domain"):
+        raise UserError(f"extractor kind={kind} is not one of auto, inception, domain.")
+    if kind in ("auto", "inception"):
+        path = find_inception_weights(inception_weights)
+        if path is not None:
+            return InceptionExtractor(path).to(device)
+        if kind == "inception":
+            raise UserError(f"kind=inception needs torch-fidelity and the Inception weights ({INCEPTION_FILE}) "
+                            f"in the torch hub cache or at inception_weights=<path>, and they were not found; "
+                            f"provide them or use kind=domain.")
+    what = "classifier" if num_classes > 1 else "autoencoder"
+    size = train[0].shape[-1]
+    key = data_key(train[0], train[1], DOMAIN_VERSION, what, input_size, steps, seed)
+    name = f"{what}-{dataset}-{size}px-{key}"
+    path = Path(cache_dir) / f"{name}.pt"
+    if path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        net = (DomainClassifier(train[0].shape[1], num_classes, input_size, name=name) if num_classes > 1
+               else DomainAutoencoder(train[0].shape[1], input_size, name=name))
+        net.load_state_dict(state["state_dict"])
+        net.quality = state["quality"]
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net.eval().to(device)
+    net = train_domain_extractor(train, val, num_classes, name, input_size, steps, seed=seed, device=device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "quality": net.quality}, tmp)
+    os.replace(tmp, path)
+    return net

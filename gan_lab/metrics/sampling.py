@@ -1,0 +1,119 @@
+"""Drawing images from a trained GAN for evaluation and generation.
+
+Only the module's public hooks are used (``noise.sample``, ``sample(z, labels)``,
+``sample_labels``), so every variant works. Sampling runs under a fixed seed in a forked RNG: the
+same seed gives the same images, and a callback that samples mid-training leaves training's random
+stream untouched.
+
+EMA convention: a model that keeps an exponential moving average of its generator exposes it as
+the attribute ``generator_ema`` (a module with the generator's call signature and state);
+:func:`ema_weights` swaps it in as ``generator`` while sampling.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+
+def uses_ema(model) -> bool:
+    return isinstance(getattr(model, "generator_ema", None), nn.Module)
+
+
+@contextmanager
+def ema_weights(model, enabled: bool = True) -> Iterator[str]:
+    """Sample from ``generator_ema`` when the model has one (yields ``"ema"`` or ``"live"``)."""
+    if not (enabled and uses_ema(model)):
+        yield "live"
+        return
+    live, ema = model.generator, model.generator_ema
+    model.generator = ema
+    try:
+        yield "ema"
+    finally:
+        model.generator = live
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device | str) -> Iterator[None]:
+    device = torch.device(device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    return images.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+@torch.no_grad()
+def generate_images(model, n: int, seed: int = 0, batch_size: int = 256,
+                    labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``n`` generated images as uint8 on the CPU (quantised like a saved PNG) and their labels
+    (``labels`` when given, else the model's ``sample_labels``)."""
+    images, all_labels = [], []
+    with seeded(seed, model.device):
+        for i in range(0, n, batch_size):
+            b = min(batch_size, n - i)
+            z = model.noise.sample(b, model.device)
+            lab = labels[i:i + b].to(model.device) if labels is not None else model.sample_labels(b)
+            images.append(to_uint8(model.sample(z, lab)).cpu())
+            all_labels.append(lab.cpu())
+    return torch.cat(images), torch.cat(all_labels)
+
+
+@torch.no_grad()
+def is_conditional(model, num_classes: int, seed: int = 0) -> bool:
+    """Whether the labels change the samples (same latents, classes 0 and 1)."""
+    if num_classes < 2:
+        return False
+    with seeded(seed, model.device):
+        z = model.noise.sample(2, model.device)
+    zero = torch.zeros(2, dtype=torch.long, device=model.device)
+    return not torch.allclose(model.sample(z, zero), model.sample(z, zero + 1))
+
+
+def latents_from_seeds(model, seeds: list[int]) -> Tensor:
+    """One latent per seed (the same latent a one-image run with that seed would draw)."""
+    zs = []
+    for s in seeds:
+        with seeded(int(s), model.device):
+            zs.append(model.noise.sample(1, model.device))
+    return torch.cat(zs)
+
+
+def lerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Linear interpolation; ``t`` [T] -> [T, *a.shape]."""
+    t = t.to(a).view(-1, *([1] * a.dim()))
+    return a + (b - a) * t
+
+
+def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation (on the great circle through ``a`` and ``b``, norms interpolated
+    linearly); falls back to linear when the two are (anti)parallel."""
+    t = t.to(a).view(-1, *([1] * a.dim()))
+    na, nb = a.norm(), b.norm()
+    cos = ((a / na) * (b / nb)).sum().clamp(-1.0, 1.0)
+    omega = torch.arccos(cos)
+    if omega.abs() < 1e-4 or (torch.pi - omega).abs() < 1e-4:
+        return lerp(a, b, t.flatten())
+    so = torch.sin(omega)
+    direction = (torch.sin((1 - t) * omega) / so) * (a / na) + (torch.sin(t * omega) / so) * (b / nb)
+    return direction * (na + (nb - na) * t)
+
+
+def interpolate_latents(latents: Tensor, steps: int, mode: str = "linear") -> Tensor:
+    """A path through ``latents`` [K, D]: ``steps`` frames per segment, endpoints included once;
+    [(K - 1) * (steps - 1) + 1, D]."""
+    if mode not in ("linear", "spherical"):
+        raise ValueError(f"interpolation mode {mode} is not linear or spherical")
+    fn = lerp if mode == "linear" else slerp
+    t = torch.linspace(0, 1, max(2, steps), device=latents.device)
+    frames = [latents[:1]]
+    for a, b in zip(latents[:-1], latents[1:]):
+        frames.append(fn(a, b, t)[1:])
+    return torch.cat(frames)
