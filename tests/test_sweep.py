@@ -41,7 +41,7 @@ def test_report_of_a_missing_folder_is_one_line(tmp_path):
 def test_optuna_sweep_two_trials(tmp_path):
     sweep = tmp_path / "optuna"
     res = run_cli("-m", *FAST, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-                  "hydra.sweeper.sampler.n_startup_trials=2", "optimized_metric=train/d_loss",
+                  "hydra.sweeper.sampler.n_startup_trials=2", "optimized_metric=train/d_loss", "callbacks=default",
                   f"hydra.sweep.dir={sweep}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert (sweep / "optimization_results.yaml").is_file()
