@@ -1,6 +1,7 @@
 """Callbacks: sample grids, training curves, learning rates (rank zero writes files)."""
 from gan_lab.callbacks.curves import TrainingCurves
+from gan_lab.callbacks.fast_path import FastPath
 from gan_lab.callbacks.lr import LearningRateLogger
 from gan_lab.callbacks.samples import SampleGrid, save_grid
 
-__all__ = ["SampleGrid", "save_grid", "TrainingCurves", "LearningRateLogger"]
+__all__ = ["SampleGrid", "save_grid", "TrainingCurves", "LearningRateLogger", "FastPath"]
