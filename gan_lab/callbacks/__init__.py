@@ -1,7 +1,8 @@
 """Callbacks: sample grids, training curves, learning rates, metrics (rank zero writes files)."""
 from gan_lab.callbacks.curves import TrainingCurves
+from gan_lab.callbacks.fast_path import FastPath
 from gan_lab.callbacks.lr import LearningRateLogger
 from gan_lab.callbacks.metrics import MetricsCallback
 from gan_lab.callbacks.samples import SampleGrid, save_grid
 
-__all__ = ["SampleGrid", "save_grid", "TrainingCurves", "LearningRateLogger", "MetricsCallback"]
+__all__ = ["SampleGrid", "save_grid", "TrainingCurves", "LearningRateLogger", "MetricsCallback", "FastPath"]

@@ -174,9 +174,17 @@ class GAN(L.LightningModule):
         metrics = {f"train/{k}": v.detach().float() for k, v in terms.items()}
         metrics["train/batches_seen"] = float(self.batches_seen)
         metrics["train/images_seen"] = float(self.images_seen)
-        self.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=False)
+        # sync_dist averages the terms over DDP ranks on logging steps only (a no-op on one device)
+        self.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=True)
         self.log_dict({"d_loss": metrics["train/d_loss"], "g_loss": metrics["train/g_loss"]},
                       prog_bar=True, logger=False, on_step=True, on_epoch=False)
+
+    def on_fit_start(self) -> None:
+        """Under DDP every rank was seeded alike; give each rank its own noise (and augmentation)
+        stream, derived from that common state, so the run stays a function of seed and world size."""
+        if self.trainer.world_size > 1:
+            common = int(torch.randint(0, 2**31 - 1, (1,)).item())  # identical on every rank
+            torch.manual_seed(common + 1_000_003 * self.trainer.global_rank)
 
     def on_train_epoch_end(self) -> None:
         schedulers = self.lr_schedulers()

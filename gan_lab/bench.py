@@ -1,0 +1,399 @@
+"""Throughput benchmarks: ``python -m gan_lab.bench [train|data|all] [options] [config overrides]``.
+
+``train`` runs the gan_lab GAN module (built from the composed config, as ``gan_lab.run`` builds
+it) under a real Lightning Trainer, and a plain PyTorch loop doing exactly the same D and G
+updates (same nets and initial weights, same loss functions, noise, optimisers, batch, autocast,
+memory format and compilation), in one process, alternating repetitions so that the ratio of the
+two is stable on a busy machine. Data is synthetic uint8 held on the training device, so only the
+training step is measured.
+
+``data`` measures how fast an :class:`~gan_lab.data.base.ImageDataModule` serves training
+batches from its in-memory uint8 images (DataLoader + ``on_after_batch_transfer``, i.e. the
+conversion to float in [-1, 1]).
+
+The results are printed as a markdown table and appended to ``experiments/bench/README.md``
+together with the machine, the date and the command.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Iterator
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, open_dict
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+from gan_lab.build import build_model, build_trainer
+from gan_lab.callbacks.fast_path import FastPath, compile_mode, compile_nets, use_channels_last
+from gan_lab.data.base import ImageDataModule, to_float
+from gan_lab.errors import UserError
+from gan_lab.models.base import frozen
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUTPUT = ROOT / "experiments" / "bench" / "README.md"
+PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
+HEADER = ("# Benchmarks\n\nWritten by `python -m gan_lab.bench` (newest last). `train`: images/s of the "
+          "gan_lab module under a Lightning Trainer and of a plain PyTorch loop doing the same D and G "
+          "updates, measured alternately in one process (ratio = median of paired repetitions; goal "
+          ">= 0.97). `data`: images/s served by an ImageDataModule from its in-memory uint8 images "
+          "(goal >= 20,000 at 64x64 on 2 CPU cores).\n")
+COLUMNS = ("benchmark", "setting", "gan_lab (img/s)", "plain PyTorch (img/s)", "ratio", "goal")
+
+
+# --- synthetic data -------------------------------------------------------------------------
+
+
+class SyntheticImages(ImageDataModule):
+    """Random uint8 images (a stand-in for a decoded dataset cache)."""
+
+    channels = 3
+
+    def __init__(self, size: int = 4096, num_classes: int = 10, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.size = int(size)
+        self.num_classes = int(num_classes)
+        self.class_names = [str(i) for i in range(self.num_classes)]
+
+    def load_split(self, split):
+        g = torch.Generator().manual_seed(0 if split == "train" else 1)
+        n = self.size if split == "train" else self.batch_size
+        images = torch.randint(0, 256, (n, self.channels, self.image_size, self.image_size),
+                               dtype=torch.uint8, generator=g)
+        return images, torch.randint(0, self.num_classes, (n,), generator=g)
+
+
+class DeviceBatches(IterableDataset):
+    """``count`` random batches indexed from uint8 images already on the device (no copies)."""
+
+    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, count: int) -> None:
+        self.images, self.labels, self.batch_size, self.count = images, labels, batch_size, count
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for _ in range(self.count):
+            idx = torch.randint(0, self.images.shape[0], (self.batch_size,), device=self.images.device)
+            yield self.images[idx], self.labels[idx]
+
+
+class DeviceFeed(SyntheticImages):
+    """Serves :class:`DeviceBatches` to the Trainer; ``on_after_batch_transfer`` is the real one."""
+
+    def __init__(self, images: Tensor, labels: Tensor, count: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.device_images, self.device_labels, self.count = images, labels, count
+
+    def setup(self, stage: str | None = None) -> None:
+        """Nothing to load: batches come from the device tensors."""
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(DeviceBatches(self.device_images, self.device_labels, self.batch_size, self.count),
+                          batch_size=None, num_workers=0)
+
+
+# --- the two loops ------------------------------------------------------------------------
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Clock(L.Callback):
+    """Times the Trainer from the start of batch ``warmup`` to the end of batch ``count - 1``."""
+
+    def __init__(self, warmup: int, count: int, device: torch.device) -> None:
+        self.warmup, self.count, self.device = warmup, count, device
+        self.start = self.end = 0.0
+        self.timed = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            sync(self.device)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx >= self.warmup:
+            self.timed += 1
+        if batch_idx == self.count - 1:
+            sync(self.device)
+            self.end = time.perf_counter()
+
+
+def autocast_for(precision: str, device: torch.device) -> Callable[[], object]:
+    """A hand-written loop's autocast: around the forward passes of one phase only."""
+    if precision == "32-true":
+        return nullcontext
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+class PlainLoop:
+    """:meth:`gan_lab.models.base.GAN.training_step` without Lightning: ``n_critic`` D updates then
+    ``n_gen`` G updates per batch with the module's own objectives (``d_step``, ``g_step``), one G
+    forward per batch, D frozen during G updates, raw ``backward()`` and ``optimizer.step()``."""
+
+    def __init__(self, model, precision: str, device: torch.device) -> None:
+        self.model, self.device = model, device
+        (self.opt_d, self.opt_g), _ = model.configure_optimizers()
+        self.autocast = autocast_for(precision, device)
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
+
+    def backward(self, loss: Tensor) -> None:
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def optimizer_step(self, opt: torch.optim.Optimizer) -> None:
+        if self.scaler is None:
+            opt.step()
+        else:
+            self.scaler.step(opt)
+            self.scaler.update()
+
+    def step(self, images: Tensor, labels: Tensor) -> None:
+        m, n = self.model, images.shape[0]
+        real = to_float(images)
+        fake = fake_labels = None
+        for i in range(m.n_critic):
+            with self.autocast():
+                z, fake_labels = m.noise.sample(n, self.device), m.sample_labels(n)
+                with torch.set_grad_enabled(i == m.n_critic - 1):
+                    fake = m.generate(z, fake_labels)
+                terms = m.d_step(real, labels, fake.detach(), fake_labels)
+            self.opt_d.zero_grad(set_to_none=True)
+            self.backward(terms["d_loss"])
+            self.optimizer_step(self.opt_d)
+        for j in range(m.n_gen):
+            with frozen(m.discriminator):
+                with self.autocast():
+                    if j > 0:
+                        z, fake_labels = m.noise.sample(n, self.device), m.sample_labels(n)
+                        fake = m.generate(z, fake_labels)
+                    terms = m.g_step(fake, fake_labels, real, labels)
+                self.opt_g.zero_grad(set_to_none=True)
+                self.backward(terms["g_loss"])
+            self.optimizer_step(self.opt_g)
+
+    def run(self, batches: Iterator[tuple[Tensor, Tensor]], warmup: int) -> tuple[int, float]:
+        """Images timed and seconds, after ``warmup`` untimed batches."""
+        timed, start = 0, 0.0
+        for i, (images, labels) in enumerate(batches):
+            if i == warmup:
+                sync(self.device)
+                start = time.perf_counter()
+            self.step(images, labels)
+            timed += images.shape[0] if i >= warmup else 0
+        sync(self.device)
+        return timed, time.perf_counter() - start
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """The config ``gan_lab.run`` would compose, with a throwaway run directory."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=overrides)
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.run_dir = tempfile.mkdtemp(prefix="gan_lab_bench_")
+        cfg.run_name = "bench"
+    return cfg
+
+
+def bench_config(args: argparse.Namespace) -> DictConfig:
+    overrides = [f"model={args.model}", f"data.image_size={args.image_size}",
+                 f"data.batch_size={args.batch_size}", f"trainer.precision={args.precision}",
+                 "trainer=gpu" if args.device == "cuda" else "trainer=cpu", *args.overrides]
+    cfg = compose(overrides)
+    with open_dict(cfg):  # what build_datamodule publishes, for synthetic RGB data
+        cfg.data.channels = 3
+        cfg.data.num_classes = args.num_classes
+        cfg.data.class_names = [str(i) for i in range(args.num_classes)]
+    return cfg
+
+
+def fresh_model(cfg: DictConfig, device: torch.device):
+    """The GAN module with seed-0 weights on ``device``."""
+    L.seed_everything(0, verbose=False)
+    return build_model(cfg).to(device)
+
+
+def bench_train(args: argparse.Namespace) -> list[str]:
+    device = torch.device(args.device)
+    cfg = bench_config(args)
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (4096, 3, args.image_size, args.image_size), dtype=torch.uint8).to(device)
+    labels = torch.randint(0, args.num_classes, (4096,)).to(device)
+    count = args.warmup + args.steps
+    mode = compile_mode(args.compile)
+
+    plain_model = fresh_model(cfg, device)
+    if args.channels_last:
+        use_channels_last(plain_model)
+    compile_nets(plain_model, mode, device.type)
+    plain = PlainLoop(plain_model, cfg.trainer.precision, device)
+    gan = fresh_model(cfg, device)
+    fast_path = FastPath(args.channels_last, mode)  # one instance: compiles once, in the first fit
+
+    def lightning_run() -> tuple[int, float]:
+        clock = Clock(args.warmup, count, device)
+        with open_dict(cfg):
+            cfg.trainer.max_epochs = 1
+            cfg.trainer.limit_train_batches = count
+            cfg.trainer.enable_progress_bar = False
+            cfg.trainer.enable_checkpointing = False
+            cfg.trainer.enable_model_summary = False
+        trainer = build_trainer(cfg, [clock, fast_path], [])
+        feed = DeviceFeed(images, labels, count, image_size=args.image_size, batch_size=args.batch_size,
+                          num_classes=args.num_classes)
+        trainer.fit(gan, datamodule=feed)
+        return clock.timed * args.batch_size, clock.end - clock.start
+
+    def plain_run() -> tuple[int, float]:
+        return plain.run(iter(DeviceBatches(images, labels, args.batch_size, count)), args.warmup)
+
+    rates: dict[str, list[float]] = {"gan_lab": [], "plain": []}
+    for rep in range(args.repeats):
+        order = [("gan_lab", lightning_run), ("plain", plain_run)]
+        for name, fn in order if rep % 2 == 0 else reversed(order):
+            n, seconds = fn()
+            rates[name].append(n / seconds)
+    ratios = [a / b for a, b in zip(rates["gan_lab"], rates["plain"])]
+    setting = (f"{args.model}-{args.image_size}, batch {args.batch_size}, {cfg.trainer.precision}, "
+               f"channels_last {'on' if args.channels_last else 'off'}, compile {mode or 'off'}, "
+               f"{device.type}, {args.steps} steps x {args.repeats}")
+    return ["train", setting, f"{statistics.median(rates['gan_lab']):,.0f}",
+            f"{statistics.median(rates['plain']):,.0f}", f"{statistics.median(ratios):.3f}", ">= 0.97"]
+
+
+def bench_data(args: argparse.Namespace) -> list[str]:
+    """Images/s served by an ImageDataModule at ``--data-size`` (DataLoader + batch transfer)."""
+    device = torch.device(args.device)
+    dm = SyntheticImages(size=args.data_images, image_size=args.data_size, batch_size=args.batch_size,
+                         num_workers=args.num_workers, num_classes=args.num_classes)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+
+    def epoch() -> tuple[int, float]:
+        n, start = 0, time.perf_counter()
+        for batch in loader:
+            images, labels = dm.on_after_batch_transfer(
+                (batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)), 0)
+            n += images.shape[0]
+        sync(device)
+        return n, time.perf_counter() - start
+
+    epoch()  # warm-up (first touch of the memory, worker start)
+    rates = []
+    for e in range(args.repeats):
+        loader.sampler.set_epoch(e + 1)
+        n, seconds = epoch()
+        rates.append(n / seconds)
+    setting = (f"{args.data_size}x{args.data_size}x3 uint8, {args.data_images} images, batch {args.batch_size}, "
+               f"num_workers {args.num_workers}, {device.type}, {torch.get_num_threads()} threads")
+    return ["data", setting, f"{statistics.median(rates):,.0f}", "", "", ">= 20,000"]
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    return (f"CPU {cpu_name()} ({cores} cores), GPU {gpu}, torch {torch.__version__}, "
+            f"lightning {L.__version__}, Python {platform.python_version()}")
+
+
+def table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report(rows: list[list[str]], command: str) -> str:
+    when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return f"## {when}\n\nMachine: {machine()}\n\nCommand: `{command}`\n\n{table(rows)}\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m gan_lab.bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("what", nargs="?", default="all", choices=("train", "data", "all"))
+    p.add_argument("overrides", nargs="*", help="config overrides for the train benchmark, e.g. noise.latent_dim=64")
+    p.add_argument("--model", default="dcgan", help="a config of conf/model/")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", default="32", choices=sorted(PRECISIONS))
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", default="false", help="false | default | reduce-overhead | max-autotune")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    p.add_argument("--steps", type=int, default=50, help="timed batches per repetition")
+    p.add_argument("--warmup", type=int, default=5, help="untimed batches per repetition")
+    p.add_argument("--repeats", type=int, default=5, help="alternated repetitions of each loop")
+    p.add_argument("--num-classes", type=int, default=10, help="labels of the synthetic data")
+    p.add_argument("--data-size", type=int, default=64, help="image side of the data benchmark")
+    p.add_argument("--data-images", type=int, default=16384, help="images held by the data benchmark")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers of the data benchmark")
+    p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="markdown file appended to ('-': none)")
+    args = p.parse_intermixed_args(argv)
+    args.precision = PRECISIONS[args.precision]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but no CUDA device is available; use --device cpu.")
+    if min(args.steps, args.repeats) < 1 or args.warmup < 0:
+        raise UserError("--steps and --repeats must be >= 1 and --warmup >= 0; e.g. --steps 50 --warmup 5.")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the table readable
+    warnings.filterwarnings("ignore", message=".*(val_dataloader|LeafSpec|does not have many workers).*")
+    try:
+        args = parse_args(argv)
+        if args.device == "cuda":
+            torch.backends.cudnn.benchmark = True
+        rows = []
+        if args.what in ("train", "all"):
+            rows.append(bench_train(args))
+        if args.what in ("data", "all"):
+            rows.append(bench_data(args))
+    except UserError as exc:
+        print(f"gan_lab: error: {exc}", file=sys.stderr)
+        return 2
+    text = report(rows, "python -m gan_lab.bench " + " ".join(argv))
+    print(text)
+    if args.output != "-":
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        previous = out.read_text() if out.is_file() else HEADER
+        out.write_text(previous.rstrip("\n") + "\n\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The bench command in a tiny configuration, and the FastPath callback (channels_last, compile)."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from gan_lab import bench
+from gan_lab.callbacks.fast_path import compile_mode
+from gan_lab.errors import UserError
+from gan_lab.run import train
+
+TINY_BENCH = ["--image-size", "16", "--batch-size", "8", "--steps", "2", "--warmup", "1", "--repeats", "2",
+              "--data-size", "16", "--data-images", "64", "noise.latent_dim=8", "model.generator.width=8",
+              "model.discriminator.width=8"]
+
+
+def table_rows(text: str) -> list[list[str]]:
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def number(cell: str) -> float:
+    return float(cell.replace(",", ""))
+
+
+def test_bench_prints_and_appends_a_table(tmp_path, capsys):
+    out = tmp_path / "bench" / "README.md"
+    assert bench.main(["all", *TINY_BENCH, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = table_rows(printed)
+    assert rows[0] == list(bench.COLUMNS) and set(rows[1]) == {"---"}
+    train_row, data_row = rows[2], rows[3]
+    assert train_row[0] == "train" and "dcgan-16, batch 8, 32-true" in train_row[1]
+    gan_lab, plain, ratio = number(train_row[2]), number(train_row[3]), float(train_row[4])
+    assert gan_lab > 0 and plain > 0 and ratio == pytest.approx(ratio) and ratio > 0
+    assert data_row[0] == "data" and number(data_row[2]) > 0 and data_row[5] == ">= 20,000"
+    assert re.search(r"^Machine: CPU .+ \(\d+ cores\), GPU none, torch ", printed, re.M)
+    assert "Command: `python -m gan_lab.bench all" in printed
+    written = out.read_text()
+    assert written.startswith("# Benchmarks") and table_rows(written) == rows
+    # a second run appends its own section
+    assert bench.main(["data", *TINY_BENCH, "--output", str(out)]) == 0
+    assert out.read_text().count("## ") == 2 and len(table_rows(out.read_text())) == 4 + 3
+
+
+def test_bench_mixed_precision_channels_last(capsys):
+    assert bench.main(["train", *TINY_BENCH, "--precision", "bf16-mixed", "--channels-last", "--output", "-"]) == 0
+    row = table_rows(capsys.readouterr().out)[2]
+    assert "bf16-mixed, channels_last on, compile off, cpu" in row[1] and float(row[4]) > 0
+
+
+def test_bench_user_errors(capsys):
+    assert bench.main(["train", "--compile", "fastest", "--output", "-"]) == 2
+    assert "compile='fastest' is unknown" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["train", "--precision", "64"])
+    assert compile_mode("false") is None and compile_mode(True) == "default"
+    with pytest.raises(UserError):
+        compile_mode("fast")
+
+
+def test_channels_last_training(make_cfg, tmp_path):
+    cfg = make_cfg("callbacks.fast_path.channels_last=true", "model.generator.width=8", "model.discriminator.width=8",
+                   "trainer.max_epochs=1")
+    train(cfg)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    weight = state["state_dict"]["discriminator.features.2.weight"]
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert torch.isfinite(weight).all()
+    assert state["gan_lab"]["batches_seen"] == 3
+
+
+@pytest.mark.slow
+def test_compiled_nets_train_and_keep_state_dict_keys(make_cfg, tmp_path):
+    cfg = make_cfg("callbacks.fast_path.compile=default", "model.generator.width=4", "model.discriminator.width=4",
+                   "data.image_size=16", "trainer.max_epochs=1", "trainer.limit_train_batches=2")
+    train(cfg)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert not any("_orig_mod" in k for k in state["state_dict"])
+    assert "generator.net.0.weight" in state["state_dict"] and state["gan_lab"]["batches_seen"] == 2

@@ -1,0 +1,79 @@
+"""DDP with two CPU processes (gloo) through the real entry point: optimisers in step, data sharded."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+
+from gan_lab.data.base import EpochSampler
+from tests.conftest import TINY, run_cli
+
+
+class RankProbe(L.Callback):
+    """Saves, per rank, the data indices served each epoch, the final weights and a noise draw."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+        self.indices: dict[int, list[int]] = {}
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.indices[trainer.current_epoch] = [int(i) for i in trainer.train_dataloader.sampler]
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        torch.save({
+            "world_size": trainer.world_size,
+            "indices": self.indices,
+            "parameters": {k: v.detach().cpu().clone() for k, v in pl_module.named_parameters()},
+            "noise": pl_module.noise.sample(4, "cpu"),
+            "batches_seen": pl_module.batches_seen,
+            "images_seen": pl_module.images_seen,
+        }, self.dirpath / f"rank_{trainer.global_rank}.pt")
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    run, probe = tmp_path / "run", tmp_path / "probe"
+    res = run_cli(*TINY, "trainer=ddp_cpu", "model.generator.width=8", "model.discriminator.width=8",
+                  "+callbacks.rank_probe._target_=tests.test_ddp.RankProbe",
+                  f"+callbacks.rank_probe.dirpath={probe}", f"hydra.run.dir={run}", timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ranks = [torch.load(probe / f"rank_{r}.pt", weights_only=False) for r in (0, 1)]
+    assert all(r["world_size"] == 2 for r in ranks)
+
+    # both optimisers stepped in sync: identical G and D parameters on both ranks
+    p0, p1 = ranks[0]["parameters"], ranks[1]["parameters"]
+    assert p0.keys() == p1.keys() and any(k.startswith("generator.") for k in p0)
+    assert any(k.startswith("discriminator.") for k in p0)
+    for key in p0:
+        assert torch.equal(p0[key], p1[key]), key
+
+    # the counters count batches per rank and images of all ranks
+    assert all(r["batches_seen"] == 6 for r in ranks)
+    assert all(r["images_seen"] == 6 * 64 * 2 for r in ranks)
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["batches_seen"] == 6 and summary["images_seen"] == 768
+    assert (run / "samples" / "final.png").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+
+    # per-rank noise streams differ
+    assert not torch.equal(ranks[0]["noise"], ranks[1]["noise"])
+
+    # the data is sharded: Lightning wraps the EpochSampler in a DistributedSampler (which for
+    # training also permutes the positions, seeded with the run's seed and the epoch), so each
+    # rank gets a disjoint share whose order is a function of (seed, epoch), new every epoch
+    n = 1797 - round(1797 * 0.1)
+    for epoch in (0, 1):
+        shares = []
+        for r in (0, 1):
+            expected = DistributedSamplerWrapper(EpochSampler(n, seed=0), num_replicas=2, rank=r,
+                                                 shuffle=True, seed=0)
+            expected.set_epoch(epoch)
+            assert ranks[r]["indices"][epoch] == list(expected)
+            shares.append(set(ranks[r]["indices"][epoch]))
+        assert shares[0] | shares[1] == set(range(n))
+        assert len(shares[0] & shares[1]) == n % 2  # DistributedSampler pads odd sizes by one
+    assert ranks[0]["indices"][0] != ranks[0]["indices"][1]
