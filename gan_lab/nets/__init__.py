@@ -1,5 +1,10 @@
 """Plain ``nn.Module`` generators and discriminators: no training logic, every size an argument."""
+from gan_lab.nets.artgan import ArtGANDiscriminator, ArtGANGenerator
+from gan_lab.nets.conditional import (ConditionalDCGANDiscriminator, ConditionalDCGANGenerator,
+                                      MLPConditionalDiscriminator, MLPConditionalGenerator)
 from gan_lab.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from gan_lab.nets.init import dcgan_init, kaiming_dense_dcgan_conv_init
 
-__all__ = ["DCGANGenerator", "DCGANDiscriminator", "dcgan_init", "kaiming_dense_dcgan_conv_init"]
+__all__ = ["DCGANGenerator", "DCGANDiscriminator", "dcgan_init", "kaiming_dense_dcgan_conv_init",
+           "MLPConditionalGenerator", "MLPConditionalDiscriminator", "ConditionalDCGANGenerator",
+           "ConditionalDCGANDiscriminator", "ArtGANGenerator", "ArtGANDiscriminator"]
