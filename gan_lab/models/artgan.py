@@ -209,7 +209,7 @@ class ArtGAN(ConditionalGAN):
     def discriminator_too_strong(self, terms: Mapping[str, Tensor]) -> bool:
         """Whether D dominates (host sync, only when ``extra_g_when`` is set)."""
         if self.extra_g_when == "d_loss":
-            return float(terms["d_loss"]) < self.extra_g_threshold
+            return float(terms["d_loss"].detach()) < self.extra_g_threshold
         if self.extra_g_when == "d_acc":
             acc = 0.5 * (terms["d_acc_real"] + terms["d_acc_fake"])
             return float(acc) > self.extra_g_threshold
