@@ -244,3 +244,14 @@ def test_artgan_state_is_checkpointed_and_resumed(make_cfg, tmp_path):
     train(cfg)
     state = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["artgan"] == {"pretrain_batches": 3, "extra_g_updates": 6}
+
+
+@pytest.mark.parametrize("experiment,data", [("artgan_wikiart", "wikiart_genre"), ("artgan_cifar10", "cifar10")])
+def test_study_presets_compose(experiment, data):
+    from tests.conftest import CONF, compose_config
+
+    if not (CONF / "data" / f"{data}.yaml").is_file():
+        pytest.skip(f"conf/data/{data}.yaml is not part of this checkout")
+    cfg = compose_config([f"experiment={experiment}"])
+    assert cfg.model._target_ == "gan_lab.models.ArtGAN" and cfg.data.image_size == 64
+    assert cfg.optimizer.discriminator.alpha == 0.9 and cfg.data.batch_size == 128
