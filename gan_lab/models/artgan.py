@@ -224,7 +224,7 @@ class ArtGAN(ConditionalGAN):
             terms = super().generator_update(opt, self.generate(z, extra_labels), extra_labels, real, labels)
             self.extra_g_updates += 1
         if self.extra_g_when is not None:
-            terms["extra_g_updates"] = torch.tensor(float(self.extra_g_updates))
+            terms["extra_g_updates"] = torch.tensor(float(self.extra_g_updates), device=self.device)
         return terms
 
     # --- checkpoint state ---------------------------------------------------------------
