@@ -193,7 +193,7 @@ def test_cdcgan_digits_are_recognisable_fast(make_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_cdcgan_digits_quality(make_cfg, tmp_path):
-    """The reference script's setting (32x32, width 32, batch 64, Adam 2e-4) for 20 epochs: >= 90 %
+    """experiment=cdcgan_digits (32x32, width 32, batch 64, Adam 2e-4) for 20 epochs: >= 90 %
     of generated digits are read as the requested class by an independently trained classifier."""
     gen_acc, real_acc, seconds = generated_digit_accuracy(make_cfg, tmp_path, "trainer.max_epochs=20")
     print(f"cdcgan-32 20 epochs: generated {gen_acc:.3f}, real {real_acc:.3f}, {seconds:.0f} s")
