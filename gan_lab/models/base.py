@@ -176,7 +176,8 @@ class GAN(L.LightningModule):
         metrics["train/images_seen"] = float(self.images_seen)
         # sync_dist averages the terms over DDP ranks on logging steps only (a no-op on one device)
         self.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=True)
-        self.log_dict({"d_loss": metrics["train/d_loss"], "g_loss": metrics["train/g_loss"]},
+        # g_loss is absent from batches without a generator update (e.g. discriminator pre-training)
+        self.log_dict({k: metrics[f"train/{k}"] for k in ("d_loss", "g_loss") if f"train/{k}" in metrics},
                       prog_bar=True, logger=False, on_step=True, on_epoch=False)
 
     def on_fit_start(self) -> None:

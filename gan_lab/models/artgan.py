@@ -1,0 +1,240 @@
+"""ArtGAN (Tan, Chan, Aguirre & Tanaka, ICIP 2017): a conditional categorical GAN.
+
+D has K+1 sigmoid outputs (K classes + "fake") and is trained with binary cross-entropy against
+one-hot targets: a real image of class k -> k, a generated image -> K+1. G draws a class k and is
+trained so that D classifies its image as k. D = Enc + clsNet and G = zNet + Dec meet at the same
+8x8 feature space, so Dec(Enc(x)) is an autoencoder whose decoder is the generator's; its L2 error
+on real images, weighted by ``reconstruction_weight``, is the reconstruction term.
+
+Which parameters the reconstruction term updates (``reconstruction_updates``):
+  * ``generator`` (default): it is part of G's objective, L_G = L_adv + w * L_L2, as in the
+    paper's algorithm and both study reports; its gradient reaches Dec (and so the generator) only.
+    Enc's features of the real batch are taken from D's forward pass of the same batch, detached:
+    Enc stays D's, trained by the classification loss alone, and is not run twice.
+  * ``discriminator``: it is added to D's objective and trains Enc only (Dec held fixed), i.e. the
+    encoder learns features the generator's decoder can invert.
+  * ``both``: both of the above.
+With instance noise on, Enc sees the noisy real batch, so the term is a denoising reconstruction.
+
+The studies' knobs, each off by default: dropout in D (``discriminator.dropout``) and G
+(``generator.dropout``), D pre-training on real images for ``pretrain_epochs`` epochs (no G
+updates, no fakes), an extra G update when D is too strong (``extra_g_when`` = ``d_loss`` below /
+``d_acc`` above ``extra_g_threshold``), label flipping (``label_flip``: a real sample gets the
+fake target, a fake sample a random real class), instance noise (``instance_noise``,
+``instance_noise_decay``), one-sided label smoothing (``label_smoothing``: real targets 1 - s) and
+Kaiming dense + DCGAN conv init (``init``).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from gan_lab.errors import UserError
+from gan_lab.losses import GANLoss
+from gan_lab.models.base import OptimizerFactory, SchedulerFactory, frozen
+from gan_lab.models.conditional import ConditionalGAN
+from gan_lab.models.tricks import check_probability, flip_mask
+from gan_lab.noise import Noise
+
+RECONSTRUCTION_UPDATES = ("generator", "discriminator", "both")
+EXTRA_G_WHEN = ("d_loss", "d_acc")
+
+
+def artgan_targets(labels: Tensor, num_classes: int, smoothing: float = 0.0) -> Tensor:
+    """One-hot ``[N, K+1]`` BCE targets; class ``num_classes`` (the last) is "fake".
+
+    ``smoothing`` lowers the positive entry to ``1 - smoothing`` (one-sided: zeros stay zeros).
+    """
+    return F.one_hot(labels, num_classes + 1).float() * (1.0 - smoothing)
+
+
+def reconstruction_loss(reconstruction: Tensor, images: Tensor) -> Tensor:
+    """Mean squared pixel error ||Dec(Enc(x)) - x||^2 (per pixel, as the studies' ``MSELoss``)."""
+    return F.mse_loss(reconstruction.float(), images.float())
+
+
+class ArtGAN(ConditionalGAN):
+    """ArtGAN training algorithm; nets: :class:`gan_lab.nets.ArtGANGenerator` (``znet``,
+    ``decoder``) and :class:`gan_lab.nets.ArtGANDiscriminator` (``encoder``, ``classifier``)."""
+
+    model_name = "artgan"
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, noise: Noise, loss: GANLoss,
+                 optimizer: Mapping[str, OptimizerFactory],
+                 scheduler: Mapping[str, SchedulerFactory | None] | None = None,
+                 num_classes: int = 10, class_names: Sequence[str] | None = None, samples_per_class: int = 8,
+                 reconstruction_weight: float = 1.0, reconstruction_updates: str = "generator",
+                 pretrain_epochs: int = 0, extra_g_when: str | None = None, extra_g_threshold: float = 0.1,
+                 label_flip: float = 0.0, label_smoothing: float = 0.0, instance_noise: float = 0.0,
+                 instance_noise_decay: int = 0, init: str | None = None,
+                 n_critic: int = 1, n_gen: int = 1) -> None:
+        for part, owner in (("decoder", generator), ("encoder", discriminator), ("classifier", discriminator)):
+            if not isinstance(getattr(owner, part, None), nn.Module):
+                raise UserError(f"model=artgan needs nets with a `{part}` (gan_lab.nets.ArtGANGenerator and "
+                                f"gan_lab.nets.ArtGANDiscriminator); got {type(owner).__name__}.")
+        if loss.name != "non_saturating":
+            raise UserError(f"model=artgan has its own K+1-way BCE objective (non-saturating); loss={loss.name} "
+                            f"does not apply: drop the override or use loss=non_saturating.")
+        if reconstruction_updates not in RECONSTRUCTION_UPDATES:
+            raise UserError(f"model.reconstruction_updates={reconstruction_updates!r} is unknown; use one of "
+                            f"{', '.join(RECONSTRUCTION_UPDATES)}.")
+        if reconstruction_weight < 0:
+            raise UserError(f"model.reconstruction_weight={reconstruction_weight} must be >= 0 (0 turns the "
+                            f"reconstruction term off); the paper uses 1.")
+        if int(pretrain_epochs) != pretrain_epochs or pretrain_epochs < 0:
+            raise UserError(f"model.pretrain_epochs={pretrain_epochs} must be an integer >= 0; one study used 10.")
+        if extra_g_when is not None and extra_g_when not in EXTRA_G_WHEN:
+            raise UserError(f"model.extra_g_when={extra_g_when!r} is unknown; use d_loss (extra G update when "
+                            f"D's loss < extra_g_threshold), d_acc (when D's accuracy > extra_g_threshold) or null.")
+        super().__init__(generator, discriminator, noise, loss, optimizer, scheduler, num_classes, class_names,
+                         samples_per_class, label_flip, instance_noise, instance_noise_decay, init, n_critic, n_gen)
+        self.reconstruction_weight = float(reconstruction_weight)
+        self.reconstruction_updates = reconstruction_updates
+        self.pretrain_epochs = int(pretrain_epochs)
+        self.extra_g_when, self.extra_g_threshold = extra_g_when, float(extra_g_threshold)
+        self.label_smoothing = check_probability(label_smoothing, "model.label_smoothing", 0.1)
+        # per-variant state, saved in checkpoints
+        self.pretrain_batches = 0      # D-only batches done (pre-training)
+        self.extra_g_updates = 0       # adaptive generator updates done
+        self._real_features: Tensor | None = None
+        self._d_too_strong = False
+
+    # --- conditioning hooks -------------------------------------------------------------
+
+    def discriminate(self, images: Tensor, labels: Tensor) -> Tensor:
+        """K+1 logits; D reads no label (it predicts it)."""
+        return self.discriminator(images)
+
+    @property
+    def pretraining(self) -> bool:
+        return self.current_epoch < self.pretrain_epochs
+
+    @property
+    def recon_in_d(self) -> bool:
+        return self.reconstruction_weight > 0 and self.reconstruction_updates in ("discriminator", "both")
+
+    @property
+    def recon_in_g(self) -> bool:
+        return self.reconstruction_weight > 0 and self.reconstruction_updates in ("generator", "both")
+
+    # --- targets ------------------------------------------------------------------------
+
+    def real_targets(self, labels: Tensor) -> Tensor:
+        """Real image of class k -> k; flipped ones (``label_flip``) -> "fake"."""
+        if self.label_flip > 0:
+            labels = torch.where(flip_mask(labels.shape[0], self.label_flip, labels.device),
+                                 torch.full_like(labels, self.num_classes), labels)
+        return artgan_targets(labels, self.num_classes, self.label_smoothing)
+
+    def fake_targets(self, n: int) -> Tensor:
+        """Generated image -> "fake" (K+1); flipped ones (``label_flip``) -> a random real class."""
+        labels = torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)
+        if self.label_flip > 0:
+            labels = torch.where(flip_mask(n, self.label_flip, self.device),
+                                 torch.randint(0, self.num_classes, (n,), device=self.device), labels)
+        return artgan_targets(labels, self.num_classes)
+
+    # --- phases -------------------------------------------------------------------------
+
+    def real_terms(self, real: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """D's classification loss on real images (+ the D-side reconstruction term) and its scores."""
+        features = self.discriminator.encoder(self.instance_noise(real, self.batches_seen))
+        logits = self.discriminator.classifier(features)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), self.real_targets(labels))
+        self._real_features = features.detach() if self.recon_in_g else None
+        terms = {"d_real": 1.0 - torch.sigmoid(logits.detach()[:, -1].float()).mean(),
+                 "d_acc_real": (logits.detach().argmax(1) == labels).float().mean()}
+        if self.recon_in_d:
+            with frozen(self.generator):  # the D-side term trains Enc only
+                recon = reconstruction_loss(self.generator.decoder(features), real)
+            loss = loss + self.reconstruction_weight * recon
+            terms["recon_loss"] = recon.detach()
+        return loss, terms
+
+    def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
+        real_loss, terms = self.real_terms(real, labels)
+        fake_logits = self.discriminate(self.instance_noise(fake, self.batches_seen), fake_labels)
+        fake_loss = F.binary_cross_entropy_with_logits(fake_logits.float(), self.fake_targets(fake.shape[0]))
+        fake_prob = torch.sigmoid(fake_logits.detach()[:, -1].float())
+        terms.update(d_loss=real_loss + fake_loss, d_fake=1.0 - fake_prob.mean(),
+                     d_acc_fake=(fake_logits.detach().argmax(1) == self.num_classes).float().mean())
+        return terms
+
+    def g_step(self, fake: Tensor, fake_labels: Tensor, real: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        logits = self.discriminate(self.instance_noise(fake, self.batches_seen), fake_labels)
+        adv = F.binary_cross_entropy_with_logits(logits.float(), artgan_targets(fake_labels, self.num_classes))
+        terms = {"g_loss": adv, "g_adv": adv.detach()}
+        if self.recon_in_g:
+            features = self._real_features
+            if features is None:  # G step without a preceding D step on this batch
+                with torch.no_grad():
+                    features = self.discriminator.encoder(real)
+            recon = reconstruction_loss(self.generator.decoder(features), real)
+            terms["g_loss"] = adv + self.reconstruction_weight * recon
+            terms["recon_loss"] = recon.detach()
+        return terms
+
+    # --- loop: pre-training and adaptive generator updates --------------------------------
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        if self.pretraining:
+            return self.pretrain_step(batch)
+        return super().training_step(batch, batch_idx)
+
+    def pretrain_step(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        """D learns the real classes alone: no fakes drawn, no generator update."""
+        real, labels = batch
+        opt_d, _ = self.optimizers()
+        loss, terms = self.real_terms(real, labels)
+        self._real_features = None
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt_d.step()
+        terms["d_loss"] = loss.detach()
+        self.batches_seen += 1
+        self.images_seen += real.shape[0] * self.trainer.world_size
+        self.pretrain_batches += 1
+        self.log_terms(terms)
+        return terms
+
+    def discriminator_update(self, opt, real, labels, fake, fake_labels) -> dict[str, Tensor]:
+        terms = super().discriminator_update(opt, real, labels, fake, fake_labels)
+        self._d_too_strong = self.discriminator_too_strong(terms)
+        return terms
+
+    def discriminator_too_strong(self, terms: Mapping[str, Tensor]) -> bool:
+        """Whether D dominates (host sync, only when ``extra_g_when`` is set)."""
+        if self.extra_g_when == "d_loss":
+            return float(terms["d_loss"].detach()) < self.extra_g_threshold
+        if self.extra_g_when == "d_acc":
+            acc = 0.5 * (terms["d_acc_real"] + terms["d_acc_fake"])
+            return float(acc) > self.extra_g_threshold
+        return False
+
+    def generator_update(self, opt, fake, fake_labels, real, labels) -> dict[str, Tensor]:
+        terms = super().generator_update(opt, fake, fake_labels, real, labels)
+        if self._d_too_strong:
+            self._d_too_strong = False
+            n = fake.shape[0]
+            z, extra_labels = self.noise.sample(n, self.device), self.sample_labels(n)
+            terms = super().generator_update(opt, self.generate(z, extra_labels), extra_labels, real, labels)
+            self.extra_g_updates += 1
+        if self.extra_g_when is not None:
+            terms["extra_g_updates"] = torch.tensor(float(self.extra_g_updates), device=self.device)
+        return terms
+
+    # --- checkpoint state ---------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["artgan"] = {"pretrain_batches": self.pretrain_batches, "extra_g_updates": self.extra_g_updates}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("artgan", {})
+        self.pretrain_batches = int(state.get("pretrain_batches", 0))
+        self.extra_g_updates = int(state.get("extra_g_updates", 0))

@@ -1,0 +1,127 @@
+"""Class-conditional GAN (Mirza & Osindero 2014): G and D both receive the label.
+
+Used by ``model=cgan_mlp`` (dense nets) and ``model=cdcgan`` (DCGAN nets with one-hot maps); the
+nets take ``(input, labels)``. Generated images get uniformly drawn classes during training; the
+sample grid has one row per class (labelled with the class names) and ``samples_per_class``
+columns, each column sharing one fixed latent so that a column shows one "style" across classes.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from gan_lab.errors import UserError
+from gan_lab.losses import GANLoss
+from gan_lab.models.base import GAN, OptimizerFactory, SchedulerFactory
+from gan_lab.models.tricks import InstanceNoise, check_probability, swap_flipped
+from gan_lab.nets.init import dcgan_init, kaiming_dense_dcgan_conv_init
+from gan_lab.noise import Noise
+
+#: weight initialisations a conditional model can apply to both nets (``model.init``)
+INITS = {"dcgan": dcgan_init, "kaiming_dense_dcgan_conv": kaiming_dense_dcgan_conv_init}
+
+
+def check_classes(num_classes: int, class_names: Sequence[str] | None, model: str) -> list[str]:
+    """The class names of a labelled dataset; a conditional model on unlabelled data is an error."""
+    if num_classes is None or int(num_classes) != num_classes or num_classes < 2:
+        raise UserError(f"model={model} is conditioned on class labels but the dataset has num_classes="
+                        f"{num_classes}; pick a labelled dataset (e.g. data=digits, data=wikiart_genre) or an "
+                        f"unconditional model (e.g. model=dcgan).")
+    names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise UserError(f"{len(names)} class_names were given for num_classes={num_classes}; they must match "
+                        f"(leave model.class_names=${{data.class_names}}).")
+    return names
+
+
+class ConditionalGAN(GAN):
+    """A GAN whose generator is ``G(z, label)`` and discriminator ``D(image, label) -> logits [N]``.
+
+    Args (beyond :class:`GAN`'s):
+        num_classes: number of classes (``${data.num_classes}``); at least 2.
+        class_names: one name per class (``${data.class_names}``), shown beside the grid rows.
+        samples_per_class: images per grid row; the grid has ``num_classes`` rows.
+        label_flip: probability that a real and a fake sample swap targets in D's loss (0: off).
+        instance_noise: std of Gaussian noise added to every D input, real and fake (0: off).
+        instance_noise_decay: batches over which that std falls linearly to 0 (0: constant).
+        init: re-initialise both nets with ``dcgan`` or ``kaiming_dense_dcgan_conv`` (Kaiming for
+            dense layers, DCGAN N(0, 0.02) for convolutions); ``None`` keeps the nets' own init.
+    """
+
+    model_name = "conditional GAN"
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, noise: Noise, loss: GANLoss,
+                 optimizer: Mapping[str, OptimizerFactory],
+                 scheduler: Mapping[str, SchedulerFactory | None] | None = None,
+                 num_classes: int = 10, class_names: Sequence[str] | None = None, samples_per_class: int = 8,
+                 label_flip: float = 0.0, instance_noise: float = 0.0, instance_noise_decay: int = 0,
+                 init: str | None = None, n_critic: int = 1, n_gen: int = 1) -> None:
+        names = check_classes(num_classes, class_names, self.model_name)
+        if int(samples_per_class) != samples_per_class or samples_per_class < 1:
+            raise UserError(f"model.samples_per_class={samples_per_class} must be an integer >= 1; e.g. 8.")
+        if init is not None and init not in INITS:
+            raise UserError(f"model.init={init!r} is unknown; use one of {', '.join(INITS)} or null.")
+        # grid_labels() is called by GAN.__init__, so the class count must exist before it runs.
+        object.__setattr__(self, "num_classes", int(num_classes))
+        object.__setattr__(self, "samples_per_class", int(samples_per_class))
+        super().__init__(generator, discriminator, noise, loss, optimizer, scheduler, n_critic, n_gen,
+                         num_samples=self.num_classes * self.samples_per_class)
+        self.class_names = names
+        self.label_flip = check_probability(label_flip, "model.label_flip")
+        self.instance_noise = InstanceNoise(instance_noise, instance_noise_decay)
+        if init is not None:
+            self.generator.apply(INITS[init])
+            self.discriminator.apply(INITS[init])
+        # One latent per grid column, shared by all class rows.
+        self.fixed_noise = self.fixed_noise[:self.samples_per_class].repeat(self.num_classes, 1)
+
+    # --- conditioning hooks -------------------------------------------------------------
+
+    def generate(self, z: Tensor, labels: Tensor) -> Tensor:
+        return self.generator(z, labels)
+
+    def discriminate(self, images: Tensor, labels: Tensor) -> Tensor:
+        return self.discriminator(images, labels)
+
+    def sample_labels(self, n: int) -> Tensor:
+        return torch.randint(0, self.num_classes, (n,), device=self.device)
+
+    def grid_labels(self, n: int) -> Tensor:
+        """Class k fills grid row k: ``[0]*per_row + [1]*per_row + ...`` (``n`` labels, cycling)."""
+        per_row = max(1, n // self.num_classes)
+        return torch.arange(n, dtype=torch.long) // per_row % self.num_classes
+
+    @property
+    def grid_nrow(self) -> int:
+        return self.samples_per_class
+
+    @property
+    def grid_row_names(self) -> list[str]:
+        return list(self.class_names)
+
+    # --- phases -------------------------------------------------------------------------
+
+    def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
+        real_logits = self.discriminate(self.instance_noise(real, self.batches_seen), labels)
+        fake_logits = self.discriminate(self.instance_noise(fake, self.batches_seen), fake_labels)
+        real_side, fake_side = swap_flipped(real_logits, fake_logits, self.label_flip)
+        return {"d_loss": self.loss.discriminator(real_side, fake_side),
+                "d_real": self.loss.score(real_logits),
+                "d_fake": self.loss.score(fake_logits)}
+
+    def g_step(self, fake: Tensor, fake_labels: Tensor, real: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        logits = self.discriminate(self.instance_noise(fake, self.batches_seen), fake_labels)
+        return {"g_loss": self.loss.generator(logits)}
+
+    # --- sampling -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, z: Tensor | None = None, labels: Tensor | None = None, n: int | None = None) -> Tensor:
+        """Images of the requested classes (uniformly drawn classes when ``labels`` is None)."""
+        if labels is None:
+            count = z.shape[0] if z is not None else (n or self.num_samples)
+            labels = self.sample_labels(count)
+        return super().sample(z, labels, n)

@@ -1,0 +1,72 @@
+"""Discriminator-side stabilisation tricks of the ArtGAN studies, as small testable helpers.
+
+They act on the discriminator's inputs and targets only, so any variant can use them from its
+``d_step``: instance noise (Gaussian noise added to real and fake images, optionally annealed to
+zero), label flipping (a fraction of real and fake samples swap sides) and one-sided label
+smoothing (real targets below 1). The plain :class:`~gan_lab.models.base.GAN` gets label
+smoothing from its loss config (``loss.discriminator.real_target``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from gan_lab.errors import UserError
+
+
+def check_probability(value: float, key: str, example: float = 0.05) -> float:
+    if not 0.0 <= value < 1.0:
+        raise UserError(f"{key}={value} must be in [0, 1); e.g. {key}={example}.")
+    return float(value)
+
+
+class InstanceNoise:
+    """N(0, std_t^2) added to every discriminator input; ``std_t`` falls linearly from ``std`` to 0
+    over ``decay_batches`` batches (0: constant ``std``). ``std=0`` turns it off.
+
+    Annealing matters: noise blurs the two distributions together early, when they barely overlap
+    (Sonderby et al. 2016), and must vanish so that D finally sees clean images.
+    """
+
+    def __init__(self, std: float = 0.0, decay_batches: int = 0) -> None:
+        if std < 0:
+            raise UserError(f"model.instance_noise={std} must be >= 0; e.g. model.instance_noise=0.1.")
+        if int(decay_batches) != decay_batches or decay_batches < 0:
+            raise UserError(f"model.instance_noise_decay={decay_batches} must be an integer >= 0 "
+                            f"(batches until the noise reaches 0; 0 keeps it constant).")
+        self.std, self.decay_batches = float(std), int(decay_batches)
+
+    def std_at(self, batches_seen: int) -> float:
+        if self.decay_batches == 0:
+            return self.std
+        return self.std * max(0.0, 1.0 - batches_seen / self.decay_batches)
+
+    def __call__(self, images: Tensor, batches_seen: int) -> Tensor:
+        std = self.std_at(batches_seen)
+        return images + std * torch.randn_like(images) if std > 0 else images
+
+    def __repr__(self) -> str:
+        return f"InstanceNoise(std={self.std}, decay_batches={self.decay_batches})"
+
+
+def flip_mask(n: int, p: float, device: torch.device | str = "cpu") -> Tensor:
+    """Boolean ``[n]``: which samples get the opposite label (each with probability ``p``)."""
+    return torch.rand(n, device=device) < p
+
+
+def swap_flipped(real_logits: Tensor, fake_logits: Tensor, p: float) -> tuple[Tensor, Tensor]:
+    """Label flipping for a binary discriminator whose loss takes (real logits, fake logits).
+
+    With probability ``p`` the i-th real and the i-th fake sample trade sides: the real one is
+    scored against the fake target and the fake one against the real target. Every objective of
+    :mod:`gan_lab.losses` thus gets flipping without per-sample targets, and the sides keep their
+    size (no host synchronisation, unlike boolean indexing).
+    """
+    if p <= 0:
+        return real_logits, fake_logits
+    n = min(real_logits.shape[0], fake_logits.shape[0])
+    flip = flip_mask(n, p, real_logits.device)
+    real_side, fake_side = real_logits.clone(), fake_logits.clone()
+    real_side[:n] = torch.where(flip, fake_logits[:n], real_logits[:n])
+    fake_side[:n] = torch.where(flip, real_logits[:n], fake_logits[:n])
+    return real_side, fake_side

@@ -1,0 +1,162 @@
+"""ArtGAN nets (Tan et al., ICIP 2017): G = zNet + Dec, D = Enc + clsNet with K+1 outputs.
+
+Both halves meet at an 8x8 feature map of ``4 * width`` channels: zNet maps ``[z, one_hot(k)]``
+to it, Dec decodes it into an image, Enc encodes an image into it and clsNet classifies it into
+K classes + "fake". Because Enc's output and zNet's output live in the same space, Dec(Enc(x)) is
+an autoencoder sharing its decoder with the generator (the L2 reconstruction term of ArtGAN).
+
+Channels at resolution ``r`` are ``max(width, 32 * width / r)``: 8x8 -> 4w, 16x16 -> 2w, 32x32 and
+above -> w. With ``width=128`` and 64x64 images this is the shape table of the paper and of the
+two study reports (zNet 1024@4x4 -> 512@8x8; Dec 256@16, 128@32, 3x3 conv, 3@64; Enc 128@32,
+3x3 conv, 256@16, 512@8; clsNet 1024@4 -> dense K+1).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from gan_lab.errors import UserError
+from gan_lab.nets.conditional import check_num_classes
+from gan_lab.nets.init import dcgan_init
+
+SUPPORTED_SIZES = (16, 32, 64, 128, 256)
+FEATURE_SIZE = 8  # side of the shared feature map between zNet/Enc and Dec/clsNet
+
+
+def check_artgan_size(image_size: int, net: str) -> int:
+    """Number of doublings between the 8x8 features and the image; clear error otherwise."""
+    if image_size not in SUPPORTED_SIZES:
+        raise UserError(f"image_size={image_size} is not supported by the ArtGAN {net}; use one of "
+                        f"{', '.join(map(str, SUPPORTED_SIZES))} (e.g. data.image_size=64).")
+    return int(math.log2(image_size // FEATURE_SIZE))
+
+
+def channels_at(resolution: int, width: int) -> int:
+    return max(width, FEATURE_SIZE * 4 * width // resolution)
+
+
+def _check_dropout(dropout: float, key: str) -> float:
+    if not 0.0 <= dropout < 1.0:
+        raise UserError(f"{key}={dropout} must be in [0, 1); e.g. 0.3.")
+    return float(dropout)
+
+
+def _drop(p: float) -> list[nn.Module]:
+    return [nn.Dropout(p)] if p else []
+
+
+class ZNet(nn.Module):
+    """``[z, one_hot(k)]`` -> features ``[N, 4w, 8, 8]`` (1x1 -> 4x4 -> 8x8 transposed convs)."""
+
+    def __init__(self, latent_dim: int, num_classes: int, width: int = 128) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(latent_dim + num_classes, 8 * width, 4, 1, 0, bias=False),  # -> 4x4
+            nn.BatchNorm2d(8 * width), nn.ReLU(True),
+            nn.ConvTranspose2d(8 * width, 4 * width, 4, 2, 1, bias=False),  # -> 8x8
+            nn.BatchNorm2d(4 * width), nn.ReLU(True))
+
+    def forward(self, z: Tensor, labels: Tensor) -> Tensor:
+        y = F.one_hot(labels, self.num_classes).to(z.dtype)
+        return self.net(torch.cat([z.flatten(1), y], 1)[:, :, None, None])
+
+
+class Decoder(nn.Module):
+    """Dec: features ``[N, 4w, 8, 8]`` -> image ``[N, C, S, S]`` in [-1, 1] (tanh: the data range).
+
+    Doubling transposed convs up to S/2, a 3x3 conv, and a last transposed conv to the image.
+    """
+
+    def __init__(self, image_size: int = 64, channels: int = 3, width: int = 128, dropout: float = 0.0) -> None:
+        super().__init__()
+        steps = check_artgan_size(image_size, "decoder")
+        layers: list[nn.Module] = []
+        res = FEATURE_SIZE
+        for _ in range(steps - 1):
+            c_in, c_out = channels_at(res, width), channels_at(res * 2, width)
+            res *= 2
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.ReLU(True), *_drop(dropout)]
+        c = channels_at(res, width)
+        layers += [nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(True), *_drop(dropout),
+                   nn.ConvTranspose2d(c, channels, 4, 2, 1), nn.Tanh()]  # -> S x S
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.net(features)
+
+
+class Encoder(nn.Module):
+    """Enc: image ``[N, C, S, S]`` -> features ``[N, 4w, 8, 8]`` (mirror of :class:`Decoder`)."""
+
+    def __init__(self, image_size: int = 64, channels: int = 3, width: int = 128, dropout: float = 0.0) -> None:
+        super().__init__()
+        steps = check_artgan_size(image_size, "encoder")
+        res = image_size // 2
+        c = channels_at(res, width)
+        layers: list[nn.Module] = [nn.Conv2d(channels, c, 4, 2, 1), nn.LeakyReLU(0.2, True), *_drop(dropout),
+                                   nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c),
+                                   nn.LeakyReLU(0.2, True), *_drop(dropout)]
+        for _ in range(steps - 1):
+            c_in, c_out = channels_at(res, width), channels_at(res // 2, width)
+            res //= 2
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.LeakyReLU(0.2, True), *_drop(dropout)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class ClsNet(nn.Module):
+    """clsNet: features ``[N, 4w, 8, 8]`` -> K+1 logits (one sigmoid each: K classes, then "fake")."""
+
+    def __init__(self, num_classes: int, width: int = 128, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(4 * width, 8 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(8 * width),  # -> 4x4
+            nn.LeakyReLU(0.2, True), *_drop(dropout), nn.Flatten(),
+            nn.Linear(8 * width * 16, num_classes + 1))
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.net(features)
+
+
+class ArtGANGenerator(nn.Module):
+    """(z, label) -> image: ``decoder(znet(z, label))``; ``decoder`` is shared with the reconstruction."""
+
+    def __init__(self, latent_dim: int, num_classes: int, image_size: int = 64, channels: int = 3,
+                 width: int = 128, dropout: float = 0.0, init: bool = True) -> None:
+        super().__init__()
+        self.num_classes = check_num_classes(num_classes, "ArtGAN generator")
+        self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
+        self.znet = ZNet(latent_dim, self.num_classes, width)
+        self.decoder = Decoder(image_size, channels, width, _check_dropout(dropout, "model.generator.dropout"))
+        if init:
+            self.apply(dcgan_init)
+
+    def forward(self, z: Tensor, labels: Tensor) -> Tensor:
+        return self.decoder(self.znet(z, labels))
+
+
+class ArtGANDiscriminator(nn.Module):
+    """image -> K+1 logits ``[N, K+1]``: ``classifier(encoder(x))``; ``dropout`` follows every block."""
+
+    def __init__(self, num_classes: int, image_size: int = 64, channels: int = 3, width: int = 128,
+                 dropout: float = 0.0, init: bool = True) -> None:
+        super().__init__()
+        self.num_classes = check_num_classes(num_classes, "ArtGAN discriminator")
+        self.image_size, self.channels = image_size, channels
+        dropout = _check_dropout(dropout, "model.discriminator.dropout")
+        self.encoder = Encoder(image_size, channels, width, dropout)
+        self.classifier = ClsNet(self.num_classes, width, dropout)
+        if init:
+            self.apply(dcgan_init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.encoder(x))

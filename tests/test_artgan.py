@@ -1,0 +1,257 @@
+"""ArtGAN: net shapes, K+1 targets, reconstruction term, study knobs, checkpointed state."""
+from __future__ import annotations
+
+import csv
+import json
+
+import lightning as L
+import pytest
+import torch
+import torch.nn as nn
+
+from gan_lab.build import build_datamodule, build_model
+from gan_lab.errors import UserError
+from gan_lab.losses import GANLoss, d_bce, g_non_saturating
+from gan_lab.models import ArtGAN
+from gan_lab.models.artgan import artgan_targets, reconstruction_loss
+from gan_lab.nets import ArtGANDiscriminator, ArtGANGenerator
+from gan_lab.noise import Normal
+from gan_lab.run import train
+
+TINY_ARTGAN = ["model=artgan", "model.generator.width=4", "model.samples_per_class=2"]
+
+
+@pytest.mark.parametrize("size", [16, 32, 64, 128])
+def test_artgan_net_shapes(size):
+    torch.manual_seed(0)
+    k, w = 27, 4
+    g = ArtGANGenerator(latent_dim=8, num_classes=k, image_size=size, channels=3, width=w)
+    d = ArtGANDiscriminator(num_classes=k, image_size=size, channels=3, width=w, dropout=0.3)
+    labels = torch.arange(3)
+    features = g.znet(torch.randn(3, 8), labels)
+    assert features.shape == (3, 4 * w, 8, 8)
+    x = g.decoder(features)
+    assert x.shape == (3, 3, size, size) and x.abs().max() <= 1
+    assert d.encoder(x).shape == features.shape  # Enc and zNet share the feature space
+    assert d(x).shape == (3, k + 1)
+    assert g.decoder(d.encoder(x)).shape == x.shape
+
+
+def test_artgan_paper_shapes_at_64():
+    g = ArtGANGenerator(latent_dim=100, num_classes=10, image_size=64, channels=3, width=128)
+    d = ArtGANDiscriminator(num_classes=10, image_size=64, channels=3, width=128)
+    convs = [m for m in g.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert [m.out_channels for m in convs] == [1024, 512, 256, 128, 128, 3]
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert [m.out_channels for m in convs] == [128, 128, 256, 512, 1024]
+    assert d.classifier.net[-1].in_features == 1024 * 16
+
+
+def test_k_plus_one_targets():
+    labels = torch.tensor([0, 3, 9])
+    t = artgan_targets(labels, 10)
+    assert t.shape == (3, 11)
+    assert t.sum(1).tolist() == [1, 1, 1] and t[1, 3] == 1 and t[:, 10].sum() == 0
+    fake = artgan_targets(torch.full((2,), 10), 10)
+    assert fake[:, 10].tolist() == [1, 1] and fake[:, :10].sum() == 0
+    smooth = artgan_targets(labels, 10, smoothing=0.1)
+    assert smooth.max() == pytest.approx(0.9) and smooth.min() == 0  # one-sided
+
+
+class Identity2d(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class PerfectAutoencoderGenerator(nn.Module):
+    """A 'generator' whose decoder inverts the encoder exactly (both identities)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.decoder = Identity2d()
+
+    def forward(self, z, labels):
+        return torch.tanh(self.scale * z).view(z.shape[0], 1, 4, 4)
+
+
+class IdentityEncoderDiscriminator(nn.Module):
+    def __init__(self, k):
+        super().__init__()
+        self.encoder = Identity2d()
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(16, k + 1))
+
+    def forward(self, x):
+        return self.classifier(self.encoder(x))
+
+
+def make_artgan(generator, discriminator, **kwargs):
+    adam = lambda params: torch.optim.Adam(params, 1e-3)  # noqa: E731
+    loss = GANLoss(d_bce, g_non_saturating, True, "non_saturating")
+    return ArtGAN(generator, discriminator, Normal(16), loss, {"discriminator": adam, "generator": adam},
+                  num_classes=3, class_names=["a", "b", "c"], **kwargs)
+
+
+def test_reconstruction_is_zero_for_a_perfect_autoencoder_and_positive_otherwise():
+    torch.manual_seed(0)
+    x, labels = torch.rand(8, 1, 4, 4) * 2 - 1, torch.arange(8) % 3
+    model = make_artgan(PerfectAutoencoderGenerator(), IdentityEncoderDiscriminator(3))
+    fake = model.generate(model.noise.sample(8), labels)
+    model.d_step(x, labels, fake.detach(), labels)
+    terms = model.g_step(fake, labels, x, labels)
+    assert terms["recon_loss"].item() == 0.0
+    assert terms["g_loss"].item() == pytest.approx(terms["g_adv"].item())
+    assert reconstruction_loss(x, x).item() == 0.0
+    # real ArtGAN nets at init do not reconstruct: the term is positive and reaches the decoder
+    g = ArtGANGenerator(16, 3, image_size=16, channels=1, width=4)
+    d = ArtGANDiscriminator(3, image_size=16, channels=1, width=4)
+    model = make_artgan(g, d, reconstruction_weight=2.0)
+    x = torch.rand(8, 1, 16, 16) * 2 - 1
+    fake = model.generate(model.noise.sample(8), labels)
+    model.d_step(x, labels, fake.detach(), labels)
+    terms = model.g_step(fake, labels, x, labels)
+    assert terms["recon_loss"].item() > 0
+    assert terms["g_loss"].item() == pytest.approx(terms["g_adv"].item() + 2 * terms["recon_loss"].item(), rel=1e-5)
+    # generator-side term: it trains the shared decoder; Enc's features come detached from D's pass
+    assert not model._real_features.requires_grad
+    (grad,) = torch.autograd.grad(terms["g_loss"] - terms["g_adv"], g.decoder.net[0].weight)
+    assert grad.abs().sum() > 0
+
+
+def test_reconstruction_on_discriminator_side_trains_the_encoder_only():
+    torch.manual_seed(0)
+    g = ArtGANGenerator(16, 3, image_size=16, channels=1, width=4)
+    d = ArtGANDiscriminator(3, image_size=16, channels=1, width=4)
+    model = make_artgan(g, d, reconstruction_updates="discriminator")
+    x, labels = torch.rand(8, 1, 16, 16) * 2 - 1, torch.arange(8) % 3
+    fake = model.generate(model.noise.sample(8), labels).detach()
+    terms = model.d_step(x, labels, fake, labels)
+    assert terms["recon_loss"].item() > 0
+    terms["d_loss"].backward()
+    assert d.encoder.net[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in g.parameters())
+
+
+def test_artgan_label_flip_fraction():
+    torch.manual_seed(0)
+    model = make_artgan(ArtGANGenerator(16, 3, 16, 1, 4), ArtGANDiscriminator(3, 16, 1, 4), label_flip=0.05)
+    n = 20000
+    labels = torch.randint(0, 3, (n,))
+    real = model.real_targets(labels)
+    assert abs(real[:, 3].mean().item() - 0.05) < 0.006  # real -> "fake"
+    fake = model.fake_targets(n)
+    assert abs(1 - fake[:, 3].mean().item() - 0.05) < 0.006  # fake -> a random real class
+    assert (fake.sum(1) == 1).all()
+
+
+def test_wrong_objective_or_nets_are_user_errors():
+    g, d = ArtGANGenerator(16, 3, 16, 1, 4), ArtGANDiscriminator(3, 16, 1, 4)
+    hinge = GANLoss(d_bce, g_non_saturating, False, "hinge")
+    adam = lambda params: torch.optim.Adam(params)  # noqa: E731
+    with pytest.raises(UserError, match="loss=hinge"):
+        ArtGAN(g, d, Normal(16), hinge, {"discriminator": adam, "generator": adam}, num_classes=3)
+    with pytest.raises(UserError, match="needs nets with a `decoder`"):
+        make_artgan(nn.Linear(2, 2), d)
+    with pytest.raises(UserError, match="reconstruction_updates='encoder'"):
+        make_artgan(g, d, reconstruction_updates="encoder")
+
+
+def read_rows(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_artgan_trains_with_every_knob_and_logs_its_terms(make_cfg, tmp_path):
+    cfg = make_cfg(*TINY_ARTGAN, "data.image_size=32", "optimizer=rmsprop", "scheduler=piecewise",
+                   "model.discriminator.dropout=0.3", "model.generator.dropout=0.1", "model.label_flip=0.05",
+                   "model.label_smoothing=0.1", "model.instance_noise=0.1", "model.instance_noise_decay=5",
+                   "model.init=kaiming_dense_dcgan_conv", "model.reconstruction_updates=both")
+    train(cfg)
+    run = tmp_path / "run"
+    logged = {k for row in read_rows(run / "metrics.csv") for k, v in row.items() if v}
+    assert {"train/d_loss", "train/g_loss", "train/recon_loss", "train/d_real", "train/d_fake",
+            "train/d_acc_real"} <= logged
+    assert (run / "samples" / "final.png").is_file()
+
+
+def test_artgan_at_64(make_cfg, tmp_path):
+    train(make_cfg(*TINY_ARTGAN, "data.image_size=64", "trainer.max_epochs=1", "trainer.limit_train_batches=2"))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["batches_seen"] == 2
+
+
+class GeneratorSnapshots(L.Callback):
+    """Generator weights and optimiser step count at the end of every epoch."""
+
+    def __init__(self):
+        self.weights, self.steps = [], []
+
+    def on_train_start(self, trainer, pl_module):
+        self.initial = [p.detach().clone() for p in pl_module.generator.parameters()]
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.weights.append([p.detach().clone() for p in pl_module.generator.parameters()])
+        self.steps.append(trainer.global_step)
+
+
+def fit(cfg, *callbacks):
+    L.seed_everything(cfg.seed, verbose=False)
+    dm = build_datamodule(cfg)
+    model = build_model(cfg)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=cfg.trainer.max_epochs, limit_train_batches=3,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=list(callbacks), log_every_n_steps=1)
+    trainer.fit(model, datamodule=dm)
+    return model, trainer
+
+
+def same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_pretraining_skips_generator_updates(make_cfg):
+    snap = GeneratorSnapshots()
+    cfg = make_cfg(*TINY_ARTGAN, "data.image_size=16", "model.pretrain_epochs=2", "trainer.max_epochs=3")
+    model, trainer = fit(cfg, snap)
+    # epochs 0 and 1: D only (one step per batch), G untouched; epoch 2: D and G alternate
+    assert snap.steps == [3, 6, 12]
+    assert same(snap.weights[0], snap.initial) and same(snap.weights[1], snap.initial)
+    assert not same(snap.weights[2], snap.initial)
+    assert model.pretrain_batches == 6 and model.batches_seen == 9
+
+
+def test_extra_generator_update_when_discriminator_dominates(make_cfg):
+    # threshold above any possible loss: D always "too strong", every batch gets one extra G update
+    cfg = make_cfg(*TINY_ARTGAN, "data.image_size=16", "model.extra_g_when=d_loss",
+                   "model.extra_g_threshold=1e9", "trainer.max_epochs=1")
+    model, trainer = fit(cfg)
+    assert model.extra_g_updates == 3 and trainer.global_step == 3 * 3
+    cfg = make_cfg(*TINY_ARTGAN, "data.image_size=16", "model.extra_g_when=d_acc",
+                   "model.extra_g_threshold=1.0", "trainer.max_epochs=1")
+    model, trainer = fit(cfg)
+    assert model.extra_g_updates == 0 and trainer.global_step == 3 * 2  # accuracy is never above 1
+
+
+def test_artgan_state_is_checkpointed_and_resumed(make_cfg, tmp_path):
+    cfg = make_cfg(*TINY_ARTGAN, "data.image_size=16", "model.pretrain_epochs=1", "model.extra_g_when=d_loss",
+                   "model.extra_g_threshold=1e9")
+    train(cfg)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["artgan"] == {"pretrain_batches": 3, "extra_g_updates": 3}
+    cfg = make_cfg(*TINY_ARTGAN, "data.image_size=16", "model.pretrain_epochs=1", "model.extra_g_when=d_loss",
+                   "model.extra_g_threshold=1e9", "trainer.max_epochs=3", f"ckpt_path={ckpt}",
+                   run_dir=tmp_path / "resumed")
+    train(cfg)
+    state = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["artgan"] == {"pretrain_batches": 3, "extra_g_updates": 6}
+
+
+@pytest.mark.parametrize("experiment,data", [("artgan_wikiart", "wikiart_genre"), ("artgan_cifar10", "cifar10")])
+def test_study_presets_compose(experiment, data):
+    from tests.conftest import CONF, compose_config
+
+    if not (CONF / "data" / f"{data}.yaml").is_file():
+        pytest.skip(f"conf/data/{data}.yaml is not part of this checkout")
+    cfg = compose_config([f"experiment={experiment}"])
+    assert cfg.model._target_ == "gan_lab.models.ArtGAN" and cfg.data.image_size == 64
+    assert cfg.optimizer.discriminator.alpha == 0.9 and cfg.data.batch_size == 128
