@@ -15,6 +15,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.experimental.callback import Callback
 import torch
 from omegaconf import DictConfig
 
@@ -22,6 +23,29 @@ from gan_lab.build import build_callbacks, build_datamodule, build_loggers, buil
 from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, unwrap_user_error
 
 log = logging.getLogger("gan_lab")
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback: an unwritable ``hydra.run.dir``/``hydra.sweep.dir`` is one line, not Hydra's
+    traceback (Hydra creates the directory before ``main`` runs)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(path: str, key: str) -> None:
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            probe = Path(path) / ".write_test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            print(f"gan_lab: error: the run directory {path} cannot be written ({exc.strerror}); choose "
+                  f"another with {key}=<path>.", file=sys.stderr)
+            sys.exit(2)
 
 
 def check_paths(cfg: DictConfig) -> Path:

@@ -81,7 +81,7 @@ def test_guard_arguments_are_checked():
 @pytest.mark.slow  # a two-job multirun in a subprocess
 def test_multirun_goes_on_after_a_diverged_job(tmp_path):
     sweep = tmp_path / "sweep"
-    res = run_cli(*TINY, *SMALL, "-m", "noise.mean=nan,0.0", f"hydra.sweep.dir={sweep}")
+    res = run_cli("-m", *TINY, *SMALL, "noise.mean=nan,0.0", f"hydra.sweep.dir={sweep}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "gan_lab: error: training diverged at batch 1" in res.stderr and "Traceback" not in res.stderr
     assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "diverged"
