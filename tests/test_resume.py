@@ -79,8 +79,7 @@ def test_resume_equals_uninterrupted(model, make_cfg, tmp_path):
         train(make_cfg(*overrides(model, "trainer.max_epochs=2", *kill), run_dir=cut))
     summary = json.loads((cut / "metrics.json").read_text())
     assert summary["status"] == "interrupted" and summary["batches_seen"] == 6
-    assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None) or \
-        signal.getsignal(signal.SIGTERM) is not None  # handlers restored (no exception on teardown)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was given back
     after_cut = tmp_path / "after_cut"
     train(make_cfg(*overrides(model, "trainer.max_epochs=2", f"ckpt_path={cut / 'checkpoints' / 'last.ckpt'}"),
                    run_dir=after_cut))
@@ -151,3 +150,17 @@ def test_trainer_uses_atomic_checkpoint_io(make_cfg):
 
     trainer = build_trainer(make_cfg(), [], [])
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_ctrl_c_writes_resumable_checkpoint(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.batch=1",
+            f"+callbacks.kill.signum={int(signal.SIGINT)}"]
+    with pytest.raises(TrainingInterrupted, match="SIGINT received: stopped after batch 2 .*continue with "
+                                                  "ckpt_path=.*last.ckpt") as info:
+        train(make_cfg(*overrides("dcgan", *kill), run_dir=run))
+    assert info.value.signum == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["gan_lab"]["batches_seen"] == 2
+    assert state["callbacks"]["ExactResume"]["mid_epoch"] is True
