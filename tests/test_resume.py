@@ -156,6 +156,7 @@ def test_ctrl_c_writes_resumable_checkpoint(make_cfg, tmp_path):
     run = tmp_path / "run"
     kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.batch=1",
             f"+callbacks.kill.signum={int(signal.SIGINT)}"]
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whatever ran before
     with pytest.raises(TrainingInterrupted, match="SIGINT received: stopped after batch 2 .*continue with "
                                                   "ckpt_path=.*last.ckpt") as info:
         train(make_cfg(*overrides("dcgan", *kill), run_dir=run))
@@ -164,3 +165,12 @@ def test_ctrl_c_writes_resumable_checkpoint(make_cfg, tmp_path):
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["gan_lab"]["batches_seen"] == 2
     assert state["callbacks"]["ExactResume"]["mid_epoch"] is True
+
+
+def test_max_steps_checkpoint_resumes_at_next_epoch(make_cfg, tmp_path):
+    """max_steps cuts epoch 1 after one batch; Lightning closes that epoch, so no samples are skipped."""
+    run = tmp_path / "run"
+    train(make_cfg(*overrides("dcgan", "trainer.max_epochs=3", "trainer.max_steps=10"), run_dir=run))
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["gan_lab"]["batches_seen"] == 5
+    assert state["callbacks"]["ExactResume"]["mid_epoch"] is False

@@ -114,6 +114,11 @@ class ExactResume(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.batch_in_epoch = 0
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning ends the epoch here even when max_steps cut it short: checkpoints written from
+        # now on (the epoch checkpoint comes after this hook) resume at the next epoch's start.
+        self.batch_in_epoch = 0
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batch_in_epoch += 1
         if self.requested is None or not self._mid_epoch:
