@@ -6,13 +6,17 @@ directory's ``.hydra/config.yaml`` always rebuilds the same model.
 """
 from __future__ import annotations
 
+import inspect
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from gan_lab.errors import UserError, unwrap_user_error
 
@@ -20,10 +24,123 @@ from gan_lab.errors import UserError, unwrap_user_error
 DATA_FACTS = ("channels", "num_classes", "class_names")
 
 
+_PRIMITIVES = (str, int, float, bool, type(None))
+
+
+def _type_ok(value: Any, hint: Any) -> bool | None:
+    """Whether a config value fits a type hint: True, False, or None when the hint says too little."""
+    if hint is Any or isinstance(hint, (str, typing.TypeVar)):
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        verdicts = [_type_ok(value, arg) for arg in typing.get_args(hint)]
+        return True if True in verdicts else (None if None in verdicts else False)
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is type(None):
+        return value is None
+    cls = origin or hint
+    if not isinstance(cls, type) or getattr(cls, "_is_protocol", False):
+        return None
+    try:
+        return isinstance(value, cls)
+    except TypeError:
+        return None
+
+
+def _hints(target: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Type hints and defaults of the arguments of a class (its ``__init__`` along the MRO) or function."""
+    hints: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
+    functions = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if isinstance(target, type) else [target]
+    for fn in functions:
+        try:
+            fn_hints = typing.get_type_hints(fn)
+            params = inspect.signature(fn).parameters
+        except Exception:  # noqa: BLE001 - unresolvable annotations: nothing to check against
+            continue
+        for name, hint in fn_hints.items():
+            hints.setdefault(name, hint)
+        for name, param in params.items():
+            if param.default is not inspect.Parameter.empty:
+                defaults.setdefault(name, param.default)
+    return hints, defaults
+
+
+def check_types(node: Any, what: str) -> None:
+    """Values of a ``_target_`` node must fit the annotations of the arguments they go to.
+
+    Catches ``data.batch_size=abc`` or ``trainer.max_epochs=2.5`` before the object is built, with
+    a sentence naming the key, the value and an example, instead of an error deep in a constructor.
+    """
+    if isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            check_types(item, f"{what}[{i}]")
+        return
+    if not isinstance(node, DictConfig):
+        return
+    hints: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
+    target = node.get("_target_")
+    if isinstance(target, str):
+        try:
+            hints, defaults = _hints(get_object(target))
+        except Exception:  # noqa: BLE001 - an unknown target is reported by instantiate itself
+            pass
+    for key in node:
+        if str(key).startswith("_"):
+            continue
+        value = node[key]
+        if isinstance(value, (DictConfig, ListConfig)):
+            check_types(value, f"{what}.{key}")
+            continue
+        if key in hints and isinstance(value, _PRIMITIVES) and _type_ok(value, hints[key]) is False:
+            example = defaults.get(key)
+            if not isinstance(example, (int, float, str)) or example == "":
+                example = _example(hints[key])
+            example = str(example).lower() if isinstance(example, bool) else example
+            raise UserError(f"{what}.{key}={value!r} must be {_describe(hints[key])} for "
+                            f"{target.rsplit('.', 1)[-1]}; e.g. {what}.{key}={example}.")
+
+
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+_EXAMPLES = {int: 1, float: 0.5, bool: True, str: "name"}
+
+
+def _describe(hint: Any) -> str:
+    """Human words for a type hint: ``Optional[int]`` -> 'an integer or null'."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        literals = [v for a in args if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
+        words = [_describe(a) for a in args if typing.get_origin(a) is not typing.Literal]
+        if literals:
+            words.insert(0, _describe(typing.Literal[tuple(dict.fromkeys(literals))]))
+        return " or ".join(dict.fromkeys(words))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    return _NAMES.get(hint) or getattr(origin or hint, "__name__", str(hint))
+
+
+def _example(hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        found = [_example(arg) for arg in typing.get_args(hint) if arg is not type(None)]
+        return next((e for e in found if e != "..."), "...")
+    if origin is typing.Literal:
+        return typing.get_args(hint)[0]
+    return _EXAMPLES.get(hint, "...")
+
+
 def make(node: DictConfig | None, what: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` with user mistakes turned into one sentence naming the key."""
     if node is None:
         return None
+    check_types(node, what)
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as exc:
@@ -54,34 +171,53 @@ def build_model(cfg: DictConfig) -> L.LightningModule:
     noise = make(cfg.noise, "noise")
     loss = make(cfg.loss, "loss")
     optimizer = {k: make(v, f"optimizer.{k}") for k, v in cfg.optimizer.items()}
-    for key, factory in optimizer.items():
-        check_optimizer(factory, f"optimizer.{key}")
     scheduler = {k: make(v, f"scheduler.{k}") for k, v in (cfg.get("scheduler") or {}).items()}
+    for key, factory in optimizer.items():
+        probe_optimizer(factory, f"optimizer.{key}")
+    for key, factory in scheduler.items():
+        if factory is not None:
+            probe_scheduler(factory, f"scheduler.{key}")
     return make(cfg.model, "model", noise=noise, loss=loss, optimizer=optimizer, scheduler=scheduler)
 
 
-def check_optimizer(factory, what: str) -> None:
-    """Build the optimiser once on a dummy parameter so bad values (negative lr, betas given as
-    integers, ...) fail before training with one sentence instead of inside ``fit``."""
-    import torch
-
+def probe_optimizer(factory: Any, what: str) -> None:
+    """Build the optimiser once on a probe parameter: a negative lr or bad betas fail here, in one
+    sentence, rather than inside ``Trainer.fit``."""
     try:
         factory([torch.nn.Parameter(torch.zeros(1))])
+    except UserError:
+        raise
     except (ValueError, TypeError) as exc:
-        raise UserError(f"{what}: {exc}; fix the value, e.g. {what}.lr=2e-4 or "
-                        f"{what}.betas=[0.5,0.999] (floats).") from None
+        raise UserError(f"{what}: {exc}; fix the values under `{what}` (see conf/optimizer/).") from None
+
+
+def probe_scheduler(factory: Any, what: str) -> None:
+    """Build the scheduler once on a probe optimiser (bad milestones, gamma, ... fail before training)."""
+    try:
+        factory(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0))
+    except UserError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{what}: {exc}; fix the values under `{what}` (see conf/scheduler/).") from None
+
+
+def _targets(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
+    """The non-null entries of a group of named objects; each must say what to build."""
+    entries = [(name, node) for name, node in (cfg.get(group) or {}).items() if node is not None]
+    for name, node in entries:
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise UserError(f"{group}.{name} has no _target_, so gan_lab cannot build it; pick an option "
+                            f"from conf/{group}/ or give {group}.{name}._target_=<class>.")
+    return entries
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    return [make(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()
-            if node is not None]
+    return [make(node, f"callbacks.{name}") for name, node in _targets(cfg, "callbacks")]
 
 
 def build_loggers(cfg: DictConfig) -> list:
     loggers = []
-    for name, node in (cfg.get("logger") or {}).items():
-        if node is None:
-            continue
+    for name, node in _targets(cfg, "logger"):
         extra = {}
         if name == "wandb" and node.get("group") is None and sweep_name() is not None:
             extra["group"] = sweep_name()  # the runs of one sweep share a W&B group

@@ -20,3 +20,26 @@ def unwrap_user_error(exc: BaseException) -> UserError | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal (SIGTERM, Ctrl-C) after writing a resumable checkpoint.
+
+    The entry point prints the message and exits with ``128 + signum``, the shell's convention.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class TrainingDiverged(UserError):
+    """A loss or the weights became NaN/Inf, or a loss stayed beyond its bound.
+
+    A ``UserError``: the run ends with one line (the step, the loss, the last good checkpoint and
+    what to change), and a sweep goes on with its next job.
+    """
+
+    def __init__(self, message: str, step: int, values: dict[str, float]) -> None:
+        super().__init__(message)
+        self.step, self.values = step, dict(values)

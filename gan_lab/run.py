@@ -15,11 +15,12 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.experimental.callback import Callback
 import torch
 from omegaconf import DictConfig
 
 from gan_lab.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer, resolved
-from gan_lab.errors import UserError, unwrap_user_error
+from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, unwrap_user_error
 from gan_lab.metrics.records import update_metrics_json
 
 log = logging.getLogger("gan_lab")
@@ -27,6 +28,29 @@ log = logging.getLogger("gan_lab")
 # Validation data feeds the metric callbacks, not a Lightning validation loop.
 warnings.filterwarnings("ignore", message=r".*val_dataloader.* but have no .*validation_step")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback: an unwritable ``hydra.run.dir``/``hydra.sweep.dir`` is one line, not Hydra's
+    traceback (Hydra creates the directory before ``main`` runs)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(path: str, key: str) -> None:
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            probe = Path(path) / ".write_test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            print(f"gan_lab: error: the run directory {path} cannot be written ({exc.strerror}); choose "
+                  f"another with {key}=<path>.", file=sys.stderr)
+            sys.exit(2)
 
 
 def check_paths(cfg: DictConfig) -> Path:
@@ -58,21 +82,35 @@ def train(cfg: DictConfig) -> float | None:
         logger.log_hyperparams(resolved(cfg))
     log.info("run directory: %s", run_dir.resolve())
     start = time.time()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-               if "/" in k and torch.is_tensor(v) and v.numel() == 1}
-    summary = {
-        "status": "interrupted" if trainer.interrupted else "completed",
-        "epochs": trainer.current_epoch,
-        "batches_seen": model.batches_seen,
-        "images_seen": model.images_seen,
-        "optimizer_steps": trainer.global_step,
-        "train_seconds": round(time.time() - start, 2),
-        "final": metrics,
-    }
-    if trainer.is_global_zero:
-        update_metrics_json(run_dir / "metrics.json", summary)  # keeps the callbacks' evaluations
-        print(f"gan_lab: run directory {run_dir.resolve()}")
+
+    def summarize(status: str, **extra) -> dict[str, float]:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if "/" in k and torch.is_tensor(v) and v.numel() == 1}
+        summary = {
+            "status": status,
+            "epochs": trainer.current_epoch,
+            "batches_seen": model.batches_seen,
+            "images_seen": model.images_seen,
+            "optimizer_steps": trainer.global_step,
+            "train_seconds": round(time.time() - start, 2),
+            "final": metrics,
+            **extra,
+        }
+        if trainer.is_global_zero:
+            update_metrics_json(run_dir / "metrics.json", summary)  # keeps the callbacks' evaluations
+            print(f"gan_lab: run directory {run_dir.resolve()}")
+        return metrics
+
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    except TrainingDiverged as exc:
+        values = {k: v if math.isfinite(v) else str(v) for k, v in exc.values.items()}  # strict JSON
+        summarize("diverged", diverged={"batch": exc.step, "values": values, "message": str(exc)})
+        raise
+    except TrainingInterrupted as exc:
+        summarize("interrupted", signal=exc.signum)
+        raise
+    metrics = summarize("interrupted" if trainer.interrupted else "completed")
     name = cfg.get("optimized_metric")
     if name is None:
         return None
@@ -95,6 +133,9 @@ def report_user_error(exc: BaseException) -> bool:
 def main(cfg: DictConfig) -> float | None:
     try:
         return train(cfg)
+    except TrainingInterrupted as exc:
+        print(f"gan_lab: {exc}", file=sys.stderr)
+        sys.exit(128 + exc.signum)  # the shell's convention for a signal (130 Ctrl-C, 143 SIGTERM)
     except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their trace
         if not report_user_error(exc):
             raise

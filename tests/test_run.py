@@ -41,7 +41,7 @@ def test_cli_end_to_end_and_resume(tmp_path):
     assert (run1 / ".hydra" / "config.yaml").is_file()
     ckpt = run1 / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    assert state["epoch"] == 2 and state["gan_lab"]["batches_seen"] == 6
+    assert state["epoch"] == 1 and state["gan_lab"]["batches_seen"] == 6  # written at the end of epoch 1
     # resume for two more epochs: epochs, counters and the fixed noise carry over
     run2 = tmp_path / "second"
     res = run_cli(*TINY, "trainer.max_epochs=4", f"ckpt_path={ckpt}", f"hydra.run.dir={run2}")

@@ -70,19 +70,26 @@ def collate_batch(batch):
 
 class EpochSampler(Sampler[int]):
     """A permutation that depends only on (seed, epoch): data order is a function of the config,
-    identical after a resume. Lightning calls ``set_epoch`` at the start of every epoch."""
+    identical after a resume. Lightning calls ``set_epoch`` at the start of every epoch;
+    ``skip_next`` lets a mid-epoch resume continue after the samples already served."""
 
     def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+        self.skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def skip_next(self, n: int) -> None:
+        """The next iteration (only) starts at position ``n`` of the epoch's order."""
+        self.skip = int(n)
+
     def __iter__(self) -> Iterator[int]:
+        start, self.skip = self.skip, 0
         if not self.shuffle:
-            return iter(range(self.n))
+            return iter(range(start, self.n))
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        return iter(torch.randperm(self.n, generator=g).tolist()[start:])
 
     def __len__(self) -> int:
         return self.n

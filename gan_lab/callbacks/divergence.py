@@ -1,0 +1,138 @@
+"""Divergence guard: stop a run whose losses or weights blew up, before it overwrites a good checkpoint.
+
+Checked every ``check_every_n_batches`` batches (the trainer's ``log_every_n_steps`` by default)
+and at every epoch end, before the epoch checkpoint is written: the loss terms the module returned
+and the norms of all weights are reduced on the device and read back in one transfer, so batches in
+between add no host synchronisation.
+
+A NaN or Inf stops at once; a loss whose absolute value exceeds ``max_abs_loss`` stops after
+``patience`` consecutive checks. Stopping raises :class:`~gan_lab.errors.TrainingDiverged`, so no
+later hook saves the diverged weights: ``last.ckpt`` keeps the last good state. The run is marked
+``diverged`` in the loggers (a ``diverged`` metric, and the W&B summary) and, by the entry point,
+in ``metrics.json``; under a Hydra multirun the sweep goes on with its next job.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor
+
+from gan_lab.errors import TrainingDiverged, UserError
+
+
+class DivergenceGuard(L.Callback):
+    """Stops training on NaN/Inf losses or weights, or on losses beyond a bound.
+
+    Args:
+        max_abs_loss: bound on ``|loss term|`` (``None``: only NaN/Inf are checked).
+        patience: consecutive checks beyond ``max_abs_loss`` before stopping.
+        check_every_n_batches: batches between checks (``None``: ``trainer.log_every_n_steps``).
+        check_weights: also check that every weight is finite.
+        checkpoint: the last good checkpoint, named in the message (``<run>/checkpoints/last.ckpt``).
+    """
+
+    def __init__(self, max_abs_loss: float | None = 1.0e4, patience: int = 3,
+                 check_every_n_batches: int | None = None, check_weights: bool = True,
+                 checkpoint: str | None = None) -> None:
+        if max_abs_loss is not None and not max_abs_loss > 0:
+            raise UserError(f"callbacks.divergence.max_abs_loss={max_abs_loss} must be positive or null; "
+                            f"e.g. callbacks.divergence.max_abs_loss=1e4.")
+        if int(patience) != patience or patience < 1:
+            raise UserError(f"callbacks.divergence.patience={patience} must be an integer >= 1; "
+                            f"e.g. callbacks.divergence.patience=3.")
+        if check_every_n_batches is not None and (int(check_every_n_batches) != check_every_n_batches
+                                                  or check_every_n_batches < 1):
+            raise UserError(f"callbacks.divergence.check_every_n_batches={check_every_n_batches} must be "
+                            f"an integer >= 1 or null; e.g. callbacks.divergence.check_every_n_batches=50.")
+        self.max_abs_loss = None if max_abs_loss is None else float(max_abs_loss)
+        self.patience = int(patience)
+        self.check_every_n_batches = check_every_n_batches
+        self.check_weights = bool(check_weights)
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.strikes = 0
+        self._batches = 0
+
+    # --- hooks ------------------------------------------------------------------------------
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._batches += 1
+        seen = getattr(pl_module, "batches_seen", self._batches)  # the unit the module logs in
+        every = self.check_every_n_batches or max(1, trainer.log_every_n_steps)
+        if (seen - 1) % every:
+            return
+        terms = outputs if isinstance(outputs, Mapping) else {}
+        self.check(trainer, pl_module, {k: v for k, v in terms.items() if torch.is_tensor(v)})
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # runs before the epoch checkpoint (ModelCheckpoint hooks come last): never save NaN weights
+        self.check(trainer, pl_module, {}, bound=False)
+
+    # --- checks -----------------------------------------------------------------------------
+
+    def weights_finite(self, pl_module: L.LightningModule) -> bool:
+        """True when every parameter and buffer is finite (one host synchronisation)."""
+        norm = self._weights_norm(pl_module)
+        return norm is None or bool(torch.isfinite(norm))
+
+    def check(self, trainer: L.Trainer, pl_module: L.LightningModule, terms: Mapping[str, Tensor],
+              bound: bool = True) -> None:
+        names = list(terms)
+        values = [terms[k].detach().float().reshape(-1)[:1] for k in names]
+        norm = self._weights_norm(pl_module) if self.check_weights else None
+        if norm is not None:
+            names.append("weights")
+            values.append(norm.reshape(1).to(values[0].device if values else norm.device))
+        if not values:
+            return
+        read = torch.cat([v.to(values[0].device) for v in values]).cpu().tolist()  # the one sync
+        found = dict(zip(names, read))
+        bad = {k: v for k, v in found.items() if not math.isfinite(v)}
+        if bad:
+            self.stop(trainer, pl_module, bad, "is not finite")
+        if not bound or self.max_abs_loss is None:
+            return
+        over = {k: v for k, v in found.items() if k != "weights" and abs(v) > self.max_abs_loss}
+        self.strikes = self.strikes + 1 if over else 0
+        if self.strikes >= self.patience:
+            self.stop(trainer, pl_module, over,
+                      f"stayed beyond max_abs_loss={self.max_abs_loss:g} for {self.strikes} checks")
+
+    def _weights_norm(self, pl_module: L.LightningModule) -> Tensor | None:
+        tensors = [t.detach() for t in pl_module.parameters()]
+        tensors += [b.detach() for b in pl_module.buffers() if b.is_floating_point()]
+        if not tensors:
+            return None
+        # a sum of per-tensor norms is NaN/Inf exactly when some element is (overflow aside)
+        return torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]).sum()
+
+    def stop(self, trainer: L.Trainer, pl_module: L.LightningModule, values: dict[str, float],
+             what: str) -> None:
+        step = int(getattr(pl_module, "batches_seen", trainer.global_step))
+        for logger in trainer.loggers:
+            logger.log_metrics({"diverged": 1.0}, step=step)
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary["status"] = "diverged"
+            logger.save()
+        shown = ", ".join(f"{'' if k == 'weights' else 'train/'}{k}={v:.4g}" for k, v in values.items())
+        if self.checkpoint is not None and self.checkpoint.is_file():
+            kept = f"the last good checkpoint {self.checkpoint} was kept"
+        else:
+            kept = "no checkpoint had been written yet"
+        raise TrainingDiverged(
+            f"training diverged at batch {step} (epoch {trainer.current_epoch}): {shown} {what}; {kept}; "
+            f"lower the learning rates (e.g. optimizer.discriminator.lr=1e-4 optimizer.generator.lr=1e-4) "
+            f"or change the loss, then start again.", step=step, values=values)
+
+    # --- checkpoint state -------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"strikes": self.strikes, "batches": self._batches}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.strikes = int(state_dict.get("strikes", 0))
+        self._batches = int(state_dict.get("batches", 0))

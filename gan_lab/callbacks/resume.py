@@ -1,0 +1,178 @@
+"""Exact resumption and graceful interruption.
+
+Lightning restores weights, optimiser and scheduler states and its loop counters from a
+checkpoint, but not the global random number generators, and it restarts a half-finished epoch
+from the first batch of the DataLoader. ``ExactResume`` closes both gaps so that training N
+batches in one go and N/2 + resume for N/2 give identical weights:
+
+- the Python, NumPy and torch (CPU and CUDA) generator states are saved with the checkpoint and
+  restored on resume;
+- the number of batches already trained in the current epoch is saved, and on a mid-epoch resume
+  the data order's sampler (``EpochSampler``, a function of (seed, epoch)) skips the samples
+  already served.
+
+It also turns SIGTERM (what SLURM sends before pre-emption) and Ctrl-C into a resumable
+checkpoint: the signal only sets a flag, the batch in progress finishes (an interruption between
+the D and G updates could not be resumed exactly), then ``<dirpath>/last.ckpt`` is written and
+training stops with :class:`~gan_lab.errors.TrainingInterrupted`. A second Ctrl-C stops at once.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from gan_lab.errors import TrainingInterrupted
+
+log = logging.getLogger(__name__)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global generator states, as plain values a checkpoint can hold (no NumPy objects)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (kind, keys.tolist(), int(pos), int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ExactResume(L.Callback):
+    """Saves what Lightning does not (generator states, position in the epoch) and handles signals.
+
+    Args:
+        dirpath: folder of the interruption checkpoint (``<run>/checkpoints``, where
+            ``last.ckpt`` lives, so that ``ckpt_path=<run>/checkpoints/last.ckpt`` always resumes).
+        filename: name of the interruption checkpoint.
+        signals: signal names that request a graceful stop (``SIGTERM``, ``SIGINT``).
+    """
+
+    def __init__(self, dirpath: str, filename: str = "last.ckpt",
+                 signals: tuple[str, ...] | list[str] = ("SIGTERM", "SIGINT")) -> None:
+        self.path = Path(dirpath) / filename
+        self.signals = [getattr(signal, name) for name in signals]
+        self.batch_in_epoch = 0
+        self.requested: int | None = None
+        self._pending: dict[str, Any] | None = None
+        self._previous_handlers: dict[int, Any] = {}
+
+    # --- checkpoint state -------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_state(), "batch_in_epoch": self.batch_in_epoch, "mid_epoch": self._mid_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict.get("mid_epoch"):
+            # An epoch-boundary checkpoint: restore now, before Lightning creates the next epoch's
+            # DataLoader iterator (which draws its base seed from torch's generator, as the
+            # uninterrupted run did right after saving).
+            set_rng_state(state_dict["rng"])
+            self.batch_in_epoch = 0
+            return
+        self._pending = state_dict  # applied in on_train_start, once the DataLoader exists
+
+    @property
+    def _mid_epoch(self) -> bool:
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or not self.batch_in_epoch:
+            return False
+        return self.batch_in_epoch < trainer.num_training_batches
+
+    # --- hooks ------------------------------------------------------------------------------
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is not None:
+            self.batch_in_epoch = int(self._pending["batch_in_epoch"])
+            self._skip_served_samples(trainer, self.batch_in_epoch)
+            set_rng_state(self._pending["rng"])
+            self._pending = None
+        self._install_handlers()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.batch_in_epoch = 0
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning ends the epoch here even when max_steps cut it short: checkpoints written from
+        # now on (the epoch checkpoint comes after this hook) resume at the next epoch's start.
+        self.batch_in_epoch = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batch_in_epoch += 1
+        if self.requested is None or not self._mid_epoch:
+            # a signal during the last batch of an epoch is served after the epoch-end hooks
+            # (scheduler step, epoch checkpoint), at the end of the next batch
+            return
+        name = signal.Signals(self.requested).name
+        batches_seen = getattr(pl_module, "batches_seen", trainer.global_step)
+        guard = next((cb for cb in trainer.callbacks if hasattr(cb, "weights_finite")), None)
+        if guard is not None and not guard.weights_finite(pl_module):
+            raise TrainingInterrupted(
+                f"{name} received at batch {batches_seen}, but the weights are not finite, so no "
+                f"checkpoint was written; resume from the last good {self.path}.", signum=self.requested)
+        trainer.save_checkpoint(self.path)
+        raise TrainingInterrupted(
+            f"{name} received: stopped after batch {batches_seen} (epoch {trainer.current_epoch}) and "
+            f"saved {self.path}; continue with ckpt_path={self.path}.", signum=self.requested)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handlers()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_handlers()
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _skip_served_samples(self, trainer: L.Trainer, batches: int) -> None:
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        if not hasattr(sampler, "skip_next"):
+            log.warning("resuming mid-epoch with a sampler that cannot skip served samples (%s): the "
+                        "rest of this epoch repeats its first batches.", type(sampler).__name__)
+            return
+        sampler.skip_next(batches * loader.batch_size)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now
+        self.requested = signum
+        log.warning("%s received: finishing the current batch, then saving %s.",
+                    signal.Signals(signum).name, self.path)
+
+    def _install_handlers(self) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self.requested = None
+        for signum in self.signals:
+            self._previous_handlers[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handle)
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            if signal.getsignal(signum) == self._handle:
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous_handlers.clear()

@@ -1,0 +1,176 @@
+"""Exact resume, interruption by signal and atomic checkpoint writes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from gan_lab.checkpoint_io import AtomicCheckpointIO
+from gan_lab.errors import TrainingInterrupted
+from gan_lab.run import train
+from tests.conftest import CONF, ROOT, TINY
+
+#: dcgan now, the conditional models once their configs exist
+MODELS = ["dcgan", "cdcgan", "cgan_mlp"]
+NARROW = {"dcgan": ["model.generator.width=8", "model.discriminator.width=8"]}
+
+
+class SignalAt(L.Callback):
+    """Sends ``signum`` to this process at the end of batch ``batch`` (1-based), as SLURM would."""
+
+    def __init__(self, batch: int, signum: int = signal.SIGTERM) -> None:
+        self.batch, self.signum = batch, signum
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.batches_seen == self.batch:
+            os.kill(os.getpid(), self.signum)
+
+
+def overrides(model: str, *extra: str) -> list[str]:
+    if not (CONF / "model" / f"{model}.yaml").is_file():
+        pytest.skip(f"conf/model/{model}.yaml does not exist")
+    # 2 epochs of 4 batches of 16 images at 16x16; dropout and a scheduler exercise every RNG/state
+    return [f"model={model}", *NARROW.get(model, []), "data.image_size=16", "data.batch_size=16",
+            "trainer.limit_train_batches=4", "scheduler=exponential", "callbacks.sample_grid=null",
+            "callbacks.training_curves=null", "logger=none", *extra]
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return state["state_dict"], state
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    diff = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not diff, f"tensors differ after resume: {diff[:5]}"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_resume_equals_uninterrupted(model, make_cfg, tmp_path):
+    """8 batches in one go == 4 + resume at the epoch boundary == 6 (SIGTERM mid-epoch) + resume."""
+    full = tmp_path / "full"
+    train(make_cfg(*overrides(model, "trainer.max_epochs=2"), run_dir=full))
+    expected, full_state = weights(full)
+
+    half = tmp_path / "half"
+    train(make_cfg(*overrides(model, "trainer.max_epochs=1"), run_dir=half))
+    resumed = tmp_path / "resumed"
+    ckpt = half / "checkpoints" / "last.ckpt"
+    train(make_cfg(*overrides(model, "trainer.max_epochs=2", f"ckpt_path={ckpt}"), run_dir=resumed))
+    got, state = weights(resumed)
+    assert_same(expected, got)
+    assert state["gan_lab"] == full_state["gan_lab"] == {"batches_seen": 8, "images_seen": 128}
+    assert [s["state"][0]["exp_avg"].sum() for s in state["optimizer_states"]] == \
+        [s["state"][0]["exp_avg"].sum() for s in full_state["optimizer_states"]]
+
+    # SIGTERM during batch 6 (2nd of epoch 1): stops after it, then resumed
+    cut = tmp_path / "cut"
+    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.batch=5"]  # handled at the end of the next batch
+    with pytest.raises(TrainingInterrupted, match="SIGTERM received: stopped after batch 6"):
+        train(make_cfg(*overrides(model, "trainer.max_epochs=2", *kill), run_dir=cut))
+    summary = json.loads((cut / "metrics.json").read_text())
+    assert summary["status"] == "interrupted" and summary["batches_seen"] == 6
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was given back
+    after_cut = tmp_path / "after_cut"
+    train(make_cfg(*overrides(model, "trainer.max_epochs=2", f"ckpt_path={cut / 'checkpoints' / 'last.ckpt'}"),
+                   run_dir=after_cut))
+    got, state = weights(after_cut)
+    assert_same(expected, got)
+    assert state["gan_lab"]["batches_seen"] == 8
+    assert json.loads((after_cut / "metrics.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.slow  # two subprocess runs; the in-process SIGTERM case runs in the default suite
+def test_sigterm_subprocess_writes_resumable_checkpoint(tmp_path):
+    """A real SIGTERM to a training process: exit 143, last.ckpt and metrics.json written, resumable."""
+    run = tmp_path / "run"
+    args = [*TINY, "model.generator.width=8", "model.discriminator.width=8", "data.image_size=16",
+            "data.batch_size=16", "trainer.max_epochs=1000", "trainer.limit_train_batches=10",
+            "callbacks.sample_grid=null", "callbacks.training_curves=null", f"hydra.run.dir={run}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gan_lab.run", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (run / "checkpoints" / "last.ckpt").is_file() and time.time() < deadline \
+                and proc.poll() is None:
+            time.sleep(0.1)  # the first epoch's checkpoint: training is under way
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "SIGTERM received: stopped after batch" in err and "Traceback" not in err
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["status"] == "interrupted"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["gan_lab"]["batches_seen"] == summary["batches_seen"] > 0
+    # resume to the end of the interrupted epoch
+    epochs = state["epoch"] + 1
+    from tests.conftest import run_cli
+
+    res = run_cli(*args[:-1], f"trainer.max_epochs={epochs}", f"ckpt_path={ckpt}",
+                  f"hydra.run.dir={tmp_path / 'resumed'}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert resumed["status"] == "completed" and resumed["batches_seen"] == epochs * 10
+
+
+def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+
+    def crash(obj, fh, *args, **kwargs):
+        fh.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_trainer_uses_atomic_checkpoint_io(make_cfg):
+    from gan_lab.build import build_trainer
+
+    trainer = build_trainer(make_cfg(), [], [])
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_ctrl_c_writes_resumable_checkpoint(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.batch=1",
+            f"+callbacks.kill.signum={int(signal.SIGINT)}"]
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whatever ran before
+    with pytest.raises(TrainingInterrupted, match="SIGINT received: stopped after batch 2 .*continue with "
+                                                  "ckpt_path=.*last.ckpt") as info:
+        train(make_cfg(*overrides("dcgan", *kill), run_dir=run))
+    assert info.value.signum == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["gan_lab"]["batches_seen"] == 2
+    assert state["callbacks"]["ExactResume"]["mid_epoch"] is True
+
+
+def test_max_steps_checkpoint_resumes_at_next_epoch(make_cfg, tmp_path):
+    """max_steps cuts epoch 1 after one batch; Lightning closes that epoch, so no samples are skipped."""
+    run = tmp_path / "run"
+    train(make_cfg(*overrides("dcgan", "trainer.max_epochs=3", "trainer.max_steps=10"), run_dir=run))
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["gan_lab"]["batches_seen"] == 5
+    assert state["callbacks"]["ExactResume"]["mid_epoch"] is False
