@@ -24,6 +24,7 @@ TINY = [
     "trainer=debug",
     "noise.latent_dim=16",
     "callbacks.progress_bar=null",
+    "trainer.enable_progress_bar=false",
 ]
 
 

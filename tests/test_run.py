@@ -16,10 +16,12 @@ def read_metrics(path):
 
 
 def test_train_writes_run_directory(make_cfg, tmp_path):
-    cfg = make_cfg()
+    cfg = make_cfg("callbacks.periodic_checkpoint.every_n_epochs=1")
     train(cfg)
     run = tmp_path / "run"
-    assert (run / "checkpoints" / "last.ckpt").is_file()
+    # last.ckpt and the periodic checkpoints coexist even at the same frequency
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_0000.ckpt", "epoch_0001.ckpt",
+                                                                      "last.ckpt"]
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch_0000.png", "epoch_0001.png", "final.png"]
     assert (run / "curves.png").is_file()
     rows = read_metrics(run / "metrics.csv")

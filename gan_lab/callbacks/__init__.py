@@ -1,5 +1,6 @@
 """Callbacks: sample grids, training curves, learning rates, metrics (rank zero writes files), exact
 resume and interruption, divergence guard, fast path."""
+from gan_lab.callbacks.checkpoint import Checkpoint
 from gan_lab.callbacks.curves import TrainingCurves
 from gan_lab.callbacks.divergence import DivergenceGuard
 from gan_lab.callbacks.fast_path import FastPath
@@ -8,5 +9,5 @@ from gan_lab.callbacks.metrics import MetricsCallback
 from gan_lab.callbacks.resume import ExactResume
 from gan_lab.callbacks.samples import SampleGrid, save_grid
 
-__all__ = ["SampleGrid", "save_grid", "TrainingCurves", "LearningRateLogger", "MetricsCallback", "FastPath",
+__all__ = ["Checkpoint", "SampleGrid", "save_grid", "TrainingCurves", "LearningRateLogger", "MetricsCallback", "FastPath",
            "ExactResume", "DivergenceGuard"]
