@@ -60,10 +60,13 @@ def find_runs(sweep_dir: Path) -> list[Run]:
         summary_file = path / "metrics.json"
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else {"status": "no metrics.json"}
         metrics = {k: float(v) for k, v in summary.get("final", {}).items() if _is_number(v)}
+        # evaluations (training callback or `gan_lab.evaluate`): the newest value of each metric
         for record in summary.get("evaluations", []) or []:
-            for k, v in (record.get("values") or {}).items():
-                if _is_number(v):
-                    metrics[k] = float(v)
+            for k, result in (record.get("results") or {}).items():
+                value = result.get("value") if isinstance(result, dict) else None
+                logged = any(m == f"val/{k}" or m.startswith(f"val/{k}_") for m in summary.get("final", {}))
+                if _is_number(value) and not logged:
+                    metrics[f"val/{k}"] = float(value)
         runs.append(Run(path, overrides, summary, metrics))
     return runs
 
