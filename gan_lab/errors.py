@@ -6,6 +6,9 @@ its traceback.
 """
 from __future__ import annotations
 
+import sys
+from typing import Any, Callable
+
 
 class UserError(ValueError):
     """A mistake in the command line, the config or the data, explained in one sentence."""
@@ -43,3 +46,22 @@ class TrainingDiverged(UserError):
     def __init__(self, message: str, step: int, values: dict[str, float]) -> None:
         super().__init__(message)
         self.step, self.values = step, dict(values)
+
+
+def report_user_error(exc: BaseException) -> bool:
+    """Print a user's mistake as one line on stderr; False when ``exc`` is a bug (keep its traceback)."""
+    user = unwrap_user_error(exc)
+    if user is None:
+        return False
+    print(f"gan_lab: error: {user}", file=sys.stderr)
+    return True
+
+
+def exit_on_user_error(work: Callable[..., Any], *args: Any) -> Any:
+    """Run an entry point's ``work``; a user's mistake ends as one line and exit status 2."""
+    try:
+        return work(*args)
+    except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their trace
+        if not report_user_error(exc):
+            raise
+        sys.exit(2)

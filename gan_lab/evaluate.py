@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -16,7 +15,7 @@ from omegaconf import DictConfig
 
 from gan_lab.build import make
 from gan_lab.metrics.records import append_evaluation
-from gan_lab.run import report_user_error
+from gan_lab.errors import exit_on_user_error
 from gan_lab.runs import load_run, required_run_dir
 
 log = logging.getLogger("gan_lab")
@@ -42,12 +41,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their trace
-        if not report_user_error(exc):
-            raise
-        sys.exit(2)
+    exit_on_user_error(evaluate, cfg)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -30,7 +29,7 @@ from gan_lab.build import build_datamodule  # noqa: E402
 from gan_lab.callbacks.samples import save_grid  # noqa: E402
 from gan_lab.data.base import to_float  # noqa: E402
 from gan_lab.errors import UserError  # noqa: E402
-from gan_lab.run import report_user_error  # noqa: E402
+from gan_lab.errors import exit_on_user_error  # noqa: E402
 
 log = logging.getLogger("gan_lab")
 
@@ -167,12 +166,7 @@ def print_summary(summary: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="explore")
 def main(cfg: DictConfig) -> None:
-    try:
-        print_summary(explore(cfg))
-    except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their trace
-        if not report_user_error(exc):
-            raise
-        sys.exit(2)
+    print_summary(exit_on_user_error(explore, cfg))
 
 
 if __name__ == "__main__":

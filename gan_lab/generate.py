@@ -8,7 +8,6 @@ on CPU or GPU, with EMA generator weights when the model keeps them
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +20,7 @@ from torch import Tensor
 from gan_lab.callbacks.samples import grid_image, save_grid
 from gan_lab.errors import UserError
 from gan_lab.metrics.sampling import ema_weights, interpolate_latents, is_conditional, latents_from_seeds, seeded
-from gan_lab.run import report_user_error
+from gan_lab.errors import exit_on_user_error
 from gan_lab.runs import load_run, required_run_dir
 
 
@@ -145,12 +144,7 @@ def generate(cfg: DictConfig) -> dict[str, str]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
-    try:
-        generate(cfg)
-    except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their trace
-        if not report_user_error(exc):
-            raise
-        sys.exit(2)
+    exit_on_user_error(generate, cfg)
 
 
 if __name__ == "__main__":

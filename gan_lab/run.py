@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from gan_lab.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer, resolved
-from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, unwrap_user_error
+from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, report_user_error
 from gan_lab.metrics.records import update_metrics_json
 
 log = logging.getLogger("gan_lab")
@@ -118,15 +118,6 @@ def train(cfg: DictConfig) -> float | None:
         raise UserError(f"optimized_metric={name} was not logged by this run; use one of "
                         f"{', '.join(sorted(metrics)) or 'the logged metrics'}.")
     return metrics[name]
-
-
-def report_user_error(exc: BaseException) -> bool:
-    """Print a user's mistake as one line; False when ``exc`` is a bug (keep its traceback)."""
-    user = unwrap_user_error(exc)
-    if user is None:
-        return False
-    print(f"gan_lab: error: {user}", file=sys.stderr)
-    return True
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
