@@ -28,6 +28,8 @@ class ImageFolder(FileImageDataModule):
 
     published = "your own images"
     layout = "image files (jpg, png, ...) directly in the folder, or one sub-folder of images per class"
+    dataset_name = "image_folder"  # in cache file names and messages
+    subfolder: str | None = None   # a sub-folder of root holding the images, used when present
 
     def __init__(self, root: str, image_size: int = 64, channels: int = 3, val_fraction: float = 0.0,
                  **kwargs) -> None:
@@ -41,11 +43,12 @@ class ImageFolder(FileImageDataModule):
 
     @property
     def name(self) -> str:
-        return "image_folder"
+        return self.dataset_name
 
     @property
     def folder(self) -> Path:
-        return self.root
+        nested = self.root / self.subfolder if self.subfolder else None
+        return nested if nested is not None and nested.is_dir() else self.root
 
     def classes(self) -> list[Path]:
         """Sub-folders holding images (one per class), or ``[]`` for a flat folder."""
@@ -87,15 +90,8 @@ class Monet(ImageFolder):
     published = ("published as monet_jpg in the Kaggle competition 'gan-getting-started' "
                  "(https://www.kaggle.com/competitions/gan-getting-started/data)")
     layout = "a flat folder of .jpg paintings (monet_jpg/)"
-
-    @property
-    def name(self) -> str:
-        return "monet"
-
-    @property
-    def folder(self) -> Path:
-        nested = self.root / "monet_jpg"
-        return nested if nested.is_dir() else self.root
+    dataset_name = "monet"
+    subfolder = "monet_jpg"
 
     def classes(self):
         return []
@@ -117,6 +113,8 @@ class Pokemon(ImageFolder):
     published = ("published on Kaggle as 'kvpratama/pokemon-images-dataset' and "
                  "'vishalsubbiah/pokemon-images-and-types' (images/ and pokemon.csv)")
     layout = "the sprites (png or jpg) in the folder or in images/, and optionally pokemon.csv (Name,Type1,Type2)"
+    dataset_name = "pokemon"
+    subfolder = "images"
 
     def __init__(self, root: str, image_size: int = 128, types: Sequence[str] | None = None,
                  csv_path: str | None = None, background="white", **kwargs) -> None:
@@ -126,14 +124,6 @@ class Pokemon(ImageFolder):
         self._names: dict[str, str] | None = None
         self._unlisted: list[Path] = []
 
-    @property
-    def name(self) -> str:
-        return "pokemon"
-
-    @property
-    def folder(self) -> Path:
-        nested = self.root / "images"
-        return nested if nested.is_dir() else self.root
 
     def classes(self):
         return []
