@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from gan_lab.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer, resolved
 from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, report_user_error
+from gan_lab.fs import probe_writable
 from gan_lab.metrics.records import update_metrics_json
 
 log = logging.getLogger("gan_lab")
@@ -43,10 +44,7 @@ class OutputDirCheck(Callback):
     @staticmethod
     def _check(path: str, key: str) -> None:
         try:
-            Path(path).mkdir(parents=True, exist_ok=True)
-            probe = Path(path) / ".write_test"
-            probe.write_text("ok")
-            probe.unlink()
+            probe_writable(path)
         except OSError as exc:
             print(f"gan_lab: error: the run directory {path} cannot be written ({exc.strerror}); choose "
                   f"another with {key}=<path>.", file=sys.stderr)
@@ -57,10 +55,7 @@ def check_paths(cfg: DictConfig) -> Path:
     """The run directory must be writable and a resume checkpoint must exist, before any work."""
     run_dir = Path(cfg.run_dir)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
+        probe_writable(run_dir)
     except OSError as exc:
         raise UserError(f"the run directory {run_dir} is not writable ({exc.strerror}); choose another "
                         f"with hydra.run.dir=<path>.") from None

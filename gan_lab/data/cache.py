@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from PIL import Image, ImageFile
 from torch import Tensor
 
 from gan_lab.errors import UserError
+from gan_lab.fs import atomic_torch_save, atomic_write_text, probe_writable
 
 log = logging.getLogger("gan_lab")
 
@@ -147,9 +147,7 @@ def writable_dir(preferred: Path, fallback: Path) -> Path:
     """``preferred`` when it can be created and written, else ``fallback`` (a read-only data root)."""
     for candidate in (preferred, fallback):
         try:
-            candidate.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=candidate, prefix=".write_test"):
-                pass
+            probe_writable(candidate)
             if candidate != preferred:
                 log.warning("cache folder %s is not writable; caching in %s instead", preferred, candidate)
             return candidate
@@ -157,24 +155,6 @@ def writable_dir(preferred: Path, fallback: Path) -> Path:
             continue
     raise UserError(f"neither {preferred} nor {fallback} is writable for the decoded-image cache; "
                     f"set data.cache_dir=<a writable folder>.")
-
-
-def atomic_save(obj: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def progress(iterable, total: int, desc: str):
@@ -248,7 +228,7 @@ def cached_split(cache_dir: Path, dataset: str, split: str, key_parts: dict,
         for old in cache_dir.glob(f"{stem}-*.pt"):  # stale versions at this size
             if old != path:
                 old.unlink(missing_ok=True)
-        atomic_save(data.to_dict(), path)
+        atomic_torch_save(data.to_dict(), path)
         log.info("%s/%s: decoded %d images into %s", dataset, split, len(data.labels), path)
     if data.skipped:
         atomic_write_text("".join(f"{line}\n" for line in data.skipped), report)

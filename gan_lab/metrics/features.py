@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gan_lab.errors import UserError
+from gan_lab.fs import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -303,8 +304,6 @@ def load_extractor(dataset: str, train: tuple[Tensor, Tensor], val: tuple[Tensor
             p.requires_grad_(False)
         return net.eval().to(device)
     net = train_domain_extractor(train, val, num_classes, name, input_size, steps, seed=seed, device=device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "quality": net.quality}, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "quality": net.quality},
+                      path)
     return net

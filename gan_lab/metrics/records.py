@@ -6,9 +6,10 @@ another's keys.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from gan_lab.fs import atomic_write_text
 
 
 def read_metrics_json(path: str | Path) -> dict:
@@ -26,10 +27,7 @@ def update_metrics_json(path: str | Path, updates: dict[str, Any]) -> dict:
     path = Path(path)
     data = read_metrics_json(path)
     data.update(updates)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(json.dumps(data, indent=2), path)
     return data
 
 
