@@ -19,6 +19,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from gan_lab.errors import UserError, unwrap_user_error
+from gan_lab.precision import use_phase_autocast
 
 #: facts a DataModule publishes into ``cfg.data`` so that model configs can interpolate them
 DATA_FACTS = ("channels", "num_classes", "class_names")
@@ -237,7 +238,8 @@ def sweep_name() -> str | None:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
-    return make(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    """The Trainer; mixed precision autocasts each D/G update, not the whole step (gan_lab.precision)."""
+    return use_phase_autocast(make(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False))
 
 
 def resolved(cfg: DictConfig) -> dict:

@@ -189,7 +189,8 @@ class ArtGAN(ConditionalGAN):
         """D learns the real classes alone: no fakes drawn, no generator update."""
         real, labels = batch
         opt_d, _ = self.optimizers()
-        loss, terms = self.real_terms(real, labels)
+        with self.autocast():
+            loss, terms = self.real_terms(real, labels)
         self._real_features = None
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss)
@@ -221,7 +222,9 @@ class ArtGAN(ConditionalGAN):
             self._d_too_strong = False
             n = fake.shape[0]
             z, extra_labels = self.noise.sample(n, self.device), self.sample_labels(n)
-            terms = super().generator_update(opt, self.generate(z, extra_labels), extra_labels, real, labels)
+            with self.autocast():
+                extra = self.generate(z, extra_labels)
+            terms = super().generator_update(opt, extra, extra_labels, real, labels)
             self.extra_g_updates += 1
         if self.extra_g_when is not None:
             terms["extra_g_updates"] = torch.tensor(float(self.extra_g_updates), device=self.device)

@@ -13,7 +13,7 @@ checkpoints) and logs them.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, ContextManager, Iterator, Mapping
 
 import lightning as L
 import torch
@@ -23,6 +23,7 @@ from torch import Tensor
 from gan_lab.errors import UserError
 from gan_lab.losses import GANLoss
 from gan_lab.noise import Noise
+from gan_lab.precision import phase_context
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -139,21 +140,28 @@ class GAN(L.LightningModule):
             # G runs once per batch when n_critic = n_gen = 1.
             keep = i == self.n_critic - 1
             z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
-            with torch.set_grad_enabled(keep):
+            with torch.set_grad_enabled(keep), self.autocast():
                 fake = self.generate(z, fake_labels)
             terms.update(self.discriminator_update(opt_d, real, labels, fake.detach(), fake_labels))
         for j in range(self.n_gen):
             if j > 0:
                 z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
-                fake = self.generate(z, fake_labels)
+                with self.autocast():
+                    fake = self.generate(z, fake_labels)
             terms.update(self.generator_update(opt_g, fake, fake_labels, real, labels))
         self.batches_seen += 1
         self.images_seen += n * self.trainer.world_size
         self.log_terms(terms)
         return {k: v.detach() for k, v in terms.items()}
 
+    def autocast(self) -> ContextManager:
+        """The mixed-precision region of one update's forward passes and loss (a no-op in full
+        precision); backward and optimizer steps stay outside it (see :mod:`gan_lab.precision`)."""
+        return phase_context(self._trainer)
+
     def discriminator_update(self, opt, real, labels, fake, fake_labels) -> dict[str, Tensor]:
-        terms = self.d_step(real, labels, fake, fake_labels)
+        with self.autocast():
+            terms = self.d_step(real, labels, fake, fake_labels)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(terms["d_loss"])
         opt.step()
@@ -161,7 +169,8 @@ class GAN(L.LightningModule):
 
     def generator_update(self, opt, fake, fake_labels, real, labels) -> dict[str, Tensor]:
         with frozen(self.discriminator):
-            terms = self.g_step(fake, fake_labels, real, labels)
+            with self.autocast():
+                terms = self.g_step(fake, fake_labels, real, labels)
             opt.zero_grad(set_to_none=True)
             self.manual_backward(terms["g_loss"])
         opt.step()

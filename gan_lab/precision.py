@@ -1,0 +1,56 @@
+"""Mixed precision per phase: autocast around each D or G forward pass and loss, as a plain AMP loop does.
+
+Lightning's ``MixedPrecision`` plugin runs the whole ``training_step`` inside one autocast region.
+With manual optimisation that region also covers ``manual_backward`` and the optimizer steps,
+which PyTorch's AMP guide advises against (on a CPU the backward ops then run in bf16 as well),
+and it must disable autocast's weight-cast cache: weights change in place at every
+``optimizer.step()`` inside the region, so a cached bf16 copy would be stale for the next critic
+update (n_critic > 1). The result is a different, slower computation than the plain loop
+``for batch: with autocast(): forward+loss; loss.backward(); opt.step()``.
+
+:class:`PhaseMixedPrecision` keeps Lightning's plugin (gradient scaler for ``16-mixed``,
+``state_dict``, clipping, validation and prediction contexts) but leaves ``training_step``
+outside autocast; the GAN module opens :meth:`phase_context` around the forward passes and the
+loss of each D or G update (:meth:`gan_lab.models.base.GAN.autocast`). Each region ends before
+its backward pass and optimizer step, so casts are cached within a phase (D sees the real and
+the fake batch with one cast of its weights) and never outlive a weight update.
+:func:`use_phase_autocast` installs it in a Trainer built with ``precision=16-mixed`` or
+``bf16-mixed``; the device and the scaler are the ones Lightning chose.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from typing import ContextManager, Generator
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
+
+
+class PhaseMixedPrecision(MixedPrecision):
+    """``MixedPrecision`` whose autocast is opened by the module around each phase's forward passes."""
+
+    @contextmanager
+    def train_step_context(self) -> Generator[None, None, None]:
+        """No autocast around the whole step: backward and optimizer steps run in full precision."""
+        yield
+
+    def phase_context(self) -> torch.autocast:
+        """Autocast for one D or G update's forward passes and loss (weight casts cached within it)."""
+        dtype = torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16
+        return torch.autocast(self.device, dtype=dtype, cache_enabled=True)
+
+
+def phase_context(trainer: L.Trainer | None) -> ContextManager:
+    """The autocast region of one phase under ``trainer``'s precision (a no-op unless it is
+    :class:`PhaseMixedPrecision`: full precision, or Lightning's own whole-step autocast)."""
+    plugin = None if trainer is None else trainer.strategy.precision_plugin
+    return plugin.phase_context() if isinstance(plugin, PhaseMixedPrecision) else nullcontext()
+
+
+def use_phase_autocast(trainer: L.Trainer) -> L.Trainer:
+    """Replace Lightning's ``MixedPrecision`` plugin of ``trainer`` by :class:`PhaseMixedPrecision`."""
+    plugin = trainer.strategy.precision_plugin
+    if type(plugin) is MixedPrecision:
+        trainer.strategy.precision_plugin = PhaseMixedPrecision(plugin.precision, plugin.device, plugin.scaler)
+    return trainer

@@ -1,0 +1,67 @@
+"""Mixed precision: the module's D and G updates are exactly those of a plain autocast loop."""
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import open_dict
+from torch.utils.data import DataLoader
+
+from gan_lab import bench
+from gan_lab.build import build_model, build_trainer
+
+BATCHES, BATCH, SIZE = 3, 8, 16
+
+
+def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randint(0, 256, (BATCH, 3, SIZE, SIZE), dtype=torch.uint8, generator=g),
+             torch.randint(0, 10, (BATCH,), generator=g)) for _ in range(BATCHES)]
+
+
+def bench_cfg(model: str, precision: str, *overrides: str):
+    args = bench.parse_args(["train", "--model", model, "--image-size", str(SIZE), "--batch-size", str(BATCH),
+                             "--precision", precision, "--device", "cpu", "--output", "-", "noise.latent_dim=8",
+                             *overrides])
+    cfg = bench.bench_config(args)
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = 1
+        cfg.trainer.enable_progress_bar = False
+        cfg.trainer.enable_checkpointing = False
+        cfg.trainer.enable_model_summary = False
+        cfg.trainer.logger = False
+    return cfg
+
+
+def lightning_weights(cfg) -> dict[str, torch.Tensor]:
+    model = bench.fresh_model(cfg, torch.device("cpu"))
+    feed = bench.SyntheticImages(image_size=SIZE, batch_size=BATCH)
+    feed.train_dataloader = lambda: DataLoader(batches(), batch_size=None)
+    feed.setup = lambda stage=None: None
+    torch.manual_seed(7)
+    build_trainer(cfg, [], []).fit(model, datamodule=feed)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def plain_weights(cfg) -> dict[str, torch.Tensor]:
+    model = bench.fresh_model(cfg, torch.device("cpu"))
+    loop = bench.PlainLoop(model, cfg.trainer.precision, torch.device("cpu"))
+    torch.manual_seed(7)
+    loop.run(iter(DataLoader(batches(), batch_size=None)), warmup=0)  # the loader draws a seed, as in fit
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("model,precision,overrides", [
+    ("dcgan", "bf16-mixed", ["model.generator.width=8", "model.discriminator.width=8"]),
+    ("dcgan", "bf16-mixed", ["model.generator.width=8", "model.discriminator.width=8", "model.n_critic=2"]),
+    ("wgan_gp", "bf16-mixed", ["model.generator.width=8", "model.discriminator.width=8", "model.n_critic=3"]),
+    ("cdcgan", "bf16-mixed", ["model.generator.width=8", "model.discriminator.width=8"]),
+    ("dcgan", "32", ["model.generator.width=8", "model.discriminator.width=8", "model.n_critic=2", "model.n_gen=2"]),
+])
+def test_module_updates_equal_plain_autocast_loop(model, precision, overrides):
+    cfg = bench_cfg(model, precision, *overrides)
+    ours, plain = lightning_weights(cfg), plain_weights(cfg)
+    assert ours.keys() == plain.keys()
+    different = [k for k in ours if not torch.equal(ours[k], plain[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+    start = bench.fresh_model(cfg, torch.device("cpu")).state_dict()
+    assert any(not torch.equal(start[k], ours[k]) for k in ours if k.endswith("weight")), "nothing trained"
