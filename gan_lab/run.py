@@ -90,13 +90,13 @@ class RunSummary(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.write(trainer, pl_module, "completed")
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, TrainingDiverged):
-            values = {k: v if math.isfinite(v) else str(v) for k, v in exception.values.items()}  # strict JSON
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exc: BaseException) -> None:
+        if isinstance(exc, TrainingDiverged):
+            values = {k: v if math.isfinite(v) else str(v) for k, v in exc.values.items()}  # strict JSON
             self.write(trainer, pl_module, "diverged",
-                       diverged={"batch": exception.step, "values": values, "message": str(exception)})
-        elif isinstance(exception, TrainingInterrupted):
-            self.write(trainer, pl_module, "interrupted", signal=exception.signum)
+                       diverged={"batch": exc.step, "values": values, "message": str(exc)})
+        elif isinstance(exc, TrainingInterrupted):
+            self.write(trainer, pl_module, "interrupted", signal=exc.signum)
 
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str, **extra) -> None:
         if not trainer.is_global_zero:
