@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from gan_lab.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer, resolved
 from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, report_user_error
 from gan_lab.fs import probe_writable
-from gan_lab.metrics.records import update_metrics_json
+from gan_lab.metrics.records import read_metrics_json, update_metrics_json
 
 log = logging.getLogger("gan_lab")
 
@@ -65,6 +65,55 @@ def check_paths(cfg: DictConfig) -> Path:
     return run_dir
 
 
+def final_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """The last logged value of every ``group/name`` metric."""
+    return {k: float(v) for k, v in trainer.callback_metrics.items()
+            if "/" in k and torch.is_tensor(v) and v.numel() == 1}
+
+
+class RunSummary(L.Callback):
+    """Writes the training summary into ``metrics.json`` from process 0 of the processes that train.
+
+    With ``ddp_spawn`` strategies training happens in worker processes, and Lightning hands back to
+    the main process only the weights, the trainer state and the logged metrics: the main process's
+    trainer never counted epochs or optimiser steps, nor its module batches or images. Writing from
+    the training processes keeps the summary true for every strategy.
+
+    Args:
+        path: the run's ``metrics.json`` (other keys of the file, such as evaluations, are kept).
+        start: ``time.time()`` when training was started, for ``train_seconds``.
+    """
+
+    def __init__(self, path: str | Path, start: float) -> None:
+        self.path, self.start = Path(path), start
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write(trainer, pl_module, "completed")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exc: BaseException) -> None:
+        if isinstance(exc, TrainingDiverged):
+            values = {k: v if math.isfinite(v) else str(v) for k, v in exc.values.items()}  # strict JSON
+            self.write(trainer, pl_module, "diverged",
+                       diverged={"batch": exc.step, "values": values, "message": str(exc)})
+        elif isinstance(exc, TrainingInterrupted):
+            self.write(trainer, pl_module, "interrupted", signal=exc.signum)
+
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str, **extra) -> None:
+        if not trainer.is_global_zero:
+            return
+        update_metrics_json(self.path, {  # keeps the callbacks' evaluations
+            "status": status,
+            "epochs": trainer.current_epoch,
+            "batches_seen": pl_module.batches_seen,
+            "images_seen": pl_module.images_seen,
+            "optimizer_steps": trainer.global_step,
+            "train_seconds": round(time.time() - self.start, 2),
+            "final": final_metrics(trainer),
+            **extra,
+        })
+        print(f"gan_lab: run directory {self.path.parent.resolve()}")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Build everything from ``cfg``, train, write ``metrics.json`` and return ``optimized_metric``."""
     run_dir = check_paths(cfg)
@@ -72,40 +121,19 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
     loggers = build_loggers(cfg)
-    trainer = build_trainer(cfg, build_callbacks(cfg), loggers)
+    summary = RunSummary(run_dir / "metrics.json", start=time.time())
+    trainer = build_trainer(cfg, [*build_callbacks(cfg), summary], loggers)
     for logger in loggers:
         logger.log_hyperparams(resolved(cfg))
     log.info("run directory: %s", run_dir.resolve())
-    start = time.time()
-
-    def summarize(status: str, **extra) -> dict[str, float]:
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if "/" in k and torch.is_tensor(v) and v.numel() == 1}
-        summary = {
-            "status": status,
-            "epochs": trainer.current_epoch,
-            "batches_seen": model.batches_seen,
-            "images_seen": model.images_seen,
-            "optimizer_steps": trainer.global_step,
-            "train_seconds": round(time.time() - start, 2),
-            "final": metrics,
-            **extra,
-        }
-        if trainer.is_global_zero:
-            update_metrics_json(run_dir / "metrics.json", summary)  # keeps the callbacks' evaluations
-            print(f"gan_lab: run directory {run_dir.resolve()}")
-        return metrics
-
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    except TrainingDiverged as exc:
-        values = {k: v if math.isfinite(v) else str(v) for k, v in exc.values.items()}  # strict JSON
-        summarize("diverged", diverged={"batch": exc.step, "values": values, "message": str(exc)})
-        raise
-    except TrainingInterrupted as exc:
-        summarize("interrupted", signal=exc.signum)
-        raise
-    metrics = summarize("interrupted" if trainer.interrupted else "completed")
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if trainer.is_global_zero:
+        # Under ddp_spawn the module trained in worker processes and came back with their weights
+        # only: take its counters from the summary their process 0 wrote (a no-op otherwise).
+        written = read_metrics_json(summary.path)
+        model.batches_seen = written.get("batches_seen", model.batches_seen)
+        model.images_seen = written.get("images_seen", model.images_seen)
+    metrics = final_metrics(trainer)  # ddp_spawn hands the logged metrics back to this process
     name = cfg.get("optimized_metric")
     if name is None:
         return None

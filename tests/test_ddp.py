@@ -1,4 +1,5 @@
-"""DDP with two CPU processes (gloo) through the real entry point: optimisers in step, data sharded."""
+"""DDP with two CPU processes (gloo): optimisers in step, data sharded, the run's summary true for
+both launchers (processes started as scripts, or spawned)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,9 @@ import pytest
 import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
+from gan_lab.build import build_model
 from gan_lab.data.base import EpochSampler
+from gan_lab.run import train
 from tests.conftest import TINY, run_cli
 
 
@@ -57,6 +60,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert all(r["images_seen"] == 6 * 64 * 2 for r in ranks)
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["batches_seen"] == 6 and summary["images_seen"] == 768
+    assert summary["epochs"] == 2 and summary["optimizer_steps"] == 6 * 2
     assert (run / "samples" / "final.png").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
 
     # per-rank noise streams differ
@@ -77,3 +81,40 @@ def test_ddp_two_cpu_processes(tmp_path):
         assert shares[0] | shares[1] == set(range(n))
         assert len(shares[0] & shares[1]) == n % 2  # DistributedSampler pads odd sizes by one
     assert ranks[0]["indices"][0] != ranks[0]["indices"][1]
+
+
+@pytest.mark.slow
+def test_ddp_spawn_summary_and_main_process_model(make_cfg, monkeypatch):
+    """ddp_spawn trains in worker processes: metrics.json still states what they trained, and the
+    module of the calling process comes back with their weights and counters."""
+    built = []
+
+    def keep_model(cfg):
+        model = build_model(cfg)
+        built.extend([model, {k: v.clone() for k, v in model.state_dict().items()}])
+        return model
+
+    monkeypatch.setattr("gan_lab.run.build_model", keep_model)
+    cfg = make_cfg("trainer=ddp_cpu", "trainer.strategy=ddp_spawn_find_unused_parameters_true",
+                   "trainer.limit_train_batches=2", "data.batch_size=16", "model.generator.width=8",
+                   "model.discriminator.width=8", "optimized_metric=train/g_loss")
+    value = train(cfg)
+
+    batches, images = 2 * 2, 2 * 2 * 16 * 2  # per process: 2 epochs x 2 batches; x 16 images x 2 processes
+    summary = json.loads((Path(cfg.run_dir) / "metrics.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs"] == 2
+    assert summary["batches_seen"] == batches and summary["images_seen"] == images
+    assert summary["optimizer_steps"] == batches * 2  # one D and one G step per batch
+    assert value == summary["final"]["train/g_loss"]  # the workers' logged metrics came back
+
+    # the calling process's module holds the trained counters and weights (those of the last
+    # checkpoint, which the workers wrote at the end of training)
+    model, initial = built
+    assert (model.batches_seen, model.images_seen) == (batches, images)
+    trained = torch.load(Path(cfg.run_dir) / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    state = model.state_dict()
+    assert state.keys() == trained.keys()
+    for key in state:
+        assert torch.equal(state[key], trained[key]), key
+    assert any(not torch.equal(state[k], initial[k]) for k in state if k.startswith("generator."))
+    assert any(not torch.equal(state[k], initial[k]) for k in state if k.startswith("discriminator."))
