@@ -38,7 +38,8 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from gan_lab.build import build_model, build_trainer
 from gan_lab.callbacks.fast_path import FastPath, compile_mode, compile_nets, use_channels_last
-from gan_lab.data.base import ImageDataModule, to_float
+from gan_lab.data.base import EpochSampler, ImageDataModule, to_float
+from gan_lab.data.disk import DeviceLoader
 from gan_lab.errors import UserError
 from gan_lab.models.base import frozen
 
@@ -274,11 +275,14 @@ def bench_train(args: argparse.Namespace) -> list[str]:
             n, seconds = fn()
             rates[name].append(n / seconds)
     ratios = [a / b for a, b in zip(rates["gan_lab"], rates["plain"])]
+    ours, theirs = statistics.median(rates["gan_lab"]), statistics.median(rates["plain"])
     setting = (f"{args.model}-{args.image_size}, batch {args.batch_size}, {cfg.trainer.precision}, "
                f"channels_last {'on' if args.channels_last else 'off'}, compile {mode or 'off'}, "
                f"{device.type}, {args.steps} steps x {args.repeats}")
-    return ["train", setting, f"{statistics.median(rates['gan_lab']):,.0f}",
-            f"{statistics.median(rates['plain']):,.0f}", f"{statistics.median(ratios):.3f}", ">= 0.97"]
+    if args.epoch_images:
+        setting += (f"; epoch of {args.epoch_images:,} images: {args.epoch_images / ours:.1f} s "
+                    f"(plain {args.epoch_images / theirs:.1f} s)")
+    return ["train", setting, f"{ours:,.0f}", f"{theirs:,.0f}", f"{statistics.median(ratios):.3f}", ">= 0.97"]
 
 
 def bench_data(args: argparse.Namespace) -> list[str]:
@@ -287,7 +291,10 @@ def bench_data(args: argparse.Namespace) -> list[str]:
     dm = SyntheticImages(size=args.data_images, image_size=args.data_size, batch_size=args.batch_size,
                          num_workers=args.num_workers, num_classes=args.num_classes)
     dm.setup("fit")
-    loader = dm.train_dataloader()
+    if args.on_device:  # what data.on_device does: the uint8 split lives on the device, batches are indexed there
+        loader = DeviceLoader(dm.dataset("train"), args.batch_size, device, EpochSampler(args.data_images))
+    else:
+        loader = dm.train_dataloader()
 
     def epoch() -> tuple[int, float]:
         n, start = 0, time.perf_counter()
@@ -304,8 +311,9 @@ def bench_data(args: argparse.Namespace) -> list[str]:
         loader.sampler.set_epoch(e + 1)
         n, seconds = epoch()
         rates.append(n / seconds)
+    served = "held on the device" if args.on_device else f"DataLoader, num_workers {args.num_workers}"
     setting = (f"{args.data_size}x{args.data_size}x3 uint8, {args.data_images} images, batch {args.batch_size}, "
-               f"num_workers {args.num_workers}, {device.type}, {torch.get_num_threads()} threads")
+               f"{served}, {device.type}, {torch.get_num_threads()} threads")
     return ["data", setting, f"{statistics.median(rates):,.0f}", "", "", ">= 20,000"]
 
 
@@ -329,21 +337,80 @@ def machine() -> str:
             f"lightning {L.__version__}, Python {platform.python_version()}")
 
 
-def table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+def table_header() -> str:
+    return "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
 
 
-def report(rows: list[list[str]], command: str) -> str:
+def table_row(row: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "/") for cell in row) + " |"
+
+
+def section_header(command: str) -> str:
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    return f"## {when}\n\nMachine: {machine()}\n\nCommand: `{command}`\n\n{table(rows)}\n"
+    return f"## {when}\n\nMachine: {machine()}\n\nCommand: `{command}`\n\n{table_header()}"
+
+
+# --- suites ---------------------------------------------------------------------------------
+
+#: ``python -m gan_lab.bench suite``: every row the project tracks on this kind of device, each
+#: as the options of one ``train`` or ``data`` benchmark (they override the suite's own options).
+SUITES: dict[str, list[str]] = {
+    "cuda": [
+        *(f"train --model dcgan --image-size 64 --batch-size {b} {opts}"
+          for b in (128, 512)
+          for opts in ("--precision 32",
+                       "--precision bf16-mixed --channels-last",
+                       "--precision bf16-mixed --compile default",
+                       "--precision bf16-mixed --channels-last --compile max-autotune-no-cudagraphs",
+                       "--precision bf16-mixed --channels-last --compile reduce-overhead")),
+        # a WikiArt-genre epoch: 45,503 images at 64x64, ArtGAN
+        "train --model artgan --image-size 64 --batch-size 128 --precision 32 --epoch-images 45503",
+        "train --model artgan --image-size 64 --batch-size 128 --precision bf16-mixed --channels-last "
+        "--epoch-images 45503",
+        "train --model artgan --image-size 64 --batch-size 512 --precision bf16-mixed --channels-last "
+        "--epoch-images 45503",
+        "data --data-size 64 --batch-size 128 --data-images 45503",
+        "data --data-size 64 --batch-size 128 --data-images 45503 --on-device",
+    ],
+    "cpu": [
+        # the bundled-digits setting of `make run` (DCGAN-32, width 32, batch 64)
+        "train --model dcgan --image-size 32 --batch-size 64 --steps 20 --warmup 3 "
+        "noise.latent_dim=64 model.generator.width=32 model.discriminator.width=32",
+        "train --model dcgan --image-size 32 --batch-size 64 --steps 10 --warmup 2 --precision bf16-mixed "
+        "noise.latent_dim=64 model.generator.width=32 model.discriminator.width=32",
+        # tiny nets: the step is mostly Python, so this row shows the loop's own overhead
+        "train --model dcgan --image-size 16 --batch-size 8 --steps 40 "
+        "noise.latent_dim=16 model.generator.width=8 model.discriminator.width=8",
+        "data --data-size 64 --batch-size 64",
+        "data --data-size 64 --batch-size 64 --on-device",
+    ],
+}
+SUITE_OPTIONS = ("--steps", "--warmup", "--repeats", "--num-workers")
+
+
+def suite_jobs(args: argparse.Namespace) -> list[argparse.Namespace]:
+    """The parsed options of every benchmark of the suite for ``args.device``."""
+    if args.overrides:
+        raise UserError(f"bench suite takes no config overrides (got {' '.join(args.overrides)}); "
+                        f"run `python -m gan_lab.bench train ... <overrides>` for a single setting.")
+    base = ["--device", args.device, "--output", "-"]
+    for option in SUITE_OPTIONS:
+        base += [option, str(getattr(args, option[2:].replace("-", "_")))]
+    return [parse_args([*base, *row.split()]) for row in SUITES[args.device]]
+
+
+def failed_row(args: argparse.Namespace, exc: Exception) -> list[str]:
+    """A suite row whose benchmark raised: its options and the error, so the other rows still run."""
+    options = " ".join(a for a in args.argv if a not in ("--device", args.device, "--output", "-"))
+    message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return [args.what, options, f"failed: {type(exc).__name__}: {message}", "", "", ""]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m gan_lab.bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("what", nargs="?", default="all", choices=("train", "data", "all"))
+    p.add_argument("what", nargs="?", default="all", choices=("train", "data", "all", "suite"),
+                   help="suite: every tracked row for the device (see SUITES in gan_lab/bench.py)")
     p.add_argument("overrides", nargs="*", help="config overrides for the train benchmark, e.g. noise.latent_dim=64")
     p.add_argument("--model", default="dcgan", help="a config of conf/model/")
     p.add_argument("--image-size", type=int, default=64)
@@ -359,8 +426,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-size", type=int, default=64, help="image side of the data benchmark")
     p.add_argument("--data-images", type=int, default=16384, help="images held by the data benchmark")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers of the data benchmark")
+    p.add_argument("--on-device", action="store_true",
+                   help="data benchmark: serve from images held on the device (data.on_device)")
+    p.add_argument("--epoch-images", type=int, default=0,
+                   help="train benchmark: also report the time of an epoch of this many images")
     p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="markdown file appended to ('-': none)")
     args = p.parse_intermixed_args(argv)
+    args.argv = list(argv or [])
     args.precision = PRECISIONS[args.precision]
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was requested but no CUDA device is available; use --device cpu.")
@@ -369,29 +441,58 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run_benchmark(args: argparse.Namespace) -> list[str]:
+    return bench_train(args) if args.what == "train" else bench_data(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the table readable
     warnings.filterwarnings("ignore", message=".*(val_dataloader|LeafSpec|does not have many workers).*")
     try:
         args = parse_args(argv)
-        if args.device == "cuda":
-            torch.backends.cudnn.benchmark = True
-        rows = []
-        if args.what in ("train", "all"):
-            rows.append(bench_train(args))
-        if args.what in ("data", "all"):
-            rows.append(bench_data(args))
+        if args.what == "suite":
+            jobs = suite_jobs(args)
+        else:
+            jobs = [argparse.Namespace(**{**vars(args), "what": what})
+                    for what in ("train", "data") if args.what in (what, "all")]
     except UserError as exc:
         print(f"gan_lab: error: {exc}", file=sys.stderr)
         return 2
-    text = report(rows, "python -m gan_lab.bench " + " ".join(argv))
-    print(text)
-    if args.output != "-":
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        previous = out.read_text() if out.is_file() else HEADER
-        out.write_text(previous.rstrip("\n") + "\n\n" + text)
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    out = None if args.output == "-" else Path(args.output)
+
+    def emit(text: str) -> None:
+        """Print a line of the report and append it to the output file at once: a long suite
+        cut short keeps the rows it measured."""
+        print(text, flush=True)
+        if out is not None:
+            with out.open("a") as f:
+                f.write(text + "\n")
+
+    def start_section() -> None:
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            previous = out.read_text() if out.is_file() else HEADER
+            out.write_text(previous.rstrip("\n") + "\n\n")
+        emit(section_header("python -m gan_lab.bench " + " ".join(argv)))
+
+    for i, job in enumerate(jobs):
+        try:
+            row = run_benchmark(job)
+        except UserError as exc:
+            if args.what != "suite":
+                print(f"gan_lab: error: {exc}", file=sys.stderr)
+                return 2
+            row = failed_row(job, exc)
+        except Exception as exc:  # a suite reports a failing setting (e.g. a compile mode) and goes on
+            if args.what != "suite":
+                raise
+            row = failed_row(job, exc)
+        if i == 0:
+            start_section()  # only once a row exists: a setting refused up front writes nothing
+        emit(table_row(row))
     return 0
 
 

@@ -80,3 +80,32 @@ def test_compiled_nets_train_and_keep_state_dict_keys(make_cfg, tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert not any("_orig_mod" in k for k in state["state_dict"])
     assert "generator.net.0.weight" in state["state_dict"] and state["gan_lab"]["batches_seen"] == 2
+
+
+def test_bench_suite_reports_every_row_and_goes_on_after_a_failure(tmp_path, capsys, monkeypatch):
+    tiny = " ".join(TINY_BENCH[:-3])  # image, batch, steps, data sizes (no config overrides)
+    monkeypatch.setitem(bench.SUITES, "cpu", [
+        f"train {tiny} noise.latent_dim=8 model.generator.width=8 model.discriminator.width=8 --epoch-images 1000",
+        f"train {tiny} --model pggan --image-size 12",  # refused when its config is built: a failed row
+        f"data {tiny} --on-device",
+    ])
+    out = tmp_path / "README.md"
+    assert bench.main(["suite", "--device", "cpu", "--repeats", "1", "--output", str(out)]) == 0
+    rows = table_rows(out.read_text())[2:]
+    assert [r[0] for r in rows] == ["train", "train", "data"]
+    assert "epoch of 1,000 images:" in rows[0][1] and float(rows[0][4]) > 0
+    assert rows[1][2].startswith("failed: UserError") and "--model pggan --image-size 12" in rows[1][1]
+    assert "held on the device" in rows[2][1] and number(rows[2][2]) > 0
+    assert table_rows(capsys.readouterr().out)[2:] == rows
+
+
+def test_bench_suites_parse():
+    args = bench.parse_args(["suite", "--device", "cpu", "--output", "-"])
+    assert len(bench.suite_jobs(args)) == len(bench.SUITES["cpu"])
+    for row in bench.SUITES["cuda"]:  # the GPU rows are valid options (checked here with the CPU)
+        parsed = bench.parse_args([*row.split(), "--device", "cpu"])
+        assert parsed.what in ("train", "data")
+        if parsed.what == "train":  # the model config composes with these options
+            assert bench.bench_config(parsed).model._target_.startswith("gan_lab.models.")
+    with pytest.raises(UserError, match="no config overrides"):
+        bench.suite_jobs(bench.parse_args(["suite", "--device", "cpu", "noise.latent_dim=8"]))
