@@ -183,11 +183,13 @@ class GAN(L.LightningModule):
         metrics = {f"train/{k}": v.detach().float() for k, v in terms.items()}
         metrics["train/batches_seen"] = float(self.batches_seen)
         metrics["train/images_seen"] = float(self.images_seen)
-        # sync_dist averages the terms over DDP ranks on logging steps only (a no-op on one device)
-        self.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=True)
-        # g_loss is absent from batches without a generator update (e.g. discriminator pre-training)
-        self.log_dict({k: metrics[f"train/{k}"] for k in ("d_loss", "g_loss") if f"train/{k}" in metrics},
-                      prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        # sync_dist averages the terms over DDP ranks on logging steps only (a no-op on one device).
+        # Each self.log call costs ~0.5 ms of Python on a slow CPU: the losses shown in the progress
+        # bar are the logged keys themselves, not second copies.
+        bar = {k: v for k, v in metrics.items() if k in ("train/d_loss", "train/g_loss")}
+        self.log_dict(bar, prog_bar=True, on_step=True, on_epoch=False, sync_dist=True)
+        self.log_dict({k: v for k, v in metrics.items() if k not in bar}, on_step=True, on_epoch=False,
+                      sync_dist=True)
 
     def on_fit_start(self) -> None:
         """Under DDP every rank was seeded alike; give each rank its own noise (and augmentation)
