@@ -317,9 +317,13 @@ def check_logging_batch(probe: SyncProbe, batch: int, rows: dict, extra_ours: li
     assert len(lightning) == len(rows[batch])
 
 
-@pytest.mark.parametrize("model", list(MODELS))
+#: the models, and the Pokemon study's augmentation (random resized crop, flip, rotation on the batch)
+CASES = {**MODELS, "dcgan+augment": [*MODELS["dcgan"], "augment=pokemon"]}
+
+
+@pytest.mark.parametrize("model", list(CASES))
 def test_no_host_sync_outside_logging_steps(make_cfg, monkeypatch, tmp_path, model):
-    probe = probe_run(make_cfg, monkeypatch, *MODELS[model])
+    probe = probe_run(make_cfg, monkeypatch, *CASES[model])
     assert probe.batches == 6 and probe.logging_batches == [2, 5]
     for batch in range(probe.batches):
         if batch not in probe.logging_batches:
