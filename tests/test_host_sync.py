@@ -15,13 +15,21 @@ operations that would cause one on an accelerator:
 The device is simulated: every tensor counts as living on the accelerator except the ones the code
 deliberately keeps on the host, i.e. factory results created without a ``device`` (as on a GPU run,
 where they land on the CPU: e.g. Adam's ``step`` counters), explicit host copies, and whatever is
-computed from those alone. Reading such a host tensor is free and is not counted.
+computed from those alone, and the training set (batches are gathered in host memory). Reading
+such a host tensor is free and is not counted. ``Tensor.to("cpu")`` is a copy to the host, while
+``Tensor.to(torch.device)`` (``self.device``) is a move to the accelerator. ``F.one_hot`` with
+``num_classes`` reads the labels' range on the CPU backend only (CUDA checks it on the device), so
+those reads are not counted.
 
 The modes are active from the first batch to the end of training, and the count is attributed to
 the batch whose ``on_train_batch_start`` came last, so each batch's window holds everything that
 runs per batch: the module's hooks and step (forward, backward, optimiser steps), every callback's
 ``on_train_batch_end``, Lightning's own per-batch logging and progress bar, and the fetch and
 transfer of the next batch. Epoch-end work (sample grids, checkpoints, schedulers) is counted apart.
+
+What a logging batch costs: three transfers of ours (the progress bar's copy of d_loss and g_loss,
+the training curves' copy of the logged values, the divergence guard's check) and one ``.item()``
+per value Lightning writes to the loggers; ArtGAN with ``extra_g_when`` adds one on every batch.
 """
 from __future__ import annotations
 
