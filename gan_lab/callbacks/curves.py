@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 
@@ -27,14 +28,20 @@ class TrainingCurves(L.Callback):
         self._last_batch = -1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        seen = getattr(pl_module, "batches_seen", None)
-        if seen is None or seen == self._last_batch or (seen - 1) % max(1, trainer.log_every_n_steps):
-            return
-        self._last_batch = seen
+        is_logging_step = getattr(pl_module, "is_logging_step", None)
+        if is_logging_step is None or not is_logging_step() or pl_module.batches_seen == self._last_batch:
+            return  # nothing new was logged on this batch
+        self._last_batch = pl_module.batches_seen
         x = float(pl_module.images_seen)
-        for key, value in trainer.callback_metrics.items():
-            if key.startswith("train/") and not key.endswith("_seen"):
-                self.history.setdefault(key[len("train/"):], []).append((x, float(value)))
+        logged = {key[len("train/"):]: value for key, value in trainer.callback_metrics.items()
+                  if key.startswith("train/") and not key.endswith("_seen")}
+        if not logged:
+            return
+        # one transfer for all values (a logging step; other batches never reach here)
+        values = torch.stack([v.detach().float().reshape(()).to(pl_module.device)
+                              for v in logged.values()]).cpu().tolist()
+        for key, value in zip(logged, values):
+            self.history.setdefault(key, []).append((x, value))
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.plot()

@@ -1,9 +1,10 @@
 """Divergence guard: stop a run whose losses or weights blew up, before it overwrites a good checkpoint.
 
-Checked every ``check_every_n_batches`` batches (the trainer's ``log_every_n_steps`` by default)
-and at every epoch end, before the epoch checkpoint is written: the loss terms the module returned
-and the norms of all weights are reduced on the device and read back in one transfer, so batches in
-between add no host synchronisation.
+Checked after every ``check_every_n_batches`` batches (by default the trainer's ``log_every_n_steps``:
+the batches that log anyway; with ``log_every_n_steps=0``, at epoch ends only) and at every epoch end,
+before the epoch checkpoint is written: the loss terms the module returned and the norms of all weights
+are reduced on the device and read back in one transfer, so batches in between add no host
+synchronisation.
 
 A NaN or Inf stops at once; a loss whose absolute value exceeds ``max_abs_loss`` stops after
 ``patience`` consecutive checks. Stopping raises :class:`~gan_lab.errors.TrainingDiverged`, so no
@@ -62,8 +63,8 @@ class DivergenceGuard(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._batches += 1
         seen = getattr(pl_module, "batches_seen", self._batches)  # the unit the module logs in
-        every = self.check_every_n_batches or max(1, trainer.log_every_n_steps)
-        if (seen - 1) % every:
+        every = self.check_every_n_batches or trainer.log_every_n_steps
+        if not every or seen % every:  # after every `every` batches, as the module logs (GAN.is_logging_step)
             return
         terms = outputs if isinstance(outputs, Mapping) else {}
         self.check(trainer, pl_module, {k: v for k, v in terms.items() if torch.is_tensor(v)})

@@ -72,8 +72,10 @@ class Augment(nn.Module):
         if key not in self._pipelines:
             ops: list[nn.Module] = []
             if self.crop_p > 0:
+                # "resample": one affine warp of the whole batch; kornia's default "slice" reads every
+                # crop box on the host (a GPU sync per batch) to slice the images one by one
                 ops.append(K.RandomResizedCrop((height, width), scale=self.crop_scale, ratio=self.crop_ratio,
-                                               p=self.crop_p))
+                                               p=self.crop_p, cropping_mode="resample"))
             if self.hflip_p > 0:
                 ops.append(K.RandomHorizontalFlip(p=self.hflip_p))
             if self.rotation_p > 0 and self.degrees != (0.0, 0.0):

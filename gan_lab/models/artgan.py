@@ -208,7 +208,8 @@ class ArtGAN(ConditionalGAN):
         return terms
 
     def discriminator_too_strong(self, terms: Mapping[str, Tensor]) -> bool:
-        """Whether D dominates (host sync, only when ``extra_g_when`` is set)."""
+        """Whether D dominates: one host synchronisation per batch when ``extra_g_when`` is set (the
+        decision needs D's loss or accuracy on the host), none otherwise."""
         if self.extra_g_when == "d_loss":
             return float(terms["d_loss"].detach()) < self.extra_g_threshold
         if self.extra_g_when == "d_acc":
@@ -227,7 +228,8 @@ class ArtGAN(ConditionalGAN):
             terms = super().generator_update(opt, extra, extra_labels, real, labels)
             self.extra_g_updates += 1
         if self.extra_g_when is not None:
-            terms["extra_g_updates"] = torch.tensor(float(self.extra_g_updates), device=self.device)
+            # filled on the device: torch.tensor(number, device=...) is a blocking host-to-device copy
+            terms["extra_g_updates"] = torch.full((), float(self.extra_g_updates), device=self.device)
         return terms
 
     # --- checkpoint state ---------------------------------------------------------------

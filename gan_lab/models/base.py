@@ -176,20 +176,32 @@ class GAN(L.LightningModule):
         opt.step()
         return terms
 
+    def is_logging_step(self) -> bool:
+        """Whether this batch logs: after every ``log_every_n_steps`` batches (never when it is 0), the
+        batches on which Lightning writes to the loggers, so what is logged is written at once and
+        never as a stale copy on a later batch."""
+        every = self.trainer.log_every_n_steps
+        return every > 0 and self.batches_seen % every == 0
+
     def log_terms(self, terms: Mapping[str, Tensor]) -> None:
-        """Log ``train/<term>`` every ``log_every_n_steps`` batches only: no host sync on other steps."""
-        if (self.batches_seen - 1) % max(1, self.trainer.log_every_n_steps) != 0:
+        """Log ``train/<term>`` on logging steps only: the host waits for the device on no other batch.
+
+        Lightning converts every progress-bar value to a Python number at the end of *every* batch,
+        until the epoch ends; a device tensor there would stall each batch. The progress bar therefore
+        gets host copies, made in one transfer on the logging step.
+        """
+        if not self.is_logging_step():
             return
         metrics = {f"train/{k}": v.detach().float() for k, v in terms.items()}
-        metrics["train/batches_seen"] = float(self.batches_seen)
-        metrics["train/images_seen"] = float(self.images_seen)
-        # sync_dist averages the terms over DDP ranks on logging steps only (a no-op on one device).
-        # Each self.log call costs ~0.5 ms of Python on a slow CPU: the losses shown in the progress
-        # bar are the logged keys themselves, not second copies.
-        bar = {k: v for k, v in metrics.items() if k in ("train/d_loss", "train/g_loss")}
-        self.log_dict(bar, prog_bar=True, on_step=True, on_epoch=False, sync_dist=True)
-        self.log_dict({k: v for k, v in metrics.items() if k not in bar}, on_step=True, on_epoch=False,
-                      sync_dist=True)
+        for key, value in (("batches_seen", self.batches_seen), ("images_seen", self.images_seen)):
+            # filled on the device: a Python number would be a blocking host-to-device copy
+            metrics[f"train/{key}"] = torch.full((), float(value), device=self.device)
+        # sync_dist averages the terms over DDP ranks on logging steps only (a no-op on one device)
+        self.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=True)
+        # g_loss is absent from batches without a generator update (e.g. discriminator pre-training)
+        shown = [k for k in ("d_loss", "g_loss") if f"train/{k}" in metrics]
+        host = torch.stack([metrics[f"train/{k}"].reshape(()) for k in shown]).cpu()
+        self.log_dict(dict(zip(shown, host.unbind())), prog_bar=True, logger=False, on_step=True, on_epoch=False)
 
     def on_fit_start(self) -> None:
         """Under DDP every rank was seeded alike; give each rank its own noise (and augmentation)
