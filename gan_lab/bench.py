@@ -279,6 +279,8 @@ def bench_train(args: argparse.Namespace) -> list[str]:
     setting = (f"{args.model}-{args.image_size}, batch {args.batch_size}, {cfg.trainer.precision}, "
                f"channels_last {'on' if args.channels_last else 'off'}, compile {mode or 'off'}, "
                f"{device.type}, {args.steps} steps x {args.repeats}")
+    if args.overrides:
+        setting += "; " + " ".join(args.overrides)
     if args.epoch_images:
         setting += (f"; epoch of {args.epoch_images:,} images: {args.epoch_images / ours:.1f} s "
                     f"(plain {args.epoch_images / theirs:.1f} s)")
@@ -360,6 +362,8 @@ SUITES: dict[str, list[str]] = {
           for b in (128, 512)
           for opts in ("--precision 32",
                        "--precision bf16-mixed --channels-last",
+                       "--precision bf16-mixed --channels-last "
+                       "+optimizer.discriminator.fused=true +optimizer.generator.fused=true",
                        "--precision bf16-mixed --compile default",
                        "--precision bf16-mixed --channels-last --compile max-autotune-no-cudagraphs",
                        "--precision bf16-mixed --channels-last --compile reduce-overhead")),
