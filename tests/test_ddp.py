@@ -38,14 +38,19 @@ class RankProbe(L.Callback):
         }, self.dirpath / f"rank_{trainer.global_rank}.pt")
 
 
-@pytest.mark.slow
-def test_ddp_two_cpu_processes(tmp_path):
-    run, probe = tmp_path / "run", tmp_path / "probe"
+def ddp_cpu_run(run: Path, probe: Path) -> list[dict]:
+    """A 2-process CPU DDP run of the real entry point; the per-rank probes."""
     res = run_cli(*TINY, "trainer=ddp_cpu", "model.generator.width=8", "model.discriminator.width=8",
                   "+callbacks.rank_probe._target_=tests.test_ddp.RankProbe",
                   f"+callbacks.rank_probe.dirpath={probe}", f"hydra.run.dir={run}", timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    ranks = [torch.load(probe / f"rank_{r}.pt", weights_only=False) for r in (0, 1)]
+    return [torch.load(probe / f"rank_{r}.pt", weights_only=False) for r in (0, 1)]
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    run, probe = tmp_path / "run", tmp_path / "probe"
+    ranks = ddp_cpu_run(run, probe)
     assert all(r["world_size"] == 2 for r in ranks)
 
     # both optimisers stepped in sync: identical G and D parameters on both ranks
@@ -81,6 +86,12 @@ def test_ddp_two_cpu_processes(tmp_path):
         assert shares[0] | shares[1] == set(range(n))
         assert len(shares[0] & shares[1]) == n % 2  # DistributedSampler pads odd sizes by one
     assert ranks[0]["indices"][0] != ranks[0]["indices"][1]
+
+    # the run is reproducible: the same seed and world size give the same weights again
+    again = ddp_cpu_run(tmp_path / "run_again", tmp_path / "probe_again")
+    for key in p0:
+        assert torch.equal(again[0]["parameters"][key], p0[key]), key
+    assert torch.equal(again[1]["noise"], ranks[1]["noise"])
 
 
 @pytest.mark.slow
