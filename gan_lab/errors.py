@@ -15,13 +15,29 @@ class UserError(ValueError):
 
 
 def unwrap_user_error(exc: BaseException) -> UserError | None:
-    """Return the ``UserError`` behind ``exc`` (Hydra wraps errors raised while instantiating)."""
+    """Return the ``UserError`` behind ``exc`` (Hydra wraps errors raised while instantiating; a
+    process started by a ``ddp_spawn`` strategy hands its error back as the text of its traceback)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, UserError):
             return exc
+        from_worker = user_error_from_traceback(str(exc)) if type(exc).__name__ == "ProcessRaisedException" else None
+        if from_worker is not None:
+            return from_worker
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def user_error_from_traceback(text: str) -> UserError | None:
+    """The ``UserError`` (or subclass) a traceback's text ends with, or ``None``."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    name, _, message = lines[-1].partition(": ")
+    cls = globals().get(name.rsplit(".", 1)[-1]) if name.startswith(f"{__name__}.") else None
+    if isinstance(cls, type) and issubclass(cls, UserError) and message:
+        return UserError(message)
     return None
 
 

@@ -115,3 +115,21 @@ def test_wandb_without_key_goes_offline_and_says_so(tmp_path, monkeypatch, caplo
     assert logger._offline is True
     assert "W&B: no API key configured, logging offline to" in caplog.text
     assert "wandb sync" in caplog.text
+
+
+def test_user_error_from_a_spawned_worker_is_one_line(capsys):
+    from torch.multiprocessing.spawn import ProcessRaisedException
+
+    from gan_lab.errors import report_user_error
+
+    def worker_error(last_line: str) -> ProcessRaisedException:
+        text = ("\n\n-- Process 0 terminated with the following error:\nTraceback (most recent call last):\n"
+                '  File "gan_lab/callbacks/divergence.py", line 120, in check\n    raise TrainingDiverged(...)\n'
+                f"{last_line}\n")
+        return ProcessRaisedException(text, 0, 4242)
+
+    message = "train/d_loss is nan at batch 7; the last good checkpoint is runs/x/checkpoints/last.ckpt."
+    assert report_user_error(worker_error(f"gan_lab.errors.TrainingDiverged: {message}"))
+    assert capsys.readouterr().err == f"gan_lab: error: {message}\n"
+    assert not report_user_error(worker_error("RuntimeError: CUDA error: an illegal memory access"))
+    assert not report_user_error(worker_error("gan_lab.errors.NoSuchThing: text"))
