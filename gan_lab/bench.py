@@ -36,7 +36,7 @@ from omegaconf import DictConfig, open_dict
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from gan_lab.build import build_model, build_trainer
+from gan_lab.build import build_callbacks, build_loggers, build_model, build_trainer
 from gan_lab.callbacks.fast_path import FastPath, compile_mode, compile_nets, use_channels_last
 from gan_lab.data.base import EpochSampler, ImageDataModule, to_float
 from gan_lab.data.disk import DeviceLoader
@@ -251,18 +251,29 @@ def bench_train(args: argparse.Namespace) -> list[str]:
     gan = fresh_model(cfg, device)
     fast_path = FastPath(args.channels_last, mode)  # one instance: compiles once, in the first fit
 
+    as_run = args.callbacks == "run"
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = 1
+        cfg.trainer.limit_train_batches = count
+        cfg.trainer.enable_progress_bar = as_run
+        cfg.trainer.enable_checkpointing = as_run
+        cfg.trainer.enable_model_summary = False
+        cfg.callbacks.fast_path = None  # the bench's own instance, shared by the repetitions
+
     def lightning_run() -> tuple[int, float]:
         clock = Clock(args.warmup, count, device)
-        with open_dict(cfg):
-            cfg.trainer.max_epochs = 1
-            cfg.trainer.limit_train_batches = count
-            cfg.trainer.enable_progress_bar = False
-            cfg.trainer.enable_checkpointing = False
-            cfg.trainer.enable_model_summary = False
-        trainer = build_trainer(cfg, [clock, fast_path], [])
         feed = DeviceFeed(images, labels, count, image_size=args.image_size, batch_size=args.batch_size,
                           num_classes=args.num_classes)
-        trainer.fit(gan, datamodule=feed)
+        if not as_run:
+            build_trainer(cfg, [clock, fast_path], []).fit(gan, datamodule=feed)
+            return clock.timed * args.batch_size, clock.end - clock.start
+        # the callbacks and loggers of a training run (their epoch-end work is not timed), writing
+        # into a run directory of their own that is removed afterwards
+        with tempfile.TemporaryDirectory(prefix="gan_lab_bench_run_") as run_dir:
+            with open_dict(cfg):
+                cfg.run_dir = run_dir
+            trainer = build_trainer(cfg, [*build_callbacks(cfg), fast_path, clock], build_loggers(cfg))
+            trainer.fit(gan, datamodule=feed)
         return clock.timed * args.batch_size, clock.end - clock.start
 
     def plain_run() -> tuple[int, float]:
@@ -279,6 +290,9 @@ def bench_train(args: argparse.Namespace) -> list[str]:
     setting = (f"{args.model}-{args.image_size}, batch {args.batch_size}, {cfg.trainer.precision}, "
                f"channels_last {'on' if args.channels_last else 'off'}, compile {mode or 'off'}, "
                f"{device.type}, {args.steps} steps x {args.repeats}")
+    if as_run:
+        loggers = ", ".join(name for name, node in (cfg.get("logger") or {}).items() if node is not None)
+        setting += f", with the run's callbacks and loggers ({loggers or 'none'})"
     if args.overrides:
         setting += "; " + " ".join(args.overrides)
     if args.epoch_images:
@@ -367,6 +381,9 @@ SUITES: dict[str, list[str]] = {
                        "--precision bf16-mixed --compile default",
                        "--precision bf16-mixed --channels-last --compile max-autotune-no-cudagraphs",
                        "--precision bf16-mixed --channels-last --compile reduce-overhead")),
+        # as a training run has it: sample grids, checkpoints, curves, divergence guard, progress bar, CSV
+        "train --model dcgan --image-size 64 --batch-size 128 --precision bf16-mixed --channels-last --callbacks run",
+        "train --model dcgan --image-size 64 --batch-size 512 --precision bf16-mixed --channels-last --callbacks run",
         # a WikiArt-genre epoch: 45,503 images at 64x64, ArtGAN
         "train --model artgan --image-size 64 --batch-size 128 --precision 32 --epoch-images 45503",
         "train --model artgan --image-size 64 --batch-size 128 --precision bf16-mixed --channels-last "
@@ -379,6 +396,8 @@ SUITES: dict[str, list[str]] = {
     "cpu": [
         # the bundled-digits setting of `make run` (DCGAN-32, width 32, batch 64)
         "train --model dcgan --image-size 32 --batch-size 64 --steps 20 --warmup 3 "
+        "noise.latent_dim=64 model.generator.width=32 model.discriminator.width=32",
+        "train --model dcgan --image-size 32 --batch-size 64 --steps 20 --warmup 3 --callbacks run "
         "noise.latent_dim=64 model.generator.width=32 model.discriminator.width=32",
         "train --model dcgan --image-size 32 --batch-size 64 --steps 10 --warmup 2 --precision bf16-mixed "
         "noise.latent_dim=64 model.generator.width=32 model.discriminator.width=32",
@@ -432,6 +451,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers of the data benchmark")
     p.add_argument("--on-device", action="store_true",
                    help="data benchmark: serve from images held on the device (data.on_device)")
+    p.add_argument("--callbacks", default="bare", choices=("bare", "run"),
+                   help="train benchmark: the module alone, or with the callbacks and loggers of a run "
+                        "(sample grids, checkpoints, curves, divergence guard, progress bar, CSV, ...)")
     p.add_argument("--epoch-images", type=int, default=0,
                    help="train benchmark: also report the time of an epoch of this many images")
     p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="markdown file appended to ('-': none)")
@@ -452,7 +474,8 @@ def run_benchmark(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the table readable
-    warnings.filterwarnings("ignore", message=".*(val_dataloader|LeafSpec|does not have many workers).*")
+    warnings.filterwarnings("ignore", message=".*(val_dataloader|LeafSpec|does not have many workers|"
+                                              "smaller than the logging interval).*")
     try:
         args = parse_args(argv)
         if args.what == "suite":

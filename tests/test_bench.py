@@ -88,11 +88,13 @@ def test_bench_suite_reports_every_row_and_goes_on_after_a_failure(tmp_path, cap
         f"train {tiny} noise.latent_dim=8 model.generator.width=8 model.discriminator.width=8 --epoch-images 1000",
         f"train {tiny} --model pggan --image-size 12",  # refused when its config is built: a failed row
         f"data {tiny} --on-device",
+        f"train {tiny} --callbacks run noise.latent_dim=8 model.generator.width=8 model.discriminator.width=8",
     ])
     out = tmp_path / "README.md"
     assert bench.main(["suite", "--device", "cpu", "--repeats", "1", "--output", str(out)]) == 0
     rows = table_rows(out.read_text())[2:]
-    assert [r[0] for r in rows] == ["train", "train", "data"]
+    assert [r[0] for r in rows] == ["train", "train", "data", "train"]
+    assert "with the run's callbacks and loggers (csv)" in rows[3][1] and float(rows[3][4]) > 0
     assert "epoch of 1,000 images:" in rows[0][1] and float(rows[0][4]) > 0
     assert rows[1][2].startswith("failed: UserError") and "--model pggan --image-size 12" in rows[1][1]
     assert "held on the device" in rows[2][1] and number(rows[2][2]) > 0
