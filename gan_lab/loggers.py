@@ -1,10 +1,15 @@
-"""Logger factories that need a decision before Lightning sees them."""
+"""Loggers that need a decision before Lightning sees them."""
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
 from pathlib import Path
+
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 log = logging.getLogger(__name__)
 
@@ -34,3 +39,28 @@ def wandb_logger(project: str = "gan_lab", name: str | None = None, group: str |
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     return WandbLogger(project=project, name=name, group=group, save_dir=save_dir, offline=bool(offline),
                        log_model=False if offline else log_model, **kwargs)
+
+
+class AppendingExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted."""
+
+    def _check_log_dir_exists(self) -> None:
+        if not self._fs.isfile(self.metrics_file_path):
+            return
+        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+            header = next(csv.reader(file), [])
+        self.metrics_keys = list(header)  # rows are appended under the file's own header
+
+
+class CSVLogger(LightningCSVLogger):
+    """``<run>/metrics.csv``; a run resumed into its own directory (``ckpt_path`` and the same
+    ``hydra.run.dir``, e.g. a requeued cluster job) appends to the history instead of replacing it
+    (Lightning's CSVLogger deletes an existing file)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> AppendingExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
+        return self._experiment

@@ -18,3 +18,21 @@ def test_wandb_offline_without_key_and_tensorboard(tmp_path):
     assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert (run / "metrics.csv").is_file()
+
+
+def test_resuming_into_the_same_run_directory_appends_to_metrics_csv(make_cfg, tmp_path):
+    import csv
+
+    from gan_lab.run import train
+
+    run = tmp_path / "run"
+    small = ["model.generator.width=8", "model.discriminator.width=8", "trainer.log_every_n_steps=1",
+             "logger=csv"]
+    train(make_cfg(*small, "trainer.max_epochs=1", run_dir=run))
+    first = list(csv.DictReader((run / "metrics.csv").open()))
+    train(make_cfg(*small, "trainer.max_epochs=2", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", run_dir=run))
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert rows[:len(first)] == first, "the first run's history was lost"
+    seen = [float(r["train/batches_seen"]) for r in rows if r.get("train/batches_seen")]
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) and max(seen) > max(
+        float(r["train/batches_seen"]) for r in first if r.get("train/batches_seen"))
