@@ -378,12 +378,8 @@ SUITES: dict[str, list[str]] = {
                        "--precision bf16-mixed --channels-last",
                        "--precision bf16-mixed --channels-last "
                        "+optimizer.discriminator.fused=true +optimizer.generator.fused=true",
-                       "--precision bf16-mixed --compile default",
-                       "--precision bf16-mixed --channels-last --compile max-autotune-no-cudagraphs",
-                       "--precision bf16-mixed --channels-last --compile reduce-overhead")),
-        # as a training run has it: sample grids, checkpoints, curves, divergence guard, progress bar, CSV
-        "train --model dcgan --image-size 64 --batch-size 128 --precision bf16-mixed --channels-last --callbacks run",
-        "train --model dcgan --image-size 64 --batch-size 512 --precision bf16-mixed --channels-last --callbacks run",
+                       # as a training run has it: grids, checkpoints, curves, guard, progress bar, CSV
+                       "--precision bf16-mixed --channels-last --callbacks run")),
         # a WikiArt-genre epoch: 45,503 images at 64x64, ArtGAN
         "train --model artgan --image-size 64 --batch-size 128 --precision 32 --epoch-images 45503",
         "train --model artgan --image-size 64 --batch-size 128 --precision bf16-mixed --channels-last "
@@ -392,6 +388,14 @@ SUITES: dict[str, list[str]] = {
         "--epoch-images 45503",
         "data --data-size 64 --batch-size 128 --data-images 45503",
         "data --data-size 64 --batch-size 128 --data-images 45503 --on-device",
+        # compilation last: each row compiles both loops (minutes with max-autotune)
+        *(f"train --model dcgan --image-size 64 --batch-size {b} --precision bf16-mixed {opts}"
+          for b in (128, 512)
+          for opts in ("--compile default",
+                       "--channels-last --compile max-autotune-no-cudagraphs",
+                       "--channels-last --compile reduce-overhead")),
+        "train --model artgan --image-size 64 --batch-size 128 --precision bf16-mixed --channels-last "
+        "--compile max-autotune-no-cudagraphs --epoch-images 45503",
     ],
     "cpu": [
         # the bundled-digits setting of `make run` (DCGAN-32, width 32, batch 64)
@@ -419,7 +423,26 @@ def suite_jobs(args: argparse.Namespace) -> list[argparse.Namespace]:
     base = ["--device", args.device, "--output", "-"]
     for option in SUITE_OPTIONS:
         base += [option, str(getattr(args, option[2:].replace("-", "_")))]
-    return [parse_args([*base, *row.split()]) for row in SUITES[args.device]]
+    rows = SUITES[args.device]
+    chosen = suite_rows(args.rows, len(rows))
+    return [parse_args([*base, *rows[i].split()]) for i in chosen]
+
+
+def suite_rows(spec: str | None, n: int) -> list[int]:
+    """Row numbers from ``--rows`` (``0-5,9``; all when ``None``)."""
+    if spec is None:
+        return list(range(n))
+    chosen: list[int] = []
+    try:
+        for part in spec.split(","):
+            first, _, last = part.partition("-")
+            chosen += range(int(first), int(last or first) + 1)
+    except ValueError:
+        chosen = [-1]
+    if not chosen or min(chosen) < 0 or max(chosen) >= n:
+        raise UserError(f"--rows {spec} must list row numbers or ranges from 0 to {n - 1}, e.g. --rows 0-3,7 "
+                        f"(--list shows them).")
+    return chosen
 
 
 def failed_row(args: argparse.Namespace, exc: Exception) -> list[str]:
@@ -451,6 +474,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers of the data benchmark")
     p.add_argument("--on-device", action="store_true",
                    help="data benchmark: serve from images held on the device (data.on_device)")
+    p.add_argument("--rows", default=None, help="suite: only these rows, e.g. 0-3,7 (see --list)")
+    p.add_argument("--list", action="store_true", help="suite: print the numbered rows and exit")
     p.add_argument("--callbacks", default="bare", choices=("bare", "run"),
                    help="train benchmark: the module alone, or with the callbacks and loggers of a run "
                         "(sample grids, checkpoints, curves, divergence guard, progress bar, CSV, ...)")
@@ -460,7 +485,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_intermixed_args(argv)
     args.argv = list(argv or [])
     args.precision = PRECISIONS[args.precision]
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available() and not args.list:
         raise UserError("--device cuda was requested but no CUDA device is available; use --device cpu.")
     if min(args.steps, args.repeats) < 1 or args.warmup < 0:
         raise UserError("--steps and --repeats must be >= 1 and --warmup >= 0; e.g. --steps 50 --warmup 5.")
@@ -478,6 +503,10 @@ def main(argv: list[str] | None = None) -> int:
                                               "smaller than the logging interval).*")
     try:
         args = parse_args(argv)
+        if args.what == "suite" and args.list:
+            for i, row in enumerate(SUITES[args.device]):
+                print(f"{i:3d}  {row}")
+            return 0
         if args.what == "suite":
             jobs = suite_jobs(args)
         else:

@@ -101,7 +101,7 @@ def test_bench_suite_reports_every_row_and_goes_on_after_a_failure(tmp_path, cap
     assert table_rows(capsys.readouterr().out)[2:] == rows
 
 
-def test_bench_suites_parse():
+def test_bench_suites_parse(capsys):
     args = bench.parse_args(["suite", "--device", "cpu", "--output", "-"])
     assert len(bench.suite_jobs(args)) == len(bench.SUITES["cpu"])
     for row in bench.SUITES["cuda"]:  # the GPU rows are valid options (checked here with the CPU)
@@ -109,5 +109,13 @@ def test_bench_suites_parse():
         assert parsed.what in ("train", "data")
         if parsed.what == "train":  # the model config composes with these options
             assert bench.bench_config(parsed).model._target_.startswith("gan_lab.models.")
+    assert bench.suite_rows("0-1,3", 5) == [0, 1, 3] and bench.suite_rows(None, 2) == [0, 1]
+    for bad in ("7", "a-b", "2-1", ""):
+        with pytest.raises(UserError, match="--list shows them"):
+            bench.suite_rows(bad, 5)
+    chosen = bench.suite_jobs(bench.parse_args(["suite", "--device", "cpu", "--rows", "4-5"]))
+    assert [job.what for job in chosen] == ["data", "data"] and chosen[1].on_device
+    assert bench.main(["suite", "--list", "--device", "cuda"]) == 0  # listing needs no GPU
+    assert capsys.readouterr().out.splitlines()[0].startswith("  0  train --model dcgan")
     with pytest.raises(UserError, match="no config overrides"):
         bench.suite_jobs(bench.parse_args(["suite", "--device", "cpu", "noise.latent_dim=8"]))
