@@ -16,6 +16,8 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from gan_lab.errors import UserError, unwrap_user_error
@@ -152,6 +154,11 @@ def make(node: DictConfig | None, what: str, **kwargs: Any) -> Any:
         if isinstance(cause, TypeError) and "argument" in str(cause):
             raise UserError(f"{what}: {cause}; check the keys under `{what}` "
                             f"(see conf/{what.split('.')[0]}/).") from None
+        # Lightning's own check of its arguments (an unknown precision, strategy or accelerator, ...)
+        if isinstance(cause, MisconfigurationException) or (what == "trainer" and isinstance(cause, ValueError)):
+            message = " ".join(str(cause).split()).rstrip(".")
+            raise UserError(f"{what}: {message}; fix the values under `{what}` "
+                            f"(see conf/{what.split('.')[0]}/).") from None
         raise
 
 
@@ -238,7 +245,10 @@ def sweep_name() -> str | None:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
-    """The Trainer; mixed precision autocasts each D/G update, not the whole step (gan_lab.precision)."""
+    """The Trainer; mixed precision autocasts each D/G update, not the whole step (gan_lab.precision).
+    ``trainer.enable_progress_bar=false`` drops the configured progress bar callback."""
+    if cfg.trainer.get("enable_progress_bar") is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return use_phase_autocast(make(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False))
 
 

@@ -9,6 +9,7 @@ import logging
 
 import pytest
 
+from gan_lab.errors import UserError
 from gan_lab.loggers import wandb_logger
 from tests.conftest import CONF, TINY, run_cli
 
@@ -133,3 +134,24 @@ def test_user_error_from_a_spawned_worker_is_one_line(capsys):
     assert capsys.readouterr().err == f"gan_lab: error: {message}\n"
     assert not report_user_error(worker_error("RuntimeError: CUDA error: an illegal memory access"))
     assert not report_user_error(worker_error("gan_lab.errors.NoSuchThing: text"))
+
+
+def test_lightning_rejecting_trainer_values_is_one_sentence(make_cfg):
+    from gan_lab.build import build_trainer
+
+    for override, words in (("trainer.strategy=fastest", "invalid strategy name"),
+                            ("trainer.accelerator=tpu9", "invalid accelerator name")):
+        with pytest.raises(UserError, match=words) as info:
+            build_trainer(make_cfg(override), [], [])
+        assert str(info.value).startswith("trainer: ") and str(info.value).endswith("(see conf/trainer/).")
+
+
+def test_progress_bar_off_drops_the_configured_bar(make_cfg):
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from gan_lab.build import build_callbacks, build_trainer
+
+    cfg = make_cfg("trainer=debug", "trainer.enable_progress_bar=false", tiny=False)
+    assert cfg.callbacks.progress_bar is not None
+    trainer = build_trainer(cfg, build_callbacks(cfg), [])
+    assert not any(isinstance(c, ProgressBar) for c in trainer.callbacks)
