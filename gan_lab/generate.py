@@ -2,7 +2,8 @@
 
 Sample grids (one row per class for conditional models, classes chosen by name), individual PNG
 files, and latent interpolations between seeds (linear and spherical) and, for conditional models,
-across classes at fixed latents, each as a grid and an animated GIF. Works from any checkpoint,
+across classes at fixed latents (every class in turn, and a blend of class weights morphing from one
+class to the next), each as a grid and an animated GIF. Works from any checkpoint,
 on CPU or GPU, with EMA generator weights when the model keeps them
 (see :mod:`gan_lab.metrics.sampling`).
 """
@@ -67,6 +68,33 @@ def class_sweep(model, classes: Sequence[int], rows: int, seed: int) -> Tensor:
     z = z.repeat_interleave(len(classes), dim=0)
     labels = torch.tensor(list(classes), dtype=torch.long, device=model.device).repeat(rows)
     return model.sample(z, labels).cpu()
+
+
+@torch.no_grad()
+def class_blend(model, classes: Sequence[int], steps: int, rows: int, seed: int,
+                num_classes: int) -> tuple[Tensor, int]:
+    """Fixed latents (one per row) rendered along a path through ``classes``: between consecutive
+    classes the generator's class weights move linearly from one class to the next in ``steps``
+    frames (endpoints included and shared). Returns the images, row-major, and the frames per row."""
+    eye = torch.eye(num_classes, device=model.device)
+    t = torch.linspace(0.0, 1.0, steps, device=model.device)[1:, None]
+    weights = torch.cat([eye[classes[0]][None], *((1 - t) * eye[a] + t * eye[b]
+                                                  for a, b in zip(classes[:-1], classes[1:]))])
+    frames = weights.shape[0]
+    with seeded(seed, model.device):
+        z = model.noise.sample(rows, model.device)
+    return model.sample(z.repeat_interleave(frames, dim=0), weights.repeat(rows, 1)).cpu(), frames
+
+
+@torch.no_grad()
+def accepts_class_weights(model, num_classes: int) -> bool:
+    """Whether the generator takes class weights ``[N, num_classes]`` as well as class indices."""
+    z = torch.zeros(1, model.noise.latent_dim, device=model.device)
+    try:
+        model.sample(z, torch.full((1, num_classes), 1.0 / num_classes, device=model.device))
+    except (RuntimeError, ValueError, TypeError, IndexError):
+        return False
+    return True
 
 
 def save_gif(frames: Sequence[Image.Image], path: Path, frame_ms: int = 120) -> Path:
@@ -137,6 +165,18 @@ def generate(cfg: DictConfig) -> dict[str, str]:
             if inter.gif:
                 pictures = [grid_image(sweep[i::len(classes)], nrow=rows, upscale_to=up) for i in range(len(classes))]
                 written["classes_gif"] = str(save_gif(pictures, out / "classes.gif", int(inter.frame_ms)))
+            if inter.class_blend and len(classes) > 1 and not accepts_class_weights(model, len(names)):
+                print("class_blend: skipped, this model's generator takes class indices only "
+                      "(gan_lab's conditional generators also take class weights [N, num_classes]).")
+            elif inter.class_blend and len(classes) > 1:
+                blend, frames = class_blend(model, classes, max(2, int(inter.steps)), rows, cfg.seed, len(names))
+                path = " -> ".join(names[c] for c in classes)
+                written["class_blend"] = str(save_grid(blend, out / "class_blend.png", nrow=frames,
+                                                       row_names=[path] * rows, upscale_to=up))
+                if inter.gif:
+                    pictures = [grid_image(blend[i::frames], nrow=rows, upscale_to=up) for i in range(frames)]
+                    written["class_blend_gif"] = str(save_gif(pictures, out / "class_blend.gif",
+                                                              int(inter.frame_ms)))
     for key, path in written.items():
         print(f"{key}: {path}")
     return written

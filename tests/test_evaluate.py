@@ -13,9 +13,10 @@ from PIL import Image
 
 from gan_lab.errors import UserError
 from gan_lab.evaluate import evaluate
-from gan_lab.generate import generate, interpolation_frames, sample_images
+from gan_lab.generate import class_blend, class_sweep, generate, interpolation_frames, sample_images
 from gan_lab.metrics.sampling import ema_weights, is_conditional
 from gan_lab.models import GAN
+from gan_lab.nets.conditional import class_codes
 from gan_lab.run import train
 from gan_lab.runs import load_run
 from tests.conftest import CONF, TINY, compose_config, run_cli
@@ -24,8 +25,8 @@ from tests.conftest import CONF, TINY, compose_config, run_cli
 class LabelShiftGAN(GAN):
     """A minimal class-conditional GAN for these tests: the label moves the latent along one axis."""
 
-    def generate(self, z, labels):
-        return self.generator(z + 3.0 * F.one_hot(labels, z.shape[1]).to(z))
+    def generate(self, z, labels):  # labels: class indices, or class weights [N, 10] (a blend)
+        return self.generator(z + 3.0 * F.pad(class_codes(labels, 10, z.dtype), (0, z.shape[1] - 10)))
 
     def sample_labels(self, n):
         return torch.randint(0, 10, (n,), device=self.device)
@@ -128,8 +129,18 @@ def test_conditional_model_generation_and_accuracy(tmp_path, cache):
     written = generate(compose_entry("generate", f"run_dir={run_dir}", "classes=[3,'7']", "per_class=4",
                                      "interpolation.seeds=[0,1]", "interpolation.modes=[linear]",
                                      "interpolation.rows=2"))
-    assert {"samples", "interpolation_linear", "classes", "classes_gif"} <= set(written)
+    assert {"samples", "interpolation_linear", "classes", "classes_gif", "class_blend", "class_blend_gif"} <= set(written)
     assert Image.open(written["classes_gif"]).n_frames == 2
+    assert Image.open(written["class_blend_gif"]).n_frames == 8 + 6  # 3 -> 7 in 8 frames, forth and back
+    # the blend's ends are the classes' own samples at the same latents; in between it is neither
+    model = loaded.model
+    blend, frames = class_blend(model, [3, 7], steps=5, rows=2, seed=0, num_classes=10)
+    sweep = class_sweep(model, [3, 7], rows=2, seed=0)
+    assert frames == 5 and blend.shape[0] == 10
+    for row in (0, 1):
+        assert torch.allclose(blend[row * 5], sweep[row * 2], atol=1e-5)
+        assert torch.allclose(blend[row * 5 + 4], sweep[row * 2 + 1], atol=1e-5)
+    assert not torch.allclose(blend[2], sweep[0], atol=1e-3) and not torch.allclose(blend[2], sweep[1], atol=1e-3)
     record = evaluate(compose_entry("evaluate", *small_eval(run_dir, cache, "metrics=[accuracy]", "num_samples=40")))
     acc = record["results"]["accuracy"]
     assert set(acc["per_class"]) == {str(c) for c in range(10)} and acc["per_class_generated"] == 4

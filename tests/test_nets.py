@@ -6,6 +6,8 @@ import torch
 
 from gan_lab.errors import UserError
 from gan_lab.nets import DCGANDiscriminator, DCGANGenerator
+from gan_lab.nets.artgan import ArtGANGenerator
+from gan_lab.nets.conditional import ConditionalDCGANGenerator, MLPConditionalGenerator
 from gan_lab.nets.dcgan import SUPPORTED_SIZES
 
 
@@ -49,3 +51,23 @@ def test_unsupported_size_names_the_allowed_sizes():
         DCGANGenerator(latent_dim=8, image_size=48, channels=3)
     with pytest.raises(UserError, match="norm='group'"):
         DCGANDiscriminator(image_size=32, norm="group")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: MLPConditionalGenerator(8, 5, image_size=8, channels=1, hidden=(16, 16)),
+    lambda: MLPConditionalGenerator(8, 5, image_size=8, channels=1, hidden=(16, 16), label_encoding="embedding"),
+    lambda: ConditionalDCGANGenerator(8, 5, image_size=16, channels=3, width=4),
+    lambda: ArtGANGenerator(8, 5, image_size=16, channels=3, width=4),
+], ids=["mlp-one-hot", "mlp-embedding", "cdcgan", "artgan"])
+def test_conditional_generators_take_class_weights(make):
+    """A one-hot weight row is that class; a blend of two classes is neither (class interpolation)."""
+    torch.manual_seed(0)
+    g = make().eval()
+    z, labels = torch.randn(3, 8), torch.tensor([0, 2, 4])
+    weights = torch.nn.functional.one_hot(labels, 5).float()
+    with torch.no_grad():
+        assert torch.allclose(g(z, labels), g(z, weights), atol=1e-6)
+        mixed = g(z, 0.5 * weights + 0.5 * torch.nn.functional.one_hot(torch.tensor([1, 1, 1]), 5).float())
+    assert not torch.allclose(mixed, g(z, labels), atol=1e-4)
+    with pytest.raises(ValueError, match=r"shape \[N, 5\]"):
+        g(z, torch.ones(3, 4))

@@ -16,11 +16,10 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from gan_lab.errors import UserError
-from gan_lab.nets.conditional import check_num_classes
+from gan_lab.nets.conditional import check_num_classes, class_codes
 from gan_lab.nets.init import dcgan_init
 
 SUPPORTED_SIZES = (16, 32, 64, 128, 256)
@@ -62,7 +61,7 @@ class ZNet(nn.Module):
             nn.BatchNorm2d(4 * width), nn.ReLU(True))
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
-        y = F.one_hot(labels, self.num_classes).to(z.dtype)
+        y = class_codes(labels, self.num_classes, z.dtype)  # one-hot, or a blend of classes
         return self.net(torch.cat([z.flatten(1), y], 1)[:, :, None, None])
 
 

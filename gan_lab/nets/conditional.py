@@ -35,8 +35,19 @@ def check_num_classes(num_classes: int, net: str) -> int:
     return int(num_classes)
 
 
+def class_codes(labels: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """int64 labels ``[N]`` -> one-hot ``[N, K]``; float class weights ``[N, K]`` (a blend of classes,
+    e.g. ``0.3 * one_hot(a) + 0.7 * one_hot(b)``) are used as they are."""
+    if labels.is_floating_point():
+        if labels.dim() != 2 or labels.shape[1] != num_classes:
+            raise ValueError(f"class weights must have shape [N, {num_classes}], got {list(labels.shape)}")
+        return labels.to(dtype)
+    return F.one_hot(labels, num_classes).to(dtype)
+
+
 class LabelEncoder(nn.Module):
-    """int64 labels ``[N]`` -> float codes ``[N, dim]``: a fixed one-hot or a learned embedding."""
+    """int64 labels ``[N]`` (or class weights ``[N, K]``, see :func:`class_codes`) -> float codes
+    ``[N, dim]``: a fixed one-hot or a learned embedding (a weighted mean of class embeddings)."""
 
     def __init__(self, num_classes: int, encoding: str = "one_hot", embedding_dim: int = 10) -> None:
         super().__init__()
@@ -48,8 +59,11 @@ class LabelEncoder(nn.Module):
 
     def forward(self, labels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         if self.embedding is not None:
+            if labels.is_floating_point():
+                return (class_codes(labels, self.num_classes, self.embedding.weight.dtype)
+                        @ self.embedding.weight).to(dtype)
             return self.embedding(labels).to(dtype)
-        return F.one_hot(labels, self.num_classes).to(dtype)
+        return class_codes(labels, self.num_classes, dtype)
 
 
 def _mlp(sizes: Sequence[int], activation: nn.Module, norm: bool, dropout: float) -> list[nn.Module]:
@@ -126,7 +140,7 @@ class ConditionalDCGANGenerator(nn.Module):
                                     norm, init)
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
-        return self.dcgan(torch.cat([z.flatten(1), F.one_hot(labels, self.num_classes).to(z.dtype)], 1))
+        return self.dcgan(torch.cat([z.flatten(1), class_codes(labels, self.num_classes, z.dtype)], 1))
 
 
 class ConditionalDCGANDiscriminator(nn.Module):
