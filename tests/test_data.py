@@ -63,6 +63,9 @@ def test_celeba_partition_and_centre_crop(tmp_path):
     dm = ready(CelebA(root=root, image_size=8, batch_size=2))
     check_contract(dm, 4, 8, 3)
     assert len(dm.dataset("val")) == 1 and dm.num_classes == 1
+    assert len(dm.dataset("test")) == 1  # partition 2, served for evaluation
+    with pytest.raises(UserError, match="celeba has no 'dev' split; use one of train, val, test"):
+        dm.dataset("dev")
     assert dm.dataset("train").labels.eq(0).all()
     # the centred 18x18 square is the white band: no black row survives the crop
     assert dm.dataset("train").images.float().mean() > 240

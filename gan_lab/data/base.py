@@ -110,6 +110,8 @@ class ImageDataModule(L.LightningDataModule):
     channels: int = 3
     num_classes: int = 1
     class_names: list[str] = ["image"]
+    #: splits served besides ``train`` and ``val`` (for evaluation only), e.g. CelebA's ``test``
+    extra_splits: tuple[str, ...] = ()
 
     def __init__(self, image_size: int = 64, batch_size: int = 64, num_workers: int = 0,
                  drop_last: bool = True, seed: int = 0,
@@ -153,8 +155,15 @@ class ImageDataModule(L.LightningDataModule):
                             f"use data.batch_size<={n}.")
 
     def dataset(self, split: str = "train") -> TensorImages:
+        """A split's images: ``train``, ``val``, or one of :attr:`extra_splits` (loaded on first use)."""
         if split not in self.splits:
-            self.setup("fit")
+            if split in ("train", "val"):
+                self.setup("fit")
+            elif split in self.extra_splits:
+                self.splits[split] = TensorImages(*self.load_split(split))
+            else:
+                raise UserError(f"{self.name} has no {split!r} split; use one of "
+                                f"{', '.join(('train', 'val', *self.extra_splits))}.")
         return self.splits[split]
 
     def train_dataloader(self) -> DataLoader:

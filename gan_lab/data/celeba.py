@@ -20,6 +20,7 @@ class CelebA(FileImageDataModule):
     channels = 3
     num_classes = 1
     class_names = ["face"]
+    extra_splits = ("test",)  # partition 2: for evaluation (evaluator.real_split=test)
     published = "published at https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Align&Cropped Images)"
     layout = "img_align_celeba/*.jpg and list_eval_partition.txt"
 
