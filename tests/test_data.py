@@ -269,7 +269,7 @@ def test_device_loader_serves_the_epoch_sampler_order(tmp_path):
         orders.append(torch.cat([y for _, y in loader]).tolist())
     assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[1])  # a new order per epoch
     # two ranks split an epoch between them, without overlap
-    halves = [DeviceLoader(dm.dataset("train"), 1, "cpu", EpochSampler(6, 3), True, r, 2) for r in (0, 1)]
+    halves = [DeviceLoader(dm.dataset("train"), 1, "cpu", EpochSampler(6, 3, rank=r, world_size=2)) for r in (0, 1)]
     seen = [i for h in halves for _, y in h for i in y.tolist()]
     assert len(seen) == 6 and len(halves[0]) == 3
     with pytest.raises(UserError, match="on_device"):

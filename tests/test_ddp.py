@@ -1,17 +1,17 @@
 """DDP with two CPU processes (gloo): optimisers in step, data sharded, the run's summary true for
-both launchers (processes started as scripts, or spawned)."""
+both launchers (processes started as scripts, or spawned), exact resume mid-epoch and at epoch ends."""
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
 from gan_lab.build import build_model
-from gan_lab.data.base import EpochSampler
+from gan_lab.callbacks.resume import ExactResume
 from gan_lab.run import train
 from tests.conftest import TINY, run_cli
 
@@ -38,11 +38,30 @@ class RankProbe(L.Callback):
         }, self.dirpath / f"rank_{trainer.global_rank}.pt")
 
 
-def ddp_cpu_run(run: Path, probe: Path) -> list[dict]:
-    """A 2-process CPU DDP run of the real entry point; the per-rank probes."""
-    res = run_cli(*TINY, "trainer=ddp_cpu", "model.generator.width=8", "model.discriminator.width=8",
-                  "+callbacks.rank_probe._target_=tests.test_ddp.RankProbe",
-                  f"+callbacks.rank_probe.dirpath={probe}", f"hydra.run.dir={run}", timeout=600)
+class StopAt(L.Callback):
+    """Requests a graceful stop after batch ``batch`` (1-based) on every rank, as a SIGTERM delivered
+    to every process does (the signal handler only sets ``ExactResume.requested``), but at the same
+    batch on every rank whatever the processes' timing."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if pl_module.batches_seen + 1 == self.batch:
+            next(cb for cb in trainer.callbacks if isinstance(cb, ExactResume)).requested = signal.SIGTERM
+
+
+def ddp_cpu_cli(run: Path, *overrides: str, probe: Path | None = None):
+    """A 2-process CPU DDP run of the real entry point (tiny nets), optionally with a RankProbe."""
+    probing = [] if probe is None else ["+callbacks.rank_probe._target_=tests.test_ddp.RankProbe",
+                                        f"+callbacks.rank_probe.dirpath={probe}"]
+    return run_cli(*TINY, "trainer=ddp_cpu", "model.generator.width=8", "model.discriminator.width=8",
+                   *probing, *overrides, f"hydra.run.dir={run}", timeout=600)
+
+
+def ddp_cpu_run(run: Path, probe: Path, *overrides: str) -> list[dict]:
+    """A completed 2-process CPU DDP run; the per-rank probes."""
+    res = ddp_cpu_cli(run, *overrides, probe=probe)
     assert res.returncode == 0, res.stderr[-3000:]
     return [torch.load(probe / f"rank_{r}.pt", weights_only=False) for r in (0, 1)]
 
@@ -71,20 +90,16 @@ def test_ddp_two_cpu_processes(tmp_path):
     # per-rank noise streams differ
     assert not torch.equal(ranks[0]["noise"], ranks[1]["noise"])
 
-    # the data is sharded: Lightning wraps the EpochSampler in a DistributedSampler (which for
-    # training also permutes the positions, seeded with the run's seed and the epoch), so each
-    # rank gets a disjoint share whose order is a function of (seed, epoch), new every epoch
+    # the data is sharded: each rank takes every second position of the epoch's order (a function of
+    # (seed, epoch), new every epoch), the same number each: disjoint shares covering the epoch
     n = 1797 - round(1797 * 0.1)
     for epoch in (0, 1):
-        shares = []
+        g = torch.Generator().manual_seed(0 * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=g).tolist()
         for r in (0, 1):
-            expected = DistributedSamplerWrapper(EpochSampler(n, seed=0), num_replicas=2, rank=r,
-                                                 shuffle=True, seed=0)
-            expected.set_epoch(epoch)
-            assert ranks[r]["indices"][epoch] == list(expected)
-            shares.append(set(ranks[r]["indices"][epoch]))
-        assert shares[0] | shares[1] == set(range(n))
-        assert len(shares[0] & shares[1]) == n % 2  # DistributedSampler pads odd sizes by one
+            assert ranks[r]["indices"][epoch] == order[r::2][:n // 2]
+        shares = [set(ranks[r]["indices"][epoch]) for r in (0, 1)]
+        assert not shares[0] & shares[1] and len(shares[0] | shares[1]) == n - n % 2
     assert ranks[0]["indices"][0] != ranks[0]["indices"][1]
 
     # the run is reproducible: the same seed and world size give the same weights again
@@ -92,6 +107,37 @@ def test_ddp_two_cpu_processes(tmp_path):
     for key in p0:
         assert torch.equal(again[0]["parameters"][key], p0[key]), key
     assert torch.equal(again[1]["noise"], ranks[1]["noise"])
+
+
+@pytest.mark.slow
+def test_ddp_resume_mid_epoch_and_at_epoch_end_is_exact(tmp_path):
+    """2 epochs of 3 batches in one go == stopped after batch 2 (mid-epoch 0), resumed to the end of
+    epoch 0, resumed and stopped after batch 5 (mid-epoch 1), resumed to the end: the same weights,
+    and each rank continues its own noise stream (its next noise draw is the uninterrupted run's)."""
+    full = ddp_cpu_run(tmp_path / "full", tmp_path / "probe_full")
+
+    def ckpt(name: str) -> str:
+        return f"ckpt_path={tmp_path / name / 'checkpoints' / 'last.ckpt'}"
+
+    stop = ["+callbacks.stop_at._target_=tests.test_ddp.StopAt"]
+    res = ddp_cpu_cli(tmp_path / "cut", *stop, "+callbacks.stop_at.batch=2")
+    assert res.returncode == 143, res.stderr[-3000:]
+    assert "stopped after batch 2 (epoch 0)" in res.stderr
+    res = ddp_cpu_cli(tmp_path / "epoch0", ckpt("cut"), "trainer.max_epochs=1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = ddp_cpu_cli(tmp_path / "cut1", ckpt("epoch0"), *stop, "+callbacks.stop_at.batch=5")
+    assert res.returncode == 143, res.stderr[-3000:]
+    assert "stopped after batch 5 (epoch 1)" in res.stderr
+    resumed = ddp_cpu_run(tmp_path / "resumed", tmp_path / "probe_resumed", ckpt("cut1"))
+
+    assert not torch.equal(full[0]["noise"], full[1]["noise"])
+    for r in (0, 1):
+        assert resumed[r]["batches_seen"] == 6 and resumed[r]["images_seen"] == 6 * 64 * 2
+        for key, value in full[r]["parameters"].items():
+            assert torch.equal(resumed[r]["parameters"][key], value), (r, key)
+        assert torch.equal(resumed[r]["noise"], full[r]["noise"]), r
+    # the last resume served epoch 1's second half on each rank (the probe sees no epoch start then)
+    assert resumed[0]["indices"] == {}
 
 
 @pytest.mark.slow

@@ -6,10 +6,11 @@ from the first batch of the DataLoader. ``ExactResume`` closes both gaps so that
 batches in one go and N/2 + resume for N/2 give identical weights:
 
 - the Python, NumPy and torch (CPU and CUDA) generator states are saved with the checkpoint and
-  restored on resume;
+  restored on resume; under DDP those of every rank (each rank draws its own noise), and each
+  rank restores its own;
 - the number of batches already trained in the current epoch is saved, and on a mid-epoch resume
-  the data order's sampler (``EpochSampler``, a function of (seed, epoch)) skips the samples
-  already served.
+  the data order's sampler (``EpochSampler``, a function of (seed, epoch); under DDP each rank's
+  share of it) skips the samples already served.
 
 It also turns SIGTERM (what SLURM sends before pre-emption) and Ctrl-C into a resumable
 checkpoint: the signal only sets a flag, the batch in progress finishes (an interruption between
@@ -57,6 +58,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def rank_and_world_size(trainer: L.Trainer | None = None) -> tuple[int, int]:
+    """This process's rank and the number of processes (0 and 1 outside DDP)."""
+    if trainer is not None:
+        return trainer.global_rank, trainer.world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def gather(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rank's ``state``, in rank order (a collective under DDP: every rank must call it)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [state]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
 class ExactResume(L.Callback):
     """Saves what Lightning does not (generator states, position in the epoch) and handles signals.
 
@@ -79,17 +99,36 @@ class ExactResume(L.Callback):
     # --- checkpoint state -------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": rng_state(), "batch_in_epoch": self.batch_in_epoch, "mid_epoch": self._mid_epoch}
+        # Lightning asks every rank for the checkpoint's content before rank 0 writes it, so the
+        # ranks' generator states can be gathered here: "rng" holds one state per rank.
+        return {"rng": gather(rng_state()), "batch_in_epoch": self.batch_in_epoch, "mid_epoch": self._mid_epoch}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Called after every ``setup`` hook (where the module derives its per-rank streams under
+        # DDP) and before ``on_fit_start``.
+        own = self._own_rng_state(state_dict["rng"])
         if not state_dict.get("mid_epoch"):
             # An epoch-boundary checkpoint: restore now, before Lightning creates the next epoch's
             # DataLoader iterator (which draws its base seed from torch's generator, as the
             # uninterrupted run did right after saving).
-            set_rng_state(state_dict["rng"])
+            if own is not None:
+                set_rng_state(own)
             self.batch_in_epoch = 0
             return
-        self._pending = state_dict  # applied in on_train_start, once the DataLoader exists
+        # applied in on_train_start, once the DataLoader (and its iterator) exists
+        self._pending = {"rng": own, "batch_in_epoch": state_dict["batch_in_epoch"]}
+
+    def _own_rng_state(self, states: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any] | None:
+        """This rank's generator states among those of a checkpoint (one per rank of the run that
+        wrote it; a single state in checkpoints of older versions), or ``None`` for a rank the
+        writing run did not have (it keeps the stream the module derived for it)."""
+        states = [states] if isinstance(states, dict) else list(states)
+        rank, world_size = rank_and_world_size(getattr(self, "_trainer", None))
+        if len(states) != world_size and rank == 0:
+            log.warning("the checkpoint was written by %d process(es) and training resumes with %d: the "
+                        "data shards and the batch differ, so the run is not an exact continuation.",
+                        len(states), world_size)
+        return states[rank] if rank < len(states) else None
 
     @property
     def _mid_epoch(self) -> bool:
@@ -107,7 +146,8 @@ class ExactResume(L.Callback):
         if self._pending is not None:
             self.batch_in_epoch = int(self._pending["batch_in_epoch"])
             self._skip_served_samples(trainer, self.batch_in_epoch)
-            set_rng_state(self._pending["rng"])
+            if self._pending["rng"] is not None:
+                set_rng_state(self._pending["rng"])
             self._pending = None
         self._install_handlers()
 

@@ -71,28 +71,38 @@ def collate_batch(batch):
 class EpochSampler(Sampler[int]):
     """A permutation that depends only on (seed, epoch): data order is a function of the config,
     identical after a resume. Lightning calls ``set_epoch`` at the start of every epoch;
-    ``skip_next`` lets a mid-epoch resume continue after the samples already served."""
+    ``skip_next`` lets a mid-epoch resume continue after the samples already served.
 
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
+    With several processes each rank takes every ``world_size``-th position of the epoch's order,
+    starting at its ``rank``, and all ranks take the same number, ``n // world_size`` (the last
+    ``n % world_size`` positions are left out): disjoint shares whose order is still a function of
+    (seed, epoch). On one process (the default) this is the whole order."""
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not one of the {world_size} ranks")
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+        self.rank, self.world_size = int(rank), int(world_size)
         self.skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def skip_next(self, n: int) -> None:
-        """The next iteration (only) starts at position ``n`` of the epoch's order."""
+        """The next iteration (only) starts at position ``n`` of this rank's share of the epoch."""
         self.skip = int(n)
 
     def __iter__(self) -> Iterator[int]:
         start, self.skip = self.skip, 0
-        if not self.shuffle:
-            return iter(range(start, self.n))
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist()[start:])
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        return iter(order[self.rank::self.world_size][:len(self)][start:])
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.world_size
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -166,9 +176,25 @@ class ImageDataModule(L.LightningDataModule):
                                 f"{', '.join(('train', 'val', *self.extra_splits))}.")
         return self.splits[split]
 
+    def train_sampler(self) -> EpochSampler:
+        """The training order of this process: its rank's share of the epoch under DDP.
+
+        The DataModule shards the data itself (the trainer configs set
+        ``use_distributed_sampler: false``), so that a mid-epoch resume can skip exactly the
+        samples each rank already served."""
+        n = len(self.dataset("train"))
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return EpochSampler(n, self.seed)
+        if getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
+            raise UserError(f"trainer.use_distributed_sampler=true would shard the training data of the "
+                            f"{trainer.world_size} processes twice ({self.name} shards it by rank itself); "
+                            f"set trainer.use_distributed_sampler=false.")
+        return EpochSampler(n, self.seed, rank=trainer.global_rank, world_size=trainer.world_size)
+
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train")
-        return DataLoader(ds, batch_size=self.batch_size, sampler=EpochSampler(len(ds), self.seed),
+        return DataLoader(ds, batch_size=self.batch_size, sampler=self.train_sampler(),
                           drop_last=self.drop_last, num_workers=self.num_workers,
                           collate_fn=collate_batch, persistent_workers=self.num_workers > 0)
 

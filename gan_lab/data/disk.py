@@ -33,28 +33,28 @@ ON_DEVICE_SHARE = 0.25
 class DeviceLoader:
     """Serves batches by indexing a tensor that already lives on the training device.
 
-    The order is the :class:`EpochSampler`'s, so a run is identical with or without it; with several
-    processes each rank takes every ``world_size``-th index, as ``DistributedSampler`` does.
-    Lightning finds ``sampler.set_epoch`` and calls it at every epoch.
+    The order is the :class:`EpochSampler`'s (with several processes, its rank's share), so a run is
+    identical with or without it. Lightning finds ``sampler.set_epoch`` and calls it at every epoch;
+    a mid-epoch resume calls ``sampler.skip_next``.
     """
 
     def __init__(self, dataset: TensorImages, batch_size: int, device: torch.device | str,
-                 sampler: EpochSampler, drop_last: bool = True, rank: int = 0, world_size: int = 1) -> None:
+                 sampler: EpochSampler, drop_last: bool = True) -> None:
         self.images = dataset.images.to(device)
         self.labels = dataset.labels.to(device)
         self.batch_size, self.sampler, self.drop_last = int(batch_size), sampler, drop_last
-        self.device, self.rank, self.world_size = torch.device(device), rank, world_size
+        self.device = torch.device(device)
 
     def __len__(self) -> int:
-        n = len(self.sampler) // self.world_size
+        n = len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.long)
-        order = order[self.rank::self.world_size][: len(self.sampler) // self.world_size]
+        n = len(order) // self.batch_size * self.batch_size if self.drop_last else len(order)
         order = order.to(self.device, non_blocking=True)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+        for i in range(0, n, self.batch_size):
+            idx = order[i:i + self.batch_size]
             yield take_rows(self.images, idx), take_rows(self.labels, idx)
 
 
@@ -169,11 +169,8 @@ class DiskImageDataModule(ImageDataModule):
         if device is None:
             return super().train_dataloader()
         ds = self.dataset("train")
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         log.info("%s: serving %d training images from %s memory", self.name, len(ds), device)
-        return DeviceLoader(ds, self.batch_size, device, EpochSampler(len(ds), self.seed),
-                            self.drop_last, rank, world)
+        return DeviceLoader(ds, self.batch_size, device, self.train_sampler(), self.drop_last)
 
 
 def held_out(n: int, val_fraction: float, split: str, seed: int = 1234) -> list[int]:

@@ -203,10 +203,13 @@ class GAN(L.LightningModule):
         host = torch.stack([metrics[f"train/{k}"].reshape(()) for k in shown]).cpu()
         self.log_dict(dict(zip(shown, host.unbind())), prog_bar=True, logger=False, on_step=True, on_epoch=False)
 
-    def on_fit_start(self) -> None:
+    def setup(self, stage: str) -> None:
         """Under DDP every rank was seeded alike; give each rank its own noise (and augmentation)
-        stream, derived from that common state, so the run stays a function of seed and world size."""
-        if self.trainer.world_size > 1:
+        stream, derived from that common state, so the run stays a function of seed and world size.
+
+        Done in ``setup``, before a checkpoint is restored: on a resume ``ExactResume`` then sets
+        each rank's own saved generator states over these."""
+        if stage == "fit" and self.trainer.world_size > 1:
             common = int(torch.randint(0, 2**31 - 1, (1,)).item())  # identical on every rank
             torch.manual_seed(common + 1_000_003 * self.trainer.global_rank)
 
