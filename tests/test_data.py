@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import types
 
 import pytest
 import torch
@@ -274,6 +275,27 @@ def test_device_loader_serves_the_epoch_sampler_order(tmp_path):
     assert len(seen) == 6 and len(halves[0]) == 3
     with pytest.raises(UserError, match="on_device"):
         ImageFolder(root=tmp_path / "pets", on_device="sometimes")
+
+
+def test_ranks_take_disjoint_equal_shares_and_skip_within_their_own(tmp_path):
+    order = list(EpochSampler(7, seed=5))
+    shares = [EpochSampler(7, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    assert [list(s) for s in shares] == [order[0:6:2], order[1:6:2]] and len(shares[1]) == 3
+    shares[1].skip_next(2)
+    assert list(shares[1]) == [order[5]] and list(shares[1]) == order[1:6:2]  # the skip is used once
+    # under DDP the DataModule hands the trainer its rank's share; Lightning must not shard it again
+    dm = ready(ImageFolder(root=datasets.make_image_folder(tmp_path / "pets"), image_size=4, batch_size=1,
+                           on_device=True, seed=5))
+    connector = types.SimpleNamespace(use_distributed_sampler=False)
+    dm.trainer = types.SimpleNamespace(world_size=2, global_rank=1, _accelerator_connector=connector,
+                                       strategy=types.SimpleNamespace(root_device=torch.device("cpu")))
+    loader = dm.train_dataloader()
+    assert isinstance(loader, DeviceLoader) and len(loader) == 3
+    expected = dm.dataset().images[list(EpochSampler(6, 5))[1::2]]  # 6 images: positions 1, 3, 5
+    assert torch.equal(torch.cat([x for x, _ in loader]), expected)
+    connector.use_distributed_sampler = True
+    with pytest.raises(UserError, match="trainer.use_distributed_sampler=false"):
+        dm.train_dataloader()
 
 
 def test_measure_throughput_reports_images_per_second(tmp_path):

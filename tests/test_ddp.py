@@ -39,15 +39,15 @@ class RankProbe(L.Callback):
 
 
 class StopAt(L.Callback):
-    """Requests a graceful stop after batch ``batch`` (1-based) on every rank, as a SIGTERM delivered
-    to every process does (the signal handler only sets ``ExactResume.requested``), but at the same
-    batch on every rank whatever the processes' timing."""
+    """Requests a graceful stop during batch ``batch`` (1-based) as a SIGTERM does (the signal handler
+    only sets ``ExactResume.requested``), on every rank or on ``rank`` only (a signal that reaches the
+    processes at different batches), deterministically whatever the processes' timing."""
 
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
+    def __init__(self, batch: int, rank: int | None = None) -> None:
+        self.batch, self.rank = batch, rank
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if pl_module.batches_seen + 1 == self.batch:
+        if pl_module.batches_seen + 1 == self.batch and self.rank in (None, trainer.global_rank):
             next(cb for cb in trainer.callbacks if isinstance(cb, ExactResume)).requested = signal.SIGTERM
 
 
@@ -112,7 +112,8 @@ def test_ddp_two_cpu_processes(tmp_path):
 @pytest.mark.slow
 def test_ddp_resume_mid_epoch_and_at_epoch_end_is_exact(tmp_path):
     """2 epochs of 3 batches in one go == stopped after batch 2 (mid-epoch 0), resumed to the end of
-    epoch 0, resumed and stopped after batch 5 (mid-epoch 1), resumed to the end: the same weights,
+    epoch 0, resumed and stopped after batch 5 (mid-epoch 1, requested on rank 1 only), resumed to
+    the end: the same weights,
     and each rank continues its own noise stream (its next noise draw is the uninterrupted run's)."""
     full = ddp_cpu_run(tmp_path / "full", tmp_path / "probe_full")
 
@@ -125,7 +126,9 @@ def test_ddp_resume_mid_epoch_and_at_epoch_end_is_exact(tmp_path):
     assert "stopped after batch 2 (epoch 0)" in res.stderr
     res = ddp_cpu_cli(tmp_path / "epoch0", ckpt("cut"), "trainer.max_epochs=1")
     assert res.returncode == 0, res.stderr[-3000:]
-    res = ddp_cpu_cli(tmp_path / "cut1", ckpt("epoch0"), *stop, "+callbacks.stop_at.batch=5")
+    # the request reaches rank 1 only: both ranks stop after the same batch
+    res = ddp_cpu_cli(tmp_path / "cut1", ckpt("epoch0"), *stop, "+callbacks.stop_at.batch=5",
+                      "+callbacks.stop_at.rank=1")
     assert res.returncode == 143, res.stderr[-3000:]
     assert "stopped after batch 5 (epoch 1)" in res.stderr
     resumed = ddp_cpu_run(tmp_path / "resumed", tmp_path / "probe_resumed", ckpt("cut1"))

@@ -15,7 +15,8 @@ batches in one go and N/2 + resume for N/2 give identical weights:
 It also turns SIGTERM (what SLURM sends before pre-emption) and Ctrl-C into a resumable
 checkpoint: the signal only sets a flag, the batch in progress finishes (an interruption between
 the D and G updates could not be resumed exactly), then ``<dirpath>/last.ckpt`` is written and
-training stops with :class:`~gan_lab.errors.TrainingInterrupted`. A second Ctrl-C stops at once.
+training stops with :class:`~gan_lab.errors.TrainingInterrupted`; under DDP every rank stops after
+the same batch, the first at whose end any rank had received the signal. A second Ctrl-C stops at once.
 """
 from __future__ import annotations
 
@@ -161,6 +162,7 @@ class ExactResume(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batch_in_epoch += 1
+        self.requested = self._agreed_request(trainer)
         if self.requested is None or not self._mid_epoch:
             # a signal during the last batch of an epoch is served after the epoch-end hooks
             # (scheduler step, epoch checkpoint), at the end of the next batch
@@ -193,6 +195,19 @@ class ExactResume(L.Callback):
                         "rest of this epoch repeats its first batches.", type(sampler).__name__)
             return
         sampler.skip_next(batches * loader.batch_size)
+
+    def _agreed_request(self, trainer: L.Trainer) -> int | None:
+        """The stop request, the same on every rank. A signal reaches the DDP processes at slightly
+        different times, so at every batch end they agree (a request on any rank stops them all)
+        before any of them saves: otherwise one rank would wait in the checkpoint's collectives while
+        the others train the next batch. One small all-reduce per batch; Lightning itself already
+        broadcasts its own SIGTERM flag to the ranks at every batch under DDP."""
+        dist = torch.distributed
+        if trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+            return self.requested
+        flag = torch.tensor([self.requested or 0], device=trainer.strategy.root_device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item()) or None
 
     def _handle(self, signum: int, frame) -> None:
         if self.requested is not None and signum == signal.SIGINT:
