@@ -162,8 +162,10 @@ class ExactResume(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batch_in_epoch += 1
-        self.requested = self._agreed_request(trainer)
-        if self.requested is None or not self._mid_epoch:
+        agreed = self._agreed_request(trainer)
+        if agreed is not None:
+            self.requested = agreed  # never reset here: a signal may arrive while the ranks agree
+        if agreed is None or not self._mid_epoch:
             # a signal during the last batch of an epoch is served after the epoch-end hooks
             # (scheduler step, epoch checkpoint), at the end of the next batch
             return
