@@ -234,6 +234,18 @@ def fresh_model(cfg: DictConfig, device: torch.device):
     return build_model(cfg).to(device)
 
 
+def one_epoch(cfg: DictConfig, batches: int | None = None, as_run: bool = False) -> None:
+    """Trainer settings of a measured fit: one epoch (of ``batches``), no model summary, and a
+    progress bar and checkpoints only when timed as a training run has them."""
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = 1
+        if batches is not None:
+            cfg.trainer.limit_train_batches = batches
+        cfg.trainer.enable_progress_bar = as_run
+        cfg.trainer.enable_checkpointing = as_run
+        cfg.trainer.enable_model_summary = False
+
+
 def bench_train(args: argparse.Namespace) -> list[str]:
     device = torch.device(args.device)
     cfg = bench_config(args)
@@ -252,12 +264,8 @@ def bench_train(args: argparse.Namespace) -> list[str]:
     fast_path = FastPath(args.channels_last, mode)  # one instance: compiles once, in the first fit
 
     as_run = args.callbacks == "run"
+    one_epoch(cfg, count, as_run)
     with open_dict(cfg):
-        cfg.trainer.max_epochs = 1
-        cfg.trainer.limit_train_batches = count
-        cfg.trainer.enable_progress_bar = as_run
-        cfg.trainer.enable_checkpointing = as_run
-        cfg.trainer.enable_model_summary = False
         cfg.callbacks.fast_path = None  # the bench's own instance, shared by the repetitions
 
     def lightning_run() -> tuple[int, float]:
@@ -537,15 +545,14 @@ def main(argv: list[str] | None = None) -> int:
     for i, job in enumerate(jobs):
         try:
             row = run_benchmark(job)
-        except UserError as exc:
-            if args.what != "suite":
+        except Exception as exc:  # a suite reports a failing setting (e.g. a compile mode) and goes on
+            if args.what == "suite":
+                row = failed_row(job, exc)
+            elif isinstance(exc, UserError):
                 print(f"gan_lab: error: {exc}", file=sys.stderr)
                 return 2
-            row = failed_row(job, exc)
-        except Exception as exc:  # a suite reports a failing setting (e.g. a compile mode) and goes on
-            if args.what != "suite":
+            else:
                 raise
-            row = failed_row(job, exc)
         if i == 0:
             start_section()  # only once a row exists: a setting refused up front writes nothing
         emit(table_row(row))

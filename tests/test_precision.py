@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import open_dict
 from torch.utils.data import DataLoader
 
 from gan_lab import bench
-from gan_lab.build import build_model, build_trainer
+from gan_lab.build import build_trainer
 
 BATCHES, BATCH, SIZE = 3, 8, 16
 
@@ -23,12 +22,7 @@ def bench_cfg(model: str, precision: str, *overrides: str):
                              "--precision", precision, "--device", "cpu", "--output", "-", "noise.latent_dim=8",
                              *overrides])
     cfg = bench.bench_config(args)
-    with open_dict(cfg):
-        cfg.trainer.max_epochs = 1
-        cfg.trainer.enable_progress_bar = False
-        cfg.trainer.enable_checkpointing = False
-        cfg.trainer.enable_model_summary = False
-        cfg.trainer.logger = False
+    bench.one_epoch(cfg)  # as the bench's Lightning run (build_trainer gets no loggers)
     return cfg
 
 
