@@ -165,10 +165,11 @@ def generate(cfg: DictConfig) -> dict[str, str]:
             if inter.gif:
                 pictures = [grid_image(sweep[i::len(classes)], nrow=rows, upscale_to=up) for i in range(len(classes))]
                 written["classes_gif"] = str(save_gif(pictures, out / "classes.gif", int(inter.frame_ms)))
-            if inter.class_blend and len(classes) > 1 and not accepts_class_weights(model, len(names)):
+            blend_wanted = inter.class_blend and len(classes) > 1
+            if blend_wanted and not accepts_class_weights(model, len(names)):
                 print("class_blend: skipped, this model's generator takes class indices only "
                       "(gan_lab's conditional generators also take class weights [N, num_classes]).")
-            elif inter.class_blend and len(classes) > 1:
+            elif blend_wanted:
                 blend, frames = class_blend(model, classes, max(2, int(inter.steps)), rows, cfg.seed, len(names))
                 path = " -> ".join(names[c] for c in classes)
                 written["class_blend"] = str(save_grid(blend, out / "class_blend.png", nrow=frames,
