@@ -1,15 +1,18 @@
 """Metrics on known inputs: FID/KID/IS, Parzen log-likelihood, nearest neighbours, class accuracy."""
 from __future__ import annotations
 
+import hashlib
 import math
 
 import pytest
 import torch
 
 from gan_lab.data.digits import Digits
+from gan_lab.errors import UserError
 from gan_lab.metrics import (DomainAutoencoder, DomainClassifier, class_accuracy, frechet_distance,
                              inception_score, kernel_distance, load_extractor, memorisation, nearest_neighbours,
                              parzen_evaluate, parzen_log_likelihood, select_sigma)
+from gan_lab.metrics import extract_all
 from gan_lab.metrics.features import as_float
 from gan_lab.metrics.neighbours import neighbour_rows
 from gan_lab.metrics.records import append_evaluation, read_metrics_json, update_metrics_json
@@ -32,33 +35,152 @@ def shifted(images: torch.Tensor, amount: float) -> torch.Tensor:
     return (as_float(images) + amount).clamp(-1, 1)
 
 
+def features(extractor, images):
+    return extract_all(extractor, images, 256, "cpu")[0]
+
+
 def test_fid_of_a_set_against_itself_is_zero_and_grows_with_a_shift(digits, random_extractor):
     x = digits.dataset("train").images[:400]
-    same = frechet_distance(x, x, random_extractor)
-    small = frechet_distance(x, shifted(x, 0.2), random_extractor)
-    large = frechet_distance(x, shifted(x, 0.6), random_extractor)
+    real = features(random_extractor, x)
+    same = frechet_distance(real, real)
+    small = frechet_distance(real, features(random_extractor, shifted(x, 0.2)))
+    far = features(random_extractor, shifted(x, 0.6))
+    large = frechet_distance(real, far)
     assert same < 1e-3 * small
     assert 0 < small < large
-    kid_same, _ = kernel_distance(x, x, random_extractor, subset_size=200, subsets=20)
-    kid_large, _ = kernel_distance(x, shifted(x, 0.6), random_extractor, subset_size=200, subsets=20)
+    kid_same, _ = kernel_distance(real, real, subset_size=200, subsets=20)
+    kid_large, _ = kernel_distance(real, far, subset_size=200, subsets=20)
     assert abs(kid_same) < 0.05 * kid_large
     # seeded subsets: the same call gives the same value
-    assert kernel_distance(x, shifted(x, 0.6), random_extractor, subset_size=200, subsets=20) == \
-        kernel_distance(x, shifted(x, 0.6), random_extractor, subset_size=200, subsets=20)
+    assert kernel_distance(real, far, subset_size=200, subsets=20) == kernel_distance(real, far, subset_size=200,
+                                                                                     subsets=20)
+
+
+def test_fid_matches_the_closed_form_for_gaussian_features():
+    # FID(N(0, I), N(mu, s^2 I)) = |mu|^2 + d (1 - s)^2
+    g = torch.Generator().manual_seed(0)
+    d, n = 4, 40000
+    mu, s = torch.tensor([1.0, 0.0, 0.0, 0.0]), 2.0
+    real = torch.randn(n, d, generator=g)
+    fake = mu + s * torch.randn(n, d, generator=g)
+    assert frechet_distance(real, fake) == pytest.approx(1.0 + d * (1 - s) ** 2, rel=0.03)
 
 
 def test_inception_score_counts_confident_distinct_classes():
-    class OneHot(DomainClassifier):  # logits = 20 * one-hot of a class encoded in the first pixel
-        def logits(self, images):
-            return 20.0 * torch.nn.functional.one_hot(images[:, 0, 0, 0].long(), 4).float()
+    classes = torch.arange(400) % 4
+    logits = 20.0 * torch.nn.functional.one_hot(classes, 4).float()  # certain, four equally used classes
+    score, _ = inception_score(logits, splits=1)
+    assert score == pytest.approx(4.0, rel=1e-4)
+    one_class = 20.0 * torch.nn.functional.one_hot(torch.full((400,), 2), 4).float()
+    assert inception_score(one_class, splits=4)[0] == pytest.approx(1.0, rel=1e-4)
 
-    extractor = OneHot(channels=1, num_classes=4)
-    images = torch.zeros(400, 1, 4, 4, dtype=torch.uint8)
-    images[:, 0, 0, 0] = torch.arange(400) % 4
-    score, _ = inception_score(images, extractor, splits=1)
-    assert score == pytest.approx(4.0, rel=1e-4)  # four equally used, certain classes
-    images[:, 0, 0, 0] = 2
-    assert inception_score(images, extractor, splits=4)[0] == pytest.approx(1.0, rel=1e-4)
+
+class Replay:
+    """A stand-in GAN module whose "generator" returns training images of random indices, at ``size``."""
+
+    device = torch.device("cpu")
+    training = False
+
+    def __init__(self, images, size):
+        self.images, self.size = images, size
+
+    class noise:
+        @staticmethod
+        def sample(n, device):
+            return torch.randint(0, 1000, (n, 1))
+
+    def sample(self, z, labels):
+        return torch.nn.functional.adaptive_avg_pool2d(as_float(self.images[z[:, 0]]), self.size)
+
+    def sample_labels(self, n):
+        return torch.zeros(n, dtype=torch.long)
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+
+def test_evaluator_extracts_each_image_set_once_and_real_features_once_per_evaluator(digits):
+    from gan_lab.metrics.suite import Evaluator
+
+    class Counting(DomainClassifier):
+        passes: list = []
+
+        def extract(self, images):
+            self.passes.append(images.shape[0])
+            return super().extract(images)
+
+    evaluator = Evaluator(metrics=["fid", "kid", "is", "memorisation", "neighbours"], num_samples=60, num_real=300,
+                          kid_subsets=3, neighbours=2, batch_size=1000)
+    torch.manual_seed(0)
+    evaluator._extractors["auto"] = Counting(1, 10).eval()
+    replay = Replay(digits.dataset("train").images, 32)
+    record, _ = evaluator.evaluate(replay, digits)
+    assert sorted(Counting.passes) == [60, 180, 300]  # generated, val (all 180), train: one pass each
+    assert set(record["results"]) == {"fid", "kid", "is", "memorisation", "neighbours"}
+    Counting.passes.clear()
+    again, _ = evaluator.evaluate(replay, digits)  # as the training callback does every few epochs
+    assert Counting.passes == [60]  # only the generated images; real features are kept
+    assert again["results"]["fid"]["value"] == pytest.approx(record["results"]["fid"]["value"], rel=1e-6)
+
+
+def random_inception_weights(path):
+    """torch-fidelity's Inception-v3 with its initial (random) weights, saved as its weights file is."""
+    from unittest import mock
+
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    empty = path.parent / "empty.pth"
+    torch.save({}, empty)
+    with mock.patch.object(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None):
+        torch.manual_seed(0)
+        net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_inception_extractor_reads_torch_fidelity_weights_and_gives_features_and_logits_in_one_pass(
+        digits, tmp_path, monkeypatch):
+    from gan_lab.metrics.features import INCEPTION_FILE, InceptionExtractor
+    from gan_lab.metrics.suite import Evaluator
+
+    train, val = digits.dataset("train"), digits.dataset("val")
+    splits = ((train.images, train.labels), (val.images, val.labels))
+    weights = random_inception_weights(tmp_path / INCEPTION_FILE)
+    extractor = load_extractor("digits", *splits, 10, cache_dir=tmp_path, kind="inception",
+                               inception_weights=str(weights))
+    assert isinstance(extractor, InceptionExtractor)
+    x = train.images[:4]  # 1-channel uint8 32px: repeated to RGB, resized to 299px inside
+    f, logits = extractor.extract(x)
+    assert f.shape == (4, 2048) and logits.shape == (4, 1008) and torch.isfinite(f).all()
+    assert torch.equal(extractor(x), f) and torch.equal(extractor.logits(as_float(x)), logits)  # float [-1, 1] too
+    about = extractor.describe()
+    assert about["extractor"] == "inception-v3-compat" and about["resize"].endswith("to 299px")
+    assert about["extractor_checksum"] == hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+
+    evaluator = Evaluator(metrics=["fid", "is"], num_samples=6, num_real=6, is_splits=2,
+                          extractor={"kind": "inception", "inception_weights": str(weights)})
+    record, flat = evaluator.evaluate(Replay(train.images, 32), digits)
+    assert record["results"]["fid"]["extractor"] == "inception-v3-compat" and flat["val/fid"] >= 0
+    assert record["results"]["is"]["extractor"] == "inception-v3-compat" and flat["val/is"] >= 1 - 1e-6
+
+    # kind=auto finds the file where torchmetrics' first online FID leaves it: the torch hub cache
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    with pytest.raises(UserError, match=f"needs the FID Inception weights {INCEPTION_FILE} in .*hub/checkpoints"):
+        load_extractor("digits", *splits, 10, cache_dir=tmp_path, kind="inception")
+    (hub / "checkpoints").mkdir(parents=True)
+    (hub / "checkpoints" / INCEPTION_FILE).write_bytes(weights.read_bytes())
+    found = load_extractor("digits", *splits, 10, cache_dir=tmp_path, kind="auto")
+    assert isinstance(found, InceptionExtractor) and found.checksum == about["extractor_checksum"]
+
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(weights.read_bytes()[:1000])  # an interrupted download
+    with pytest.raises(UserError, match="broken.pth is not torch-fidelity's Inception-v3 weights file"):
+        InceptionExtractor(broken)
 
 
 def test_parzen_matches_the_direct_formula():
@@ -152,32 +274,10 @@ def test_evaluation_at_a_lower_generator_resolution_compares_with_downsampled_da
     """A progressive GAN mid-growth generates 16px images from 32px data: real images are area-downsampled."""
     from gan_lab.metrics.suite import Evaluator
 
-    class Replay:  # a "generator" that returns downsampled training images of random indices
-        device = torch.device("cpu")
-        training = False
-
-        class noise:
-            @staticmethod
-            def sample(n, device):
-                return torch.randint(0, 1000, (n, 1))
-
-        def sample(self, z, labels):
-            images = as_float(digits.dataset("train").images[z[:, 0]])
-            return torch.nn.functional.adaptive_avg_pool2d(images, 16)
-
-        def sample_labels(self, n):
-            return torch.zeros(n, dtype=torch.long)
-
-        def eval(self):
-            return self
-
-        def train(self, mode=True):
-            return self
-
     evaluator = Evaluator(metrics=["parzen", "neighbours"], num_samples=50, parzen_samples=200, neighbours=3,
                           neighbours_k=2, parzen_sigmas=[0.1, 0.3])
     evaluator._extractors["auto"] = DomainClassifier(1, 10).eval()
-    record, flat = evaluator.evaluate(Replay(), digits)
+    record, flat = evaluator.evaluate(Replay(digits.dataset("train").images, 16), digits)
     res = record["results"]
     assert res["parzen"]["space"] == "pixels in [0, 1], 1x16x16" and res["parzen"]["resize"] == "area to 16px"
     assert max(res["neighbours"]["pixel_distance"]) < 0.05  # replayed training images find themselves

@@ -1,7 +1,7 @@
 """Feature extractors for FID, KID, IS, nearest neighbours and class accuracy.
 
-Inception-v3 (the FID standard) is used only when its weights are already on disk and
-torch-fidelity is installed: nothing downloads. Otherwise the metrics use a *domain* extractor: a
+Inception-v3 (the FID standard, torch-fidelity's network) is used only when its weights are
+already on disk: nothing downloads. Otherwise the metrics use a *domain* extractor: a
 small CNN classifier trained on the dataset's labelled training split (or an auto-encoder's
 encoder for unlabelled data), trained once and cached. Numbers from different extractors are not
 comparable, so every extractor carries a ``name`` and a ``checksum`` of its weights, and every
@@ -26,8 +26,11 @@ from gan_lab.fs import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
-#: file name torch-fidelity (and so torchmetrics) gives the FID Inception weights in the torch hub cache
-INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+#: where torch-fidelity (and so torchmetrics' FID) downloads the FID Inception-v3 weights from, and the
+#: file name they then have in the torch hub cache (``<torch hub dir>/checkpoints/``)
+INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                 "weights-inception-2015-12-05-6726825d.pth")
+INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
 #: bump when the domain networks or their training change, so old caches are not reused
 DOMAIN_VERSION = 2
 
@@ -65,6 +68,10 @@ class FeatureExtractor(nn.Module, ABC):
 
     def logits(self, images: Tensor) -> Tensor | None:
         return None
+
+    def extract(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Features and class logits (``None`` without a head) of one batch, in one pass."""
+        return self(images), None
 
     @property
     def checksum(self) -> str:
@@ -113,6 +120,10 @@ class DomainClassifier(FeatureExtractor):
     def logits(self, images: Tensor) -> Tensor:
         return self.head(self(images))
 
+    def extract(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        features = self(images)
+        return features, self.head(features)
+
 
 class DomainAutoencoder(FeatureExtractor):
     """Encoder features of an auto-encoder trained to reconstruct the (unlabelled) training images."""
@@ -144,22 +155,25 @@ class DomainAutoencoder(FeatureExtractor):
 
 
 class InceptionExtractor(FeatureExtractor):
-    """The FID Inception-v3 of torch-fidelity from a weights file on disk (2048 pool features and
-    the 1008 unbiased logits used by the Inception Score)."""
+    """The FID Inception-v3 of torch-fidelity (what torchmetrics' FID uses) from a weights file on
+    disk: 2048 pool features and, from the same forward pass, the 1008 unbiased logits of the
+    Inception Score. Inputs are resized to 299px with torch-fidelity's TF1-compatible bilinear
+    interpolation, as the original FID code does, so values can be compared with published ones."""
 
     num_classes = 1008
 
     def __init__(self, weights_path: str | Path) -> None:
         super().__init__()
-        from torchmetrics.image.fid import NoTrainInceptionV3
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         path = str(weights_path)
-        # antialias=False: the TF1-compatible resize of the original FID code, so values can be
-        # compared with published ones
-        self.features_net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
-                                               feature_extractor_weights_path=path, antialias=False)
-        self.logits_net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["logits_unbiased"],
-                                             feature_extractor_weights_path=path, antialias=False)
+        try:
+            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                                   feature_extractor_weights_path=path)
+        except Exception as exc:  # a truncated download, another network's weights, ...
+            raise UserError(f"inception_weights={path} is not torch-fidelity's Inception-v3 weights file "
+                            f"({INCEPTION_FILE}): {type(exc).__name__}: {str(exc).splitlines()[0][:120]}; "
+                            f"replace it or use kind=domain.") from None
         self.num_features, self.name = 2048, "inception-v3-compat"
         self.resize = "torch-fidelity bilinear (TF1-compatible) to 299px"
         self.quality = {}
@@ -174,11 +188,26 @@ class InceptionExtractor(FeatureExtractor):
         x = images if images.dtype == torch.uint8 else as_float(images).add(1).mul(127.5).round().clamp(0, 255).byte()
         return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
+    def extract(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        features, logits = self.net(self.prepare(images))
+        return features, logits
+
     def forward(self, images: Tensor) -> Tensor:
-        return self.features_net(self.prepare(images))
+        return self.extract(images)[0]
 
     def logits(self, images: Tensor) -> Tensor:
-        return self.logits_net(self.prepare(images))
+        return self.extract(images)[1]
+
+
+@torch.no_grad()
+def extract_all(extractor: FeatureExtractor, images: Tensor, batch_size: int,
+                device: str | torch.device) -> tuple[Tensor, Tensor | None]:
+    """Features ``[N, num_features]`` and logits ``[N, num_classes]`` (``None`` without a head) of
+    uint8 or float images, in batches of ``batch_size`` on ``device``: one pass over the images."""
+    parts = [extractor.extract(images[i:i + batch_size].to(device)) for i in range(0, images.shape[0], batch_size)]
+    features = torch.cat([f for f, _ in parts])
+    logits = None if parts[0][1] is None else torch.cat([logit for _, logit in parts])
+    return features, logits
 
 
 def find_inception_weights(configured: str | None = None) -> Path | None:
@@ -286,9 +315,9 @@ def load_extractor(dataset: str, train: tuple[Tensor, Tensor], val: tuple[Tensor
         if path is not None:
             return InceptionExtractor(path).to(device)
         if kind == "inception":
-            raise UserError(f"kind=inception needs torch-fidelity and the Inception weights ({INCEPTION_FILE}) "
-                            f"in the torch hub cache or at inception_weights=<path>, and they were not found; "
-                            f"provide them or use kind=domain.")
+            raise UserError(f"kind=inception needs the FID Inception weights {INCEPTION_FILE} in "
+                            f"{Path(torch.hub.get_dir()) / 'checkpoints'} or at inception_weights=<path>, and they "
+                            f"were not found; download them from {INCEPTION_URL} or use kind=domain.")
     what = "classifier" if num_classes > 1 else "autoencoder"
     size = train[0].shape[-1]
     key = data_key(train[0], train[1], DOMAIN_VERSION, what, input_size, steps, seed)

@@ -1,9 +1,11 @@
-"""FID, KID and Inception Score through torchmetrics, with an explicit feature extractor.
+"""FID, KID and Inception Score through torchmetrics, from features computed beforehand.
 
-The extractor (see :mod:`gan_lab.metrics.features`) is passed as torchmetrics' ``feature`` module,
-so nothing downloads. Images are uint8 or float in [-1, 1]; they are fed in batches on the
-extractor's device. KID and IS draw random subsets: they run under a fixed seed in a forked RNG, so
-a score is reproducible and training's random stream is untouched.
+The caller extracts the features (and class logits) of each image set once, with an explicit
+extractor (see :mod:`gan_lab.metrics.features`), and every metric reuses them: with Inception,
+FID + KID + IS + nearest neighbours cost one pass over the generated images, and the real images'
+features are computed once per evaluator. torchmetrics gets the features through a pass-through
+``feature`` module, so nothing downloads. KID and IS draw random subsets: they run under a fixed
+seed in a forked RNG, so a score is reproducible and training's random stream is untouched.
 """
 from __future__ import annotations
 
@@ -17,18 +19,19 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from gan_lab.metrics.features import FeatureExtractor
+#: rows per metric update: bounds the float64 copies torchmetrics makes of a chunk
+CHUNK = 4096
 
 
-class _Logits(nn.Module):
-    """The extractor's class logits as torchmetrics' IS ``feature`` module."""
+class _Given(nn.Module):
+    """torchmetrics' ``feature`` module for features already extracted: passes them through."""
 
-    def __init__(self, extractor: FeatureExtractor) -> None:
+    def __init__(self, num_features: int) -> None:
         super().__init__()
-        self.extractor = extractor
+        self.num_features = int(num_features)
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.extractor.logits(images)
+    def forward(self, features: Tensor) -> Tensor:
+        return features
 
 
 def _quiet(metric_class, **kwargs):
@@ -38,37 +41,32 @@ def _quiet(metric_class, **kwargs):
         return metric_class(**kwargs)
 
 
-def _device(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
-
-
-def _batches(images: Tensor, batch_size: int, device) -> Iterable[Tensor]:
-    for i in range(0, images.shape[0], batch_size):
-        yield images[i:i + batch_size].to(device)
+def _chunks(features: Tensor) -> Iterable[Tensor]:
+    return features.split(CHUNK)
 
 
 @torch.no_grad()
-def frechet_distance(real: Tensor, fake: Tensor, extractor: FeatureExtractor, batch_size: int = 256) -> float:
-    """FID between two image sets in the extractor's feature space."""
-    device = _device(extractor)
-    metric = FrechetInceptionDistance(feature=extractor, reset_real_features=True).to(device)
-    for x in _batches(real, batch_size, device):
+def frechet_distance(real: Tensor, fake: Tensor) -> float:
+    """FID between two sets of features ``[N, F]`` (e.g. :func:`~gan_lab.metrics.features.extract_all`)."""
+    metric = FrechetInceptionDistance(feature=_Given(real.shape[1]), reset_real_features=True).to(real.device)
+    for x in _chunks(real):
         metric.update(x, real=True)
-    for x in _batches(fake, batch_size, device):
+    for x in _chunks(fake.to(real.device)):
         metric.update(x, real=False)
     return float(metric.compute().clamp_min(0.0))
 
 
 @torch.no_grad()
-def kernel_distance(real: Tensor, fake: Tensor, extractor: FeatureExtractor, subset_size: int = 1000,
-                    subsets: int = 100, batch_size: int = 256, seed: int = 0) -> tuple[float, float]:
-    """KID (mean, std over ``subsets`` random subsets); ``subset_size`` is capped by both set sizes."""
-    device = _device(extractor)
+def kernel_distance(real: Tensor, fake: Tensor, subset_size: int = 1000, subsets: int = 100,
+                    seed: int = 0) -> tuple[float, float]:
+    """KID (mean, std over ``subsets`` random subsets) between two sets of features; ``subset_size``
+    is capped by both set sizes."""
     size = min(subset_size, real.shape[0], fake.shape[0])
-    metric = _quiet(KernelInceptionDistance, feature=extractor, subsets=subsets, subset_size=size).to(device)
-    for x in _batches(real, batch_size, device):
+    metric = _quiet(KernelInceptionDistance, feature=_Given(real.shape[1]), subsets=subsets,
+                    subset_size=size).to(real.device)
+    for x in _chunks(real):
         metric.update(x, real=True)
-    for x in _batches(fake, batch_size, device):
+    for x in _chunks(fake.to(real.device)):
         metric.update(x, real=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -77,15 +75,11 @@ def kernel_distance(real: Tensor, fake: Tensor, extractor: FeatureExtractor, sub
 
 
 @torch.no_grad()
-def inception_score(fake: Tensor, extractor: FeatureExtractor, splits: int = 10, batch_size: int = 256,
-                    seed: int = 0) -> tuple[float, float]:
-    """Inception Score (mean, std over ``splits``) from the extractor's class logits."""
-    if extractor.logits(fake[:1].to(_device(extractor))) is None:
-        raise ValueError(f"the feature extractor {extractor.name} has no classifier head, so no Inception Score.")
-    device = _device(extractor)
-    metric = _quiet(InceptionScore, feature=_Logits(extractor),
-                    splits=max(1, min(splits, fake.shape[0] // 2))).to(device)
-    for x in _batches(fake, batch_size, device):
+def inception_score(logits: Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """Inception Score (mean, std over ``splits``) from the class logits ``[N, C]`` of generated images."""
+    metric = _quiet(InceptionScore, feature=_Given(logits.shape[1]),
+                    splits=max(1, min(splits, logits.shape[0] // 2))).to(logits.device)
+    for x in _chunks(logits):
         metric.update(x)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

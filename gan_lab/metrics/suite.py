@@ -22,7 +22,7 @@ from torchvision.utils import make_grid
 
 from gan_lab.errors import UserError
 from gan_lab.metrics.classes import class_accuracy
-from gan_lab.metrics.features import FeatureExtractor, load_extractor
+from gan_lab.metrics.features import FeatureExtractor, extract_all, load_extractor
 from gan_lab.metrics.fid import frechet_distance, inception_score, kernel_distance
 from gan_lab.metrics.neighbours import memorisation, nearest_neighbours, neighbour_rows
 from gan_lab.metrics.parzen import DEFAULT_SIGMAS, parzen_evaluate
@@ -121,6 +121,7 @@ class Evaluator:
         self.extractor_cfg = dict(extractor or {})
         self.batch_size, self.seed, self.ema = int(batch_size), int(seed), bool(ema)
         self._extractors: dict[str, FeatureExtractor] = {}
+        self._real_features: dict[tuple, Tensor] = {}
 
     # --- feature extractors --------------------------------------------------------------
 
@@ -146,10 +147,19 @@ class Evaluator:
             return main
         return self.extractor(datamodule, device, kind="domain")
 
-    @torch.no_grad()
-    def features(self, extractor: FeatureExtractor, images: Tensor, device) -> Tensor:
-        return torch.cat([extractor(images[i:i + self.batch_size].to(device))
-                          for i in range(0, images.shape[0], self.batch_size)])
+    def extract(self, extractor: FeatureExtractor, images: Tensor, device) -> tuple[Tensor, Tensor | None]:
+        """Features and logits of generated images: one pass, shared by every metric."""
+        return extract_all(extractor, images, self.batch_size, device)
+
+    def real_features(self, extractor: FeatureExtractor, datamodule, split: str, images: Tensor, device) -> Tensor:
+        """Features of ``images`` of a real split, extracted once per evaluator (a training run evaluates
+        every few epochs against the same images); keyed by extractor, the split's storage and the
+        images' shape (a growing generator's resolution)."""
+        source = datamodule.dataset(split).images
+        key = (extractor.name, extractor.checksum, split, source.data_ptr(), tuple(images.shape))
+        if key not in self._real_features:
+            self._real_features[key] = extract_all(extractor, images, self.batch_size, device)[0]
+        return self._real_features[key].to(device)
 
     # --- the evaluation ------------------------------------------------------------------
 
@@ -202,13 +212,16 @@ class Evaluator:
         needs_features = chosen & {"fid", "kid", "is", "memorisation", "neighbours"}
         extractor = self.extractor(datamodule, device) if needs_features else None
         about = extractor.describe() if extractor is not None else {}
+        if needs_features:
+            fake_features, fake_logits = self.extract(extractor, fake_main, device)
+        if chosen & {"fid", "kid", "memorisation", "neighbours"}:
+            train_features = self.real_features(extractor, datamodule, self.real_split, real_images, device)
         if "fid" in chosen:
-            value = frechet_distance(real_images, fake_main, extractor, self.batch_size)
+            value = frechet_distance(train_features, fake_features)
             results["fid"] = {"value": value, **base, "num_real": len(real_images), **about}
         if "kid" in chosen:
             size = min(self.kid_subset_size, len(real_images), n_gen)
-            mean, std = kernel_distance(real_images, fake_main, extractor, size, self.kid_subsets,
-                                        self.batch_size, self.seed)
+            mean, std = kernel_distance(train_features, fake_features, size, self.kid_subsets, self.seed)
             results["kid"] = {"value": mean, "std": std, **base, "num_real": len(real_images),
                               "subset_size": size, "subsets": self.kid_subsets, **about}
         if "is" in chosen:
@@ -216,7 +229,8 @@ class Evaluator:
             if scorer is None:
                 results["is"] = {"skipped": "unlabelled data and no Inception weights: no classifier for IS"}
             else:
-                mean, std = inception_score(fake_main, scorer, self.is_splits, self.batch_size, self.seed)
+                logits = fake_logits if scorer is extractor else self.extract(scorer, fake_main, device)[1]
+                mean, std = inception_score(logits, self.is_splits, self.seed)
                 results["is"] = {"value": mean, "std": std, "num_generated": n_gen,
                                  "splits": self.is_splits, "num_real": 0, **scorer.describe()}
         if "parzen" in chosen:
@@ -231,10 +245,8 @@ class Evaluator:
                                      "space": f"pixels in [0, 1], {fake.shape[1]}x{fake.shape[2]}x{fake.shape[3]}",
                                      "resize": base.get("real_resize", "none"), "extractor": "none"}
         if chosen & {"memorisation", "neighbours"}:
-            train_features = self.features(extractor, real_images, device)
-            fake_features = self.features(extractor, fake_main, device)
             if "memorisation" in chosen:
-                val_features = self.features(extractor, val.images[:self.num_real], device)
+                val_features = self.real_features(extractor, datamodule, "val", val.images[:self.num_real], device)
                 res = memorisation(fake_features, train_features, val_features, self.memorisation_quantile,
                                    seed=self.seed)
                 results["memorisation"] = {**res, **base, "num_real": len(real_images),
