@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from gan_lab.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer, resolved
+from gan_lab.callbacks.resume import stopped_by_time_limit, trainer_max_time
 from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, report_user_error
 from gan_lab.fs import probe_writable
 from gan_lab.metrics.records import read_metrics_json, update_metrics_json
@@ -88,13 +89,23 @@ class RunSummary(L.Callback):
         self.path, self.start = Path(path), start
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.write(trainer, pl_module, "completed")
+        if not stopped_by_time_limit(trainer):
+            self.write(trainer, pl_module, "completed")
+            return
+        # trainer.max_time ended the run at an epoch boundary: as resumable as an interruption
+        self.write(trainer, pl_module, "interrupted", reason="max_time")
+        if trainer.is_global_zero:
+            print(f"gan_lab: trainer.max_time={trainer_max_time(trainer)} reached after epoch "
+                  f"{trainer.current_epoch - 1}; continue with ckpt_path={self.path.parent / 'checkpoints' / 'last.ckpt'} "
+                  f"and a larger trainer.max_time (it counts the time of every part of the run).", file=sys.stderr)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exc: BaseException) -> None:
         if isinstance(exc, TrainingDiverged):
             values = {k: v if math.isfinite(v) else str(v) for k, v in exc.values.items()}  # strict JSON
             self.write(trainer, pl_module, "diverged",
                        diverged={"batch": exc.step, "values": values, "message": str(exc)})
+        elif isinstance(exc, TrainingInterrupted) and exc.signum is None:
+            self.write(trainer, pl_module, "interrupted", reason="max_time")
         elif isinstance(exc, TrainingInterrupted):
             self.write(trainer, pl_module, "interrupted", signal=exc.signum)
 
@@ -126,7 +137,12 @@ def train(cfg: DictConfig) -> float | None:
     for logger in loggers:
         logger.log_hyperparams(resolved(cfg))
     log.info("run directory: %s", run_dir.resolve())
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    except TrainingInterrupted as exc:
+        if exc.signum is not None:
+            raise
+        print(f"gan_lab: {exc}", file=sys.stderr)  # trainer.max_time mid-epoch: the stop the user asked for
     if trainer.is_global_zero:
         # Under ddp_spawn the module trained in worker processes and came back with their weights
         # only: take its counters from the summary their process 0 wrote (a no-op otherwise).

@@ -7,14 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Timer
 
 from gan_lab.checkpoint_io import AtomicCheckpointIO
-from gan_lab.errors import TrainingInterrupted
+from gan_lab.errors import TrainingInterrupted, UserError
 from gan_lab.run import train
 from tests.conftest import CONF, ROOT, TINY
 
@@ -174,3 +176,45 @@ def test_max_steps_checkpoint_resumes_at_next_epoch(make_cfg, tmp_path):
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["gan_lab"]["batches_seen"] == 5
     assert state["callbacks"]["ExactResume"]["mid_epoch"] is False
+
+
+class BatchClock(Timer):
+    """``trainer.max_time`` whose clock advances one second per trained batch: stops at a known batch."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(duration=timedelta(seconds=seconds), interval="step", verbose=False)
+        self.batches = 0
+
+    def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
+        self.batches += 1
+        super().on_train_batch_end(trainer, *args, **kwargs)
+
+    def time_elapsed(self, stage: str = "train") -> float:
+        return self.batches + self._offset if stage == "train" else 0.0
+
+
+def test_time_limit_mid_epoch_writes_an_exact_mid_epoch_checkpoint(make_cfg, tmp_path):
+    """max_time reached after batch 6 (2nd of epoch 1) or 4 (an epoch end): the run ends normally with
+    status interrupted, and resuming with more time gives the weights of 8 batches in one go."""
+    def clock(seconds):
+        return ["+callbacks.clock._target_=tests.test_resume.BatchClock", f"+callbacks.clock.seconds={seconds}"]
+
+    full = tmp_path / "full"
+    train(make_cfg(*overrides("dcgan", "trainer.max_epochs=2"), run_dir=full))
+    expected, _ = weights(full)
+    for seconds in (6, 4):
+        cut = tmp_path / f"cut{seconds}"
+        train(make_cfg(*overrides("dcgan", "trainer.max_epochs=2", *clock(seconds)), run_dir=cut))
+        summary = json.loads((cut / "metrics.json").read_text())
+        assert (summary["status"], summary["reason"], summary["batches_seen"]) == ("interrupted", "max_time", seconds)
+        ckpt = cut / "checkpoints" / "last.ckpt"
+        assert weights(cut)[1]["callbacks"]["ExactResume"]["mid_epoch"] is (seconds == 6)
+        with pytest.raises(UserError, match=r"trainer.max_time=00:00:00:0\d is already spent: the run of ckpt_path="):
+            train(make_cfg(*overrides("dcgan", "trainer.max_epochs=2", *clock(seconds), f"ckpt_path={ckpt}"),
+                           run_dir=tmp_path / f"spent{seconds}"))
+        resumed = tmp_path / f"resumed{seconds}"
+        train(make_cfg(*overrides("dcgan", "trainer.max_epochs=2", *clock(100), f"ckpt_path={ckpt}"), run_dir=resumed))
+        got, state = weights(resumed)
+        assert_same(expected, got)
+        assert state["gan_lab"]["batches_seen"] == 8
+        assert json.loads((resumed / "metrics.json").read_text())["status"] == "completed"

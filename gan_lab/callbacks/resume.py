@@ -17,6 +17,12 @@ checkpoint: the signal only sets a flag, the batch in progress finishes (an inte
 the D and G updates could not be resumed exactly), then ``<dirpath>/last.ckpt`` is written and
 training stops with :class:`~gan_lab.errors.TrainingInterrupted`; under DDP every rank stops after
 the same batch, the first at whose end any rank had received the signal. A second Ctrl-C stops at once.
+
+A time limit (``trainer.max_time``, Lightning's ``Timer``) reached in the middle of an epoch is
+handled the same way: Lightning would end the epoch there, and its epoch-end checkpoint would
+resume at the *next* epoch, silently skipping the rest of this one. ``ExactResume`` writes the
+mid-epoch checkpoint instead (it must follow the Timer in the callback list, see
+:func:`after_timer`).
 """
 from __future__ import annotations
 
@@ -29,8 +35,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Timer
 
-from gan_lab.errors import TrainingInterrupted
+from gan_lab.errors import TrainingInterrupted, UserError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,48 @@ def gather(state: dict[str, Any]) -> list[dict[str, Any]]:
     states: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(states, state)
     return states
+
+
+def time_limit(trainer: L.Trainer) -> Timer | None:
+    """Lightning's ``Timer`` of ``trainer.max_time`` (or one passed as a callback), if any."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, Timer) and cb.time_remaining() is not None),
+                None)
+
+
+def dhms(seconds: float) -> str:
+    """Seconds as ``DD:HH:MM:SS`` (the format of ``trainer.max_time``)."""
+    days, rest = divmod(int(round(seconds)), 86400)
+    return f"{days:02d}:{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+
+
+def trainer_max_time(trainer: L.Trainer) -> str:
+    """The time limit as ``DD:HH:MM:SS``."""
+    timer = time_limit(trainer)
+    return dhms(timer.time_remaining() + timer.time_elapsed()) if timer is not None else "none"
+
+
+def stopped_by_time_limit(trainer: L.Trainer) -> bool:
+    """Whether a fit that ended normally was ended by ``trainer.max_time`` before its epochs or steps."""
+    timer = time_limit(trainer)
+    if timer is None or timer.time_remaining() > 0:
+        return False
+    epochs_left = trainer.max_epochs is None or trainer.max_epochs < 0 or trainer.current_epoch < trainer.max_epochs
+    steps_left = trainer.max_steps < 0 or trainer.global_step < trainer.max_steps
+    return epochs_left and steps_left
+
+
+def after_timer(trainer: L.Trainer) -> L.Trainer:
+    """Put Lightning's Timer before ``ExactResume`` in ``trainer.callbacks``, so that at the end of
+    a batch the Timer decides first and ``ExactResume`` turns a mid-epoch time limit into a
+    mid-epoch checkpoint (Lightning appends the Timer after the user's callbacks)."""
+    callbacks = trainer.callbacks
+    timers = [cb for cb in callbacks if isinstance(cb, Timer)]
+    resume = next((i for i, cb in enumerate(callbacks) if isinstance(cb, ExactResume)), None)
+    if timers and resume is not None:
+        rest = [cb for cb in callbacks if not isinstance(cb, Timer)]
+        at = rest.index(callbacks[resume])
+        trainer.callbacks = rest[:at] + timers + rest[at:]
+    return trainer
 
 
 class ExactResume(L.Callback):
@@ -143,6 +192,13 @@ class ExactResume(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        timer = time_limit(trainer)  # restored from the checkpoint by now
+        if timer is not None and timer.time_remaining() <= 0 and trainer.ckpt_path:
+            raise UserError(f"trainer.max_time={trainer_max_time(trainer)} is already spent: the run of "
+                            f"ckpt_path={trainer.ckpt_path} trained for {dhms(timer.time_elapsed())}; raise "
+                            f"trainer.max_time (it counts the time of every part of the run).")
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._pending is not None:
             self.batch_in_epoch = int(self._pending["batch_in_epoch"])
@@ -165,21 +221,29 @@ class ExactResume(L.Callback):
         agreed = self._agreed_request(trainer)
         if agreed is not None:
             self.requested = agreed  # never reset here: a signal may arrive while the ranks agree
-        if agreed is None or not self._mid_epoch:
+        # the Timer (before this callback) decided on this batch, the same on every rank
+        out_of_time = agreed is None and trainer.should_stop and time_limit(trainer) is not None
+        if (agreed is None and not out_of_time) or not self._mid_epoch:
             # a signal during the last batch of an epoch is served after the epoch-end hooks
-            # (scheduler step, epoch checkpoint), at the end of the next batch
+            # (scheduler step, epoch checkpoint), at the end of the next batch; a time limit reached
+            # there ends the run at the epoch boundary, where Lightning's checkpoint is exact
             return
-        name = signal.Signals(self.requested).name
+        signum = None if out_of_time else self.requested
+        if out_of_time:
+            name = f"trainer.max_time={trainer_max_time(trainer)} reached"
+            how = "with a larger trainer.max_time (it counts the time of every part of the run)"
+        else:
+            name, how = f"{signal.Signals(self.requested).name} received", ""
         batches_seen = getattr(pl_module, "batches_seen", trainer.global_step)
         guard = next((cb for cb in trainer.callbacks if hasattr(cb, "weights_finite")), None)
         if guard is not None and not guard.weights_finite(pl_module):
             raise TrainingInterrupted(
-                f"{name} received at batch {batches_seen}, but the weights are not finite, so no "
-                f"checkpoint was written; resume from the last good {self.path}.", signum=self.requested)
-        trainer.save_checkpoint(self.path)
+                f"{name} at batch {batches_seen}, but the weights are not finite, so no "
+                f"checkpoint was written; resume from the last good {self.path}.", signum=signum)
+        trainer.save_checkpoint(self.path, weights_only=False)
         raise TrainingInterrupted(
-            f"{name} received: stopped after batch {batches_seen} (epoch {trainer.current_epoch}) and "
-            f"saved {self.path}; continue with ckpt_path={self.path}.", signum=self.requested)
+            f"{name}: stopped after batch {batches_seen} (epoch {trainer.current_epoch}) and "
+            f"saved {self.path}; continue with ckpt_path={self.path}{' ' + how if how else ''}.", signum=signum)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()
