@@ -46,6 +46,7 @@ def test_nan_weights_stop_and_keep_last_good_checkpoint(make_cfg, tmp_path):
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "diverged" and summary["diverged"]["batch"] == 5
     assert summary["diverged"]["values"]["weights"] == "nan"
+    assert (run / "curves.png").is_file()  # the curves up to the divergence
     with open(run / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["diverged"] for r in rows if r.get("diverged")] == ["1.0"]

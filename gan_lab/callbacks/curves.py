@@ -11,6 +11,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from gan_lab.errors import TrainingDiverged, TrainingInterrupted
+
 
 class TrainingCurves(L.Callback):
     """Records every ``train/*`` value the module logs and plots loss / score panels.
@@ -45,6 +47,11 @@ class TrainingCurves(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.plot()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # an interrupted or diverged run shows its curves up to where it stopped
+        if isinstance(exception, (TrainingInterrupted, TrainingDiverged)):
+            self.plot()
 
     @rank_zero_only
     def plot(self) -> Path | None:

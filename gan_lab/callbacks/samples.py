@@ -13,6 +13,8 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from gan_lab.errors import TrainingInterrupted
+
 
 def grid_image(images: Tensor, nrow: int, row_names: Sequence[str] | None = None,
                upscale_to: int = 0) -> Image.Image:
@@ -70,6 +72,13 @@ class SampleGrid(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         # max_steps or a limit may end training mid-epoch: always leave the final grid.
         self.write(trainer, pl_module, "final")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # an interrupted run (signal, trainer.max_time) shows where it stopped, as its checkpoint does
+        if isinstance(exception, TrainingInterrupted):
+            images = pl_module.sample_fixed()
+            if bool(torch.isfinite(images).all()):  # never a grid of non-finite weights
+                self._save(trainer, pl_module, images, "final")
 
     def write(self, trainer, pl_module, tag: str) -> None:
         images = pl_module.sample_fixed()  # every rank runs G (keeps DDP collectives in step)
