@@ -178,3 +178,22 @@ def test_ddp_spawn_summary_and_main_process_model(make_cfg, monkeypatch):
         assert torch.equal(state[key], trained[key]), key
     assert any(not torch.equal(state[k], initial[k]) for k in state if k.startswith("generator."))
     assert any(not torch.equal(state[k], initial[k]) for k in state if k.startswith("discriminator."))
+
+
+@pytest.mark.slow
+def test_ddp_time_limit_mid_epoch_resumes_exactly(tmp_path):
+    """trainer.max_time reached after batch 2 (mid-epoch 0) on both processes: they save together, the
+    run ends with exit status 0, and resuming with more time gives the uninterrupted weights."""
+    full = ddp_cpu_run(tmp_path / "full", tmp_path / "probe_full")
+    clock = ["+callbacks.clock._target_=tests.test_resume.BatchClock"]
+    res = ddp_cpu_cli(tmp_path / "cut", *clock, "+callbacks.clock.seconds=2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "trainer.max_time=00:00:00:02 reached: stopped after batch 2 (epoch 0)" in res.stderr
+    summary = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert (summary["status"], summary["reason"], summary["batches_seen"]) == ("interrupted", "max_time", 2)
+    resumed = ddp_cpu_run(tmp_path / "resumed", tmp_path / "probe_resumed", *clock, "+callbacks.clock.seconds=100",
+                          f"ckpt_path={tmp_path / 'cut' / 'checkpoints' / 'last.ckpt'}")
+    for r in (0, 1):
+        assert resumed[r]["batches_seen"] == 6
+        for key, value in full[r]["parameters"].items():
+            assert torch.equal(resumed[r]["parameters"][key], value), (r, key)
