@@ -231,7 +231,7 @@ class ExactResume(L.Callback):
         signum = None if out_of_time else self.requested
         if out_of_time:
             name = f"trainer.max_time={trainer_max_time(trainer)} reached"
-            how = "with a larger trainer.max_time (it counts the time of every part of the run)"
+            how = "and a larger trainer.max_time (it counts the time of every part of the run)"
         else:
             name, how = f"{signal.Signals(self.requested).name} received", ""
         batches_seen = getattr(pl_module, "batches_seen", trainer.global_step)
