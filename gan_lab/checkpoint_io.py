@@ -1,4 +1,5 @@
-"""Atomic checkpoint writes: a crash, a kill or a full disk mid-save never corrupts ``last.ckpt``.
+"""Atomic checkpoint writes: a crash, a kill or a full disk mid-save never corrupts ``last.ckpt``;
+and a checkpoint that cannot be read (copied halfway, corrupted) is one sentence naming it.
 
 The checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
 over the target with ``os.replace`` (atomic on POSIX and Windows within one file system): readers
@@ -7,11 +8,28 @@ as a Trainer plugin.
 """
 from __future__ import annotations
 
-from typing import Any
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
 
+import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from gan_lab.errors import UserError
 from gan_lab.fs import atomic_torch_save
+
+
+def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict[str, Any]:
+    """A checkpoint's content on the CPU; a truncated or corrupted file is one sentence naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        others = sorted(p.name for p in Path(path).parent.glob("*.ckpt") if p.name != Path(path).name)
+        hint = f" (others there: {', '.join(others[-3:])})" if others else ""
+        raise UserError(f"{what}={path} cannot be read as a checkpoint, it is truncated or corrupted "
+                        f"({reason}); use another checkpoint of the run{hint}.") from None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -25,3 +43,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         atomic_torch_save(checkpoint, path)
         return None
+
+    def load_checkpoint(self, path, map_location: Callable | None = None, weights_only: bool | None = None
+                        ) -> dict[str, Any]:
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        return read_checkpoint(path)

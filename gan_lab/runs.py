@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gan_lab.build import build_datamodule, build_model
+from gan_lab.checkpoint_io import read_checkpoint
 from gan_lab.errors import UserError
 
 
@@ -67,8 +68,8 @@ def load_run(run_dir: str | Path, ckpt: str | Path | None = None, device: str | 
                         f"(the run's are in {Path(run_dir) / 'checkpoints'}).")
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(ckpt_path, what="checkpoint")
+    model.on_load_checkpoint(state)  # before the weights, as Lightning does: checks they fit the model
     model.load_state_dict(state["state_dict"])
-    model.on_load_checkpoint(state)
     model.to(pick_device(device)).eval()
     return LoadedRun(cfg, datamodule, model, ckpt_path, int(state.get("epoch", 0)), int(state.get("global_step", 0)))

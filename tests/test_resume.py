@@ -220,3 +220,24 @@ def test_time_limit_mid_epoch_writes_an_exact_mid_epoch_checkpoint(make_cfg, tmp
         assert_same(expected, got)
         assert state["gan_lab"]["batches_seen"] == 8
         assert json.loads((resumed / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_unreadable_or_foreign_checkpoint_is_one_sentence_before_training(make_cfg, tmp_path):
+    from gan_lab.checkpoint_io import read_checkpoint
+
+    run = tmp_path / "run"
+    train(make_cfg(*overrides("dcgan", "trainer.max_epochs=1"), run_dir=run))
+    good = run / "checkpoints" / "last.ckpt"
+    truncated = tmp_path / "copied_halfway.ckpt"
+    truncated.write_bytes(good.read_bytes()[:4000])
+    with pytest.raises(UserError, match=f"ckpt_path={truncated} cannot be read as a checkpoint, it is truncated "
+                                        f"or corrupted .*; use another checkpoint of the run."):
+        train(make_cfg(*overrides("dcgan", f"ckpt_path={truncated}"), run_dir=tmp_path / "a"))
+    with pytest.raises(UserError, match=r"ckpt_path=.*last.ckpt holds other nets than this config builds "
+                                        r"\(generator.net.0.weight is \[16, 16, 4, 4\] there and \[16, 8, 4, 4\] "
+                                        r"here, and \d+ more of other shapes\); use the model and data overrides"):
+        train(make_cfg(*overrides("dcgan", "model.generator.width=4", f"ckpt_path={good}"), run_dir=tmp_path / "b"))
+    for failed in ("a", "b"):
+        assert not (tmp_path / failed / "checkpoints").exists()  # nothing trained
+    with pytest.raises(UserError, match=f"checkpoint={truncated} cannot be read as a checkpoint"):
+        read_checkpoint(truncated, what="checkpoint")  # what evaluate and generate load with (load_run)

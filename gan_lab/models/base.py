@@ -260,10 +260,37 @@ class GAN(L.LightningModule):
 
     # --- checkpoint state ---------------------------------------------------------------
 
+    def check_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """One sentence, instead of PyTorch's report of every key, when a checkpoint holds other nets
+        than this config builds (another model, width, image size or latent size)."""
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        resized = [(k, list(state[k].shape), list(own[k].shape)) for k in own
+                   if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+        resized.sort(key=lambda r: r[0].startswith("fixed_"))  # a net's weight names the difference best
+        if not (missing or unexpected or resized):
+            return
+        parts = []
+        if resized:
+            key, theirs, ours = resized[0]
+            more = f", and {len(resized) - 1} more of other shapes" if len(resized) > 1 else ""
+            parts.append(f"{key} is {theirs} there and {ours} here{more}")
+        if missing:
+            parts.append(f"{len(missing)} weights of this model are not in it (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} of its weights are not in this model (e.g. {unexpected[0]})")
+        trainer = self._trainer
+        source = f"ckpt_path={trainer.ckpt_path}" if trainer is not None and trainer.ckpt_path else "the checkpoint"
+        raise UserError(f"{source} holds other nets than this config builds ({'; '.join(parts)}); use the "
+                        f"model and data overrides of the run that wrote it (its .hydra/overrides.yaml).")
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gan_lab"] = {"batches_seen": self.batches_seen, "images_seen": self.images_seen}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # called before the weights are loaded (by Lightning and by gan_lab.runs.load_run)
+        self.check_state_dict(checkpoint.get("state_dict", {}))
         state = checkpoint.get("gan_lab", {})
         self.batches_seen = int(state.get("batches_seen", 0))
         self.images_seen = int(state.get("images_seen", 0))
