@@ -2,6 +2,7 @@
 both launchers (processes started as scripts, or spawned), exact resume mid-epoch and at epoch ends."""
 from __future__ import annotations
 
+import csv
 import json
 import signal
 from pathlib import Path
@@ -22,15 +23,21 @@ class RankProbe(L.Callback):
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)
         self.indices: dict[int, list[int]] = {}
+        self.terms: dict[int, dict[str, float]] = {}  # this rank's loss terms on logging steps
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.indices[trainer.current_epoch] = [int(i) for i in trainer.train_dataloader.sampler]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.is_logging_step():
+            self.terms[pl_module.batches_seen] = {k: float(v) for k, v in outputs.items()}
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
         torch.save({
             "world_size": trainer.world_size,
             "indices": self.indices,
+            "terms": self.terms,
             "parameters": {k: v.detach().cpu().clone() for k, v in pl_module.named_parameters()},
             "noise": pl_module.noise.sample(4, "cpu"),
             "batches_seen": pl_module.batches_seen,
@@ -89,6 +96,17 @@ def test_ddp_two_cpu_processes(tmp_path):
 
     # per-rank noise streams differ
     assert not torch.equal(ranks[0]["noise"], ranks[1]["noise"])
+
+    # the logged losses are the mean of the ranks' (one collective per logging step)
+    with open(run / "metrics.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("train/d_loss")]
+    assert len(rows) == 6  # trainer=debug logs every batch
+    for row in rows:
+        batch = int(float(row["train/batches_seen"]))
+        per_rank = [ranks[r]["terms"][batch] for r in (0, 1)]
+        assert per_rank[0]["d_loss"] != per_rank[1]["d_loss"]  # each rank trains on its own share
+        for key in ("d_loss", "g_loss", "d_real", "d_fake"):
+            assert float(row[f"train/{key}"]) == pytest.approx((per_rank[0][key] + per_rank[1][key]) / 2, rel=1e-5)
 
     # the data is sharded: each rank takes every second position of the epoch's order (a function of
     # (seed, epoch), new every epoch), the same number each: disjoint shares covering the epoch

@@ -192,12 +192,17 @@ class GAN(L.LightningModule):
         """
         if not self.is_logging_step():
             return
-        metrics = {f"train/{k}": v.detach().float() for k, v in terms.items()}
+        names = list(terms)
+        values = torch.stack([terms[k].detach().float().reshape(()) for k in names])
+        if self.trainer.world_size > 1:
+            # the terms averaged over the DDP ranks in one collective (Lightning's sync_dist would
+            # make one per logged value)
+            values = self.trainer.strategy.reduce(values, reduce_op="mean")
+        metrics = {f"train/{k}": v for k, v in zip(names, values.unbind())}
         for key, value in (("batches_seen", self.batches_seen), ("images_seen", self.images_seen)):
             # filled on the device: a Python number would be a blocking host-to-device copy
             metrics[f"train/{key}"] = torch.full((), float(value), device=self.device)
-        # sync_dist averages the terms over DDP ranks on logging steps only (a no-op on one device)
-        self.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=True)
+        self.log_dict(metrics, on_step=True, on_epoch=False)
         # g_loss is absent from batches without a generator update (e.g. discriminator pre-training)
         shown = [k for k in ("d_loss", "g_loss") if f"train/{k}" in metrics]
         host = torch.stack([metrics[f"train/{k}"].reshape(()) for k in shown]).cpu()
