@@ -69,8 +69,8 @@ def test_fid_matches_the_closed_form_for_gaussian_features():
 def test_inception_score_counts_confident_distinct_classes():
     classes = torch.arange(400) % 4
     logits = 20.0 * torch.nn.functional.one_hot(classes, 4).float()  # certain, four equally used classes
-    score, _ = inception_score(logits, splits=1)
-    assert score == pytest.approx(4.0, rel=1e-4)
+    score, std = inception_score(logits, splits=1)
+    assert score == pytest.approx(4.0, rel=1e-4) and std == 0.0  # one split: no spread (not NaN)
     one_class = 20.0 * torch.nn.functional.one_hot(torch.full((400,), 2), 4).float()
     assert inception_score(one_class, splits=4)[0] == pytest.approx(1.0, rel=1e-4)
 

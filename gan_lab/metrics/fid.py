@@ -76,12 +76,14 @@ def kernel_distance(real: Tensor, fake: Tensor, subset_size: int = 1000, subsets
 
 @torch.no_grad()
 def inception_score(logits: Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
-    """Inception Score (mean, std over ``splits``) from the class logits ``[N, C]`` of generated images."""
-    metric = _quiet(InceptionScore, feature=_Given(logits.shape[1]),
-                    splits=max(1, min(splits, logits.shape[0] // 2))).to(logits.device)
+    """Inception Score (mean, std over ``splits``; std 0 with a single split, i.e. fewer than 4
+    images) from the class logits ``[N, C]`` of generated images."""
+    splits = max(1, min(splits, logits.shape[0] // 2))
+    metric = _quiet(InceptionScore, feature=_Given(logits.shape[1]), splits=splits).to(logits.device)
     for x in _chunks(logits):
         metric.update(x)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*degrees of freedom.*")  # std of one split
         torch.manual_seed(seed)
         mean, std = metric.compute()
-    return float(mean), float(std)
+    return float(mean), float(std) if splits > 1 else 0.0
