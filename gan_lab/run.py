@@ -37,13 +37,22 @@ class OutputDirCheck(Callback):
     traceback (Hydra creates the directory before ``main`` runs)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config.hydra.run.dir, "hydra.run.dir")
+        self._check(config, "run")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+        self._check(config, "sweep")
+
+    @classmethod
+    def _check(cls, config: DictConfig, kind: str) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        # the default directory names the run after ${hydra:runtime.choices...}, which resolves only
+        # once Hydra's own config is published (Hydra does this itself right after this hook)
+        HydraConfig.instance().set_config(config)
+        cls._probe(config.hydra[kind].dir, f"hydra.{kind}.dir")
 
     @staticmethod
-    def _check(path: str, key: str) -> None:
+    def _probe(path: str, key: str) -> None:
         try:
             probe_writable(path)
         except OSError as exc:

@@ -62,3 +62,13 @@ def test_bad_override_is_one_clear_line(tmp_path):
     res = run_cli(*TINY, "model=nonexistent", f"hydra.run.dir={tmp_path / 'r'}")
     assert res.returncode != 0 and "Could not find 'model/nonexistent'" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_default_run_directory_is_named_after_model_and_data_without_warnings(tmp_path):
+    """No hydra.run.dir: runs/<model>-<data>/<time>/ under the working directory, and the run-directory
+    check (a Hydra callback, before Hydra publishes its config) resolves the name without a warning."""
+    res = run_cli(*TINY, "logger=none", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    runs = list((tmp_path / "runs" / "dcgan-digits").iterdir())
+    assert len(runs) == 1 and (runs[0] / "metrics.json").is_file()
+    assert "Warning" not in res.stderr and "HydraConfig was not set" not in res.stderr, res.stderr[-2000:]
