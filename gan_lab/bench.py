@@ -385,7 +385,7 @@ SUITES: dict[str, list[str]] = {
           for opts in ("--precision 32",
                        "--precision bf16-mixed --channels-last",
                        "--precision bf16-mixed --channels-last "
-                       "+optimizer.discriminator.fused=true +optimizer.generator.fused=true",
+                       "optimizer.discriminator.fused=true optimizer.generator.fused=true",
                        # as a training run has it: grids, checkpoints, curves, guard, progress bar, CSV
                        "--precision bf16-mixed --channels-last --callbacks run")),
         # a WikiArt-genre epoch: 45,503 images at 64x64, ArtGAN

@@ -35,3 +35,11 @@ def test_option_composes_and_builds(group, option, tmp_path):
         model = build_model(cfg)
         opts, _ = model.configure_optimizers()
         assert len(opts) == 2
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adam_wgan_gp", "adam_pggan"])
+def test_fused_adam_is_a_config_key(optimizer, tmp_path):
+    cfg = compose_config([f"optimizer={optimizer}", "optimizer.discriminator.fused=true"], tmp_path)
+    build_datamodule(cfg)  # publishes channels and classes into cfg, as a run does
+    opt_d, opt_g = build_model(cfg).configure_optimizers()[0]
+    assert opt_d.defaults["fused"] is True and opt_g.defaults["fused"] is None  # null: torch's choice
