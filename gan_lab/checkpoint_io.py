@@ -20,16 +20,23 @@ from gan_lab.errors import UserError
 from gan_lab.fs import atomic_torch_save
 
 
-def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict[str, Any]:
+def read_checkpoint(path: str | Path, what: str = "ckpt_path", weights_only: bool = False) -> dict[str, Any]:
     """A checkpoint's content on the CPU; a truncated or corrupted file is one sentence naming it."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise UserError(f"{what}={path} cannot be opened ({exc.strerror}); pass a .ckpt file of a run "
+                        f"(<run>/checkpoints/last.ckpt).") from None
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         others = sorted(p.name for p in Path(path).parent.glob("*.ckpt") if p.name != Path(path).name)
         hint = f" (others there: {', '.join(others[-3:])})" if others else ""
         raise UserError(f"{what}={path} cannot be read as a checkpoint, it is truncated or corrupted "
                         f"({reason}); use another checkpoint of the run{hint}.") from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise UserError(f"{what}={path} is not a checkpoint of a gan_lab run (no 'state_dict' in it); pass "
+                        f"<run>/checkpoints/last.ckpt or another .ckpt file of a run.")
+    return state
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -48,4 +55,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         ) -> dict[str, Any]:
         if "://" in str(path):
             return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
-        return read_checkpoint(path)
+        return read_checkpoint(path, weights_only=bool(weights_only))  # None: Lightning's default, a full checkpoint

@@ -42,14 +42,12 @@ def user_error_from_traceback(text: str) -> UserError | None:
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped on a signal (SIGTERM, Ctrl-C) or at ``trainer.max_time`` (``signum`` None)
-    in the middle of an epoch, after writing a resumable checkpoint.
+    """Training stopped on a signal (SIGTERM, Ctrl-C) after writing a resumable checkpoint.
 
-    For a signal the entry point prints the message and exits with ``128 + signum``, the shell's
-    convention; a time limit is the stop the user asked for, and the run ends normally.
+    The entry point prints the message and exits with ``128 + signum``, the shell's convention.
     """
 
-    def __init__(self, message: str, signum: int | None) -> None:
+    def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.signum = signum
 

@@ -101,11 +101,12 @@ class RunSummary(L.Callback):
         if not stopped_by_time_limit(trainer):
             self.write(trainer, pl_module, "completed")
             return
-        # trainer.max_time ended the run at an epoch boundary: as resumable as an interruption
+        # trainer.max_time ended the run (mid-epoch or at an epoch end): resumable as an interruption
         self.write(trainer, pl_module, "interrupted", reason="max_time")
         if trainer.is_global_zero:
-            print(f"gan_lab: trainer.max_time={trainer_max_time(trainer)} reached after epoch "
-                  f"{trainer.current_epoch - 1}; continue with ckpt_path={self.path.parent / 'checkpoints' / 'last.ckpt'} "
+            last = self.path.parent / "checkpoints" / "last.ckpt"
+            print(f"gan_lab: the time limit trainer.max_time ({trainer_max_time(trainer)} of training) was "
+                  f"reached after batch {pl_module.batches_seen}, saved in {last}; continue with ckpt_path={last} "
                   f"and a larger trainer.max_time (it counts the time of every part of the run).", file=sys.stderr)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exc: BaseException) -> None:
@@ -113,8 +114,6 @@ class RunSummary(L.Callback):
             values = {k: v if math.isfinite(v) else str(v) for k, v in exc.values.items()}  # strict JSON
             self.write(trainer, pl_module, "diverged",
                        diverged={"batch": exc.step, "values": values, "message": str(exc)})
-        elif isinstance(exc, TrainingInterrupted) and exc.signum is None:
-            self.write(trainer, pl_module, "interrupted", reason="max_time")
         elif isinstance(exc, TrainingInterrupted):
             self.write(trainer, pl_module, "interrupted", signal=exc.signum)
 
@@ -146,12 +145,7 @@ def train(cfg: DictConfig) -> float | None:
     for logger in loggers:
         logger.log_hyperparams(resolved(cfg))
     log.info("run directory: %s", run_dir.resolve())
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    except TrainingInterrupted as exc:
-        if exc.signum is not None:
-            raise
-        print(f"gan_lab: {exc}", file=sys.stderr)  # trainer.max_time mid-epoch: the stop the user asked for
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     if trainer.is_global_zero:
         # Under ddp_spawn the module trained in worker processes and came back with their weights
         # only: take its counters from the summary their process 0 wrote (a no-op otherwise).

@@ -68,7 +68,7 @@ def load_run(run_dir: str | Path, ckpt: str | Path | None = None, device: str | 
                         f"(the run's are in {Path(run_dir) / 'checkpoints'}).")
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
-    state = read_checkpoint(ckpt_path, what="checkpoint")
+    state = read_checkpoint(ckpt_path, what="ckpt")
     model.on_load_checkpoint(state)  # before the weights, as Lightning does: checks they fit the model
     model.load_state_dict(state["state_dict"])
     model.to(pick_device(device)).eval()

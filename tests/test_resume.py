@@ -206,12 +206,17 @@ def test_time_limit_mid_epoch_writes_an_exact_mid_epoch_checkpoint(make_cfg, tmp
     expected, _ = weights(full)
     for seconds in (6, 4):
         cut = tmp_path / f"cut{seconds}"
-        train(make_cfg(*overrides("dcgan", "trainer.max_epochs=2", *clock(seconds)), run_dir=cut))
+        # with the sample grids and curves of a run: the epoch-end hooks run as after any epoch
+        train(make_cfg(*[o for o in overrides("dcgan", "trainer.max_epochs=2", *clock(seconds))
+                         if not o.endswith("=null")], run_dir=cut))
+        assert (cut / "samples" / "final.png").is_file() and (cut / "curves.png").is_file()
+        assert not list((cut / "checkpoints").glob(".time_limit*"))  # moved in place of last.ckpt
         summary = json.loads((cut / "metrics.json").read_text())
         assert (summary["status"], summary["reason"], summary["batches_seen"]) == ("interrupted", "max_time", seconds)
         ckpt = cut / "checkpoints" / "last.ckpt"
         assert weights(cut)[1]["callbacks"]["ExactResume"]["mid_epoch"] is (seconds == 6)
-        with pytest.raises(UserError, match=r"trainer.max_time=00:00:00:0\d is already spent: the run of ckpt_path="):
+        with pytest.raises(UserError, match=r"trainer.max_time \(0:00:0\d of training\) is already spent: the run of "
+                                            r"ckpt_path=.* trained for 0:00:0\d; raise trainer.max_time"):
             train(make_cfg(*overrides("dcgan", "trainer.max_epochs=2", *clock(seconds), f"ckpt_path={ckpt}"),
                            run_dir=tmp_path / f"spent{seconds}"))
         resumed = tmp_path / f"resumed{seconds}"
@@ -235,9 +240,13 @@ def test_unreadable_or_foreign_checkpoint_is_one_sentence_before_training(make_c
         train(make_cfg(*overrides("dcgan", f"ckpt_path={truncated}"), run_dir=tmp_path / "a"))
     with pytest.raises(UserError, match=r"ckpt_path=.*last.ckpt holds other nets than this config builds "
                                         r"\(generator.net.0.weight is \[16, 16, 4, 4\] there and \[16, 8, 4, 4\] "
-                                        r"here, and \d+ more of other shapes\); use the model and data overrides"):
+                                        r"here, and \d+ more of other shapes\); use it with the config of the run"):
         train(make_cfg(*overrides("dcgan", "model.generator.width=4", f"ckpt_path={good}"), run_dir=tmp_path / "b"))
     for failed in ("a", "b"):
         assert not (tmp_path / failed / "checkpoints").exists()  # nothing trained
-    with pytest.raises(UserError, match=f"checkpoint={truncated} cannot be read as a checkpoint"):
-        read_checkpoint(truncated, what="checkpoint")  # what evaluate and generate load with (load_run)
+    with pytest.raises(UserError, match=f"ckpt={truncated} cannot be read as a checkpoint"):
+        read_checkpoint(truncated, what="ckpt")  # what evaluate and generate load with (load_run)
+    weights_only = tmp_path / "weights.pt"
+    torch.save(torch.load(good, weights_only=False)["state_dict"], weights_only)  # a bare state_dict
+    with pytest.raises(UserError, match=f"ckpt_path={weights_only} is not a checkpoint of a gan_lab run"):
+        train(make_cfg(*overrides("dcgan", f"ckpt_path={weights_only}"), run_dir=tmp_path / "c"))

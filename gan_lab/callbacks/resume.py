@@ -18,15 +18,17 @@ the D and G updates could not be resumed exactly), then ``<dirpath>/last.ckpt`` 
 training stops with :class:`~gan_lab.errors.TrainingInterrupted`; under DDP every rank stops after
 the same batch, the first at whose end any rank had received the signal. A second Ctrl-C stops at once.
 
-A time limit (``trainer.max_time``, Lightning's ``Timer``) reached in the middle of an epoch is
-handled the same way: Lightning would end the epoch there, and its epoch-end checkpoint would
-resume at the *next* epoch, silently skipping the rest of this one. ``ExactResume`` writes the
-mid-epoch checkpoint instead (it must follow the Timer in the callback list, see
+A time limit (``trainer.max_time``, Lightning's ``Timer``) reached in the middle of an epoch ends
+that epoch early, and Lightning's epoch-end checkpoint would resume at the *next* epoch, silently
+skipping the rest of this one. ``ExactResume`` writes a mid-epoch checkpoint at the batch where the
+Timer stopped and, once the fit has ended normally (epoch-end hooks, evaluations, final grids),
+puts it in place of ``last.ckpt`` (it must follow the Timer in the callback list, see
 :func:`after_timer`).
 """
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 from pathlib import Path
@@ -92,13 +94,13 @@ def time_limit(trainer: L.Trainer) -> Timer | None:
 
 
 def dhms(seconds: float) -> str:
-    """Seconds as ``DD:HH:MM:SS`` (the format of ``trainer.max_time``)."""
-    days, rest = divmod(int(round(seconds)), 86400)
-    return f"{days:02d}:{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    """A duration as hours, minutes and seconds (``49:30:00``)."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def trainer_max_time(trainer: L.Trainer) -> str:
-    """The time limit as ``DD:HH:MM:SS``."""
+    """The time limit as hours, minutes and seconds."""
     timer = time_limit(trainer)
     return dhms(timer.time_remaining() + timer.time_elapsed()) if timer is not None else "none"
 
@@ -108,6 +110,8 @@ def stopped_by_time_limit(trainer: L.Trainer) -> bool:
     timer = time_limit(trainer)
     if timer is None or timer.time_remaining() > 0:
         return False
+    if any(isinstance(cb, ExactResume) and cb.stopped_by_time_limit for cb in trainer.callbacks):
+        return True  # it cut an epoch short (maybe the last one)
     epochs_left = trainer.max_epochs is None or trainer.max_epochs < 0 or trainer.current_epoch < trainer.max_epochs
     steps_left = trainer.max_steps < 0 or trainer.global_step < trainer.max_steps
     return epochs_left and steps_left
@@ -145,6 +149,8 @@ class ExactResume(L.Callback):
         self.requested: int | None = None
         self._pending: dict[str, Any] | None = None
         self._previous_handlers: dict[int, Any] = {}
+        self._time_limit_path: Path | None = None
+        self.stopped_by_time_limit = False  # trainer.max_time cut an epoch short
 
     # --- checkpoint state -------------------------------------------------------------------
 
@@ -195,9 +201,9 @@ class ExactResume(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         timer = time_limit(trainer)  # restored from the checkpoint by now
         if timer is not None and timer.time_remaining() <= 0 and trainer.ckpt_path:
-            raise UserError(f"trainer.max_time={trainer_max_time(trainer)} is already spent: the run of "
-                            f"ckpt_path={trainer.ckpt_path} trained for {dhms(timer.time_elapsed())}; raise "
-                            f"trainer.max_time (it counts the time of every part of the run).")
+            raise UserError(f"the time limit trainer.max_time ({trainer_max_time(trainer)} of training) is already "
+                            f"spent: the run of ckpt_path={trainer.ckpt_path} trained for {dhms(timer.time_elapsed())}; "
+                            f"raise trainer.max_time (it counts the time of every part of the run).")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._pending is not None:
@@ -221,29 +227,53 @@ class ExactResume(L.Callback):
         agreed = self._agreed_request(trainer)
         if agreed is not None:
             self.requested = agreed  # never reset here: a signal may arrive while the ranks agree
-        # the Timer (before this callback) decided on this batch, the same on every rank
-        out_of_time = agreed is None and trainer.should_stop and time_limit(trainer) is not None
-        if (agreed is None and not out_of_time) or not self._mid_epoch:
+        if agreed is None and self._mid_epoch and self._out_of_time(trainer):
+            self._save_time_limit_checkpoint(trainer)
+            return  # Lightning ends the epoch and the run normally (epoch-end hooks, evaluation)
+        if agreed is None or not self._mid_epoch:
             # a signal during the last batch of an epoch is served after the epoch-end hooks
-            # (scheduler step, epoch checkpoint), at the end of the next batch; a time limit reached
-            # there ends the run at the epoch boundary, where Lightning's checkpoint is exact
+            # (scheduler step, epoch checkpoint), at the end of the next batch
             return
-        signum = None if out_of_time else self.requested
-        if out_of_time:
-            name = f"trainer.max_time={trainer_max_time(trainer)} reached"
-            how = "and a larger trainer.max_time (it counts the time of every part of the run)"
-        else:
-            name, how = f"{signal.Signals(self.requested).name} received", ""
+        name = signal.Signals(self.requested).name
         batches_seen = getattr(pl_module, "batches_seen", trainer.global_step)
-        guard = next((cb for cb in trainer.callbacks if hasattr(cb, "weights_finite")), None)
-        if guard is not None and not guard.weights_finite(pl_module):
+        if not self._weights_finite(trainer, pl_module):
             raise TrainingInterrupted(
-                f"{name} at batch {batches_seen}, but the weights are not finite, so no "
-                f"checkpoint was written; resume from the last good {self.path}.", signum=signum)
+                f"{name} received at batch {batches_seen}, but the weights are not finite, so no "
+                f"checkpoint was written; resume from the last good {self.path}.", signum=self.requested)
         trainer.save_checkpoint(self.path, weights_only=False)
         raise TrainingInterrupted(
-            f"{name}: stopped after batch {batches_seen} (epoch {trainer.current_epoch}) and "
-            f"saved {self.path}; continue with ckpt_path={self.path}{' ' + how if how else ''}.", signum=signum)
+            f"{name} received: stopped after batch {batches_seen} (epoch {trainer.current_epoch}) and "
+            f"saved {self.path}; continue with ckpt_path={self.path}.", signum=self.requested)
+
+    @staticmethod
+    def _out_of_time(trainer: L.Trainer) -> bool:
+        """Whether the Timer (before this callback) stopped training on this batch: its decision,
+        taken on process 0 and the same on every process."""
+        timer = time_limit(trainer)
+        if not trainer.should_stop or timer is None:
+            return False
+        return bool(trainer.strategy.broadcast(timer.time_remaining() <= 0))
+
+    @staticmethod
+    def _weights_finite(trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+        guard = next((cb for cb in trainer.callbacks if hasattr(cb, "weights_finite")), None)
+        return guard is None or guard.weights_finite(pl_module)
+
+    def _save_time_limit_checkpoint(self, trainer: L.Trainer) -> None:
+        """The mid-epoch checkpoint of a time limit, written now (this batch's state, before the
+        epoch-end hooks step the schedulers) beside ``last.ckpt``; it replaces the epoch-end
+        ``last.ckpt`` once the fit has ended (:meth:`on_fit_end`)."""
+        if not self._weights_finite(trainer, trainer.lightning_module):
+            log.warning("trainer.max_time reached with non-finite weights: no mid-epoch checkpoint written.")
+            return
+        self._time_limit_path = self.path.with_name(f".time_limit.{self.path.name}")
+        trainer.save_checkpoint(self._time_limit_path, weights_only=False)
+        self.stopped_by_time_limit = True
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path, self._time_limit_path = self._time_limit_path, None
+        if path is not None and trainer.is_global_zero:
+            os.replace(path, self.path)  # after every epoch-end save of last.ckpt
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()

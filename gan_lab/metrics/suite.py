@@ -157,8 +157,8 @@ class Evaluator:
         images' shape (a growing generator's resolution)."""
         source = datamodule.dataset(split).images
         key = (extractor.name, extractor.checksum, split, source.data_ptr(), tuple(images.shape))
-        if key not in self._real_features:
-            self._real_features[key] = extract_all(extractor, images, self.batch_size, device)[0]
+        if key not in self._real_features:  # kept in host memory: a growing model adds a size per resolution
+            self._real_features[key] = extract_all(extractor, images, self.batch_size, device)[0].cpu()
         return self._real_features[key].to(device)
 
     # --- the evaluation ------------------------------------------------------------------

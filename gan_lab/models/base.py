@@ -287,8 +287,8 @@ class GAN(L.LightningModule):
             parts.append(f"{len(unexpected)} of its weights are not in this model (e.g. {unexpected[0]})")
         trainer = self._trainer
         source = f"ckpt_path={trainer.ckpt_path}" if trainer is not None and trainer.ckpt_path else "the checkpoint"
-        raise UserError(f"{source} holds other nets than this config builds ({'; '.join(parts)}); use the "
-                        f"model and data overrides of the run that wrote it (its .hydra/overrides.yaml).")
+        raise UserError(f"{source} holds other nets than this config builds ({'; '.join(parts)}); use it with "
+                        f"the config of the run that wrote it (its model and data overrides, .hydra/overrides.yaml).")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gan_lab"] = {"batches_seen": self.batches_seen, "images_seen": self.images_seen}
