@@ -23,6 +23,7 @@ from torch import Tensor
 
 from gan_lab.errors import UserError
 from gan_lab.fs import atomic_torch_save
+from gan_lab.metrics.sampling import seeded
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +247,7 @@ def train_domain_extractor(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tens
     """Train a classifier (``num_classes > 1``) or an auto-encoder on uint8 images; measure it on ``val``."""
     images, labels = train
     channels = images.shape[1]
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():  # callers may run under no_grad
-        torch.manual_seed(seed)
+    with seeded(seed, device), torch.enable_grad():  # callers may run under no_grad
         if num_classes > 1:
             net: FeatureExtractor = DomainClassifier(channels, num_classes, input_size, name=name)
         else:

@@ -19,6 +19,8 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from gan_lab.metrics.sampling import seeded
+
 #: rows per metric update: bounds the float64 copies torchmetrics makes of a chunk
 CHUNK = 4096
 
@@ -68,8 +70,7 @@ def kernel_distance(real: Tensor, fake: Tensor, subset_size: int = 1000, subsets
         metric.update(x, real=True)
     for x in _chunks(fake.to(real.device)):
         metric.update(x, real=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed, real.device):
         mean, std = metric.compute()
     return float(mean), float(std)
 
@@ -82,8 +83,7 @@ def inception_score(logits: Tensor, splits: int = 10, seed: int = 0) -> tuple[fl
     metric = _quiet(InceptionScore, feature=_Given(logits.shape[1]), splits=splits).to(logits.device)
     for x in _chunks(logits):
         metric.update(x)
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+    with seeded(seed, logits.device), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*degrees of freedom.*")  # std of one split
-        torch.manual_seed(seed)
         mean, std = metric.compute()
     return float(mean), float(std) if splits > 1 else 0.0
