@@ -20,10 +20,13 @@ from gan_lab.errors import UserError
 from gan_lab.fs import atomic_torch_save
 
 
-def read_checkpoint(path: str | Path, what: str = "ckpt_path", weights_only: bool = False) -> dict[str, Any]:
-    """A checkpoint's content on the CPU; a truncated or corrupted file is one sentence naming it."""
+def read_checkpoint(path: str | Path, what: str = "ckpt_path", weights_only: bool = False,
+                    run_checkpoint: bool = True, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint's content on the CPU; a truncated or corrupted file is one sentence naming it, and
+    so is a file that is not a run's checkpoint (no ``state_dict``) when ``run_checkpoint``.
+    ``mmap``: map the tensors instead of reading them (a quick check of a large file)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=weights_only)
+        state = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         raise UserError(f"{what}={path} cannot be opened ({exc.strerror}); pass a .ckpt file of a run "
                         f"(<run>/checkpoints/last.ckpt).") from None
@@ -33,7 +36,7 @@ def read_checkpoint(path: str | Path, what: str = "ckpt_path", weights_only: boo
         hint = f" (others there: {', '.join(others[-3:])})" if others else ""
         raise UserError(f"{what}={path} cannot be read as a checkpoint, it is truncated or corrupted "
                         f"({reason}); use another checkpoint of the run{hint}.") from None
-    if not isinstance(state, dict) or "state_dict" not in state:
+    if run_checkpoint and (not isinstance(state, dict) or "state_dict" not in state):
         raise UserError(f"{what}={path} is not a checkpoint of a gan_lab run (no 'state_dict' in it); pass "
                         f"<run>/checkpoints/last.ckpt or another .ckpt file of a run.")
     return state
@@ -55,4 +58,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         ) -> dict[str, Any]:
         if "://" in str(path):
             return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
-        return read_checkpoint(path, weights_only=bool(weights_only))  # None: Lightning's default, a full checkpoint
+        # Lightning also reads its own files through here (ddp_spawn hands the weights back in one)
+        return read_checkpoint(path, weights_only=bool(weights_only), run_checkpoint=False)

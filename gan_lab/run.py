@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from gan_lab.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer, resolved
 from gan_lab.callbacks.resume import stopped_by_time_limit, trainer_max_time
+from gan_lab.checkpoint_io import read_checkpoint
 from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, report_user_error
 from gan_lab.fs import probe_writable
 from gan_lab.metrics.records import read_metrics_json, update_metrics_json
@@ -72,6 +73,8 @@ def check_paths(cfg: DictConfig) -> Path:
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; pass <run>/checkpoints/last.ckpt "
                         f"of an earlier run, or drop ckpt_path to start afresh.")
+    if cfg.ckpt_path is not None:
+        read_checkpoint(cfg.ckpt_path, mmap=True)  # readable, and a run's checkpoint (tensors only mapped)
     return run_dir
 
 
