@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from gan_lab.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer, resolved
-from gan_lab.callbacks.resume import stopped_by_time_limit, trainer_max_time
+from gan_lab.callbacks.resume import stopped_by_time_limit
 from gan_lab.checkpoint_io import read_checkpoint
 from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, report_user_error
 from gan_lab.fs import probe_writable
@@ -104,13 +104,9 @@ class RunSummary(L.Callback):
         if not stopped_by_time_limit(trainer):
             self.write(trainer, pl_module, "completed")
             return
-        # trainer.max_time ended the run (mid-epoch or at an epoch end): resumable as an interruption
+        # trainer.max_time ended the run (mid-epoch or at an epoch end): resumable as an interruption,
+        # as ExactResume says
         self.write(trainer, pl_module, "interrupted", reason="max_time")
-        if trainer.is_global_zero:
-            last = self.path.parent / "checkpoints" / "last.ckpt"
-            print(f"gan_lab: the time limit trainer.max_time ({trainer_max_time(trainer)} of training) was "
-                  f"reached after batch {pl_module.batches_seen}, saved in {last}; continue with ckpt_path={last} "
-                  f"and a larger trainer.max_time (it counts the time of every part of the run).", file=sys.stderr)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exc: BaseException) -> None:
         if isinstance(exc, TrainingDiverged):

@@ -31,6 +31,7 @@ import logging
 import os
 import random
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ def stopped_by_time_limit(trainer: L.Trainer) -> bool:
     timer = time_limit(trainer)
     if timer is None or timer.time_remaining() > 0:
         return False
-    if any(isinstance(cb, ExactResume) and cb.stopped_by_time_limit for cb in trainer.callbacks):
+    if any(isinstance(cb, ExactResume) and cb.time_limit_checkpoint is not None for cb in trainer.callbacks):
         return True  # it cut an epoch short (maybe the last one)
     epochs_left = trainer.max_epochs is None or trainer.max_epochs < 0 or trainer.current_epoch < trainer.max_epochs
     steps_left = trainer.max_steps < 0 or trainer.global_step < trainer.max_steps
@@ -121,12 +122,10 @@ def after_timer(trainer: L.Trainer) -> L.Trainer:
     """Put Lightning's Timer before ``ExactResume`` in ``trainer.callbacks``, so that at the end of
     a batch the Timer decides first and ``ExactResume`` turns a mid-epoch time limit into a
     mid-epoch checkpoint (Lightning appends the Timer after the user's callbacks)."""
-    callbacks = trainer.callbacks
-    timers = [cb for cb in callbacks if isinstance(cb, Timer)]
-    resume = next((i for i, cb in enumerate(callbacks) if isinstance(cb, ExactResume)), None)
-    if timers and resume is not None:
-        rest = [cb for cb in callbacks if not isinstance(cb, Timer)]
-        at = rest.index(callbacks[resume])
+    timers = [cb for cb in trainer.callbacks if isinstance(cb, Timer)]
+    rest = [cb for cb in trainer.callbacks if not isinstance(cb, Timer)]
+    at = next((i for i, cb in enumerate(rest) if isinstance(cb, ExactResume)), None)
+    if timers and at is not None:
         trainer.callbacks = rest[:at] + timers + rest[at:]
     return trainer
 
@@ -149,8 +148,7 @@ class ExactResume(L.Callback):
         self.requested: int | None = None
         self._pending: dict[str, Any] | None = None
         self._previous_handlers: dict[int, Any] = {}
-        self._time_limit_path: Path | None = None
-        self.stopped_by_time_limit = False  # trainer.max_time cut an epoch short
+        self.time_limit_checkpoint: Path | None = None  # written when trainer.max_time cut an epoch short
 
     # --- checkpoint state -------------------------------------------------------------------
 
@@ -199,6 +197,7 @@ class ExactResume(L.Callback):
         self._trainer = trainer
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.time_limit_checkpoint = None
         timer = time_limit(trainer)  # restored from the checkpoint by now
         if timer is not None and timer.time_remaining() <= 0 and trainer.ckpt_path:
             raise UserError(f"the time limit trainer.max_time ({trainer_max_time(trainer)} of training) is already "
@@ -266,14 +265,19 @@ class ExactResume(L.Callback):
         if not self._weights_finite(trainer, trainer.lightning_module):
             log.warning("trainer.max_time reached with non-finite weights: no mid-epoch checkpoint written.")
             return
-        self._time_limit_path = self.path.with_name(f".time_limit.{self.path.name}")
-        trainer.save_checkpoint(self._time_limit_path, weights_only=False)
-        self.stopped_by_time_limit = True
+        self.time_limit_checkpoint = self.path.with_name(f".time_limit.{self.path.name}")
+        trainer.save_checkpoint(self.time_limit_checkpoint, weights_only=False)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        path, self._time_limit_path = self._time_limit_path, None
-        if path is not None and trainer.is_global_zero:
-            os.replace(path, self.path)  # after every epoch-end save of last.ckpt
+        if not trainer.is_global_zero:
+            return
+        if self.time_limit_checkpoint is not None:
+            os.replace(self.time_limit_checkpoint, self.path)  # after every epoch-end save of last.ckpt
+        if stopped_by_time_limit(trainer):  # mid-epoch or at an epoch end
+            print(f"gan_lab: the time limit trainer.max_time ({trainer_max_time(trainer)} of training) was "
+                  f"reached after batch {getattr(pl_module, 'batches_seen', trainer.global_step)}, saved in "
+                  f"{self.path}; continue with ckpt_path={self.path} and a larger trainer.max_time (it counts "
+                  f"the time of every part of the run).", file=sys.stderr)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()

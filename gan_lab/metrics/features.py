@@ -190,8 +190,7 @@ class InceptionExtractor(FeatureExtractor):
         return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
     def extract(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        features, logits = self.net(self.prepare(images))
-        return features, logits
+        return self.net(self.prepare(images))  # ("2048", "logits_unbiased") in one pass
 
     def forward(self, images: Tensor) -> Tensor:
         return self.extract(images)[0]
