@@ -1,3 +1,9 @@
 """gan_lab: reproducible GAN experiments with PyTorch Lightning and Hydra."""
+from omegaconf import OmegaConf
 
 __version__ = "0.1.0"
+
+# ``${add:a,b}`` in configs: e.g. an ArtGAN preset's trainer.max_epochs is its pre-training epochs
+# plus its adversarial epochs, so overriding model.pretrain_epochs keeps the adversarial length.
+if not OmegaConf.has_resolver("add"):
+    OmegaConf.register_new_resolver("add", lambda *values: sum(values))

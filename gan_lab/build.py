@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from gan_lab.callbacks.limit import BatchLimit
 from gan_lab.callbacks.resume import after_timer
 from gan_lab.errors import UserError, unwrap_user_error
 from gan_lab.precision import use_phase_autocast
@@ -247,11 +248,19 @@ def sweep_name() -> str | None:
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     """The Trainer; mixed precision autocasts each D/G update, not the whole step (gan_lab.precision).
-    ``trainer.enable_progress_bar=false`` drops the configured progress bar callback; the Timer of
+    ``trainer.enable_progress_bar=false`` drops the configured progress bar callback;
+    ``trainer.max_batches`` (training batches) becomes a :class:`BatchLimit`; the Timer of
     ``trainer.max_time`` runs before ``ExactResume`` (a time limit mid-epoch is saved resumably)."""
     if cfg.trainer.get("enable_progress_bar") is False:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    trainer = make(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    node = cfg.trainer
+    if "max_batches" in node:  # gan_lab's own key (training batches), not a Trainer argument
+        node = node.copy()
+        with open_dict(node):
+            max_batches = node.pop("max_batches")
+        if max_batches is not None:
+            callbacks = [BatchLimit(max_batches), *callbacks]
+    trainer = make(node, "trainer", callbacks=callbacks, logger=loggers or False)
     return after_timer(use_phase_autocast(trainer))
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Timer
 
+from gan_lab.callbacks.limit import batch_limit
 from gan_lab.errors import TrainingInterrupted, UserError
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class ExactResume(L.Callback):
         self._pending: dict[str, Any] | None = None
         self._previous_handlers: dict[int, Any] = {}
         self.time_limit_checkpoint: Path | None = None  # written when trainer.max_time cut an epoch short
+        self.batch_limit_checkpoint: Path | None = None  # written when trainer.max_batches cut an epoch short
 
     # --- checkpoint state -------------------------------------------------------------------
 
@@ -197,7 +199,7 @@ class ExactResume(L.Callback):
         self._trainer = trainer
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.time_limit_checkpoint = None
+        self.time_limit_checkpoint = self.batch_limit_checkpoint = None
         timer = time_limit(trainer)  # restored from the checkpoint by now
         if timer is not None and timer.time_remaining() <= 0 and trainer.ckpt_path:
             raise UserError(f"the time limit trainer.max_time ({trainer_max_time(trainer)} of training) is already "
@@ -229,6 +231,10 @@ class ExactResume(L.Callback):
         if agreed is None and self._mid_epoch and self._out_of_time(trainer):
             self._save_time_limit_checkpoint(trainer)
             return  # Lightning ends the epoch and the run normally (epoch-end hooks, evaluation)
+        limit = batch_limit(trainer)
+        if agreed is None and self._mid_epoch and limit is not None and limit.reached(pl_module):
+            self.batch_limit_checkpoint = self._save_limit_checkpoint(trainer, "max_batches")
+            return
         if agreed is None or not self._mid_epoch:
             # a signal during the last batch of an epoch is served after the epoch-end hooks
             # (scheduler step, epoch checkpoint), at the end of the next batch
@@ -259,20 +265,25 @@ class ExactResume(L.Callback):
         return guard is None or guard.weights_finite(pl_module)
 
     def _save_time_limit_checkpoint(self, trainer: L.Trainer) -> None:
-        """The mid-epoch checkpoint of a time limit, written now (this batch's state, before the
-        epoch-end hooks step the schedulers) beside ``last.ckpt``; it replaces the epoch-end
-        ``last.ckpt`` once the fit has ended (:meth:`on_fit_end`)."""
+        self.time_limit_checkpoint = self._save_limit_checkpoint(trainer, "max_time")
+
+    def _save_limit_checkpoint(self, trainer: L.Trainer, limit: str) -> Path | None:
+        """The mid-epoch checkpoint of a limit (``trainer.max_time`` or ``trainer.max_batches``), written
+        now (this batch's state, before the epoch-end hooks step the schedulers) beside ``last.ckpt``;
+        it replaces the epoch-end ``last.ckpt`` once the fit has ended (:meth:`on_fit_end`)."""
         if not self._weights_finite(trainer, trainer.lightning_module):
-            log.warning("trainer.max_time reached with non-finite weights: no mid-epoch checkpoint written.")
-            return
-        self.time_limit_checkpoint = self.path.with_name(f".time_limit.{self.path.name}")
-        trainer.save_checkpoint(self.time_limit_checkpoint, weights_only=False)
+            log.warning("trainer.%s reached with non-finite weights: no mid-epoch checkpoint written.", limit)
+            return None
+        path = self.path.with_name(f".{limit}.{self.path.name}")
+        trainer.save_checkpoint(path, weights_only=False)
+        return path
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        if self.time_limit_checkpoint is not None:
-            os.replace(self.time_limit_checkpoint, self.path)  # after every epoch-end save of last.ckpt
+        for limit_checkpoint in (self.time_limit_checkpoint, self.batch_limit_checkpoint):
+            if limit_checkpoint is not None:
+                os.replace(limit_checkpoint, self.path)  # after every epoch-end save of last.ckpt
         if stopped_by_time_limit(trainer):  # mid-epoch or at an epoch end
             print(f"gan_lab: the time limit trainer.max_time ({trainer_max_time(trainer)} of training) was "
                   f"reached after batch {getattr(pl_module, 'batches_seen', trainer.global_step)}, saved in "

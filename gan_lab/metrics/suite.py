@@ -290,19 +290,21 @@ class Evaluator:
                 **classifier.describe()}
 
     def _scores(self, model, val, fake, fake_labels, device, out_dir) -> dict:
-        def logits(images, labels):
-            return torch.cat([model.discriminate(images[i:i + self.batch_size].to(device).float().div(127.5).sub(1),
-                                                 labels[i:i + self.batch_size].to(device)).float().flatten().cpu()
+        """D's verdict on held-out real images and on generated ones, one number per image as the
+        variant defines it (``model.d_scores``: a probability of being real, or a critic value)."""
+        def scores(images, labels):
+            return torch.cat([model.d_scores(images[i:i + self.batch_size].to(device).float().div(127.5).sub(1),
+                                             labels[i:i + self.batch_size].to(device)).float().cpu()
                               for i in range(0, images.shape[0], self.batch_size)])
-        real_logits = logits(val.images[:self.num_samples], val.labels[:self.num_samples])
-        fake_logits = logits(fake, fake_labels)
-        score = getattr(getattr(model, "loss", None), "score", None)
-        to_score = (lambda t: float(score(t.to(device)).mean())) if callable(score) else (lambda t: float(t.mean()))
-        res = {"d_real": to_score(real_logits), "d_fake": to_score(fake_logits),
-               "num_real": len(real_logits), "num_generated": len(fake_logits), "split": "val",
+        real_scores = scores(val.images[:self.num_samples], val.labels[:self.num_samples])
+        fake_scores = scores(fake, fake_labels)
+        probability = bool(getattr(getattr(model, "loss", None), "probability", True))
+        res = {"d_real": float(real_scores.mean()), "d_fake": float(fake_scores.mean()),
+               "num_real": len(real_scores), "num_generated": len(fake_scores), "split": "val",
                "discriminator_mode": "eval"}
         if out_dir is not None:
-            res["histogram"] = str(score_histogram(real_logits, fake_logits, out_dir / "scores.png"))
+            xlabel = "D(x): probability of real" if probability else "D(x): critic value"
+            res["histogram"] = str(score_histogram(real_scores, fake_scores, out_dir / "scores.png", xlabel))
         return res
 
 

@@ -17,11 +17,13 @@ Which parameters the reconstruction term updates (``reconstruction_updates``):
 With instance noise on, Enc sees the noisy real batch, so the term is a denoising reconstruction.
 
 The studies' knobs, each off by default: dropout in D (``discriminator.dropout``) and G
-(``generator.dropout``), D pre-training on real images for ``pretrain_epochs`` epochs (no G
-updates, no fakes), an extra G update when D is too strong (``extra_g_when`` = ``d_loss`` below /
+(``generator.dropout``), D pre-training on real images for ``pretrain_epochs`` epochs before the
+adversarial ones (no G updates, no fakes; the lr schedule does not advance during them), an extra G update when D is too strong (``extra_g_when`` = ``d_loss`` below /
 ``d_acc`` above ``extra_g_threshold``), label flipping (``label_flip``: a real sample gets the
 fake target, a fake sample a random real class), instance noise (``instance_noise``,
-``instance_noise_decay``), one-sided label smoothing (``label_smoothing``: real targets 1 - s) and
+``instance_noise_decay``, ``instance_noise_on``: real images only or every D input), a sigmoid
+generator output (``generator.output=sigmoid``: the nets work on images in [0, 1]), one-sided
+label smoothing (``label_smoothing``: real targets 1 - s) and
 Kaiming dense + DCGAN conv init (``init``).
 """
 from __future__ import annotations
@@ -71,7 +73,7 @@ class ArtGAN(ConditionalGAN):
                  pretrain_epochs: int = 0, extra_g_when: str | None = None, extra_g_threshold: float = 0.1,
                  label_flip: float = 0.0, label_smoothing: float = 0.0, instance_noise: float = 0.0,
                  instance_noise_decay: int = 0, init: str | None = None,
-                 n_critic: int = 1, n_gen: int = 1) -> None:
+                 n_critic: int = 1, n_gen: int = 1, instance_noise_on: str = "real_and_fake") -> None:
         for part, owner in (("decoder", generator), ("encoder", discriminator), ("classifier", discriminator)):
             if not isinstance(getattr(owner, part, None), nn.Module):
                 raise UserError(f"model=artgan needs nets with a `{part}` (gan_lab.nets.ArtGANGenerator and "
@@ -91,7 +93,8 @@ class ArtGAN(ConditionalGAN):
             raise UserError(f"model.extra_g_when={extra_g_when!r} is unknown; use d_loss (extra G update when "
                             f"D's loss < extra_g_threshold), d_acc (when D's accuracy > extra_g_threshold) or null.")
         super().__init__(generator, discriminator, noise, loss, optimizer, scheduler, num_classes, class_names,
-                         samples_per_class, label_flip, instance_noise, instance_noise_decay, init, n_critic, n_gen)
+                         samples_per_class, label_flip, instance_noise, instance_noise_decay, init, n_critic, n_gen,
+                         instance_noise_on)
         self.reconstruction_weight = float(reconstruction_weight)
         self.reconstruction_updates = reconstruction_updates
         self.pretrain_epochs = int(pretrain_epochs)
@@ -108,6 +111,12 @@ class ArtGAN(ConditionalGAN):
     def discriminate(self, images: Tensor, labels: Tensor) -> Tensor:
         """K+1 logits; D reads no label (it predicts it)."""
         return self.discriminator(images)
+
+    def d_scores(self, images: Tensor, labels: Tensor) -> Tensor:
+        """D(x) of ArtGAN: the probability of *not* being fake, 1 - sigmoid(fake logit), per image (as
+        the logged ``train/d_real`` and ``train/d_fake``)."""
+        logits = self.discriminate(self.to_model_range(images), labels).float()
+        return 1.0 - torch.sigmoid(logits[:, -1])
 
     @property
     def pretraining(self) -> bool:
@@ -142,7 +151,7 @@ class ArtGAN(ConditionalGAN):
 
     def real_terms(self, real: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """D's classification loss on real images (+ the D-side reconstruction term) and its scores."""
-        features = self.discriminator.encoder(self.instance_noise(real, self.batches_seen))
+        features = self.discriminator.encoder(self.noisy_real(real))
         logits = self.discriminator.classifier(features)
         loss = F.binary_cross_entropy_with_logits(logits.float(), self.real_targets(labels))
         self._real_features = features.detach() if self.recon_in_g else None
@@ -157,7 +166,7 @@ class ArtGAN(ConditionalGAN):
 
     def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
         real_loss, terms = self.real_terms(real, labels)
-        fake_logits = self.discriminate(self.instance_noise(fake, self.batches_seen), fake_labels)
+        fake_logits = self.discriminate(self.noisy_fake(fake), fake_labels)
         fake_loss = F.binary_cross_entropy_with_logits(fake_logits.float(), self.fake_targets(fake.shape[0]))
         fake_prob = torch.sigmoid(fake_logits.detach()[:, -1].float())
         terms.update(d_loss=real_loss + fake_loss, d_fake=1.0 - fake_prob.mean(),
@@ -165,7 +174,7 @@ class ArtGAN(ConditionalGAN):
         return terms
 
     def g_step(self, fake: Tensor, fake_labels: Tensor, real: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        logits = self.discriminate(self.instance_noise(fake, self.batches_seen), fake_labels)
+        logits = self.discriminate(self.noisy_fake(fake), fake_labels)
         adv = F.binary_cross_entropy_with_logits(logits.float(), artgan_targets(fake_labels, self.num_classes))
         terms = {"g_loss": adv, "g_adv": adv.detach()}
         if self.recon_in_g:
@@ -188,6 +197,7 @@ class ArtGAN(ConditionalGAN):
     def pretrain_step(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
         """D learns the real classes alone: no fakes drawn, no generator update."""
         real, labels = batch
+        real = self.to_model_range(real)
         opt_d, _ = self.optimizers()
         with self.autocast():
             loss, terms = self.real_terms(real, labels)
@@ -201,6 +211,12 @@ class ArtGAN(ConditionalGAN):
         self.pretrain_batches += 1
         self.log_terms(terms)
         return terms
+
+    def on_train_epoch_end(self) -> None:
+        """The lr schedule counts adversarial epochs: pre-training epochs run at the schedule's
+        first learning rate and do not advance it (the study's table starts after pre-training)."""
+        if not self.pretraining:
+            super().on_train_epoch_end()
 
     def discriminator_update(self, opt, real, labels, fake, fake_labels) -> dict[str, Tensor]:
         terms = super().discriminator_update(opt, real, labels, fake, fake_labels)

@@ -95,6 +95,30 @@ class GAN(L.LightningModule):
         """Discriminator logits for images (labels ignored by unconditional models)."""
         return self.discriminator(images)
 
+    def d_scores(self, images: Tensor, labels: Tensor) -> Tensor:
+        """D's per-image verdict ``[N]`` on images in the data range [-1, 1], as a researcher reads
+        D(x): a probability of being real for a BCE objective, the raw critic value otherwise. A
+        variant whose discriminator says more than one number (ArtGAN's K+1 outputs) overrides it."""
+        logits = self.discriminate(self.to_model_range(images), labels).float().reshape(images.shape[0])
+        return torch.sigmoid(logits) if self.loss.probability else logits
+
+    # --- pixel range: the data is served in [-1, 1]; a sigmoid generator works in [0, 1] ------
+
+    @property
+    def unit_range(self) -> bool:
+        """Whether the nets work on images in [0, 1] (a generator with ``output="sigmoid"``) rather than
+        in the data's [-1, 1]: real batches enter and generated images leave through the two
+        conversions below, so grids, metrics and evaluation always see [-1, 1]."""
+        return getattr(self.generator, "output", "tanh") == "sigmoid"
+
+    def to_model_range(self, images: Tensor) -> Tensor:
+        """Images in the data range [-1, 1] -> the range the nets work in."""
+        return (images + 1) * 0.5 if self.unit_range else images
+
+    def to_data_range(self, images: Tensor) -> Tensor:
+        """Images in the nets' range -> the data range [-1, 1]."""
+        return images * 2 - 1 if self.unit_range else images
+
     def sample_labels(self, n: int) -> Tensor:
         """Labels for generated images during training (zeros when unconditional)."""
         return torch.zeros(n, dtype=torch.long, device=self.device)
@@ -131,6 +155,7 @@ class GAN(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         real, labels = batch
+        real = self.to_model_range(real)
         opt_d, opt_g = self.optimizers()
         n = real.shape[0]
         terms: dict[str, Tensor] = {}
@@ -255,7 +280,8 @@ class GAN(L.LightningModule):
         was_training = self.generator.training
         self.generator.eval()
         try:
-            return self.generate(z.to(self.device), labels.to(self.device)).float().clamp(-1, 1)
+            images = self.generate(z.to(self.device), labels.to(self.device)).float()
+            return self.to_data_range(images).clamp(-1, 1)
         finally:
             self.generator.train(was_training)
 

@@ -20,6 +20,9 @@ from gan_lab.models.tricks import InstanceNoise, check_probability, swap_flipped
 from gan_lab.nets.init import dcgan_init, kaiming_dense_dcgan_conv_init
 from gan_lab.noise import Noise
 
+#: which of D's inputs get instance noise (``model.instance_noise_on``)
+INSTANCE_NOISE_ON = ("real", "real_and_fake")
+
 #: weight initialisations a conditional model can apply to both nets (``model.init``)
 INITS = {"dcgan": dcgan_init, "kaiming_dense_dcgan_conv": kaiming_dense_dcgan_conv_init}
 
@@ -45,8 +48,10 @@ class ConditionalGAN(GAN):
         class_names: one name per class (``${data.class_names}``), shown beside the grid rows.
         samples_per_class: images per grid row; the grid has ``num_classes`` rows.
         label_flip: probability that a real and a fake sample swap targets in D's loss (0: off).
-        instance_noise: std of Gaussian noise added to every D input, real and fake (0: off).
+        instance_noise: std of Gaussian noise added to D's inputs (0: off).
         instance_noise_decay: batches over which that std falls linearly to 0 (0: constant).
+        instance_noise_on: ``real`` (the real images only, as the ArtGAN CIFAR-10 study) or
+            ``real_and_fake`` (every D input: real and generated images, in the D and the G update).
         init: re-initialise both nets with ``dcgan`` or ``kaiming_dense_dcgan_conv`` (Kaiming for
             dense layers, DCGAN N(0, 0.02) for convolutions); ``None`` keeps the nets' own init.
     """
@@ -58,8 +63,12 @@ class ConditionalGAN(GAN):
                  scheduler: Mapping[str, SchedulerFactory | None] | None = None,
                  num_classes: int = 10, class_names: Sequence[str] | None = None, samples_per_class: int = 8,
                  label_flip: float = 0.0, instance_noise: float = 0.0, instance_noise_decay: int = 0,
-                 init: str | None = None, n_critic: int = 1, n_gen: int = 1) -> None:
+                 init: str | None = None, n_critic: int = 1, n_gen: int = 1,
+                 instance_noise_on: str = "real_and_fake") -> None:
         names = check_classes(num_classes, class_names, self.model_name)
+        if instance_noise_on not in INSTANCE_NOISE_ON:
+            raise UserError(f"model.instance_noise_on={instance_noise_on!r} is unknown; use real (real images "
+                            f"only) or real_and_fake (every image D sees).")
         if int(samples_per_class) != samples_per_class or samples_per_class < 1:
             raise UserError(f"model.samples_per_class={samples_per_class} must be an integer >= 1; e.g. 8.")
         if init is not None and init not in INITS:
@@ -72,6 +81,7 @@ class ConditionalGAN(GAN):
         self.class_names = names
         self.label_flip = check_probability(label_flip, "model.label_flip")
         self.instance_noise = InstanceNoise(instance_noise, instance_noise_decay)
+        self.instance_noise_on = instance_noise_on
         if init is not None:
             self.generator.apply(INITS[init])
             self.discriminator.apply(INITS[init])
@@ -104,16 +114,24 @@ class ConditionalGAN(GAN):
 
     # --- phases -------------------------------------------------------------------------
 
+    def noisy_real(self, real: Tensor) -> Tensor:
+        """The real images as D sees them (with instance noise when it is on)."""
+        return self.instance_noise(real, self.batches_seen)
+
+    def noisy_fake(self, fake: Tensor) -> Tensor:
+        """The generated images as D sees them: noisy only when ``instance_noise_on=real_and_fake``."""
+        return self.instance_noise(fake, self.batches_seen) if self.instance_noise_on == "real_and_fake" else fake
+
     def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
-        real_logits = self.discriminate(self.instance_noise(real, self.batches_seen), labels)
-        fake_logits = self.discriminate(self.instance_noise(fake, self.batches_seen), fake_labels)
+        real_logits = self.discriminate(self.noisy_real(real), labels)
+        fake_logits = self.discriminate(self.noisy_fake(fake), fake_labels)
         real_side, fake_side = swap_flipped(real_logits, fake_logits, self.label_flip)
         return {"d_loss": self.loss.discriminator(real_side, fake_side),
                 "d_real": self.loss.score(real_logits),
                 "d_fake": self.loss.score(fake_logits)}
 
     def g_step(self, fake: Tensor, fake_labels: Tensor, real: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        logits = self.discriminate(self.instance_noise(fake, self.batches_seen), fake_labels)
+        logits = self.discriminate(self.noisy_fake(fake), fake_labels)
         return {"g_loss": self.loss.generator(logits)}
 
     # --- sampling -----------------------------------------------------------------------

@@ -7,7 +7,7 @@ an autoencoder sharing its decoder with the generator (the L2 reconstruction ter
 
 Channels at resolution ``r`` are ``max(width, 32 * width / r)``: 8x8 -> 4w, 16x16 -> 2w, 32x32 and
 above -> w. With ``width=128`` and 64x64 images this is the shape table of the paper and of the
-two study reports (zNet 1024@4x4 -> 512@8x8; Dec 256@16, 128@32, 3x3 conv, 3@64; Enc 128@32,
+two study reports (zNet 1024@4x4 -> 512@8x8; Dec 256@16, 128@32, 3x3 deconv, 3@64; Enc 128@32,
 3x3 conv, 256@16, 512@8; clsNet 1024@4 -> dense K+1).
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import Tensor
 
 from gan_lab.errors import UserError
 from gan_lab.nets.conditional import check_num_classes, class_codes
+from gan_lab.nets.dcgan import output_layer
 from gan_lab.nets.init import dcgan_init
 
 SUPPORTED_SIZES = (16, 32, 64, 128, 256)
@@ -66,12 +67,15 @@ class ZNet(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Dec: features ``[N, 4w, 8, 8]`` -> image ``[N, C, S, S]`` in [-1, 1] (tanh: the data range).
+    """Dec: features ``[N, 4w, 8, 8]`` -> image ``[N, C, S, S]``: in [-1, 1] with ``output="tanh"``,
+    in [0, 1] with ``output="sigmoid"`` (the studies' choice).
 
-    Doubling transposed convs up to S/2, a 3x3 conv, and a last transposed conv to the image.
+    Doubling transposed convs up to S/2, a 3x3 stride-1 transposed conv, and a last transposed conv
+    to the image: with zNet's two, the six transposed convolutions of the report's generator.
     """
 
-    def __init__(self, image_size: int = 64, channels: int = 3, width: int = 128, dropout: float = 0.0) -> None:
+    def __init__(self, image_size: int = 64, channels: int = 3, width: int = 128, dropout: float = 0.0,
+                 output: str = "tanh") -> None:
         super().__init__()
         steps = check_artgan_size(image_size, "decoder")
         layers: list[nn.Module] = []
@@ -82,8 +86,8 @@ class Decoder(nn.Module):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out),
                        nn.ReLU(True), *_drop(dropout)]
         c = channels_at(res, width)
-        layers += [nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(True), *_drop(dropout),
-                   nn.ConvTranspose2d(c, channels, 4, 2, 1), nn.Tanh()]  # -> S x S
+        layers += [nn.ConvTranspose2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(True), *_drop(dropout),
+                   nn.ConvTranspose2d(c, channels, 4, 2, 1), output_layer(output, "model.generator.output")]  # -> S x S
         self.net = nn.Sequential(*layers)
 
     def forward(self, features: Tensor) -> Tensor:
@@ -127,15 +131,21 @@ class ClsNet(nn.Module):
 
 
 class ArtGANGenerator(nn.Module):
-    """(z, label) -> image: ``decoder(znet(z, label))``; ``decoder`` is shared with the reconstruction."""
+    """(z, label) -> image: ``decoder(znet(z, label))``; ``decoder`` is shared with the reconstruction.
+
+    ``output`` is the last activation: ``sigmoid`` (images in [0, 1], as both study reports) or
+    ``tanh`` (images in [-1, 1]); the model converts real batches to that range (see
+    :meth:`gan_lab.models.base.GAN.to_model_range`)."""
 
     def __init__(self, latent_dim: int, num_classes: int, image_size: int = 64, channels: int = 3,
-                 width: int = 128, dropout: float = 0.0, init: bool = True) -> None:
+                 width: int = 128, dropout: float = 0.0, init: bool = True, output: str = "tanh") -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "ArtGAN generator")
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
+        self.output = output
         self.znet = ZNet(latent_dim, self.num_classes, width)
-        self.decoder = Decoder(image_size, channels, width, _check_dropout(dropout, "model.generator.dropout"))
+        self.decoder = Decoder(image_size, channels, width, _check_dropout(dropout, "model.generator.dropout"),
+                               output)
         if init:
             self.apply(dcgan_init)
 

@@ -1,15 +1,20 @@
-"""DCGAN generator and discriminator (Radford et al. 2016) for square images of any power-of-two size.
+"""DCGAN generator and discriminator (Radford et al. 2016), configured by data.
 
-The number of up/down-sampling blocks follows from ``image_size``: the generator starts at
-4x4 from a 1x1 latent and doubles the resolution per block; the discriminator mirrors it down to
-4x4 and ends in one logit. Widths follow the paper: ``width * 2^k`` channels, capped at
+By default the number of up/down-sampling blocks follows from ``image_size``: the generator starts
+at 4x4 from a 1x1 latent and doubles the resolution per block; the discriminator mirrors it down
+to 4x4 and ends in one logit. Widths follow the paper: ``width * 2^k`` channels, capped at
 ``width * max_mult``.
+
+A study's own net is data, not a class: ``block_channels`` lists the channels of every block,
+``norm`` may name one normalisation per block, the discriminator's first convolution (its *stem*)
+takes a ``stem_kernel`` and ``stem_stride`` (e.g. the Pokemon study's 6x6 stride-4 stem), and the
+generator's ``output`` activation is ``tanh`` (images in [-1, 1]) or ``sigmoid`` (in [0, 1]).
 """
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
-import torch
 import torch.nn as nn
 from torch import Tensor
 
@@ -17,6 +22,8 @@ from gan_lab.errors import UserError
 from gan_lab.nets.init import dcgan_init
 
 SUPPORTED_SIZES = (16, 32, 64, 128, 256)
+NORMS = ("batch", "instance", "layer", "none")
+OUTPUTS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
 def check_image_size(image_size: int, net: str, sizes: tuple[int, ...] = SUPPORTED_SIZES) -> int:
@@ -27,7 +34,7 @@ def check_image_size(image_size: int, net: str, sizes: tuple[int, ...] = SUPPORT
     return int(math.log2(image_size)) - 2
 
 
-def norm_layer(kind: str, channels: int, resolution: int) -> nn.Module:
+def norm_layer(kind: str, channels: int) -> nn.Module:
     """Normalisation after a conv: ``batch`` (DCGAN), ``instance``, ``layer`` (WGAN-GP critic), ``none``."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
@@ -37,7 +44,43 @@ def norm_layer(kind: str, channels: int, resolution: int) -> nn.Module:
         return nn.GroupNorm(1, channels)  # LayerNorm over (C, H, W), independent of the resolution
     if kind == "none":
         return nn.Identity()
-    raise UserError(f"norm={kind!r} is unknown; use one of batch, instance, layer, none.")
+    raise UserError(f"norm={kind!r} is unknown; use one of {', '.join(NORMS)}.")
+
+
+def output_layer(kind: str, key: str) -> nn.Module:
+    """The generator's last activation: ``tanh`` (images in [-1, 1]) or ``sigmoid`` (in [0, 1])."""
+    if kind not in OUTPUTS:
+        raise UserError(f"{key}={kind!r} is unknown; use tanh (images in [-1, 1]) or sigmoid (images in [0, 1]).")
+    return OUTPUTS[kind]()
+
+
+def widths_per_block(given: Sequence[int] | None, default: list[int], key: str) -> list[int]:
+    """The channels of every block: ``given`` (checked against the block count) or ``default``."""
+    if given is None:
+        return default
+    widths = list(given)
+    if len(widths) != len(default):
+        raise UserError(f"{key}={widths} lists {len(widths)} blocks but this image size needs {len(default)} "
+                        f"(e.g. {key}={default}); or set {key}=null.")
+    if any(isinstance(c, bool) or int(c) != c or c < 1 for c in widths):
+        raise UserError(f"{key}={widths} must list positive integers; e.g. {key}={default}.")
+    return [int(c) for c in widths]
+
+
+def norms_per_block(norm: str | Sequence[str], blocks: int, key: str, first: str) -> list[str]:
+    """One normalisation name per block: a list as given, or ``norm`` for every block but the first,
+    which gets ``first``."""
+    if isinstance(norm, str):
+        norms = [first] + [norm] * (blocks - 1)
+    else:
+        norms = [str(n) for n in norm]
+        if len(norms) != blocks:
+            raise UserError(f"{key}={norms} names {len(norms)} normalisations for {blocks} blocks; give one "
+                            f"per block or a single name (e.g. {key}=batch).")
+    unknown = [n for n in norms if n not in NORMS]
+    if unknown:
+        raise UserError(f"{key}: norm={unknown[0]!r} is unknown; use one of {', '.join(NORMS)}.")
+    return norms
 
 
 def _mults(blocks: int, max_mult: int) -> list[int]:
@@ -46,23 +89,35 @@ def _mults(blocks: int, max_mult: int) -> list[int]:
 
 
 class DCGANGenerator(nn.Module):
-    """z [N, latent_dim] -> image [N, channels, image_size, image_size] in [-1, 1] (tanh)."""
+    """z [N, latent_dim] -> image [N, channels, image_size, image_size].
+
+    Args:
+        width, max_mult: block ``i`` from the 4x4 end has ``width * min(2^(blocks-1-i), max_mult)``
+            channels, unless ``block_channels`` lists them (4x4 block first).
+        norm: one name for every block, or one per block (``batch``, ``instance``, ``layer``, ``none``).
+        output: ``tanh`` (images in [-1, 1], the data range) or ``sigmoid`` (images in [0, 1]).
+    """
 
     def __init__(self, latent_dim: int, image_size: int = 64, channels: int = 3, width: int = 64,
-                 max_mult: int = 8, norm: str = "batch", init: bool = True) -> None:
+                 max_mult: int = 8, norm: str | Sequence[str] = "batch", init: bool = True,
+                 block_channels: Sequence[int] | None = None, output: str = "tanh") -> None:
         super().__init__()
         blocks = check_image_size(image_size, "DCGAN generator")
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
-        mults = _mults(blocks, max_mult)
-        layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, width * mults[0], 4, 1, 0, bias=False),  # 1 -> 4
-            norm_layer(norm, width * mults[0], 4), nn.ReLU(True)]
-        res = 4
-        for i in range(1, blocks):
-            res *= 2
-            layers += [nn.ConvTranspose2d(width * mults[i - 1], width * mults[i], 4, 2, 1, bias=False),
-                       norm_layer(norm, width * mults[i], res), nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(width * mults[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
+        widths = widths_per_block(block_channels, [width * m for m in _mults(blocks, max_mult)],
+                                  "model.generator.block_channels")
+        first = norm if isinstance(norm, str) else "none"
+        norms = norms_per_block(norm, blocks, "model.generator.norm", first)
+        layers: list[nn.Module] = []
+        in_ch = latent_dim
+        for i, (out_ch, kind) in enumerate(zip(widths, norms)):
+            stride, padding = (1, 0) if i == 0 else (2, 1)  # 1x1 -> 4x4, then doubling
+            layers += [nn.ConvTranspose2d(in_ch, out_ch, 4, stride, padding, bias=False),
+                       norm_layer(kind, out_ch), nn.ReLU(True)]
+            in_ch = out_ch
+        layers += [nn.ConvTranspose2d(in_ch, channels, 4, 2, 1, bias=False),
+                   output_layer(output, "model.generator.output")]
+        self.output = output
         self.net = nn.Sequential(*layers)
         if init:
             self.apply(dcgan_init)
@@ -71,37 +126,63 @@ class DCGANGenerator(nn.Module):
         return self.net(z.view(z.shape[0], -1, 1, 1))
 
 
+def stem_geometry(image_size: int, kernel: int, stride: int, net: str) -> tuple[int, int]:
+    """Padding of the stem convolution and its output side, which must be a power of two >= 4.
+
+    The padding ``(kernel - stride) / 2`` makes the stem divide the side exactly by ``stride``
+    (4x4 stride 2 -> padding 1, as in DCGAN; 6x6 stride 4 -> padding 1, as in the Pokemon study).
+    """
+    check_image_size(image_size, net)
+    if stride < 1 or kernel < stride or (kernel - stride) % 2:
+        raise UserError(f"stem_kernel={kernel} with stem_stride={stride} cannot divide the image side exactly; "
+                        f"the kernel must be the stride plus an even number (e.g. 4 and 2, or 6 and 4).")
+    side = image_size // stride
+    if image_size % stride or side < 4 or side & (side - 1):
+        raise UserError(f"stem_stride={stride} turns image_size={image_size} into {image_size / stride:g}, "
+                        f"not a power of two >= 4; use stem_stride=2 or a larger data.image_size.")
+    return (kernel - stride) // 2, side
+
+
 class DCGANDiscriminator(nn.Module):
     """image [N, channels, S, S] -> logits [N] (no sigmoid: the loss decides how to read them).
 
-    ``norm`` picks the normalisation of the inner blocks (none on the first, as in the paper);
-    ``spectral_norm`` wraps every conv in spectral normalisation; ``dropout`` follows each block.
+    The stem (a ``stem_kernel`` x ``stem_kernel`` convolution of stride ``stem_stride``) is followed
+    by 4x4 stride-2 blocks down to 4x4 and a 4x4 convolution to one logit.
+
+    Args:
+        width, max_mult: block ``i`` has ``width * min(2^i, max_mult)`` channels, unless
+            ``block_channels`` lists them (stem first).
+        norm: the inner blocks' normalisation (none on the stem, as in the paper), or one name per
+            block, stem first.
+        spectral_norm: wraps every conv in spectral normalisation.
+        dropout: follows each block.
     """
 
     def __init__(self, image_size: int = 64, channels: int = 3, width: int = 64, max_mult: int = 8,
-                 norm: str = "batch", spectral_norm: bool = False, dropout: float = 0.0,
-                 init: bool = True) -> None:
+                 norm: str | Sequence[str] = "batch", spectral_norm: bool = False, dropout: float = 0.0,
+                 init: bool = True, block_channels: Sequence[int] | None = None, stem_kernel: int = 4,
+                 stem_stride: int = 2) -> None:
         super().__init__()
-        blocks = check_image_size(image_size, "DCGAN discriminator")
         if not 0.0 <= dropout < 1.0:
             raise UserError(f"model.discriminator.dropout={dropout} must be in [0, 1); e.g. 0.3.")
+        padding, side = stem_geometry(image_size, stem_kernel, stem_stride, "DCGAN discriminator")
+        blocks = int(math.log2(side)) - 1  # the stem, then halvings down to 4x4
         self.image_size, self.channels = image_size, channels
-        mults = list(reversed(_mults(blocks, max_mult)))  # e.g. 64px -> [1, 2, 4, 8]
+        widths = widths_per_block(block_channels, [width * min(2 ** i, max_mult) for i in range(blocks)],
+                                  "model.discriminator.block_channels")
+        norms = norms_per_block(norm, blocks, "model.discriminator.norm", first="none")
         sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
-        layers: list[nn.Module] = [sn(nn.Conv2d(channels, width * mults[0], 4, 2, 1, bias=False)),
-                                   nn.LeakyReLU(0.2, True)]
-        if dropout:
-            layers.append(nn.Dropout(dropout))
-        res = image_size // 2
-        for i in range(1, blocks):
-            res //= 2
-            layers += [sn(nn.Conv2d(width * mults[i - 1], width * mults[i], 4, 2, 1, bias=False)),
-                       norm_layer(norm, width * mults[i], res), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = []
+        in_ch = channels
+        for i, (out_ch, kind) in enumerate(zip(widths, norms)):
+            conv = (nn.Conv2d(in_ch, out_ch, stem_kernel, stem_stride, padding, bias=False) if i == 0
+                    else nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=False))
+            layers += [sn(conv), norm_layer(kind, out_ch), nn.LeakyReLU(0.2, True)]
             if dropout:
                 layers.append(nn.Dropout(dropout))
-        self.features = nn.Sequential(*layers)  # -> [N, width * mults[-1], 4, 4]
-        self.head = sn(nn.Conv2d(width * mults[-1], 1, 4, 1, 0, bias=False))
-        self.feature_dim = width * mults[-1] * 16
+            in_ch = out_ch
+        self.features = nn.Sequential(*[m for m in layers if not isinstance(m, nn.Identity)])  # -> [N, C, 4, 4]
+        self.head = sn(nn.Conv2d(in_ch, 1, 4, 1, 0, bias=False))
         if init:
             self.apply(dcgan_init)
 

@@ -65,7 +65,7 @@ class DenseDCGANGenerator(nn.Module):
             else:       # doubles the side
                 res *= 2
                 layers.append(nn.ConvTranspose2d(in_ch, out_ch, 5, 2, 2, output_padding=1, bias=False))
-            layers += [norm_layer(norm, out_ch, res), nn.ReLU(True)]
+            layers += [norm_layer(norm, out_ch), nn.ReLU(True)]
             if dropout and i < dropout_blocks:
                 layers.append(nn.Dropout(dropout))
             in_ch = out_ch
