@@ -227,6 +227,35 @@ def test_time_limit_mid_epoch_writes_an_exact_mid_epoch_checkpoint(make_cfg, tmp
         assert json.loads((resumed / "metrics.json").read_text())["status"] == "completed"
 
 
+def test_max_batches_stops_after_that_batch_and_resumes_exactly(make_cfg, tmp_path):
+    """trainer.max_batches=6 stops after the 2nd batch of epoch 1 (counted in batches whatever n_critic),
+    the run is completed, and a resume with max_batches=8 gives the weights of 8 batches in one go."""
+    full = tmp_path / "full"
+    train(make_cfg(*overrides("dcgan", "trainer.max_epochs=2", "model.n_critic=2"), run_dir=full))
+    expected, _ = weights(full)
+    cut = tmp_path / "cut"
+    train(make_cfg(*overrides("dcgan", "trainer.max_epochs=-1", "trainer.max_batches=6", "model.n_critic=2"),
+                   run_dir=cut))
+    summary = json.loads((cut / "metrics.json").read_text())
+    assert (summary["status"], summary["batches_seen"]) == ("completed", 6)
+    _, state = weights(cut)
+    assert state["callbacks"]["ExactResume"]["mid_epoch"] is True and state["gan_lab"]["batches_seen"] == 6
+    assert not list((cut / "checkpoints").glob(".max_batches*"))  # moved in place of last.ckpt
+    ckpt = cut / "checkpoints" / "last.ckpt"
+    with pytest.raises(UserError, match=r"trainer.max_batches=6 is already reached: the run of ckpt_path=.* "
+                                        r"trained 6 batches; raise trainer.max_batches"):
+        train(make_cfg(*overrides("dcgan", "trainer.max_epochs=-1", "trainer.max_batches=6", "model.n_critic=2",
+                                  f"ckpt_path={ckpt}"), run_dir=tmp_path / "spent"))
+    resumed = tmp_path / "resumed"
+    train(make_cfg(*overrides("dcgan", "trainer.max_epochs=-1", "trainer.max_batches=8", "model.n_critic=2",
+                              f"ckpt_path={ckpt}"), run_dir=resumed))
+    got, state = weights(resumed)
+    assert_same(expected, got)
+    assert state["gan_lab"]["batches_seen"] == 8
+    with pytest.raises(UserError, match=r"trainer.max_batches=0 must be an integer >= 1"):
+        train(make_cfg(*overrides("dcgan", "trainer.max_batches=0"), run_dir=tmp_path / "zero"))
+
+
 def test_unreadable_or_foreign_checkpoint_is_one_sentence_before_training(make_cfg, tmp_path):
     from gan_lab.checkpoint_io import read_checkpoint
 
