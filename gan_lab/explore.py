@@ -2,8 +2,14 @@
 
 Writes to the run directory (``runs/explore/<data>/<time>/``) what the Monet study made by hand:
 
-- ``channel_stats.png``: per-pixel mean, min, max and standard deviation over the split, one
-  column per channel (the average image, where the dataset never varies, ...);
+- ``channel_stats.png``: per-pixel mean, min, max, standard deviation and variance over the
+  split, one column per channel (the average image, where the dataset never varies, ...), and for
+  colour data a last column with the RGB composite of each statistic;
+- ``composite_<statistic>.png`` (``mean``, ``min``, ``max``, ``std``, ``variance``): each statistic
+  of all channels as one image at ``image_size`` (colour for RGB data): the colour a pixel has on
+  average, at its darkest, ..., which the per-channel views hide. Mean, min and max are pixel values
+  as they are; std and variance are scaled so that their largest value over all channels is 255
+  (one scale for the channels, so hues are kept);
 - ``file_sizes.png``: histogram of the files' sizes on disk (datasets of one file per image);
 - ``image_sizes.png``: histograms of the source widths and heights, before resizing;
 - ``class_counts.png``: images per class, for labelled datasets;
@@ -22,8 +28,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from gan_lab.build import build_datamodule  # noqa: E402
 from gan_lab.callbacks.samples import save_grid  # noqa: E402
@@ -35,7 +43,8 @@ log = logging.getLogger("gan_lab")
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
-    """Per-pixel mean, min, max, std ``[C, H, W]`` (in 0..255) of uint8 images, in chunks."""
+    """Per-pixel mean, min, max, std and variance ``[C, H, W]`` (pixel values 0..255, variance in
+    their square) of uint8 images, in chunks."""
     n = images.shape[0]
     total = torch.zeros(images.shape[1:], dtype=torch.float64)
     squares = torch.zeros_like(total)
@@ -49,21 +58,51 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Te
         low = torch.minimum(low, x.amin(0))
         high = torch.maximum(high, x.amax(0))
     mean = total / max(n, 1)
-    std = (squares / max(n, 1) - mean.square()).clamp_min(0).sqrt()
-    return {"mean": mean.float(), "min": low.float(), "max": high.float(), "std": std.float()}
+    variance = (squares / max(n, 1) - mean.square()).clamp_min(0)
+    return {"mean": mean.float(), "min": low.float(), "max": high.float(), "std": variance.sqrt().float(),
+            "variance": variance.float()}
+
+
+#: statistics in pixel values (0..255), written as they are; the others are scaled to their maximum
+PIXEL_VALUED = ("mean", "min", "max")
+
+
+def composite(name: str, value: torch.Tensor) -> np.ndarray:
+    """A statistic ``[C, H, W]`` as one uint8 image ``[H, W, C]``.
+
+    Mean, min and max keep their pixel values; std and variance are divided by their largest value
+    over all channels (one scale, so the ratio of the channels, i.e. the hue, is kept) and shown
+    up to 255. A statistic that is 0 everywhere stays black.
+    """
+    if name not in PIXEL_VALUED:
+        value = value / max(float(value.max()), 1e-12) * 255
+    return value.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def save_composite(name: str, value: torch.Tensor, path: Path) -> Path:
+    array = composite(name, value)
+    Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(path)
+    return path
 
 
 def plot_channel_stats(stats: dict[str, torch.Tensor], path: Path, channel_names: list[str]) -> None:
-    rows, cols = len(stats), stats["mean"].shape[0]
+    """One row per statistic, one column per channel, then (colour data) the RGB composite."""
+    rows, channels = len(stats), stats["mean"].shape[0]
+    cols = channels + (1 if channels == 3 else 0)
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 0.6, 2.4 * rows), squeeze=False)
     for r, (name, value) in enumerate(stats.items()):
-        for c in range(cols):
+        for c in range(channels):
             ax = axes[r][c]
             im = ax.imshow(value[c].numpy(), cmap="viridis", vmin=0,
-                           vmax=255 if name != "std" else max(float(value.max()), 1.0))
+                           vmax=255 if name in PIXEL_VALUED else max(float(value.max()), 1.0))
             ax.set_title(f"{name} {channel_names[c]}", fontsize=9)
             ax.axis("off")
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        if cols > channels:
+            ax = axes[r][channels]
+            ax.imshow(composite(name, value))
+            ax.set_title(f"{name} RGB", fontsize=9)
+            ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -99,6 +138,8 @@ def explore(cfg: DictConfig) -> dict:
     channel_names = ["grey"] if channels == 1 else ["red", "green", "blue"][:channels]
     stats = channel_stats(images)
     plot_channel_stats(stats, out / "channel_stats.png", channel_names)
+    for name, value in stats.items():
+        save_composite(name, value, out / f"composite_{name}.png")
     summary["channel_mean"] = [round(float(v), 2) for v in stats["mean"].mean((1, 2))]
     # per-channel std over all pixels, from the per-pixel mean and std: E[x^2] - E[x]^2
     second = (stats["std"].double().square() + stats["mean"].double().square()).mean((1, 2))

@@ -5,9 +5,13 @@ parameters that differ between runs (from each run's ``.hydra/overrides.yaml``),
 ``<sweep_dir>/report/``:
 
 - ``README.md``: one row per setting with the swept parameters as columns and the final metrics;
-  runs that differ only by ``seed`` are aggregated as mean ± std with the number of seeds;
+  each training term (``train/d_loss``, ``train/g_loss``, ``train/d_real``, ``train/d_fake``) has
+  two columns, ``<term> (final)`` and ``<term> (mean)``, the mean of every value of the run's
+  ``metrics.csv`` (the last value of an oscillating GAN loss says little, and studies compare
+  e.g. the average G loss of two settings); runs that differ only by ``seed`` are aggregated as
+  mean ± std with the number of seeds;
 - ``curves.png``: loss, D(x) and D(G(z)) curves of every setting overlaid (against images seen);
-- ``metric_vs_<param>.png``: each final metric against each numeric swept parameter;
+- ``metric_vs_<param>.png``: each column of the table against each numeric swept parameter;
 - ``samples.png``: the final sample grid of each setting side by side.
 """
 from __future__ import annotations
@@ -26,9 +30,18 @@ import yaml
 
 from gan_lab.errors import UserError
 
-#: final values shown in the table when a run logged them (others are added from metrics.json)
+#: training terms shown first, each as its final value and its mean over training (other final
+#: values from metrics.json follow)
 PREFERRED = ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake")
 CURVES = ("d_loss", "g_loss", "d_real", "d_fake")
+
+
+def final_column(term: str) -> str:
+    return f"{term} (final)"
+
+
+def mean_column(term: str) -> str:
+    return f"{term} (mean)"
 
 
 @dataclass
@@ -67,8 +80,20 @@ def find_runs(sweep_dir: Path) -> list[Run]:
                 logged = any(m == f"val/{k}" or m.startswith(f"val/{k}_") for m in summary.get("final", {}))
                 if _is_number(value) and not logged:
                     metrics[f"val/{k}"] = float(value)
-        runs.append(Run(path, overrides, summary, metrics))
+        for term in PREFERRED:
+            if term in metrics:
+                metrics[final_column(term)] = metrics.pop(term)
+        run = Run(path, overrides, summary, metrics)
+        run.metrics.update(training_means(read_curves(run)))
+        runs.append(run)
     return runs
+
+
+def training_means(curves: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
+    """The mean of each training term over every logged step (logging steps are evenly spaced in
+    batches, so this is the mean over training)."""
+    return {mean_column(f"train/{name}"): statistics.fmean(v for _, v in points)
+            for name, points in curves.items() if points}
 
 
 def _is_number(v) -> bool:
@@ -99,7 +124,8 @@ def fmt(values: list[float]) -> str:
 
 def table(runs: list[Run], keys: list[str]) -> tuple[str, list[str]]:
     groups = group_settings(runs, keys)
-    names = [m for m in PREFERRED if any(m in r.metrics for r in runs)]
+    columns = [c for term in PREFERRED for c in (final_column(term), mean_column(term))]
+    names = [m for m in columns if any(m in r.metrics for r in runs)]
     names += sorted({m for r in runs for m in r.metrics} - set(names) - {"train/batches_seen", "train/images_seen"})
     header = [*(keys or ["setting"]), "seeds", "status", *names]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -235,7 +261,8 @@ def report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     seeds = sorted({r.overrides.get("seed", "config") for r in runs})
     text = [f"# Report of `{sweep_dir}`", "",
             f"{len(runs)} runs, {len(groups)} settings; swept: {', '.join(keys) or 'nothing'}; "
-            f"seeds: {', '.join(seeds)}. Values are final logged values (mean ± std over seeds).", "", md, ""]
+            f"seeds: {', '.join(seeds)}. Values are final logged values; `(mean)` columns are a training term's mean "
+            f"over every logged step of the run (metrics.csv); each cell is the mean ± std over seeds.", "", md, ""]
     text += [f"![{p.stem}]({p.name})" for p in figures if p is not None]
     path = out / "README.md"
     path.write_text("\n".join(text) + "\n")

@@ -22,14 +22,20 @@ def write_idx(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def make_mnist(root: Path, n_train: int = 12, n_test: int = 4) -> Path:
-    """Train files plain, test files gzipped; image i is filled with 20 * label."""
-    root.mkdir(parents=True, exist_ok=True)
+def make_mnist(root: Path, n_train: int = 12, n_test: int = 4, layout: str = "official") -> Path:
+    """Train files plain, test files gzipped; image i is filled with 20 * label.
+
+    ``layout``: ``official`` (dashed names in ``root``), ``kaggle`` (the Kaggle copy's dotted names,
+    ``train-images.idx3-ubyte``, in ``root``) or ``torchvision`` (dashed names in ``root/MNIST/raw``).
+    """
+    folder = root / "MNIST" / "raw" if layout == "torchvision" else root
+    folder.mkdir(parents=True, exist_ok=True)
+    sep = "." if layout == "kaggle" else "-"
     for prefix, n, suffix in (("train", n_train, ""), ("t10k", n_test, ".gz")):
         labels = np.arange(n) % 10
         images = np.repeat((labels * 20).astype(np.uint8)[:, None, None], 28, 1).repeat(28, 2)
-        write_idx(root / f"{prefix}-images-idx3-ubyte{suffix}", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
+        write_idx(folder / f"{prefix}-images{sep}idx3-ubyte{suffix}", images)
+        write_idx(folder / f"{prefix}-labels{sep}idx1-ubyte{suffix}", labels)
     return root
 
 

@@ -44,6 +44,40 @@ def test_mnist_idx_plain_and_gzip(tmp_path):
     assert dm.class_names == [str(i) for i in range(10)]
 
 
+@pytest.mark.parametrize("layout, where", [
+    ("kaggle", "train-images.idx3-ubyte"),             # the Kaggle copy's dotted names
+    ("torchvision", "MNIST/raw/train-images-idx3-ubyte"),  # torchvision's download folder
+])
+def test_mnist_kaggle_names_and_torchvision_folder(tmp_path, layout, where):
+    root = datasets.make_mnist(tmp_path / "mnist", layout=layout)
+    dm = ready(MNIST(root=root, image_size=32, batch_size=4))
+    check_contract(dm, 12, 32, 1)
+    train, val = dm.dataset("train"), dm.dataset("val")
+    assert train.labels.tolist() == [i % 10 for i in range(12)] and val.labels.tolist() == [0, 1, 2, 3]
+    assert train.images[7].float().mean().round() == 140 and val.images[2].float().mean().round() == 40
+    assert [str(p.relative_to(root)) for p in dm.source_files("train")][0] == where
+
+
+def test_mnist_missing_files_name_every_place_looked_in(tmp_path):
+    root = tmp_path / "mnist"
+    (root / "MNIST" / "raw").mkdir(parents=True)
+    with pytest.raises(UserError) as info:
+        ready(MNIST(root=root, batch_size=1))
+    message = str(info.value)
+    for place in (root, root / "MNIST" / "raw", root / "raw"):
+        assert f"{place.absolute()}," in message or f"{place.absolute()};" in message, place
+    assert "train-images-idx3-ubyte or train-images.idx3-ubyte (plain or .gz)" in message
+    assert "yann.lecun.com" in message and "hojjatk/mnist-dataset" in message and "data.root" in message
+    assert "\n" not in message and message.count(". ") == 0
+    # the training files alone: the test files are named
+    datasets.make_mnist(root / "MNIST" / "raw")
+    for path in (root / "MNIST" / "raw").glob("t10k-*"):
+        path.unlink()
+    with pytest.raises(UserError, match=r"t10k-images-idx3-ubyte was not found: looked for "
+                                        r"t10k-images-idx3-ubyte or t10k-images\.idx3-ubyte"):
+        ready(MNIST(root=root, batch_size=1))
+
+
 def test_mnist_rejects_a_file_that_is_not_idx(tmp_path):
     root = datasets.make_mnist(tmp_path / "mnist")
     (root / "train-images-idx3-ubyte").write_bytes(b"<html>not found</html>")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -31,6 +32,29 @@ def test_channel_stats_are_per_pixel_over_the_dataset():
     assert stats["mean"][0].eq(100).all() and stats["min"][0].eq(0).all() and stats["max"][0].eq(200).all()
     assert torch.allclose(stats["std"][0], torch.full((2, 2), (20000 / 3) ** 0.5))
     assert stats["std"][1].eq(0).all() and stats["mean"][1].eq(50).all()
+    assert torch.allclose(stats["variance"][0], torch.full((2, 2), 20000 / 3)) and stats["variance"][1].eq(0).all()
+
+
+def test_explore_writes_variance_and_rgb_composites_of_known_images(tmp_path):
+    # two constant PNGs (lossless): red 0 | 100, green 40 | 60, blue 200 | 200
+    root = tmp_path / "flat"
+    root.mkdir()
+    for i, colour in enumerate([(0, 40, 200), (100, 60, 200)]):
+        Image.new("RGB", (8, 8), colour).save(root / f"{i}.png")
+    out = tmp_path / "explore"
+    explore(explore_config(out, "data=image_folder", f"data.root={root}", "data.image_size=8",
+                           "data.batch_size=1"))
+    expected = {
+        "mean": (50, 50, 200), "min": (0, 40, 200), "max": (100, 60, 200),
+        "std": (255, 51, 0),        # (50, 10, 0) scaled by 255 / 50
+        "variance": (255, 10, 0),   # (2500, 100, 0) scaled by 255 / 2500: 10.2 rounds to 10
+    }
+    for name, colour in expected.items():
+        image = Image.open(out / f"composite_{name}.png")
+        assert image.mode == "RGB" and image.size == (8, 8), name
+        assert (np.asarray(image) == np.array(colour, dtype=np.uint8)).all(), (name, np.asarray(image)[0, 0])
+    # the figure gains a variance row and an RGB column: 5 rows of 4 panels instead of 4 rows of 3
+    assert Image.open(out / "channel_stats.png").size == (int(100 * (2.6 * 4 + 0.6)), int(100 * 2.4 * 5))
 
 
 def test_explore_writes_every_view_of_a_labelled_dataset(tmp_path):

@@ -342,6 +342,19 @@ def test_no_host_sync_outside_logging_steps(make_cfg, monkeypatch, tmp_path, mod
         check_logging_batch(probe, batch, rows)
 
 
+def test_sample_grid_at_batches_syncs_on_its_batch_only(make_cfg, monkeypatch, tmp_path):
+    """``callbacks.sample_grid.at_batches`` compares an integer on every batch: the grid is copied to
+    the host after its batch only."""
+    probe = probe_run(make_cfg, monkeypatch, *MODELS["dcgan"], "callbacks.sample_grid.at_batches=[2]")
+    for batch in range(probe.batches):
+        if batch == 1:  # the window of the second batch (0-based) holds its on_train_batch_end
+            syncs = probe.syncs(batch)
+            assert syncs and all(s.origin.startswith("gan_lab/callbacks/samples.py") for s in syncs), probe.report()
+        elif batch not in probe.logging_batches:
+            assert probe.syncs(batch) == [], f"batch {batch} synchronises:\n{probe.report()}"
+    assert (tmp_path / "run" / "samples" / "batch_0000002.png").is_file()
+
+
 @pytest.mark.parametrize("when", ["d_loss", "d_acc"])
 def test_adaptive_generator_update_syncs_once_per_batch(make_cfg, monkeypatch, tmp_path, when):
     """``model.extra_g_when`` reads D's loss or accuracy on the host after every D update: one sync per

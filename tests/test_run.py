@@ -4,8 +4,12 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
+import pytest
 import torch
+from PIL import Image
 
+from gan_lab.errors import UserError
 from gan_lab.run import train
 from tests.conftest import TINY, run_cli
 
@@ -72,3 +76,31 @@ def test_default_run_directory_is_named_after_model_and_data_without_warnings(tm
     runs = list((tmp_path / "runs" / "dcgan-digits").iterdir())
     assert len(runs) == 1 and (runs[0] / "metrics.json").is_file()
     assert "Warning" not in res.stderr and "HydraConfig was not set" not in res.stderr, res.stderr[-2000:]
+
+
+def test_sample_grids_at_chosen_batches_and_not_again_after_resume(make_cfg, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    small = ["model.generator.width=4", "model.discriminator.width=4", "callbacks.sample_grid.at_batches=[1,3,5]"]
+    first = tmp_path / "first"
+    train(make_cfg(*small, "trainer.max_epochs=1", "logger=tensorboard", run_dir=first))  # batches 1..3
+    assert sorted(p.name for p in (first / "samples").glob("*.png")) == [
+        "batch_0000001.png", "batch_0000003.png", "epoch_0000.png", "final.png"]
+    # the grid of batch 1 is G after one update, not the one of the epoch end
+    assert not np.array_equal(*(np.asarray(Image.open(first / "samples" / name))
+                                for name in ("batch_0000001.png", "epoch_0000.png")))
+    (events,) = (first / "tensorboard").glob("events.out.tfevents.*")
+    logged = EventAccumulator(str(events), size_guidance={"images": 0}).Reload()
+    assert [e.step for e in logged.Images("samples")] == [1, 3, 3, 3]  # batch 1, batch 3, epoch 0, final
+    # resumed at batch 3 for a second epoch: batches 1 and 3 were trained before the checkpoint
+    second = tmp_path / "second"
+    train(make_cfg(*small, "trainer.max_epochs=2", f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}",
+                   "logger=none", run_dir=second))
+    assert sorted(p.name for p in (second / "samples").glob("*.png")) == [
+        "batch_0000005.png", "epoch_0001.png", "final.png"]
+
+
+def test_sample_grid_at_batches_must_be_batch_numbers(make_cfg):
+    with pytest.raises(UserError, match=r"callbacks.sample_grid.at_batches=\[0, 100\] must be whole batch "
+                                        r"numbers of at least 1"):
+        train(make_cfg("callbacks.sample_grid.at_batches=[0,100]"))

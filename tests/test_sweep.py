@@ -1,6 +1,12 @@
 """Multiruns through the real entry point, the report, and an Optuna sweep."""
 from __future__ import annotations
 
+import csv
+import json
+
+import yaml
+
+from gan_lab.report import main as report_main
 from tests.conftest import TINY, run_cli
 
 FAST = [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "model.generator.width=4",
@@ -17,11 +23,61 @@ def test_multirun_report_one_row_per_setting_seeds_aggregated(tmp_path):
     text = (sweep / "report" / "README.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     header, body = rows[0], rows[1:]
-    assert header.startswith("| noise | seeds | status | train/d_loss | train/g_loss")
+    assert header.startswith("| noise | seeds | status | train/d_loss (final) | train/d_loss (mean) | "
+                             "train/g_loss (final) | train/g_loss (mean)")
     assert sorted(r.split(" | ")[0] for r in body) == ["| normal", "| uniform"]
     assert all(r.split(" | ")[1] == "2" and "±" in r for r in body)  # two seeds, mean ± std
     for png in ("curves.png", "samples.png"):
         assert (sweep / "report" / png).is_file()
+
+
+CSV_HEADER = ["epoch", "lr/discriminator", "lr/generator", "step", "train/batches_seen", "train/d_fake",
+              "train/d_loss", "train/d_real", "train/g_loss", "train/images_seen"]
+
+
+def write_run(path, overrides: list[str], g_loss: list[float], d_real: list[float]) -> None:
+    """A run directory as gan_lab.run leaves it: overrides, metrics.json and the CSV logger's
+    metrics.csv (a learning-rate row without training values, then one row per logging step)."""
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    rows = [{"epoch": "", "lr/discriminator": 0.0002, "lr/generator": 0.0002, "step": 0}]
+    for i, (g, r) in enumerate(zip(g_loss, d_real)):
+        rows.append({"epoch": 0, "step": i, "train/batches_seen": i + 1, "train/images_seen": 64 * (i + 1),
+                     "train/g_loss": g, "train/d_real": r, "train/d_loss": 1.0, "train/d_fake": 0.5})
+    with open(path / "metrics.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, CSV_HEADER)
+        writer.writeheader()
+        writer.writerows(rows)
+    final = {"train/g_loss": g_loss[-1], "train/d_real": d_real[-1], "train/d_loss": 1.0, "train/d_fake": 0.5,
+             "train/batches_seen": float(len(g_loss))}
+    (path / "metrics.json").write_text(json.dumps({"status": "completed", "final": final}))
+
+
+def test_report_shows_the_mean_over_training_beside_the_final_value(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "0", ["noise=uniform", "seed=0"], g_loss=[1.0, 2.0, 3.0], d_real=[0.9, 0.8, 0.7])
+    write_run(sweep / "1", ["noise=uniform", "seed=1"], g_loss=[3.0, 4.0, 5.0], d_real=[0.5, 0.5, 0.5])
+    write_run(sweep / "2", ["noise=normal", "seed=0"], g_loss=[6.0, 7.4], d_real=[0.2, 0.4])
+    assert report_main([str(sweep)]) == 0
+    shown = capsys.readouterr().out
+    text = (sweep / "report" / "README.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert all(row in shown for row in rows)  # the table is printed too
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert header[:11] == ["noise", "seeds", "status", "train/d_loss (final)", "train/d_loss (mean)",
+                           "train/g_loss (final)", "train/g_loss (mean)", "train/d_real (final)",
+                           "train/d_real (mean)", "train/d_fake (final)", "train/d_fake (mean)"]
+    assert "train/g_loss" not in header and "train/batches_seen" not in header
+    table = {cells[0]: dict(zip(header, cells)) for cells in
+             ([c.strip() for c in row.strip("|").split("|")] for row in rows[1:])}
+    uniform, normal = table["uniform"], table["normal"]
+    # g_loss: finals 3 and 5, means over training 2 and 4, aggregated over the two seeds
+    assert uniform["train/g_loss (final)"] == "4 ± 1.4" and uniform["train/g_loss (mean)"] == "3 ± 1.4"
+    assert uniform["train/d_real (final)"] == "0.6 ± 0.14" and uniform["train/d_real (mean)"] == "0.65 ± 0.21"
+    assert normal["train/g_loss (final)"] == "7.4" and normal["train/g_loss (mean)"] == "6.7"
+    assert normal["train/d_real (mean)"] == "0.3" and normal["seeds"] == "1"
+    assert "`(mean)` columns" in text
 
 
 def test_report_metric_vs_numeric_parameter(tmp_path):

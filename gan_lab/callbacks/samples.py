@@ -1,4 +1,5 @@
-"""Sample grids from the fixed noise, every N epochs: a PNG in ``<run>/samples/`` and the logger."""
+"""Sample grids from the fixed noise, every N epochs and after chosen batches: a PNG in
+``<run>/samples/`` and the logger."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from gan_lab.errors import TrainingInterrupted
+from gan_lab.errors import TrainingInterrupted, UserError
 
 
 def grid_image(images: Tensor, nrow: int, row_names: Sequence[str] | None = None,
@@ -51,17 +52,30 @@ def save_grid(images: Tensor, path: str | Path, nrow: int, row_names: Sequence[s
 
 
 class SampleGrid(L.Callback):
-    """Writes ``samples/epoch_XXXX.png`` from the module's fixed noise and sends it to the logger.
+    """Writes ``samples/epoch_XXXX.png`` (and ``batch_XXXXXXX.png`` at chosen batches) from the
+    module's fixed noise and sends it to the logger (process 0 writes, at step ``batches_seen``).
 
     Args:
         dirpath: folder of the PNG files (``<run>/samples``).
         every_n_epochs: write a grid every N epochs (and always after the last epoch).
         upscale_to: enlarge images smaller than this side for viewing (0: never).
+        at_batches: also write ``samples/batch_XXXXXXX.png`` after these training batches (counted
+            as the module's ``batches_seen``: 1 is after the first batch, whatever the epoch), e.g.
+            ``[1, 100, 4000]`` for snapshots early in training, where epochs are too coarse. Each
+            batch compares one integer, so the other batches cost nothing; a resumed run continues
+            the count, so batches trained before the checkpoint are not written again.
     """
 
-    def __init__(self, dirpath: str, every_n_epochs: int = 1, upscale_to: int = 64) -> None:
+    def __init__(self, dirpath: str, every_n_epochs: int = 1, upscale_to: int = 64,
+                 at_batches: Sequence[int] | int = ()) -> None:
         self.dirpath, self.every_n_epochs, self.upscale_to = Path(dirpath), int(every_n_epochs), upscale_to
+        self.at_batches = parse_at_batches(at_batches)
         self.last_path: Path | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        seen = getattr(pl_module, "batches_seen", trainer.global_step)  # a Python int: no device read
+        if seen in self.at_batches:
+            self.write(trainer, pl_module, f"batch_{seen:07d}")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         epoch = trainer.current_epoch
@@ -96,3 +110,12 @@ class SampleGrid(L.Callback):
             elif isinstance(logger, TensorBoardLogger):
                 img = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)
                 logger.experiment.add_image("samples", img, global_step=step)
+
+
+def parse_at_batches(value: Sequence[int] | int | None) -> frozenset[int]:
+    """``callbacks.sample_grid.at_batches`` as a set of batch numbers (a single number is accepted)."""
+    items = [] if value is None else [value] if isinstance(value, (int, str)) else list(value)
+    if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in items):
+        raise UserError(f"callbacks.sample_grid.at_batches={items} must be whole batch numbers of at least 1 "
+                        f"(1 is after the first training batch), e.g. [1, 100, 4000].")
+    return frozenset(items)

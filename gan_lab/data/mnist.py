@@ -1,6 +1,11 @@
 """MNIST from its four IDX files (plain or gzip), as published by LeCun et al. and mirrored by
 torchvision: 60,000 training and 10,000 test images of 28x28 grey digits, 10 classes.
 
+The files are found under the names and folders users have them in: the official dashed names
+(``train-images-idx3-ubyte``), the dotted names of the widespread Kaggle copy
+(``train-images.idx3-ubyte``), each plain or ``.gz``, in ``root`` itself or in torchvision's
+``root/MNIST/raw/`` (or ``root/raw/``), so an existing download is used where it lies.
+
 The test set (``t10k-*``) is served as the ``val`` split. Images are resized (bilinear, antialiased)
 to ``image_size`` once and cached.
 """
@@ -20,6 +25,9 @@ from gan_lab.errors import UserError
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 PREFIX = {"train": "train", "val": "t10k"}
+#: the names of one file, in the order they are looked for: official (and torchvision's), then Kaggle's
+NAMES = {"images": ("{prefix}-images-idx3-ubyte", "{prefix}-images.idx3-ubyte"),
+         "labels": ("{prefix}-labels-idx1-ubyte", "{prefix}-labels.idx1-ubyte")}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -53,15 +61,17 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class MNIST(DiskImageDataModule):
-    """MNIST digits; 1 channel, 10 classes. ``root`` holds the IDX files (also found under
-    ``root/MNIST/raw/`` or ``root/raw/``, torchvision's layout)."""
+    """MNIST digits; 1 channel, 10 classes. ``root`` holds the IDX files, under their official or
+    Kaggle names, directly or in ``root/MNIST/raw/`` or ``root/raw/`` (torchvision's layout)."""
 
     channels = 1
     num_classes = 10
     class_names = [str(i) for i in range(10)]
-    published = "published at http://yann.lecun.com/exdb/mnist/ and on the torchvision mirrors"
+    published = ("published at http://yann.lecun.com/exdb/mnist/, on the torchvision mirrors, whose "
+                 "download writes them to <root>/MNIST/raw/, and on Kaggle as hojjatk/mnist-dataset")
     layout = ("train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
-              "t10k-labels-idx1-ubyte (plain or .gz)")
+              "t10k-labels-idx1-ubyte (or Kaggle's train-images.idx3-ubyte and so on; plain or .gz), "
+              "directly or in MNIST/raw/ or raw/")
 
     def __init__(self, root: str, image_size: int = 32, **kwargs) -> None:
         super().__init__(root=root, image_size=image_size, **kwargs)
@@ -70,16 +80,30 @@ class MNIST(DiskImageDataModule):
     def name(self) -> str:
         return "mnist"
 
-    def find(self, stem: str) -> Path:
-        for folder in (self.root, self.root / "MNIST" / "raw", self.root / "raw"):
-            for name in (stem, stem + ".gz"):
-                if (folder / name).is_file():
-                    return folder / name
-        raise self.missing(self.root / stem, f"the IDX file {stem}")
+    def folders(self) -> list[Path]:
+        """Where the IDX files may lie: the root, then torchvision's folders."""
+        return [self.root, self.root / "MNIST" / "raw", self.root / "raw"]
+
+    def check(self) -> None:
+        # all four files up front: one message names every place looked in, also for an absent root
+        for split in PREFIX:
+            self.files(split)
+
+    def find(self, split: str, kind: str) -> Path:
+        """The first existing file among the names of ``kind`` (images, labels) of ``split``."""
+        names = [n.format(prefix=PREFIX[split]) for n in NAMES[kind]]
+        for folder in self.folders():
+            for name in names:
+                for candidate in (folder / name, folder / f"{name}.gz"):
+                    if candidate.is_file():
+                        return candidate
+        places = ", ".join(str(f.absolute()) for f in self.folders())
+        raise UserError(f"mnist: the IDX file {names[0]} was not found: looked for {' or '.join(names)} "
+                        f"(plain or .gz) in {places}; put the four MNIST files in one of these folders "
+                        f"({self.published}), or point data.root (or the GAN_LAB_DATA folder) at them.")
 
     def files(self, split: str) -> tuple[Path, Path]:
-        prefix = PREFIX[split]
-        return self.find(f"{prefix}-images-idx3-ubyte"), self.find(f"{prefix}-labels-idx1-ubyte")
+        return self.find(split, "images"), self.find(split, "labels")
 
     def source_files(self, split):
         return list(self.files(split))
