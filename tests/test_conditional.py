@@ -1,24 +1,32 @@
-"""Conditional GANs (MLP cGAN, cDCGAN): nets, tricks, per-class grids, and sample quality on digits."""
+"""Conditional GANs (MLP cGAN, cDCGAN): nets (label concatenated or in a branch of its own), the MNIST
+presets, tricks, per-class grids, and sample quality on digits."""
 from __future__ import annotations
 
+import copy
 import csv
 import json
+import math
 import time
 
+import lightning as L
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import open_dict
 from PIL import Image
+from torch import Tensor
 
 from gan_lab.build import build_datamodule, build_model
 from gan_lab.data.digits import Digits
 from gan_lab.errors import UserError
 from gan_lab.models import ConditionalGAN
 from gan_lab.models.tricks import InstanceNoise, flip_mask, swap_flipped
-from gan_lab.nets import (ConditionalDCGANDiscriminator, ConditionalDCGANGenerator, MLPConditionalDiscriminator,
-                          MLPConditionalGenerator)
+from gan_lab.nets import (ConditionalDCGANDiscriminator, ConditionalDCGANGenerator, LabelBranch,
+                          MLPConditionalDiscriminator, MLPConditionalGenerator)
 from gan_lab.run import train
+from tests.conftest import compose_config
 
 
 class UnlabelledDigits(Digits):
@@ -199,3 +207,216 @@ def test_cdcgan_digits_quality(make_cfg, tmp_path):
     print(f"cdcgan-32 20 epochs: generated {gen_acc:.3f}, real {real_acc:.3f}, {seconds:.0f} s")
     assert real_acc > 0.9
     assert gen_acc >= 0.9
+
+
+# --- conditioning=branch: the label gets a first layer of its own (the study's MNIST designs) ----
+
+
+def preset_nets(experiment: str) -> tuple[nn.Module, nn.Module]:
+    """The generator and discriminator of an MNIST preset, built from its composed config (MNIST
+    itself is not needed: its published facts, 1 channel and 10 classes, are filled in)."""
+    cfg = compose_config([f"experiment={experiment}"])
+    with open_dict(cfg):
+        cfg.data.channels, cfg.data.num_classes = 1, 10
+    torch.manual_seed(0)
+    return instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
+
+
+def layer_table(net: nn.Module, *inputs: Tensor) -> list[tuple[str, tuple[int, ...], int]]:
+    """(type, output shape without the batch, own parameter count) of every layer holding
+    parameters, in forward order."""
+    rows: list[tuple[str, tuple[int, ...], int]] = []
+    hooks = [m.register_forward_hook(lambda m, _i, out: rows.append(
+                 (type(m).__name__, tuple(out.shape[1:]), sum(p.numel() for p in m.parameters(recurse=False)))))
+             for m in net.modules() if next(m.parameters(recurse=False), None) is not None]
+    net.eval()
+    with torch.no_grad():
+        net(*inputs)
+    for h in hooks:
+        h.remove()
+    return rows
+
+
+def test_cdcgan_mnist_branch_nets_follow_the_study_layer_by_layer():
+    g, d = preset_nets("cdcgan_mnist")
+    labels = torch.arange(4)
+    # G, d = 128, latent 100, 10 classes; the transposed convs have no bias (a BatchNorm follows)
+    assert layer_table(g, torch.randn(4, 100), labels) == [
+        ("ConvTranspose2d", (256, 4, 4), 409_600),    # z branch: 100*256*4*4
+        ("ConvTranspose2d", (256, 4, 4), 40_960),     # y branch: 10*256*4*4
+        ("BatchNorm2d", (512, 4, 4), 1_024),          # both branches joined: 2*512
+        ("ConvTranspose2d", (256, 8, 8), 2_097_152),  # 512*256*16
+        ("BatchNorm2d", (256, 8, 8), 512),
+        ("ConvTranspose2d", (128, 16, 16), 524_288),  # 256*128*16
+        ("BatchNorm2d", (128, 16, 16), 256),
+        ("ConvTranspose2d", (1, 32, 32), 2_048),      # 128*1*16
+    ]
+    # 409,600 + 40,960 + 1,024 + 2,097,152 + 512 + 524,288 + 256 + 2,048
+    assert sum(p.numel() for p in g.parameters()) == 3_075_840
+    # D: the image and the 10 constant label maps each get 64 maps at 16x16
+    assert layer_table(d, torch.randn(4, 1, 32, 32), labels) == [
+        ("Conv2d", (64, 16, 16), 1_024),       # x branch: 1*64*4*4
+        ("Conv2d", (64, 16, 16), 10_240),      # y branch: 10*64*4*4
+        ("Conv2d", (256, 8, 8), 524_288),      # 128*256*16
+        ("BatchNorm2d", (256, 8, 8), 512),
+        ("Conv2d", (512, 4, 4), 2_097_152),    # 256*512*16
+        ("BatchNorm2d", (512, 4, 4), 1_024),
+        ("Conv2d", (1, 1, 1), 8_192),          # 512*1*16: one logit
+    ]
+    # 1,024 + 10,240 + 524,288 + 512 + 2,097,152 + 1,024 + 8,192
+    assert sum(p.numel() for p in d.parameters()) == 2_642_432
+    z = torch.randn(4, 100)
+    x = g(z, labels)
+    assert x.shape == (4, 1, 32, 32) and x.abs().max() <= 1
+    assert d(x, labels).shape == (4,)
+    # the label changes both outputs
+    assert not torch.allclose(g(z, labels), g(z, (labels + 1) % 10))
+    assert not torch.allclose(d(x, labels), d(x, (labels + 1) % 10))
+
+
+def test_cgan_mnist_branch_nets_follow_the_study_layer_by_layer():
+    g, d = preset_nets("cgan_mnist")
+    labels = torch.arange(4)
+    assert layer_table(g, torch.randn(4, 100), labels) == [
+        ("Linear", (256,), 25_856),       # z branch: 100*256 + 256
+        ("Linear", (256,), 2_816),        # y branch: 10*256 + 256
+        ("BatchNorm1d", (512,), 1_024),   # both branches joined: 2*512
+        ("Linear", (512,), 262_656),      # 512*512 + 512
+        ("BatchNorm1d", (512,), 1_024),
+        ("Linear", (1024,), 525_312),     # 512*1024 + 1024
+        ("BatchNorm1d", (1024,), 2_048),
+        ("Linear", (784,), 803_600),      # 1024*784 + 784
+    ]
+    # 25,856 + 2,816 + 1,024 + 262,656 + 1,024 + 525,312 + 2,048 + 803,600
+    assert sum(p.numel() for p in g.parameters()) == 1_624_336
+    assert [type(m).__name__ for m in g.net if next(m.parameters(), None) is None] == [
+        "ReLU", "ReLU", "ReLU", "Tanh"]  # the activations, in order
+    assert layer_table(d, torch.randn(4, 1, 28, 28), labels) == [
+        ("Linear", (1024,), 803_840),     # x branch: 784*1024 + 1024
+        ("Linear", (1024,), 11_264),      # y branch: 10*1024 + 1024
+        ("Linear", (512,), 1_049_088),    # 2048*512 + 512
+        ("BatchNorm1d", (512,), 1_024),
+        ("Linear", (256,), 131_328),      # 512*256 + 256
+        ("BatchNorm1d", (256,), 512),
+        ("Linear", (1,), 257),            # 256 + 1: one logit
+    ]
+    # 803,840 + 11,264 + 1,049,088 + 1,024 + 131,328 + 512 + 257
+    assert sum(p.numel() for p in d.parameters()) == 1_997_313
+    assert not any(isinstance(m, nn.Dropout) for m in d.modules())
+    z = torch.randn(4, 100)
+    x = g(z, labels)
+    assert x.shape == (4, 1, 28, 28) and x.abs().max() <= 1
+    assert d(x, labels).shape == (4,)
+    assert not torch.allclose(g(z, labels), g(z, (labels + 1) % 10))
+    assert not torch.allclose(d(x, labels), d(x, (labels + 1) % 10))
+
+
+def test_mnist_presets_carry_the_study_settings():
+    for experiment, model, size in (("cdcgan_mnist", "ConditionalDCGANGenerator", 32),
+                                    ("cgan_mnist", "MLPConditionalGenerator", 28)):
+        cfg = compose_config([f"experiment={experiment}"])
+        assert cfg.model.generator._target_ == f"gan_lab.nets.{model}"
+        assert cfg.model.generator.conditioning == cfg.model.discriminator.conditioning == "branch"
+        assert cfg.data._target_ == "gan_lab.data.MNIST" and cfg.data.image_size == size
+        assert cfg.data.batch_size == 128 and cfg.noise.latent_dim == 100
+        assert cfg.noise._target_ == "gan_lab.noise.Normal" and cfg.loss.name == "non_saturating"
+        for net in ("generator", "discriminator"):
+            assert cfg.optimizer[net].lr == 2e-4 and cfg.optimizer[net].betas[0] == 0.5
+        assert cfg.trainer.max_epochs == -1 and cfg.trainer.max_batches == 9360
+
+
+def small_nets(conditioning: str) -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Every conditional net, small, with its input shape."""
+    return [
+        (ConditionalDCGANGenerator(8, 10, 16, 1, width=4, conditioning=conditioning), (8,)),
+        (ConditionalDCGANDiscriminator(10, 16, 1, width=4, conditioning=conditioning), (1, 16, 16)),
+        (MLPConditionalGenerator(8, 10, 8, 1, hidden=(16, 32), conditioning=conditioning), (8,)),
+        (MLPConditionalDiscriminator(10, 8, 1, hidden=(32, 16), conditioning=conditioning), (1, 8, 8)),
+    ]
+
+
+@pytest.mark.parametrize("conditioning", ["concat", "branch"])
+def test_nets_take_class_weight_blends(conditioning):
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 3, 7, 9])
+    one_hot = F.one_hot(labels, 10).float()
+    blend = 0.3 * one_hot + 0.7 * F.one_hot((labels + 1) % 10, 10).float()
+    for net, shape in small_nets(conditioning):
+        net.eval()
+        x = torch.randn(4, *shape)
+        with torch.no_grad():
+            assert torch.allclose(net(x, one_hot), net(x, labels), atol=1e-6)
+            mixed = net(x, blend)
+        assert not torch.allclose(mixed, net(x, labels))
+
+
+def test_branch_width_defaults_to_half_the_first_layer():
+    g = ConditionalDCGANGenerator(8, 10, 16, 1, width=4, conditioning="branch")
+    first = g.dcgan.net[0]
+    assert isinstance(first, LabelBranch) and g.branch_channels == 4  # width 4 * 2 = 8 maps at 4x4
+    assert (first.input_layer.in_channels, first.input_layer.out_channels) == (8, 4)
+    assert (first.label_layer.in_channels, first.label_layer.out_channels) == (10, 4)
+    g = ConditionalDCGANGenerator(8, 10, 16, 1, width=4, conditioning="branch", branch_channels=2)
+    assert g.dcgan.net[0].input_layer.out_channels == 6 and g.dcgan.net[0].label_layer.out_channels == 2
+    d = ConditionalDCGANDiscriminator(10, 16, 3, width=8, conditioning="branch", spectral_norm=True)
+    first = d.dcgan.features[0]
+    assert (first.input_layer.in_channels, first.input_layer.out_channels) == (3, 4)
+    assert nn.utils.parametrize.is_parametrized(first.label_layer, "weight")  # spectral norm kept
+    m = MLPConditionalDiscriminator(10, 8, 1, hidden=(30, 16), conditioning="branch", branch_width=10)
+    assert (m.net[0].input_layer.out_features, m.net[0].label_layer.out_features) == (20, 10)
+
+
+@pytest.mark.parametrize("build,match", [
+    (lambda: ConditionalDCGANGenerator(8, 10, 16, 1, width=4, conditioning="stack"),
+     r"model\.generator\.conditioning='stack' is unknown; use one of concat, branch\."),
+    (lambda: ConditionalDCGANGenerator(8, 10, 16, 1, width=4, branch_channels=4),
+     r"model\.generator\.branch_channels=4 only applies with conditioning=branch"),
+    (lambda: ConditionalDCGANGenerator(8, 10, 16, 1, width=4, conditioning="branch", branch_channels=8),
+     r"model\.generator\.branch_channels=8 must be an integer from 1 to 7"),
+    (lambda: ConditionalDCGANDiscriminator(10, 16, 1, width=4, conditioning="branch", branch_channels=0),
+     r"model\.discriminator\.branch_channels=0 must be an integer from 1 to 3"),
+    (lambda: MLPConditionalDiscriminator(10, 8, 1, hidden=(32, 16), branch_width=8),
+     r"model\.discriminator\.branch_width=8 only applies with conditioning=branch"),
+    (lambda: MLPConditionalGenerator(8, 10, 8, 1, hidden=(16, 32), conditioning="branch", branch_width=16),
+     r"model\.generator\.branch_width=16 must be an integer from 1 to 15"),
+    (lambda: MLPConditionalGenerator(8, 10, 8, 1, activation="gelu"),
+     r"model\.generator\.activation='gelu' is unknown; use one of leaky_relu, relu\."),
+    (lambda: MLPConditionalGenerator(8, 10, 8, 1, hidden=()),
+     r"model\.generator\.hidden=\[\] must list one or more positive widths"),
+])
+def test_invalid_conditioning_options_are_one_sentence_user_errors(build, match):
+    with pytest.raises(UserError, match=match) as info:
+        build()
+    message = str(info.value)
+    assert message.endswith(".") and message.replace("e.g. ", "").count(". ") == 0 and "\n" not in message
+
+
+@pytest.mark.parametrize("model", ["cdcgan", "cgan_mlp"])
+def test_branch_conditioned_models_train_on_digits(make_cfg, tmp_path, model):
+    overrides = [f"model={model}", "model.generator.conditioning=branch", "data.image_size=16"]
+    if model == "cdcgan":
+        overrides += ["model.generator.width=4", "model.discriminator.width=4"]
+        keys = ["generator.dcgan.net.0", "discriminator.dcgan.features.0"]
+    else:
+        overrides += ["model.generator.hidden=[16,32]", "model.discriminator.hidden=[32,16]"]
+        keys = ["generator.net.0", "discriminator.net.0"]
+    cfg = make_cfg(*overrides)
+    # the nets as train() builds them, before training (same seed, same order; on a copy, since
+    # building publishes the data facts into the config)
+    probe = copy.deepcopy(cfg)
+    L.seed_everything(probe.seed, workers=True, verbose=False)
+    build_datamodule(probe)
+    before = build_model(probe).state_dict()
+    train(cfg)
+    run = tmp_path / "run"
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["status"] == "completed" and summary["batches_seen"] == 6
+    losses = [float(row[k]) for row in read_rows(run / "metrics.csv")
+              for k in ("train/d_loss", "train/g_loss") if row.get(k)]
+    assert losses and all(math.isfinite(v) for v in losses)
+    after = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    for key in keys:  # both branches of both nets exist and were trained
+        for branch in ("input_layer", "label_layer"):
+            name = next(k for k in after if k.startswith(f"{key}.{branch}.") and k.endswith("weight"))
+            assert before[name].shape == after[name].shape
+            assert not torch.allclose(before[name], after[name]), name

@@ -1,15 +1,19 @@
-"""Loss functions on known inputs, noise moments, the piecewise schedule."""
+"""Loss functions on known inputs, noise moments (interpolated latents included), the piecewise schedule."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from gan_lab import losses
 from gan_lab.errors import UserError
-from gan_lab.noise import Gamma, Normal, Uniform
+from gan_lab.noise import Gamma, Interpolated, Normal, Uniform
+from gan_lab.run import train
 from gan_lab.schedulers import PiecewiseLR
+from tests.conftest import compose_config
 
 LOG2 = math.log(2.0)
 
@@ -60,7 +64,9 @@ def test_gradient_penalty_zero_for_unit_gradient_critic():
 
 
 @pytest.mark.parametrize("noise", [Normal(64, 0.0, 1.0), Normal(64, -1.0, 10.0), Uniform(64, -1.0, 1.0),
-                                   Gamma(64, 2.0, 1.0), Gamma(64, 0.5, 2.0)])
+                                   Gamma(64, 2.0, 1.0), Gamma(64, 0.5, 2.0),
+                                   Interpolated(64, Normal(64), 0.3), Interpolated(64, Normal(64), 0.8),
+                                   Interpolated(64, Gamma(64, 2.0, 1.0), 0.8)])
 def test_noise_moments(noise):
     torch.manual_seed(0)
     z = noise.sample(4000, "cpu")
@@ -72,6 +78,70 @@ def test_noise_moments(noise):
     assert z_g.mean().item() == pytest.approx(noise.mean, abs=0.03 * max(1.0, noise.std))
     assert z_g.std().item() == pytest.approx(noise.std, rel=0.03)
     assert torch.equal(z_g, noise.sample(4000, "cpu", generator=torch.Generator().manual_seed(1)))
+
+
+@pytest.mark.parametrize("alpha,std", [
+    (0.3, 0.761577),   # sqrt(0.3^2 + 0.7^2) = sqrt(0.58)
+    (0.8, 0.824621),   # sqrt(0.8^2 + 0.2^2) = sqrt(0.68)
+    (0.5, 0.707107),   # the narrowest blend: 1/sqrt(2)
+    (1.0, 1.0),        # no blend: the base itself
+])
+def test_interpolated_latents_keep_the_mean_and_shrink_the_spread(alpha, std):
+    noise = Interpolated(32, Normal(32, mean=1.5, std=2.0), alpha)
+    assert noise.mean == 1.5 and noise.std == pytest.approx(2.0 * std, abs=1e-5)
+    z = noise.sample(8000, "cpu", generator=torch.Generator().manual_seed(0))
+    assert z.shape == (8000, 32)
+    assert z.mean().item() == pytest.approx(1.5, abs=0.03)
+    assert z.std().item() == pytest.approx(2.0 * std, rel=0.02)
+    # each coordinate is a blend of two independent draws, not a rescaled single draw
+    if 0 < alpha < 1:
+        base = Normal(32, mean=1.5, std=2.0)
+        g = torch.Generator().manual_seed(3)
+        z1, z2 = base.sample(10, "cpu", g), base.sample(10, "cpu", g)
+        blend = noise.sample(10, "cpu", torch.Generator().manual_seed(3))
+        assert torch.allclose(blend, alpha * z1 + (1 - alpha) * z2, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [1.5, -0.1])
+def test_interpolated_alpha_outside_unit_interval_is_one_sentence(alpha):
+    with pytest.raises(UserError) as info:
+        Interpolated(8, Normal(8), alpha)
+    assert str(info.value) == f"noise.alpha={alpha} must be a number in [0, 1]; e.g. noise.alpha=0.3."
+
+
+def test_interpolated_base_must_match_the_latent_size():
+    with pytest.raises(UserError, match=r"noise\.base\.latent_dim=8 differs from noise\.latent_dim=16"):
+        Interpolated(16, Normal(8), 0.3)
+    with pytest.raises(UserError, match=r"noise\.base='uniform' is not a latent distribution; pick one with "
+                                        r"noise@noise\.base=normal"):
+        Interpolated(16, "uniform", 0.3)
+
+
+def test_interpolated_config_is_a_noise_option(tmp_path):
+    cfg = compose_config(["noise=interpolated", "noise.alpha=0.8", "noise.latent_dim=12"], tmp_path)
+    noise = instantiate(cfg.noise)
+    assert isinstance(noise, Interpolated) and noise.alpha == 0.8 and noise.latent_dim == 12
+    assert isinstance(noise.base, Normal) and (noise.base.latent_dim, noise.base.mean, noise.base.std) == (12, 0.0, 1.0)
+    assert cfg.model.generator.latent_dim == 12  # ${noise.latent_dim} still reaches the nets
+    assert compose_config(["noise=interpolated"]).noise.alpha == 0.3
+    # any distribution of the group can be the base
+    swapped = instantiate(compose_config(["noise=interpolated", "noise@noise.base=uniform",
+                                          "noise.latent_dim=5"]).noise)
+    assert isinstance(swapped.base, Uniform) and swapped.base.latent_dim == 5
+    assert swapped.std == pytest.approx(2 / math.sqrt(12) * math.sqrt(0.58))
+
+
+def test_training_on_interpolated_latents(make_cfg, tmp_path):
+    train(make_cfg("noise=interpolated", "noise.alpha=0.8", "model.generator.width=8", "model.discriminator.width=8"))
+    run = tmp_path / "run"
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["status"] == "completed" and summary["batches_seen"] == 6
+    assert math.isfinite(summary["final"]["train/g_loss"]) and math.isfinite(summary["final"]["train/d_loss"])
+    # the model's latents come from the blend: the grid's fixed latents have its spread (16 x 64 values)
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    fixed = state["fixed_noise"]
+    assert fixed.shape[1] == 16
+    assert fixed.std().item() == pytest.approx(math.sqrt(0.68), rel=0.1)
 
 
 def test_gamma_support_is_positive():

@@ -1,6 +1,6 @@
 """Plain ``nn.Module`` generators and discriminators: no training logic, every size an argument."""
 from gan_lab.nets.artgan import ArtGANDiscriminator, ArtGANGenerator
-from gan_lab.nets.conditional import (ConditionalDCGANDiscriminator, ConditionalDCGANGenerator,
+from gan_lab.nets.conditional import (ConditionalDCGANDiscriminator, ConditionalDCGANGenerator, LabelBranch,
                                       MLPConditionalDiscriminator, MLPConditionalGenerator)
 from gan_lab.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from gan_lab.nets.dense_dcgan import DenseDCGANGenerator
@@ -10,4 +10,4 @@ from gan_lab.nets.init import dcgan_init, kaiming_dense_dcgan_conv_init
 __all__ = ["DCGANGenerator", "DCGANDiscriminator", "DenseDCGANGenerator", "dcgan_init",
            "kaiming_dense_dcgan_conv_init", "ProgressiveGenerator", "ProgressiveDiscriminator",
            "MLPConditionalGenerator", "MLPConditionalDiscriminator", "ConditionalDCGANGenerator",
-           "ConditionalDCGANDiscriminator", "ArtGANGenerator", "ArtGANDiscriminator"]
+           "ConditionalDCGANDiscriminator", "LabelBranch", "ArtGANGenerator", "ArtGANDiscriminator"]

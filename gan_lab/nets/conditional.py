@@ -1,18 +1,29 @@
 """Label-conditioned generators and discriminators: the MLP cGAN and the conditional DCGAN.
 
-Every net here takes the class labels (int64 ``[N]``) as a second forward argument:
-``generator(z, labels) -> images`` and ``discriminator(images, labels) -> logits [N]``.
+Every net here takes the class labels (int64 ``[N]``, or float class weights ``[N, K]``, see
+:func:`class_codes`) as a second forward argument: ``generator(z, labels) -> images`` and
+``discriminator(images, labels) -> logits [N]``.
 
 * MLP cGAN (Mirza & Osindero 2014, the course's MNIST model): the label is one-hot encoded (or
-  embedded) and concatenated to the latent of G and to the flattened image of D.
-* Conditional DCGAN: the one-hot label is concatenated to G's latent (``latent_dim + num_classes``
-  input channels of the first transposed conv) and, as constant one-hot maps, to D's input
+  embedded) and joined to the latent of G and to the flattened image of D.
+* Conditional DCGAN: the one-hot label joins G's latent (``latent_dim + num_classes`` input
+  channels of the first transposed conv) and, as constant one-hot maps, D's input
   (``channels + num_classes`` input channels); the rest are the DCGAN blocks of
   :mod:`gan_lab.nets.dcgan`.
+
+Where the label joins is the ``conditioning`` option of every net:
+
+* ``concat``: the label code is concatenated to the input and the first layer sees both at once.
+* ``branch``: the first layer is split in two, one part on the input and one on the label (e.g. the
+  classic MNIST cDCGAN: ``ConvT(100, 256)`` on z and ``ConvT(10, 256)`` on y, joined into 512 maps),
+  so the label gets its own learned features (for the conv nets, its own spatial maps) before the
+  two meet. It is the same net as ``concat`` with the first weight constrained to be block-diagonal
+  (input -> the first maps only, label -> the last ``branch_channels`` / ``branch_width`` only), which
+  is why it is an option rather than another net: everything after the first layer is shared.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -24,6 +35,8 @@ from gan_lab.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from gan_lab.nets.init import dcgan_init
 
 LABEL_ENCODINGS = ("one_hot", "embedding")
+CONDITIONINGS = ("concat", "branch")
+ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.2, True), "relu": lambda: nn.ReLU(True)}
 
 
 def check_num_classes(num_classes: int, net: str) -> int:
@@ -66,11 +79,76 @@ class LabelEncoder(nn.Module):
         return class_codes(labels, self.num_classes, dtype)
 
 
-def _mlp(sizes: Sequence[int], activation: nn.Module, norm: bool, dropout: float) -> list[nn.Module]:
+class LabelBranch(nn.Module):
+    """The first layer of a ``conditioning=branch`` net: ``[input, label code]`` (joined on dim 1, as
+    the ``concat`` nets receive them) -> ``[input_layer(input), label_layer(code)]``.
+
+    Taking the joined tensor keeps the nets' forward identical in both modes, so a branch net is
+    the concat net with this module in place of its first layer."""
+
+    def __init__(self, input_layer: nn.Module, label_layer: nn.Module, split: int) -> None:
+        super().__init__()
+        self.input_layer, self.label_layer, self.split = input_layer, label_layer, int(split)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return torch.cat([self.input_layer(h[:, :self.split]), self.label_layer(h[:, self.split:])], 1)
+
+
+def check_conditioning(conditioning: str, branch: int | None, key: str, first: int) -> int | None:
+    """Validate ``conditioning`` and the width of the label branch, ``branch`` (``key`` names it in
+    the config), against the ``first`` outputs of the first layer; returns that width (``None`` for
+    concat; half of ``first`` when not given, the split of the classic MNIST designs)."""
+    net = key.rsplit(".", 1)[0]
+    if conditioning not in CONDITIONINGS:
+        raise UserError(f"{net}.conditioning={conditioning!r} is unknown; use one of {', '.join(CONDITIONINGS)}.")
+    if conditioning == "concat":
+        if branch is not None:
+            raise UserError(f"{key}={branch} only applies with conditioning=branch; set "
+                            f"{net}.conditioning=branch or {key}=null.")
+        return None
+    if branch is None:
+        branch = first // 2
+    if int(branch) != branch or not 0 < branch < first:
+        raise UserError(f"{key}={branch} must be an integer from 1 to {first - 1}, since the label branch takes "
+                        f"that many of the {first} outputs of the first layer and the input branch the rest; "
+                        f"e.g. {key}={max(1, first // 2)}.")
+    return int(branch)
+
+
+def split_first_layer(net: nn.Module, kind: type[nn.Module], input_dim: int, label_out: int,
+                      wrap: Callable[[nn.Module], nn.Module] = lambda m: m) -> LabelBranch:
+    """Replace the first ``kind`` layer of ``net`` (which reads ``[input, label code]``) by a
+    :class:`LabelBranch` with the same kernel, stride, padding and bias: ``input_dim`` inputs go to
+    ``out - label_out`` outputs, the rest to ``label_out``. ``wrap`` re-applies e.g. spectral norm.
+
+    Works on the built net so that every option of the DCGAN nets stays available in branch mode."""
+    for name, layer in net.named_modules():
+        if isinstance(layer, kind):
+            break
+    else:
+        raise RuntimeError(f"{type(net).__name__} has no {kind.__name__} layer to split")
+    if isinstance(layer, nn.Linear):
+        make = lambda i, o: nn.Linear(i, o, bias=layer.bias is not None)  # noqa: E731
+        inputs, outputs = layer.in_features, layer.out_features
+    else:
+        make = lambda i, o: kind(i, o, layer.kernel_size, layer.stride, layer.padding,  # noqa: E731
+                                 bias=layer.bias is not None)
+        inputs, outputs = layer.in_channels, layer.out_channels
+    if not 0 < input_dim < inputs or not 0 < label_out < outputs:
+        raise RuntimeError(f"cannot split {layer} into {input_dim} inputs and {label_out} label outputs")
+    branch = LabelBranch(wrap(make(input_dim, outputs - label_out)), wrap(make(inputs - input_dim, label_out)),
+                         input_dim)
+    parent_name, _, child = name.rpartition(".")
+    setattr(net.get_submodule(parent_name) if parent_name else net, child, branch)
+    return branch
+
+
+def _mlp(sizes: Sequence[int], activation: nn.Module, norm: bool, dropout: float,
+         norm_first: bool = False) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
-        if norm and i > 0:
+        if norm and (i > 0 or norm_first):
             layers.append(nn.BatchNorm1d(b))
         layers.append(activation)
         if dropout:
@@ -78,25 +156,57 @@ def _mlp(sizes: Sequence[int], activation: nn.Module, norm: bool, dropout: float
     return layers
 
 
+def check_activation(activation: str, key: str) -> nn.Module:
+    """The activation named by ``activation`` (``key`` names it in the config)."""
+    if activation not in ACTIVATIONS:
+        raise UserError(f"{key}={activation!r} is unknown; use one of {', '.join(ACTIVATIONS)}.")
+    return ACTIVATIONS[activation]()
+
+
+def check_hidden(hidden: Sequence[int], key: str) -> list[int]:
+    """Dense widths: a non-empty list of positive integers."""
+    widths = list(hidden)
+    if not widths or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
+        raise UserError(f"{key}={widths} must list one or more positive widths; e.g. {key}=[256,512,1024].")
+    return [int(w) for w in widths]
+
+
 class MLPConditionalGenerator(nn.Module):
     """(z, label) -> image: dense layers on ``[z, code(label)]``, tanh output reshaped to an image.
 
     Args:
-        hidden: widths of the hidden dense layers (the course's MNIST model: 256, 512, 1024).
+        hidden: widths of the hidden dense layers (the course's MNIST model: 256, 512, 1024); with
+            ``conditioning=branch`` the first is the joined width of the two branches (the classic
+            MNIST cGAN: 512, 512, 1024, i.e. 256 on z and 256 on the label, then 512 and 1024).
         label_encoding: ``one_hot`` (concatenated as is) or ``embedding`` (learned, ``embedding_dim``).
-        norm: BatchNorm1d after every hidden layer but the first.
+        norm: BatchNorm1d after every hidden layer but the first; with ``conditioning=branch`` the
+            branches are normalised too, as in the classic MNIST cGAN (per-feature, so one
+            BatchNorm1d over the joined branches is exactly one per branch).
+        activation: ``leaky_relu`` (slope 0.2) or ``relu`` (the classic MNIST cGAN's generator).
+        conditioning: ``concat`` (the label code joins z before the first layer) or ``branch`` (a
+            dense layer of its own on the label, see the module docstring).
+        branch_width: outputs of the label branch (``None``: half of ``hidden[0]``); z's branch
+            gets the rest of ``hidden[0]``.
     """
 
     def __init__(self, latent_dim: int, num_classes: int, image_size: int = 28, channels: int = 1,
                  hidden: Sequence[int] = (256, 512, 1024), label_encoding: str = "one_hot",
-                 embedding_dim: int = 10, norm: bool = True, init: bool = True) -> None:
+                 embedding_dim: int = 10, norm: bool = True, init: bool = True, activation: str = "leaky_relu",
+                 conditioning: str = "concat", branch_width: int | None = None) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "MLP cGAN generator")
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
+        hidden = check_hidden(hidden, "model.generator.hidden")
+        act = check_activation(activation, "model.generator.activation")
+        self.conditioning = conditioning
+        self.branch_width = check_conditioning(conditioning, branch_width, "model.generator.branch_width", hidden[0])
         self.label = LabelEncoder(self.num_classes, label_encoding, embedding_dim)
         out = channels * image_size * image_size
-        self.net = nn.Sequential(*_mlp([latent_dim + self.label.dim, *hidden], nn.LeakyReLU(0.2, True), norm, 0.0),
+        self.net = nn.Sequential(*_mlp([latent_dim + self.label.dim, *hidden], act, norm, 0.0,
+                                       norm_first=conditioning == "branch"),
                                  nn.Linear(hidden[-1], out), nn.Tanh())
+        if self.branch_width is not None:
+            split_first_layer(self.net, nn.Linear, latent_dim, self.branch_width)
         if init:
             self.apply(dcgan_init)
 
@@ -106,20 +216,38 @@ class MLPConditionalGenerator(nn.Module):
 
 
 class MLPConditionalDiscriminator(nn.Module):
-    """(image, label) -> logit ``[N]``: dense layers on ``[flat image, code(label)]``, dropout after each."""
+    """(image, label) -> logit ``[N]``: dense layers on ``[flat image, code(label)]``, dropout after each.
+
+    Args:
+        hidden: widths of the hidden dense layers; with ``conditioning=branch`` the first is the
+            joined width of the two branches (the classic MNIST cGAN: 2048, 512, 256, i.e. 1024 on
+            the image and 1024 on the label, then 512 and 256).
+        dropout: after every hidden layer (0: none).
+        norm: BatchNorm1d after every hidden layer but the first (never on the layer that reads
+            the image, as in DCGAN discriminators); the classic MNIST cGAN uses it.
+        conditioning, branch_width: as for :class:`MLPConditionalGenerator`; the image's branch
+            gets ``hidden[0] - branch_width`` outputs.
+    """
 
     def __init__(self, num_classes: int, image_size: int = 28, channels: int = 1,
                  hidden: Sequence[int] = (1024, 512, 256), label_encoding: str = "one_hot",
-                 embedding_dim: int = 10, dropout: float = 0.3, init: bool = True) -> None:
+                 embedding_dim: int = 10, dropout: float = 0.3, init: bool = True, norm: bool = False,
+                 conditioning: str = "concat", branch_width: int | None = None) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "MLP cGAN discriminator")
         if not 0.0 <= dropout < 1.0:
             raise UserError(f"model.discriminator.dropout={dropout} must be in [0, 1); e.g. 0.3.")
         self.image_size, self.channels = image_size, channels
+        hidden = check_hidden(hidden, "model.discriminator.hidden")
+        self.conditioning = conditioning
+        self.branch_width = check_conditioning(conditioning, branch_width, "model.discriminator.branch_width",
+                                               hidden[0])
         self.label = LabelEncoder(self.num_classes, label_encoding, embedding_dim)
-        inp = channels * image_size * image_size + self.label.dim
-        self.net = nn.Sequential(*_mlp([inp, *hidden], nn.LeakyReLU(0.2, True), False, dropout),
+        pixels = channels * image_size * image_size
+        self.net = nn.Sequential(*_mlp([pixels + self.label.dim, *hidden], nn.LeakyReLU(0.2, True), norm, dropout),
                                  nn.Linear(hidden[-1], 1))
+        if self.branch_width is not None:
+            split_first_layer(self.net, nn.Linear, pixels, self.branch_width)
         if init:
             self.apply(dcgan_init)
 
@@ -128,16 +256,39 @@ class MLPConditionalDiscriminator(nn.Module):
         return self.net(h).view(x.shape[0])
 
 
+def _first(net: nn.Module, kind: type[nn.Module]) -> nn.Module:
+    """The first layer of type ``kind`` in ``net`` (the one that reads ``[input, label]``)."""
+    return next(m for m in net.modules() if isinstance(m, kind))
+
+
 class ConditionalDCGANGenerator(nn.Module):
-    """(z, label) -> image: a :class:`DCGANGenerator` whose latent is ``[z, one_hot(label)]``."""
+    """(z, label) -> image: a :class:`DCGANGenerator` whose latent is ``[z, one_hot(label)]``.
+
+    Args (beyond :class:`DCGANGenerator`'s):
+        conditioning: ``concat`` (the one-hot label joins z as extra input channels of the first
+            transposed conv) or ``branch`` (a transposed conv of its own on the label, see the
+            module docstring): the classic MNIST cDCGAN is ``branch`` with ``width=128`` at 32x32,
+            i.e. ``ConvT(100, 256)`` on z and ``ConvT(10, 256)`` on y, joined into 512 maps at 4x4.
+        branch_channels: maps of the label branch (``None``: half of the first block's
+            ``width * 2^k``); z's branch gets the rest.
+    """
 
     def __init__(self, latent_dim: int, num_classes: int, image_size: int = 64, channels: int = 3,
-                 width: int = 64, max_mult: int = 8, norm: str = "batch", init: bool = True) -> None:
+                 width: int = 64, max_mult: int = 8, norm: str = "batch", init: bool = True,
+                 conditioning: str = "concat", branch_channels: int | None = None) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "conditional DCGAN generator")
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         self.dcgan = DCGANGenerator(latent_dim + self.num_classes, image_size, channels, width, max_mult,
                                     norm, init)
+        self.conditioning = conditioning
+        first = _first(self.dcgan, nn.ConvTranspose2d).out_channels
+        self.branch_channels = check_conditioning(conditioning, branch_channels, "model.generator.branch_channels",
+                                                  first)
+        if self.branch_channels is not None:
+            branch = split_first_layer(self.dcgan, nn.ConvTranspose2d, latent_dim, self.branch_channels)
+            if init:
+                branch.apply(dcgan_init)
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         return self.dcgan(torch.cat([z.flatten(1), class_codes(labels, self.num_classes, z.dtype)], 1))
@@ -145,18 +296,36 @@ class ConditionalDCGANGenerator(nn.Module):
 
 class ConditionalDCGANDiscriminator(nn.Module):
     """(image, label) -> logit ``[N]``: a :class:`DCGANDiscriminator` on the image stacked with
-    ``num_classes`` constant maps holding the one-hot label."""
+    ``num_classes`` constant maps holding the one-hot label (or the class weights).
+
+    Args (beyond :class:`DCGANDiscriminator`'s):
+        conditioning: ``concat`` (the label maps are extra input channels of the first conv) or
+            ``branch`` (a conv of its own on the label maps): the classic MNIST cDCGAN is
+            ``branch`` with ``width=128`` at 32x32, i.e. ``Conv(1, 64)`` on x and ``Conv(10, 64)``
+            on y, joined into 128 maps at 16x16.
+        branch_channels: maps of the label branch (``None``: half of ``width``); the image's
+            branch gets the rest.
+    """
 
     def __init__(self, num_classes: int, image_size: int = 64, channels: int = 3, width: int = 64,
                  max_mult: int = 8, norm: str = "batch", spectral_norm: bool = False, dropout: float = 0.0,
-                 init: bool = True) -> None:
+                 init: bool = True, conditioning: str = "concat", branch_channels: int | None = None) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "conditional DCGAN discriminator")
         self.image_size, self.channels = image_size, channels
         self.dcgan = DCGANDiscriminator(image_size, channels + self.num_classes, width, max_mult, norm,
                                         spectral_norm, dropout, init)
+        self.conditioning = conditioning
+        first = _first(self.dcgan, nn.Conv2d).out_channels
+        self.branch_channels = check_conditioning(conditioning, branch_channels,
+                                                  "model.discriminator.branch_channels", first)
+        if self.branch_channels is not None:
+            sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
+            branch = split_first_layer(self.dcgan, nn.Conv2d, channels, self.branch_channels, sn)
+            if init:
+                branch.apply(dcgan_init)
 
     def forward(self, x: Tensor, labels: Tensor) -> Tensor:
         n, _, h, w = x.shape
-        maps = F.one_hot(labels, self.num_classes).to(x.dtype)[:, :, None, None].expand(n, -1, h, w)
+        maps = class_codes(labels, self.num_classes, x.dtype)[:, :, None, None].expand(n, -1, h, w)
         return self.dcgan(torch.cat([x, maps], 1))
