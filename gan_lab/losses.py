@@ -38,6 +38,28 @@ def d_least_squares(real: Tensor, fake: Tensor, real_target: float = 1.0, fake_t
     return 0.5 * ((real - real_target) ** 2).mean() + 0.5 * ((fake - fake_target) ** 2).mean()
 
 
+def categorical_targets(classes: Tensor, num_outputs: int, target: float = 1.0) -> Tensor:
+    """One-hot ``[N, num_outputs]`` BCE targets whose positive entry is ``target`` (one-sided smoothing
+    below 1: the other entries stay 0)."""
+    return F.one_hot(classes, num_outputs).float() * target
+
+
+def d_categorical(real: Tensor, fake: Tensor | None, real_classes: Tensor, fake_classes: Tensor | None,
+                  real_target: float = 1.0) -> Tensor:
+    """ArtGAN's K+1-way objective for D (Tan et al. 2017): each of the K+1 sigmoid outputs is scored by
+    BCE against a one-hot target, a real image of class k against k and a generated image against the
+    last ("fake") output. ``real_target`` below 1 smooths the real side's positive entry.
+
+    The classes are given, not derived, so that label flipping (a variant's choice of targets) needs
+    nothing of this function. Without generated images (``fake=None``: D learning the real classes
+    alone, ArtGAN's pre-training) it is the real side's term."""
+    num_outputs = real.shape[1]
+    loss = F.binary_cross_entropy_with_logits(real.float(), categorical_targets(real_classes, num_outputs, real_target))
+    if fake is None:
+        return loss
+    return loss + F.binary_cross_entropy_with_logits(fake.float(), categorical_targets(fake_classes, num_outputs))
+
+
 # --- generator objectives -----------------------------------------------------------------
 
 
@@ -49,6 +71,12 @@ def g_minimax(fake: Tensor) -> Tensor:
 def g_non_saturating(fake: Tensor, target: float = 1.0) -> Tensor:
     """Non-saturating generator loss: maximise log D(G(z)), i.e. BCE against the real label."""
     return F.binary_cross_entropy_with_logits(fake, torch.full_like(fake, target))
+
+
+def g_categorical(fake: Tensor, classes: Tensor, target: float = 1.0) -> Tensor:
+    """ArtGAN's objective for G: D should classify the image of class k as k (BCE of the K+1 outputs
+    against the one-hot of k)."""
+    return F.binary_cross_entropy_with_logits(fake.float(), categorical_targets(classes, fake.shape[1], target))
 
 
 def g_wasserstein(fake: Tensor) -> Tensor:
@@ -64,11 +92,9 @@ def g_least_squares(fake: Tensor, target: float = 1.0) -> Tensor:
 # --- penalties ----------------------------------------------------------------------------
 
 
-def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
-                     generator: torch.Generator | None = None) -> Tensor:
+def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> Tensor:
     """WGAN-GP penalty E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates of real and fake."""
-    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype,
-                     generator=generator)
+    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     out = critic(x_hat)
     (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)

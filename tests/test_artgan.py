@@ -11,9 +11,9 @@ import torch.nn as nn
 
 from gan_lab.build import build_datamodule, build_model
 from gan_lab.errors import UserError
-from gan_lab.losses import GANLoss, d_bce, g_non_saturating
+from gan_lab.losses import GANLoss, categorical_targets, d_bce, d_categorical, g_categorical, g_non_saturating
 from gan_lab.models import ArtGAN
-from gan_lab.models.artgan import artgan_targets, reconstruction_loss
+from gan_lab.models.artgan import reconstruction_loss
 from gan_lab.nets import ArtGANDiscriminator, ArtGANGenerator
 from gan_lab.noise import Normal
 from gan_lab.run import train
@@ -49,13 +49,31 @@ def test_artgan_paper_shapes_at_64():
 
 def test_k_plus_one_targets():
     labels = torch.tensor([0, 3, 9])
-    t = artgan_targets(labels, 10)
+    t = categorical_targets(labels, 11)
     assert t.shape == (3, 11)
     assert t.sum(1).tolist() == [1, 1, 1] and t[1, 3] == 1 and t[:, 10].sum() == 0
-    fake = artgan_targets(torch.full((2,), 10), 10)
+    fake = categorical_targets(torch.full((2,), 10), 11)
     assert fake[:, 10].tolist() == [1, 1] and fake[:, :10].sum() == 0
-    smooth = artgan_targets(labels, 10, smoothing=0.1)
+    smooth = categorical_targets(labels, 11, target=0.9)
     assert smooth.max() == pytest.approx(0.9) and smooth.min() == 0  # one-sided
+
+
+def test_categorical_objective_is_the_k_plus_one_bce_written_out():
+    """D: -sum over the K+1 outputs of [t log s + (1 - t) log(1 - s)], averaged; smoothing lowers t on the
+    real side only. G: the same against the one-hot of the requested class."""
+    torch.manual_seed(0)
+    real, fake = torch.randn(4, 4), torch.randn(4, 4)
+    real_cls, fake_cls = torch.tensor([0, 1, 2, 0]), torch.full((4,), 3)
+
+    def bce(logits, targets):
+        s = torch.sigmoid(logits)
+        return -(targets * s.log() + (1 - targets) * (1 - s).log()).mean()
+
+    one_hot = torch.eye(4)
+    expected = bce(real, 0.9 * one_hot[real_cls]) + bce(fake, one_hot[fake_cls])
+    assert d_categorical(real, fake, real_cls, fake_cls, real_target=0.9).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert d_categorical(real, None, real_cls, None).item() == pytest.approx(bce(real, one_hot[real_cls]).item(), rel=1e-5)
+    assert g_categorical(fake, real_cls).item() == pytest.approx(bce(fake, one_hot[real_cls]).item(), rel=1e-5)
 
 
 class Identity2d(nn.Module):
@@ -87,7 +105,7 @@ class IdentityEncoderDiscriminator(nn.Module):
 
 def make_artgan(generator, discriminator, **kwargs):
     adam = lambda params: torch.optim.Adam(params, 1e-3)  # noqa: E731
-    loss = GANLoss(d_bce, g_non_saturating, True, "non_saturating")
+    loss = GANLoss(d_categorical, g_categorical, True, "categorical")
     return ArtGAN(generator, discriminator, Normal(16), loss, {"discriminator": adam, "generator": adam},
                   num_classes=3, class_names=["a", "b", "c"], **kwargs)
 
@@ -137,11 +155,12 @@ def test_artgan_label_flip_fraction():
     model = make_artgan(ArtGANGenerator(16, 3, 16, 1, 4), ArtGANDiscriminator(3, 16, 1, 4), label_flip=0.05)
     n = 20000
     labels = torch.randint(0, 3, (n,))
-    real = model.real_targets(labels)
-    assert abs(real[:, 3].mean().item() - 0.05) < 0.006  # real -> "fake"
-    fake = model.fake_targets(n)
-    assert abs(1 - fake[:, 3].mean().item() - 0.05) < 0.006  # fake -> a random real class
-    assert (fake.sum(1) == 1).all()
+    real = model.real_classes(labels)
+    assert abs((real == 3).float().mean().item() - 0.05) < 0.006  # real -> "fake"
+    assert ((real == labels) | (real == 3)).all()
+    fake = model.fake_classes(n)
+    assert abs(1 - (fake == 3).float().mean().item() - 0.05) < 0.006  # fake -> a random real class
+    assert ((fake >= 0) & (fake <= 3)).all()
 
 
 def test_wrong_objective_or_nets_are_user_errors():
@@ -164,7 +183,7 @@ def read_rows(path):
 def test_artgan_trains_with_every_knob_and_logs_its_terms(make_cfg, tmp_path):
     cfg = make_cfg(*TINY_ARTGAN, "data.image_size=32", "optimizer=rmsprop", "scheduler=piecewise",
                    "model.discriminator.dropout=0.3", "model.generator.dropout=0.1", "model.label_flip=0.05",
-                   "model.label_smoothing=0.1", "model.instance_noise=0.1", "model.instance_noise_decay=5",
+                   "loss.discriminator.real_target=0.9", "model.instance_noise=0.1", "model.instance_noise_decay=5",
                    "model.init=kaiming_dense_dcgan_conv", "model.reconstruction_updates=both")
     train(cfg)
     run = tmp_path / "run"

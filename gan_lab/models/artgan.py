@@ -2,7 +2,9 @@
 
 D has K+1 sigmoid outputs (K classes + "fake") and is trained with binary cross-entropy against
 one-hot targets: a real image of class k -> k, a generated image -> K+1. G draws a class k and is
-trained so that D classifies its image as k. D = Enc + clsNet and G = zNet + Dec meet at the same
+trained so that D classifies its image as k. That objective is ``loss=categorical``
+(:func:`gan_lab.losses.d_categorical`, :func:`~gan_lab.losses.g_categorical`), preset by
+``conf/model/artgan.yaml``; its ``real_target`` is one-sided label smoothing. D = Enc + clsNet and G = zNet + Dec meet at the same
 8x8 feature space, so Dec(Enc(x)) is an autoencoder whose decoder is the generator's; its L2 error
 on real images, weighted by ``reconstruction_weight``, is the reconstruction term.
 
@@ -22,9 +24,8 @@ adversarial ones (no G updates, no fakes; the lr schedule does not advance durin
 ``d_acc`` above ``extra_g_threshold``), label flipping (``label_flip``: a real sample gets the
 fake target, a fake sample a random real class), instance noise (``instance_noise``,
 ``instance_noise_decay``, ``instance_noise_on``: real images only or every D input), a sigmoid
-generator output (``generator.output=sigmoid``: the nets work on images in [0, 1]), one-sided
-label smoothing (``label_smoothing``: real targets 1 - s) and
-Kaiming dense + DCGAN conv init (``init``).
+generator output (``generator.output=sigmoid``: the nets work on images in [0, 1]) and Kaiming
+dense + DCGAN conv init (``init``).
 """
 from __future__ import annotations
 
@@ -39,19 +40,11 @@ from gan_lab.errors import UserError
 from gan_lab.losses import GANLoss
 from gan_lab.models.base import OptimizerFactory, SchedulerFactory, frozen
 from gan_lab.models.conditional import ConditionalGAN
-from gan_lab.models.tricks import check_probability, flip_mask
+from gan_lab.models.tricks import flip_mask
 from gan_lab.noise import Noise
 
 RECONSTRUCTION_UPDATES = ("generator", "discriminator", "both")
 EXTRA_G_WHEN = ("d_loss", "d_acc")
-
-
-def artgan_targets(labels: Tensor, num_classes: int, smoothing: float = 0.0) -> Tensor:
-    """One-hot ``[N, K+1]`` BCE targets; class ``num_classes`` (the last) is "fake".
-
-    ``smoothing`` lowers the positive entry to ``1 - smoothing`` (one-sided: zeros stay zeros).
-    """
-    return F.one_hot(labels, num_classes + 1).float() * (1.0 - smoothing)
 
 
 def reconstruction_loss(reconstruction: Tensor, images: Tensor) -> Tensor:
@@ -71,16 +64,16 @@ class ArtGAN(ConditionalGAN):
                  num_classes: int = 10, class_names: Sequence[str] | None = None, samples_per_class: int = 8,
                  reconstruction_weight: float = 1.0, reconstruction_updates: str = "generator",
                  pretrain_epochs: int = 0, extra_g_when: str | None = None, extra_g_threshold: float = 0.1,
-                 label_flip: float = 0.0, label_smoothing: float = 0.0, instance_noise: float = 0.0,
+                 label_flip: float = 0.0, instance_noise: float = 0.0,
                  instance_noise_decay: int = 0, init: str | None = None,
                  n_critic: int = 1, n_gen: int = 1, instance_noise_on: str = "real_and_fake") -> None:
         for part, owner in (("decoder", generator), ("encoder", discriminator), ("classifier", discriminator)):
             if not isinstance(getattr(owner, part, None), nn.Module):
                 raise UserError(f"model=artgan needs nets with a `{part}` (gan_lab.nets.ArtGANGenerator and "
                                 f"gan_lab.nets.ArtGANDiscriminator); got {type(owner).__name__}.")
-        if loss.name != "non_saturating":
-            raise UserError(f"model=artgan has its own K+1-way BCE objective (non-saturating); loss={loss.name} "
-                            f"does not apply: drop the override or use loss=non_saturating.")
+        if loss.name != "categorical":
+            raise UserError(f"model=artgan trains with the K+1-way categorical objective; loss={loss.name} does not "
+                            f"apply to its K+1 outputs: drop the override or use loss=categorical.")
         if reconstruction_updates not in RECONSTRUCTION_UPDATES:
             raise UserError(f"model.reconstruction_updates={reconstruction_updates!r} is unknown; use one of "
                             f"{', '.join(RECONSTRUCTION_UPDATES)}.")
@@ -99,7 +92,6 @@ class ArtGAN(ConditionalGAN):
         self.reconstruction_updates = reconstruction_updates
         self.pretrain_epochs = int(pretrain_epochs)
         self.extra_g_when, self.extra_g_threshold = extra_g_when, float(extra_g_threshold)
-        self.label_smoothing = check_probability(label_smoothing, "model.label_smoothing", 0.1)
         # per-variant state, saved in checkpoints
         self.pretrain_batches = 0      # D-only batches done (pre-training)
         self.extra_g_updates = 0       # adaptive generator updates done
@@ -130,52 +122,53 @@ class ArtGAN(ConditionalGAN):
     def recon_in_g(self) -> bool:
         return self.reconstruction_weight > 0 and self.reconstruction_updates in ("generator", "both")
 
-    # --- targets ------------------------------------------------------------------------
+    # --- targets ---------------------------------------------------------------------------
 
-    def real_targets(self, labels: Tensor) -> Tensor:
-        """Real image of class k -> k; flipped ones (``label_flip``) -> "fake"."""
+    def real_classes(self, labels: Tensor) -> Tensor:
+        """Real image of class k -> k; flipped ones (``label_flip``) -> "fake" (index K)."""
         if self.label_flip > 0:
             labels = torch.where(flip_mask(labels.shape[0], self.label_flip, labels.device),
                                  torch.full_like(labels, self.num_classes), labels)
-        return artgan_targets(labels, self.num_classes, self.label_smoothing)
+        return labels
 
-    def fake_targets(self, n: int) -> Tensor:
-        """Generated image -> "fake" (K+1); flipped ones (``label_flip``) -> a random real class."""
+    def fake_classes(self, n: int) -> Tensor:
+        """Generated image -> "fake" (index K); flipped ones (``label_flip``) -> a random real class."""
         labels = torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)
         if self.label_flip > 0:
             labels = torch.where(flip_mask(n, self.label_flip, self.device),
                                  torch.randint(0, self.num_classes, (n,), device=self.device), labels)
-        return artgan_targets(labels, self.num_classes)
+        return labels
 
     # --- phases -------------------------------------------------------------------------
 
-    def real_terms(self, real: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """D's classification loss on real images (+ the D-side reconstruction term) and its scores."""
+    def real_pass(self, real: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """D on the real batch: its K+1 logits, the D-side reconstruction term (0 when off) and scores."""
         features = self.discriminator.encoder(self.noisy_real(real))
         logits = self.discriminator.classifier(features)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), self.real_targets(labels))
         self._real_features = features.detach() if self.recon_in_g else None
         terms = {"d_real": 1.0 - torch.sigmoid(logits.detach()[:, -1].float()).mean(),
                  "d_acc_real": (logits.detach().argmax(1) == labels).float().mean()}
+        extra = logits.new_zeros((), dtype=torch.float32)
         if self.recon_in_d:
             with frozen(self.generator):  # the D-side term trains Enc only
                 recon = reconstruction_loss(self.generator.decoder(features), real)
-            loss = loss + self.reconstruction_weight * recon
+            extra = self.reconstruction_weight * recon
             terms["recon_loss"] = recon.detach()
-        return loss, terms
+        return logits, extra, terms
 
     def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
-        real_loss, terms = self.real_terms(real, labels)
+        real_logits, extra, terms = self.real_pass(real, labels)
         fake_logits = self.discriminate(self.noisy_fake(fake), fake_labels)
-        fake_loss = F.binary_cross_entropy_with_logits(fake_logits.float(), self.fake_targets(fake.shape[0]))
+        d_loss = self.loss.discriminator(real_logits, fake_logits, self.real_classes(labels),
+                                         self.fake_classes(fake.shape[0]))
         fake_prob = torch.sigmoid(fake_logits.detach()[:, -1].float())
-        terms.update(d_loss=real_loss + fake_loss, d_fake=1.0 - fake_prob.mean(),
+        terms.update(d_loss=d_loss + extra, d_fake=1.0 - fake_prob.mean(),
                      d_acc_fake=(fake_logits.detach().argmax(1) == self.num_classes).float().mean())
         return terms
 
     def g_step(self, fake: Tensor, fake_labels: Tensor, real: Tensor, labels: Tensor) -> dict[str, Tensor]:
         logits = self.discriminate(self.noisy_fake(fake), fake_labels)
-        adv = F.binary_cross_entropy_with_logits(logits.float(), artgan_targets(fake_labels, self.num_classes))
+        adv = self.loss.generator(logits, fake_labels)
         terms = {"g_loss": adv, "g_adv": adv.detach()}
         if self.recon_in_g:
             features = self._real_features
@@ -200,7 +193,8 @@ class ArtGAN(ConditionalGAN):
         real = self.to_model_range(real)
         opt_d, _ = self.optimizers()
         with self.autocast():
-            loss, terms = self.real_terms(real, labels)
+            logits, extra, terms = self.real_pass(real, labels)
+            loss = self.loss.discriminator(logits, None, self.real_classes(labels), None) + extra
         self._real_features = None
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss)

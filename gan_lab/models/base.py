@@ -259,7 +259,7 @@ class GAN(L.LightningModule):
         for key, opt in (("discriminator", opt_d), ("generator", opt_g)):
             factory = self.scheduler_factories.get(key)
             if factory is not None:
-                schedulers.append({"scheduler": factory(opt), "interval": "epoch", "name": f"lr/{key}"})
+                schedulers.append(factory(opt))  # stepped by on_train_epoch_end; logged by LearningRateLogger
         return [opt_d, opt_g], schedulers
 
     def discriminator_parameters(self):
