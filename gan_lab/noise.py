@@ -27,8 +27,7 @@ class Noise(ABC):
         self.latent_dim = int(latent_dim)
 
     @abstractmethod
-    def sample(self, n: int, device: torch.device | str = "cpu",
-               generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, device: torch.device | str = "cpu") -> Tensor:
         """Draw ``[n, latent_dim]`` latent vectors on ``device``."""
 
     @property
@@ -57,8 +56,8 @@ class Normal(Noise):
             raise UserError(f"noise.std={std} must be positive; set e.g. noise.std=1.0.")
         self.loc, self.scale = float(mean), float(std)
 
-    def sample(self, n, device="cpu", generator=None):
-        z = torch.randn(n, self.latent_dim, device=device, generator=generator)
+    def sample(self, n, device="cpu"):
+        z = torch.randn(n, self.latent_dim, device=device)
         return z.mul_(self.scale).add_(self.loc)
 
     @property
@@ -81,8 +80,8 @@ class Uniform(Noise):
             raise UserError(f"noise.low={low} must be below noise.high={high}; swap or change them.")
         self.low, self.high = float(low), float(high)
 
-    def sample(self, n, device="cpu", generator=None):
-        z = torch.rand(n, self.latent_dim, device=device, generator=generator)
+    def sample(self, n, device="cpu"):
+        z = torch.rand(n, self.latent_dim, device=device)
         return z.mul_(self.high - self.low).add_(self.low)
 
     @property
@@ -106,13 +105,9 @@ class Gamma(Noise):
                             f"positive; set e.g. noise.concentration=2 noise.rate=1.")
         self.concentration, self.rate = float(concentration), float(rate)
 
-    def sample(self, n, device="cpu", generator=None):
-        # Marsaglia-Tsang via torch._standard_gamma has no generator argument; draw the
-        # uniform/normal inputs ourselves only when a generator is given, else use torch's kernel.
-        if generator is None:
-            alpha = torch.full((n, self.latent_dim), self.concentration, device=device)
-            return torch._standard_gamma(alpha).div_(self.rate)
-        return _gamma_with_generator(n, self.latent_dim, self.concentration, device, generator).div_(self.rate)
+    def sample(self, n, device="cpu"):
+        alpha = torch.full((n, self.latent_dim), self.concentration, device=device)
+        return torch._standard_gamma(alpha).div_(self.rate)
 
     @property
     def mean(self):
@@ -121,30 +116,6 @@ class Gamma(Noise):
     @property
     def std(self):
         return math.sqrt(self.concentration) / self.rate
-
-
-def _gamma_with_generator(n: int, dim: int, alpha: float, device, generator: torch.Generator) -> Tensor:
-    """Marsaglia-Tsang sampling driven by an explicit generator (for reproducible fixed noise)."""
-    boost = alpha < 1.0
-    a = alpha + 1.0 if boost else alpha
-    d = a - 1.0 / 3.0
-    c = 1.0 / math.sqrt(9.0 * d)
-    out = torch.empty(n * dim, device=device)
-    filled = 0
-    while filled < out.numel():
-        m = 2 * (out.numel() - filled) + 16
-        x = torch.randn(m, device=device, generator=generator)
-        u = torch.rand(m, device=device, generator=generator)
-        v = (1 + c * x) ** 3
-        ok = (v > 0) & (torch.log(u) < 0.5 * x ** 2 + d - d * v + d * torch.log(v.clamp_min(1e-12)))
-        acc = (d * v)[ok]
-        take = min(acc.numel(), out.numel() - filled)
-        out[filled:filled + take] = acc[:take]
-        filled += take
-    if boost:
-        u = torch.rand(out.numel(), device=device, generator=generator)
-        out = out * u.pow(1.0 / alpha)
-    return out.view(n, dim)
 
 
 class Interpolated(Noise):
@@ -176,9 +147,9 @@ class Interpolated(Noise):
             raise UserError(f"noise.alpha={alpha} must be a number in [0, 1]; e.g. noise.alpha=0.3.")
         self.base, self.alpha = base, float(alpha)
 
-    def sample(self, n, device="cpu", generator=None):
-        z1 = self.base.sample(n, device, generator)
-        z2 = self.base.sample(n, device, generator)
+    def sample(self, n, device="cpu"):
+        z1 = self.base.sample(n, device)
+        z2 = self.base.sample(n, device)
         return z1.mul_(self.alpha).add_(z2, alpha=1.0 - self.alpha)
 
     @property

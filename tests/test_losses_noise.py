@@ -73,11 +73,10 @@ def test_noise_moments(noise):
     assert z.shape == (4000, 64)
     assert z.mean().item() == pytest.approx(noise.mean, abs=0.03 * max(1.0, noise.std))
     assert z.std().item() == pytest.approx(noise.std, rel=0.03)
-    g = torch.Generator().manual_seed(1)
-    z_g = noise.sample(4000, "cpu", generator=g)
-    assert z_g.mean().item() == pytest.approx(noise.mean, abs=0.03 * max(1.0, noise.std))
-    assert z_g.std().item() == pytest.approx(noise.std, rel=0.03)
-    assert torch.equal(z_g, noise.sample(4000, "cpu", generator=torch.Generator().manual_seed(1)))
+    torch.manual_seed(1)
+    z_1 = noise.sample(4000, "cpu")
+    torch.manual_seed(1)
+    assert torch.equal(z_1, noise.sample(4000, "cpu"))  # a function of torch's seed, as a run is
 
 
 @pytest.mark.parametrize("alpha,std", [
@@ -89,16 +88,18 @@ def test_noise_moments(noise):
 def test_interpolated_latents_keep_the_mean_and_shrink_the_spread(alpha, std):
     noise = Interpolated(32, Normal(32, mean=1.5, std=2.0), alpha)
     assert noise.mean == 1.5 and noise.std == pytest.approx(2.0 * std, abs=1e-5)
-    z = noise.sample(8000, "cpu", generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    z = noise.sample(8000, "cpu")
     assert z.shape == (8000, 32)
     assert z.mean().item() == pytest.approx(1.5, abs=0.03)
     assert z.std().item() == pytest.approx(2.0 * std, rel=0.02)
     # each coordinate is a blend of two independent draws, not a rescaled single draw
     if 0 < alpha < 1:
         base = Normal(32, mean=1.5, std=2.0)
-        g = torch.Generator().manual_seed(3)
-        z1, z2 = base.sample(10, "cpu", g), base.sample(10, "cpu", g)
-        blend = noise.sample(10, "cpu", torch.Generator().manual_seed(3))
+        torch.manual_seed(3)
+        z1, z2 = base.sample(10, "cpu"), base.sample(10, "cpu")
+        torch.manual_seed(3)
+        blend = noise.sample(10, "cpu")
         assert torch.allclose(blend, alpha * z1 + (1 - alpha) * z2, atol=1e-6)
 
 
