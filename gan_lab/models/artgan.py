@@ -63,10 +63,10 @@ class ArtGAN(ConditionalGAN):
                  scheduler: Mapping[str, SchedulerFactory | None] | None = None,
                  num_classes: int = 10, class_names: Sequence[str] | None = None, samples_per_class: int = 8,
                  reconstruction_weight: float = 1.0, reconstruction_updates: str = "generator",
-                 pretrain_epochs: int = 0, extra_g_when: str | None = None, extra_g_threshold: float = 0.1,
+                 pretrain_epochs: int = 0, extra_g_when: str | None = None, extra_g_threshold: float | None = None,
                  label_flip: float = 0.0, instance_noise: float = 0.0,
                  instance_noise_decay: int = 0, init: str | None = None,
-                 n_critic: int = 1, n_gen: int = 1, instance_noise_on: str = "real_and_fake") -> None:
+                 n_critic: int = 1, n_gen: int = 1, instance_noise_on: str | None = None) -> None:
         for part, owner in (("decoder", generator), ("encoder", discriminator), ("classifier", discriminator)):
             if not isinstance(getattr(owner, part, None), nn.Module):
                 raise UserError(f"model=artgan needs nets with a `{part}` (gan_lab.nets.ArtGANGenerator and "
@@ -91,7 +91,11 @@ class ArtGAN(ConditionalGAN):
         self.reconstruction_weight = float(reconstruction_weight)
         self.reconstruction_updates = reconstruction_updates
         self.pretrain_epochs = int(pretrain_epochs)
-        self.extra_g_when, self.extra_g_threshold = extra_g_when, float(extra_g_threshold)
+        if (extra_g_when is None) != (extra_g_threshold is None):
+            raise UserError(f"model.extra_g_when={extra_g_when} and model.extra_g_threshold={extra_g_threshold} go "
+                            f"together: set both (e.g. model.extra_g_when=d_loss model.extra_g_threshold=0.3) or neither.")
+        self.extra_g_when = extra_g_when
+        self.extra_g_threshold = None if extra_g_threshold is None else float(extra_g_threshold)
         # per-variant state, saved in checkpoints
         self.pretrain_batches = 0      # D-only batches done (pre-training)
         self.extra_g_updates = 0       # adaptive generator updates done

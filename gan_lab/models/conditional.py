@@ -51,7 +51,8 @@ class ConditionalGAN(GAN):
         instance_noise: std of Gaussian noise added to D's inputs (0: off).
         instance_noise_decay: batches over which that std falls linearly to 0 (0: constant).
         instance_noise_on: ``real`` (the real images only, as the ArtGAN CIFAR-10 study) or
-            ``real_and_fake`` (every D input: real and generated images, in the D and the G update).
+            ``real_and_fake`` (every D input: real and generated images, in the D and the G update;
+            ``None`` means this one). Only with ``instance_noise`` > 0.
         init: re-initialise both nets with ``dcgan`` or ``kaiming_dense_dcgan_conv`` (Kaiming for
             dense layers, DCGAN N(0, 0.02) for convolutions); ``None`` keeps the nets' own init.
     """
@@ -64,8 +65,12 @@ class ConditionalGAN(GAN):
                  num_classes: int = 10, class_names: Sequence[str] | None = None, samples_per_class: int = 8,
                  label_flip: float = 0.0, instance_noise: float = 0.0, instance_noise_decay: int = 0,
                  init: str | None = None, n_critic: int = 1, n_gen: int = 1,
-                 instance_noise_on: str = "real_and_fake") -> None:
+                 instance_noise_on: str | None = None) -> None:
         names = check_classes(num_classes, class_names, self.model_name)
+        if instance_noise_on is not None and not instance_noise:
+            raise UserError(f"model.instance_noise_on={instance_noise_on} has no effect while model.instance_noise=0; "
+                            f"set model.instance_noise (e.g. 0.1) or model.instance_noise_on=null.")
+        instance_noise_on = instance_noise_on or "real_and_fake"
         if instance_noise_on not in INSTANCE_NOISE_ON:
             raise UserError(f"model.instance_noise_on={instance_noise_on!r} is unknown; use real (real images "
                             f"only) or real_and_fake (every image D sees).")

@@ -34,6 +34,9 @@ class InstanceNoise:
         if int(decay_batches) != decay_batches or decay_batches < 0:
             raise UserError(f"model.instance_noise_decay={decay_batches} must be an integer >= 0 "
                             f"(batches until the noise reaches 0; 0 keeps it constant).")
+        if decay_batches and not std:
+            raise UserError(f"model.instance_noise_decay={decay_batches} has no effect while model.instance_noise=0; "
+                            f"set model.instance_noise (e.g. 0.1) or leave the decay at 0.")
         self.std, self.decay_batches = float(std), int(decay_batches)
 
     def std_at(self, batches_seen: int) -> float:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gan_lab.errors import UserError
-from gan_lab.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from gan_lab.nets.dcgan import DCGANDiscriminator, DCGANGenerator, check_positive
 from gan_lab.nets.init import dcgan_init
 
 LABEL_ENCODINGS = ("one_hot", "embedding")
@@ -62,10 +62,16 @@ class LabelEncoder(nn.Module):
     """int64 labels ``[N]`` (or class weights ``[N, K]``, see :func:`class_codes`) -> float codes
     ``[N, dim]``: a fixed one-hot or a learned embedding (a weighted mean of class embeddings)."""
 
-    def __init__(self, num_classes: int, encoding: str = "one_hot", embedding_dim: int = 10) -> None:
+    def __init__(self, num_classes: int, encoding: str = "one_hot", embedding_dim: int | None = None,
+                 key: str = "model.generator.embedding_dim") -> None:
         super().__init__()
         if encoding not in LABEL_ENCODINGS:
             raise UserError(f"label_encoding={encoding!r} is unknown; use one of {', '.join(LABEL_ENCODINGS)}.")
+        if encoding == "embedding":
+            embedding_dim = check_positive(10 if embedding_dim is None else embedding_dim, key, 10)
+        elif embedding_dim is not None:
+            raise UserError(f"{key}={embedding_dim} has no effect with label_encoding=one_hot (the code is the "
+                            f"one-hot itself); set model.generator.label_encoding=embedding or {key}=null.")
         self.num_classes, self.encoding = num_classes, encoding
         self.embedding = nn.Embedding(num_classes, embedding_dim) if encoding == "embedding" else None
         self.dim = embedding_dim if encoding == "embedding" else num_classes
@@ -191,7 +197,7 @@ class MLPConditionalGenerator(nn.Module):
 
     def __init__(self, latent_dim: int, num_classes: int, image_size: int = 28, channels: int = 1,
                  hidden: Sequence[int] = (256, 512, 1024), label_encoding: str = "one_hot",
-                 embedding_dim: int = 10, norm: bool = True, init: bool = True, activation: str = "leaky_relu",
+                 embedding_dim: int | None = None, norm: bool = True, init: bool = True, activation: str = "leaky_relu",
                  conditioning: str = "concat", branch_width: int | None = None) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "MLP cGAN generator")
@@ -231,7 +237,7 @@ class MLPConditionalDiscriminator(nn.Module):
 
     def __init__(self, num_classes: int, image_size: int = 28, channels: int = 1,
                  hidden: Sequence[int] = (1024, 512, 256), label_encoding: str = "one_hot",
-                 embedding_dim: int = 10, dropout: float = 0.3, init: bool = True, norm: bool = False,
+                 embedding_dim: int | None = None, dropout: float = 0.3, init: bool = True, norm: bool = False,
                  conditioning: str = "concat", branch_width: int | None = None) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "MLP cGAN discriminator")
@@ -242,7 +248,8 @@ class MLPConditionalDiscriminator(nn.Module):
         self.conditioning = conditioning
         self.branch_width = check_conditioning(conditioning, branch_width, "model.discriminator.branch_width",
                                                hidden[0])
-        self.label = LabelEncoder(self.num_classes, label_encoding, embedding_dim)
+        self.label = LabelEncoder(self.num_classes, label_encoding, embedding_dim,
+                                  "model.discriminator.embedding_dim")
         pixels = channels * image_size * image_size
         self.net = nn.Sequential(*_mlp([pixels + self.label.dim, *hidden], nn.LeakyReLU(0.2, True), norm, dropout),
                                  nn.Linear(hidden[-1], 1))

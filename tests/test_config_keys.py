@@ -1,0 +1,161 @@
+"""No config key is silently ignored: changing any key of a model (or of a loss, optimizer, scheduler
+or noise option) either changes what a short training run records or is refused in one sentence.
+
+For every model, each leaf key under ``model``, ``loss``, ``optimizer``, ``scheduler`` and ``noise`` is
+changed in turn (a few candidate values per key, see :func:`candidates`) and a tiny run of one
+epoch of two batches is trained. What the run records is its weights and buffers, its optimiser
+state (learning rates included), the last logged values and the sample grid's layout. A key passes
+when one of its candidate values changes that record or raises a :class:`UserError`; a key none of
+whose values does either is ignored, and the test names it.
+
+Exempt (listed with the reason): keys that describe rather than compute (``loss.name``), keys about
+how rather than what (``fused``), and keys whose effect starts after the two batches a test can
+afford (the Progressive GAN schedule, checked by ``tests/test_pggan.py``).
+"""
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from gan_lab.build import build_datamodule, build_model
+from gan_lab.errors import UserError
+from tests.conftest import CONF, compose_config
+
+BASE = ["trainer=debug", "noise.latent_dim=8", "data.image_size=16", "data.batch_size=8", "callbacks=default"]
+NARROW = {
+    "dcgan": ["model.generator.width=4", "model.discriminator.width=4"],
+    "wgan_gp": ["model.generator.width=4", "model.discriminator.width=4"],
+    "cdcgan": ["model.generator.width=4", "model.discriminator.width=4", "model.samples_per_class=2"],
+    "cgan_mlp": ["model.generator.hidden=[16,16]", "model.discriminator.hidden=[16,16]", "model.samples_per_class=2"],
+    "artgan": ["model.generator.width=4", "model.samples_per_class=2"],
+    "pggan": ["model.generator.fmap_base=64", "model.discriminator.fmap_base=64", "model.generator.fmap_max=8",
+              "model.discriminator.fmap_max=8", "model.num_samples=4"],
+}
+#: keys that are exempt, and why
+EXEMPT = {
+    "loss.name": "the objective's name, used in messages and by models that need a given objective",
+    "loss.probability": "how D's output is read for the logged D(x); checked by tests/test_losses_noise.py",
+    "fused": "how the optimizer runs (one fused kernel), not what it computes",
+    "model.schedule": "the growth schedule acts over hundreds of thousands of images; tests/test_pggan.py checks it",
+    "model.reset_optimizers_on_growth": "acts when a resolution grows in; tests/test_pggan.py checks it",
+}
+#: values to try for keys whose default is null or a word
+WORDS = {
+    "norm": ["none", "instance"], "output": ["sigmoid"], "conditioning": ["branch"], "label_encoding": ["embedding"],
+    "reconstruction_updates": ["discriminator"], "extra_g_when": ["d_loss"], "init": ["dcgan"],
+    "instance_noise_on": ["real", "real_and_fake"], "activation": ["relu", "leaky_relu"],
+}
+
+
+def candidates(key: str, value):
+    """A few other values for ``key`` (the last part of a dotted path)."""
+    name = key.rsplit(".", 1)[-1]
+    if name in WORDS:
+        return [w for w in WORDS[name] if w != value]
+    if isinstance(value, bool):
+        return [not value]
+    if isinstance(value, int):
+        return [v for v in (value + 1, 1, 2 * value + 3) if v != value]
+    if isinstance(value, float):
+        return [v for v in (round(value * 0.5 + 0.1, 6), round(value + 0.05, 6)) if v != value]
+    if isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return [[value[0] * 0.5 + (0.1 if isinstance(value[0], float) else 1)] + value[1:]]
+    if value is None:
+        return {"block_channels": [[5, 3]], "extra_g_threshold": [0.5], "branch_channels": [2], "embedding_dim": [4],
+                "branch_width": [4]}.get(name) or []
+    return []
+
+
+def leaves(node, prefix: str):
+    """Dotted paths and values of the leaves of a config node (interpolations and targets skipped)."""
+    if isinstance(node, DictConfig):
+        for key in node:
+            path = f"{prefix}.{key}"
+            if str(key).startswith("_") or any(path == e or path.endswith("." + e) or path.startswith(e + ".")
+                                               for e in EXEMPT):
+                continue
+            if OmegaConf.is_interpolation(node, key):
+                continue
+            child = node._get_node(key)
+            if isinstance(child, (DictConfig, ListConfig)) and not (
+                    isinstance(child, ListConfig) and all(not isinstance(c, (DictConfig, ListConfig)) for c in child)):
+                yield from leaves(node[key], path)
+            else:
+                value = node[key]
+                yield path, OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+
+
+def record(overrides: list[str]) -> dict[str, object]:
+    """What a tiny run of one epoch of two batches leaves: weights, optimiser state (the epoch-end
+    scheduler step included), logs, grid layout."""
+    cfg = compose_config(overrides, "/nonexistent/run")
+    L.seed_everything(0, verbose=False)
+    dm = build_datamodule(cfg)
+    model = build_model(cfg)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        log_every_n_steps=1, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+    out: dict[str, object] = {f"state/{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    for i, opt in enumerate(trainer.optimizers):
+        out[f"opt{i}/groups"] = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+        for j, st in enumerate(opt.state.values()):
+            for k, v in st.items():
+                out[f"opt{i}/{j}/{k}"] = v.clone() if torch.is_tensor(v) else v
+    out.update({f"log/{k}": v.detach().clone() for k, v in trainer.callback_metrics.items()})
+    out["grid"] = (model.num_samples, model.grid_nrow, model.grid_row_names)
+    return out
+
+
+def same(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        x, y = a[k], b[k]
+        if torch.is_tensor(x):
+            if not (torch.is_tensor(y) and x.shape == y.shape and torch.equal(x, y)):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+MODELS = ["dcgan", "wgan_gp", "cdcgan", "cgan_mlp", "artgan", "pggan"]
+GROUPS = {"loss": ["non_saturating", "minimax", "least_squares"], "optimizer": ["adam", "rmsprop", "sgd"],
+          "scheduler": ["exponential", "piecewise"], "noise": ["normal", "uniform", "gamma", "interpolated"]}
+
+
+def walk(base: list[str], prefixes: tuple[str, ...]) -> list[str]:
+    """The keys under ``prefixes`` that no candidate value makes count."""
+    reference = record(base)
+    cfg = compose_config(base, "/nonexistent/run")
+    ignored = []
+    for prefix in prefixes:
+        for path, value in leaves(cfg[prefix], prefix):
+            honoured = False
+            for new in candidates(path, value):
+                text = "null" if new is None else (str(new).lower() if isinstance(new, bool) else str(new).replace(" ", ""))
+                try:
+                    honoured = not same(record([*base, f"{path}={text}"]), reference)
+                except UserError:
+                    honoured = True
+                if honoured:
+                    break
+            if not honoured:
+                ignored.append(f"{path}={value!r}")
+    return ignored
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_key_changes_the_run_or_is_refused(model):
+    base = [*BASE, f"model={model}", *NARROW[model]]
+    assert walk(base, ("model", "loss", "optimizer", "noise")) == []
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_group_option_key_changes_the_run_or_is_refused(group, option):
+    assert (CONF / group / f"{option}.yaml").is_file()
+    base = [*BASE, "model=dcgan", *NARROW["dcgan"], f"{group}={option}"]
+    assert walk(base, (group,)) == []
