@@ -7,6 +7,7 @@ directory's ``.hydra/config.yaml`` always rebuilds the same model.
 from __future__ import annotations
 
 import inspect
+import re
 import types
 import typing
 from pathlib import Path
@@ -156,6 +157,8 @@ def make(node: DictConfig | None, what: str, **kwargs: Any) -> Any:
         if isinstance(cause, TypeError) and "argument" in str(cause):
             raise UserError(f"{what}: {cause}; check the keys under `{what}` "
                             f"(see conf/{what.split('.')[0]}/).") from None
+        if isinstance(cause, (RuntimeError, MemoryError)) and "allocate" in str(cause):
+            raise UserError(too_large(what, cause)) from None
         # Lightning's own check of its arguments (an unknown precision, strategy or accelerator, ...)
         if isinstance(cause, MisconfigurationException) or (what == "trainer" and isinstance(cause, ValueError)):
             message = " ".join(str(cause).split()).rstrip(".")
@@ -164,16 +167,76 @@ def make(node: DictConfig | None, what: str, **kwargs: Any) -> Any:
         raise
 
 
-def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    """Instantiate and set up the DataModule, then publish its facts into ``cfg.data``."""
-    dm = make(cfg.data, "data")
-    dm.prepare_data()
-    dm.setup("fit")
+def too_large(what: str, cause: BaseException) -> str:
+    """The sentence for a net too large to allocate (an absurd image size or width)."""
+    found = re.search(r"allocate (\d+) bytes", str(cause))
+    need = f" ({int(found.group(1)) / 2**30:,.0f} GiB for one tensor)" if found else ""
+    return (f"{what} cannot be built: it needs more memory than this machine has{need}; use a smaller "
+            f"data.image_size or narrower nets (the widths or hidden sizes under `{what}`).")
+
+
+def publish_data_facts(cfg: DictConfig, dm: L.LightningDataModule) -> dict:
+    """Write the DataModule's facts (channels, classes) into ``cfg.data``; returns them."""
+    facts = {}
     with open_dict(cfg):
         for key in DATA_FACTS:
             value = getattr(dm, key)
-            cfg.data[key] = list(value) if isinstance(value, (list, tuple)) else value
+            facts[key] = cfg.data[key] = list(value) if isinstance(value, (list, tuple)) else value
+    return facts
+
+
+def build_datamodule(cfg: DictConfig, setup: bool = True) -> L.LightningDataModule:
+    """Instantiate the DataModule, learn its facts without decoding (``check``: class lists, missing
+    data) and publish them into ``cfg.data``; with ``setup``, also decode the data (:func:`setup_datamodule`).
+
+    The entry points build the model between the two steps: the nets check the image size (and
+    everything else they are given) before a single image is decoded at that size."""
+    dm = make(cfg.data, "data")
+    dm.prepare_data()
+    check = getattr(dm, "check", None)
+    if callable(check):
+        check()
+    publish_data_facts(cfg, dm)
+    if setup:
+        setup_datamodule(cfg, dm)
     return dm
+
+
+def setup_datamodule(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningDataModule:
+    """Decode the data (``setup("fit")``); the facts must be those the model was built from."""
+    before = {key: cfg.data.get(key) for key in DATA_FACTS}
+    dm.setup("fit")
+    after = publish_data_facts(cfg, dm)
+    changed = [key for key in DATA_FACTS if before[key] is not None and before[key] != after[key]]
+    if changed:  # a DataModule that learns its classes only while decoding: a bug, not a user's mistake
+        raise RuntimeError(f"{type(dm).__name__} changed {changed} during setup; it must know them after check().")
+    return dm
+
+
+def check_batch_size(model: torch.nn.Module, dm: L.LightningDataModule, world_size: int = 1,
+                     limit_train_batches: int | float | None = None) -> None:
+    """BatchNorm1d cannot train on a batch of one image ("Expected more than 1 value per channel"):
+    refuse, before training, a batch size (or a last incomplete batch that the epoch serves,
+    ``limit_train_batches`` as the Trainer counts it) of one for nets that have it."""
+    layers = [name for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    batch = getattr(dm, "batch_size", None)
+    if not layers or batch is None:
+        return
+    net = layers[0].split(".")[0]
+    if batch < 2:
+        raise UserError(f"data.batch_size={batch} is too small for model.{net}: its BatchNorm1d layers "
+                        f"({layers[0]}) need at least 2 images per batch in training; use data.batch_size>=2.")
+    if getattr(dm, "drop_last", True) is False:
+        n = len(dm.dataset("train")) // max(1, world_size)
+        batches = -(-n // batch)
+        if isinstance(limit_train_batches, float):
+            served = int(batches * limit_train_batches)
+        else:
+            served = batches if limit_train_batches is None else min(batches, int(limit_train_batches))
+        if n % batch == 1 and served == batches:
+            raise UserError(f"data.drop_last=false leaves a last batch of one image ({n} training images in "
+                            f"batches of data.batch_size={batch}), which the BatchNorm1d layers of model.{net} "
+                            f"cannot train on; set data.drop_last=true or another data.batch_size.")
 
 
 def build_model(cfg: DictConfig) -> L.LightningModule:
@@ -187,7 +250,10 @@ def build_model(cfg: DictConfig) -> L.LightningModule:
     for key, factory in scheduler.items():
         if factory is not None:
             probe_scheduler(factory, f"scheduler.{key}")
-    return make(cfg.model, "model", noise=noise, loss=loss, optimizer=optimizer, scheduler=scheduler)
+    node = cfg.get("d_augment")
+    d_augment = make(node, "d_augment") if node is not None and node.get("_target_") else None
+    return make(cfg.model, "model", noise=noise, loss=loss, optimizer=optimizer, scheduler=scheduler,
+                d_augment=d_augment)
 
 
 def probe_optimizer(factory: Any, what: str) -> None:

@@ -62,6 +62,8 @@ def candidates(key: str, value):
         return [v for v in (round(value * 0.5 + 0.1, 6), round(value + 0.05, 6)) if v != value]
     if isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         return [[value[0] * 0.5 + (0.1 if isinstance(value[0], float) else 1)] + value[1:]]
+    if isinstance(value, list) and len(value) > 1 and all(isinstance(v, str) for v in value):
+        return [value[:-1]]
     if value is None:
         return {"block_channels": [[5, 3]], "extra_g_threshold": [0.5], "branch_channels": [2], "embedding_dim": [4],
                 "branch_width": [4]}.get(name) or []
@@ -124,7 +126,10 @@ def same(a: dict, b: dict) -> bool:
 
 MODELS = ["dcgan", "wgan_gp", "cdcgan", "cgan_mlp", "artgan", "pggan"]
 GROUPS = {"loss": ["non_saturating", "minimax", "least_squares"], "optimizer": ["adam", "rmsprop", "sgd"],
-          "scheduler": ["exponential", "piecewise"], "noise": ["normal", "uniform", "gamma", "interpolated"]}
+          "scheduler": ["exponential", "piecewise"], "noise": ["normal", "uniform", "gamma", "interpolated"],
+          "d_augment": ["diffaugment", "ada"]}
+#: overrides an option needs for its keys to act within two batches
+OPTION_BASE = {"ada": ["d_augment.interval=1", "d_augment.speed_images=64", "d_augment.p=0.5"]}
 
 
 def walk(base: list[str], prefixes: tuple[str, ...]) -> list[str]:
@@ -157,5 +162,5 @@ def test_every_model_key_changes_the_run_or_is_refused(model):
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_every_group_option_key_changes_the_run_or_is_refused(group, option):
     assert (CONF / group / f"{option}.yaml").is_file()
-    base = [*BASE, "model=dcgan", *NARROW["dcgan"], f"{group}={option}"]
+    base = [*BASE, "model=dcgan", *NARROW["dcgan"], f"{group}={option}", *OPTION_BASE.get(option, [])]
     assert walk(base, (group,)) == []

@@ -19,16 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gan_lab.errors import UserError
-
-
-def to_float(images: Tensor) -> Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float().div_(127.5).sub_(1.0)
-
-
-def to_uint8(images: Tensor) -> Tensor:
-    """float [-1, 1] -> uint8 [0, 255] (for caches and PNG files)."""
-    return images.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+from gan_lab.pixels import to_float
 
 
 def take_rows(tensor: Tensor, indices: Sequence[int] | Tensor) -> Tensor:
@@ -40,6 +31,18 @@ def take_rows(tensor: Tensor, indices: Sequence[int] | Tensor) -> Tensor:
         return torch.from_numpy(tensor.numpy().take(idx, axis=0))
     idx = torch.as_tensor(indices, dtype=torch.long, device=tensor.device)
     return tensor.index_select(0, idx)
+
+
+#: the largest image side a DataModule decodes to (a 4096x4096 RGB image is 48 MiB as uint8)
+MAX_IMAGE_SIZE = 4096
+
+
+def check_val_fraction(val_fraction: float) -> float:
+    """The share of a dataset held out for validation, in [0, 1) (0: no validation split)."""
+    if isinstance(val_fraction, bool) or not 0.0 <= float(val_fraction) < 1.0:
+        raise UserError(f"data.val_fraction={val_fraction} must be in [0, 1) (the share of the images held out "
+                        f"for validation, 0 for none); e.g. data.val_fraction=0.1.")
+    return float(val_fraction)
 
 
 class TensorImages(Dataset):
@@ -115,6 +118,10 @@ class ImageDataModule(L.LightningDataModule):
         drop_last: drop the last incomplete training batch (keeps BatchNorm statistics sane).
         seed: seed of the data order (the run's ``seed`` by default).
         augment: a module applied to float training batches on the device, or ``None``.
+        subset: train on part of the training split only: a share (a float in (0, 1)) or a number
+            of images (an integer), drawn once from ``seed`` (the same images for the same seed).
+            The whole split stays available as the split ``train_full`` (e.g. to score a model
+            trained on few images against all of them: ``evaluator.real_split=train_full``).
     """
 
     channels: int = 3
@@ -125,12 +132,21 @@ class ImageDataModule(L.LightningDataModule):
 
     def __init__(self, image_size: int = 64, batch_size: int = 64, num_workers: int = 0,
                  drop_last: bool = True, seed: int = 0,
-                 augment: Callable[[Tensor], Tensor] | None = None) -> None:
+                 augment: Callable[[Tensor], Tensor] | None = None, subset: float | int | None = None) -> None:
         super().__init__()
+        share = isinstance(subset, float) and 0 < subset < 1
+        count = isinstance(subset, int) and not isinstance(subset, bool) and subset >= 1
+        if subset is not None and not (share or count):
+            raise UserError(f"data.subset={subset} must be a share in (0, 1) (e.g. data.subset=0.1) or a number of "
+                            f"training images (e.g. data.subset=200), or null for the whole training split.")
+        self.subset = subset
         if batch_size < 1:
             raise UserError(f"data.batch_size={batch_size} must be >= 1; e.g. data.batch_size=64.")
         if image_size < 1:
             raise UserError(f"data.image_size={image_size} must be positive; e.g. data.image_size=64.")
+        if image_size > MAX_IMAGE_SIZE:  # a cheap bound before any decoding (the nets check their own sizes)
+            raise UserError(f"data.image_size={image_size} is beyond what gan_lab decodes (at most {MAX_IMAGE_SIZE} "
+                            f"pixels a side); e.g. data.image_size=64.")
         self.image_size, self.batch_size, self.num_workers = int(image_size), int(batch_size), int(num_workers)
         self.drop_last, self.seed, self.augment = drop_last, int(seed), augment
         self.splits: dict[str, TensorImages] = {}
@@ -148,6 +164,11 @@ class ImageDataModule(L.LightningDataModule):
     def name(self) -> str:
         return type(self).__name__.lower()
 
+    def check(self) -> None:
+        """Learn what the data is (its classes) and fail on missing data, cheaply, without decoding
+        any image: the entry points build the model from these facts before :meth:`setup` decodes.
+        In-memory datasets know their facts already; on-disk ones read their class lists here."""
+
     @abstractmethod
     def load_split(self, split: str) -> tuple[Tensor, Tensor]:
         """uint8 images ``[N, channels, image_size, image_size]`` and int64 labels ``[N]`` of a split
@@ -158,16 +179,29 @@ class ImageDataModule(L.LightningDataModule):
             if split not in self.splits:
                 images, labels = self.load_split(split)
                 self.splits[split] = TensorImages(images, labels)
+                if split == "train" and self.subset is not None:
+                    self.splits["train_full"] = self.splits["train"]
+                    self.splits["train"] = self.subset_of(self.splits["train"])
         n = len(self.splits["train"])
         if self.drop_last and self.batch_size > n:
             raise UserError(f"data.batch_size={self.batch_size} is larger than the {n} training images "
                             f"of {self.name} and drop_last is on, so no batch would be served; "
                             f"use data.batch_size<={n}.")
 
+    def subset_of(self, full: TensorImages) -> TensorImages:
+        """``data.subset`` of the training images: drawn from ``seed`` alone, in their original order."""
+        n = len(full)
+        k = int(round(n * self.subset)) if isinstance(self.subset, float) else int(self.subset)
+        if not 1 <= k <= n:
+            raise UserError(f"data.subset={self.subset} selects {k} of the {n} training images of {self.name}; "
+                            f"choose between 1 and {n} images (or a share in (0, 1)).")
+        index = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 7_919 + 17))[:k].sort().values
+        return TensorImages(full.images[index], full.labels[index])
+
     def dataset(self, split: str = "train") -> TensorImages:
         """A split's images: ``train``, ``val``, or one of :attr:`extra_splits` (loaded on first use)."""
         if split not in self.splits:
-            if split in ("train", "val"):
+            if split in ("train", "val") or (split == "train_full" and self.subset is not None):
                 self.setup("fit")
             elif split in self.extra_splits:
                 self.splits[split] = TensorImages(*self.load_split(split))

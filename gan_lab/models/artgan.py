@@ -66,7 +66,8 @@ class ArtGAN(ConditionalGAN):
                  pretrain_epochs: int = 0, extra_g_when: str | None = None, extra_g_threshold: float | None = None,
                  label_flip: float = 0.0, instance_noise: float = 0.0,
                  instance_noise_decay: int = 0, init: str | None = None,
-                 n_critic: int = 1, n_gen: int = 1, instance_noise_on: str | None = None) -> None:
+                 n_critic: int = 1, n_gen: int = 1, instance_noise_on: str | None = None,
+                 d_augment: nn.Module | None = None) -> None:
         for part, owner in (("decoder", generator), ("encoder", discriminator), ("classifier", discriminator)):
             if not isinstance(getattr(owner, part, None), nn.Module):
                 raise UserError(f"model=artgan needs nets with a `{part}` (gan_lab.nets.ArtGANGenerator and "
@@ -87,7 +88,7 @@ class ArtGAN(ConditionalGAN):
                             f"D's loss < extra_g_threshold), d_acc (when D's accuracy > extra_g_threshold) or null.")
         super().__init__(generator, discriminator, noise, loss, optimizer, scheduler, num_classes, class_names,
                          samples_per_class, label_flip, instance_noise, instance_noise_decay, init, n_critic, n_gen,
-                         instance_noise_on)
+                         instance_noise_on, d_augment)
         self.reconstruction_weight = float(reconstruction_weight)
         self.reconstruction_updates = reconstruction_updates
         self.pretrain_epochs = int(pretrain_epochs)
@@ -149,6 +150,7 @@ class ArtGAN(ConditionalGAN):
         """D on the real batch: its K+1 logits, the D-side reconstruction term (0 when off) and scores."""
         features = self.discriminator.encoder(self.noisy_real(real))
         logits = self.discriminator.classifier(features)
+        self.saw_real(-logits[:, -1])  # "real" when the fake output is negative
         self._real_features = features.detach() if self.recon_in_g else None
         terms = {"d_real": 1.0 - torch.sigmoid(logits.detach()[:, -1].float()).mean(),
                  "d_acc_real": (logits.detach().argmax(1) == labels).float().mean()}
@@ -194,7 +196,7 @@ class ArtGAN(ConditionalGAN):
     def pretrain_step(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
         """D learns the real classes alone: no fakes drawn, no generator update."""
         real, labels = batch
-        real = self.to_model_range(real)
+        real = self.augment_for_d(self.to_model_range(real))
         opt_d, _ = self.optimizers()
         with self.autocast():
             logits, extra, terms = self.real_pass(real, labels)
@@ -203,6 +205,8 @@ class ArtGAN(ConditionalGAN):
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt_d.step()
+        self.observe_real(real.shape[0])
+        terms.update(self.augment_terms())
         terms["d_loss"] = loss.detach()
         self.batches_seen += 1
         self.images_seen += real.shape[0] * self.trainer.world_size
@@ -239,7 +243,7 @@ class ArtGAN(ConditionalGAN):
             z, extra_labels = self.noise.sample(n, self.device), self.sample_labels(n)
             with self.autocast():
                 extra = self.generate(z, extra_labels)
-            terms = super().generator_update(opt, extra, extra_labels, real, labels)
+            terms = super().generator_update(opt, self.augment_for_d(extra), extra_labels, real, labels)
             self.extra_g_updates += 1
         if self.extra_g_when is not None:
             # filled on the device: torch.tensor(number, device=...) is a blocking host-to-device copy

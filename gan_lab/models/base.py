@@ -55,12 +55,15 @@ class GAN(L.LightningModule):
         n_critic: discriminator updates per batch.
         n_gen: generator updates per batch.
         num_samples: size of the fixed-noise sample grid.
+        d_augment: differentiable augmentation of every image D sees during training, real and
+            generated, in the D and the G update (:mod:`gan_lab.d_augment`), or ``None``.
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, noise: Noise, loss: GANLoss,
                  optimizer: Mapping[str, OptimizerFactory],
                  scheduler: Mapping[str, SchedulerFactory | None] | None = None,
-                 n_critic: int = 1, n_gen: int = 1, num_samples: int = 64) -> None:
+                 n_critic: int = 1, n_gen: int = 1, num_samples: int = 64,
+                 d_augment: nn.Module | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         for name, value in (("n_critic", n_critic), ("n_gen", n_gen)):
@@ -82,6 +85,8 @@ class GAN(L.LightningModule):
         # checkpoint, so a resumed run keeps drawing the same grid.
         self.register_buffer("fixed_noise", noise.sample(self.num_samples, "cpu"))
         self.register_buffer("fixed_labels", self.grid_labels(self.num_samples))
+        self.d_augment = d_augment
+        self._real_outputs: Tensor | None = None  # D's raw outputs on the last real batch (for ADA)
         self.batches_seen = 0
         self.images_seen = 0
 
@@ -143,6 +148,7 @@ class GAN(L.LightningModule):
         """Discriminator objective on a real batch and a detached fake batch; must return ``d_loss``."""
         real_logits = self.discriminate(real, labels)
         fake_logits = self.discriminate(fake, fake_labels)
+        self.saw_real(real_logits)
         return {"d_loss": self.loss.discriminator(real_logits, fake_logits),
                 "d_real": self.loss.score(real_logits),
                 "d_fake": self.loss.score(fake_logits)}
@@ -160,6 +166,7 @@ class GAN(L.LightningModule):
         n = real.shape[0]
         terms: dict[str, Tensor] = {}
         fake = fake_labels = None
+        real_d = real
         for i in range(self.n_critic):
             # The last critic step's fakes keep G's graph so the first G update reuses them:
             # G runs once per batch when n_critic = n_gen = 1.
@@ -167,17 +174,47 @@ class GAN(L.LightningModule):
             z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
             with torch.set_grad_enabled(keep), self.autocast():
                 fake = self.generate(z, fake_labels)
-            terms.update(self.discriminator_update(opt_d, real, labels, fake.detach(), fake_labels))
+            real_d = self.augment_for_d(real)
+            terms.update(self.discriminator_update(opt_d, real_d, labels, self.augment_for_d(fake.detach()),
+                                                   fake_labels))
+            self.observe_real(n)
         for j in range(self.n_gen):
             if j > 0:
                 z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
                 with self.autocast():
                     fake = self.generate(z, fake_labels)
-            terms.update(self.generator_update(opt_g, fake, fake_labels, real, labels))
+            terms.update(self.generator_update(opt_g, self.augment_for_d(fake), fake_labels, real_d, labels))
+        terms.update(self.augment_terms())
         self.batches_seen += 1
         self.images_seen += n * self.trainer.world_size
         self.log_terms(terms)
         return {k: v.detach() for k, v in terms.items()}
+
+    # --- augmentation of D's inputs -------------------------------------------------------
+
+    def augment_for_d(self, images: Tensor) -> Tensor:
+        """An image batch as D sees it in training: through ``d_augment`` (differentiably, so that G's
+        gradients pass through it), or as it is. The gradient penalty, the reconstruction term and the
+        D-update/G-update losses all see these images."""
+        return images if self.d_augment is None else self.d_augment(images)
+
+    def saw_real(self, real_outputs: Tensor) -> None:
+        """A ``d_step`` reports D's raw outputs on the real batch, positive meaning "real" (ADA's signal)."""
+        if self.d_augment is not None and getattr(self.d_augment, "adaptive", False):
+            self._real_outputs = real_outputs.detach()
+
+    def observe_real(self, n: int) -> None:
+        """After a D update: ADA adjusts its probability from D's outputs on the real batch."""
+        if self._real_outputs is not None:
+            self.d_augment.observe(self._real_outputs, n * self.trainer.world_size)
+            self._real_outputs = None
+
+    def augment_terms(self) -> dict[str, Tensor]:
+        """``ada_p`` and ``ada_rt`` when the augmentation adapts (filled on the device: no host copy)."""
+        if self.d_augment is None or not getattr(self.d_augment, "adaptive", False):
+            return {}
+        return {"ada_p": torch.full((), self.d_augment.p, device=self.device),
+                "ada_rt": torch.full((), self.d_augment.rt, device=self.device)}
 
     def autocast(self) -> ContextManager:
         """The mixed-precision region of one update's forward passes and loss (a no-op in full
@@ -291,9 +328,10 @@ class GAN(L.LightningModule):
 
     # --- checkpoint state ---------------------------------------------------------------
 
-    def check_state_dict(self, state: Mapping[str, Tensor]) -> None:
+    def check_state_dict(self, state: Mapping[str, Tensor], source: str | None = None) -> None:
         """One sentence, instead of PyTorch's report of every key, when a checkpoint holds other nets
-        than this config builds (another model, width, image size or latent size)."""
+        than this config builds (another model, width, image size or latent size); ``source`` names
+        the checkpoint in it (by default the trainer's ``ckpt_path``)."""
         own = self.state_dict()
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
@@ -312,12 +350,15 @@ class GAN(L.LightningModule):
         if unexpected:
             parts.append(f"{len(unexpected)} of its weights are not in this model (e.g. {unexpected[0]})")
         trainer = self._trainer
-        source = f"ckpt_path={trainer.ckpt_path}" if trainer is not None and trainer.ckpt_path else "the checkpoint"
+        if source is None:
+            source = f"ckpt_path={trainer.ckpt_path}" if trainer is not None and trainer.ckpt_path else "the checkpoint"
         raise UserError(f"{source} holds other nets than this config builds ({'; '.join(parts)}); use it with "
                         f"the config of the run that wrote it (its model and data overrides, .hydra/overrides.yaml).")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gan_lab"] = {"batches_seen": self.batches_seen, "images_seen": self.images_seen}
+        if self.d_augment is not None and getattr(self.d_augment, "adaptive", False):
+            checkpoint["gan_lab"]["d_augment"] = self.d_augment.state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # called before the weights are loaded (by Lightning and by gan_lab.runs.load_run)
@@ -325,3 +366,5 @@ class GAN(L.LightningModule):
         state = checkpoint.get("gan_lab", {})
         self.batches_seen = int(state.get("batches_seen", 0))
         self.images_seen = int(state.get("images_seen", 0))
+        if self.d_augment is not None and getattr(self.d_augment, "adaptive", False) and "d_augment" in state:
+            self.d_augment.load_state(state["d_augment"], self.device)

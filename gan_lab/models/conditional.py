@@ -65,7 +65,7 @@ class ConditionalGAN(GAN):
                  num_classes: int = 10, class_names: Sequence[str] | None = None, samples_per_class: int = 8,
                  label_flip: float = 0.0, instance_noise: float = 0.0, instance_noise_decay: int = 0,
                  init: str | None = None, n_critic: int = 1, n_gen: int = 1,
-                 instance_noise_on: str | None = None) -> None:
+                 instance_noise_on: str | None = None, d_augment: nn.Module | None = None) -> None:
         names = check_classes(num_classes, class_names, self.model_name)
         if instance_noise_on is not None and not instance_noise:
             raise UserError(f"model.instance_noise_on={instance_noise_on} has no effect while model.instance_noise=0; "
@@ -82,7 +82,7 @@ class ConditionalGAN(GAN):
         object.__setattr__(self, "num_classes", int(num_classes))
         object.__setattr__(self, "samples_per_class", int(samples_per_class))
         super().__init__(generator, discriminator, noise, loss, optimizer, scheduler, n_critic, n_gen,
-                         num_samples=self.num_classes * self.samples_per_class)
+                         num_samples=self.num_classes * self.samples_per_class, d_augment=d_augment)
         self.class_names = names
         self.label_flip = check_probability(label_flip, "model.label_flip")
         self.instance_noise = InstanceNoise(instance_noise, instance_noise_decay)
@@ -130,6 +130,7 @@ class ConditionalGAN(GAN):
     def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
         real_logits = self.discriminate(self.noisy_real(real), labels)
         fake_logits = self.discriminate(self.noisy_fake(fake), fake_labels)
+        self.saw_real(real_logits)
         real_side, fake_side = swap_flipped(real_logits, fake_logits, self.label_flip)
         return {"d_loss": self.loss.discriminator(real_side, fake_side),
                 "d_real": self.loss.score(real_logits),

@@ -36,6 +36,7 @@ class WGANGP(GAN):
     def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
         real_logits = self.discriminate(real, labels)
         fake_logits = self.discriminate(fake, fake_labels)
+        self.saw_real(real_logits)
         terms = {"d_loss": self.loss.discriminator(real_logits, fake_logits),
                  "d_real": self.loss.score(real_logits),
                  "d_fake": self.loss.score(fake_logits),

@@ -1,0 +1,278 @@
+"""Differentiable augmentation of every image D sees (real and generated, in the D and the G update).
+
+Augmenting only the real images (the ``augment`` group, applied by the DataModule) teaches G to
+produce augmented images: what D learns "real" looks like then includes the translations, cut-outs
+and colour shifts. The remedy of DiffAugment (Zhao et al. 2020) and ADA (Karras et al. 2020) is to
+augment the real *and* the generated images with the same differentiable operations just before
+D, so that G receives gradients through them and D never sees an un-augmented image to anchor on.
+
+* :class:`DiffAugment`: the policies ``color`` (brightness, saturation, contrast), ``translation``
+  (shift by up to 1/8 of the side, zero padding) and ``cutout`` (a square of half the side set to
+  zero), each drawn per sample and applied with probability ``p`` per sample (DiffAugment's own
+  recipe is ``p = 1``).
+* :class:`AdaptiveAugment`: ADA's geometric and colour pipeline (x-flip, 90° rotations, integer
+  translation, isotropic and anisotropic scaling, rotation, fractional translation; brightness,
+  contrast, saturation), each operation applied per sample with probability ``p``, and ``p`` itself
+  adjusted every ``interval`` batches from D's overfitting signal r_t = E[sign(D(x_real))]: up when
+  r_t is above ``target``, down when below, by ``batch images x interval / speed_images``.
+
+Both are plain ``nn.Module`` s of images ``[N, C, H, W]`` (any range, any size: the operations are
+relative to the side, so Progressive GAN's growing resolution works) and draw from torch's global
+generator, whose state a run's checkpoints already save: a resumed run continues exactly. At
+``p = 0`` they return their input and draw nothing, so training is bit-identical to training without
+them.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from gan_lab.errors import UserError
+
+POLICIES = ("color", "translation", "cutout")
+
+
+def _check_p(p: float, key: str) -> float:
+    if isinstance(p, bool) or not 0.0 <= float(p) <= 1.0:
+        raise UserError(f"{key}={p} must be a probability in [0, 1]; e.g. {key}=1.0.")
+    return float(p)
+
+
+def _chosen(n: int, p: float, like: Tensor) -> Tensor:
+    """Per-sample mask ``[N, 1, 1, 1]`` (float, 0/1): which samples an operation applies to."""
+    if p >= 1.0:
+        return like.new_ones(n, 1, 1, 1)
+    return (torch.rand(n, 1, 1, 1, device=like.device) < p).to(like.dtype)
+
+
+def _where(mask: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    return old + mask * (new - old)
+
+
+# --- DiffAugment ---------------------------------------------------------------------------------
+
+
+def color(x: Tensor, p: float = 1.0) -> Tensor:
+    """Brightness (+U(-0.5, 0.5)), saturation (x U(0, 2) around the pixel's channel mean) and contrast
+    (x U(0.5, 1.5) around the image mean), drawn per sample (DiffAugment's ``color``)."""
+    n = x.shape[0]
+    out = x + (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5)
+    mean = out.mean(dim=1, keepdim=True)
+    out = (out - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) * 2) + mean
+    mean = out.mean(dim=[1, 2, 3], keepdim=True)
+    out = (out - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
+    return _where(_chosen(n, p, x), out, x)
+
+
+def translation(x: Tensor, p: float = 1.0, ratio: float = 0.125) -> Tensor:
+    """Shift each image by up to ``ratio`` of its side in x and y (whole pixels), zeros shifted in."""
+    n, _, h, w = x.shape
+    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    dy = torch.randint(-sh, sh + 1, (n, 1, 1), device=x.device)
+    dx = torch.randint(-sw, sw + 1, (n, 1, 1), device=x.device)
+    rows = torch.arange(h, device=x.device).view(1, h, 1) - dy          # source row of each output row
+    cols = torch.arange(w, device=x.device).view(1, 1, w) - dx
+    inside = ((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)).unsqueeze(1)
+    index = (rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)).view(n, 1, h * w).expand(-1, x.shape[1], -1)
+    out = x.flatten(2).gather(2, index).view_as(x) * inside.to(x.dtype)
+    return _where(_chosen(n, p, x), out, x)
+
+
+def cutout(x: Tensor, p: float = 1.0, ratio: float = 0.5) -> Tensor:
+    """Set a square of ``ratio`` of the side, at a random place (possibly partly outside), to zero."""
+    n, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    cy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), device=x.device)
+    cx = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), device=x.device)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    top, left = cy - ch // 2, cx - cw // 2
+    hole = (rows >= top) & (rows < top + ch) & (cols >= left) & (cols < left + cw)
+    out = x * (~hole).unsqueeze(1).to(x.dtype)
+    return _where(_chosen(n, p, x), out, x)
+
+
+OPERATIONS = {"color": color, "translation": translation, "cutout": cutout}
+
+
+class DiffAugment(nn.Module):
+    """DiffAugment (Zhao et al. 2020): ``policy`` operations in order, each per sample with probability ``p``.
+
+    Args:
+        policy: a subset of ``color``, ``translation``, ``cutout`` (DiffAugment's full recipe: all three).
+        p: probability that an operation applies to a sample (1: always, as DiffAugment).
+    """
+
+    adaptive = False
+
+    def __init__(self, policy: Sequence[str] = POLICIES, p: float = 1.0) -> None:
+        super().__init__()
+        policy = [str(op) for op in policy]
+        unknown = [op for op in policy if op not in OPERATIONS]
+        if unknown or not policy:
+            raise UserError(f"d_augment.policy={policy} must list some of {', '.join(POLICIES)}; "
+                            f"e.g. d_augment.policy=[color,translation,cutout].")
+        self.policy = policy
+        self.p = _check_p(p, "d_augment.p")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0:
+            return x
+        for op in self.policy:
+            x = OPERATIONS[op](x, self.p)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"policy={self.policy}, p={self.p}"
+
+
+# --- ADA -----------------------------------------------------------------------------------------
+
+
+def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi) -> Tensor:
+    """Per-sample 2x3 matrices (in normalised [-1, 1] coordinates, mapping output to input) of ADA's
+    geometric operations, each applied with probability ``p``: x-flip, rotation by a multiple of 90°,
+    integer translation (std 1/8 of the side, as ADA: uniform in [-1/8, 1/8]), isotropic scaling
+    (log-normal, std 0.2 ln 2), rotation (uniform up to ``rot_max``), anisotropic scaling (log-normal,
+    std 0.2 ln 2) and fractional translation (normal, std 1/8 of the side)."""
+    def chosen() -> Tensor:
+        return (torch.rand(n, device=device) < p).to(dtype)
+
+    eye = torch.eye(3, device=device, dtype=dtype).expand(n, 3, 3).clone()
+    m = eye.clone()
+
+    def compose(t: Tensor) -> None:
+        nonlocal m
+        m = m @ t
+
+    flip = 1 - 2 * (chosen() * torch.randint(0, 2, (n,), device=device).to(dtype))
+    t = eye.clone()
+    t[:, 0, 0] = flip
+    compose(t)
+    quarter = chosen() * torch.randint(0, 4, (n,), device=device).to(dtype) * (math.pi / 2)
+    compose(_rotation(quarter, eye))
+    shift = chosen()[:, None] * (torch.rand(n, 2, device=device, dtype=dtype) * 2 - 1) * 0.125 * 2
+    t = eye.clone()
+    t[:, :2, 2] = shift
+    compose(t)
+    iso = torch.exp2(chosen() * torch.randn(n, device=device, dtype=dtype) * 0.2)
+    t = eye.clone()
+    t[:, 0, 0], t[:, 1, 1] = iso, iso
+    compose(t)
+    p_rot = 1 - math.sqrt(max(0.0, 1 - p))  # ADA: two chances, so the total probability is p
+    angle = (torch.rand(n, device=device) < p_rot).to(dtype) * (torch.rand(n, device=device, dtype=dtype) * 2 - 1) * rot_max
+    compose(_rotation(angle, eye))
+    aniso = torch.exp2(chosen() * torch.randn(n, device=device, dtype=dtype) * 0.2)
+    t = eye.clone()
+    t[:, 0, 0], t[:, 1, 1] = aniso, 1 / aniso
+    compose(t)
+    angle = (torch.rand(n, device=device) < p_rot).to(dtype) * (torch.rand(n, device=device, dtype=dtype) * 2 - 1) * rot_max
+    compose(_rotation(angle, eye))
+    frac = chosen()[:, None] * torch.randn(n, 2, device=device, dtype=dtype) * 0.125 * 2
+    t = eye.clone()
+    t[:, :2, 2] = frac
+    compose(t)
+    return m[:, :2, :]
+
+
+def _rotation(angle: Tensor, eye: Tensor) -> Tensor:
+    t = eye.clone()
+    c, s = torch.cos(angle), torch.sin(angle)
+    t[:, 0, 0], t[:, 0, 1], t[:, 1, 0], t[:, 1, 1] = c, -s, s, c
+    return t
+
+
+def ada_pipeline(x: Tensor, p: float) -> Tensor:
+    """ADA's geometric (one resampling with reflection at the borders) and colour operations, each per
+    sample with probability ``p``; colour: brightness (+N(0, 0.2)), contrast (x lognormal(0, 0.5 ln 2))
+    and, for colour images, saturation (x lognormal(0, ln 2) around the grey level)."""
+    if p == 0.0:
+        return x
+    n = x.shape[0]
+    theta = _affine(n, p, x.device, torch.float32)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False).to(x.dtype)
+    brightness = torch.randn(n, 1, 1, 1, device=x.device, dtype=x.dtype) * 0.2
+    out = _where(_chosen(n, p, x), out + brightness, out)
+    mean = out.mean(dim=[1, 2, 3], keepdim=True)
+    contrast = torch.exp2(torch.randn(n, 1, 1, 1, device=x.device, dtype=x.dtype) * 0.5)
+    out = _where(_chosen(n, p, x), (out - mean) * contrast + mean, out)
+    if x.shape[1] == 3:
+        grey = out.mean(dim=1, keepdim=True)
+        saturation = torch.exp2(torch.randn(n, 1, 1, 1, device=x.device, dtype=x.dtype) * 1.0)
+        out = _where(_chosen(n, p, x), (out - grey) * saturation + grey, out)
+    return out
+
+
+class AdaptiveAugment(nn.Module):
+    """ADA (Karras et al. 2020): :func:`ada_pipeline` with a probability ``p`` tuned from D's outputs.
+
+    The model calls :meth:`observe` with D's raw outputs on real images after each D update; every
+    ``interval`` batches r_t = E[sign(D(x_real))] over those batches moves ``p`` by
+    ``sign(r_t - target) * images / speed_images`` (clamped to [0, 1]). That update reads r_t on the
+    host: one synchronisation every ``interval`` batches.
+
+    Args:
+        target: the r_t to hold (ADA: 0.6).
+        speed_images: images over which ``p`` can move from 0 to 1 (ADA: 500k; small sets need less).
+        interval: batches between adjustments (ADA: 4).
+        p: the starting probability (0: start without augmentation).
+        max_p: the ceiling of ``p`` (ADA keeps it below 1 so that D still sees un-augmented images).
+    """
+
+    adaptive = True
+
+    def __init__(self, target: float = 0.6, speed_images: int = 500_000, interval: int = 4, p: float = 0.0,
+                 max_p: float = 1.0) -> None:
+        super().__init__()
+        if isinstance(target, bool) or not 0.0 < float(target) < 1.0:
+            raise UserError(f"d_augment.target={target} must be in (0, 1); ADA uses d_augment.target=0.6.")
+        if isinstance(speed_images, bool) or int(speed_images) != speed_images or speed_images < 1:
+            raise UserError(f"d_augment.speed_images={speed_images} must be an integer >= 1 (images for p to go "
+                            f"from 0 to 1); e.g. d_augment.speed_images=500000.")
+        if isinstance(interval, bool) or int(interval) != interval or interval < 1:
+            raise UserError(f"d_augment.interval={interval} must be an integer >= 1 (batches); e.g. 4.")
+        self.target, self.speed_images, self.interval = float(target), int(speed_images), int(interval)
+        self.max_p = _check_p(max_p, "d_augment.max_p")
+        self.p = min(_check_p(p, "d_augment.p"), self.max_p)
+        self.rt = 0.0                       # the last r_t, for logging
+        self._sign_sum: Tensor | None = None
+        self._count = 0                     # D outputs observed since the last adjustment
+        self._batches = 0
+        self._images = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ada_pipeline(x, self.p)
+
+    @torch.no_grad()
+    def observe(self, real_outputs: Tensor, images: int) -> None:
+        """D's raw outputs on a real batch (positive: "real"); adjusts ``p`` every ``interval`` batches."""
+        signs = real_outputs.detach().float().sign().sum()
+        self._sign_sum = signs if self._sign_sum is None else self._sign_sum + signs
+        self._count += real_outputs.numel()
+        self._batches += 1
+        self._images += images
+        if self._batches < self.interval:
+            return
+        self.rt = float(self._sign_sum) / max(1, self._count)   # the one host synchronisation
+        step = self._images / self.speed_images
+        self.p = min(self.max_p, max(0.0, self.p + math.copysign(step, self.rt - self.target)))
+        self._sign_sum, self._count, self._batches, self._images = None, 0, 0, 0
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps (exact resume): p, r_t and the partial interval."""
+        return {"p": self.p, "rt": self.rt, "sign_sum": None if self._sign_sum is None else float(self._sign_sum),
+                "count": self._count, "batches": self._batches, "images": self._images}
+
+    def load_state(self, state: dict[str, Any], device: torch.device | str = "cpu") -> None:
+        self.p, self.rt = float(state["p"]), float(state["rt"])
+        self._sign_sum = None if state["sign_sum"] is None else torch.tensor(state["sign_sum"], device=device)
+        self._count, self._batches, self._images = int(state["count"]), int(state["batches"]), int(state["images"])
+
+    def extra_repr(self) -> str:
+        return f"target={self.target}, speed_images={self.speed_images}, interval={self.interval}, p={self.p:.4f}"

@@ -1,0 +1,179 @@
+"""Differentiable augmentation of D's inputs (DiffAugment, ADA) and training on a subset of the data."""
+from __future__ import annotations
+
+import csv
+import json
+
+import lightning as L
+import pytest
+import torch
+
+from gan_lab.build import build_datamodule, build_model
+from gan_lab.d_augment import AdaptiveAugment, DiffAugment, ada_pipeline, color, cutout, translation
+from gan_lab.errors import UserError
+from gan_lab.run import train
+
+NARROW = {
+    "dcgan": ["model.generator.width=4", "model.discriminator.width=4"],
+    "wgan_gp": ["model.generator.width=4", "model.discriminator.width=4"],
+    "cdcgan": ["model.generator.width=4", "model.discriminator.width=4", "model.samples_per_class=2"],
+    "cgan_mlp": ["model.generator.hidden=[16,16]", "model.discriminator.hidden=[16,16]", "model.samples_per_class=2"],
+    "artgan": ["model.generator.width=4", "model.samples_per_class=2"],
+    "pggan": ["model.generator.fmap_base=64", "model.discriminator.fmap_base=64", "model.generator.fmap_max=8",
+              "model.discriminator.fmap_max=8", "model.num_samples=4"],
+}
+
+
+@pytest.mark.parametrize("augment", [DiffAugment(), AdaptiveAugment(p=1.0)], ids=["diffaugment", "ada"])
+def test_augmentation_is_differentiable_and_per_sample(augment):
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 16, 16, requires_grad=True)
+    out = augment(x)
+    assert out.shape == x.shape
+    (out * torch.randn_like(out)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0          # G's gradients pass through
+    same = torch.rand(1, 3, 16, 16).expand(6, -1, -1, -1)
+    drawn = augment(same)
+    assert all(not torch.equal(drawn[0], drawn[i]) for i in range(1, 6))  # one draw per sample
+
+
+def test_policies_do_what_they_say():
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 16, 16) * 2 - 1
+    moved = translation(x)
+    # whole-pixel shifts of at most 2 pixels (1/8 of 16) with zeros shifted in
+    found = []
+    for i in range(64):
+        match = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(moved[i, :, max(dy, 0):16 + min(dy, 0), max(dx, 0):16 + min(dx, 0)],
+                                x[i, :, max(-dy, 0):16 + min(-dy, 0), max(-dx, 0):16 + min(-dx, 0)])]
+        found.append(bool(match))
+    assert all(found)
+    cut = cutout(torch.ones(64, 1, 16, 16))
+    zeros = (cut == 0).flatten(1).sum(1)
+    assert zeros.max() == 64 and zeros.min() > 0                  # an 8x8 hole, partly outside at times
+    shifted = color(torch.zeros(256, 3, 4, 4))
+    assert shifted.std() > 0.1 and shifted.mean().abs() < 0.1     # brightness +U(-0.5, 0.5), per sample
+
+
+def test_p_zero_is_the_identity_and_draws_nothing():
+    x = torch.rand(4, 3, 8, 8)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    assert DiffAugment(p=0.0)(x) is x and ada_pipeline(x, 0.0) is x and AdaptiveAugment()(x) is x
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def fit(cfg):
+    L.seed_everything(cfg.seed, verbose=False)
+    dm = build_datamodule(cfg)
+    model = build_model(cfg)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=3, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        log_every_n_steps=1)
+    trainer.fit(model, datamodule=dm)
+    return model, trainer
+
+
+def test_zero_probability_trains_bit_identically_to_no_augmentation(make_cfg):
+    plain, _ = fit(make_cfg("model=wgan_gp", *NARROW["wgan_gp"], "data.image_size=16"))
+    zero, _ = fit(make_cfg("model=wgan_gp", *NARROW["wgan_gp"], "data.image_size=16", "d_augment=diffaugment",
+                           "d_augment.p=0"))
+    ada, _ = fit(make_cfg("model=wgan_gp", *NARROW["wgan_gp"], "data.image_size=16", "d_augment=ada",
+                          "d_augment.speed_images=1000000000"))  # p stays 0 (moves by < 1e-7)
+    on, _ = fit(make_cfg("model=wgan_gp", *NARROW["wgan_gp"], "data.image_size=16", "d_augment=diffaugment"))
+    a = plain.state_dict()
+    for other in (zero, ada):
+        assert all(torch.equal(a[k], other.state_dict()[k]) for k in a)
+    assert not all(torch.equal(a[k], on.state_dict()[k]) for k in a)
+
+
+@pytest.mark.parametrize("model", list(NARROW))
+def test_every_model_trains_with_diffaugment_and_ada(make_cfg, model):
+    for option in ("diffaugment", "ada"):
+        extra = ["d_augment.p=0.5", "d_augment.interval=1", "d_augment.speed_images=64"] if option == "ada" else []
+        m, trainer = fit(make_cfg(f"model={model}", *NARROW[model], "data.image_size=16", f"d_augment={option}",
+                                  *extra))
+        logged = trainer.callback_metrics
+        assert torch.isfinite(logged["train/d_loss"])
+        if option == "ada":
+            assert "train/ada_p" in logged and "train/ada_rt" in logged
+            assert m.d_augment.p != 0.5                            # it adjusted (interval 1, big steps)
+
+
+def test_ada_raises_p_when_d_overfits_and_lowers_it_otherwise():
+    ada = AdaptiveAugment(target=0.6, speed_images=1000, interval=2)
+    confident = torch.full((100,), 3.0)                           # D calls every real image real: r_t = 1
+    for _ in range(4):
+        ada.observe(confident, 100)
+    assert ada.rt == 1.0 and ada.p == pytest.approx(0.4)          # 2 adjustments of 200/1000
+    unsure = torch.tensor([1.0, -1.0] * 50)                       # r_t = 0 < 0.6
+    ada.observe(unsure, 100)
+    assert ada.p == pytest.approx(0.4)                            # mid-interval: unchanged
+    ada.observe(unsure, 100)
+    assert ada.rt == 0.0 and ada.p == pytest.approx(0.2)
+    for _ in range(10):
+        ada.observe(unsure, 100)
+    assert ada.p == 0.0                                           # clamped at 0
+
+
+def test_ada_p_rises_on_a_discriminator_that_overfits_a_few_images(make_cfg, tmp_path):
+    """16 digits, a D with 8x G's learning rate: D soon calls every real image real, and p climbs."""
+    cfg = make_cfg("model=dcgan", *NARROW["dcgan"], "data.image_size=16", "data.subset=16", "data.batch_size=8",
+                   "optimizer.discriminator.lr=1.6e-3", "d_augment=ada", "d_augment.interval=1",
+                   "d_augment.speed_images=400", "trainer.max_epochs=20", "trainer.log_every_n_steps=1",
+                   "callbacks.sample_grid=null", "callbacks.training_curves=null")
+    train(cfg)
+    with open(tmp_path / "run" / "metrics.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("train/ada_p")]
+    p = [float(r["train/ada_p"]) for r in rows]
+    rt = [float(r["train/ada_rt"]) for r in rows]
+    assert max(rt[-10:]) > 0.6 and p[-1] > 0.2 and p[-1] > p[len(p) // 4]
+
+
+def test_exact_resume_with_ada(make_cfg, tmp_path):
+    common = ["model=dcgan", *NARROW["dcgan"], "data.image_size=16", "data.batch_size=16",
+              "trainer.limit_train_batches=4", "d_augment=ada", "d_augment.p=0.3", "d_augment.interval=3",
+              "d_augment.speed_images=200", "callbacks.sample_grid=null", "callbacks.training_curves=null",
+              "logger=none"]
+    train(make_cfg(*common, "trainer.max_epochs=2", run_dir=tmp_path / "full"))
+    train(make_cfg(*common, "trainer.max_epochs=1", run_dir=tmp_path / "half"))
+    ckpt = tmp_path / "half" / "checkpoints" / "last.ckpt"
+    train(make_cfg(*common, "trainer.max_epochs=2", f"ckpt_path={ckpt}", run_dir=tmp_path / "resumed"))
+    full = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    got = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert all(torch.equal(full["state_dict"][k], got["state_dict"][k]) for k in full["state_dict"])
+    assert got["gan_lab"]["d_augment"] == full["gan_lab"]["d_augment"]
+    assert full["gan_lab"]["d_augment"]["p"] != 0.3               # it moved, and the resume followed
+
+
+def test_bf16_inputs_stay_bf16_and_finite():
+    x = (torch.rand(4, 3, 16, 16) * 2 - 1).to(torch.bfloat16)
+    for augment in (DiffAugment(), AdaptiveAugment(p=1.0)):
+        out = augment(x)
+        assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+def test_bad_values_are_one_sentence():
+    with pytest.raises(UserError, match=r"d_augment.policy=\['blur'\] must list some of color, translation, cutout"):
+        DiffAugment(["blur"])
+    with pytest.raises(UserError, match=r"d_augment.p=1.5 must be a probability in \[0, 1\]"):
+        DiffAugment(p=1.5)
+    with pytest.raises(UserError, match=r"d_augment.target=1.2 must be in \(0, 1\)"):
+        AdaptiveAugment(target=1.2)
+
+
+def test_subset_is_drawn_from_the_seed_and_keeps_the_full_split(make_cfg):
+    def train_labels(*overrides):
+        dm = build_datamodule(make_cfg(*overrides))
+        return dm, dm.dataset("train").labels
+    dm, a = train_labels("data.subset=0.1")
+    _, b = train_labels("data.subset=0.1")
+    _, c = train_labels("data.subset=0.1", "seed=1")
+    n_full = len(dm.dataset("train_full"))
+    assert len(a) == round(0.1 * n_full) and torch.equal(a, b) and not torch.equal(a, c)
+    assert len(train_labels("data.subset=160")[1]) == 160
+    with pytest.raises(UserError, match=r"data.subset=1.5 must be a share in \(0, 1\)"):
+        build_datamodule(make_cfg("data.subset=1.5"))
+    with pytest.raises(UserError, match=r"data.subset=100000 selects 100000 of the"):
+        build_datamodule(make_cfg("data.subset=100000"))
