@@ -213,6 +213,15 @@ def setup_datamodule(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningD
     return dm
 
 
+def batches_per_epoch(dm: L.LightningDataModule, world_size: int = 1) -> int | None:
+    """Training batches one process serves per epoch (``None`` for a DataModule without batch_size)."""
+    batch = getattr(dm, "batch_size", None)
+    if batch is None or not hasattr(dm, "dataset"):
+        return None
+    n = len(dm.dataset("train")) // max(1, world_size)
+    return n // batch if getattr(dm, "drop_last", True) else -(-n // batch)
+
+
 def check_batch_size(model: torch.nn.Module, dm: L.LightningDataModule, world_size: int = 1,
                      limit_train_batches: int | float | None = None) -> None:
     """BatchNorm1d cannot train on a batch of one image ("Expected more than 1 value per channel"):

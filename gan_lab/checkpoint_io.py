@@ -1,5 +1,7 @@
 """Atomic checkpoint writes: a crash, a kill or a full disk mid-save never corrupts ``last.ckpt``;
-and a checkpoint that cannot be read (copied halfway, corrupted) is one sentence naming it.
+and a checkpoint that cannot be read (copied halfway, corrupted) is one sentence naming it. A
+checkpoint is a zip archive whose members carry CRC-32s: they are checked before it is used, so
+bytes damaged inside it (which ``torch.load`` would read without a word) are caught too.
 
 The checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
 over the target with ``os.replace`` (atomic on POSIX and Windows within one file system): readers
@@ -17,25 +19,45 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from gan_lab.errors import UserError
-from gan_lab.fs import atomic_torch_save
+from gan_lab.fs import atomic_torch_save, zip_damage
+
+
+def not_a_file(what: str, path: str | Path) -> UserError:
+    """The message for a checkpoint path that names a directory (a run's, or its checkpoints folder)."""
+    inside = [Path(path) / "checkpoints" / "last.ckpt", Path(path) / "last.ckpt"]
+    found = next((str(p) for p in inside if p.is_file()), "<run>/checkpoints/last.ckpt")
+    return UserError(f"{what}={path} is a directory, not a checkpoint file; pass {what}={found}.")
+
+
+def _damaged(what: str, path: str | Path, reason: str) -> UserError:
+    others = sorted(p.name for p in Path(path).parent.glob("*.ckpt") if p.name != Path(path).name)
+    hint = f" (others there: {', '.join(others[-3:])})" if others else ""
+    return UserError(f"{what}={path} cannot be read as a checkpoint, it is truncated or corrupted ({reason}); "
+                     f"use another checkpoint of the run{hint}.")
 
 
 def read_checkpoint(path: str | Path, what: str = "ckpt_path", weights_only: bool = False,
-                    run_checkpoint: bool = True, mmap: bool = False) -> dict[str, Any]:
+                    run_checkpoint: bool = True, mmap: bool = False, verify: bool = True) -> dict[str, Any]:
     """A checkpoint's content on the CPU; a truncated or corrupted file is one sentence naming it, and
     so is a file that is not a run's checkpoint (no ``state_dict``) when ``run_checkpoint``.
-    ``mmap``: map the tensors instead of reading them (a quick check of a large file)."""
+    ``mmap``: map the tensors instead of reading them (a quick check of a large file).
+    ``verify``: check every member's CRC-32 first (:func:`~gan_lab.fs.zip_damage`)."""
+    if Path(path).is_dir():
+        raise not_a_file(what, path)
     try:
+        damage = zip_damage(path) if verify else None
+        if damage is not None:
+            raise _damaged(what, path, damage)
         state = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (FileNotFoundError, PermissionError) as exc:
         raise UserError(f"{what}={path} cannot be opened ({exc.strerror}); pass a .ckpt file of a run "
                         f"(<run>/checkpoints/last.ckpt).") from None
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        others = sorted(p.name for p in Path(path).parent.glob("*.ckpt") if p.name != Path(path).name)
-        hint = f" (others there: {', '.join(others[-3:])})" if others else ""
-        raise UserError(f"{what}={path} cannot be read as a checkpoint, it is truncated or corrupted "
-                        f"({reason}); use another checkpoint of the run{hint}.") from None
+        if isinstance(exc, UserError):
+            raise
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        reason = lines[0].rstrip(".") if lines else type(exc).__name__
+        raise _damaged(what, path, reason) from None
     if run_checkpoint and (not isinstance(state, dict) or "state_dict" not in state):
         raise UserError(f"{what}={path} is not a checkpoint of a gan_lab run (no 'state_dict' in it); pass "
                         f"<run>/checkpoints/last.ckpt or another .ckpt file of a run.")
@@ -58,5 +80,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         ) -> dict[str, Any]:
         if "://" in str(path):
             return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
-        # Lightning also reads its own files through here (ddp_spawn hands the weights back in one)
-        return read_checkpoint(path, weights_only=bool(weights_only), run_checkpoint=False)
+        # Lightning also reads its own files through here (ddp_spawn hands the weights back in one);
+        # a resume checkpoint had its CRCs checked by the entry point before training
+        return read_checkpoint(path, weights_only=bool(weights_only), run_checkpoint=False, verify=False)

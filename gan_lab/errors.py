@@ -41,6 +41,21 @@ def user_error_from_traceback(text: str) -> UserError | None:
     return None
 
 
+def check_count(value: Any, key: str, minimum: int = 1, example: int = 64) -> int:
+    """A number the user asks for (images, seeds, steps) must be an integer of at least ``minimum``:
+    one sentence naming the key, instead of a traceback from deep inside."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{key}={value!r} must be an integer >= {minimum}; e.g. {key}={example}.")
+    return int(value)
+
+
+def check_seed(value: Any, key: str = "seed") -> int:
+    """A seed is an integer (any sign); not a word, a fraction or true/false."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{key}={value!r} must be an integer; e.g. {key}=0.")
+    return int(value)
+
+
 class TrainingInterrupted(Exception):
     """Training stopped on a signal (SIGTERM, Ctrl-C) after writing a resumable checkpoint.
 

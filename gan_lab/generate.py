@@ -18,10 +18,10 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
 
-from gan_lab.callbacks.samples import grid_image, save_grid
+from gan_lab.grids import grid_image, save_grid
 from gan_lab.errors import UserError
 from gan_lab.metrics.sampling import ema_weights, interpolate_latents, is_conditional, latents_from_seeds, seeded
-from gan_lab.errors import exit_on_user_error
+from gan_lab.errors import check_count, check_seed, exit_on_user_error
 from gan_lab.runs import load_run, required_run_dir
 
 
@@ -112,8 +112,25 @@ def save_png(image: Tensor, path: Path, upscale_to: int = 0) -> Path:
     return path
 
 
+def check_request(cfg: DictConfig) -> None:
+    """The numbers of a request, checked before the run is loaded (as ``evaluate`` does its own)."""
+    check_seed(cfg.seed)
+    check_count(cfg.num_samples, "num_samples", 1, 64)
+    check_count(cfg.per_class, "per_class", 1, 8)
+    if cfg.nrow is not None:
+        check_count(cfg.nrow, "nrow", 1, 8)
+    check_count(cfg.upscale_to, "upscale_to", 0, 64)
+    inter = cfg.interpolation
+    check_count(inter.steps, "interpolation.steps", 2, 8)
+    check_count(inter.rows, "interpolation.rows", 1, 4)
+    check_count(inter.frame_ms, "interpolation.frame_ms", 1, 120)
+    for i, seed in enumerate(inter.seeds or []):
+        check_seed(seed, f"interpolation.seeds[{i}]")
+
+
 def generate(cfg: DictConfig) -> dict[str, str]:
     """Write everything ``cfg`` (conf/generate.yaml) asks for; returns ``{what: path}``."""
+    check_request(cfg)
     run = load_run(required_run_dir(cfg), cfg.ckpt, cfg.device)
     model, dm = run.model, run.datamodule
     out = Path(cfg.out_dir) if cfg.out_dir else Path(cfg.run_dir) / "generated"

@@ -3,28 +3,39 @@
 ``train(cfg)`` does the work (tests call it with a composed config); ``main`` is the Hydra entry
 point, which turns a :class:`~gan_lab.errors.UserError` into one line on stderr and exit status 2,
 and returns ``optimized_metric`` to sweepers.
+
+Everything a user can get wrong is checked before training starts, and a refused run leaves an
+existing run directory as it was: Hydra rewrites ``<run>/.hydra/`` and appends to the job's log
+before ``main`` runs, so :class:`OutputDirCheck` saves them first and :func:`train` puts them back
+when it refuses the run (e.g. a resume into the run's own directory with an incompatible override).
 """
 from __future__ import annotations
 
+import difflib
+import functools
 import logging
 import math
 import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any, Iterator
 
 import hydra
 import lightning as L
 from hydra.experimental.callback import Callback
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from gan_lab.build import build_callbacks, build_datamodule, build_loggers, build_model, build_trainer, resolved
-from gan_lab.callbacks.resume import stopped_by_time_limit
-from gan_lab.checkpoint_io import read_checkpoint
-from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, report_user_error
+from gan_lab.build import (batches_per_epoch, build_callbacks, build_datamodule, build_loggers, build_model,
+                           build_trainer, check_batch_size, resolved, setup_datamodule)
+from gan_lab.callbacks.resume import (dhms, epoch_cut_short, epochs_completed, stopped_by_time_limit, time_limit,
+                                      trained_seconds, trainer_max_time)
+from gan_lab.checkpoint_io import not_a_file, read_checkpoint
+from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, check_seed, report_user_error
 from gan_lab.fs import probe_writable
 from gan_lab.metrics.records import read_metrics_json, update_metrics_json
+from gan_lab.rundir import RunDirBackup, keep_run_dir_until_accepted
 
 log = logging.getLogger("gan_lab")
 
@@ -33,12 +44,61 @@ warnings.filterwarnings("ignore", message=r".*val_dataloader.* but have no .*val
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@functools.lru_cache(maxsize=1)
+def defined_top_level_keys() -> frozenset[str]:
+    """The top-level keys gan_lab's configs define: those of conf/config.yaml, the config groups, and
+    those that global presets (experiments, sweeps) set."""
+    keys = set(OmegaConf.load(CONF / "config.yaml").keys())
+    keys |= {p.name for p in CONF.iterdir() if p.is_dir()}
+    for path in CONF.rglob("*.yaml"):
+        if any("@package _global_" in line for line in path.read_text().splitlines()[:5]):
+            keys |= set(OmegaConf.load(path).keys())
+    return frozenset(keys - {"defaults", "hydra"})
+
+
+def _leaf_paths(node: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaf_paths(value, f"{prefix}{key}.")
+    elif prefix:
+        yield prefix[:-1]
+
+
+def check_top_level_keys(cfg: DictConfig, overrides: list[str]) -> None:
+    """A top-level key added on the command line (``+lr=0.1``) that no config defines is read by
+    nothing: refuse it, naming the override and the keys it was probably meant for."""
+    unknown = sorted(str(k) for k in cfg.keys() if k != "hydra" and k not in defined_top_level_keys())
+    if not unknown:
+        return
+    key = unknown[0]
+    given = next((o for o in overrides if o.lstrip("+~").split("=", 1)[0].split(".")[0] == key), f"+{key}=...")
+    value = given.split("=", 1)[1] if "=" in given else "..."
+    leaves = [p for p in _leaf_paths(OmegaConf.to_container(cfg, resolve=False)) if p.split(".")[0] in
+              defined_top_level_keys() and not p.split(".")[-1].startswith("_")]
+    meant = [p for p in leaves if p.split(".")[-1] == key.split(".")[-1]] or difflib.get_close_matches(
+        key, leaves, n=2, cutoff=0.6) or [p for p in leaves if difflib.get_close_matches(
+            key, [p.split(".")[-1]], n=1, cutoff=0.75)]
+    if meant:
+        others = f" (or {', '.join(meant[1:3])})" if len(meant) > 1 else ""
+        hint = f"did you mean {meant[0]}{others}? e.g. {meant[0]}={value} (without the +)."
+    else:
+        plain = ", ".join(sorted(k for k in defined_top_level_keys() if not (CONF / k).is_dir()))
+        hint = f"drop it (the top-level keys are {plain}; everything else lives in a group such as model or trainer)."
+    raise UserError(f"{given} adds the top-level key {key}, which gan_lab does not read; {hint}")
+
+
 class OutputDirCheck(Callback):
-    """Hydra callback: an unwritable ``hydra.run.dir``/``hydra.sweep.dir`` is one line, not Hydra's
-    traceback (Hydra creates the directory before ``main`` runs)."""
+    """Hydra callback, run before Hydra creates or writes anything: a top-level key the config does not
+    define is one line; so is an unwritable ``hydra.run.dir``/``hydra.sweep.dir`` (not Hydra's
+    traceback); and the files Hydra is about to rewrite in an existing run directory are saved
+    (:class:`RunDirBackup`)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config, "run")
+        RunDirBackup.take(Path(config.hydra.run.dir), config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config, "sweep")
@@ -50,6 +110,11 @@ class OutputDirCheck(Callback):
         # the default directory names the run after ${hydra:runtime.choices...}, which resolves only
         # once Hydra's own config is published (Hydra does this itself right after this hook)
         HydraConfig.instance().set_config(config)
+        try:
+            check_top_level_keys(config, list(config.hydra.overrides.task))
+        except UserError as exc:
+            print(f"gan_lab: error: {exc}", file=sys.stderr)
+            sys.exit(2)
         cls._probe(config.hydra[kind].dir, f"hydra.{kind}.dir")
 
     @staticmethod
@@ -62,20 +127,64 @@ class OutputDirCheck(Callback):
             sys.exit(2)
 
 
-def check_paths(cfg: DictConfig) -> Path:
-    """The run directory must be writable and a resume checkpoint must exist, before any work."""
+def check_paths(cfg: DictConfig) -> tuple[Path, dict | None]:
+    """The run directory must be writable and a resume checkpoint must exist and be intact (every
+    CRC checked), before any work; returns the run directory and the checkpoint (tensors mapped)."""
     run_dir = Path(cfg.run_dir)
     try:
         probe_writable(run_dir)
     except OSError as exc:
         raise UserError(f"the run directory {run_dir} is not writable ({exc.strerror}); choose another "
                         f"with hydra.run.dir=<path>.") from None
-    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+    if cfg.ckpt_path is None:
+        return run_dir, None
+    if Path(cfg.ckpt_path).is_dir():
+        raise not_a_file("ckpt_path", cfg.ckpt_path)
+    if not Path(cfg.ckpt_path).is_file():
         raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; pass <run>/checkpoints/last.ckpt "
                         f"of an earlier run, or drop ckpt_path to start afresh.")
-    if cfg.ckpt_path is not None:
-        read_checkpoint(cfg.ckpt_path, mmap=True)  # readable, and a run's checkpoint (tensors only mapped)
-    return run_dir
+    return run_dir, read_checkpoint(cfg.ckpt_path, mmap=True)  # a run's checkpoint, intact
+
+
+def check_training_length(trainer: L.Trainer, cfg: DictConfig, resume: dict | None,
+                          epoch_batches: int | None = None) -> None:
+    """Refuse a run that would train nothing: no epochs, no steps, no batches, no time, or a resume
+    whose limits its checkpoint has already reached (Lightning would end at once, "completed").
+    ``epoch_batches``: the batches of an epoch, against which a share ``limit_train_batches`` counts."""
+    if trainer.max_epochs == 0:
+        raise UserError("trainer.max_epochs=0 trains nothing; use trainer.max_epochs>=1 (or -1 with "
+                        "trainer.max_batches or trainer.max_steps), e.g. trainer.max_epochs=25.")
+    if trainer.max_steps == 0:
+        raise UserError("trainer.max_steps=0 trains nothing; use trainer.max_steps=-1 (no limit) or a positive "
+                        "number of optimiser steps (or trainer.max_batches for batches).")
+    if trainer.limit_train_batches == 0:
+        raise UserError(f"trainer.limit_train_batches={cfg.trainer.limit_train_batches} trains nothing; use null "
+                        f"(every batch), a number of batches per epoch or a share of the epoch in (0, 1].")
+    limit = trainer.limit_train_batches
+    if isinstance(limit, float) and epoch_batches and int(limit * epoch_batches) < 1:
+        raise UserError(f"trainer.limit_train_batches={limit} of the {epoch_batches} batches of an epoch is less "
+                        f"than one batch; use at least {1 / epoch_batches:.2g}, or a number of batches "
+                        f"(e.g. trainer.limit_train_batches=1).")
+    timer = time_limit(trainer)
+    spent = trained_seconds(resume) if resume is not None else 0.0
+    if timer is not None and resume is None and timer.time_remaining() <= 0:
+        raise UserError(f"trainer.max_time={cfg.trainer.max_time} allows no training time; give a duration "
+                        f"DD:HH:MM:SS, e.g. trainer.max_time=00:12:00:00.")
+    if resume is None:
+        return
+    if timer is not None and spent >= timer.time_remaining():
+        raise UserError(f"the time limit trainer.max_time ({trainer_max_time(trainer)} of training) is already "
+                        f"spent: the run of ckpt_path={cfg.ckpt_path} trained for {dhms(spent)}; raise "
+                        f"trainer.max_time (it counts the time of every part of the run).")
+    epochs, _ = epochs_completed(resume)
+    if trainer.max_epochs is not None and trainer.max_epochs > 0 and epochs >= trainer.max_epochs:
+        plural = "s" if epochs != 1 else ""
+        raise UserError(f"trainer.max_epochs={trainer.max_epochs} is already reached: the run of ckpt_path="
+                        f"{cfg.ckpt_path} completed {epochs} epoch{plural}; raise trainer.max_epochs to train further.")
+    steps = int(resume.get("global_step", 0))
+    if trainer.max_steps > 0 and steps >= trainer.max_steps:
+        raise UserError(f"trainer.max_steps={trainer.max_steps} is already reached: the run of ckpt_path="
+                        f"{cfg.ckpt_path} made {steps} optimiser steps; raise trainer.max_steps to train further.")
 
 
 def final_metrics(trainer: L.Trainer) -> dict[str, float]:
@@ -119,9 +228,11 @@ class RunSummary(L.Callback):
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str, **extra) -> None:
         if not trainer.is_global_zero:
             return
+        # completed epochs: an epoch that a limit or a signal cut short is not counted
+        epochs = trainer.current_epoch - (1 if epoch_cut_short(trainer) is not None else 0)
         update_metrics_json(self.path, {  # keeps the callbacks' evaluations
             "status": status,
-            "epochs": trainer.current_epoch,
+            "epochs": epochs,
             "batches_seen": pl_module.batches_seen,
             "images_seen": pl_module.images_seen,
             "optimizer_steps": trainer.global_step,
@@ -132,15 +243,36 @@ class RunSummary(L.Callback):
         print(f"gan_lab: run directory {self.path.parent.resolve()}")
 
 
+def job_overrides() -> list[str] | None:
+    """The command line's overrides of this Hydra job, or ``None`` outside one (a test's ``train``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+
+
 def train(cfg: DictConfig) -> float | None:
-    """Build everything from ``cfg``, train, write ``metrics.json`` and return ``optimized_metric``."""
-    run_dir = check_paths(cfg)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(cfg)
-    model = build_model(cfg)
-    loggers = build_loggers(cfg)
-    summary = RunSummary(run_dir / "metrics.json", start=time.time())
-    trainer = build_trainer(cfg, [*build_callbacks(cfg), summary], loggers)
+    """Build everything from ``cfg``, train, write ``metrics.json`` and return ``optimized_metric``.
+
+    Every check comes before training, and before anything is written into the run directory; the
+    model is built before the data are decoded, so its nets check the image size first."""
+    with keep_run_dir_until_accepted():
+        check_seed(cfg.seed)
+        overrides = job_overrides()
+        if overrides is not None:
+            check_top_level_keys(cfg, overrides)  # (a multirun's jobs; a single run was checked by Hydra's callback)
+        run_dir, resume = check_paths(cfg)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule = build_datamodule(cfg, setup=False)  # the data's facts (classes), nothing decoded
+        model = build_model(cfg)
+        if resume is not None:
+            model.check_state_dict(resume["state_dict"], source=f"ckpt_path={cfg.ckpt_path}")
+        setup_datamodule(cfg, datamodule)
+        loggers = build_loggers(cfg)
+        summary = RunSummary(run_dir / "metrics.json", start=time.time())
+        trainer = build_trainer(cfg, [*build_callbacks(cfg), summary], loggers)
+        check_training_length(trainer, cfg, resume, batches_per_epoch(datamodule, trainer.world_size))
+        check_batch_size(model, datamodule, trainer.world_size, trainer.limit_train_batches)
+        del resume  # mapped tensors: Lightning reads the checkpoint itself
     for logger in loggers:
         logger.log_hyperparams(resolved(cfg))
     log.info("run directory: %s", run_dir.resolve())

@@ -6,14 +6,17 @@ that were trained.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gan_lab.build import build_datamodule, build_model
-from gan_lab.checkpoint_io import read_checkpoint
+from gan_lab.build import build_datamodule, build_model, setup_datamodule
+from gan_lab.callbacks.resume import epochs_completed
+from gan_lab.checkpoint_io import not_a_file, read_checkpoint
 from gan_lab.errors import UserError
 
 
@@ -23,8 +26,11 @@ class LoadedRun:
     datamodule: object
     model: torch.nn.Module
     checkpoint: Path
+    #: epochs completed when the checkpoint was written (``metrics.json`` records this number)
     epoch: int
     step: int
+    #: batches trained into the next epoch, for a mid-epoch checkpoint (``None`` at an epoch end)
+    batch_in_epoch: int | None = None
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -43,12 +49,32 @@ def required_run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.run_dir)
 
 
+def check_run_dir(run_dir: str | Path) -> Path:
+    """A run directory of ``gan_lab.run``: one with ``.hydra/config.yaml``."""
+    if not (Path(run_dir) / ".hydra" / "config.yaml").is_file():
+        absent = "" if Path(run_dir).is_dir() else " (there is no such folder)"
+        raise UserError(f"run_dir={run_dir} has no .hydra/config.yaml{absent}; pass the directory a training "
+                        f"run printed (`gan_lab: run directory ...`).")
+    return Path(run_dir)
+
+
+class RunDirCheck(Callback):
+    """Hydra callback of ``evaluate`` and ``generate``: a missing or mistyped ``run_dir`` is one line,
+    before Hydra creates its output folder (``<run_dir>/evaluation``, ``<run_dir>/generated``) there."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            if OmegaConf.is_missing(config, "run_dir") or config.run_dir is None:
+                raise UserError("run_dir is not set; pass run_dir=<a run directory of python -m gan_lab.run>.")
+            check_run_dir(config.run_dir)
+        except UserError as exc:
+            print(f"gan_lab: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+
 def run_config(run_dir: str | Path) -> DictConfig:
     """The training config of a run, with ``run_dir`` pointing at where the run now lies."""
-    path = Path(run_dir) / ".hydra" / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"run_dir={run_dir} has no .hydra/config.yaml; pass the directory a training run "
-                        f"printed (`gan_lab: run directory ...`).")
+    path = check_run_dir(run_dir) / ".hydra" / "config.yaml"
     cfg = OmegaConf.load(path)
     with open_dict(cfg):  # the Hydra resolvers of these keys only work inside a Hydra job
         cfg.run_dir = str(Path(run_dir))
@@ -61,15 +87,20 @@ def load_run(run_dir: str | Path, ckpt: str | Path | None = None, device: str | 
     in ``<run_dir>/checkpoints``; ``last.ckpt`` by default), in eval mode on ``device``."""
     cfg = run_config(run_dir)
     ckpt_path = Path(ckpt) if ckpt else Path(run_dir) / "checkpoints" / "last.ckpt"
-    if ckpt and not ckpt_path.is_file() and (Path(run_dir) / "checkpoints" / ckpt_path).is_file():
+    if ckpt and not ckpt_path.exists() and (Path(run_dir) / "checkpoints" / ckpt_path).is_file():
         ckpt_path = Path(run_dir) / "checkpoints" / ckpt_path  # ckpt=epoch_0009.ckpt names one of the run's
+    if ckpt_path.is_dir():
+        raise not_a_file("ckpt", ckpt_path)
     if not ckpt_path.is_file():
         raise UserError(f"checkpoint {ckpt_path} does not exist; pass ckpt=<path to a .ckpt file> "
                         f"(the run's are in {Path(run_dir) / 'checkpoints'}).")
-    datamodule = build_datamodule(cfg)
-    model = build_model(cfg)
-    state = read_checkpoint(ckpt_path, what="ckpt")
-    model.on_load_checkpoint(state)  # before the weights, as Lightning does: checks they fit the model
+    state = read_checkpoint(ckpt_path, what="ckpt")  # CRCs checked: a damaged file is one sentence
+    datamodule = build_datamodule(cfg, setup=False)
+    model = build_model(cfg)  # the nets check their sizes before any image is decoded
+    model.check_state_dict(state["state_dict"], source=f"ckpt={ckpt_path}")  # the nets this config builds?
+    model.on_load_checkpoint(state)  # before the weights, as Lightning does
     model.load_state_dict(state["state_dict"])
+    setup_datamodule(cfg, datamodule)
     model.to(pick_device(device)).eval()
-    return LoadedRun(cfg, datamodule, model, ckpt_path, int(state.get("epoch", 0)), int(state.get("global_step", 0)))
+    epochs, batch_in_epoch = epochs_completed(state)
+    return LoadedRun(cfg, datamodule, model, ckpt_path, epochs, int(state.get("global_step", 0)), batch_in_epoch)

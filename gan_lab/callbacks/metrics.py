@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
+from gan_lab.callbacks.resume import epoch_cut_short
 from gan_lab.metrics.records import append_evaluation
 from gan_lab.metrics.suite import Evaluator
 
@@ -34,7 +35,10 @@ class MetricsCallback(L.Callback):
             return
         out_dir = self.run_dir / "evaluation" / f"epoch_{epoch:04d}" if trainer.is_global_zero else None
         record, flat = self.evaluator.evaluate(pl_module, trainer.datamodule, out_dir)
-        record = {"source": "training", "checkpoint": None, "epoch": epoch + 1,
+        # completed epochs, as evaluate records them; an epoch a limit cut short is not complete
+        cut = epoch_cut_short(trainer)
+        done = {"epoch": epoch + 1} if cut is None else {"epoch": epoch, "batch_in_epoch": cut}
+        record = {"source": "training", "checkpoint": None, **done,
                   "step": trainer.global_step, "batches_seen": getattr(pl_module, "batches_seen", None),
                   "images_seen": getattr(pl_module, "images_seen", None), **record}
         self.last_record = record

@@ -23,15 +23,19 @@ that epoch early, and Lightning's epoch-end checkpoint would resume at the *next
 skipping the rest of this one. ``ExactResume`` writes a mid-epoch checkpoint at the batch where the
 Timer stopped and, once the fit has ended normally (epoch-end hooks, evaluations, final grids),
 puts it in place of ``last.ckpt`` (it must follow the Timer in the callback list, see
-:func:`after_timer`).
+:func:`after_timer`). The Timer restores its count only from a part that had a Timer too, so the
+training time of every part is saved here as well (``train_seconds``) and the Timer starts from it.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import signal
 import sys
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +45,42 @@ import torch
 from lightning.pytorch.callbacks import Timer
 
 from gan_lab.callbacks.limit import batch_limit
+from gan_lab.callbacks.steps import batches_seen
 from gan_lab.errors import TrainingInterrupted, UserError
 
 log = logging.getLogger(__name__)
+
+#: Lightning's warning on every mid-epoch resume; the resume is exact when the sampler skips what was served
+NOT_RESUMABLE = (r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is "
+                 r"not resumable")
+
+
+def trained_seconds(checkpoint: dict[str, Any]) -> float:
+    """Training time of every part of the run that wrote ``checkpoint``: gan_lab's own count (kept
+    whether or not a part had a time limit) or the ``Timer``'s, whichever is larger."""
+    seconds = 0.0
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if not isinstance(state, dict):
+            continue
+        if "ExactResume" in str(key):
+            seconds = max(seconds, float(state.get("train_seconds", 0.0)))
+        elif "Timer" in str(key):
+            seconds = max(seconds, float((state.get("time_elapsed") or {}).get("train", 0.0)))
+    return seconds
+
+
+def epochs_completed(checkpoint: dict[str, Any]) -> tuple[int, int | None]:
+    """(epochs completed, batches trained in the epoch in progress or ``None``) of a checkpoint.
+
+    Lightning saves the 0-based index of the current epoch: an epoch-end checkpoint closes epoch
+    ``epoch`` (so ``epoch + 1`` are complete); a mid-epoch one (a signal, ``trainer.max_time`` or
+    ``trainer.max_batches`` inside an epoch) is ``batch_in_epoch`` batches into epoch ``epoch``."""
+    epoch = int(checkpoint.get("epoch", 0))
+    state = next((v for k, v in (checkpoint.get("callbacks") or {}).items()
+                  if "ExactResume" in str(k) and isinstance(v, dict)), {})
+    if state.get("mid_epoch"):
+        return epoch, int(state.get("batch_in_epoch", 0))
+    return epoch + 1, None
 
 
 def rng_state() -> dict[str, Any]:
@@ -119,6 +156,12 @@ def stopped_by_time_limit(trainer: L.Trainer) -> bool:
     return epochs_left and steps_left
 
 
+def epoch_cut_short(trainer: L.Trainer) -> int | None:
+    """At the end of an epoch that ``trainer.max_time`` or ``trainer.max_batches`` ended early: the
+    batches trained in it (the epoch is not complete); ``None`` otherwise."""
+    return next((cb.cut_at for cb in trainer.callbacks if isinstance(cb, ExactResume)), None)
+
+
 def after_timer(trainer: L.Trainer) -> L.Trainer:
     """Put Lightning's Timer before ``ExactResume`` in ``trainer.callbacks``, so that at the end of
     a batch the Timer decides first and ``ExactResume`` turns a mid-epoch time limit into a
@@ -151,18 +194,35 @@ class ExactResume(L.Callback):
         self._previous_handlers: dict[int, Any] = {}
         self.time_limit_checkpoint: Path | None = None  # written when trainer.max_time cut an epoch short
         self.batch_limit_checkpoint: Path | None = None  # written when trainer.max_batches cut an epoch short
+        self.seconds_before = 0.0  # training time of the earlier parts of the run (from the checkpoint)
+        self._train_start: float | None = None
+        self._timer_synced = False
+        self._quiet: tuple | None = None  # the warnings filter of NOT_RESUMABLE, while it is installed
+        self.cut_at: int | None = None  # batches into the epoch that a limit (max_time, max_batches) cut short
 
     # --- checkpoint state -------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         # Lightning asks every rank for the checkpoint's content before rank 0 writes it, so the
         # ranks' generator states can be gathered here: "rng" holds one state per rank.
-        return {"rng": gather(rng_state()), "batch_in_epoch": self.batch_in_epoch, "mid_epoch": self._mid_epoch}
+        return {"rng": gather(rng_state()), "batch_in_epoch": self.batch_in_epoch, "mid_epoch": self._mid_epoch,
+                "train_seconds": self.train_seconds()}
+
+    def train_seconds(self) -> float:
+        """Training time of the whole run so far (this part and the earlier ones), with or without a
+        time limit: ``trainer.max_time`` counts it on a resume (see :meth:`on_fit_start`). While a
+        time limit runs, its Timer (set to count the earlier parts) is the clock."""
+        timer = time_limit(self._trainer) if getattr(self, "_trainer", None) is not None else None
+        if timer is not None and self._timer_synced:
+            return float(timer.time_elapsed())
+        now = time.monotonic() - self._train_start if self._train_start is not None else 0.0
+        return self.seconds_before + now
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Called after every ``setup`` hook (where the module derives its per-rank streams under
         # DDP) and before ``on_fit_start``.
         own = self._own_rng_state(state_dict["rng"])
+        self.seconds_before = float(state_dict.get("train_seconds", 0.0))
         if not state_dict.get("mid_epoch"):
             # An epoch-boundary checkpoint: restore now, before Lightning creates the next epoch's
             # DataLoader iterator (which draws its base seed from torch's generator, as the
@@ -174,11 +234,11 @@ class ExactResume(L.Callback):
         # applied in on_train_start, once the DataLoader (and its iterator) exists
         self._pending = {"rng": own, "batch_in_epoch": state_dict["batch_in_epoch"]}
 
-    def _own_rng_state(self, states: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any] | None:
+    def _own_rng_state(self, states: list[dict[str, Any]]) -> dict[str, Any] | None:
         """This rank's generator states among those of a checkpoint (one per rank of the run that
-        wrote it; a single state in checkpoints of older versions), or ``None`` for a rank the
-        writing run did not have (it keeps the stream the module derived for it)."""
-        states = [states] if isinstance(states, dict) else list(states)
+        wrote it), or ``None`` for a rank the writing run did not have (it keeps the stream the
+        module derived for it)."""
+        states = list(states)
         rank, world_size = rank_and_world_size(getattr(self, "_trainer", None))
         if len(states) != world_size and rank == 0:
             log.warning("the checkpoint was written by %d process(es) and training resumes with %d: the "
@@ -199,17 +259,28 @@ class ExactResume(L.Callback):
         self._trainer = trainer
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.time_limit_checkpoint = self.batch_limit_checkpoint = None
+        self.time_limit_checkpoint = self.batch_limit_checkpoint = self.cut_at = None
         timer = time_limit(trainer)  # restored from the checkpoint by now
+        if timer is not None:
+            # Lightning's Timer restores its elapsed time only from a part that had a Timer too: count
+            # every part (the offset is the Timer's own record of earlier parts)
+            self.seconds_before = max(self.seconds_before, float(timer._offset))
+            timer._offset = self.seconds_before
+            self._timer_synced = True
         if timer is not None and timer.time_remaining() <= 0 and trainer.ckpt_path:
             raise UserError(f"the time limit trainer.max_time ({trainer_max_time(trainer)} of training) is already "
                             f"spent: the run of ckpt_path={trainer.ckpt_path} trained for {dhms(timer.time_elapsed())}; "
                             f"raise trainer.max_time (it counts the time of every part of the run).")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._train_start = time.monotonic()
         if self._pending is not None:
             self.batch_in_epoch = int(self._pending["batch_in_epoch"])
-            self._skip_served_samples(trainer, self.batch_in_epoch)
+            if self._skip_served_samples(trainer, self.batch_in_epoch):
+                # exact, so Lightning's "not resumable ... unreliable results" (warned before the first
+                # batch of this fit) is wrong here: silenced until then
+                warnings.filterwarnings("ignore", message=NOT_RESUMABLE)
+                self._quiet = warnings.filters[0]
             if self._pending["rng"] is not None:
                 set_rng_state(self._pending["rng"])
             self._pending = None
@@ -217,6 +288,15 @@ class ExactResume(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.batch_in_epoch = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._warn_again()
+
+    def _warn_again(self) -> None:
+        """Remove the filter of :data:`NOT_RESUMABLE` (another fit in this process may not be exact)."""
+        if self._quiet is not None and self._quiet in warnings.filters:
+            warnings.filters.remove(self._quiet)
+        self._quiet = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning ends the epoch here even when max_steps cut it short: checkpoints written from
@@ -240,14 +320,16 @@ class ExactResume(L.Callback):
             # (scheduler step, epoch checkpoint), at the end of the next batch
             return
         name = signal.Signals(self.requested).name
-        batches_seen = getattr(pl_module, "batches_seen", trainer.global_step)
+        seen = batches_seen(trainer, pl_module)
         if not self._weights_finite(trainer, pl_module):
-            raise TrainingInterrupted(
-                f"{name} received at batch {batches_seen}, but the weights are not finite, so no "
-                f"checkpoint was written; resume from the last good {self.path}.", signum=self.requested)
+            # the run diverged (the guard had not checked since): said and recorded as such, and
+            # last.ckpt keeps the last good state
+            guard = next(cb for cb in trainer.callbacks if hasattr(cb, "weights_finite"))
+            guard.stop(trainer, pl_module, {"weights": math.nan},
+                       f"is not finite ({name} received; no checkpoint was written)")
         trainer.save_checkpoint(self.path, weights_only=False)
         raise TrainingInterrupted(
-            f"{name} received: stopped after batch {batches_seen} (epoch {trainer.current_epoch}) and "
+            f"{name} received: stopped after batch {seen} (epoch {trainer.current_epoch}) and "
             f"saved {self.path}; continue with ckpt_path={self.path}.", signum=self.requested)
 
     @staticmethod
@@ -276,6 +358,7 @@ class ExactResume(L.Callback):
             return None
         path = self.path.with_name(f".{limit}.{self.path.name}")
         trainer.save_checkpoint(path, weights_only=False)
+        self.cut_at = self.batch_in_epoch
         return path
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -286,26 +369,31 @@ class ExactResume(L.Callback):
                 os.replace(limit_checkpoint, self.path)  # after every epoch-end save of last.ckpt
         if stopped_by_time_limit(trainer):  # mid-epoch or at an epoch end
             print(f"gan_lab: the time limit trainer.max_time ({trainer_max_time(trainer)} of training) was "
-                  f"reached after batch {getattr(pl_module, 'batches_seen', trainer.global_step)}, saved in "
+                  f"reached after batch {batches_seen(trainer, pl_module)}, saved in "
                   f"{self.path}; continue with ckpt_path={self.path} and a larger trainer.max_time (it counts "
                   f"the time of every part of the run).", file=sys.stderr)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()
+        self._warn_again()
+        self.seconds_before, self._train_start = self.train_seconds(), None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore_handlers()
+        self._warn_again()
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _skip_served_samples(self, trainer: L.Trainer, batches: int) -> None:
+    def _skip_served_samples(self, trainer: L.Trainer, batches: int) -> bool:
+        """Make the sampler skip what the interrupted part served; whether it could (an exact resume)."""
         loader = trainer.train_dataloader
         sampler = getattr(loader, "sampler", None)
         if not hasattr(sampler, "skip_next"):
             log.warning("resuming mid-epoch with a sampler that cannot skip served samples (%s): the "
                         "rest of this epoch repeats its first batches.", type(sampler).__name__)
-            return
+            return False
         sampler.skip_next(batches * loader.batch_size)
+        return True
 
     def _agreed_request(self, trainer: L.Trainer) -> int | None:
         """The stop request, the same on every rank. A signal reaches the DDP processes at slightly

@@ -6,7 +6,9 @@ resizing), into ``<cache_dir>/<dataset>-<split>-<size>-<key>.pt``. The key hashe
 depends on: dataset, split, image size, crop, channels, background and the source file list (names,
 sizes, modification times), so renaming, adding, removing or touching a file rebuilds the cache.
 Files are written to a temporary name and moved into place (``os.replace``), so an interrupted
-build never leaves a half-written cache.
+build never leaves a half-written cache. Every load checks the CRC-32 that the zip format of
+``torch.save`` keeps beside each member (about 0.5 s per GB from the page cache, on top of ~3 s per
+GB for the load itself; measured on 2 cores): a damaged cache is rebuilt with a warning, never served.
 
 A file that is missing or cannot be decoded is skipped: the count goes to the log and the list to
 ``<cache_dir>/<dataset>-<split>-skipped.txt``; training never crashes mid-epoch on a bad file.
@@ -28,7 +30,7 @@ from PIL import Image, ImageFile
 from torch import Tensor
 
 from gan_lab.errors import UserError
-from gan_lab.fs import atomic_torch_save, atomic_write_text, probe_writable
+from gan_lab.fs import atomic_torch_save, atomic_write_text, probe_writable, zip_damage
 
 log = logging.getLogger("gan_lab")
 
@@ -143,6 +145,13 @@ def user_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan_lab"
 
 
+def fallback_cache_dir(dataset: str, root: Path) -> Path:
+    """The user cache folder of a dataset whose root is read-only: one per root (two read-only copies
+    of a dataset must not share a folder, where each would delete the other's caches as stale)."""
+    resolved = str(Path(root).expanduser().resolve())
+    return user_cache_dir() / dataset / hashlib.sha256(resolved.encode()).hexdigest()[:12]
+
+
 def writable_dir(preferred: Path, fallback: Path) -> Path:
     """``preferred`` when it can be created and written, else ``fallback`` (a read-only data root)."""
     for candidate in (preferred, fallback):
@@ -214,15 +223,18 @@ def cached_split(cache_dir: Path, dataset: str, split: str, key_parts: dict,
     stem = f"{dataset}-{split}-{key_parts.get('image_size', 'x')}"
     path = cache_dir / f"{stem}-{key}.pt"
     report = cache_dir / f"{dataset}-{split}-skipped.txt"
+    data = None
     if path.is_file():
-        try:
-            data = Split(**torch.load(path, map_location="cpu", weights_only=True))
-            log.info("%s/%s: %d images from cache %s", dataset, split, len(data.labels), path)
-        except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
-            log.warning("cache %s is unreadable (%s); rebuilding it", path, exc)
-            data = None
-    else:
-        data = None
+        damage = zip_damage(path)
+        if damage is not None:
+            log.warning("cache %s is damaged (%s); rebuilding it", path, damage)
+        else:
+            try:
+                data = Split(**torch.load(path, map_location="cpu", weights_only=True))
+                log.info("%s/%s: %d images from cache %s", dataset, split, len(data.labels), path)
+            except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
+                log.warning("cache %s is unreadable (%s); rebuilding it", path, exc)
+                data = None
     if data is None:
         data = build()
         for old in cache_dir.glob(f"{stem}-*.pt"):  # stale versions at this size

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gan_lab.data.base import ImageDataModule, to_uint8
+from gan_lab.data.base import ImageDataModule, check_val_fraction
+from gan_lab.pixels import to_uint8
 
 ASSET = "digits.csv.gz"
 
@@ -40,7 +41,7 @@ class Digits(ImageDataModule):
 
     def __init__(self, image_size: int = 32, val_fraction: float = 0.1, **kwargs) -> None:
         super().__init__(image_size=image_size, **kwargs)
-        self.val_fraction = float(val_fraction)
+        self.val_fraction = check_val_fraction(val_fraction)
 
     def load_split(self, split):
         images, labels = load_digits_arrays()

@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from gan_lab.data.base import EpochSampler, ImageDataModule, TensorImages, take_rows
-from gan_lab.data.cache import (IMAGE_EXTENSIONS, Split, cached_split, decode_files, file_signature,
-                                parse_background, parse_crop, user_cache_dir, writable_dir)
+from gan_lab.data.base import EpochSampler, ImageDataModule, TensorImages, check_val_fraction, take_rows
+from gan_lab.data.cache import (IMAGE_EXTENSIONS, Split, cached_split, decode_files, fallback_cache_dir,
+                                file_signature, parse_background, parse_crop, writable_dir)
 from gan_lab.errors import UserError
 
 log = logging.getLogger("gan_lab")
@@ -103,11 +103,14 @@ class DiskImageDataModule(ImageDataModule):
     def cache_folder(self) -> Path:
         if self._cache_folder is None:
             preferred = self._cache_dir or self.root / ".gan_lab_cache"
-            self._cache_folder = writable_dir(preferred, user_cache_dir() / self.name)
+            self._cache_folder = writable_dir(preferred, fallback_cache_dir(self.name, self.root))
         return self._cache_folder
 
     def missing(self, path: Path, what: str = "the dataset") -> UserError:
-        return UserError(f"{self.name}: {what} was not found at {path.absolute()}; expected {self.layout} "
+        """``what`` was not found at ``path``; or, for ``what`` such as "no image file", ``path`` holds none."""
+        where = path.absolute()
+        found = f"{where} holds {what}" if what.startswith("no ") else f"{what} was not found at {where}"
+        return UserError(f"{self.name}: {found}; expected {self.layout} "
                          f"under data.root={self.root} ({self.published}); put it there, or point data.root "
                          f"(or the GAN_LAB_DATA folder) at it.")
 
@@ -175,8 +178,7 @@ class DiskImageDataModule(ImageDataModule):
 
 def held_out(n: int, val_fraction: float, split: str, seed: int = 1234) -> list[int]:
     """Indices of a fixed validation split (independent of the run's seed) or of the rest."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise UserError(f"data.val_fraction={val_fraction} must be in [0, 1), e.g. 0.1.")
+    check_val_fraction(val_fraction)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_val = int(round(n * val_fraction))
     return sorted(perm[:n_val] if split == "val" else perm[n_val:])

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from gan_lab.errors import UserError
 from gan_lab.nets.conditional import check_num_classes, class_codes
-from gan_lab.nets.dcgan import output_layer
+from gan_lab.nets.dcgan import check_positive, output_layer
 from gan_lab.nets.init import dcgan_init
 
 SUPPORTED_SIZES = (16, 32, 64, 128, 256)
@@ -141,6 +141,7 @@ class ArtGANGenerator(nn.Module):
                  width: int = 128, dropout: float = 0.0, init: bool = True, output: str = "tanh") -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "ArtGAN generator")
+        width = check_positive(width, "model.generator.width", 128)
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         self.output = output
         self.znet = ZNet(latent_dim, self.num_classes, width)
@@ -160,6 +161,7 @@ class ArtGANDiscriminator(nn.Module):
                  dropout: float = 0.0, init: bool = True) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "ArtGAN discriminator")
+        width = check_positive(width, "model.discriminator.width", 128)
         self.image_size, self.channels = image_size, channels
         dropout = _check_dropout(dropout, "model.discriminator.dropout")
         self.encoder = Encoder(image_size, channels, width, dropout)

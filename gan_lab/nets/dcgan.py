@@ -26,6 +26,14 @@ NORMS = ("batch", "instance", "layer", "none")
 OUTPUTS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
+def check_positive(value: int, key: str, example: int) -> int:
+    """A net size (a width, a channel multiplier, a layer's units) must be a positive integer: a zero or
+    negative one would only fail inside the convolution library, mid-training."""
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise UserError(f"{key}={value} must be a positive integer; e.g. {key}={example}.")
+    return int(value)
+
+
 def check_image_size(image_size: int, net: str, sizes: tuple[int, ...] = SUPPORTED_SIZES) -> int:
     """Number of doublings between 4x4 and ``image_size``; a clear error for unsupported sizes."""
     if image_size not in sizes:
@@ -103,6 +111,8 @@ class DCGANGenerator(nn.Module):
                  block_channels: Sequence[int] | None = None, output: str = "tanh") -> None:
         super().__init__()
         blocks = check_image_size(image_size, "DCGAN generator")
+        width = check_positive(width, "model.generator.width", 64)
+        max_mult = check_positive(max_mult, "model.generator.max_mult", 8)
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         widths = widths_per_block(block_channels, [width * m for m in _mults(blocks, max_mult)],
                                   "model.generator.block_channels")
@@ -166,6 +176,8 @@ class DCGANDiscriminator(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise UserError(f"model.discriminator.dropout={dropout} must be in [0, 1); e.g. 0.3.")
         padding, side = stem_geometry(image_size, stem_kernel, stem_stride, "DCGAN discriminator")
+        width = check_positive(width, "model.discriminator.width", 64)
+        max_mult = check_positive(max_mult, "model.discriminator.max_mult", 8)
         blocks = int(math.log2(side)) - 1  # the stem, then halvings down to 4x4
         self.image_size, self.channels = image_size, channels
         widths = widths_per_block(block_channels, [width * min(2 ** i, max_mult) for i in range(blocks)],

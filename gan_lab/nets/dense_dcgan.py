@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from gan_lab.errors import UserError
-from gan_lab.nets.dcgan import check_image_size, norm_layer
+from gan_lab.nets.dcgan import check_image_size, check_positive, norm_layer
 from gan_lab.nets.init import dcgan_init
 
 
@@ -49,8 +49,12 @@ class DenseDCGANGenerator(nn.Module):
         blocks = check_image_size(image_size, "dense DCGAN generator")
         if not 0.0 <= dropout < 1.0:
             raise UserError(f"model.generator.dropout={dropout} must be in [0, 1); e.g. 0.5.")
-        if dense_channels < 1:
-            raise UserError(f"model.generator.dense_channels={dense_channels} must be >= 1; e.g. 256.")
+        dense_channels = check_positive(dense_channels, "model.generator.dense_channels", 256)
+        width = check_positive(width, "model.generator.width", 32)
+        max_mult = check_positive(max_mult, "model.generator.max_mult", 16)
+        if isinstance(dropout_blocks, bool) or int(dropout_blocks) != dropout_blocks or dropout_blocks < 0:
+            raise UserError(f"model.generator.dropout_blocks={dropout_blocks} must be an integer >= 0; "
+                            f"e.g. model.generator.dropout_blocks=2.")
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         self.dense_channels = dense_channels
         mults = [min(2 ** (blocks - 1 - i), max_mult) for i in range(blocks)]

@@ -110,6 +110,14 @@ class MinibatchStddev(nn.Module):
         return torch.cat([x, y], dim=1)
 
 
+def check_fmaps(fmap_base: int, fmap_max: int, net: str) -> tuple[int, int]:
+    """Feature-map sizes must be positive integers (a zero or negative one would silently give 1 map)."""
+    for key, value, example in (("fmap_base", fmap_base, 8192), ("fmap_max", fmap_max, 512)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise UserError(f"{net}.{key}={value} must be a positive integer; e.g. {net}.{key}={example}.")
+    return int(fmap_base), int(fmap_max)
+
+
 def channels_at(resolution: int, fmap_base: int, fmap_max: int) -> int:
     """Feature maps at a resolution: ``min(fmap_base / resolution, fmap_max)`` (at least 1)."""
     return max(1, min(fmap_base // resolution, fmap_max))
@@ -131,6 +139,7 @@ class ProgressiveGenerator(nn.Module):
         super().__init__()
         self.latent_dim, self.max_resolution, self.channels = latent_dim, max_resolution, channels
         self.resolutions = resolutions(max_resolution)
+        fmap_base, fmap_max = check_fmaps(fmap_base, fmap_max, "model.generator")
         ch = [channels_at(r, fmap_base, fmap_max) for r in self.resolutions]
         self.ch0 = ch[0]
         self.input = nn.Sequential(PixelNorm(), EqualizedLinear(latent_dim, ch[0] * 16, gain=math.sqrt(2) / 4))
@@ -173,6 +182,7 @@ class ProgressiveDiscriminator(nn.Module):
         super().__init__()
         self.max_resolution, self.channels = max_resolution, channels
         self.resolutions = resolutions(max_resolution)
+        fmap_base, fmap_max = check_fmaps(fmap_base, fmap_max, "model.discriminator")
         ch = [channels_at(r, fmap_base, fmap_max) for r in self.resolutions]
         self.from_rgb = nn.ModuleList([nn.Sequential(EqualizedConv2d(channels, c, 1), nn.LeakyReLU(LRELU))
                                        for c in ch])

@@ -1,0 +1,375 @@
+"""Fault injection and hostile inputs: nothing gan_lab writes is lost or silently wrong, and bad inputs
+end before training in one line.
+
+Damaged bytes inside a checkpoint and inside the decoded-data cache, an unreadable ``metrics.json``,
+appends from several processes at once, a refused resume into the run's own directory (every file
+of the run hashed before and after), SIGTERM after the weights went non-finite, time limits over
+parts trained without one, and a table of bad inputs through the real command line (exit status 2,
+one ``gan_lab: error:`` line, no traceback; the slower half of the table is marked slow).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import warnings
+import zipfile
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from gan_lab.callbacks.resume import NOT_RESUMABLE, epochs_completed
+from gan_lab.checkpoint_io import read_checkpoint
+from gan_lab.data import ImageFolder
+from gan_lab.errors import TrainingDiverged, UserError
+from gan_lab.evaluate import evaluate
+from gan_lab.fs import zip_damage
+from gan_lab.metrics.records import append_evaluation, read_metrics_json, update_metrics_json
+from gan_lab.run import check_top_level_keys, train
+from gan_lab.runs import load_run
+from tests.conftest import CONF, TINY, compose_config, run_cli
+from tests.datasets import make_image_folder
+
+#: a tiny run: 2 epochs of 3 batches of narrow DCGAN nets on the bundled digits
+SMALL = [*TINY, "model.generator.width=8", "model.discriminator.width=8"]
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def overwrite_inside(path: Path, nbytes: int) -> str:
+    """Overwrite ``nbytes`` in the middle of the largest member of a zip file (a tensor's bytes),
+    leaving the archive's structure intact; returns the member's name."""
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+        content = archive.read(info)
+    raw = bytearray(path.read_bytes())
+    start = raw.find(content)
+    assert start >= 0 and len(content) > 2 * nbytes
+    middle = start + len(content) // 2
+    raw[middle:middle + nbytes] = bytes(b ^ 0xFF for b in raw[middle:middle + nbytes])
+    path.write_bytes(bytes(raw))
+    return info.filename
+
+
+def one_error_line(res, expected: str) -> str:
+    """The run ended with exit status 2 and exactly one ``gan_lab: error:`` line, holding ``expected``."""
+    assert res.returncode == 2, (res.returncode, res.stdout[-1500:], res.stderr[-3000:])
+    assert "Traceback" not in res.stderr and "HYDRA_FULL_ERROR" not in res.stderr, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("gan_lab: error:")]
+    assert len(errors) == 1, res.stderr[-3000:]
+    assert expected in errors[0], errors[0]
+    return errors[0]
+
+
+def compose_entry(name: str, *overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory) -> Path:
+    """A run trained through the command line (Hydra writes its .hydra/ folder and run.log)."""
+    run = tmp_path_factory.mktemp("cli") / "run"
+    res = run_cli(*SMALL, f"hydra.run.dir={run}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run
+
+
+# --- damaged files -----------------------------------------------------------------------------
+
+def test_checkpoint_damaged_inside_is_one_sentence_before_the_first_batch(cli_run, tmp_path):
+    damaged = tmp_path / "damaged.ckpt"
+    shutil.copy(cli_run / "checkpoints" / "last.ckpt", damaged)
+    member = overwrite_inside(damaged, 2048)
+    torch.load(damaged, map_location="cpu", weights_only=False)  # the hazard: PyTorch reads it without a word
+    with pytest.raises(UserError, match=f"ckpt_path={damaged} cannot be read as a checkpoint, it is truncated or "
+                                        f"corrupted \\(the member {member} fails its CRC-32 check\\)"):
+        read_checkpoint(damaged)
+    resumed = tmp_path / "resumed"
+    with pytest.raises(UserError, match=f"ckpt_path={damaged} cannot be read"):
+        train(compose_config([*SMALL, "trainer.max_epochs=3", f"ckpt_path={damaged}"], resumed))
+    assert not (resumed / "checkpoints").exists()  # nothing trained
+    with pytest.raises(UserError, match=f"ckpt={damaged} cannot be read"):  # evaluate and generate
+        load_run(cli_run, ckpt=damaged, device="cpu")
+
+
+def test_damaged_data_cache_is_rebuilt_with_a_warning(tmp_path, caplog):
+    root = make_image_folder(tmp_path / "folder")
+    first = ImageFolder(root=str(root), image_size=16, batch_size=2)
+    first.setup("fit")
+    decoded = first.dataset("train").images.clone()
+    (cache,) = (root / ".gan_lab_cache").glob("image_folder-train-16-*.pt")
+    overwrite_inside(cache, 64)
+    served = torch.load(cache, weights_only=True)["images"]  # the hazard: damaged pixels load silently
+    assert not torch.equal(served, decoded)
+    again = ImageFolder(root=str(root), image_size=16, batch_size=2)
+    with caplog.at_level(logging.WARNING, logger="gan_lab"):
+        again.setup("fit")
+    assert f"cache {cache} is damaged" in caplog.text and "fails its CRC-32 check" in caplog.text
+    assert torch.equal(again.dataset("train").images, decoded)  # rebuilt from the files
+    assert zip_damage(cache) is None
+
+
+def test_read_only_roots_keep_separate_fallback_caches(tmp_path, caplog):
+    """Two copies of a dataset whose cache folders cannot be created: each caches in its own user
+    folder, and building one never deletes the other's cache as stale."""
+    roots = [make_image_folder(tmp_path / name) for name in ("a", "b")]
+    (roots[1] / "cats" / "0.jpg").unlink()  # another file list: another cache key
+    folders = []
+    for root in roots:
+        (root / ".gan_lab_cache").write_text("a file where the cache folder would go")  # unwritable, also for root
+        dm = ImageFolder(root=str(root), image_size=16, batch_size=2)
+        dm.setup("fit")
+        folders.append(dm.cache_folder)
+    assert folders[0] != folders[1] and all(".gan_lab_cache" not in str(f) for f in folders)
+    for folder in folders:
+        assert len(list(folder.glob("image_folder-train-16-*.pt"))) == 1, list(folder.iterdir())
+
+
+# --- metrics.json -------------------------------------------------------------------------------
+
+def test_unreadable_metrics_json_is_kept_aside_never_overwritten(tmp_path, caplog):
+    path = tmp_path / "metrics.json"
+    truncated = '{"status": "completed", "evaluations": [{"epoch": 1, "results": {"fid": '
+    path.write_text(truncated)
+    assert read_metrics_json(path) == {} and path.read_text() == truncated  # reading changes nothing
+    with caplog.at_level(logging.WARNING, logger="gan_lab"):
+        append_evaluation(path, {"epoch": 2})
+    (aside,) = tmp_path.glob("metrics.json.unreadable-*")
+    assert aside.read_text() == truncated
+    assert json.loads(path.read_text()) == {"evaluations": [{"epoch": 2}]}
+    assert aside.name in caplog.text and "could not be read" in caplog.text
+    path.write_text("[1, 2]")  # valid JSON, but not gan_lab's object: kept aside too
+    update_metrics_json(path, {"status": "completed"})
+    assert len(list(tmp_path.glob("metrics.json.unreadable-*"))) == 2
+    assert json.loads(path.read_text()) == {"status": "completed"}
+
+
+def _append_many(path: str, writer: int, count: int) -> None:
+    for i in range(count):
+        append_evaluation(path, {"writer": writer, "i": i})
+        if i % 10 == 0:
+            update_metrics_json(path, {f"summary_{writer}": i})
+
+
+def test_concurrent_appends_from_several_processes_lose_no_record(tmp_path):
+    path = tmp_path / "metrics.json"
+    update_metrics_json(path, {"status": "completed"})
+    ctx = multiprocessing.get_context("fork")
+    writers = [ctx.Process(target=_append_many, args=(str(path), w, 50)) for w in range(4)]
+    for p in writers:
+        p.start()
+    for p in writers:
+        p.join(60)
+        assert p.exitcode == 0
+    data = json.loads(path.read_text())
+    records = {(r["writer"], r["i"]) for r in data["evaluations"]}
+    assert len(data["evaluations"]) == 200 and records == {(w, i) for w in range(4) for i in range(50)}
+    assert data["status"] == "completed" and all(data[f"summary_{w}"] == 40 for w in range(4))
+
+
+# --- a refused resume changes nothing ------------------------------------------------------------
+
+def test_refused_resume_into_the_same_directory_changes_no_file_of_the_run(cli_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    before = file_hashes(run)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    res = run_cli(*SMALL, "trainer.max_epochs=3", "model.generator.width=4", f"ckpt_path={ckpt}",
+                  f"hydra.run.dir={run}")
+    one_error_line(res, f"ckpt_path={ckpt} holds other nets than this config builds")
+    assert file_hashes(run) == before
+    res = run_cli(*SMALL, f"ckpt_path={ckpt}", f"hydra.run.dir={run}")  # nothing left to train
+    one_error_line(res, f"trainer.max_epochs=2 is already reached: the run of ckpt_path={ckpt} completed 2 epochs")
+    assert file_hashes(run) == before
+    assert load_run(run, device="cpu").cfg.model.generator.width == 8  # still the run that was trained
+
+
+# --- training state ------------------------------------------------------------------------------
+
+def test_time_limit_counts_parts_trained_without_one(make_cfg, tmp_path):
+    first = tmp_path / "first"
+    train(make_cfg(*SMALL[len(TINY):], "trainer.max_epochs=1", "logger=none", run_dir=first))
+    state = torch.load(first / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["callbacks"]["ExactResume"]["train_seconds"] > 0 and not any("Timer" in k for k in state["callbacks"])
+    state["callbacks"]["ExactResume"]["train_seconds"] = 7200.0  # as after two hours without a limit
+    long_ago = tmp_path / "two_hours.ckpt"
+    torch.save(state, long_ago)
+    with pytest.raises(UserError, match=r"trainer.max_time \(1:00:00 of training\) is already spent: the run of "
+                                        r"ckpt_path=.* trained for 2:00:00; raise trainer.max_time"):
+        train(make_cfg(*SMALL[len(TINY):], "trainer.max_time=00:01:00:00", f"ckpt_path={long_ago}",
+                       "logger=none", run_dir=tmp_path / "spent"))
+    assert not (tmp_path / "spent" / "checkpoints").exists()
+    resumed = tmp_path / "resumed"
+    train(make_cfg(*SMALL[len(TINY):], "trainer.max_time=00:03:00:00", f"ckpt_path={long_ago}", "logger=none",
+                   run_dir=resumed))
+    after = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    timer = next(v for k, v in after["callbacks"].items() if "Timer" in k)
+    assert 7200 < timer["time_elapsed"]["train"] < 7300
+    assert 7200 < after["callbacks"]["ExactResume"]["train_seconds"] < 7300
+
+
+def test_exact_mid_epoch_resume_does_not_warn_that_it_is_unreliable(make_cfg, tmp_path):
+    cut = tmp_path / "cut"
+    train(make_cfg(*SMALL[len(TINY):], "trainer.max_batches=2", "logger=none", run_dir=cut))  # 2 of 3 batches
+    ckpt = cut / "checkpoints" / "last.ckpt"
+    assert epochs_completed(torch.load(ckpt, map_location="cpu", weights_only=False)) == (0, 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(make_cfg(*SMALL[len(TINY):], "trainer.max_batches=4", f"ckpt_path={ckpt}", "logger=none",
+                       run_dir=tmp_path / "resumed"))
+        assert not [f for f in warnings.filters if f[1] is not None and f[1].pattern == NOT_RESUMABLE]  # scoped
+    assert not [w for w in caught if "not resumable" in str(w.message)]
+
+
+class PoisonThenSignal(L.Callback):
+    """Fault injection: after batch ``batch`` a generator weight becomes NaN and SIGTERM arrives."""
+
+    def __init__(self, batch: int = 1) -> None:
+        self.batch = batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.batches_seen == self.batch:
+            with torch.no_grad():
+                next(pl_module.generator.parameters()).fill_(float("nan"))
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_after_weights_went_non_finite_records_diverged(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    poison = ["+callbacks.poison._target_=tests.test_reliability.PoisonThenSignal", "+callbacks.poison.batch=1"]
+    with pytest.raises(TrainingDiverged, match=r"training diverged at batch 2 .*weights=nan is not finite \(SIGTERM "
+                                               r"received; no checkpoint was written\)"):
+        train(make_cfg(*SMALL[len(TINY):], *poison, "logger=none", run_dir=run))
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["status"] == "diverged" and summary["diverged"]["batch"] == 2
+    assert not (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_epoch_numbers_are_completed_epochs_in_training_and_evaluate(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    cfg = make_cfg(*SMALL[len(TINY):], "logger=none", "callbacks=with_metrics", "callbacks.metrics.every_n_epochs=1",
+                   "callbacks.metrics.evaluator.metrics=[scores]", "callbacks.metrics.evaluator.num_samples=16",
+                   run_dir=run)
+    saved = cfg.copy()
+    saved.run_dir, saved.run_name = "${hydra:runtime.output_dir}", "test"
+    OmegaConf.save(saved, run / ".hydra" / "config.yaml")
+    train(cfg)
+    during = [e["epoch"] for e in json.loads((run / "metrics.json").read_text())["evaluations"]]
+    scored = evaluate(compose_entry("evaluate", f"run_dir={run}", "metrics=[scores]", "num_samples=16", "device=cpu"))
+    assert during == [1, 2] and scored["epoch"] == 2 and "batch_in_epoch" not in scored  # the same weights: 2
+    # a mid-epoch checkpoint (trainer.max_batches inside epoch 0): 0 epochs completed, 2 batches into the next
+    cut = tmp_path / "cut"
+    shutil.copytree(run / ".hydra", cut / ".hydra")
+    train(make_cfg(*SMALL[len(TINY):], "logger=none", "trainer.max_batches=2", run_dir=cut))
+    assert json.loads((cut / "metrics.json").read_text())["epochs"] == 0
+    scored = evaluate(compose_entry("evaluate", f"run_dir={cut}", "metrics=[scores]", "num_samples=16", "device=cpu"))
+    assert (scored["epoch"], scored["batch_in_epoch"]) == (0, 2)
+
+
+# --- bad inputs, before training ------------------------------------------------------------------
+
+def test_sizes_are_checked_against_the_nets_before_any_image_is_decoded(make_cfg, tmp_path):
+    root = make_image_folder(tmp_path / "folder")
+    with pytest.raises(UserError, match=r"image_size=1024 is not supported by the DCGAN generator"):
+        train(make_cfg("data=image_folder", f"data.root={root}", "data.image_size=1024", "data.batch_size=2"))
+    assert not (root / ".gan_lab_cache").exists()  # nothing decoded at 1024 px
+
+
+def test_a_last_batch_of_one_image_is_refused_for_batchnorm1d_nets(make_cfg):
+    # 1617 training digits in batches of 2 leave one image for the last batch
+    with pytest.raises(UserError, match=r"data.drop_last=false leaves a last batch of one image \(1617 training "
+                                        r"images in batches of data.batch_size=2\), which the BatchNorm1d layers of "
+                                        r"model.generator cannot train on"):
+        train(make_cfg("model=cgan_mlp", "data.batch_size=2", "data.drop_last=false",
+                       "trainer.limit_train_batches=null"))
+
+
+def test_top_level_keys_no_config_defines_are_refused_and_presets_pass():
+    cfg = compose_config(["+lr=0.1"])
+    with pytest.raises(UserError, match=r"\+lr=0.1 adds the top-level key lr, which gan_lab does not read; did you "
+                                        r"mean optimizer.discriminator.lr \(or optimizer.generator.lr\)\?"):
+        check_top_level_keys(cfg, ["+lr=0.1"])
+    for preset in sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")):
+        check_top_level_keys(compose_config([f"experiment={preset}"]), [f"experiment={preset}"])
+    check_top_level_keys(compose_config(["hparams_search=optuna"]), ["hparams_search=optuna"])
+
+
+def refused(*args: str, module: str = "gan_lab.run", expected: str = "", **kw):
+    return pytest.param(module, list(args), expected, **kw)
+
+
+#: (entry point, arguments, what the one line says); {run} is a trained run, {tmp} the test's folder
+CLI_CASES = {
+    "absurd image size": refused("data.image_size=100000", expected="data.image_size=100000 is beyond what gan_lab "
+                                 "decodes (at most 4096 pixels a side)"),
+    "batch of one, BatchNorm1d": refused("model=cgan_mlp", "data.batch_size=1", expected="data.batch_size=1 is too "
+                                         "small for model.generator: its BatchNorm1d layers"),
+    "zero width": refused("model.generator.width=0", expected="model.generator.width=0 must be a positive integer; "
+                          "e.g. model.generator.width=64."),
+    "seed not a number": refused("seed=abc", expected="seed='abc' must be an integer; e.g. seed=0."),
+    "negative val_fraction": refused("data.val_fraction=-0.1", expected="data.val_fraction=-0.1 must be in [0, 1)"),
+    "zero epochs": refused("trainer.max_epochs=0", expected="trainer.max_epochs=0 trains nothing"),
+    "top-level key nothing reads": refused("+lr=0.1", expected="+lr=0.1 adds the top-level key lr, which gan_lab "
+                                           "does not read; did you mean optimizer."),
+    "generate zero samples": refused("run_dir={run}", "num_samples=0", module="gan_lab.generate",
+                                     expected="num_samples=0 must be an integer >= 1; e.g. num_samples=64."),
+    "evaluate, mistyped run_dir": refused("run_dir={tmp}/nowhere", module="gan_lab.evaluate",
+                                          expected="run_dir={tmp}/nowhere has no .hydra/config.yaml (there is no such "
+                                                   "folder)"),
+    # the slower half
+    "dense WGAN generator, batch of one": refused(
+        "model=wgan_gp", "model/generator=dense_dcgan", "data.batch_size=1",
+        expected="data.batch_size=1 is too small for model.generator", marks=pytest.mark.slow),
+    "negative width": refused("model.discriminator.width=-1", expected="model.discriminator.width=-1 must be a "
+                              "positive integer", marks=pytest.mark.slow),
+    "zero hidden size": refused("model=cgan_mlp", "model.generator.hidden=[0,4]", expected="model.generator.hidden="
+                                "[0, 4] must list one or more positive widths", marks=pytest.mark.slow),
+    "fractional seed": refused("seed=1.5", expected="seed=1.5 must be an integer", marks=pytest.mark.slow),
+    "val_fraction above 1": refused("data.val_fraction=1.5", expected="data.val_fraction=1.5 must be in [0, 1)",
+                                    marks=pytest.mark.slow),
+    "no batches per epoch": refused("trainer.limit_train_batches=0", expected="trainer.limit_train_batches=0 trains "
+                                    "nothing", marks=pytest.mark.slow),
+    "share of an epoch below one batch": refused("trainer.limit_train_batches=0.0001", expected="trainer."
+                                                 "limit_train_batches=0.0001 of the 25 batches of an epoch is less "
+                                                 "than one batch", marks=pytest.mark.slow),
+    "unknown top-level key": refused("+foo=1", expected="+foo=1 adds the top-level key foo, which gan_lab does not "
+                                     "read; drop it", marks=pytest.mark.slow),
+    "directory as ckpt_path": refused("ckpt_path={run}", expected="ckpt_path={run} is a directory, not a checkpoint "
+                                      "file; pass ckpt_path={run}/checkpoints/last.ckpt.", marks=pytest.mark.slow),
+    "generate, negative per_class": refused("run_dir={run}", "per_class=-1", module="gan_lab.generate",
+                                            expected="per_class=-1 must be an integer >= 1", marks=pytest.mark.slow),
+    "generate, num_samples not a number": refused("run_dir={run}", "num_samples=abc", module="gan_lab.generate",
+                                                  expected="num_samples='abc' must be an integer >= 1",
+                                                  marks=pytest.mark.slow),
+    "evaluate, no run_dir": refused(module="gan_lab.evaluate", expected="run_dir is not set",
+                                    marks=pytest.mark.slow),
+}
+
+
+@pytest.mark.parametrize("module,args,expected", list(CLI_CASES.values()), ids=list(CLI_CASES))
+def test_bad_input_is_one_line_and_exit_status_2(module, args, expected, cli_run, tmp_path):
+    fill = {"run": str(cli_run), "tmp": str(tmp_path)}
+    args = [a.format(**fill) for a in args]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    extra = [*TINY, f"hydra.run.dir={tmp_path / 'run'}"] if module == "gan_lab.run" else []
+    res = run_cli(*extra, *args, module=module, cwd=tmp_path)
+    one_error_line(res, expected.format(**fill))
+    if module == "gan_lab.run":
+        assert not (tmp_path / "run" / "checkpoints").exists()  # refused before training
+    else:  # no folder made for a mistyped or missing run_dir (nor ./outputs)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
