@@ -28,7 +28,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import lightning as L
 import torch
@@ -38,7 +38,8 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from gan_lab.build import build_callbacks, build_loggers, build_model, build_trainer
 from gan_lab.callbacks.fast_path import FastPath, compile_mode, compile_nets, use_channels_last
-from gan_lab.data.base import EpochSampler, ImageDataModule, to_float
+from gan_lab.data.base import EpochSampler, ImageDataModule
+from gan_lab.pixels import to_float
 from gan_lab.data.disk import DeviceLoader
 from gan_lab.errors import UserError
 from gan_lab.models.base import frozen
@@ -246,6 +247,18 @@ def one_epoch(cfg: DictConfig, batches: int | None = None, as_run: bool = False)
         cfg.trainer.enable_model_summary = False
 
 
+def compare_rates(ours: Sequence[tuple[int, float]], plain: Sequence[tuple[int, float]]) -> tuple[float, float, float]:
+    """(images, seconds) of each repetition of the two loops -> median images/s of each and the median
+    of the paired ratios: repetition k of one loop is divided by repetition k of the other, measured
+    next to it, so a machine that speeds up or slows down over the repetitions cancels in each pair."""
+    if not ours or len(ours) != len(plain):
+        raise ValueError(f"need as many timings of each loop, at least one ({len(ours)} and {len(plain)})")
+    rates_ours = [n / seconds for n, seconds in ours]
+    rates_plain = [n / seconds for n, seconds in plain]
+    ratios = [a / b for a, b in zip(rates_ours, rates_plain)]
+    return statistics.median(rates_ours), statistics.median(rates_plain), statistics.median(ratios)
+
+
 def bench_train(args: argparse.Namespace) -> list[str]:
     device = torch.device(args.device)
     cfg = bench_config(args)
@@ -287,14 +300,12 @@ def bench_train(args: argparse.Namespace) -> list[str]:
     def plain_run() -> tuple[int, float]:
         return plain.run(iter(DeviceBatches(images, labels, args.batch_size, count)), args.warmup)
 
-    rates: dict[str, list[float]] = {"gan_lab": [], "plain": []}
+    timings: dict[str, list[tuple[int, float]]] = {"gan_lab": [], "plain": []}
     for rep in range(args.repeats):
         order = [("gan_lab", lightning_run), ("plain", plain_run)]
         for name, fn in order if rep % 2 == 0 else reversed(order):
-            n, seconds = fn()
-            rates[name].append(n / seconds)
-    ratios = [a / b for a, b in zip(rates["gan_lab"], rates["plain"])]
-    ours, theirs = statistics.median(rates["gan_lab"]), statistics.median(rates["plain"])
+            timings[name].append(fn())
+    ours, theirs, ratio = compare_rates(timings["gan_lab"], timings["plain"])
     setting = (f"{args.model}-{args.image_size}, batch {args.batch_size}, {cfg.trainer.precision}, "
                f"channels_last {'on' if args.channels_last else 'off'}, compile {mode or 'off'}, "
                f"{device.type}, {args.steps} steps x {args.repeats}")
@@ -306,7 +317,7 @@ def bench_train(args: argparse.Namespace) -> list[str]:
     if args.epoch_images:
         setting += (f"; epoch of {args.epoch_images:,} images: {args.epoch_images / ours:.1f} s "
                     f"(plain {args.epoch_images / theirs:.1f} s)")
-    return ["train", setting, f"{ours:,.0f}", f"{theirs:,.0f}", f"{statistics.median(ratios):.3f}", ">= 0.97"]
+    return ["train", setting, f"{ours:,.0f}", f"{theirs:,.0f}", f"{ratio:.3f}", ">= 0.97"]
 
 
 def bench_data(args: argparse.Namespace) -> list[str]:

@@ -34,8 +34,7 @@ from omegaconf import DictConfig  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from gan_lab.build import build_datamodule  # noqa: E402
-from gan_lab.callbacks.samples import save_grid  # noqa: E402
-from gan_lab.data.base import to_float  # noqa: E402
+from gan_lab.grids import save_grid  # noqa: E402
 from gan_lab.errors import UserError  # noqa: E402
 from gan_lab.errors import exit_on_user_error  # noqa: E402
 
@@ -183,7 +182,7 @@ def explore(cfg: DictConfig) -> dict:
 
     k = min(int(options.get("samples", 64)), n)
     pick = torch.randperm(n, generator=torch.Generator().manual_seed(int(cfg.seed)))[:k]
-    save_grid(to_float(images[pick]), out / "samples.png", nrow=int(options.get("nrow", 8)), upscale_to=64)
+    save_grid(images[pick], out / "samples.png", nrow=int(options.get("nrow", 8)), upscale_to=64)
 
     skipped = list(info.skipped) if info is not None else []
     (out / "unreadable.txt").write_text("".join(f"{line}\n" for line in skipped))

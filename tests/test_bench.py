@@ -34,7 +34,7 @@ def test_bench_prints_and_appends_a_table(tmp_path, capsys):
     train_row, data_row = rows[2], rows[3]
     assert train_row[0] == "train" and "dcgan-16, batch 8, 32-true" in train_row[1]
     gan_lab, plain, ratio = number(train_row[2]), number(train_row[3]), float(train_row[4])
-    assert gan_lab > 0 and plain > 0 and ratio == pytest.approx(ratio) and ratio > 0
+    assert gan_lab > 0 and plain > 0 and ratio > 0
     assert data_row[0] == "data" and number(data_row[2]) > 0 and data_row[5] == ">= 20,000"
     assert re.search(r"^Machine: CPU .+ \(\d+ cores\), GPU none, torch ", printed, re.M)
     assert "Command: `python -m gan_lab.bench all" in printed
@@ -43,6 +43,17 @@ def test_bench_prints_and_appends_a_table(tmp_path, capsys):
     # a second run appends its own section
     assert bench.main(["data", *TINY_BENCH, "--output", str(out)]) == 0
     assert out.read_text().count("## ") == 2 and len(table_rows(out.read_text())) == 4 + 3
+
+
+def test_ratio_is_the_median_of_paired_repetitions():
+    """Repetition k of the module's loop is compared with repetition k of the plain loop, measured next
+    to it: here the plain loop's machine got slower and faster, the paired ratios are 0.25, 2 and 1.5."""
+    ours = [(100, 1.0), (100, 0.5), (300, 1.0)]    # 100, 200, 300 images/s
+    plain = [(400, 1.0), (100, 1.0), (400, 2.0)]   # 400, 100, 200 images/s
+    assert bench.compare_rates(ours, plain) == (200.0, 200.0, 1.5)  # not the ratio of the medians (1.0)
+    assert bench.compare_rates([(64, 0.5)], [(64, 0.5)]) == (128.0, 128.0, 1.0)
+    with pytest.raises(ValueError, match="as many timings"):
+        bench.compare_rates(ours, plain[:2])
 
 
 def test_bench_mixed_precision_channels_last(capsys):
@@ -66,9 +77,10 @@ def test_channels_last_training(make_cfg, tmp_path):
                    "trainer.max_epochs=1")
     train(cfg)
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    weight = state["state_dict"]["discriminator.features.2.weight"]
-    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-    assert torch.isfinite(weight).all()
+    kernels = [v for v in state["state_dict"].values() if v.dim() == 4]  # every convolution of G and D
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in kernels)
+    assert sum(not w.is_contiguous() for w in kernels) >= 4  # NHWC (a single-channel kernel is both)
+    assert all(torch.isfinite(w).all() for w in kernels)
     assert state["gan_lab"]["batches_seen"] == 3
 
 
@@ -79,7 +91,7 @@ def test_compiled_nets_train_and_keep_state_dict_keys(make_cfg, tmp_path):
     train(cfg)
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert not any("_orig_mod" in k for k in state["state_dict"])
-    assert "generator.net.0.weight" in state["state_dict"] and state["gan_lab"]["batches_seen"] == 2
+    assert any(k.startswith("generator.") for k in state["state_dict"]) and state["gan_lab"]["batches_seen"] == 2
 
 
 def test_bench_suite_reports_every_row_and_goes_on_after_a_failure(tmp_path, capsys, monkeypatch):

@@ -351,19 +351,22 @@ def test_nets_take_class_weight_blends(conditioning):
 
 
 def test_branch_width_defaults_to_half_the_first_layer():
+    def branch(net: nn.Module) -> LabelBranch:
+        return next(m for m in net.modules() if isinstance(m, LabelBranch))
+
     g = ConditionalDCGANGenerator(8, 10, 16, 1, width=4, conditioning="branch")
-    first = g.dcgan.net[0]
-    assert isinstance(first, LabelBranch) and g.branch_channels == 4  # width 4 * 2 = 8 maps at 4x4
+    first = branch(g)
+    assert g.branch_channels == 4  # width 4 * 2 = 8 maps at 4x4
     assert (first.input_layer.in_channels, first.input_layer.out_channels) == (8, 4)
     assert (first.label_layer.in_channels, first.label_layer.out_channels) == (10, 4)
     g = ConditionalDCGANGenerator(8, 10, 16, 1, width=4, conditioning="branch", branch_channels=2)
-    assert g.dcgan.net[0].input_layer.out_channels == 6 and g.dcgan.net[0].label_layer.out_channels == 2
+    assert branch(g).input_layer.out_channels == 6 and branch(g).label_layer.out_channels == 2
     d = ConditionalDCGANDiscriminator(10, 16, 3, width=8, conditioning="branch", spectral_norm=True)
-    first = d.dcgan.features[0]
+    first = branch(d)
     assert (first.input_layer.in_channels, first.input_layer.out_channels) == (3, 4)
     assert nn.utils.parametrize.is_parametrized(first.label_layer, "weight")  # spectral norm kept
     m = MLPConditionalDiscriminator(10, 8, 1, hidden=(30, 16), conditioning="branch", branch_width=10)
-    assert (m.net[0].input_layer.out_features, m.net[0].label_layer.out_features) == (20, 10)
+    assert (branch(m).input_layer.out_features, branch(m).label_layer.out_features) == (20, 10)
 
 
 @pytest.mark.parametrize("build,match", [

@@ -169,7 +169,8 @@ def test_artgan_presets_build_the_reports_shapes(preset, classes):
     d_rows = [(t, s) for t, s, _ in layer_table(d, torch.randn(2, 3, 64, 64)) if t != "Dropout"]
     assert d_rows == [(t, (classes + 1,) if s == ("K+1",) else s) for t, s in ARTGAN_D]
     # zNet's input is the noise concatenated with the one-hot class (100 + K channels)
-    assert g.znet.net[0].in_channels == 100 + classes
+    first = next(m for m in g.znet.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+    assert first.in_channels == 100 + classes
 
 
 # --- the settings tables of the study READMEs ----------------------------------------------------

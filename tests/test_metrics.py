@@ -13,7 +13,7 @@ from gan_lab.metrics import (DomainAutoencoder, DomainClassifier, class_accuracy
                              inception_score, kernel_distance, load_extractor, memorisation, nearest_neighbours,
                              parzen_evaluate, parzen_log_likelihood, select_sigma)
 from gan_lab.metrics import extract_all
-from gan_lab.metrics.features import as_float
+from gan_lab.pixels import to_float
 from gan_lab.metrics.neighbours import neighbour_rows
 from gan_lab.metrics.records import append_evaluation, read_metrics_json, update_metrics_json
 
@@ -32,7 +32,7 @@ def random_extractor():
 
 
 def shifted(images: torch.Tensor, amount: float) -> torch.Tensor:
-    return (as_float(images) + amount).clamp(-1, 1)
+    return (to_float(images) + amount).clamp(-1, 1)
 
 
 def features(extractor, images):
@@ -90,7 +90,7 @@ class Replay:
             return torch.randint(0, 1000, (n, 1))
 
     def sample(self, z, labels):
-        return torch.nn.functional.adaptive_avg_pool2d(as_float(self.images[z[:, 0]]), self.size)
+        return torch.nn.functional.adaptive_avg_pool2d(to_float(self.images[z[:, 0]]), self.size)
 
     def sample_labels(self, n):
         return torch.zeros(n, dtype=torch.long)
@@ -155,7 +155,7 @@ def test_inception_extractor_reads_torch_fidelity_weights_and_gives_features_and
     x = train.images[:4]  # 1-channel uint8 32px: repeated to RGB, resized to 299px inside
     f, logits = extractor.extract(x)
     assert f.shape == (4, 2048) and logits.shape == (4, 1008) and torch.isfinite(f).all()
-    assert torch.equal(extractor(x), f) and torch.equal(extractor.logits(as_float(x)), logits)  # float [-1, 1] too
+    assert torch.equal(extractor(x), f) and torch.equal(extractor.logits(to_float(x)), logits)  # float [-1, 1] too
     about = extractor.describe()
     assert about["extractor"] == "inception-v3-compat" and about["resize"].endswith("to 299px")
     assert about["extractor_checksum"] == hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
@@ -220,7 +220,7 @@ def test_nearest_neighbour_finds_a_planted_copy(digits, random_extractor):
     g = torch.Generator().manual_seed(0)
     generated = torch.randint(0, 256, (10, 1, 32, 32), generator=g, dtype=torch.uint8)
     generated[4] = train[123]
-    dist, idx = nearest_neighbours(as_float(generated), as_float(train), k=3)
+    dist, idx = nearest_neighbours(to_float(generated), to_float(train), k=3)
     assert dist[4, 0] == 0 and torch.equal(train[idx[4, 0]], train[123])
     assert (dist[:, 0] > 0).sum() == 9 and (dist[:, :-1] <= dist[:, 1:]).all()
     fdist, fidx = nearest_neighbours(random_extractor(generated), random_extractor(train), k=1)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gan_lab.build import build_datamodule, build_model
+from gan_lab.callbacks.curves import TrainingCurves
 from gan_lab.errors import UserError
 from gan_lab.models import GrowthSchedule
 from gan_lab.nets.progressive import (EqualizedConv2d, EqualizedLinear, MinibatchStddev, PixelNorm,
@@ -183,13 +184,17 @@ def test_pggan_grows_to_the_target_resolution(make_cfg, tmp_path):
     assert fade16[0] == 0.0 and fade16 == sorted(fade16) and fade16[-1] == 1.0
     assert all(math.isfinite(r["train/d_loss"]) and r["train/gradient_penalty"] >= 0 for r in log)
     assert all(r["train/drift_penalty"] >= 0 for r in log)
-    # sample grids at the current resolution, upscaled for viewing (4 columns of 64 + padding)
-    assert Image.open(run / "samples" / "epoch_0000.png").size == (4 * 66 + 2, 4 * 66 + 2)
-    assert Image.open(run / "curves.png").size == (1800, 400)  # losses, scores and a growth panel
+    # sample grids at the current resolution, upscaled for viewing: 4x4 images shown as large as 32x32 ones
+    assert Image.open(run / "samples" / "epoch_0000.png").size == Image.open(run / "samples" / "final.png").size
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["final"]["train/resolution"] == 32.0
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["gan_lab"]["phase"]["resolution"] == 32
+    # the curves have a panel of their own for the growth schedule
+    curves = TrainingCurves(str(run / "curves.png"))
+    curves.load_state_dict(next(v for k, v in state["callbacks"].items() if k.startswith("TrainingCurves")))
+    assert [title for title, _ in curves.panels()] == ["losses", "scores", "growth"]
+    assert dict(curves.panels())["growth"] == ["resolution", "alpha"] and Image.open(run / "curves.png").format == "PNG"
     assert any(k.startswith("generator_ema.") for k in state["state_dict"])
     # Adam's moments were reset when 32x32 started to fade in: 16 steps since, of 44 in all (the
     # 16x16 to_rgb layer only took the 8 steps of the fade-in)

@@ -1,8 +1,20 @@
-"""Mixed precision: the module's D and G updates are exactly those of a plain autocast loop."""
+"""Mixed precision: the module's D and G updates are exactly those of a plain autocast loop.
+
+The reference is written here, independently of the module: the module's initial nets copied,
+the objectives written out with ``torch.nn.functional``, optimisers from ``torch.optim``, the
+latents and labels drawn from torch's generator in the order of the algorithm (per critic update:
+latents, then labels; the gradient penalty's mixing weights after D's two forward passes), and
+autocast around each update's forward passes and loss only."""
 from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+from typing import Callable, ContextManager
 
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from gan_lab import bench
@@ -26,22 +38,81 @@ def bench_cfg(model: str, precision: str, *overrides: str):
     return cfg
 
 
-def lightning_weights(cfg) -> dict[str, torch.Tensor]:
-    model = bench.fresh_model(cfg, torch.device("cpu"))
+def lightning_fit(cfg, model) -> None:
     feed = bench.SyntheticImages(image_size=SIZE, batch_size=BATCH)
     feed.train_dataloader = lambda: DataLoader(batches(), batch_size=None)
     feed.setup = lambda stage=None: None
     torch.manual_seed(7)
     build_trainer(cfg, [], []).fit(model, datamodule=feed)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def plain_weights(cfg) -> dict[str, torch.Tensor]:
-    model = bench.fresh_model(cfg, torch.device("cpu"))
-    loop = bench.PlainLoop(model, cfg.trainer.precision, torch.device("cpu"))
+def adam(params, node) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=node.lr, betas=tuple(node.betas))
+
+
+def plain_gan_loop(cfg, generator: nn.Module, discriminator: nn.Module) -> None:
+    """The GAN algorithm as a plain PyTorch loop: per batch ``n_critic`` D updates (the fakes of the
+    last one keep G's graph for the first G update), then ``n_gen`` G updates with D frozen."""
+    n_critic, n_gen, latent_dim = cfg.model.n_critic, cfg.model.n_gen, cfg.noise.latent_dim
+    conditional = "num_classes" in cfg.model
+    wasserstein = cfg.loss.name == "wasserstein"
+    gp_weight = cfg.model.get("gp_weight", 0.0)
+    autocast: Callable[[], ContextManager] = nullcontext
+    if cfg.trainer.precision == "bf16-mixed":
+        autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    opt_d, opt_g = adam(discriminator.parameters(), cfg.optimizer.discriminator), \
+        adam(generator.parameters(), cfg.optimizer.generator)
+
+    def G(z, y):
+        return generator(z, y) if conditional else generator(z)
+
+    def D(x, y):
+        return discriminator(x, y) if conditional else discriminator(x)
+
+    def draw(n):
+        z = torch.randn(n, latent_dim)
+        return z, (torch.randint(0, cfg.data.num_classes, (n,)) if conditional else None)
+
+    def gradient_penalty(real, fake, y):
+        eps = torch.rand(real.shape[0], 1, 1, 1)
+        mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
+        (grad,) = torch.autograd.grad(D(mixed, y).sum(), mixed, create_graph=True)
+        return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+
     torch.manual_seed(7)
-    loop.run(iter(DataLoader(batches(), batch_size=None)), warmup=0)  # the loader draws a seed, as in fit
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for images, labels in DataLoader(batches(), batch_size=None):  # the loader draws a seed, as in fit
+        real = images.float() / 127.5 - 1
+        n = real.shape[0]
+        for i in range(n_critic):
+            z, y = draw(n)
+            with torch.set_grad_enabled(i == n_critic - 1), autocast():
+                fake = G(z, y)
+            with autocast():
+                real_logits, fake_logits = D(real, labels), D(fake.detach(), y)
+                if wasserstein:
+                    d_loss = fake_logits.mean() - real_logits.mean()
+                    if gp_weight:
+                        d_loss = d_loss + gp_weight * gradient_penalty(real, fake.detach(), labels)
+                else:
+                    d_loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)) + \
+                        F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+        for j in range(n_gen):
+            if j > 0:
+                z, y = draw(n)
+                with autocast():
+                    fake = G(z, y)
+            discriminator.requires_grad_(False)
+            with autocast():
+                logits = D(fake, y)
+                g_loss = -logits.mean() if wasserstein else \
+                    F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            discriminator.requires_grad_(True)
+            opt_g.step()
 
 
 @pytest.mark.parametrize("model,precision,overrides", [
@@ -53,12 +124,18 @@ def plain_weights(cfg) -> dict[str, torch.Tensor]:
 ])
 def test_module_updates_equal_plain_autocast_loop(model, precision, overrides):
     cfg = bench_cfg(model, precision, *overrides)
-    ours, plain = lightning_weights(cfg), plain_weights(cfg)
-    assert ours.keys() == plain.keys()
-    different = [k for k in ours if not torch.equal(ours[k], plain[k])]
+    module = bench.fresh_model(cfg, torch.device("cpu"))
+    generator, discriminator = copy.deepcopy(module.generator), copy.deepcopy(module.discriminator)
+    start = {k: v.clone() for k, v in module.state_dict().items()}
+    lightning_fit(cfg, module)
+    plain_gan_loop(cfg, generator, discriminator)
+    ours = module.state_dict()
+    plain = {**{f"generator.{k}": v for k, v in generator.state_dict().items()},
+             **{f"discriminator.{k}": v for k, v in discriminator.state_dict().items()}}
+    assert set(plain) <= set(ours)
+    different = [k for k in plain if not torch.equal(ours[k], plain[k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
-    start = bench.fresh_model(cfg, torch.device("cpu")).state_dict()
-    assert any(not torch.equal(start[k], ours[k]) for k in ours if k.endswith("weight")), "nothing trained"
+    assert any(not torch.equal(start[k], ours[k]) for k in plain if k.endswith("weight")), "nothing trained"
 
 
 @pytest.mark.parametrize("model", ["artgan", "pggan", "cgan_mlp"])

@@ -6,7 +6,10 @@ import json
 import math
 
 import pytest
+import torch
+import torch.nn.functional as F
 
+from gan_lab.build import build_model
 from gan_lab.run import train
 
 
@@ -29,8 +32,24 @@ def test_step_ratio_and_label_smoothing(make_cfg, tmp_path):
     cfg = make_cfg("model.n_critic=2", "model.n_gen=3", "loss.discriminator.real_target=0.8",
                    "loss.discriminator.fake_target=0.1", "model.generator.width=8",
                    "model.discriminator.width=8")
-    model_before = cfg.model.n_critic
     train(cfg)
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert model_before == 2
     assert summary["batches_seen"] == 6 and summary["optimizer_steps"] == 6 * (2 + 3)
+
+    # the trained D's loss is the BCE of its logits against 0.8 (real) and 0.1 (generated), written out
+    model = build_model(cfg)  # cfg holds the data facts the run published
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    model.load_state_dict(state["state_dict"])
+    model.eval()  # BatchNorm on its running statistics: D's logits do not depend on the batch
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.rand(2, 8, 1, 32, 32, generator=g) * 2 - 1
+    labels = torch.zeros(8, dtype=torch.long)
+    with torch.no_grad():
+        d_loss = model.d_step(real, labels, fake, labels)["d_loss"]
+        real_logits, fake_logits = model.discriminator(real).flatten(), model.discriminator(fake).flatten()
+
+    def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+        return -(target * F.logsigmoid(logits) + (1 - target) * F.logsigmoid(-logits)).mean()
+
+    assert float(d_loss) == pytest.approx(float(bce(real_logits, 0.8) + bce(fake_logits, 0.1)), rel=1e-5)
+    assert float(d_loss) != pytest.approx(float(bce(real_logits, 1.0) + bce(fake_logits, 0.0)), rel=1e-3)

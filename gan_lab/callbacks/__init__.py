@@ -7,7 +7,7 @@ from gan_lab.callbacks.fast_path import FastPath
 from gan_lab.callbacks.lr import LearningRateLogger
 from gan_lab.callbacks.metrics import MetricsCallback
 from gan_lab.callbacks.resume import ExactResume
-from gan_lab.callbacks.samples import SampleGrid, save_grid
+from gan_lab.callbacks.samples import SampleGrid
 
-__all__ = ["Checkpoint", "SampleGrid", "save_grid", "TrainingCurves", "LearningRateLogger", "MetricsCallback", "FastPath",
+__all__ = ["Checkpoint", "SampleGrid", "TrainingCurves", "LearningRateLogger", "MetricsCallback", "FastPath",
            "ExactResume", "DivergenceGuard"]

@@ -53,6 +53,14 @@ class TrainingCurves(L.Callback):
         if isinstance(exception, (TrainingInterrupted, TrainingDiverged)):
             self.plot()
 
+    def panels(self) -> list[tuple[str, list[str]]]:
+        """(title, keys) of each panel of the figure: losses and penalties, D's scores, and the growth
+        schedule when there is one, each on its own axis (a resolution of 128 would flatten scores)."""
+        losses = [k for k in self.history if k.endswith("loss") or k.endswith("penalty")]
+        growth = [k for k in self.GROWTH_KEYS if k in self.history]
+        scores = [k for k in self.history if k not in losses and k not in growth]
+        return [(title, keys) for title, keys in (("losses", losses), ("scores", scores), ("growth", growth)) if keys]
+
     @rank_zero_only
     def plot(self) -> Path | None:
         if not self.history:
@@ -62,11 +70,7 @@ class TrainingCurves(L.Callback):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        losses = [k for k in self.history if k.endswith("loss") or k.endswith("penalty")]
-        growth = [k for k in self.GROWTH_KEYS if k in self.history]
-        scores = [k for k in self.history if k not in losses and k not in growth]
-        panels = [("losses", losses), ("scores", scores), ("growth", growth)]
-        panels = [p for p in panels if p[1]]
+        panels = self.panels()
         fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
         for ax, (title, keys) in zip(axes[0], panels):
             if title == "growth":

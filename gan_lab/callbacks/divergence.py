@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
+from gan_lab.callbacks.steps import batches_seen
 from gan_lab.errors import TrainingDiverged, UserError
 
 
@@ -113,7 +114,7 @@ class DivergenceGuard(L.Callback):
 
     def stop(self, trainer: L.Trainer, pl_module: L.LightningModule, values: dict[str, float],
              what: str) -> None:
-        step = int(getattr(pl_module, "batches_seen", trainer.global_step))
+        step = batches_seen(trainer, pl_module)
         for logger in trainer.loggers:
             logger.log_metrics({"diverged": 1.0}, step=step)
             if isinstance(logger, WandbLogger):

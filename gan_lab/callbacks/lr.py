@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import lightning as L
 
+from gan_lab.callbacks.steps import batches_seen
+
 
 class LearningRateLogger(L.Callback):
     """Lightning's LearningRateMonitor names manual-optimisation optimisers ``lr-Adam``/``lr-Adam-1``;
@@ -16,4 +18,4 @@ class LearningRateLogger(L.Callback):
         values = {f"lr/{name}": opt.param_groups[0]["lr"]
                   for name, opt in zip(self.names, trainer.optimizers)}
         for logger in trainer.loggers:
-            logger.log_metrics(values, step=getattr(pl_module, "batches_seen", trainer.global_step))
+            logger.log_metrics(values, step=batches_seen(trainer, pl_module))

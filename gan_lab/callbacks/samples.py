@@ -10,45 +10,12 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from torch import Tensor
-from torchvision.utils import make_grid
 
+from gan_lab.callbacks.steps import batches_seen
 from gan_lab.errors import TrainingInterrupted, UserError
-
-
-def grid_image(images: Tensor, nrow: int, row_names: Sequence[str] | None = None,
-               upscale_to: int = 0) -> Image.Image:
-    """A PIL grid of images in [-1, 1]; with ``row_names`` each row is labelled on the left.
-
-    ``upscale_to`` enlarges small images (nearest neighbour) so that e.g. a 4x4 PGGAN stage or
-    8x8 digits stay readable.
-    """
-    images = images.detach().float().cpu()
-    if upscale_to and images.shape[-1] < upscale_to:
-        images = torch.nn.functional.interpolate(images, size=upscale_to, mode="nearest")
-    grid = make_grid(images, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
-    array = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
-    img = Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).convert("RGB")
-    if not row_names:
-        return img
-    font = ImageFont.load_default()
-    margin = max(int(ImageDraw.Draw(img).textlength(str(n), font=font)) for n in row_names) + 8
-    out = Image.new("RGB", (img.width + margin, img.height), "white")
-    out.paste(img, (margin, 0))
-    draw = ImageDraw.Draw(out)
-    cell = images.shape[-2] + 2
-    for r, name in enumerate(row_names):
-        draw.text((4, 2 + r * cell + cell // 2 - 6), str(name), fill="black", font=font)
-    return out
-
-
-def save_grid(images: Tensor, path: str | Path, nrow: int, row_names: Sequence[str] | None = None,
-              upscale_to: int = 0) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid_image(images, nrow, row_names, upscale_to).save(path)
-    return path
+from gan_lab.grids import save_grid
 
 
 class SampleGrid(L.Callback):
@@ -73,7 +40,7 @@ class SampleGrid(L.Callback):
         self.last_path: Path | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        seen = getattr(pl_module, "batches_seen", trainer.global_step)  # a Python int: no device read
+        seen = batches_seen(trainer, pl_module)  # a Python int: no device read
         if seen in self.at_batches:
             self.write(trainer, pl_module, f"batch_{seen:07d}")
 
@@ -103,7 +70,7 @@ class SampleGrid(L.Callback):
         path = save_grid(images, self.dirpath / f"{tag}.png", pl_module.grid_nrow,
                          pl_module.grid_row_names, self.upscale_to)
         self.last_path = path
-        step = getattr(pl_module, "batches_seen", trainer.global_step)
+        step = batches_seen(trainer, pl_module)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image("samples", [str(path)], step=step, caption=[tag])

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gan_lab.data.base import to_float, to_uint8
 from gan_lab.data.cache import Split
 from gan_lab.data.disk import DiskImageDataModule
 from gan_lab.errors import UserError
+from gan_lab.pixels import to_float, to_uint8
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 PREFIX = {"train": "train", "val": "t10k"}

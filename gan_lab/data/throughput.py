@@ -5,7 +5,8 @@ import time
 
 import torch
 
-from gan_lab.data.base import ImageDataModule, to_float
+from gan_lab.data.base import ImageDataModule
+from gan_lab.pixels import to_float
 
 
 def measure_throughput(datamodule: ImageDataModule, seconds: float = 5.0,

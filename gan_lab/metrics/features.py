@@ -24,6 +24,7 @@ from torch import Tensor
 from gan_lab.errors import UserError
 from gan_lab.fs import atomic_torch_save
 from gan_lab.metrics.sampling import seeded
+from gan_lab.pixels import to_float, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,6 @@ def weights_checksum(module: nn.Module) -> str:
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def as_float(images: Tensor) -> Tensor:
-    """uint8 [0, 255] or float [-1, 1] -> float [-1, 1]."""
-    return images.float().div(127.5).sub(1.0) if images.dtype == torch.uint8 else images.float()
 
 
 class FeatureExtractor(nn.Module, ABC):
@@ -110,7 +106,7 @@ class DomainClassifier(FeatureExtractor):
         self.quality = {}
 
     def prepare(self, images: Tensor) -> Tensor:
-        x = as_float(images)
+        x = to_float(images)
         if x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode="bilinear", antialias=True, align_corners=False)
         return x
@@ -173,7 +169,7 @@ class InceptionExtractor(FeatureExtractor):
                                                    feature_extractor_weights_path=path)
         except Exception as exc:  # a truncated download, another network's weights, ...
             raise UserError(f"inception_weights={path} is not torch-fidelity's Inception-v3 weights file "
-                            f"({INCEPTION_FILE}): {type(exc).__name__}: {str(exc).splitlines()[0][:120]}; "
+                            f"({INCEPTION_FILE}): {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0].rstrip('.')}; "
                             f"replace it or use kind=domain.") from None
         self.num_features, self.name = 2048, "inception-v3-compat"
         self.resize = "torch-fidelity bilinear (TF1-compatible) to 299px"
@@ -186,7 +182,7 @@ class InceptionExtractor(FeatureExtractor):
 
     @staticmethod
     def prepare(images: Tensor) -> Tensor:
-        x = images if images.dtype == torch.uint8 else as_float(images).add(1).mul(127.5).round().clamp(0, 255).byte()
+        x = to_uint8(images)
         return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
     def extract(self, images: Tensor) -> tuple[Tensor, Tensor]:

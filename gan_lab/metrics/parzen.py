@@ -18,6 +18,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from gan_lab.pixels import to_unit
+
 #: the default bandwidth grid: logspace(-1, 0, 10), as in the reference implementation
 DEFAULT_SIGMAS = tuple(float(s) for s in torch.logspace(-1, 0, 10, dtype=torch.float64))
 
@@ -25,8 +27,13 @@ DEFAULT_SIGMAS = tuple(float(s) for s in torch.logspace(-1, 0, 10, dtype=torch.f
 def flatten_unit(images: Tensor) -> Tensor:
     """Images -> rows [N, D] in the [0, 1] pixel space: uint8 stays uint8 (a view, converted chunk
     by chunk later, so 10,000 large images never exist as float64 at once); float [-1, 1] is scaled."""
-    x = images if images.dtype == torch.uint8 else images.float().add(1.0).div(2.0)
+    x = images if images.dtype == torch.uint8 else to_unit(images)
     return x.reshape(x.shape[0], -1)
+
+
+def unit_rows64(rows: Tensor) -> Tensor:
+    """Rows of :func:`flatten_unit` in float64 [0, 1] (uint8 rows are converted here, a chunk at a time)."""
+    return to_unit(rows, torch.float64) if rows.dtype == torch.uint8 else rows.to(torch.float64)
 
 
 @torch.no_grad()
@@ -35,18 +42,16 @@ def parzen_log_likelihood(x: Tensor, centers: Tensor, sigma: float, batch_size: 
     """Log-density of each row of ``x`` [M, D] under Gaussian kernels on ``centers`` [N, D]: [M]
     (float64). uint8 rows are read as pixels / 255; float rows as they are."""
     n, d = centers.shape
-    scale = {torch.uint8: 1.0 / 255.0}
     # float64 and centred data: |x|^2 + |c|^2 - 2 x.c cancels badly in float32 (or TF32) for
     # thousands of pixels, and the error is divided by 2 sigma^2
-    mean = sum(centers[j:j + chunk_size].to(torch.float64).sum(0) for j in range(0, n, chunk_size))
-    mean = mean * scale.get(centers.dtype, 1.0) / n
+    mean = sum(unit_rows64(centers[j:j + chunk_size]).sum(0) for j in range(0, n, chunk_size)) / n
     out = []
     for i in range(0, x.shape[0], batch_size):
-        xb = x[i:i + batch_size].to(centers.device, torch.float64) * scale.get(x.dtype, 1.0) - mean
+        xb = unit_rows64(x[i:i + batch_size].to(centers.device)) - mean
         xb_sq = xb.square().sum(1, keepdim=True)
         running = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=centers.device)
         for j in range(0, n, chunk_size):
-            cb = centers[j:j + chunk_size].to(torch.float64) * scale.get(centers.dtype, 1.0) - mean
+            cb = unit_rows64(centers[j:j + chunk_size]) - mean
             d2 = (xb_sq + cb.square().sum(1) - 2.0 * xb @ cb.T).clamp_min_(0.0)
             running = torch.logaddexp(running, torch.logsumexp(-d2 / (2.0 * sigma ** 2), dim=1))
         out.append(running)

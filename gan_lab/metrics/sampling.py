@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from gan_lab.pixels import to_uint8
+
 
 def uses_ema(model) -> bool:
     return isinstance(getattr(model, "generator_ema", None), nn.Module)
@@ -44,10 +46,6 @@ def seeded(seed: int, device: torch.device | str) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
-
-
-def to_uint8(images: Tensor) -> Tensor:
-    return images.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
 @torch.no_grad()

@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
-from PIL import Image
 from torch import Tensor
-from torchvision.utils import make_grid
 
 from gan_lab.errors import UserError
+from gan_lab.grids import save_grid
 from gan_lab.metrics.classes import class_accuracy
 from gan_lab.metrics.features import FeatureExtractor, extract_all, load_extractor
 from gan_lab.metrics.fid import frechet_distance, inception_score, kernel_distance
@@ -28,10 +28,9 @@ from gan_lab.metrics.neighbours import memorisation, nearest_neighbours, neighbo
 from gan_lab.metrics.parzen import DEFAULT_SIGMAS, parzen_evaluate
 from gan_lab.metrics.sampling import ema_weights, generate_images, is_conditional
 from gan_lab.metrics.scores import score_histogram
+from gan_lab.pixels import to_float, to_unit
 
 log = logging.getLogger(__name__)
-
-METRICS = ("fid", "kid", "is", "parzen", "neighbours", "memorisation", "accuracy", "scores")
 
 
 def default_cache_dir(datamodule) -> Path:
@@ -53,8 +52,8 @@ def match_resolution(images: Tensor, size: int) -> Tensor:
 
 
 def pixel_rows(images: Tensor) -> Tensor:
-    """uint8 images -> float rows in [0, 1] (the pixel space of the nearest-neighbour distances)."""
-    return images.flatten(1).float().div(255.0)
+    """Images -> rows in [0, 1] (the pixel space of the nearest-neighbour distances)."""
+    return to_unit(images).flatten(1)
 
 
 class _Split:
@@ -65,17 +64,6 @@ class _Split:
 
     def __len__(self) -> int:
         return self.images.shape[0]
-
-
-def save_image_grid(images: Tensor, path: Path, nrow: int, upscale_to: int = 64) -> Path:
-    images = images.float().div(127.5).sub(1) if images.dtype == torch.uint8 else images.float()
-    if images.shape[-1] < upscale_to:
-        images = torch.nn.functional.interpolate(images, size=upscale_to, mode="nearest")
-    grid = make_grid(images.cpu(), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
-    array = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).convert("RGB").save(path)
-    return path
 
 
 class Evaluator:
@@ -108,7 +96,7 @@ class Evaluator:
         metrics = [str(m) for m in metrics]
         unknown = sorted(set(metrics) - set(METRICS))
         if unknown:
-            raise UserError(f"metrics={unknown} unknown; choose from {', '.join(METRICS)}.")
+            raise UserError(f"evaluator.metrics={unknown} unknown; choose from {', '.join(METRICS)}.")
         if num_samples < 2:
             raise UserError(f"num_samples={num_samples} must be >= 2 for any metric; e.g. num_samples=1000.")
         self.metrics = metrics
@@ -195,118 +183,189 @@ class Evaluator:
         return record, flat
 
     def _run(self, model, datamodule, device, out_dir: Path | None) -> dict:
-        chosen = set(self.metrics)
-        results: dict[str, dict] = {}
-        n_gen = self.num_samples
-        n_total = max(n_gen, self.parzen_samples if "parzen" in chosen else 0)
-        fake, fake_labels = generate_images(model, n_total, self.seed, self.batch_size)
-        fake_main = fake[:n_gen]
-        size = fake.shape[-1]
-        real = _Split(datamodule.dataset(self.real_split), size)
-        val = _Split(datamodule.dataset("val"), size)
-        real_images = real.images[:self.num_real]
-        base = {"num_generated": n_gen, "split": self.real_split, "image_size": size}
+        chosen = [name for name in REGISTRY if name in self.metrics]
+        context = Context(self, model, datamodule, device, out_dir,
+                          num_drawn=max([self.num_samples, *(getattr(self, REGISTRY[n].samples) for n in chosen)]))
+        return {name: REGISTRY[name].compute(context) for name in chosen}
+
+
+# --- the metrics: one function each over a shared context ------------------------------------
+
+
+class Context:
+    """What the metrics of one evaluation share, each computed at most once and only when a metric
+    asks for it: the generated images (drawn once, for the metric that needs the most), the real
+    splits at the generator's resolution, the feature extractor and the features of each image set.
+
+    Args:
+        num_drawn: generated images drawn; metrics use the first ``evaluator.num_samples`` of them
+            (Parzen all of them), so every metric scores the same images.
+    """
+
+    def __init__(self, evaluator: Evaluator, model, datamodule, device, out_dir: Path | None, num_drawn: int) -> None:
+        self.evaluator, self.model, self.datamodule, self.device, self.out_dir = evaluator, model, datamodule, device, out_dir
+        self.n_gen = evaluator.num_samples
+        self.fake_all, self.fake_labels_all = generate_images(model, num_drawn, evaluator.seed, evaluator.batch_size)
+        self.fake, self.fake_labels = self.fake_all[:self.n_gen], self.fake_labels_all[:self.n_gen]
+        size = self.fake.shape[-1]
+        self.real = _Split(datamodule.dataset(evaluator.real_split), size)
+        self.val = _Split(datamodule.dataset("val"), size)
+        self.real_images = self.real.images[:evaluator.num_real]
+        #: the protocol fields every record of a generated-vs-real comparison carries
+        self.base = {"num_generated": self.n_gen, "split": evaluator.real_split, "image_size": size}
         if size != datamodule.dataset("val").images.shape[-1]:
-            base["real_resize"] = f"area to {size}px"
+            self.base["real_resize"] = f"area to {size}px"
 
-        needs_features = chosen & {"fid", "kid", "is", "memorisation", "neighbours"}
-        extractor = self.extractor(datamodule, device) if needs_features else None
-        about = extractor.describe() if extractor is not None else {}
-        if needs_features:
-            fake_features, fake_logits = self.extract(extractor, fake_main, device)
-        if chosen & {"fid", "kid", "memorisation", "neighbours"}:
-            train_features = self.real_features(extractor, datamodule, self.real_split, real_images, device)
-        if "fid" in chosen:
-            value = frechet_distance(train_features, fake_features)
-            results["fid"] = {"value": value, **base, "num_real": len(real_images), **about}
-        if "kid" in chosen:
-            size = min(self.kid_subset_size, len(real_images), n_gen)
-            mean, std = kernel_distance(train_features, fake_features, size, self.kid_subsets, self.seed)
-            results["kid"] = {"value": mean, "std": std, **base, "num_real": len(real_images),
-                              "subset_size": size, "subsets": self.kid_subsets, **about}
-        if "is" in chosen:
-            scorer = extractor if extractor.num_classes else self.classifier(datamodule, device)
-            if scorer is None:
-                results["is"] = {"skipped": "unlabelled data and no Inception weights: no classifier for IS"}
-            else:
-                logits = fake_logits if scorer is extractor else self.extract(scorer, fake_main, device)[1]
-                mean, std = inception_score(logits, self.is_splits, self.seed)
-                results["is"] = {"value": mean, "std": std, "num_generated": n_gen,
-                                 "splits": self.is_splits, "num_real": 0, **scorer.describe()}
-        if "parzen" in chosen:
-            half = len(val) // 2
-            if half < 2:
-                results["parzen"] = {"skipped": f"the val split has {len(val)} images; need >= 4"}
-            else:
-                res = parzen_evaluate(fake[:self.parzen_samples].to(device), val.images[:half],
-                                      val.images[half:], self.parzen_sigmas, self.batch_size)
-                results["parzen"] = {**res, "num_generated": self.parzen_samples, "num_real": len(val) - half,
-                                     "split": f"val[{half}:{len(val)}]", "sigma_split": f"val[0:{half}]",
-                                     "space": f"pixels in [0, 1], {fake.shape[1]}x{fake.shape[2]}x{fake.shape[3]}",
-                                     "resize": base.get("real_resize", "none"), "extractor": "none"}
-        if chosen & {"memorisation", "neighbours"}:
-            if "memorisation" in chosen:
-                val_features = self.real_features(extractor, datamodule, "val", val.images[:self.num_real], device)
-                res = memorisation(fake_features, train_features, val_features, self.memorisation_quantile,
-                                   seed=self.seed)
-                results["memorisation"] = {**res, **base, "num_real": len(real_images),
-                                           "baseline_split": "val", "space": "features", **about}
-            if "neighbours" in chosen:
-                results["neighbours"] = self._neighbours(fake_main, real_images, fake_features,
-                                                         train_features, device, out_dir, about)
-        if "accuracy" in chosen:
-            results["accuracy"] = self._accuracy(model, datamodule, device)
-        if "scores" in chosen:
-            results["scores"] = self._scores(model, val, fake_main, fake_labels[:n_gen], device, out_dir)
-        return results
+    @cached_property
+    def extractor(self) -> FeatureExtractor:
+        return self.evaluator.extractor(self.datamodule, self.device)
 
-    def _neighbours(self, fake, real_images, fake_features, train_features, device, out_dir, about) -> dict:
-        rows = min(self.neighbours, fake.shape[0])
-        res = {"num_generated": rows, "k": self.neighbours_k, "split": self.real_split,
-               "num_real": len(real_images), **about}
-        for space, queries, refs in (("pixel", pixel_rows(fake[:rows]).to(device), pixel_rows(real_images).to(device)),
-                                     ("feature", fake_features[:rows], train_features)):
-            dist, idx = nearest_neighbours(queries, refs, self.neighbours_k)
-            res[f"{space}_distance"] = [round(float(d), 4) for d in dist[:, 0]]
-            res[f"{space}_index"] = [int(i) for i in idx[:, 0]]
-            if out_dir is not None:
-                images = neighbour_rows(fake[:rows], real_images, idx.cpu())
-                path = save_image_grid(images, out_dir / f"neighbours_{space}.png", nrow=idx.shape[1] + 1)
-                res[f"{space}_grid"] = str(path)
-        return res
+    @cached_property
+    def about(self) -> dict:
+        """The extractor's name, checksum and quality, stored with every feature-space value."""
+        return self.extractor.describe()
 
-    def _accuracy(self, model, datamodule, device) -> dict:
-        num_classes = int(datamodule.num_classes)
-        if not is_conditional(model, num_classes, self.seed):
-            return {"skipped": "the model is not class-conditional"}
-        classifier = self.classifier(datamodule, device)
-        per_class = max(1, self.num_samples // num_classes)
-        labels = torch.arange(num_classes).repeat_interleave(per_class)
-        images, labels = generate_images(model, labels.numel(), self.seed, self.batch_size, labels=labels)
-        predicted = torch.cat([classifier.logits(images[i:i + self.batch_size].to(device)).argmax(1).cpu()
-                               for i in range(0, images.shape[0], self.batch_size)])
-        res = class_accuracy(predicted, labels, list(datamodule.class_names))
-        return {**res, "num_generated": labels.numel(), "per_class_generated": per_class, "num_real": 0,
-                **classifier.describe()}
+    @cached_property
+    def fake_features_and_logits(self) -> tuple[Tensor, Tensor | None]:
+        return self.evaluator.extract(self.extractor, self.fake, self.device)
 
-    def _scores(self, model, val, fake, fake_labels, device, out_dir) -> dict:
-        """D's verdict on held-out real images and on generated ones, one number per image as the
-        variant defines it (``model.d_scores``: a probability of being real, or a critic value)."""
-        def scores(images, labels):
-            return torch.cat([model.d_scores(images[i:i + self.batch_size].to(device).float().div(127.5).sub(1),
-                                             labels[i:i + self.batch_size].to(device)).float().cpu()
-                              for i in range(0, images.shape[0], self.batch_size)])
-        real_scores = scores(val.images[:self.num_samples], val.labels[:self.num_samples])
-        fake_scores = scores(fake, fake_labels)
-        probability = bool(getattr(getattr(model, "loss", None), "probability", True))
-        res = {"d_real": float(real_scores.mean()), "d_fake": float(fake_scores.mean()),
-               "num_real": len(real_scores), "num_generated": len(fake_scores), "split": "val",
-               "discriminator_mode": "eval"}
-        if out_dir is not None:
-            xlabel = "D(x): probability of real" if probability else "D(x): critic value"
-            res["histogram"] = str(score_histogram(real_scores, fake_scores, out_dir / "scores.png", xlabel))
-        return res
+    @property
+    def fake_features(self) -> Tensor:
+        return self.fake_features_and_logits[0]
 
+    @cached_property
+    def train_features(self) -> Tensor:
+        return self.evaluator.real_features(self.extractor, self.datamodule, self.evaluator.real_split,
+                                            self.real_images, self.device)
+
+    @cached_property
+    def val_features(self) -> Tensor:
+        return self.evaluator.real_features(self.extractor, self.datamodule, "val",
+                                            self.val.images[:self.evaluator.num_real], self.device)
+
+
+class Metric(NamedTuple):
+    """A metric: ``compute(context) -> record``; ``samples`` names the Evaluator setting of how many
+    generated images it scores."""
+
+    compute: Callable[[Context], dict]
+    samples: str = "num_samples"
+
+
+def fid(c: Context) -> dict:
+    value = frechet_distance(c.train_features, c.fake_features)
+    return {"value": value, **c.base, "num_real": len(c.real_images), **c.about}
+
+
+def kid(c: Context) -> dict:
+    ev = c.evaluator
+    size = min(ev.kid_subset_size, len(c.real_images), c.n_gen)
+    mean, std = kernel_distance(c.train_features, c.fake_features, size, ev.kid_subsets, ev.seed)
+    return {"value": mean, "std": std, **c.base, "num_real": len(c.real_images),
+            "subset_size": size, "subsets": ev.kid_subsets, **c.about}
+
+
+def inception(c: Context) -> dict:
+    ev = c.evaluator
+    scorer = c.extractor if c.extractor.num_classes else ev.classifier(c.datamodule, c.device)
+    if scorer is None:
+        return {"skipped": "unlabelled data and no Inception weights: no classifier for IS"}
+    logits = c.fake_features_and_logits[1] if scorer is c.extractor else ev.extract(scorer, c.fake, c.device)[1]
+    mean, std = inception_score(logits, ev.is_splits, ev.seed)
+    return {"value": mean, "std": std, "num_generated": c.n_gen, "splits": ev.is_splits, "num_real": 0,
+            **scorer.describe()}
+
+
+def parzen(c: Context) -> dict:
+    ev, val = c.evaluator, c.val
+    half = len(val) // 2
+    if half < 2:
+        return {"skipped": f"the val split has {len(val)} images; need >= 4"}
+    fake = c.fake_all[:ev.parzen_samples]
+    res = parzen_evaluate(fake.to(c.device), val.images[:half], val.images[half:], ev.parzen_sigmas, ev.batch_size)
+    return {**res, "num_generated": ev.parzen_samples, "num_real": len(val) - half,
+            "split": f"val[{half}:{len(val)}]", "sigma_split": f"val[0:{half}]",
+            "space": f"pixels in [0, 1], {fake.shape[1]}x{fake.shape[2]}x{fake.shape[3]}",
+            "resize": c.base.get("real_resize", "none"), "extractor": "none"}
+
+
+def memorisation_rate(c: Context) -> dict:
+    ev = c.evaluator
+    res = memorisation(c.fake_features, c.train_features, c.val_features, ev.memorisation_quantile, seed=ev.seed)
+    return {**res, **c.base, "num_real": len(c.real_images), "baseline_split": "val", "space": "features", **c.about}
+
+
+def neighbours(c: Context) -> dict:
+    """Each of the first generated images beside its nearest training images, in pixel and in feature space."""
+    ev = c.evaluator
+    rows = min(ev.neighbours, c.fake.shape[0])
+    res = {"num_generated": rows, "k": ev.neighbours_k, "split": ev.real_split, "num_real": len(c.real_images),
+           **c.about}
+    spaces = (("pixel", pixel_rows(c.fake[:rows]).to(c.device), pixel_rows(c.real_images).to(c.device)),
+              ("feature", c.fake_features[:rows], c.train_features))
+    for space, queries, refs in spaces:
+        dist, idx = nearest_neighbours(queries, refs, ev.neighbours_k)
+        res[f"{space}_distance"] = [round(float(d), 4) for d in dist[:, 0]]
+        res[f"{space}_index"] = [int(i) for i in idx[:, 0]]
+        if c.out_dir is not None:
+            images = neighbour_rows(c.fake[:rows], c.real_images, idx.cpu())
+            path = save_grid(images, c.out_dir / f"neighbours_{space}.png", nrow=idx.shape[1] + 1, upscale_to=64)
+            res[f"{space}_grid"] = str(path)
+    return res
+
+
+def accuracy(c: Context) -> dict:
+    """How often the dataset's classifier recognises the class a conditional generator was asked for."""
+    ev, model = c.evaluator, c.model
+    num_classes = int(c.datamodule.num_classes)
+    if not is_conditional(model, num_classes, ev.seed):
+        return {"skipped": "the model is not class-conditional"}
+    classifier = ev.classifier(c.datamodule, c.device)
+    per_class = max(1, ev.num_samples // num_classes)
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    images, labels = generate_images(model, labels.numel(), ev.seed, ev.batch_size, labels=labels)
+    predicted = torch.cat([classifier.logits(images[i:i + ev.batch_size].to(c.device)).argmax(1).cpu()
+                           for i in range(0, images.shape[0], ev.batch_size)])
+    res = class_accuracy(predicted, labels, list(c.datamodule.class_names))
+    return {**res, "num_generated": labels.numel(), "per_class_generated": per_class, "num_real": 0,
+            **classifier.describe()}
+
+
+def scores(c: Context) -> dict:
+    """D's verdict on held-out real images and on generated ones, one number per image as the
+    variant defines it (``model.d_scores``: a probability of being real, or a critic value)."""
+    ev, model, bs = c.evaluator, c.model, c.evaluator.batch_size
+
+    def verdicts(images: Tensor, labels: Tensor) -> Tensor:
+        return torch.cat([model.d_scores(to_float(images[i:i + bs].to(c.device)), labels[i:i + bs].to(c.device))
+                          .float().cpu() for i in range(0, images.shape[0], bs)])
+
+    real_scores = verdicts(c.val.images[:ev.num_samples], c.val.labels[:ev.num_samples])
+    fake_scores = verdicts(c.fake, c.fake_labels)
+    probability = bool(getattr(getattr(model, "loss", None), "probability", True))
+    res = {"d_real": float(real_scores.mean()), "d_fake": float(fake_scores.mean()),
+           "num_real": len(real_scores), "num_generated": len(fake_scores), "split": "val",
+           "discriminator_mode": "eval"}
+    if c.out_dir is not None:
+        xlabel = "D(x): probability of real" if probability else "D(x): critic value"
+        res["histogram"] = str(score_histogram(real_scores, fake_scores, c.out_dir / "scores.png", xlabel))
+    return res
+
+
+#: every metric by its name in ``metrics=[...]``, in the order they run and are stored; a new metric
+#: is one function here
+REGISTRY: dict[str, Metric] = {
+    "fid": Metric(fid),
+    "kid": Metric(kid),
+    "is": Metric(inception),
+    "parzen": Metric(parzen, samples="parzen_samples"),
+    "memorisation": Metric(memorisation_rate),
+    "neighbours": Metric(neighbours),
+    "accuracy": Metric(accuracy),
+    "scores": Metric(scores),
+}
+
+METRICS = tuple(REGISTRY)
 
 #: log names of the results (``val/<name>``)
 LOG_NAMES = {"parzen": "parzen_ll", "accuracy": "class_accuracy"}
