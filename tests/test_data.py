@@ -248,8 +248,13 @@ def test_cache_falls_back_to_the_user_cache_when_root_is_not_writable(tmp_path, 
     (root / ".gan_lab_cache").write_text("a file where the cache folder would go")  # mkdir fails
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user"))
     dm = ready(Monet(root=root, image_size=8, batch_size=1))
-    assert dm.cache_folder == tmp_path / "user" / "gan_lab" / "monet"
+    assert dm.cache_folder.parent == tmp_path / "user" / "gan_lab" / "monet"   # one folder per data root
     assert list(dm.cache_folder.glob("monet-train-8-*.pt"))
+    other = datasets.make_monet(tmp_path / "other" / "monet", n=2)
+    (other / ".gan_lab_cache").write_text("read-only too")
+    second = ready(Monet(root=other, image_size=8, batch_size=1))
+    assert second.cache_folder.parent == dm.cache_folder.parent and second.cache_folder != dm.cache_folder
+    assert list(dm.cache_folder.glob("monet-train-8-*.pt"))           # the first root's cache survives
 
 
 @pytest.mark.parametrize("cls, needle, source", [
