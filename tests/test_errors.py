@@ -41,6 +41,9 @@ PER_GROUP = [
     ("augment", ["augment=custom", "augment.hflip_p=2"],
      "gan_lab: error: augment.hflip_p=2 is a probability; use a value in [0, 1]."),
     ("hparams_search", ["hparams_search=nonexistent"], "Could not find 'hparams_search/nonexistent'"),
+    ("d_augment", ["d_augment=diffaugment", "d_augment.policy=[blur]"],
+     "gan_lab: error: d_augment.policy=['blur'] must list some of color, translation, cutout; "
+     "e.g. d_augment.policy=[color,translation,cutout]."),
     ("evaluator", ["callbacks=with_metrics", "callbacks.metrics.evaluator.metrics=[fid,fidd]"],
      "gan_lab: error: evaluator.metrics=['fidd'] unknown; choose from fid, kid, is,"),
 ]
