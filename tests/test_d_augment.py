@@ -177,3 +177,18 @@ def test_subset_is_drawn_from_the_seed_and_keeps_the_full_split(make_cfg):
         build_datamodule(make_cfg("data.subset=1.5"))
     with pytest.raises(UserError, match=r"data.subset=100000 selects 100000 of the"):
         build_datamodule(make_cfg("data.subset=100000"))
+
+
+def test_domain_extractor_learns_from_the_whole_training_split_under_a_subset(make_cfg):
+    """Runs on different parts of the data (data.subset with other seeds) are scored in one feature space."""
+    from hydra.utils import instantiate
+
+    extractors = []
+    for seed in (0, 1):
+        cfg = make_cfg("data.subset=0.1", f"seed={seed}", "callbacks=with_metrics",
+                       "callbacks.metrics.evaluator.seed=0", "callbacks.metrics.evaluator.extractor.steps=5")
+        dm = build_datamodule(cfg)
+        evaluator = instantiate(cfg.callbacks.metrics.evaluator)
+        extractors.append(evaluator.extractor(dm, "cpu", kind="domain"))
+    a, b = (dict(e.state_dict()) for e in extractors)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -118,7 +118,10 @@ class Evaluator:
         kind = kind or cfg.pop("kind", "auto")
         cfg.pop("kind", None)
         if kind not in self._extractors:
-            train, val = datamodule.dataset("train"), datamodule.dataset("val")
+            # the whole training split, also when the GAN trains on a part of it (data.subset): the
+            # feature space must not depend on which part a run drew
+            full = "train_full" if getattr(datamodule, "subset", None) is not None else "train"
+            train, val = datamodule.dataset(full), datamodule.dataset("val")
             cache_dir = cfg.pop("cache_dir", None) or default_cache_dir(datamodule)
             self._extractors[kind] = load_extractor(
                 getattr(datamodule, "name", type(datamodule).__name__.lower()),
