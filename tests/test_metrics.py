@@ -282,3 +282,23 @@ def test_evaluation_at_a_lower_generator_resolution_compares_with_downsampled_da
     assert res["parzen"]["space"] == "pixels in [0, 1], 1x16x16" and res["parzen"]["resize"] == "area to 16px"
     assert max(res["neighbours"]["pixel_distance"]) < 0.05  # replayed training images find themselves
     assert "val/parzen_ll" in flat and record["generator_weights"] == "live"
+
+
+@pytest.mark.parametrize("num_classes", [10, 1])
+def test_loading_a_cached_extractor_leaves_the_random_stream_alone(tmp_path, num_classes):
+    """An evaluation during training must not change the run: training the domain extractor is forked
+    from torch's stream, and so is building it from the cache (its initial weights are drawn, then
+    overwritten)."""
+    from gan_lab.metrics.features import load_extractor
+
+    g = torch.Generator().manual_seed(0)
+    size = 8 if num_classes > 1 else 32  # the auto-encoder works at 32px
+    images = torch.randint(0, 256, (40, 1, size, size), dtype=torch.uint8, generator=g)
+    labels = torch.arange(40) % 10 if num_classes > 1 else torch.zeros(40, dtype=torch.long)
+    args = ("digits", (images, labels), (images[:10], labels[:10]), num_classes)
+    for _ in range(2):  # the first call trains and caches it, the second loads it
+        torch.manual_seed(123)
+        load_extractor(*args, cache_dir=tmp_path, kind="domain", input_size=size, steps=2)
+        after = torch.rand(3)
+        torch.manual_seed(123)
+        assert torch.equal(after, torch.rand(3))

@@ -320,8 +320,11 @@ def load_extractor(dataset: str, train: tuple[Tensor, Tensor], val: tuple[Tensor
     path = Path(cache_dir) / f"{name}.pt"
     if path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=False)
-        net = (DomainClassifier(train[0].shape[1], num_classes, input_size, name=name) if num_classes > 1
-               else DomainAutoencoder(train[0].shape[1], input_size, name=name))
+        with torch.random.fork_rng(devices=[]):  # the nets' initial weights (overwritten) must not consume
+            # the caller's random stream: a training run evaluating on a cached extractor continues as
+            # one that trained the extractor (forked too) or did not evaluate at all
+            net = (DomainClassifier(train[0].shape[1], num_classes, input_size, name=name) if num_classes > 1
+                   else DomainAutoencoder(train[0].shape[1], input_size, name=name))
         net.load_state_dict(state["state_dict"])
         net.quality = state["quality"]
         for p in net.parameters():
