@@ -30,7 +30,8 @@ class MetricsCallback(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
-        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        # max_epochs=-1 (no epoch limit, e.g. with trainer.max_batches or max_time) has no last epoch
+        last = trainer.max_epochs is not None and trainer.max_epochs >= 0 and epoch + 1 >= trainer.max_epochs
         if not ((epoch + 1) % self.every_n_epochs == 0 or last or trainer.should_stop):
             return
         out_dir = self.run_dir / "evaluation" / f"epoch_{epoch:04d}" if trainer.is_global_zero else None
