@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
@@ -68,3 +69,35 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300, module: str
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+#: the narrowest nets of each model that still train (tiny runs over every model)
+NARROW_NETS = {
+    "dcgan": ["model.generator.width=4", "model.discriminator.width=4"],
+    "wgan_gp": ["model.generator.width=4", "model.discriminator.width=4"],
+    "cdcgan": ["model.generator.width=4", "model.discriminator.width=4", "model.samples_per_class=2"],
+    "cgan_mlp": ["model.generator.hidden=[16,16]", "model.discriminator.hidden=[16,16]", "model.samples_per_class=2"],
+    "artgan": ["model.generator.width=4", "model.samples_per_class=2"],
+    "pggan": ["model.generator.fmap_base=64", "model.discriminator.fmap_base=64", "model.generator.fmap_max=8",
+              "model.discriminator.fmap_max=8", "model.num_samples=4"],
+}
+
+
+def layer_table(net: nn.Module, *inputs, with_parameters_only: bool = False) -> list[tuple[str, tuple, int]]:
+    """(type, output shape without the batch, own parameter count) of every leaf layer (or of every layer
+    holding parameters), in the order they run: a net compared with a report's layer table."""
+    def wanted(m: nn.Module) -> bool:
+        if with_parameters_only:
+            return next(m.parameters(recurse=False), None) is not None
+        return not list(m.children()) and not isinstance(m, nn.Identity)
+
+    rows: list[tuple[str, tuple, int]] = []
+    hooks = [m.register_forward_hook(lambda m, _i, out: rows.append(
+        (type(m).__name__, tuple(out.shape[1:]), sum(p.numel() for p in m.parameters(recurse=False)))))
+        for m in net.modules() if wanted(m)]
+    net.eval()
+    with torch.no_grad():
+        net(*inputs)
+    for h in hooks:
+        h.remove()
+    return rows

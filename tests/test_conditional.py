@@ -26,7 +26,7 @@ from gan_lab.models.tricks import InstanceNoise, flip_mask, swap_flipped
 from gan_lab.nets import (ConditionalDCGANDiscriminator, ConditionalDCGANGenerator, LabelBranch,
                           MLPConditionalDiscriminator, MLPConditionalGenerator)
 from gan_lab.run import train
-from tests.conftest import compose_config
+from tests.conftest import compose_config, layer_table
 
 
 class UnlabelledDigits(Digits):
@@ -222,26 +222,11 @@ def preset_nets(experiment: str) -> tuple[nn.Module, nn.Module]:
     return instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
 
 
-def layer_table(net: nn.Module, *inputs: Tensor) -> list[tuple[str, tuple[int, ...], int]]:
-    """(type, output shape without the batch, own parameter count) of every layer holding
-    parameters, in forward order."""
-    rows: list[tuple[str, tuple[int, ...], int]] = []
-    hooks = [m.register_forward_hook(lambda m, _i, out: rows.append(
-                 (type(m).__name__, tuple(out.shape[1:]), sum(p.numel() for p in m.parameters(recurse=False)))))
-             for m in net.modules() if next(m.parameters(recurse=False), None) is not None]
-    net.eval()
-    with torch.no_grad():
-        net(*inputs)
-    for h in hooks:
-        h.remove()
-    return rows
-
-
 def test_cdcgan_mnist_branch_nets_follow_the_study_layer_by_layer():
     g, d = preset_nets("cdcgan_mnist")
     labels = torch.arange(4)
     # G, d = 128, latent 100, 10 classes; the transposed convs have no bias (a BatchNorm follows)
-    assert layer_table(g, torch.randn(4, 100), labels) == [
+    assert layer_table(g, torch.randn(4, 100), labels, with_parameters_only=True) == [
         ("ConvTranspose2d", (256, 4, 4), 409_600),    # z branch: 100*256*4*4
         ("ConvTranspose2d", (256, 4, 4), 40_960),     # y branch: 10*256*4*4
         ("BatchNorm2d", (512, 4, 4), 1_024),          # both branches joined: 2*512
@@ -254,7 +239,7 @@ def test_cdcgan_mnist_branch_nets_follow_the_study_layer_by_layer():
     # 409,600 + 40,960 + 1,024 + 2,097,152 + 512 + 524,288 + 256 + 2,048
     assert sum(p.numel() for p in g.parameters()) == 3_075_840
     # D: the image and the 10 constant label maps each get 64 maps at 16x16
-    assert layer_table(d, torch.randn(4, 1, 32, 32), labels) == [
+    assert layer_table(d, torch.randn(4, 1, 32, 32), labels, with_parameters_only=True) == [
         ("Conv2d", (64, 16, 16), 1_024),       # x branch: 1*64*4*4
         ("Conv2d", (64, 16, 16), 10_240),      # y branch: 10*64*4*4
         ("Conv2d", (256, 8, 8), 524_288),      # 128*256*16
@@ -277,7 +262,7 @@ def test_cdcgan_mnist_branch_nets_follow_the_study_layer_by_layer():
 def test_cgan_mnist_branch_nets_follow_the_study_layer_by_layer():
     g, d = preset_nets("cgan_mnist")
     labels = torch.arange(4)
-    assert layer_table(g, torch.randn(4, 100), labels) == [
+    assert layer_table(g, torch.randn(4, 100), labels, with_parameters_only=True) == [
         ("Linear", (256,), 25_856),       # z branch: 100*256 + 256
         ("Linear", (256,), 2_816),        # y branch: 10*256 + 256
         ("BatchNorm1d", (512,), 1_024),   # both branches joined: 2*512
@@ -291,7 +276,7 @@ def test_cgan_mnist_branch_nets_follow_the_study_layer_by_layer():
     assert sum(p.numel() for p in g.parameters()) == 1_624_336
     assert [type(m).__name__ for m in g.net if next(m.parameters(), None) is None] == [
         "ReLU", "ReLU", "ReLU", "Tanh"]  # the activations, in order
-    assert layer_table(d, torch.randn(4, 1, 28, 28), labels) == [
+    assert layer_table(d, torch.randn(4, 1, 28, 28), labels, with_parameters_only=True) == [
         ("Linear", (1024,), 803_840),     # x branch: 784*1024 + 1024
         ("Linear", (1024,), 11_264),      # y branch: 10*1024 + 1024
         ("Linear", (512,), 1_049_088),    # 2048*512 + 512

@@ -21,18 +21,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from gan_lab.build import build_datamodule, build_model
 from gan_lab.errors import UserError
-from tests.conftest import CONF, compose_config
+from tests.conftest import CONF, compose_config, NARROW_NETS
 
 BASE = ["trainer=debug", "noise.latent_dim=8", "data.image_size=16", "data.batch_size=8", "callbacks=default"]
-NARROW = {
-    "dcgan": ["model.generator.width=4", "model.discriminator.width=4"],
-    "wgan_gp": ["model.generator.width=4", "model.discriminator.width=4"],
-    "cdcgan": ["model.generator.width=4", "model.discriminator.width=4", "model.samples_per_class=2"],
-    "cgan_mlp": ["model.generator.hidden=[16,16]", "model.discriminator.hidden=[16,16]", "model.samples_per_class=2"],
-    "artgan": ["model.generator.width=4", "model.samples_per_class=2"],
-    "pggan": ["model.generator.fmap_base=64", "model.discriminator.fmap_base=64", "model.generator.fmap_max=8",
-              "model.discriminator.fmap_max=8", "model.num_samples=4"],
-}
+NARROW = NARROW_NETS
 #: keys that are exempt, and why
 EXEMPT = {
     "loss.name": "the objective's name, used in messages and by models that need a given objective",

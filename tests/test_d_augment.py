@@ -12,16 +12,9 @@ from gan_lab.build import build_datamodule, build_model
 from gan_lab.d_augment import AdaptiveAugment, DiffAugment, ada_pipeline, color, cutout, translation
 from gan_lab.errors import UserError
 from gan_lab.run import train
+from tests.conftest import NARROW_NETS
 
-NARROW = {
-    "dcgan": ["model.generator.width=4", "model.discriminator.width=4"],
-    "wgan_gp": ["model.generator.width=4", "model.discriminator.width=4"],
-    "cdcgan": ["model.generator.width=4", "model.discriminator.width=4", "model.samples_per_class=2"],
-    "cgan_mlp": ["model.generator.hidden=[16,16]", "model.discriminator.hidden=[16,16]", "model.samples_per_class=2"],
-    "artgan": ["model.generator.width=4", "model.samples_per_class=2"],
-    "pggan": ["model.generator.fmap_base=64", "model.discriminator.fmap_base=64", "model.generator.fmap_max=8",
-              "model.discriminator.fmap_max=8", "model.num_samples=4"],
-}
+NARROW = NARROW_NETS
 
 
 @pytest.mark.parametrize("augment", [DiffAugment(), AdaptiveAugment(p=1.0)], ids=["diffaugment", "ada"])

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf, open_dict
 
 import gan_lab  # noqa: F401 - registers the ${add:...} resolver
 from gan_lab.build import build_datamodule, build_model
-from tests.conftest import compose_config
+from tests.conftest import compose_config, layer_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,20 +102,6 @@ def preset_nets(preset: str, num_classes: int = 10, channels: int = 3, *override
         cfg.data.channels, cfg.data.num_classes = channels, num_classes
         cfg.data.class_names = [f"c{i}" for i in range(num_classes)]
     return cfg, instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
-
-
-def layer_table(net: nn.Module, *inputs) -> list[tuple[str, tuple, int]]:
-    """(type, output shape without the batch, parameters) of every leaf layer, in the order they run."""
-    rows: list[tuple[str, tuple, int]] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: rows.append(
-        (type(m).__name__, tuple(o.shape[1:]), sum(p.numel() for p in m.parameters(recurse=False)))))
-        for m in net.modules() if not list(m.children()) and not isinstance(m, nn.Identity)]
-    net.eval()
-    with torch.no_grad():
-        net(*inputs)
-    for h in hooks:
-        h.remove()
-    return rows
 
 
 # --- Pokemon: every layer as in Figures 3 and 8 ------------------------------------------------
