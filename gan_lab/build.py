@@ -237,7 +237,7 @@ def check_batch_size(model: torch.nn.Module, dm: L.LightningDataModule, world_si
                         f"({layers[0]}) need at least 2 images per batch in training; use data.batch_size>=2.")
     if getattr(dm, "drop_last", True) is False:
         n = len(dm.dataset("train")) // max(1, world_size)
-        batches = -(-n // batch)
+        batches = batches_per_epoch(dm, world_size)  # the last incomplete batch included
         if isinstance(limit_train_batches, float):
             served = int(batches * limit_train_batches)
         else:

@@ -4,8 +4,8 @@ D has K+1 sigmoid outputs (K classes + "fake") and is trained with binary cross-
 one-hot targets: a real image of class k -> k, a generated image -> K+1. G draws a class k and is
 trained so that D classifies its image as k. That objective is ``loss=categorical``
 (:func:`gan_lab.losses.d_categorical`, :func:`~gan_lab.losses.g_categorical`), preset by
-``conf/model/artgan.yaml``; its ``real_target`` is one-sided label smoothing. D = Enc + clsNet and G = zNet + Dec meet at the same
-8x8 feature space, so Dec(Enc(x)) is an autoencoder whose decoder is the generator's; its L2 error
+``conf/model/artgan.yaml``; its ``real_target`` is one-sided label smoothing. D = Enc + clsNet and
+G = zNet + Dec meet at the same 8x8 feature space, so Dec(Enc(x)) is an autoencoder whose decoder is the generator's; its L2 error
 on real images, weighted by ``reconstruction_weight``, is the reconstruction term.
 
 Which parameters the reconstruction term updates (``reconstruction_updates``):
@@ -20,7 +20,8 @@ With instance noise on, Enc sees the noisy real batch, so the term is a denoisin
 
 The studies' knobs, each off by default: dropout in D (``discriminator.dropout``) and G
 (``generator.dropout``), D pre-training on real images for ``pretrain_epochs`` epochs before the
-adversarial ones (no G updates, no fakes; the lr schedule does not advance during them), an extra G update when D is too strong (``extra_g_when`` = ``d_loss`` below /
+adversarial ones (no G updates, no fakes; the lr schedule does not advance during them), an extra
+G update when D is too strong (``extra_g_when`` = ``d_loss`` below /
 ``d_acc`` above ``extra_g_threshold``), label flipping (``label_flip``: a real sample gets the
 fake target, a fake sample a random real class), instance noise (``instance_noise``,
 ``instance_noise_decay``, ``instance_noise_on``: real images only or every D input), a sigmoid

@@ -198,9 +198,15 @@ class GAN(L.LightningModule):
         D-update/G-update losses all see these images."""
         return images if self.d_augment is None else self.d_augment(images)
 
+    @property
+    def adaptive_augment(self) -> bool:
+        """Whether D's inputs go through an augmentation that adapts to D (ADA): it observes D's real
+        outputs, logs its probability and keeps its state in checkpoints."""
+        return getattr(self.d_augment, "adaptive", False)
+
     def saw_real(self, real_outputs: Tensor) -> None:
         """A ``d_step`` reports D's raw outputs on the real batch, positive meaning "real" (ADA's signal)."""
-        if self.d_augment is not None and getattr(self.d_augment, "adaptive", False):
+        if self.adaptive_augment:
             self._real_outputs = real_outputs.detach()
 
     def observe_real(self, n: int) -> None:
@@ -211,7 +217,7 @@ class GAN(L.LightningModule):
 
     def augment_terms(self) -> dict[str, Tensor]:
         """``ada_p`` and ``ada_rt`` when the augmentation adapts (filled on the device: no host copy)."""
-        if self.d_augment is None or not getattr(self.d_augment, "adaptive", False):
+        if not self.adaptive_augment:
             return {}
         return {"ada_p": torch.full((), self.d_augment.p, device=self.device),
                 "ada_rt": torch.full((), self.d_augment.rt, device=self.device)}
@@ -357,7 +363,7 @@ class GAN(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gan_lab"] = {"batches_seen": self.batches_seen, "images_seen": self.images_seen}
-        if self.d_augment is not None and getattr(self.d_augment, "adaptive", False):
+        if self.adaptive_augment:
             checkpoint["gan_lab"]["d_augment"] = self.d_augment.state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -366,5 +372,5 @@ class GAN(L.LightningModule):
         state = checkpoint.get("gan_lab", {})
         self.batches_seen = int(state.get("batches_seen", 0))
         self.images_seen = int(state.get("images_seen", 0))
-        if self.d_augment is not None and getattr(self.d_augment, "adaptive", False) and "d_augment" in state:
+        if self.adaptive_augment and "d_augment" in state:
             self.d_augment.load_state(state["d_augment"], self.device)
