@@ -10,7 +10,7 @@ D, so that G receives gradients through them and D never sees an un-augmented im
   (shift by up to 1/8 of the side, zero padding) and ``cutout`` (a square of half the side set to
   zero), each drawn per sample and applied with probability ``p`` per sample (DiffAugment's own
   recipe is ``p = 1``).
-* :class:`AdaptiveAugment`: ADA's geometric and colour pipeline (x-flip, 90° rotations, integer
+* :class:`AdaptiveAugment`: ADA's geometric and colour pipeline (x-flip, 90° rotations,
   translation, isotropic and anisotropic scaling, rotation, fractional translation; brightness,
   contrast, saturation), each operation applied per sample with probability ``p``, and ``p`` itself
   adjusted every ``interval`` batches from D's overfitting signal r_t = E[sign(D(x_real))]: up when
@@ -137,8 +137,8 @@ class DiffAugment(nn.Module):
 def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi) -> Tensor:
     """Per-sample 2x3 matrices (in normalised [-1, 1] coordinates, mapping output to input) of ADA's
     geometric operations, each applied with probability ``p``: x-flip, rotation by a multiple of 90°,
-    integer translation (std 1/8 of the side, as ADA: uniform in [-1/8, 1/8]), isotropic scaling
-    (log-normal, std 0.2 ln 2), rotation (uniform up to ``rot_max``), anisotropic scaling (log-normal,
+    translation (uniform in [-1/8, 1/8] of the side; ADA rounds it to whole pixels, this does not),
+    isotropic scaling (log-normal, std 0.2 ln 2), rotation (uniform up to ``rot_max``), anisotropic scaling (log-normal,
     std 0.2 ln 2) and fractional translation (normal, std 1/8 of the side)."""
     def chosen() -> Tensor:
         return (torch.rand(n, device=device) < p).to(dtype)
