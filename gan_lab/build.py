@@ -24,7 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from gan_lab.callbacks.limit import BatchLimit
 from gan_lab.callbacks.resume import after_timer
 from gan_lab.errors import UserError, unwrap_user_error
-from gan_lab.precision import use_phase_autocast
+from gan_lab.precision import precision_plugins
 
 #: facts a DataModule publishes into ``cfg.data`` so that model configs can interpolate them
 DATA_FACTS = ("channels", "num_classes", "class_names")
@@ -335,8 +335,18 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
             max_batches = node.pop("max_batches")
         if max_batches is not None:
             callbacks = [BatchLimit(max_batches), *callbacks]
+    if node.get("use_distributed_sampler", False):
+        raise UserError("trainer.use_distributed_sampler=true would shard the training data twice under DDP (gan_lab's "
+                        "data modules give each process its share of the epoch themselves, so that a mid-epoch "
+                        "resume is exact); set trainer.use_distributed_sampler=false.")
+    plugins = precision_plugins(node.get("precision"), node.get("accelerator"))
+    if plugins:  # a mixed precision is gan_lab's plugin, given with the others instead of the flag
+        node = node.copy()
+        with open_dict(node):
+            node.pop("precision")
+            node.plugins = [*(node.get("plugins") or []), *plugins]
     trainer = make(node, "trainer", callbacks=callbacks, logger=loggers or False)
-    return after_timer(use_phase_autocast(trainer))
+    return after_timer(trainer)
 
 
 def resolved(cfg: DictConfig) -> dict:

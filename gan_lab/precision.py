@@ -14,8 +14,9 @@ outside autocast; the GAN module opens :meth:`phase_context` around the forward 
 loss of each D or G update (:meth:`gan_lab.models.base.GAN.autocast`). Each region ends before
 its backward pass and optimizer step, so casts are cached within a phase (D sees the real and
 the fake batch with one cast of its weights) and never outlive a weight update.
-:func:`use_phase_autocast` installs it in a Trainer built with ``precision=16-mixed`` or
-``bf16-mixed``; the device and the scaler are the ones Lightning chose.
+:func:`precision_plugins` turns ``trainer.precision=16-mixed`` or ``bf16-mixed`` into this plugin,
+given to the Trainer at construction (``plugins=``) on the device the accelerator runs on; every
+other precision stays Lightning's.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from typing import ContextManager, Generator
 import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
+
+from gan_lab.errors import UserError
 
 
 class PhaseMixedPrecision(MixedPrecision):
@@ -48,9 +51,27 @@ def phase_context(trainer: L.Trainer | None) -> ContextManager:
     return plugin.phase_context() if isinstance(plugin, PhaseMixedPrecision) else nullcontext()
 
 
-def use_phase_autocast(trainer: L.Trainer) -> L.Trainer:
-    """Replace Lightning's ``MixedPrecision`` plugin of ``trainer`` by :class:`PhaseMixedPrecision`."""
-    plugin = trainer.strategy.precision_plugin
-    if type(plugin) is MixedPrecision:
-        trainer.strategy.precision_plugin = PhaseMixedPrecision(plugin.precision, plugin.device, plugin.scaler)
-    return trainer
+MIXED = ("16-mixed", "bf16-mixed")
+
+
+def mixed_precision_device(accelerator: str | None) -> str:
+    """The autocast device of ``trainer.accelerator`` (``auto``: a GPU when one is visible)."""
+    accelerator = str(accelerator or "auto").lower()
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    if accelerator == "mps" or (accelerator == "auto" and torch.backends.mps.is_available()):
+        return "mps"
+    return "cpu"
+
+
+def precision_plugins(precision: str | int | None, accelerator: str | None) -> list[dict[str, str]]:
+    """The Trainer ``plugins`` entries (configs to instantiate) for ``trainer.precision``: one
+    :class:`PhaseMixedPrecision` for a mixed precision, given instead of the ``precision`` flag; none
+    for every other precision (Lightning's own)."""
+    if str(precision) not in MIXED:
+        return []
+    device = mixed_precision_device(accelerator)
+    if precision == "16-mixed" and device == "cpu":
+        raise UserError("trainer.precision=16-mixed needs a GPU (float16 autocast is not supported on a CPU); "
+                        "use trainer.precision=bf16-mixed on a CPU.")
+    return [{"_target_": f"{__name__}.PhaseMixedPrecision", "precision": str(precision), "device": device}]

@@ -325,16 +325,19 @@ def test_ranks_take_disjoint_equal_shares_and_skip_within_their_own(tmp_path):
     # under DDP the DataModule hands the trainer its rank's share; Lightning must not shard it again
     dm = ready(ImageFolder(root=datasets.make_image_folder(tmp_path / "pets"), image_size=4, batch_size=1,
                            on_device=True, seed=5))
-    connector = types.SimpleNamespace(use_distributed_sampler=False)
-    dm.trainer = types.SimpleNamespace(world_size=2, global_rank=1, _accelerator_connector=connector,
+    dm.trainer = types.SimpleNamespace(world_size=2, global_rank=1,
                                        strategy=types.SimpleNamespace(root_device=torch.device("cpu")))
     loader = dm.train_dataloader()
     assert isinstance(loader, DeviceLoader) and len(loader) == 3
     expected = dm.dataset().images[list(EpochSampler(6, 5))[1::2]]  # 6 images: positions 1, 3, 5
     assert torch.equal(torch.cat([x for x, _ in loader]), expected)
-    connector.use_distributed_sampler = True
+
+
+def test_lightning_sharding_the_shards_again_is_refused_before_training(make_cfg):
+    from gan_lab.build import build_trainer
+
     with pytest.raises(UserError, match="trainer.use_distributed_sampler=false"):
-        dm.train_dataloader()
+        build_trainer(make_cfg("trainer.use_distributed_sampler=true"), [], [])
 
 
 def test_measure_throughput_reports_images_per_second(tmp_path):

@@ -162,3 +162,25 @@ def test_every_variant_trains_in_bf16_mixed(make_cfg, tmp_path, model):
         assert summary["final"]["train/extra_g_updates"] > 0
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+
+
+def test_float16_mixed_precision_on_a_cpu_is_refused_before_training(make_cfg):
+    from gan_lab.errors import UserError
+
+    cfg = make_cfg("trainer.precision=16-mixed", "trainer.accelerator=cpu")
+    with pytest.raises(UserError, match=r"trainer.precision=16-mixed needs a GPU.*bf16-mixed"):
+        build_trainer(cfg, [], [])
+
+
+def test_mixed_precision_plugin_keeps_the_configured_plugins(make_cfg):
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from gan_lab.checkpoint_io import AtomicCheckpointIO
+
+    trainer = build_trainer(make_cfg("trainer.precision=bf16-mixed", "trainer.accelerator=cpu"), [], [])
+    plugin = trainer.strategy.precision_plugin
+    assert isinstance(plugin, MixedPrecision) and plugin.device == "cpu" and trainer.precision == "bf16-mixed"
+    # backward and optimizer steps stay outside autocast: the step context opens no autocast region
+    with plugin.train_step_context():
+        assert not torch.is_autocast_enabled("cpu")
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)

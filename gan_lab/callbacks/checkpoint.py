@@ -12,8 +12,4 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 class Checkpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(monitor=self.monitor, mode=self.mode,
-                                        every_n_train_steps=self._every_n_train_steps,
-                                        every_n_epochs=self._every_n_epochs,
-                                        train_time_interval=self._train_time_interval,
-                                        filename=self.filename)
+        return f"{super().state_key}[filename={self.filename!r}]"

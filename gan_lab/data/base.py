@@ -213,17 +213,13 @@ class ImageDataModule(L.LightningDataModule):
     def train_sampler(self) -> EpochSampler:
         """The training order of this process: its rank's share of the epoch under DDP.
 
-        The DataModule shards the data itself (the trainer configs set
-        ``use_distributed_sampler: false``), so that a mid-epoch resume can skip exactly the
-        samples each rank already served."""
+        The DataModule shards the data itself (the Trainer is built with
+        ``use_distributed_sampler: false``, see :func:`gan_lab.build.build_trainer`), so that a
+        mid-epoch resume can skip exactly the samples each rank already served."""
         n = len(self.dataset("train"))
         trainer = self.trainer
         if trainer is None or trainer.world_size == 1:
             return EpochSampler(n, self.seed)
-        if getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
-            raise UserError(f"trainer.use_distributed_sampler=true would shard the training data of the "
-                            f"{trainer.world_size} processes twice ({self.name} shards it by rank itself); "
-                            f"set trainer.use_distributed_sampler=false.")
         return EpochSampler(n, self.seed, rank=trainer.global_rank, world_size=trainer.world_size)
 
     def train_dataloader(self) -> DataLoader:
