@@ -222,6 +222,10 @@ def bench_config(args: argparse.Namespace) -> DictConfig:
                  f"data.batch_size={args.batch_size}", f"trainer.precision={args.precision}",
                  "trainer=gpu" if args.device == "cuda" else "trainer=cpu", *args.overrides]
     cfg = compose(overrides)
+    if "growth" in cfg.callbacks:
+        raise UserError(f"bench train times a step at one fixed resolution, and model={args.model} grows through "
+                        f"resolutions and batch sizes (callbacks.growth); bench a fixed-size model (dcgan, "
+                        f"wgan_gp, cdcgan, cgan_mlp, artgan).")
     with open_dict(cfg):  # what build_datamodule publishes, for synthetic RGB data
         cfg.data.channels = 3
         cfg.data.num_classes = args.num_classes

@@ -22,7 +22,6 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from gan_lab.callbacks.limit import BatchLimit
-from gan_lab.callbacks.resume import after_timer
 from gan_lab.errors import UserError, unwrap_user_error
 from gan_lab.precision import precision_plugins
 
@@ -324,8 +323,7 @@ def sweep_name() -> str | None:
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     """The Trainer; mixed precision autocasts each D/G update, not the whole step (gan_lab.precision).
     ``trainer.enable_progress_bar=false`` drops the configured progress bar callback;
-    ``trainer.max_batches`` (training batches) becomes a :class:`BatchLimit`; the Timer of
-    ``trainer.max_time`` runs before ``ExactResume`` (a time limit mid-epoch is saved resumably)."""
+    ``trainer.max_batches`` (training batches) becomes a :class:`BatchLimit`."""
     if cfg.trainer.get("enable_progress_bar") is False:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     node = cfg.trainer
@@ -346,7 +344,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
             node.pop("precision")
             node.plugins = [*(node.get("plugins") or []), *plugins]
     trainer = make(node, "trainer", callbacks=callbacks, logger=loggers or False)
-    return after_timer(trainer)
+    return trainer
 
 
 def resolved(cfg: DictConfig) -> dict:

@@ -29,8 +29,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from gan_lab.build import (batches_per_epoch, build_callbacks, build_datamodule, build_loggers, build_model,
                            build_trainer, check_batch_size, resolved, setup_datamodule)
-from gan_lab.callbacks.resume import (dhms, epoch_cut_short, epochs_completed, stopped_by_time_limit, time_limit,
-                                      trained_seconds, trainer_max_time)
+from gan_lab.callbacks.clock import dhms, time_limit, trained_seconds, trainer_max_time
+from gan_lab.callbacks.limit import epoch_cut_short, stopped_by_time_limit
+from gan_lab.callbacks.resume import epochs_completed
 from gan_lab.checkpoint_io import not_a_file, read_checkpoint
 from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, check_seed, report_user_error
 from gan_lab.fs import probe_writable
@@ -214,7 +215,7 @@ class RunSummary(L.Callback):
             self.write(trainer, pl_module, "completed")
             return
         # trainer.max_time ended the run (mid-epoch or at an epoch end): resumable as an interruption,
-        # as ExactResume says
+        # as LimitCheckpoint says
         self.write(trainer, pl_module, "interrupted", reason="max_time")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exc: BaseException) -> None:

@@ -8,9 +8,11 @@ state (learning rates included), the last logged values and the sample grid's la
 when one of its candidate values changes that record or raises a :class:`UserError`; a key none of
 whose values does either is ignored, and the test names it.
 
-Exempt (listed with the reason): keys that describe rather than compute (``loss.name``), keys about
-how rather than what (``fused``), and keys whose effect starts after the two batches a test can
-afford (the Progressive GAN schedule, checked by ``tests/test_pggan.py``).
+Exempt (listed with the reason): keys that describe rather than compute (``loss.name``) and keys
+about how rather than what (``fused``). The runs include the callbacks that change what a model
+trains or keeps (``callbacks.growth``, which ``model=pggan`` brings, and ``callbacks.ema``); the EMA's
+key is walked like a model key, the growth schedule's keys act over more images than two batches
+(``tests/test_pggan.py`` checks them).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from gan_lab.build import build_datamodule, build_model
+from gan_lab.build import build_datamodule, build_model, make
 from gan_lab.errors import UserError
 from tests.conftest import CONF, compose_config, NARROW_NETS
 
@@ -30,9 +32,9 @@ EXEMPT = {
     "loss.name": "the objective's name, used in messages and by models that need a given objective",
     "loss.probability": "how D's output is read for the logged D(x); checked by tests/test_losses_noise.py",
     "fused": "how the optimizer runs (one fused kernel), not what it computes",
-    "model.schedule": "the growth schedule acts over hundreds of thousands of images; tests/test_pggan.py checks it",
-    "model.reset_optimizers_on_growth": "acts when a resolution grows in; tests/test_pggan.py checks it",
 }
+#: callbacks that change what a run trains or keeps: built for every recorded run when configured
+TRAINING_CALLBACKS = ("growth", "ema")
 #: values to try for keys whose default is null or a word
 WORDS = {
     "norm": ["none", "instance"], "output": ["sigmoid"], "conditioning": ["branch"], "label_encoding": ["embedding"],
@@ -88,9 +90,11 @@ def record(overrides: list[str]) -> dict[str, object]:
     L.seed_everything(0, verbose=False)
     dm = build_datamodule(cfg)
     model = build_model(cfg)
+    callbacks = [make(cfg.callbacks[name], f"callbacks.{name}") for name in TRAINING_CALLBACKS
+                 if cfg.callbacks.get(name) is not None]
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        log_every_n_steps=1, num_sanity_val_steps=0)
+                        log_every_n_steps=1, num_sanity_val_steps=0, callbacks=callbacks)
     trainer.fit(model, datamodule=dm)
     out: dict[str, object] = {f"state/{k}": v.detach().clone() for k, v in model.state_dict().items()}
     for i, opt in enumerate(trainer.optimizers):
@@ -130,7 +134,7 @@ def walk(base: list[str], prefixes: tuple[str, ...]) -> list[str]:
     cfg = compose_config(base, "/nonexistent/run")
     ignored = []
     for prefix in prefixes:
-        for path, value in leaves(cfg[prefix], prefix):
+        for path, value in leaves(OmegaConf.select(cfg, prefix), prefix):
             honoured = False
             for new in candidates(path, value):
                 text = "null" if new is None else (str(new).lower() if isinstance(new, bool) else str(new).replace(" ", ""))
@@ -149,6 +153,11 @@ def walk(base: list[str], prefixes: tuple[str, ...]) -> list[str]:
 def test_every_model_key_changes_the_run_or_is_refused(model):
     base = [*BASE, f"model={model}", *NARROW[model]]
     assert walk(base, ("model", "loss", "optimizer", "noise")) == []
+
+
+def test_ema_callback_key_changes_the_run():
+    base = [*BASE, "model=dcgan", *NARROW["dcgan"], "callbacks.ema.half_life_images=100"]
+    assert walk(base, ("callbacks.ema",)) == []
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])

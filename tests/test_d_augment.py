@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from gan_lab.build import build_datamodule, build_model
+from gan_lab.build import build_datamodule, build_model, make
 from gan_lab.d_augment import AdaptiveAugment, DiffAugment, ada_pipeline, color, cutout, translation
 from gan_lab.errors import UserError
 from gan_lab.run import train
@@ -61,9 +61,12 @@ def fit(cfg):
     L.seed_everything(cfg.seed, verbose=False)
     dm = build_datamodule(cfg)
     model = build_model(cfg)
+    # the schedule callbacks a model brings with it (model=pggan: its growth and EMA)
+    callbacks = [make(cfg.callbacks[name], f"callbacks.{name}") for name in ("growth", "ema")
+                 if cfg.callbacks.get(name) is not None]
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=3, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        log_every_n_steps=1)
+                        log_every_n_steps=1, callbacks=callbacks)
     trainer.fit(model, datamodule=dm)
     return model, trainer
 

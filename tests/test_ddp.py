@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gan_lab.build import build_model
-from gan_lab.callbacks.resume import ExactResume
+from gan_lab.callbacks.signals import GracefulStop
 from gan_lab.run import train
 from tests.conftest import TINY, run_cli
 
@@ -47,7 +47,7 @@ class RankProbe(L.Callback):
 
 class StopAt(L.Callback):
     """Requests a graceful stop during batch ``batch`` (1-based) as a SIGTERM does (the signal handler
-    only sets ``ExactResume.requested``), on every rank or on ``rank`` only (a signal that reaches the
+    only calls ``GracefulStop.request``), on every rank or on ``rank`` only (a signal that reaches the
     processes at different batches), deterministically whatever the processes' timing."""
 
     def __init__(self, batch: int, rank: int | None = None) -> None:
@@ -55,7 +55,7 @@ class StopAt(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if pl_module.batches_seen + 1 == self.batch and self.rank in (None, trainer.global_rank):
-            next(cb for cb in trainer.callbacks if isinstance(cb, ExactResume)).requested = signal.SIGTERM
+            next(cb for cb in trainer.callbacks if isinstance(cb, GracefulStop)).request(signal.SIGTERM)
 
 
 def ddp_cpu_cli(run: Path, *overrides: str, probe: Path | None = None):

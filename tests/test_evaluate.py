@@ -152,7 +152,10 @@ def test_ema_generator_is_used_when_the_model_keeps_one(digits_run):
     with ema_weights(model) as which:
         ema = sample_images(model, 4, seed=0)
     assert which == "ema" and ema.shape == live.shape and not torch.allclose(ema, live)
-    assert torch.allclose(sample_images(model, 4, seed=0), live)  # the live generator is back
+    assert torch.allclose(sample_images(model, 4, seed=0), ema)  # the module samples from its EMA
+    with ema_weights(model, enabled=False) as which:  # ema=false: the live generator
+        assert which == "live" and torch.allclose(sample_images(model, 4, seed=0), live)
+    assert torch.allclose(sample_images(model, 4, seed=0), ema)  # and the EMA is back after
 
 
 def test_metrics_callback_logs_val_metrics_for_sweeps(make_cfg, tmp_path, cache):

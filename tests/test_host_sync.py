@@ -290,10 +290,12 @@ MODELS = {
     "artgan": ["model=artgan", "data.image_size=16", "model.generator.width=4", "model.samples_per_class=1"],
     "wgan_gp": ["model=wgan_gp", "data.image_size=16", "model.generator.width=4", "model.discriminator.width=4",
                 "model.num_samples=4", "model.n_critic=2"],
-    # 4x4 for two batches, then 8x8 fading in: growth, optimiser reset and resolution change per batch
+    # 4x4 for two batches, then 8x8 fading in: growth, optimiser reset and resolution change per batch,
+    # and the EMA of G updated after every batch (as in the preset)
     "pggan": ["model=pggan", "data.image_size=8", "model.generator.fmap_base=32", "model.generator.fmap_max=8",
               "model.discriminator.fmap_base=32", "model.discriminator.fmap_max=8", "model.num_samples=4",
-              "model.schedule.stages=[{resolution:4,fade_images:0,stable_images:16,batch_size:null},"
+              "callbacks.ema.half_life_images=100",
+              "callbacks.growth.schedule.stages=[{resolution:4,fade_images:0,stable_images:16,batch_size:null},"
               "{resolution:8,fade_images:16,stable_images:1000,batch_size:null}]"],
 }
 

@@ -1,23 +1,29 @@
-"""Progressive GAN: equalized-LR layers, fade-in equivalences, the growth schedule, training with
-per-resolution batch sizes, resume mid-phase and the EMA generator."""
+"""Progressive GAN: equalized-LR layers, fade-in equivalences, the growth schedule and the growth
+callback that drives the model's phase, training with per-resolution batch sizes (epochs end where the
+batch size changes), resume mid-phase, loading for sampling without the callback, and the EMA generator."""
 from __future__ import annotations
 
 import csv
 import json
 import math
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gan_lab.build import build_datamodule, build_model
+from gan_lab.build import build_callbacks, build_datamodule, build_model, make
 from gan_lab.callbacks.curves import TrainingCurves
+from gan_lab.callbacks.growth import Growth
 from gan_lab.errors import UserError
 from gan_lab.models import GrowthSchedule
 from gan_lab.nets.progressive import (EqualizedConv2d, EqualizedLinear, MinibatchStddev, PixelNorm,
                                       ProgressiveDiscriminator, ProgressiveGenerator)
 from gan_lab.run import train
+from gan_lab.runs import load_run
+from tests.conftest import NARROW_NETS
+from tests.test_evaluate import write_run_config
 
 # narrow nets (16 feature maps at most) and a schedule of a few batches per phase on 32x32 digits
 TINY_PGGAN = [
@@ -26,7 +32,7 @@ TINY_PGGAN = [
     "model.discriminator.fmap_base=128", "model.discriminator.fmap_max=16",
     "model.num_samples=16",
     "trainer.limit_train_batches=4",
-    "model.schedule.stages=["
+    "callbacks.growth.schedule.stages=["
     "{resolution:4,fade_images:0,stable_images:32,batch_size:8},"
     "{resolution:8,fade_images:32,stable_images:32,batch_size:8},"
     "{resolution:16,fade_images:32,stable_images:32,batch_size:4},"
@@ -156,10 +162,81 @@ def test_schedule_is_validated_when_loaded(bad, message):
 
 
 def test_bad_schedule_in_config_is_a_user_error(make_cfg):
-    cfg = make_cfg(*TINY_PGGAN, "model.schedule.stages.1.resolution=16")
+    cfg = make_cfg(*TINY_PGGAN, "callbacks.growth.schedule.stages.1.resolution=16")
+    with pytest.raises(UserError, match=r"callbacks.growth.schedule.stages\[1\].resolution=16"):
+        build_callbacks(cfg)
+
+
+# --- the growth callback drives the phase ----------------------------------------------------------
+
+
+class PhaseSpy(L.Callback):
+    """After the growth callback: each trained batch's epoch, size and image side, and the phase after it."""
+
+    def __init__(self):
+        self.batches: list[dict] = []
+        self._start: dict = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._start = {"epoch": trainer.current_epoch, "batch_idx": batch_idx, "size": batch[0].shape[0],
+                       "side": batch[0].shape[-1], "phase_before": pl_module.phase}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.batches.append({**self._start, "images_seen": pl_module.images_seen, "phase": pl_module.phase})
+
+
+def fit_with_growth(cfg, *extra: L.Callback, max_epochs: int):
+    """The model trained by a bare Trainer with only the config's growth callback (and ``extra``)."""
+    L.seed_everything(0, verbose=False)
+    dm = build_datamodule(cfg)
+    model = build_model(cfg)
+    growth = make(cfg.callbacks.growth, "callbacks.growth")
+    trainer = L.Trainer(accelerator="cpu", max_epochs=max_epochs, limit_train_batches=cfg.trainer.limit_train_batches,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[growth, *extra], log_every_n_steps=1)
+    trainer.fit(model, datamodule=dm)
+    return model, growth, trainer
+
+
+def test_growth_callback_sets_the_schedules_phase_and_ends_the_epoch_where_the_batch_size_changes(make_cfg):
+    # epochs of up to 5 batches; batch size 8 until 96 images, then 4: the change comes after the
+    # 2nd batch of epoch 2 (40 + 40 + 16 images), which ends there; epoch 3 has batches of 4
+    spy = PhaseSpy()
+    cfg = make_cfg(*TINY_PGGAN, "trainer.limit_train_batches=5")
+    model, growth, trainer = fit_with_growth(cfg, spy, max_epochs=4)
+    schedule = growth.schedule
+    for b in spy.batches:  # the phase after every batch is the schedule's for the images seen
+        phase = schedule.phase(b["images_seen"])
+        assert b["phase"] == (phase.resolution, phase.alpha)
+        assert b["side"] == b["phase_before"][0]  # the DataModule served the phase's resolution
+    per_epoch = {e: [b["size"] for b in spy.batches if b["epoch"] == e] for e in range(4)}
+    assert per_epoch == {0: [8] * 5, 1: [8] * 5, 2: [8] * 2, 3: [4] * 5}
+    assert [b["images_seen"] for b in spy.batches if b["epoch"] == 2] == [88, 96]
+    assert schedule.phase(96).batch_size == 4 and spy.batches[11]["phase"] == (16, 0.0)
+    assert [b["batch_idx"] for b in spy.batches if b["epoch"] == 3] == [0, 1, 2, 3, 4]  # a new DataLoader
+    assert trainer.reload_dataloaders_every_n_epochs == 1
+    assert model.phase == (16, 0.625) and model.images_seen == 116  # 96 + 5 x 4: 20 of 32 fade-in images
+
+
+def test_pggan_refuses_to_train_without_the_growth_callback(make_cfg):
+    cfg = make_cfg(*TINY_PGGAN, "callbacks.growth=null", "trainer.max_epochs=1")
+    with pytest.raises(UserError, match=r"model=pggan trains only with the growth callback \(callbacks.growth\)"):
+        train(cfg)
+
+
+def test_growth_callback_refuses_a_model_without_phases(make_cfg):
+    cfg = make_cfg("model=dcgan", *NARROW_NETS["dcgan"], "data.image_size=32")
     build_datamodule(cfg)
-    with pytest.raises(UserError, match=r"stages\[1\].resolution=16"):
-        build_model(cfg)
+    model = build_model(cfg)
+    growth = Growth(GrowthSchedule(stages((4, 0, 8, None), (8, 8, 8, None), (16, 8, 8, None), (32, 8, 8, None)), 32))
+    with pytest.raises(UserError, match="callbacks.growth grows a progressive model, but GAN has no set_phase"):
+        growth.setup(None, model, "fit")
+    # the schedule and the nets must end at the same resolution
+    pg_cfg = make_cfg(*TINY_PGGAN)
+    build_datamodule(pg_cfg, setup=False)
+    pg = build_model(pg_cfg)
+    with pytest.raises(UserError, match="the model grows to 32 but callbacks.growth.schedule's target resolution is 16"):
+        Growth(GrowthSchedule(stages((4, 0, 8, None), (8, 8, 8, None), (16, 8, 8, None)), 16)).setup(None, pg, "fit")
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -168,7 +245,7 @@ def test_bad_schedule_in_config_is_a_user_error(make_cfg):
 def test_pggan_grows_to_the_target_resolution(make_cfg, tmp_path):
     # the discriminator refuses images of another size than the phase's resolution, so this run
     # also shows that the DataModule served each resolution
-    cfg = make_cfg(*TINY_PGGAN, "trainer.max_epochs=12")
+    cfg = make_cfg(*TINY_PGGAN, "trainer.max_epochs=12", "callbacks.ema.half_life_images=100")
     assert cfg.loss.name == "wasserstein" and cfg.optimizer.generator.betas == [0.0, 0.99]
     train(cfg)
     run = tmp_path / "run"
@@ -189,7 +266,7 @@ def test_pggan_grows_to_the_target_resolution(make_cfg, tmp_path):
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["final"]["train/resolution"] == 32.0
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert state["gan_lab"]["phase"]["resolution"] == 32
+    assert state["gan_lab"]["phase"] == {"resolution": 32, "alpha": 1.0}
     # the curves have a panel of their own for the growth schedule
     curves = TrainingCurves(str(run / "curves.png"))
     curves.load_state_dict(next(v for k, v in state["callbacks"].items() if k.startswith("TrainingCurves")))
@@ -208,29 +285,48 @@ def test_resume_mid_phase_restores_resolution_and_alpha(make_cfg, tmp_path):
     train(make_cfg(*TINY_PGGAN, "trainer.max_epochs=3", run_dir=first))
     ckpt = first / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    phase = state["gan_lab"]["phase"]
-    assert (phase["resolution"], phase["alpha"], phase["images_seen"], phase["batch_size"]) == (16, 0.0, 96, 4)
-    # a freshly built model restored from the checkpoint is in the same phase
+    assert state["gan_lab"]["phase"] == {"resolution": 16, "alpha": 0.0} and state["gan_lab"]["images_seen"] == 96
+    # a freshly built model restored from the checkpoint is in the same phase, without the callback
     cfg = make_cfg(*TINY_PGGAN, run_dir=tmp_path / "probe")
     build_datamodule(cfg)
     model = build_model(cfg)
-    assert (model.resolution, model.alpha) == (4, 1.0)
+    assert model.phase == (4, 1.0)
     model.on_load_checkpoint(state)
-    assert (model.resolution, model.alpha) == (phase["resolution"], phase["alpha"])
-    # the resumed run trains its first batch in that phase
+    assert model.phase == (16, 0.0)
+    # the resumed run trains its first batch in that phase, at the new stage's batch size
     second = tmp_path / "second"
     train(make_cfg(*TINY_PGGAN, "trainer.max_epochs=4", f"ckpt_path={ckpt}", run_dir=second))
     log = rows(second)
-    assert (log[0]["train/resolution"], log[0]["train/alpha"]) == (phase["resolution"], phase["alpha"])
-    assert log[0]["train/images_seen"] == phase["images_seen"] + 4  # the new stage's batch size
+    assert (log[0]["train/resolution"], log[0]["train/alpha"]) == (16, 0.0)
+    assert log[0]["train/images_seen"] == 96 + 4
+
+
+def test_checkpoint_loads_for_sampling_at_its_phase_without_the_callback(make_cfg, tmp_path):
+    """load_run (evaluate, generate) builds the model alone: the checkpoint's phase comes with it."""
+    run = tmp_path / "run"
+    cfg = make_cfg(*TINY_PGGAN, "trainer.limit_train_batches=3", "trainer.max_epochs=2",
+                   "callbacks.ema.half_life_images=100")
+    write_run_config(cfg, run)
+    train(cfg)
+    loaded = load_run(run, device="cpu")
+    model = loaded.model
+    assert model.phase == (8, 0.5) and model.images_seen == 48
+    images = model.sample_fixed()
+    assert images.shape == (16, 1, 8, 8)
+    # from the EMA generator, at that phase
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ema = {k[len("generator_ema."):]: v for k, v in state["state_dict"].items() if k.startswith("generator_ema.")}
+    assert all(torch.equal(v, model.generator_ema.state_dict()[k]) for k, v in ema.items())
+    expected = model.generator_ema.eval()(model.fixed_noise, 8, 0.5).clamp(-1, 1)
+    assert torch.allclose(images, expected)
+    assert not torch.allclose(images, model.generator.eval()(model.fixed_noise, 8, 0.5).clamp(-1, 1))
 
 
 def test_resume_mid_fade_in(make_cfg, tmp_path):
     first = tmp_path / "first"
     train(make_cfg(*TINY_PGGAN, "trainer.limit_train_batches=3", "trainer.max_epochs=2", run_dir=first))
     state = torch.load(first / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    phase = state["gan_lab"]["phase"]
-    assert phase["images_seen"] == 48 and (phase["resolution"], phase["alpha"]) == (8, 0.5)
+    assert state["gan_lab"]["images_seen"] == 48 and state["gan_lab"]["phase"] == {"resolution": 8, "alpha": 0.5}
     second = tmp_path / "second"
     train(make_cfg(*TINY_PGGAN, "trainer.limit_train_batches=3", "trainer.max_epochs=3",
                    f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", run_dir=second))
@@ -239,7 +335,7 @@ def test_resume_mid_fade_in(make_cfg, tmp_path):
 
 
 def test_stage_without_batch_size_uses_data_batch_size(make_cfg, tmp_path):
-    stages = ("model.schedule.stages=["
+    stages = ("callbacks.growth.schedule.stages=["
               "{resolution:4,fade_images:0,stable_images:16,batch_size:4},"
               "{resolution:8,fade_images:16,stable_images:16,batch_size:null},"
               "{resolution:16,fade_images:16,stable_images:16,batch_size:null},"
@@ -249,37 +345,3 @@ def test_stage_without_batch_size_uses_data_batch_size(make_cfg, tmp_path):
     seen = [r["train/images_seen"] for r in log]
     sizes = [(r["train/resolution"], b - a) for a, b, r in zip([0.0] + seen, seen, log)]
     assert sizes[:4] == [(4, 4)] * 4 and set(sizes[4:]) <= {(8, 16), (16, 16)} and len(sizes) > 4
-
-
-# --- EMA ----------------------------------------------------------------------------------------
-
-
-def test_ema_generator_differs_from_live_weights_and_moves_toward_them(make_cfg, tmp_path):
-    cfg = make_cfg(*TINY_PGGAN, "trainer.max_epochs=1", "model.ema_half_life=100")
-    train(cfg)
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    cfg = make_cfg(*TINY_PGGAN, "model.ema_half_life=100", run_dir=tmp_path / "probe")
-    build_datamodule(cfg)
-    model = build_model(cfg)
-    model.load_state_dict(state["state_dict"])
-    model.on_load_checkpoint(state)
-
-    def distance() -> float:
-        return sum((e - p).pow(2).sum().item() for e, p in
-                   zip(model.generator_ema.parameters(), model.generator.parameters()))
-
-    before = distance()
-    assert before > 0  # EMA lags behind the trained weights
-    model.update_ema(8)
-    after = distance()
-    assert 0 < after < before
-    # with the same live weights each update shrinks the gap by beta = 0.5 ** (8 / 100)
-    assert after == pytest.approx(before * (0.5 ** (8 / 100)) ** 2, rel=1e-3)
-    # samples come from the EMA generator at the current resolution
-    images = model.sample_fixed()
-    assert images.shape == (16, 1, model.resolution, model.resolution)
-    expected = model.generator_ema(model.fixed_noise, model.resolution, model.alpha).clamp(-1, 1)
-    assert torch.allclose(images, expected)
-    model.ema_half_life = 0.0
-    model.update_ema(8)
-    assert distance() == 0.0

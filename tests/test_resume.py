@@ -15,6 +15,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Timer
 
+from gan_lab.callbacks.resume import epochs_completed
 from gan_lab.checkpoint_io import AtomicCheckpointIO
 from gan_lab.errors import TrainingInterrupted, UserError
 from gan_lab.run import train
@@ -26,13 +27,18 @@ NARROW = {"dcgan": ["model.generator.width=8", "model.discriminator.width=8"]}
 
 
 class SignalAt(L.Callback):
-    """Sends ``signum`` to this process at the end of batch ``batch`` (1-based), as SLURM would."""
+    """Sends ``signum`` to this process during batch ``batch`` (1-based; 0: as training starts, before
+    the first batch), as SLURM would."""
 
     def __init__(self, batch: int, signum: int = signal.SIGTERM) -> None:
         self.batch, self.signum = batch, signum
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if pl_module.batches_seen == self.batch:
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.batch == 0:
+            os.kill(os.getpid(), self.signum)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if pl_module.batches_seen + 1 == self.batch:
             os.kill(os.getpid(), self.signum)
 
 
@@ -74,7 +80,7 @@ def test_resume_equals_uninterrupted(model, make_cfg, tmp_path):
 
     # SIGTERM during batch 6 (2nd of epoch 1): stops after it, then resumed
     cut = tmp_path / "cut"
-    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.batch=5"]  # handled at the end of the next batch
+    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.batch=6"]
     with pytest.raises(TrainingInterrupted, match="SIGTERM received: stopped after batch 6"):
         train(make_cfg(*overrides(model, "trainer.max_epochs=2", *kill), run_dir=cut))
     summary = json.loads((cut / "metrics.json").read_text())
@@ -154,7 +160,7 @@ def test_trainer_uses_atomic_checkpoint_io(make_cfg):
 
 def test_ctrl_c_writes_resumable_checkpoint(make_cfg, tmp_path):
     run = tmp_path / "run"
-    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.batch=1",
+    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.batch=2",
             f"+callbacks.kill.signum={int(signal.SIGINT)}"]
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whatever ran before
     with pytest.raises(TrainingInterrupted, match="SIGINT received: stopped after batch 2 .*continue with "
@@ -166,7 +172,77 @@ def test_ctrl_c_writes_resumable_checkpoint(make_cfg, tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["gan_lab"]["batches_seen"] == 2
-    assert state["callbacks"]["ExactResume"]["mid_epoch"] is True
+    assert epochs_completed(state) == (0, 2)  # mid-epoch: 2 batches into epoch 0
+
+
+def test_sigterm_before_the_first_batch_is_served_after_it(make_cfg, tmp_path):
+    """A SIGTERM that Lightning's own handler catches as training starts (before gan_lab's is in place)
+    stops the run after the first batch with a resumable checkpoint, not with Lightning's bare exit."""
+    run = tmp_path / "run"
+    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.batch=0"]
+    with pytest.raises(TrainingInterrupted, match="SIGTERM received: stopped after batch 1 ") as info:
+        train(make_cfg(*overrides("dcgan", *kill), run_dir=run))
+    assert info.value.signum == signal.SIGTERM
+    assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert epochs_completed(state) == (0, 1) and state["gan_lab"]["batches_seen"] == 1
+
+
+class DrawAtBatchEnd(L.Callback):
+    """A callback with work at every batch end that the checkpoint must include: it draws from torch's
+    global generator (as one that samples images at batch ends would)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        torch.rand(1)
+
+
+def test_signal_checkpoint_includes_the_batch_end_work_of_later_listed_callbacks(make_cfg, tmp_path):
+    """The interruption checkpoint is written after every callback's end-of-batch work, wherever the
+    callback is listed: resuming it gives the weights of the uninterrupted run."""
+    draw = ["+callbacks.draw._target_=tests.test_resume.DrawAtBatchEnd"]
+    full = tmp_path / "full"
+    train(make_cfg(*overrides("dcgan", "trainer.max_epochs=2", *draw), run_dir=full))
+    cut = tmp_path / "cut"
+    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.batch=6"]
+    with pytest.raises(TrainingInterrupted, match="stopped after batch 6 "):
+        train(make_cfg(*overrides("dcgan", "trainer.max_epochs=2", *draw, *kill), run_dir=cut))
+    resumed = tmp_path / "resumed"
+    train(make_cfg(*overrides("dcgan", "trainer.max_epochs=2", *draw, f"ckpt_path={cut / 'checkpoints' / 'last.ckpt'}"),
+                   run_dir=resumed))
+    assert_same(weights(full)[0], weights(resumed)[0])
+
+
+def test_signal_in_the_last_batch_of_an_epoch_is_served_after_the_next(make_cfg, tmp_path):
+    """A signal during the last batch of an epoch waits for the epoch-end hooks and stops after the next
+    batch, also in a part resumed mid-epoch (the position in the epoch is the resumed one)."""
+    cut = tmp_path / "cut"
+    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt"]
+    with pytest.raises(TrainingInterrupted, match=r"stopped after batch 6 \(epoch 1\)"):
+        train(make_cfg(*overrides("dcgan", "trainer.max_epochs=3", *kill, "+callbacks.kill.batch=6"), run_dir=cut))
+    again = tmp_path / "again"
+    with pytest.raises(TrainingInterrupted, match=r"stopped after batch 9 \(epoch 2\)"):
+        train(make_cfg(*overrides("dcgan", "trainer.max_epochs=3", *kill, "+callbacks.kill.batch=8",
+                                  f"ckpt_path={cut / 'checkpoints' / 'last.ckpt'}"), run_dir=again))
+    state = torch.load(again / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert epochs_completed(state) == (2, 1) and state["gan_lab"]["batches_seen"] == 9
+
+
+@pytest.mark.parametrize("stop_last", [False, True], ids=["stop_listed_first", "stop_listed_last"])
+def test_signal_and_batch_limit_in_the_same_batch(make_cfg, tmp_path, stop_last):
+    """SIGTERM during the batch that reaches trainer.max_batches (mid-epoch): the signal wins, whatever the
+    order of the callbacks in the config: interrupted, 1 completed epoch, one mid-epoch last.ckpt."""
+    run = tmp_path / "run"
+    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.batch=6"]
+    late = ["callbacks.graceful_stop=null", "+callbacks.stop_late._target_=gan_lab.callbacks.GracefulStop",
+            f"+callbacks.stop_late.dirpath={run / 'checkpoints'}"] if stop_last else []
+    with pytest.raises(TrainingInterrupted, match="SIGTERM received: stopped after batch 6 "):
+        train(make_cfg(*overrides("dcgan", "trainer.max_epochs=-1", "trainer.max_batches=6", *kill, *late),
+                       run_dir=run))
+    summary = json.loads((run / "metrics.json").read_text())
+    assert (summary["status"], summary["epochs"], summary["batches_seen"]) == ("interrupted", 1, 6)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert epochs_completed(state) == (1, 2)
 
 
 def test_max_steps_checkpoint_resumes_at_next_epoch(make_cfg, tmp_path):
@@ -175,7 +251,7 @@ def test_max_steps_checkpoint_resumes_at_next_epoch(make_cfg, tmp_path):
     train(make_cfg(*overrides("dcgan", "trainer.max_epochs=3", "trainer.max_steps=10"), run_dir=run))
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["gan_lab"]["batches_seen"] == 5
-    assert state["callbacks"]["ExactResume"]["mid_epoch"] is False
+    assert epochs_completed(state) == (2, None)  # epoch 1 closed after its first batch
 
 
 class BatchClock(Timer):
@@ -212,7 +288,7 @@ def test_time_limit_mid_epoch_writes_an_exact_mid_epoch_checkpoint(make_cfg, tmp
         summary = json.loads((cut / "metrics.json").read_text())
         assert (summary["status"], summary["reason"], summary["batches_seen"]) == ("interrupted", "max_time", seconds)
         ckpt = cut / "checkpoints" / "last.ckpt"
-        assert weights(cut)[1]["callbacks"]["ExactResume"]["mid_epoch"] is (seconds == 6)
+        assert epochs_completed(weights(cut)[1]) == ((1, 2) if seconds == 6 else (1, None))
         with pytest.raises(UserError, match=r"trainer.max_time \(0:00:0\d of training\) is already spent: the run of "
                                             r"ckpt_path=.* trained for 0:00:0\d; raise trainer.max_time"):
             train(make_cfg(*overrides("dcgan", "trainer.max_epochs=2", *clock(seconds), f"ckpt_path={ckpt}"),
@@ -237,7 +313,7 @@ def test_max_batches_stops_after_that_batch_and_resumes_exactly(make_cfg, tmp_pa
     summary = json.loads((cut / "metrics.json").read_text())
     assert (summary["status"], summary["batches_seen"]) == ("completed", 6)
     _, state = weights(cut)
-    assert state["callbacks"]["ExactResume"]["mid_epoch"] is True and state["gan_lab"]["batches_seen"] == 6
+    assert epochs_completed(state) == (1, 2) and state["gan_lab"]["batches_seen"] == 6
     assert not list((cut / "checkpoints").glob(".max_batches*"))  # moved in place of last.ckpt
     ckpt = cut / "checkpoints" / "last.ckpt"
     with pytest.raises(UserError, match=r"trainer.max_batches=6 is already reached: the run of ckpt_path=.* "

@@ -138,3 +138,8 @@ class DivergenceGuard(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.strikes = int(state_dict.get("strikes", 0))
         self._batches = int(state_dict.get("batches", 0))
+
+
+def divergence_guard(trainer: L.Trainer) -> DivergenceGuard | None:
+    """The trainer's divergence guard, if it has one."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, DivergenceGuard)), None)

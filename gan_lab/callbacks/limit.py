@@ -1,17 +1,39 @@
-"""``trainer.max_batches``: stop after a number of training batches (the studies' "iterations").
+"""Limits that end a run inside an epoch: ``trainer.max_batches``, and the checkpoint of any such limit.
 
+``trainer.max_batches`` stops after a number of training batches (the studies' "iterations").
 Lightning's ``max_steps`` counts optimiser steps, ``n_critic + n_gen`` per batch with manual
 optimisation (and fewer during ArtGAN's D-only pre-training), so a study stated in iterations
-cannot be written with it. This callback reads the module's own ``batches_seen`` (saved in
+cannot be written with it. :class:`BatchLimit` reads the module's own ``batches_seen`` (saved in
 checkpoints, so a resumed run counts the batches of every part) and asks the Trainer to stop after
-the batch that reaches the limit; ``ExactResume`` then saves that batch's state, so a run resumed
-with a larger limit continues exactly.
+the batch that reaches the limit.
+
+A limit reached in the middle of an epoch (``trainer.max_batches``, or the time limit
+``trainer.max_time`` of Lightning's ``Timer``) ends that epoch early, and Lightning's epoch-end
+checkpoint would resume at the *next* epoch, silently skipping the rest of this one.
+:class:`LimitCheckpoint` writes a mid-epoch checkpoint at the batch where the limit stopped training
+and, once the fit has ended normally (epoch-end hooks, evaluations, final grids), puts it in place of
+``last.ckpt``: a run resumed with a larger limit trains the rest of that epoch and continues exactly.
+It is a Lightning ``Checkpoint`` callback, and Lightning runs checkpoint callbacks after all others:
+at the end of a batch the Timer has decided, and every other callback has done its work on that
+batch, before it saves (no particular place in the config is needed).
 """
 from __future__ import annotations
 
-import lightning as L
+import logging
+import os
+import sys
+from pathlib import Path
 
+import lightning as L
+from lightning.pytorch.callbacks import Checkpoint
+
+from gan_lab.callbacks.clock import time_limit, trainer_max_time
+from gan_lab.callbacks.divergence import divergence_guard
+from gan_lab.callbacks.resume import ends_epoch
+from gan_lab.callbacks.steps import batches_seen
 from gan_lab.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class BatchLimit(L.Callback):
@@ -39,3 +61,87 @@ class BatchLimit(L.Callback):
 
 def batch_limit(trainer: L.Trainer) -> BatchLimit | None:
     return next((cb for cb in trainer.callbacks if isinstance(cb, BatchLimit)), None)
+
+
+class LimitCheckpoint(Checkpoint):
+    """Saves the batch where ``trainer.max_time`` or ``trainer.max_batches`` cut an epoch short, as ``last.ckpt``.
+
+    Args:
+        dirpath: folder of ``last.ckpt`` (``<run>/checkpoints``).
+        filename: name of the checkpoint it replaces.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "last.ckpt") -> None:
+        self.path = Path(dirpath) / filename
+        self.cut_at: int | None = None  # batches into the epoch that a limit cut short
+        self.cut_by: str | None = None  # the limit that did: "max_time" or "max_batches"
+        self._written: Path | None = None  # the mid-epoch checkpoint, until it replaces last.ckpt
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.cut_at = self.cut_by = self._written = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if ends_epoch(trainer, batch_idx):
+            return  # the epoch-end checkpoint is the resumable one
+        limit = self._limit_reached(trainer, pl_module)
+        if limit is None:
+            return
+        guard = divergence_guard(trainer)
+        if guard is not None and not guard.weights_finite(pl_module):
+            log.warning("trainer.%s reached with non-finite weights: no mid-epoch checkpoint written.", limit)
+            return
+        # this batch's state, before the epoch-end hooks step the schedulers, beside last.ckpt
+        path = self.path.with_name(f".{limit}.{self.path.name}")
+        trainer.save_checkpoint(path, weights_only=False)
+        self._written, self.cut_by, self.cut_at = path, limit, batch_idx + 1
+
+    @staticmethod
+    def _limit_reached(trainer: L.Trainer, pl_module: L.LightningModule) -> str | None:
+        """The limit that stops training after this batch, if any. The Timer (an ordinary callback,
+        so it has run by now) decided on process 0 and told every process through ``should_stop``."""
+        timer = time_limit(trainer)
+        if trainer.should_stop and timer is not None and trainer.strategy.broadcast(timer.time_remaining() <= 0):
+            return "max_time"
+        limit = batch_limit(trainer)
+        if limit is not None and limit.reached(pl_module):
+            return "max_batches"
+        return None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        if self._written is not None:
+            os.replace(self._written, self.path)  # after every epoch-end save of last.ckpt
+            self._written = None
+        if stopped_by_time_limit(trainer):  # mid-epoch or at an epoch end
+            print(f"gan_lab: the time limit trainer.max_time ({trainer_max_time(trainer)} of training) was "
+                  f"reached after batch {batches_seen(trainer, pl_module)}, saved in "
+                  f"{self.path}; continue with ckpt_path={self.path} and a larger trainer.max_time (it counts "
+                  f"the time of every part of the run).", file=sys.stderr)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # the fit did not end normally (e.g. a signal in the same batch saved last.ckpt itself)
+        if trainer.is_global_zero and self._written is not None:
+            self._written.unlink(missing_ok=True)
+        self._written = None
+
+
+def epoch_cut_short(trainer: L.Trainer) -> int | None:
+    """At the end of an epoch that ``trainer.max_time`` or ``trainer.max_batches`` ended early: the
+    batches trained in it (the epoch is not complete); ``None`` otherwise, and for a fit that an
+    exception interrupted before that epoch's end (a signal in the same batch, a divergence)."""
+    if trainer.interrupted:
+        return None
+    return next((cb.cut_at for cb in trainer.callbacks if isinstance(cb, LimitCheckpoint)), None)
+
+
+def stopped_by_time_limit(trainer: L.Trainer) -> bool:
+    """Whether a fit that ended normally was ended by ``trainer.max_time`` before its epochs or steps."""
+    timer = time_limit(trainer)
+    if timer is None or timer.time_remaining() > 0:
+        return False
+    if any(isinstance(cb, LimitCheckpoint) and cb.cut_by == "max_time" for cb in trainer.callbacks):
+        return True  # it cut an epoch short (maybe the last one)
+    epochs_left = trainer.max_epochs is None or trainer.max_epochs < 0 or trainer.current_epoch < trainer.max_epochs
+    steps_left = trainer.max_steps < 0 or trainer.global_step < trainer.max_steps
+    return epochs_left and steps_left

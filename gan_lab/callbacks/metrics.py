@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
-from gan_lab.callbacks.resume import epoch_cut_short
+from gan_lab.callbacks.limit import epoch_cut_short
 from gan_lab.metrics.records import append_evaluation
 from gan_lab.metrics.suite import Evaluator
 

@@ -6,8 +6,9 @@ same seed gives the same images, and a callback that samples mid-training leaves
 stream untouched.
 
 EMA convention: a model that keeps an exponential moving average of its generator exposes it as
-the attribute ``generator_ema`` (a module with the generator's call signature and state);
-:func:`ema_weights` swaps it in as ``generator`` while sampling.
+the attribute ``generator_ema`` (a module with the generator's call signature and state, attached by
+the EMA callback or by loading a checkpoint that has one), and its ``sample`` draws from it;
+:func:`ema_weights` chooses between it and the live generator.
 """
 from __future__ import annotations
 
@@ -27,16 +28,21 @@ def uses_ema(model) -> bool:
 
 @contextmanager
 def ema_weights(model, enabled: bool = True) -> Iterator[str]:
-    """Sample from ``generator_ema`` when the model has one (yields ``"ema"`` or ``"live"``)."""
-    if not (enabled and uses_ema(model)):
+    """Sample from ``generator_ema`` when the model has one and ``enabled``, else from the live
+    generator (yields ``"ema"`` or ``"live"``). The model's ``sample`` uses ``generator_ema`` when
+    it is set, so the live generator is chosen by unsetting it for the duration."""
+    if not uses_ema(model):
         yield "live"
         return
-    live, ema = model.generator, model.generator_ema
-    model.generator = ema
-    try:
+    if enabled:
         yield "ema"
+        return
+    ema = model.generator_ema
+    model.generator_ema = None
+    try:
+        yield "live"
     finally:
-        model.generator = live
+        model.generator_ema = ema
 
 
 @contextmanager

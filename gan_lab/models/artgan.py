@@ -102,7 +102,6 @@ class ArtGAN(ConditionalGAN):
         self.pretrain_batches = 0      # D-only batches done (pre-training)
         self.extra_g_updates = 0       # adaptive generator updates done
         self._real_features: Tensor | None = None
-        self._d_too_strong = False
 
     # --- conditioning hooks -------------------------------------------------------------
 
@@ -163,8 +162,12 @@ class ArtGAN(ConditionalGAN):
             terms["recon_loss"] = recon.detach()
         return logits, extra, terms
 
-    def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
+    def d_step(self, real: Tensor, labels: Tensor, fake: Tensor | None, fake_labels: Tensor | None) -> dict[str, Tensor]:
         real_logits, extra, terms = self.real_pass(real, labels)
+        if fake is None:  # pre-training: D learns the real classes alone
+            self._real_features = None
+            terms["d_loss"] = self.loss.discriminator(real_logits, None, self.real_classes(labels), None) + extra
+            return terms
         fake_logits = self.discriminate(self.noisy_fake(fake), fake_labels)
         d_loss = self.loss.discriminator(real_logits, fake_logits, self.real_classes(labels),
                                          self.fake_classes(fake.shape[0]))
@@ -185,50 +188,35 @@ class ArtGAN(ConditionalGAN):
             recon = reconstruction_loss(self.generator.decoder(features), real)
             terms["g_loss"] = adv + self.reconstruction_weight * recon
             terms["recon_loss"] = recon.detach()
+        if self.extra_g_when is not None:
+            # filled on the device: torch.tensor(number, device=...) is a blocking host-to-device copy
+            terms["extra_g_updates"] = torch.full((), float(self.extra_g_updates), device=self.device)
         return terms
 
-    # --- loop: pre-training and adaptive generator updates --------------------------------
+    # --- the schedule of updates: pre-training and adaptive generator updates ----------------
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+    def d_updates(self) -> int:
+        """One D update per pre-training batch (on the real batch alone), ``n_critic`` afterwards."""
+        return 1 if self.pretraining else self.n_critic
+
+    def d_sees_fakes(self) -> bool:
+        """Pre-training draws no fakes: D learns the real classes alone."""
+        return not self.pretraining
+
+    def g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
+        """None while pre-training; ``n_gen``, plus one when D is too strong (``extra_g_when``)."""
         if self.pretraining:
-            return self.pretrain_step(batch)
-        return super().training_step(batch, batch_idx)
-
-    def pretrain_step(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
-        """D learns the real classes alone: no fakes drawn, no generator update."""
-        real, labels = batch
-        real = self.augment_for_d(self.to_model_range(real))
-        opt_d, _ = self.optimizers()
-        with self.autocast():
-            logits, extra, terms = self.real_pass(real, labels)
-            loss = self.loss.discriminator(logits, None, self.real_classes(labels), None) + extra
-        self._real_features = None
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt_d.step()
-        self.observe_real(real.shape[0])
-        terms.update(self.augment_terms())
-        terms["d_loss"] = loss.detach()
-        self.batches_seen += 1
-        self.images_seen += real.shape[0] * self.trainer.world_size
-        self.pretrain_batches += 1
-        self.log_terms(terms)
-        return terms
-
-    def on_train_epoch_end(self) -> None:
-        """The lr schedule counts adversarial epochs: pre-training epochs run at the schedule's
-        first learning rate and do not advance it (the study's table starts after pre-training)."""
-        if not self.pretraining:
-            super().on_train_epoch_end()
-
-    def discriminator_update(self, opt, real, labels, fake, fake_labels) -> dict[str, Tensor]:
-        terms = super().discriminator_update(opt, real, labels, fake, fake_labels)
-        self._d_too_strong = self.discriminator_too_strong(terms)
-        return terms
+            self.pretrain_batches += 1
+            return 0
+        if self.discriminator_too_strong(d_terms):
+            self.extra_g_updates += 1
+            return self.n_gen + 1
+        return self.n_gen
 
     def discriminator_too_strong(self, terms: Mapping[str, Tensor]) -> bool:
-        """Whether D dominates: one host synchronisation per batch when ``extra_g_when`` is set (the
-        decision needs D's loss or accuracy on the host), none otherwise."""
+        """Whether D dominates, judged on the last D update's terms: one host synchronisation per batch
+        when ``extra_g_when`` is set (the decision needs D's loss or accuracy on the host), none
+        otherwise."""
         if self.extra_g_when == "d_loss":
             return float(terms["d_loss"].detach()) < self.extra_g_threshold
         if self.extra_g_when == "d_acc":
@@ -236,20 +224,11 @@ class ArtGAN(ConditionalGAN):
             return float(acc) > self.extra_g_threshold
         return False
 
-    def generator_update(self, opt, fake, fake_labels, real, labels) -> dict[str, Tensor]:
-        terms = super().generator_update(opt, fake, fake_labels, real, labels)
-        if self._d_too_strong:
-            self._d_too_strong = False
-            n = fake.shape[0]
-            z, extra_labels = self.noise.sample(n, self.device), self.sample_labels(n)
-            with self.autocast():
-                extra = self.generate(z, extra_labels)
-            terms = super().generator_update(opt, self.augment_for_d(extra), extra_labels, real, labels)
-            self.extra_g_updates += 1
-        if self.extra_g_when is not None:
-            # filled on the device: torch.tensor(number, device=...) is a blocking host-to-device copy
-            terms["extra_g_updates"] = torch.full((), float(self.extra_g_updates), device=self.device)
-        return terms
+    def on_train_epoch_end(self) -> None:
+        """The lr schedule counts adversarial epochs: pre-training epochs run at the schedule's
+        first learning rate and do not advance it (the study's table starts after pre-training)."""
+        if not self.pretraining:
+            super().on_train_epoch_end()
 
     # --- checkpoint state ---------------------------------------------------------------
 

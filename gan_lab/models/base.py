@@ -3,7 +3,9 @@
 Per batch, ``n_critic`` discriminator updates then ``n_gen`` generator updates. Each phase's
 objective is a method (``d_step``, ``g_step``) returning a dict of named loss terms; a variant
 changes the algorithm by overriding those methods (or ``generate`` / ``discriminate`` /
-``sample_labels`` for conditioning), never through flags in this class.
+``sample_labels`` for conditioning), never through flags in this class. A variant changes *how
+many* updates a batch gets through its schedule hooks (``d_updates``, ``d_sees_fakes``,
+``g_updates``: ArtGAN's pre-training and extra G updates), never by writing another loop.
 
 Step counting: with manual optimisation Lightning's ``trainer.global_step`` counts every
 ``optimizer.step()``, i.e. ``n_critic + n_gen`` per batch, and ``trainer.max_steps`` uses the same
@@ -12,6 +14,8 @@ checkpoints) and logs them.
 """
 from __future__ import annotations
 
+import copy
+import logging
 from contextlib import contextmanager
 from typing import Any, Callable, ContextManager, Iterator, Mapping
 
@@ -24,6 +28,8 @@ from gan_lab.errors import UserError
 from gan_lab.losses import GANLoss
 from gan_lab.noise import Noise
 from gan_lab.precision import phase_context
+
+log = logging.getLogger("gan_lab")
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -89,6 +95,10 @@ class GAN(L.LightningModule):
         self._real_outputs: Tensor | None = None  # D's raw outputs on the last real batch (for ADA)
         self.batches_seen = 0
         self.images_seen = 0
+        #: the exponential moving average of G that draws the samples, attached by the EMA callback
+        #: (``callbacks.ema``) or by loading a checkpoint that has one; ``None`` without
+        self.generator_ema: nn.Module | None = None
+        self._epoch_end_requested = False
 
     # --- conditioning hooks (a conditional variant overrides these three) ----------------
 
@@ -157,6 +167,23 @@ class GAN(L.LightningModule):
         """Generator objective on a fake batch that carries G's graph; must return ``g_loss``."""
         return {"g_loss": self.loss.generator(self.discriminate(fake, fake_labels))}
 
+    # --- the schedule of updates (a variant overrides these; the loop below stays the only loop) --
+
+    def d_updates(self) -> int:
+        """Discriminator updates in this batch (``n_critic``)."""
+        return self.n_critic
+
+    def d_sees_fakes(self) -> bool:
+        """Whether this batch's discriminator updates see generated images (``False`` for an update on
+        real images alone, e.g. ArtGAN's pre-training: no latents are drawn and ``d_step`` gets
+        ``fake=None``)."""
+        return True
+
+    def g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
+        """Generator updates in this batch, decided after the discriminator updates from their terms
+        (``n_gen``; a variant may return more when D dominates, or 0 while G must not train)."""
+        return self.n_gen
+
     # --- the loop -----------------------------------------------------------------------
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
@@ -167,19 +194,23 @@ class GAN(L.LightningModule):
         terms: dict[str, Tensor] = {}
         fake = fake_labels = None
         real_d = real
-        for i in range(self.n_critic):
-            # The last critic step's fakes keep G's graph so the first G update reuses them:
-            # G runs once per batch when n_critic = n_gen = 1.
-            keep = i == self.n_critic - 1
-            z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
-            with torch.set_grad_enabled(keep), self.autocast():
-                fake = self.generate(z, fake_labels)
+        n_d, with_fakes = self.d_updates(), self.d_sees_fakes()
+        for i in range(n_d):
+            fake_d = None
+            if with_fakes:
+                # The last critic step's fakes keep G's graph so the first G update reuses them:
+                # G runs once per batch when n_critic = n_gen = 1.
+                keep = i == n_d - 1
+                z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
+                with torch.set_grad_enabled(keep), self.autocast():
+                    fake = self.generate(z, fake_labels)
             real_d = self.augment_for_d(real)
-            terms.update(self.discriminator_update(opt_d, real_d, labels, self.augment_for_d(fake.detach()),
-                                                   fake_labels))
+            if with_fakes:
+                fake_d = self.augment_for_d(fake.detach())
+            terms.update(self.discriminator_update(opt_d, real_d, labels, fake_d, fake_labels))
             self.observe_real(n)
-        for j in range(self.n_gen):
-            if j > 0:
+        for j in range(self.g_updates(terms)):
+            if j > 0 or fake is None:
                 z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
                 with self.autocast():
                     fake = self.generate(z, fake_labels)
@@ -280,11 +311,29 @@ class GAN(L.LightningModule):
         """Under DDP every rank was seeded alike; give each rank its own noise (and augmentation)
         stream, derived from that common state, so the run stays a function of seed and world size.
 
-        Done in ``setup``, before a checkpoint is restored: on a resume ``ExactResume`` then sets
+        Done in ``setup``, before a checkpoint is restored: on a resume ``RngState`` then sets
         each rank's own saved generator states over these."""
         if stage == "fit" and self.trainer.world_size > 1:
             common = int(torch.randint(0, 2**31 - 1, (1,)).item())  # identical on every rank
             torch.manual_seed(common + 1_000_003 * self.trainer.global_rank)
+
+    # --- ending an epoch early (the way a schedule callback ends one) ----------------------
+
+    def request_epoch_end(self) -> None:
+        """End the current epoch before the batch that is about to train (that batch is not used).
+
+        Lightning lets only the LightningModule end an epoch, by returning -1 from its
+        ``on_train_batch_start``. A schedule callback that needs a new epoch (the growth schedule,
+        when the batch size changes and the DataLoader must be rebuilt) calls this from its own
+        ``on_train_batch_start``, which Lightning runs just before the module's: the callback
+        decides, the module obeys. A request made elsewhere applies at the next batch."""
+        self._epoch_end_requested = True
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        if self._epoch_end_requested:
+            self._epoch_end_requested = False
+            return -1
+        return None
 
     def on_train_epoch_end(self) -> None:
         schedulers = self.lr_schedulers()
@@ -313,20 +362,44 @@ class GAN(L.LightningModule):
 
     # --- sampling -----------------------------------------------------------------------
 
+    def attach_generator_ema(self) -> nn.Module:
+        """Give the module an exponential moving average of G (``generator_ema``), a frozen copy of the
+        generator as it is now, unless it has one; returns it.
+
+        The EMA callback (``callbacks.ema``) attaches it in its ``setup`` hook, before Lightning restores
+        a checkpoint, and updates it after every batch; loading a checkpoint that holds one attaches it
+        too (:meth:`on_load_checkpoint`). Being a submodule, it is saved in every checkpoint's
+        ``state_dict`` (as ``generator_ema.*``) and moves with the module between devices."""
+        if self.generator_ema is None:
+            ema = copy.deepcopy(self.generator).requires_grad_(False)
+            # a generator compiled in place (callbacks.fast_path.compile) keeps its compiled call, which
+            # a copy shares and which would run the *live* weights: the copy runs eagerly
+            for module in ema.modules():
+                if getattr(module, "_compiled_call_impl", None) is not None:
+                    module._compiled_call_impl = None
+            self.generator_ema = ema
+        return self.generator_ema
+
     @torch.no_grad()
     def sample(self, z: Tensor | None = None, labels: Tensor | None = None, n: int | None = None) -> Tensor:
-        """Images in [-1, 1] from the generator in eval mode (training mode restored after)."""
+        """Images in [-1, 1] from the generator in eval mode (training mode restored after): from
+        ``generator_ema`` when the module has one (sample grids, metrics, evaluation and generation
+        all draw through here), else from the live generator."""
         if z is None:
             z = self.noise.sample(n or self.num_samples, self.device)
         if labels is None:
             labels = torch.zeros(z.shape[0], dtype=torch.long, device=self.device)
-        was_training = self.generator.training
-        self.generator.eval()
+        live = self.generator
+        net = self.generator_ema if self.generator_ema is not None else live
+        was_training = net.training
+        net.eval()
+        self.generator = net  # ``generate`` (which variants override) runs ``self.generator``
         try:
             images = self.generate(z.to(self.device), labels.to(self.device)).float()
             return self.to_data_range(images).clamp(-1, 1)
         finally:
-            self.generator.train(was_training)
+            self.generator = live
+            net.train(was_training)
 
     def sample_fixed(self) -> Tensor:
         """The fixed-noise grid images (same latents every epoch and after resume)."""
@@ -337,8 +410,17 @@ class GAN(L.LightningModule):
     def check_state_dict(self, state: Mapping[str, Tensor], source: str | None = None) -> None:
         """One sentence, instead of PyTorch's report of every key, when a checkpoint holds other nets
         than this config builds (another model, width, image size or latent size); ``source`` names
-        the checkpoint in it (by default the trainer's ``ckpt_path``)."""
-        own = self.state_dict()
+        the checkpoint in it (by default the trainer's ``ckpt_path``).
+
+        The EMA generator may be on one side only: a checkpoint's ``generator_ema.*`` weights are
+        attached on loading (:meth:`on_load_checkpoint`), and an EMA the checkpoint lacks starts from
+        its generator's weights; either way they must fit the generator this config builds."""
+        own = dict(self.state_dict())
+        theirs_ema = any(k.startswith(EMA_PREFIX) for k in state)
+        if not theirs_ema:
+            own = {k: v for k, v in own.items() if not k.startswith(EMA_PREFIX)}
+        elif self.generator_ema is None:
+            own.update(ema_keys(own))
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         resized = [(k, list(state[k].shape), list(own[k].shape)) for k in own
@@ -369,8 +451,42 @@ class GAN(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # called before the weights are loaded (by Lightning and by gan_lab.runs.load_run)
         self.check_state_dict(checkpoint.get("state_dict", {}))
+        self.match_generator_ema(checkpoint.get("state_dict", {}))
         state = checkpoint.get("gan_lab", {})
         self.batches_seen = int(state.get("batches_seen", 0))
         self.images_seen = int(state.get("images_seen", 0))
         if self.adaptive_augment and "d_augment" in state:
             self.d_augment.load_state(state["d_augment"], self.device)
+
+    def match_generator_ema(self, state: dict[str, Tensor]) -> None:
+        """Make the module and a checkpoint's ``state_dict`` agree on the EMA generator before the
+        weights are loaded:
+
+        - the checkpoint has one and the module none: outside training (``load_run``: evaluate,
+          generate, explore) it is attached, so samples come from it; in a training run without
+          the EMA callback it is left out (nothing would update it), with a warning;
+        - the module has one (the EMA callback is on) and the checkpoint none: the EMA starts from
+          the checkpoint's generator weights."""
+        theirs = [k for k in state if k.startswith(EMA_PREFIX)]
+        if theirs and self.generator_ema is None:
+            if self._trainer is None:
+                self.attach_generator_ema()
+            else:
+                log.warning("the checkpoint holds an EMA of the generator but callbacks.ema is off in this run: "
+                            "the EMA is not carried on and samples come from the live generator.")
+                for key in theirs:
+                    del state[key]
+        elif not theirs and self.generator_ema is not None:
+            generator = {k: v for k, v in state.items() if k.startswith("generator.")}
+            if generator:
+                log.info("the checkpoint has no EMA of the generator: it starts from the generator's weights.")
+                state.update({k: v.clone() for k, v in ema_keys(generator).items()})
+
+
+#: the prefix of the EMA generator's weights in a ``state_dict``
+EMA_PREFIX = "generator_ema."
+
+
+def ema_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The generator's entries of a ``state_dict`` under the EMA generator's names."""
+    return {EMA_PREFIX + k[len("generator."):]: v for k, v in state.items() if k.startswith("generator.")}

@@ -3,7 +3,9 @@ at full strength, and the batch size.
 
 The phase (resolution, alpha, batch size) is a pure function of the number of training images
 seen, so a checkpoint that holds ``images_seen`` resumes the same phase, and a test can ask where
-the schedule stands after any number of images.
+the schedule stands after any number of images. The growth callback
+(:class:`gan_lab.callbacks.growth.Growth`, ``callbacks.growth``) holds the schedule and drives the
+model's phase with it; the model knows nothing of the schedule.
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ class GrowthSchedule:
     """
 
     def __init__(self, stages: Sequence[Mapping[str, Any]], target_resolution: int) -> None:
-        where = "model.schedule.stages"
+        where = "callbacks.growth.schedule.stages"
         if not isinstance(stages, Sequence) or isinstance(stages, (str, bytes)) or not stages:
             raise UserError(f"{where} must be a non-empty list of stages like {{resolution: 4, "
                             f"fade_images: 0, stable_images: 600000, batch_size: 16}}.")

@@ -1,27 +1,23 @@
 """Progressive GAN (Karras et al. 2018): WGAN-GP with drift, grown from 4x4 with fade-ins.
 
-The variant decides *when* to grow (its :class:`~gan_lab.models.growth.GrowthSchedule`, a function
-of the images seen); the nets of :mod:`gan_lab.nets.progressive` know *how* (``resolution`` and
-``alpha`` arguments). Per batch the module:
+The module says *what* a phase computes: its nets (:mod:`gan_lab.nets.progressive`) run at the
+phase's ``resolution`` and fade-in weight ``alpha``, and the critic step adds gradient penalty and
+drift. *When* the phase changes is the growth schedule's business: the
+:class:`~gan_lab.callbacks.growth.Growth` callback (``callbacks.growth``, brought by
+``conf/model/pggan.yaml``) computes the phase from the images seen and calls :meth:`PGGAN.set_phase`;
+it also points the DataModule at the resolution, changes the batch size and resets the optimisers.
+The module never reads the Trainer or the DataModule.
 
-1. reads the phase (resolution, alpha, batch size) from the schedule;
-2. trains D and G at that phase (the base loop; the critic step adds gradient penalty and drift);
-3. updates the exponential moving average of G's weights (``generator_ema``, used for samples);
-4. asks the DataModule for the next batch's resolution (``set_resolution``: area downsampling of
-   the cached full-size images on the device).
+Without that callback the phase would never change, so the module refuses to train without it
+(one sentence naming the fix). Outside training (evaluation, generation) no callback is needed: the
+phase is saved in the checkpoint and restored with it, so a loaded model samples at the resolution
+and alpha it had when the checkpoint was written.
 
-Batch size per resolution: a DataLoader's batch size is fixed, so when a stage needs another one
-the module ends the epoch early (``on_train_batch_start`` returns -1, the batch is not used) and
-the Trainer rebuilds the DataLoader with ``datamodule.batch_size`` at the next epoch (the module
-sets ``reload_dataloaders_every_n_epochs=1`` when the schedule has more than one batch size).
-Epochs therefore end at those growth points as well as after a pass over the data.
-
-Checkpoints hold ``images_seen`` (base) and the phase; the phase is recomputed from the images
-seen on resume, so a resumed run continues the same resolution and alpha.
+The EMA of G that draws the samples is the generic :class:`~gan_lab.callbacks.ema.EMA` callback
+(``callbacks.ema.half_life_images``, 10,000 in the PGGAN preset), as for every other model.
 """
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
@@ -30,157 +26,91 @@ import torch.nn as nn
 from torch import Tensor
 
 from gan_lab.errors import UserError
-from gan_lab.models.growth import GrowthSchedule, Phase
 from gan_lab.models.wgan_gp import WGANGP
+from gan_lab.nets.progressive import check_resolution
 
 log = logging.getLogger("gan_lab")
 
 
 class PGGAN(WGANGP):
-    """Progressive growing with equalized-LR nets, WGAN-GP + drift and an EMA generator.
+    """Progressive growing with equalized-LR nets and WGAN-GP + drift, at the phase set by a schedule.
 
     Args:
         generator: a :class:`~gan_lab.nets.progressive.ProgressiveGenerator`.
-        discriminator: a :class:`~gan_lab.nets.progressive.ProgressiveDiscriminator`.
-        schedule: the growth schedule (its target must be the nets' ``max_resolution``).
-        ema_half_life: images over which the EMA generator forgets half of its past (10,000 in the
-            paper); 0 makes it a copy of the live generator.
-        reset_optimizers_on_growth: clear the optimisers' moment estimates when a new resolution
-            starts to fade in, as the paper's code does (the new layers start from fresh statistics).
+        discriminator: a :class:`~gan_lab.nets.progressive.ProgressiveDiscriminator`; both grow to the
+            same ``max_resolution``.
         gp_weight, drift_weight: as :class:`~gan_lab.models.wgan_gp.WGANGP` (10 and 0.001).
         **kwargs: as :class:`~gan_lab.models.base.GAN`.
     """
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, *args: Any, schedule: GrowthSchedule,
-                 ema_half_life: float = 10_000.0, reset_optimizers_on_growth: bool = True,
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, *args: Any,
                  gp_weight: float = 10.0, drift_weight: float = 0.001, **kwargs: Any) -> None:
-        for name, net in (("generator", generator), ("discriminator", discriminator)):
-            size = getattr(net, "max_resolution", None)
-            if size != schedule.target_resolution:
-                raise UserError(f"model.{name} grows to {size} but the schedule's target resolution is "
-                                f"{schedule.target_resolution}; set both from data.image_size.")
-        if ema_half_life < 0:
-            raise UserError(f"model.ema_half_life={ema_half_life} must be >= 0 images; e.g. 10000.")
+        g_size = getattr(generator, "max_resolution", None)
+        d_size = getattr(discriminator, "max_resolution", None)
+        if g_size is None or g_size != d_size:
+            raise UserError(f"model.generator grows to {g_size} but model.discriminator to {d_size}; set both "
+                            f"max_resolution from data.image_size.")
         super().__init__(generator, discriminator, *args, gp_weight=gp_weight, drift_weight=drift_weight,
                          **kwargs)
-        self.schedule = schedule
-        self.phase = schedule.phase(0)
-        self.ema_half_life = float(ema_half_life)
-        self.reset_optimizers_on_growth = bool(reset_optimizers_on_growth)
-        self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
-        self._loader_batch_size: int | None = None  # batch size of the DataLoader in use
-        self._data_batch_size: int | None = None    # data.batch_size, for stages with batch_size null
+        self.resolution, self.alpha = 4, 1.0
+        self._phase_set_in_fit = False
 
     # --- the phase ----------------------------------------------------------------------
 
     @property
-    def resolution(self) -> int:
-        return self.phase.resolution
+    def max_resolution(self) -> int:
+        """The resolution the nets grow to (``data.image_size``)."""
+        return int(self.generator.max_resolution)
 
     @property
-    def alpha(self) -> float:
-        return self.phase.alpha
+    def phase(self) -> tuple[int, float]:
+        """``(resolution, alpha)``: the side of the images G makes and D sees, and the fade-in weight
+        of that resolution's newest layers (1: fully grown in)."""
+        return self.resolution, self.alpha
 
-    def update_phase(self) -> Phase:
-        """Phase for the current ``images_seen``; points the DataModule at its resolution."""
-        self.phase = self.schedule.phase(self.images_seen)
-        datamodule = self._datamodule()
-        if datamodule is not None and hasattr(datamodule, "set_resolution"):
-            datamodule.set_resolution(self.phase.resolution)
-        return self.phase
+    def set_phase(self, resolution: int, alpha: float) -> None:
+        """Train, sample and score at ``resolution`` with fade-in weight ``alpha``; the growth schedule
+        (a callback) calls this at the start of training and after every batch."""
+        check_resolution(int(resolution), self.max_resolution)
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f"alpha={alpha} must lie in [0, 1]")
+        self.resolution, self.alpha = int(resolution), float(alpha)
+        self._phase_set_in_fit = True
 
-    def _datamodule(self):
-        trainer = self._trainer  # None outside a Trainer (unit tests)
-        return getattr(trainer, "datamodule", None) if trainer is not None else None
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        self._phase_set_in_fit = False  # module setup runs after the callbacks' setup, before on_fit_start
 
-    def _wanted_batch_size(self) -> int | None:
-        return self.phase.batch_size if self.phase.batch_size is not None else self._data_batch_size
-
-    def _apply_batch_size(self) -> None:
-        datamodule, wanted = self._datamodule(), self._wanted_batch_size()
-        if datamodule is not None and wanted is not None:
-            datamodule.batch_size = wanted
-
-    def on_fit_start(self) -> None:
-        # Runs after a checkpoint restored images_seen and before the DataLoader is built.
-        self._data_batch_size = getattr(self._datamodule(), "batch_size", None)
-        self.update_phase()
-        self._apply_batch_size()
-        if len(self.schedule.batch_sizes) > 1 and not self.trainer.reload_dataloaders_every_n_epochs:
-            self.trainer.reload_dataloaders_every_n_epochs = 1
-        log.info("progressive growing: %s; starting at %dx%d, alpha %.3f", self.schedule,
-                 self.resolution, self.resolution, self.alpha)
-
-    def on_train_epoch_start(self) -> None:
-        datamodule = self._datamodule()
-        self._loader_batch_size = getattr(datamodule, "batch_size", None)
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        wanted = self._wanted_batch_size()
-        if wanted is not None and self._loader_batch_size is not None and wanted != self._loader_batch_size:
-            self._apply_batch_size()
-            return -1  # end the epoch: the next one rebuilds the DataLoader with the new batch size
-        return None
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.update_ema(batch[0].shape[0] * self.trainer.world_size)
-        stage = self.phase.stage
-        if self.update_phase().stage != stage and self.reset_optimizers_on_growth:
-            for opt in self.trainer.optimizers:
-                opt.state.clear()
+    def on_train_start(self) -> None:
+        # after every on_fit_start: the growth callback has set the phase by now if there is one
+        if not self._phase_set_in_fit:
+            raise UserError("model=pggan trains only with the growth callback (callbacks.growth), which sets its "
+                            "resolution and fade-in from the images seen; conf/model/pggan.yaml brings it, so drop "
+                            "the override that removed it (callbacks.growth=null).")
 
     # --- nets at the current phase ------------------------------------------------------
 
     def generate(self, z: Tensor, labels: Tensor) -> Tensor:
-        return self.generator(z, self.phase.resolution, self.phase.alpha)
+        return self.generator(z, self.resolution, self.alpha)
 
     def discriminate(self, images: Tensor, labels: Tensor) -> Tensor:
-        return self.discriminator(images, self.phase.resolution, self.phase.alpha)
+        return self.discriminator(images, self.resolution, self.alpha)
 
     def log_terms(self, terms):
-        phase = {"resolution": torch.full((), float(self.phase.resolution), device=self.device),
-                 "alpha": torch.full((), self.phase.alpha, device=self.device)}
+        phase = {"resolution": torch.full((), float(self.resolution), device=self.device),
+                 "alpha": torch.full((), self.alpha, device=self.device)}
         super().log_terms({**terms, **phase})
-
-    # --- exponential moving average of G ------------------------------------------------
-
-    @torch.no_grad()
-    def update_ema(self, batch_images: int) -> None:
-        """ema <- beta * ema + (1 - beta) * live, beta = 0.5 ** (batch images / half-life)."""
-        beta = 0.5 ** (batch_images / self.ema_half_life) if self.ema_half_life > 0 else 0.0
-        ema = list(self.generator_ema.parameters())
-        live = [p.detach() for p in self.generator.parameters()]
-        torch._foreach_lerp_(ema, live, 1.0 - beta)
-        for b_ema, b_live in zip(self.generator_ema.buffers(), self.generator.buffers()):
-            b_ema.copy_(b_live)
-
-    @torch.no_grad()
-    def sample(self, z: Tensor | None = None, labels: Tensor | None = None, n: int | None = None) -> Tensor:
-        """Images in [-1, 1] at the current resolution and alpha, from the EMA generator."""
-        if z is None:
-            z = self.noise.sample(n or self.num_samples, self.device)
-        was_training = self.generator_ema.training
-        self.generator_ema.eval()
-        try:
-            out = self.generator_ema(z.to(self.device), self.phase.resolution, self.phase.alpha)
-            return out.float().clamp(-1, 1)
-        finally:
-            self.generator_ema.train(was_training)
 
     # --- checkpoint state ---------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["gan_lab"]["phase"] = {"resolution": self.phase.resolution, "alpha": self.phase.alpha,
-                                          "batch_size": self.phase.batch_size, "stage": self.phase.stage,
-                                          "images_seen": self.images_seen}
+        checkpoint["gan_lab"]["phase"] = {"resolution": self.resolution, "alpha": self.alpha}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        self.phase = self.schedule.phase(self.images_seen)
         saved = checkpoint.get("gan_lab", {}).get("phase")
-        if saved and (saved["resolution"], saved["alpha"]) != (self.phase.resolution, self.phase.alpha):
-            log.warning("the growth schedule changed since the checkpoint: it was at %dx%d alpha %.3f, "
-                        "the current schedule puts %d images at %dx%d alpha %.3f", saved["resolution"],
-                        saved["resolution"], saved["alpha"], self.images_seen, self.phase.resolution,
-                        self.phase.resolution, self.phase.alpha)
+        if saved:
+            # not through set_phase: restoring a checkpoint does not drive the phase during training
+            check_resolution(int(saved["resolution"]), self.max_resolution)
+            self.resolution, self.alpha = int(saved["resolution"]), float(saved["alpha"])

@@ -1,0 +1,95 @@
+"""Training time of every part of a run; ``trainer.max_time`` counts it.
+
+Lightning's ``Timer`` (``trainer.max_time``) restores its count only from a checkpoint written by a
+part that had a Timer too: a run trained two hours without a limit and resumed with
+``trainer.max_time=00:03:00:00`` would get three more hours. ``TrainingClock`` saves the training
+time of the whole run so far with every checkpoint (``train_seconds``, whether or not a part had a
+time limit) and, on a resume with a time limit, starts the Timer from it; a resume whose limit is
+already spent stops before training with one sentence.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.trainer.states import RunningStage
+
+from gan_lab.errors import UserError
+
+
+def time_limit(trainer: L.Trainer) -> Timer | None:
+    """Lightning's ``Timer`` of ``trainer.max_time`` (or one passed as a callback), if any."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, Timer) and cb.time_remaining() is not None),
+                None)
+
+
+def dhms(seconds: float) -> str:
+    """A duration as hours, minutes and seconds (``49:30:00``)."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def trainer_max_time(trainer: L.Trainer) -> str:
+    """The time limit as hours, minutes and seconds."""
+    timer = time_limit(trainer)
+    return dhms(timer.time_remaining() + timer.time_elapsed()) if timer is not None else "none"
+
+
+def trained_seconds(checkpoint: dict[str, Any]) -> float:
+    """Training time of every part of the run that wrote ``checkpoint``: gan_lab's own count (kept
+    whether or not a part had a time limit) or the ``Timer``'s, whichever is larger."""
+    seconds = 0.0
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if not isinstance(state, dict):
+            continue
+        if key == TrainingClock.__qualname__:
+            seconds = max(seconds, float(state.get("train_seconds", 0.0)))
+        elif "Timer" in str(key):
+            seconds = max(seconds, float((state.get("time_elapsed") or {}).get("train", 0.0)))
+    return seconds
+
+
+class TrainingClock(L.Callback):
+    """Counts the training time of every part of a run and makes ``trainer.max_time`` count it too."""
+
+    def __init__(self) -> None:
+        self.seconds_before = 0.0  # training time of the earlier parts of the run (from the checkpoint)
+        self._train_start: float | None = None
+        self._timer: Timer | None = None  # the time limit of this fit, set to count the earlier parts
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_seconds": self.train_seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seconds_before = float(state_dict.get("train_seconds", 0.0))
+
+    def train_seconds(self) -> float:
+        """Training time of the whole run so far (this part and the earlier ones). While a time limit
+        runs, its Timer (set to count the earlier parts, see :meth:`on_fit_start`) is the clock."""
+        if self._timer is not None:
+            return float(self._timer.time_elapsed())
+        now = time.monotonic() - self._train_start if self._train_start is not None else 0.0
+        return self.seconds_before + now
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._timer = timer = time_limit(trainer)  # restored from the checkpoint by now
+        if timer is None:
+            return
+        # Before training starts the Timer's elapsed time is its own record of the earlier parts (from a
+        # part that had a Timer); count every part. Its public load_state_dict sets that record.
+        self.seconds_before = max(self.seconds_before, float(timer.time_elapsed()))
+        timer.load_state_dict({"time_elapsed": {RunningStage.TRAINING.value: self.seconds_before}})
+        if timer.time_remaining() <= 0 and trainer.ckpt_path:
+            raise UserError(f"the time limit trainer.max_time ({trainer_max_time(trainer)} of training) is already "
+                            f"spent: the run of ckpt_path={trainer.ckpt_path} trained for "
+                            f"{dhms(timer.time_elapsed())}; raise trainer.max_time (it counts the time of every part "
+                            f"of the run).")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._train_start = time.monotonic()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds_before, self._train_start = self.train_seconds(), None
+        self._timer = None

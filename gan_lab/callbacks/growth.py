@@ -1,0 +1,121 @@
+"""The progressive growing schedule as a callback (``callbacks.growth``, brought by ``model=pggan``).
+
+The schedule (:class:`~gan_lab.models.growth.GrowthSchedule`: per resolution, images to fade in,
+images at full strength, batch size) decides *when*; the model says *what* a phase computes. As in
+pytorch_GAN_zoo, the nets know nothing of the schedule. At the start of training (after a
+checkpoint restored ``images_seen``) and after every batch this callback:
+
+1. computes the phase (resolution, alpha, batch size) from ``pl_module.images_seen``;
+2. calls ``pl_module.set_phase(resolution, alpha)``;
+3. points the DataModule at the resolution (``set_resolution``: area downsampling of the cached
+   full-size images on the device);
+4. when a new stage begins, clears the optimisers' moment estimates (``reset_optimizers_on_growth``,
+   as the paper's code does: the new layers start from fresh statistics).
+
+Batch size per resolution: a DataLoader's batch size is fixed, so when a stage needs another one the
+callback sets ``datamodule.batch_size`` and ends the epoch before the next batch (through
+``pl_module.request_epoch_end()``: only the LightningModule can end an epoch in Lightning; the batch
+is not used), and the Trainer rebuilds the DataLoader at the next epoch (the callback sets
+``reload_dataloaders_every_n_epochs=1`` when the schedule has more than one batch size). Epochs
+therefore end at those growth points as well as after a pass over the data.
+
+The phase is a pure function of the images seen, which checkpoints hold, so a resumed run continues
+the same resolution and alpha; the model also saves its phase, and a schedule that no longer puts the
+checkpoint's images at that phase is said in a warning.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+
+from gan_lab.errors import UserError
+from gan_lab.models.growth import GrowthSchedule, Phase
+
+log = logging.getLogger("gan_lab")
+
+
+class Growth(L.Callback):
+    """Drives a growing model's phase from the images it has seen.
+
+    Args:
+        schedule: the growth schedule (its target resolution must be the model's ``max_resolution``).
+        reset_optimizers_on_growth: clear the optimisers' state when a new resolution starts to fade in.
+    """
+
+    def __init__(self, schedule: GrowthSchedule, reset_optimizers_on_growth: bool = True) -> None:
+        self.schedule = schedule
+        self.reset_optimizers_on_growth = bool(reset_optimizers_on_growth)
+        self.phase: Phase = schedule.phase(0)
+        self._data_batch_size: int | None = None    # data.batch_size, for stages with batch_size null
+        self._loader_batch_size: int | None = None  # batch size of the DataLoader in use
+
+    # --- checks --------------------------------------------------------------------------
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not callable(getattr(pl_module, "set_phase", None)):
+            raise UserError(f"callbacks.growth grows a progressive model, but {type(pl_module).__name__} has no "
+                            f"set_phase(resolution, alpha); use model=pggan or set callbacks.growth=null.")
+        size = getattr(pl_module, "max_resolution", None)
+        if size != self.schedule.target_resolution:
+            raise UserError(f"the model grows to {size} but callbacks.growth.schedule's target resolution is "
+                            f"{self.schedule.target_resolution}; set both from data.image_size.")
+
+    # --- the phase -----------------------------------------------------------------------
+
+    def batch_size(self) -> int | None:
+        """The batch size the current stage wants (``None``: whatever the DataModule has)."""
+        return self.phase.batch_size if self.phase.batch_size is not None else self._data_batch_size
+
+    def update(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Phase:
+        """Phase for the module's ``images_seen``, given to the module and the DataModule."""
+        self.phase = self.schedule.phase(pl_module.images_seen)
+        pl_module.set_phase(self.phase.resolution, self.phase.alpha)
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "set_resolution"):
+            datamodule.set_resolution(self.phase.resolution)
+        return self.phase
+
+    # --- hooks ---------------------------------------------------------------------------
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after a checkpoint restored images_seen (and the model's saved phase), before the
+        # DataLoader is built
+        saved = pl_module.phase
+        datamodule = getattr(trainer, "datamodule", None)
+        self._data_batch_size = getattr(datamodule, "batch_size", None)
+        phase = self.update(trainer, pl_module)
+        if trainer.ckpt_path and pl_module.images_seen and saved != (phase.resolution, phase.alpha):
+            log.warning("the growth schedule changed since the checkpoint: it was at %dx%d alpha %.3f, the "
+                        "current schedule puts %d images at %dx%d alpha %.3f", saved[0], saved[0], saved[1],
+                        pl_module.images_seen, phase.resolution, phase.resolution, phase.alpha)
+        wanted = self.batch_size()
+        if datamodule is not None and wanted is not None:
+            datamodule.batch_size = wanted
+        if len(self.schedule.batch_sizes) > 1 and not trainer.reload_dataloaders_every_n_epochs:
+            trainer.reload_dataloaders_every_n_epochs = 1
+        log.info("progressive growing: %s; starting at %dx%d, alpha %.3f", self.schedule,
+                 phase.resolution, phase.resolution, phase.alpha)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the epoch's DataLoader was built (or kept) with the DataModule's batch size of now
+        self._loader_batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        wanted = self.batch_size()
+        if wanted is not None and self._loader_batch_size is not None and wanted != self._loader_batch_size:
+            trainer.datamodule.batch_size = wanted
+            pl_module.request_epoch_end()  # the next epoch rebuilds the DataLoader with the new batch size
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        stage = self.phase.stage
+        phase = self.update(trainer, pl_module)
+        if phase.stage != stage:
+            log.info("progressive growing: %dx%d fades in after %d images", phase.resolution, phase.resolution,
+                     pl_module.images_seen)
+            if self.reset_optimizers_on_growth:
+                for opt in trainer.optimizers:
+                    opt.state.clear()

@@ -1,0 +1,119 @@
+"""Random generator states, saved with every checkpoint and restored on resume.
+
+Lightning restores weights, optimiser and scheduler states and its loop counters from a checkpoint,
+but not the global random number generators, so the noise, labels, dropout masks and augmentations
+drawn after a resume would differ from those of the uninterrupted run. ``RngState`` saves the
+Python, NumPy and torch (CPU and CUDA) generator states with every checkpoint and restores them on
+resume; under DDP those of every process (each draws its own noise), and each process restores its
+own.
+
+They are restored where the uninterrupted run was in its stream: a checkpoint written at an epoch end
+before the next epoch's DataLoader iterator is created (it draws its base seed from torch's
+generator, as the uninterrupted run did right after saving); one written inside an epoch (see
+:mod:`gan_lab.callbacks.resume`) once the iterator of that epoch exists, just before training starts.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from gan_lab.callbacks.resume import epochs_completed
+
+log = logging.getLogger(__name__)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global generator states, as plain values a checkpoint can hold (no NumPy objects)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (kind, keys.tolist(), int(pos), int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rank_and_world_size(trainer: L.Trainer | None = None) -> tuple[int, int]:
+    """This process's rank and the number of processes (0 and 1 outside DDP)."""
+    if trainer is not None:
+        return trainer.global_rank, trainer.world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def gather(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rank's ``state``, in rank order (a collective under DDP: every rank must call it)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [state]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
+class RngState(L.Callback):
+    """Saves every process's generator states with each checkpoint; on resume each process restores its own."""
+
+    def __init__(self) -> None:
+        self._trainer: L.Trainer | None = None
+        self._checkpoint_mid_epoch = False
+        self._pending: dict[str, Any] | None = None  # a mid-epoch checkpoint's states, for on_train_start
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        # Lightning asks every rank for the checkpoint's content before rank 0 writes it, so the
+        # ranks' generator states can be gathered here: "rng" holds one state per rank.
+        return {"rng": gather(rng_state())}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # called before load_state_dict, with the whole checkpoint: where in the epoch it was written
+        self._checkpoint_mid_epoch = epochs_completed(checkpoint)[1] is not None
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Called after every ``setup`` hook (where the module derives its per-rank streams under
+        # DDP) and before ``on_fit_start``.
+        own = self._own_rng_state(state_dict["rng"])
+        if own is None:
+            return
+        if self._checkpoint_mid_epoch:
+            self._pending = own  # the epoch's DataLoader iterator is created before on_train_start
+        else:
+            set_rng_state(own)  # before Lightning creates the next epoch's DataLoader iterator
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is not None:
+            set_rng_state(self._pending)
+            self._pending = None
+
+    def _own_rng_state(self, states: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """This rank's generator states among those of a checkpoint (one per rank of the run that
+        wrote it), or ``None`` for a rank the writing run did not have (it keeps the stream the
+        module derived for it)."""
+        states = list(states)
+        rank, world_size = rank_and_world_size(self._trainer)
+        if len(states) != world_size and rank == 0:
+            log.warning("the checkpoint was written by %d process(es) and training resumes with %d: the "
+                        "data shards and the batch differ, so the run is not an exact continuation.",
+                        len(states), world_size)
+        return states[rank] if rank < len(states) else None
