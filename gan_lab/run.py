@@ -188,10 +188,12 @@ def check_training_length(trainer: L.Trainer, cfg: DictConfig, resume: dict | No
                         f"{cfg.ckpt_path} made {steps} optimiser steps; raise trainer.max_steps to train further.")
 
 
-def final_metrics(trainer: L.Trainer) -> dict[str, float]:
-    """The last logged value of every ``group/name`` metric."""
-    return {k: float(v) for k, v in trainer.callback_metrics.items()
-            if "/" in k and torch.is_tensor(v) and v.numel() == 1}
+def final_metrics(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+    """The last logged value of every ``group/name`` metric: the module's training terms and what
+    went through Lightning's ``log`` (evaluations)."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+               if "/" in k and torch.is_tensor(v) and v.numel() == 1}
+    return {**dict(getattr(pl_module, "logged", {})), **metrics}
 
 
 class RunSummary(L.Callback):
@@ -238,7 +240,7 @@ class RunSummary(L.Callback):
             "images_seen": pl_module.images_seen,
             "optimizer_steps": trainer.global_step,
             "train_seconds": round(time.time() - self.start, 2),
-            "final": final_metrics(trainer),
+            "final": final_metrics(trainer, pl_module),
             **extra,
         })
         print(f"gan_lab: run directory {self.path.parent.resolve()}")
@@ -284,7 +286,8 @@ def train(cfg: DictConfig) -> float | None:
         written = read_metrics_json(summary.path)
         model.batches_seen = written.get("batches_seen", model.batches_seen)
         model.images_seen = written.get("images_seen", model.images_seen)
-    metrics = final_metrics(trainer)  # ddp_spawn hands the logged metrics back to this process
+    # what process 0 of the training processes wrote (under ddp_spawn they are not this process)
+    metrics = read_metrics_json(summary.path).get("final") or final_metrics(trainer, model)
     name = cfg.get("optimized_metric")
     if name is None:
         return None

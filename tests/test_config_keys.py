@@ -103,6 +103,7 @@ def record(overrides: list[str]) -> dict[str, object]:
             for k, v in st.items():
                 out[f"opt{i}/{j}/{k}"] = v.clone() if torch.is_tensor(v) else v
     out.update({f"log/{k}": v.detach().clone() for k, v in trainer.callback_metrics.items()})
+    out.update({f"log/{k}": torch.tensor(v) for k, v in model.logged.items()})
     out["grid"] = (model.num_samples, model.grid_nrow, model.grid_row_names)
     return out
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from gan_lab.errors import TrainingDiverged, TrainingInterrupted
@@ -35,14 +34,9 @@ class TrainingCurves(L.Callback):
             return  # nothing new was logged on this batch
         self._last_batch = pl_module.batches_seen
         x = float(pl_module.images_seen)
-        logged = {key[len("train/"):]: value for key, value in trainer.callback_metrics.items()
+        logged = {key[len("train/"):]: value for key, value in getattr(pl_module, "logged", {}).items()
                   if key.startswith("train/") and not key.endswith("_seen")}
-        if not logged:
-            return
-        # one transfer for all values (a logging step; other batches never reach here)
-        values = torch.stack([v.detach().float().reshape(()).to(pl_module.device)
-                              for v in logged.values()]).cpu().tolist()
-        for key, value in zip(logged, values):
+        for key, value in logged.items():  # host values already (the module's logging step)
             self.history.setdefault(key, []).append((x, value))
 
     def on_train_end(self, trainer, pl_module) -> None:
