@@ -35,7 +35,7 @@ def compile_mode(value: str | bool | None) -> str | None:
         return "default"
     if value not in COMPILE_MODES:
         raise UserError(f"compile={value!r} is unknown; use false or one of {', '.join(COMPILE_MODES)} "
-                        f"(e.g. callbacks.fast_path.compile=max-autotune).")
+                        f"(e.g. callbacks.fast_path.compile=default).")
     return str(value)
 
 
