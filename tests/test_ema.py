@@ -202,7 +202,7 @@ def test_checkpoints_with_and_without_ema_load_either_way(make_cfg, tmp_path):
 
 def test_default_callbacks_list_ema_before_the_callbacks_that_save_or_read_weights():
     """Lightning runs callbacks in list order: the EMA must be updated before an interruption's
-    checkpoint (exact_resume) or the divergence guard reads the weights after a batch."""
+    checkpoint (graceful_stop, limit_checkpoint) or the divergence guard reads the weights after a batch."""
     text = (CONF / "callbacks" / "default.yaml").read_text()
     keys = [line.split(":")[0] for line in text.splitlines() if line and not line[0].isspace() and ":" in line
             and not line.startswith("#")]
