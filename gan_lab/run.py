@@ -48,11 +48,15 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-@functools.lru_cache(maxsize=1)
-def defined_top_level_keys() -> frozenset[str]:
-    """The top-level keys gan_lab's configs define: those of conf/config.yaml, the config groups, and
-    those that global presets (experiments, sweeps) set."""
+@functools.lru_cache(maxsize=None)
+def defined_top_level_keys(config_name: str = "config") -> frozenset[str]:
+    """The top-level keys gan_lab's configs define for the entry point of ``config_name``: those of
+    conf/config.yaml and of the entry point's own config (``explore``, ``evaluate``, ``generate``),
+    the config groups, and those that global presets (experiments, sweeps) set."""
     keys = set(OmegaConf.load(CONF / "config.yaml").keys())
+    own = CONF / f"{config_name}.yaml"
+    if own.is_file():
+        keys |= set(OmegaConf.load(own).keys())
     keys |= {p.name for p in CONF.iterdir() if p.is_dir()}
     for path in CONF.rglob("*.yaml"):
         if any("@package _global_" in line for line in path.read_text().splitlines()[:5]):
@@ -68,17 +72,19 @@ def _leaf_paths(node: Any, prefix: str = "") -> Iterator[str]:
         yield prefix[:-1]
 
 
-def check_top_level_keys(cfg: DictConfig, overrides: list[str]) -> None:
+def check_top_level_keys(cfg: DictConfig, overrides: list[str], config_name: str = "config") -> None:
     """A top-level key added on the command line (``+lr=0.1``) that no config defines is read by
-    nothing: refuse it, naming the override and the keys it was probably meant for."""
-    unknown = sorted(str(k) for k in cfg.keys() if k != "hydra" and k not in defined_top_level_keys())
+    nothing: refuse it, naming the override and the keys it was probably meant for. ``config_name``
+    is the entry point's config (``config`` for training)."""
+    defined = defined_top_level_keys(config_name)
+    unknown = sorted(str(k) for k in cfg.keys() if k != "hydra" and k not in defined)
     if not unknown:
         return
     key = unknown[0]
     given = next((o for o in overrides if o.lstrip("+~").split("=", 1)[0].split(".")[0] == key), f"+{key}=...")
     value = given.split("=", 1)[1] if "=" in given else "..."
     leaves = [p for p in _leaf_paths(OmegaConf.to_container(cfg, resolve=False)) if p.split(".")[0] in
-              defined_top_level_keys() and not p.split(".")[-1].startswith("_")]
+              defined and not p.split(".")[-1].startswith("_")]
     meant = [p for p in leaves if p.split(".")[-1] == key.split(".")[-1]] or difflib.get_close_matches(
         key, leaves, n=2, cutoff=0.6) or [p for p in leaves if difflib.get_close_matches(
             key, [p.split(".")[-1]], n=1, cutoff=0.75)]
@@ -86,7 +92,7 @@ def check_top_level_keys(cfg: DictConfig, overrides: list[str]) -> None:
         others = f" (or {', '.join(meant[1:3])})" if len(meant) > 1 else ""
         hint = f"did you mean {meant[0]}{others}? e.g. {meant[0]}={value} (without the +)."
     else:
-        plain = ", ".join(sorted(k for k in defined_top_level_keys() if not (CONF / k).is_dir()))
+        plain = ", ".join(sorted(k for k in defined if not (CONF / k).is_dir()))
         hint = f"drop it (the top-level keys are {plain}; everything else lives in a group such as model or trainer)."
     raise UserError(f"{given} adds the top-level key {key}, which gan_lab does not read; {hint}")
 
@@ -112,7 +118,7 @@ class OutputDirCheck(Callback):
         # once Hydra's own config is published (Hydra does this itself right after this hook)
         HydraConfig.instance().set_config(config)
         try:
-            check_top_level_keys(config, list(config.hydra.overrides.task))
+            check_top_level_keys(config, list(config.hydra.overrides.task), config.hydra.job.config_name)
         except UserError as exc:
             print(f"gan_lab: error: {exc}", file=sys.stderr)
             sys.exit(2)

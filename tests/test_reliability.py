@@ -374,3 +374,18 @@ def test_bad_input_is_one_line_and_exit_status_2(module, args, expected, cli_run
         assert not (tmp_path / "run" / "checkpoints").exists()  # refused before training
     else:  # no folder made for a mistyped or missing run_dir (nor ./outputs)
         assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_each_entry_point_accepts_its_own_top_level_keys_only():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    for entry in ("explore", "evaluate", "generate"):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name=entry)
+        own = sorted(set(cfg) - set(compose_config()))
+        assert own, entry  # each entry point has keys of its own (e.g. explore.samples)
+        check_top_level_keys(cfg, [], entry)
+        with pytest.raises(UserError, match=f"adds the top-level key {own[0]}"):
+            check_top_level_keys(cfg, [], "config")  # what training would say of them
