@@ -97,6 +97,8 @@ class PGGAN(WGANGP):
         return self.discriminator(images, self.resolution, self.alpha)
 
     def log_terms(self, terms):
+        if not self.is_logging_step():
+            return  # no tensors filled for nothing: the base logs on logging steps only
         phase = {"resolution": torch.full((), float(self.resolution), device=self.device),
                  "alpha": torch.full((), self.alpha, device=self.device)}
         super().log_terms({**terms, **phase})
