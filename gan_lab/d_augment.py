@@ -12,7 +12,8 @@ D, so that G receives gradients through them and D never sees an un-augmented im
   recipe is ``p = 1``).
 * :class:`AdaptiveAugment`: ADA's geometric and colour pipeline (x-flip, 90° rotations,
   translation, isotropic and anisotropic scaling, rotation, fractional translation; brightness,
-  contrast, saturation), each operation applied per sample with probability ``p``, and ``p`` itself
+  contrast, saturation; ``ops`` chooses among them), each operation applied per sample with
+  probability ``p``, and ``p`` itself
   adjusted every ``interval`` batches from D's overfitting signal r_t = E[sign(D(x_real))]: up when
   r_t is above ``target``, down when below, by ``batch images x interval / speed_images``.
 
@@ -134,14 +135,19 @@ class DiffAugment(nn.Module):
 # --- ADA -----------------------------------------------------------------------------------------
 
 
-def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi) -> Tensor:
+ADA_OPS = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "brightness", "contrast", "saturation")
+ORIENTATION_OPS = ("xflip", "rotate90", "rotate")
+
+
+def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi, ops: Sequence[str] = ADA_OPS) -> Tensor:
     """Per-sample 2x3 matrices (in normalised [-1, 1] coordinates, mapping output to input) of ADA's
     geometric operations, each applied with probability ``p``: x-flip, rotation by a multiple of 90°,
     translation (uniform in [-1/8, 1/8] of the side; ADA rounds it to whole pixels, this does not),
     isotropic scaling (log-normal, std 0.2 ln 2), rotation (uniform up to ``rot_max``), anisotropic scaling (log-normal,
-    std 0.2 ln 2) and fractional translation (normal, std 1/8 of the side)."""
-    def chosen() -> Tensor:
-        return (torch.rand(n, device=device) < p).to(dtype)
+    std 0.2 ln 2) and fractional translation (normal, std 1/8 of the side). An operation left out of
+    ``ops`` still draws its random numbers, so that the others draw the same ones, but is not applied."""
+    def chosen(op: str) -> Tensor:
+        return (torch.rand(n, device=device) < p).to(dtype) * float(op in ops)
 
     eye = torch.eye(3, device=device, dtype=dtype).expand(n, 3, 3).clone()
     m = eye.clone()
@@ -150,30 +156,32 @@ def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi) -> Tensor
         nonlocal m
         m = m @ t
 
-    flip = 1 - 2 * (chosen() * torch.randint(0, 2, (n,), device=device).to(dtype))
+    flip = 1 - 2 * (chosen("xflip") * torch.randint(0, 2, (n,), device=device).to(dtype))
     t = eye.clone()
     t[:, 0, 0] = flip
     compose(t)
-    quarter = chosen() * torch.randint(0, 4, (n,), device=device).to(dtype) * (math.pi / 2)
+    quarter = chosen("rotate90") * torch.randint(0, 4, (n,), device=device).to(dtype) * (math.pi / 2)
     compose(_rotation(quarter, eye))
-    shift = chosen()[:, None] * (torch.rand(n, 2, device=device, dtype=dtype) * 2 - 1) * 0.125 * 2
+    shift = chosen("xint")[:, None] * (torch.rand(n, 2, device=device, dtype=dtype) * 2 - 1) * 0.125 * 2
     t = eye.clone()
     t[:, :2, 2] = shift
     compose(t)
-    iso = torch.exp2(chosen() * torch.randn(n, device=device, dtype=dtype) * 0.2)
+    iso = torch.exp2(chosen("scale") * torch.randn(n, device=device, dtype=dtype) * 0.2)
     t = eye.clone()
     t[:, 0, 0], t[:, 1, 1] = iso, iso
     compose(t)
     p_rot = 1 - math.sqrt(max(0.0, 1 - p))  # ADA: two chances, so the total probability is p
-    angle = (torch.rand(n, device=device) < p_rot).to(dtype) * (torch.rand(n, device=device, dtype=dtype) * 2 - 1) * rot_max
+    angle = ((torch.rand(n, device=device) < p_rot).to(dtype) * float("rotate" in ops)
+             * (torch.rand(n, device=device, dtype=dtype) * 2 - 1) * rot_max)
     compose(_rotation(angle, eye))
-    aniso = torch.exp2(chosen() * torch.randn(n, device=device, dtype=dtype) * 0.2)
+    aniso = torch.exp2(chosen("aniso") * torch.randn(n, device=device, dtype=dtype) * 0.2)
     t = eye.clone()
     t[:, 0, 0], t[:, 1, 1] = aniso, 1 / aniso
     compose(t)
-    angle = (torch.rand(n, device=device) < p_rot).to(dtype) * (torch.rand(n, device=device, dtype=dtype) * 2 - 1) * rot_max
+    angle = ((torch.rand(n, device=device) < p_rot).to(dtype) * float("rotate" in ops)
+             * (torch.rand(n, device=device, dtype=dtype) * 2 - 1) * rot_max)
     compose(_rotation(angle, eye))
-    frac = chosen()[:, None] * torch.randn(n, 2, device=device, dtype=dtype) * 0.125 * 2
+    frac = chosen("xfrac")[:, None] * torch.randn(n, 2, device=device, dtype=dtype) * 0.125 * 2
     t = eye.clone()
     t[:, :2, 2] = frac
     compose(t)
@@ -187,25 +195,31 @@ def _rotation(angle: Tensor, eye: Tensor) -> Tensor:
     return t
 
 
-def ada_pipeline(x: Tensor, p: float) -> Tensor:
+def ada_pipeline(x: Tensor, p: float, ops: Sequence[str] = ADA_OPS) -> Tensor:
     """ADA's geometric (one resampling with reflection at the borders) and colour operations, each per
     sample with probability ``p``; colour: brightness (+N(0, 0.2)), contrast (x lognormal(0, 0.5 ln 2))
-    and, for colour images, saturation (x lognormal(0, ln 2) around the grey level)."""
+    and, for colour images, saturation (x lognormal(0, ln 2) around the grey level). Only the
+    operations named in ``ops`` (of :data:`ADA_OPS`) are applied."""
     if p == 0.0:
         return x
     n = x.shape[0]
-    theta = _affine(n, p, x.device, torch.float32)
+
+    def chosen(op: str) -> Tensor:
+        mask = _chosen(n, p, x)
+        return mask if op in ops else torch.zeros_like(mask)
+
+    theta = _affine(n, p, x.device, torch.float32, ops=ops)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False).to(x.dtype)
     brightness = torch.randn(n, 1, 1, 1, device=x.device, dtype=x.dtype) * 0.2
-    out = _where(_chosen(n, p, x), out + brightness, out)
+    out = _where(chosen("brightness"), out + brightness, out)
     mean = out.mean(dim=[1, 2, 3], keepdim=True)
     contrast = torch.exp2(torch.randn(n, 1, 1, 1, device=x.device, dtype=x.dtype) * 0.5)
-    out = _where(_chosen(n, p, x), (out - mean) * contrast + mean, out)
+    out = _where(chosen("contrast"), (out - mean) * contrast + mean, out)
     if x.shape[1] == 3:
         grey = out.mean(dim=1, keepdim=True)
         saturation = torch.exp2(torch.randn(n, 1, 1, 1, device=x.device, dtype=x.dtype) * 1.0)
-        out = _where(_chosen(n, p, x), (out - grey) * saturation + grey, out)
+        out = _where(chosen("saturation"), (out - grey) * saturation + grey, out)
     return out
 
 
@@ -223,13 +237,23 @@ class AdaptiveAugment(nn.Module):
         interval: batches between adjustments (ADA: 4).
         p: the starting probability (0: start without augmentation).
         max_p: the ceiling of ``p`` (ADA keeps it below 1 so that D still sees un-augmented images).
+        ops: the operations applied, of :data:`ADA_OPS` (default: all of them, ADA's "bgc" pipeline).
+            Leave out :data:`ORIENTATION_OPS` for images whose meaning depends on their orientation
+            (digits, text): as p approaches 1 those leak into G's samples.
     """
 
     adaptive = True
 
     def __init__(self, target: float = 0.6, speed_images: int = 500_000, interval: int = 4, p: float = 0.0,
-                 max_p: float = 1.0) -> None:
+                 max_p: float = 1.0, ops: Sequence[str] = ADA_OPS) -> None:
         super().__init__()
+        if isinstance(ops, str) or not all(isinstance(op, str) for op in ops) or not ops:
+            raise UserError(f"d_augment.ops={ops} must be a non-empty list of operation names out of "
+                            f"{list(ADA_OPS)}; e.g. d_augment.ops=[xint,scale,aniso,xfrac,brightness,contrast].")
+        unknown = [op for op in ops if op not in ADA_OPS]
+        if unknown:
+            raise UserError(f"d_augment.ops names unknown operation(s) {unknown}; choose among {list(ADA_OPS)}.")
+        self.ops = tuple(ops)
         if isinstance(target, bool) or not 0.0 < float(target) < 1.0:
             raise UserError(f"d_augment.target={target} must be in (0, 1); ADA uses d_augment.target=0.6.")
         if isinstance(speed_images, bool) or int(speed_images) != speed_images or speed_images < 1:
@@ -247,7 +271,7 @@ class AdaptiveAugment(nn.Module):
         self._images = 0
 
     def forward(self, x: Tensor) -> Tensor:
-        return ada_pipeline(x, self.p)
+        return ada_pipeline(x, self.p, self.ops)
 
     @torch.no_grad()
     def observe(self, real_outputs: Tensor, images: int) -> None:
@@ -275,4 +299,6 @@ class AdaptiveAugment(nn.Module):
         self._count, self._batches, self._images = int(state["count"]), int(state["batches"]), int(state["images"])
 
     def extra_repr(self) -> str:
-        return f"target={self.target}, speed_images={self.speed_images}, interval={self.interval}, p={self.p:.4f}"
+        ops = "" if self.ops == ADA_OPS else f", ops={list(self.ops)}"
+        return (f"target={self.target}, speed_images={self.speed_images}, interval={self.interval}, "
+                f"p={self.p:.4f}{ops}")

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from gan_lab.build import build_datamodule, build_model, make
-from gan_lab.d_augment import AdaptiveAugment, DiffAugment, ada_pipeline, color, cutout, translation
+from gan_lab.d_augment import (ADA_OPS, ORIENTATION_OPS, AdaptiveAugment, DiffAugment, _affine, ada_pipeline, color,
+                               cutout, translation)
 from gan_lab.errors import UserError
 from gan_lab.run import train
 from tests.conftest import NARROW_NETS
@@ -144,6 +145,26 @@ def test_exact_resume_with_ada(make_cfg, tmp_path):
     assert full["gan_lab"]["d_augment"]["p"] != 0.3               # it moved, and the resume followed
 
 
+def test_ada_without_the_orientation_operations_never_mirrors_or_turns_an_image():
+    torch.manual_seed(0)
+    upright = [op for op in ADA_OPS if op not in ORIENTATION_OPS]
+    linear = _affine(512, 1.0, "cpu", torch.float32, ops=upright)[:, :, :2]
+    assert (linear[:, 0, 1] == 0).all() and (linear[:, 1, 0] == 0).all()   # no rotation at all
+    assert (linear[:, 0, 0] > 0).all() and (linear[:, 1, 1] > 0).all()     # no mirror: scaled only
+    assert (linear[:, 0, 0] != 1).all()                                    # and scaled it is
+    linear = _affine(512, 1.0, "cpu", torch.float32)[:, :, :2]
+    mirrored = torch.linalg.det(linear) < 0
+    turned = linear[:, 0, 1].abs() > 1e-3
+    assert 0.4 < mirrored.float().mean() < 0.6 and turned.float().mean() > 0.9
+    x = torch.full((256, 1, 16, 16), -1.0)
+    x[..., :8] = 1.0
+    torch.manual_seed(0)
+    colour_only = AdaptiveAugment(p=1.0, ops=["brightness", "contrast"])(x)
+    assert torch.allclose(colour_only[..., :8].std(dim=(1, 2, 3)), torch.zeros(256), atol=1e-5)  # not moved
+    assert (colour_only[..., 0] > colour_only[..., -1]).all()
+    assert (colour_only - x).abs().max() > 0.1                               # but shifted in intensity
+
+
 def test_bf16_inputs_stay_bf16_and_finite():
     x = (torch.rand(4, 3, 16, 16) * 2 - 1).to(torch.bfloat16)
     for augment in (DiffAugment(), AdaptiveAugment(p=1.0)):
@@ -158,6 +179,10 @@ def test_bad_values_are_one_sentence():
         DiffAugment(p=1.5)
     with pytest.raises(UserError, match=r"d_augment.target=1.2 must be in \(0, 1\)"):
         AdaptiveAugment(target=1.2)
+    with pytest.raises(UserError, match=r"d_augment.ops names unknown operation\(s\) \['flip'\]; choose among"):
+        AdaptiveAugment(ops=["xint", "flip"])
+    with pytest.raises(UserError, match=r"d_augment.ops=\[\] must be a non-empty list of operation names"):
+        AdaptiveAugment(ops=[])
 
 
 def test_subset_is_drawn_from_the_seed_and_keeps_the_full_split(make_cfg):
