@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 ARGS   ?=
 
-.PHONY: help install run test test-full bench clean
+.PHONY: help install run test test-full bench gpu-check clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -30,6 +30,10 @@ test-full: $(STAMP)  ## the test suite including the slow tests
 
 bench: $(STAMP)  ## training and data throughput benchmarks (python -m gan_lab.bench)
 	$(PY) -m gan_lab.bench $(ARGS)
+
+gpu-check:  ## on a CUDA machine with torch installed: the gpu-marked tests, then the GPU benchmark suite
+	$(PYTHON) -m pytest -q -m gpu -p no:cacheprovider tests/test_cuda_graph.py
+	$(PYTHON) -m gan_lab.bench suite --device cuda --repeats 3 --steps 30 $(ARGS)
 
 clean:  ## remove the virtual environment, caches and run outputs
 	rm -rf $(VENV) .pytest_cache runs multiruns outputs *.egg-info

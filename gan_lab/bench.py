@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from gan_lab.build import build_callbacks, build_loggers, build_model, build_trainer
-from gan_lab.callbacks.fast_path import FastPath, compile_mode, compile_nets, use_channels_last
+from gan_lab.callbacks.fast_path import FastPath, compile_mode, compile_nets, make_capturable, use_channels_last
 from gan_lab.data.base import EpochSampler, ImageDataModule
 from gan_lab.pixels import to_float
 from gan_lab.data.disk import DeviceLoader
@@ -133,24 +133,60 @@ class Clock(L.Callback):
             self.end = time.perf_counter()
 
 
-def autocast_for(precision: str, device: torch.device) -> Callable[[], object]:
-    """A hand-written loop's autocast: around the forward passes of one phase only."""
+def autocast_for(precision: str, device: torch.device, cache: bool = True) -> Callable[[], object]:
+    """A hand-written loop's autocast: around the forward passes of one phase only (without the
+    weight-cast cache when the loop is captured as a CUDA graph)."""
     if precision == "32-true":
         return nullcontext
     dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
-    return lambda: torch.autocast(device.type, dtype=dtype)
+    return lambda: torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
 
 
 class PlainLoop:
     """:meth:`gan_lab.models.base.GAN.training_step` without Lightning: ``n_critic`` D updates then
     ``n_gen`` G updates per batch with the module's own objectives (``d_step``, ``g_step``), one G
-    forward per batch, D frozen during G updates, raw ``backward()`` and ``optimizer.step()``."""
+    forward per batch, D frozen during G updates, raw ``backward()`` and ``optimizer.step()``.
 
-    def __init__(self, model, precision: str, device: torch.device) -> None:
+    ``graphed``: the plain twin of ``callbacks.fast_path.cuda_graph``, as a hand-written loop does it
+    (``torch.cuda.graphs`` docs): capturable optimizers, ``GRAPH_WARMUP`` eager batches on a side
+    stream, then the whole batch captured once and replayed with each batch copied into static buffers."""
+
+    GRAPH_WARMUP = 3
+
+    def __init__(self, model, precision: str, device: torch.device, graphed: bool = False) -> None:
         self.model, self.device = model, device
         (self.opt_d, self.opt_g), _ = model.configure_optimizers()
-        self.autocast = autocast_for(precision, device)
+        self.autocast = autocast_for(precision, device, cache=not graphed)
         self.scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
+        self.graphed = graphed
+        if graphed:
+            make_capturable([self.opt_d, self.opt_g])
+        self.graph = None
+        self.static: tuple[Tensor, Tensor] | None = None
+        self.calls = 0
+
+    def graphed_step(self, images: Tensor, labels: Tensor) -> None:
+        """One batch through the captured graph (capturing it after the eager warm-up batches)."""
+        if self.static is None:
+            self.static = (torch.empty_like(images), torch.empty_like(labels))
+        self.static[0].copy_(images)
+        self.static[1].copy_(labels)
+        if self.graph is not None:
+            self.graph.replay()
+        elif self.calls < self.GRAPH_WARMUP:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.step(*self.static)
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            self.graph = torch.cuda.CUDAGraph()
+            self.opt_d.zero_grad(set_to_none=True)
+            self.opt_g.zero_grad(set_to_none=True)
+            with torch.cuda.graph(self.graph):
+                self.step(*self.static)
+            self.graph.replay()
+        self.calls += 1
 
     def backward(self, loss: Tensor) -> None:
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
@@ -193,7 +229,7 @@ class PlainLoop:
             if i == warmup:
                 sync(self.device)
                 start = time.perf_counter()
-            self.step(images, labels)
+            (self.graphed_step if self.graphed else self.step)(images, labels)
             timed += images.shape[0] if i >= warmup else 0
         sync(self.device)
         return timed, time.perf_counter() - start
@@ -276,9 +312,12 @@ def bench_train(args: argparse.Namespace) -> list[str]:
     if args.channels_last:
         use_channels_last(plain_model)
     compile_nets(plain_model, mode, device.type)
-    plain = PlainLoop(plain_model, cfg.trainer.precision, device)
+    plain = PlainLoop(plain_model, cfg.trainer.precision, device, graphed=args.cuda_graph)
     gan = fresh_model(cfg, device)
-    fast_path = FastPath(args.channels_last, mode)  # one instance: compiles once, in the first fit
+    # one instance: compiles once, in the first fit (a captured step is captured again in each fit,
+    # within the untimed warm-up batches)
+    fast_path = FastPath(args.channels_last, mode, cuda_graph=args.cuda_graph,
+                         graph_warmup=PlainLoop.GRAPH_WARMUP)
 
     as_run = args.callbacks == "run"
     one_epoch(cfg, count, as_run)
@@ -312,6 +351,7 @@ def bench_train(args: argparse.Namespace) -> list[str]:
     ours, theirs, ratio = compare_rates(timings["gan_lab"], timings["plain"])
     setting = (f"{args.model}-{args.image_size}, batch {args.batch_size}, {cfg.trainer.precision}, "
                f"channels_last {'on' if args.channels_last else 'off'}, compile {mode or 'off'}, "
+               f"{'one CUDA graph per batch (both loops), ' if args.cuda_graph else ''}"
                f"{device.type}, {args.steps} steps x {args.repeats}")
     if as_run:
         loggers = ", ".join(name for name, node in (cfg.get("logger") or {}).items() if node is not None)
@@ -411,13 +451,22 @@ SUITES: dict[str, list[str]] = {
         "--epoch-images 45503",
         "data --data-size 64 --batch-size 128 --data-images 45503",
         "data --data-size 64 --batch-size 128 --data-images 45503 --on-device",
+        # the whole batch as one CUDA graph, in both loops (the issue's table of captured steps)
+        *(f"train --model dcgan --image-size 64 --batch-size {b} {opts} --cuda-graph"
+          for b, opts in ((128, "--precision bf16-mixed --channels-last"), (512, "--precision bf16-mixed --channels-last"),
+                          (128, "--precision 32"), (512, "--precision 32"),
+                          (1024, "--precision bf16-mixed --channels-last"),
+                          (512, "--precision bf16-mixed --channels-last "
+                                "optimizer.discriminator.fused=true optimizer.generator.fused=true"))),
+        *(f"train --model artgan --image-size 64 --batch-size {b} --precision bf16-mixed --channels-last "
+          f"--cuda-graph --epoch-images 45503" for b in (128, 512)),
         # compilation last: each row compiles both loops (minutes with max-autotune)
         *(f"train --model dcgan --image-size 64 --batch-size {b} --precision bf16-mixed {opts}"
           for b in (128, 512)
-          for opts in ("--compile default",
-                       "--channels-last --compile max-autotune-no-cudagraphs",
-                       "--channels-last --compile reduce-overhead")),
-        "train --model artgan --image-size 64 --batch-size 128 --precision bf16-mixed --channels-last "
+          for opts in ("--compile default", "--channels-last --compile default",
+                       "--compile max-autotune-no-cudagraphs",
+                       "--channels-last --compile default --cuda-graph")),
+        "train --model artgan --image-size 64 --batch-size 128 --precision bf16-mixed "
         "--compile max-autotune-no-cudagraphs --epoch-images 45503",
     ],
     "cpu": [
@@ -486,7 +535,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--precision", default="32", choices=sorted(PRECISIONS))
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", default="false", help="false | default | reduce-overhead | max-autotune")
+    p.add_argument("--compile", default="false", help="false | default | max-autotune-no-cudagraphs")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="train benchmark: callbacks.fast_path.cuda_graph=true, and the plain loop captured alike")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
     p.add_argument("--steps", type=int, default=50, help="timed batches per repetition")
     p.add_argument("--warmup", type=int, default=5, help="untimed batches per repetition")
@@ -512,6 +563,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UserError("--device cuda was requested but no CUDA device is available; use --device cpu.")
     if min(args.steps, args.repeats) < 1 or args.warmup < 0:
         raise UserError("--steps and --repeats must be >= 1 and --warmup >= 0; e.g. --steps 50 --warmup 5.")
+    if args.cuda_graph and args.device != "cuda" and not args.list:
+        raise UserError("--cuda-graph captures the step on a GPU; use it with --device cuda.")
+    if args.cuda_graph and args.warmup <= PlainLoop.GRAPH_WARMUP:
+        raise UserError(f"--cuda-graph needs --warmup >= {PlainLoop.GRAPH_WARMUP + 1} (the eager batches before the "
+                        f"capture and the capture itself stay untimed); got --warmup {args.warmup}.")
     return args
 
 

@@ -38,10 +38,14 @@ class PhaseMixedPrecision(MixedPrecision):
         """No autocast around the whole step: backward and optimizer steps run in full precision."""
         yield
 
+    #: whether autocast caches the weights' casts within a phase (a CUDA graph capture turns it off:
+    #: torch's graph capture does not support autocast's cache)
+    cache_enabled = True
+
     def phase_context(self) -> torch.autocast:
         """Autocast for one D or G update's forward passes and loss (weight casts cached within it)."""
         dtype = torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16
-        return torch.autocast(self.device, dtype=dtype, cache_enabled=True)
+        return torch.autocast(self.device, dtype=dtype, cache_enabled=self.cache_enabled)
 
 
 def phase_context(trainer: L.Trainer | None) -> ContextManager:

@@ -65,6 +65,8 @@ def test_bench_mixed_precision_channels_last(capsys):
 def test_bench_user_errors(capsys):
     assert bench.main(["train", "--compile", "fastest", "--output", "-"]) == 2
     assert "compile='fastest' is unknown" in capsys.readouterr().err
+    assert bench.main(["train", "--cuda-graph", "--device", "cpu", "--output", "-"]) == 2
+    assert "--cuda-graph captures the step on a GPU; use it with --device cuda." in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench.main(["train", "--precision", "64"])
     assert compile_mode("false") is None and compile_mode(True) == "default"
@@ -117,7 +119,12 @@ def test_bench_suites_parse(capsys):
     args = bench.parse_args(["suite", "--device", "cpu", "--output", "-"])
     assert len(bench.suite_jobs(args)) == len(bench.SUITES["cpu"])
     for row in bench.SUITES["cuda"]:  # the GPU rows are valid options (checked here with the CPU)
-        parsed = bench.parse_args([*row.split(), "--device", "cpu"])
+        options = row.split()
+        if "--cuda-graph" in options:  # a GPU-only option: refused on the CPU, parsed without it
+            with pytest.raises(UserError, match="--cuda-graph captures the step on a GPU"):
+                bench.parse_args([*options, "--device", "cpu"])
+            options.remove("--cuda-graph")
+        parsed = bench.parse_args([*options, "--device", "cpu"])
         assert parsed.what in ("train", "data")
         if parsed.what == "train":  # the model config composes with these options
             assert bench.bench_config(parsed).model._target_.startswith("gan_lab.models.")

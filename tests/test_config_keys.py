@@ -40,6 +40,9 @@ WORDS = {
     "norm": ["none", "instance"], "output": ["sigmoid"], "conditioning": ["branch"], "label_encoding": ["embedding"],
     "reconstruction_updates": ["discriminator"], "extra_g_when": ["d_loss"], "init": ["dcgan"],
     "instance_noise_on": ["real", "real_and_fake"], "activation": ["relu", "leaky_relu"],
+    # ADA's operations without the orientation ones (the last of the list, saturation, acts on colour
+    # images only: the tests' digits are grey)
+    "ops": [["xint", "scale", "aniso", "xfrac", "brightness", "contrast"]],
 }
 
 

@@ -11,14 +11,34 @@ a callback that works for every GAN variant instead of as flags of the models:
   as without compilation. ``reduce-overhead`` adds CUDA graphs (GPU only: on CPU it falls back to
   ``default``).
 
-Both are applied in ``setup``, before Lightning moves the module to its device and wraps it for
-DDP, and are harmless on CPU.
+- ``cuda_graph``: the whole batch (noise, both nets' forward passes, the losses, both backward
+  passes, both optimizer steps, BatchNorm statistics) captured as one CUDA graph after
+  ``graph_warmup`` eager batches, and then replayed with each batch copied into a static input
+  buffer (:class:`CapturedStep`). On a GPU at small batches the eager step is bound by kernel
+  launches and Python; one replay launches them all at once. It computes the same updates as the
+  eager step; what a graph cannot hold is refused before training, in one sentence (a CPU, DDP,
+  ``16-mixed``, a compile mode with CUDA graphs of its own, and the model's own reasons:
+  :meth:`~gan_lab.models.base.GAN.capture_refusal`). A scheduler's new learning rate is captured
+  again at the next batch.
+
+``channels_last`` and ``compile`` are applied in ``setup``, before Lightning moves the module to its
+device and wraps it for DDP, and are harmless on CPU.
+
+Compile modes that use CUDA graphs of their own (``reduce-overhead``, ``max-autotune``) are refused
+on a GPU: a GAN batch runs G once and feeds its output to both the D and the G update, and those
+graphs overwrite that output between the two (measured on an H200: "accessing tensor output of
+CUDAGraphs that has been overwritten by a subsequent run"). ``max-autotune-no-cudagraphs`` with
+``channels_last`` is refused too (inductor's stride assertion on DCGAN's last 4x4 convolution, also
+measured); ``cuda_graph=true`` is the way to a graphed step.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn as nn
+from torch import Tensor
 
 from gan_lab.errors import UserError
 
@@ -59,24 +79,205 @@ def compile_nets(module: nn.Module, mode: str | None, device_type: str) -> list[
     return compiled
 
 
+def compile_refusal(mode: str | None, channels_last: bool, device_type: str) -> str | None:
+    """The sentence refusing a ``compile`` x ``channels_last`` pair that fails on ``device_type``."""
+    if device_type != "cuda" or mode is None:
+        return None
+    if mode in ("reduce-overhead", "max-autotune"):
+        return (f"callbacks.fast_path.compile={mode} adds CUDA graphs that overwrite G's output between the D and "
+                f"the G update of a batch; use callbacks.fast_path.cuda_graph=true (the whole batch as one graph) "
+                f"or callbacks.fast_path.compile=default.")
+    if mode == "max-autotune-no-cudagraphs" and channels_last:
+        return ("callbacks.fast_path.compile=max-autotune-no-cudagraphs with callbacks.fast_path.channels_last=true "
+                "fails in inductor (a stride assertion on the last 4x4 convolution); use "
+                "callbacks.fast_path.compile=default with channels_last, or channels_last=false.")
+    return None
+
+
+#: optimizers whose step a CUDA graph can hold (``capturable`` ones, and SGD, which keeps no step count)
+CAPTURABLE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.SGD)
+
+
+class CapturedStep:
+    """One training batch of a GAN module, run by :meth:`~gan_lab.models.base.GAN.updates` on static
+    input buffers with the raw optimizers, and (``capture=True``, on a GPU) captured as one CUDA graph.
+
+    The first ``warmup`` calls run the step eagerly (on a side stream on a GPU, as CUDA graph capture
+    needs: lazily created optimizer state, cuDNN's algorithm search); the next call captures it, and
+    every later call copies the batch into the static buffers and replays the graph. The loss terms
+    it returns are the graph's static outputs: read them before the next call (the module logs them
+    on logging steps only). Random numbers are drawn inside the graph from the device's generator, so
+    a replay draws what the eager step would have drawn from the same generator state.
+
+    A graph holds the optimizers' hyper-parameters (learning rates, betas, ...) as they were at the
+    capture: when a scheduler changes one (once per epoch), the next batch captures the step again.
+
+    Lightning counts optimizer steps (``trainer.global_step``, ``trainer.max_steps``) as its
+    optimizers step; a replay steps the raw optimizers inside the graph, so it counts them on
+    Lightning's optimizer wrappers (their before/after-step hooks) instead.
+
+    With ``capture=False`` every call runs the static-buffer step eagerly: the CPU's way to check it
+    against ``training_step``.
+    """
+
+    def __init__(self, module: Any, warmup: int = 3, capture: bool = True) -> None:
+        self.module, self.warmup, self.capture = module, int(warmup), bool(capture)
+        self.wrapped = module.optimizers()       # Lightning's wrappers: they count the steps
+        self.optimizers = [opt.optimizer for opt in self.wrapped]
+        self.calls = 0
+        self.graph: Any = None
+        self.real: Tensor | None = None
+        self.labels: Tensor | None = None
+        self.terms: dict[str, Tensor] = {}
+        self.steps = 0                           # optimizer steps per batch (D and G)
+        self.captures = 0
+        self.hyper: list | None = None           # the optimizers' hyper-parameters at the capture
+
+    def takes(self, real: Tensor, labels: Tensor) -> bool:
+        """Whether a batch fits the static buffers (an epoch's smaller last batch runs eagerly)."""
+        return self.real is None or (real.shape == self.real.shape and real.dtype == self.real.dtype
+                                     and labels.shape == self.labels.shape)
+
+    def step(self) -> dict[str, Tensor]:
+        """The batch on the static buffers: the module's updates with the raw optimizers."""
+        terms = self.module.updates(self.real, self.labels, *self.optimizers, backward=Tensor.backward)
+        self.steps = sum(self.module.updates_done)
+        return terms
+
+    def hyper_parameters(self) -> list:
+        """The optimizers' hyper-parameters, per param group (what a capture bakes in)."""
+        return [{k: v for k, v in group.items() if k != "params"} for opt in self.optimizers for group in opt.param_groups]
+
+    def __call__(self, real: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        if self.graph is not None and self.hyper_parameters() != self.hyper:
+            self.graph = None                    # a scheduler moved the learning rate: capture again
+        if self.real is None:
+            self.real, self.labels = torch.empty_like(real), torch.empty_like(labels)
+        self.real.copy_(real)
+        self.labels.copy_(labels)
+        if self.graph is not None:
+            self.graph.replay()
+        elif not self.capture:
+            self.terms = self.step()
+        elif self.calls < self.warmup:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.terms = self.step()
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            self.graph = torch.cuda.CUDAGraph()
+            for opt in self.optimizers:  # backward allocates the gradients in the graph's memory pool
+                opt.zero_grad(set_to_none=True)
+            with torch.cuda.graph(self.graph):
+                self.terms = self.step()
+            self.hyper = self.hyper_parameters()
+            self.captures += 1
+            self.graph.replay()  # capturing records the kernels without running them
+        self.calls += 1
+        for _ in range(self.steps):
+            self.wrapped[0]._on_before_step()
+            self.wrapped[0]._on_after_step()
+        return self.terms
+
+
+def make_capturable(optimizers: list[torch.optim.Optimizer]) -> list[list[bool]]:
+    """Switch Adam-like optimizers to ``capturable`` (their step count and bias corrections stay on the
+    device) and move step counts a checkpoint restored on the host there; returns the previous flags
+    (per optimizer and param group), which checkpoints keep, so they load anywhere."""
+    before = []
+    for opt in optimizers:
+        before.append([group.get("capturable", False) for group in opt.param_groups])
+        for group in opt.param_groups:
+            if "capturable" in group and not group.get("fused"):
+                group["capturable"] = True
+            for p in group["params"]:
+                step = opt.state.get(p, {}).get("step")
+                if isinstance(step, Tensor) and step.device != p.device:
+                    opt.state[p]["step"] = step.to(p.device)
+    return before
+
+
 class FastPath(L.Callback):
-    """Applies ``channels_last`` and ``torch.compile`` to the GAN module when training starts.
+    """Applies ``channels_last``, ``torch.compile`` and the captured step to the GAN module.
 
     Args:
         channels_last: store the nets NHWC (worth it on GPUs with mixed precision).
         compile: ``false``, ``true``/``default``, ``reduce-overhead`` (CUDA graphs),
             ``max-autotune``, ``max-autotune-no-cudagraphs``.
+        cuda_graph: replay the whole batch as one CUDA graph (:class:`CapturedStep`; GPU only).
+        graph_warmup: eager batches before the capture.
     """
 
-    def __init__(self, channels_last: bool = False, compile: str | bool | None = False) -> None:
+    def __init__(self, channels_last: bool = False, compile: str | bool | None = False, cuda_graph: bool = False,
+                 graph_warmup: int = 3) -> None:
         self.channels_last = bool(channels_last)
         self.compile = compile_mode(compile)
         self.compiled: list[str] = []
+        if not isinstance(cuda_graph, bool):
+            raise UserError(f"callbacks.fast_path.cuda_graph={cuda_graph!r} must be true or false.")
+        if int(graph_warmup) != graph_warmup or graph_warmup < 1:
+            raise UserError(f"callbacks.fast_path.graph_warmup={graph_warmup} must be an integer >= 1 (eager "
+                            f"batches before the capture); e.g. 3.")
+        self.cuda_graph, self.graph_warmup = cuda_graph, int(graph_warmup)
+        self._flags: list[list[bool]] | None = None
+        self.captures = 0  # graphs captured by the fits that ended (a new learning rate captures again)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        device_type = trainer.strategy.root_device.type
+        refusal = compile_refusal(self.compile, self.channels_last, device_type)
+        if refusal is None and self.cuda_graph:
+            refusal = self.capture_refusal(trainer, pl_module, device_type)
+        if refusal is not None:
+            raise UserError(refusal)
         if self.channels_last:
             use_channels_last(pl_module)
         if self.compile is not None and not self.compiled:
-            self.compiled = compile_nets(pl_module, self.compile, trainer.strategy.root_device.type)
+            self.compiled = compile_nets(pl_module, self.compile, device_type)
+
+    def capture_refusal(self, trainer: L.Trainer, pl_module: L.LightningModule, device_type: str) -> str | None:
+        """Why ``cuda_graph=true`` cannot hold this run's batch, in one sentence (``None``: it can)."""
+        key = "callbacks.fast_path.cuda_graph=true"
+        if device_type != "cuda":
+            return f"{key} captures the step on a GPU, and this run trains on {device_type}; leave it off there."
+        if trainer.world_size > 1:
+            return (f"{key} captures one device's step without DDP's gradient all-reduce; train on one GPU "
+                    f"(trainer.devices=1) or leave callbacks.fast_path.cuda_graph=false.")
+        if str(trainer.precision) == "16-mixed":
+            return (f"{key} cannot hold float16's loss scaling (it checks for overflow on the host every step); use "
+                    f"trainer.precision=bf16-mixed or 32.")
+        if not hasattr(pl_module, "capture_refusal"):
+            return f"{key} needs a gan_lab GAN module; {type(pl_module).__name__} is not one."
+        return pl_module.capture_refusal()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After a checkpoint's optimizer state is restored: make the optimizers capturable and attach
+        the captured step."""
+        if not self.cuda_graph:
+            return
+        raw = [opt.optimizer for opt in pl_module.optimizers()]
+        other = [type(opt).__name__ for opt in raw if not isinstance(opt, CAPTURABLE)]
+        if other:
+            raise UserError(f"callbacks.fast_path.cuda_graph=true needs optimizers whose step a CUDA graph can hold "
+                            f"({', '.join(c.__name__ for c in CAPTURABLE)}); this run has {other[0]}.")
+        self._flags = make_capturable(raw)
+        plugin = trainer.precision_plugin
+        if hasattr(plugin, "cache_enabled"):
+            plugin.cache_enabled = False  # autocast's weight-cast cache cannot be captured
+        pl_module.captured_step = CapturedStep(pl_module, self.graph_warmup)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.cuda_graph and pl_module.captured_step is not None:
+            self.captures += pl_module.captured_step.captures
+            pl_module.captured_step = None  # frees the graph and its memory pool
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        """Checkpoints keep the optimizers' own ``capturable`` flags, so they resume without the graph too."""
+        if self._flags is None:
+            return
+        for state, flags in zip(checkpoint.get("optimizer_states", []), self._flags):
+            for group, flag in zip(state.get("param_groups", []), flags):
+                if "capturable" in group:
+                    group["capturable"] = flag

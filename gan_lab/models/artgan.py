@@ -203,6 +203,18 @@ class ArtGAN(ConditionalGAN):
         """Pre-training draws no fakes: D learns the real classes alone."""
         return not self.pretraining
 
+    def steady_batch(self) -> bool:
+        """Pre-training batches (D alone, on the real images) run eagerly; a captured step holds the rest."""
+        return not self.pretraining
+
+    def capture_refusal(self) -> str | None:
+        """The extra G update is decided from D's loss or accuracy every batch: no captured step."""
+        if self.extra_g_when is not None:
+            return (f"model.extra_g_when={self.extra_g_when} decides on the host after every D update whether G "
+                    f"gets an extra update, which a captured step cannot follow; set model.extra_g_when=null "
+                    f"model.extra_g_threshold=null or leave callbacks.fast_path.cuda_graph=false.")
+        return super().capture_refusal()
+
     def g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
         """None while pre-training; ``n_gen``, plus one when D is too strong (``extra_g_when``)."""
         if self.pretraining:

@@ -101,6 +101,10 @@ class GAN(L.LightningModule):
         #: (``callbacks.ema``) or by loading a checkpoint that has one; ``None`` without
         self.generator_ema: nn.Module | None = None
         self._epoch_end_requested = False
+        #: the batch replayed as one CUDA graph, attached by ``callbacks.fast_path.cuda_graph`` (a
+        #: :class:`~gan_lab.callbacks.fast_path.CapturedStep`); ``None``: every batch runs eagerly
+        self.captured_step: Any = None
+        self.updates_done = (0, 0)
 
     # --- conditioning hooks (a conditional variant overrides these three) ----------------
 
@@ -191,7 +195,26 @@ class GAN(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         real, labels = batch
         real = self.to_model_range(real)
-        opt_d, opt_g = self.optimizers()
+        n = real.shape[0]
+        captured = self.captured_step
+        if captured is not None and captured.takes(real, labels) and self.steady_batch():
+            terms = captured(real, labels)  # the same updates, replayed as one CUDA graph
+        else:
+            opt_d, opt_g = self.optimizers()
+            terms = self.updates(real, labels, opt_d, opt_g, self.manual_backward)
+        self.batches_seen += 1
+        self.images_seen += n * self.trainer.world_size
+        self.log_terms(terms)
+        return {k: v.detach() for k, v in terms.items()}
+
+    def updates(self, real: Tensor, labels: Tensor, opt_d, opt_g, backward: Callable[[Tensor], Any]) -> dict[str, Tensor]:
+        """One batch's discriminator and generator updates (real images already in the nets' range);
+        returns the loss terms, on the device.
+
+        ``training_step`` runs it with Lightning's optimizers and ``manual_backward``; a captured step
+        (``callbacks.fast_path.cuda_graph``) runs it with the raw optimizers and ``Tensor.backward`` on
+        static input buffers. It records the updates it made in :attr:`updates_done`
+        (``(discriminator, generator)``)."""
         n = real.shape[0]
         terms: dict[str, Tensor] = {}
         fake = fake_labels = None
@@ -209,19 +232,36 @@ class GAN(L.LightningModule):
             real_d = self.augment_for_d(real)
             if with_fakes:
                 fake_d = self.augment_for_d(fake.detach())
-            terms.update(self.discriminator_update(opt_d, real_d, labels, fake_d, fake_labels))
+            terms.update(self.discriminator_update(opt_d, real_d, labels, fake_d, fake_labels, backward))
             self.observe_real(n)
-        for j in range(self.g_updates(terms)):
+        n_g = self.g_updates(terms)
+        for j in range(n_g):
             if j > 0 or fake is None:
                 z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
                 with self.autocast():
                     fake = self.generate(z, fake_labels)
-            terms.update(self.generator_update(opt_g, self.augment_for_d(fake), fake_labels, real_d, labels))
+            terms.update(self.generator_update(opt_g, self.augment_for_d(fake), fake_labels, real_d, labels, backward))
         terms.update(self.augment_terms())
-        self.batches_seen += 1
-        self.images_seen += n * self.trainer.world_size
-        self.log_terms(terms)
-        return {k: v.detach() for k, v in terms.items()}
+        self.updates_done = (n_d, n_g)
+        return terms
+
+    # --- capturing the batch as one CUDA graph (callbacks.fast_path.cuda_graph) -------------
+
+    def capture_refusal(self) -> str | None:
+        """Why this model's batch cannot be captured as one CUDA graph, as the one sentence that
+        refuses ``callbacks.fast_path.cuda_graph=true``; ``None`` when it can. A graph replays the same
+        kernels with the same host-side numbers every batch, so a variant whose batch depends on
+        values decided on the host between batches says so here (and asks ``super()`` too)."""
+        if self.adaptive_augment:
+            return ("d_augment=ada tunes its probability on the host between batches, which a captured step "
+                    "cannot follow; use d_augment=diffaugment with callbacks.fast_path.cuda_graph=true, or "
+                    "leave callbacks.fast_path.cuda_graph=false.")
+        return None
+
+    def steady_batch(self) -> bool:
+        """Whether this batch runs the schedule a captured step holds (a variant returns ``False`` for
+        batches that update differently, e.g. ArtGAN's pre-training: they run eagerly)."""
+        return True
 
     # --- augmentation of D's inputs -------------------------------------------------------
 
@@ -260,20 +300,20 @@ class GAN(L.LightningModule):
         precision); backward and optimizer steps stay outside it (see :mod:`gan_lab.precision`)."""
         return phase_context(self._trainer)
 
-    def discriminator_update(self, opt, real, labels, fake, fake_labels) -> dict[str, Tensor]:
+    def discriminator_update(self, opt, real, labels, fake, fake_labels, backward) -> dict[str, Tensor]:
         with self.autocast():
             terms = self.d_step(real, labels, fake, fake_labels)
         opt.zero_grad(set_to_none=True)
-        self.manual_backward(terms["d_loss"])
+        backward(terms["d_loss"])
         opt.step()
         return terms
 
-    def generator_update(self, opt, fake, fake_labels, real, labels) -> dict[str, Tensor]:
+    def generator_update(self, opt, fake, fake_labels, real, labels, backward) -> dict[str, Tensor]:
         with frozen(self.discriminator):
             with self.autocast():
                 terms = self.g_step(fake, fake_labels, real, labels)
             opt.zero_grad(set_to_none=True)
-            self.manual_backward(terms["g_loss"])
+            backward(terms["g_loss"])
         opt.step()
         return terms
 

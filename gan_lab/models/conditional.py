@@ -117,6 +117,14 @@ class ConditionalGAN(GAN):
     def grid_row_names(self) -> list[str]:
         return list(self.class_names)
 
+    def capture_refusal(self) -> str | None:
+        """A decaying instance noise changes its std on the host every batch: no captured step."""
+        if self.instance_noise.std_at(0) > 0 and self.instance_noise.decay_batches > 0:
+            return (f"model.instance_noise_decay={self.instance_noise.decay_batches} lowers the instance noise on "
+                    f"the host every batch, which a captured step cannot follow; set model.instance_noise_decay=0 "
+                    f"(a constant std) or leave callbacks.fast_path.cuda_graph=false.")
+        return super().capture_refusal()
+
     # --- phases -------------------------------------------------------------------------
 
     def noisy_real(self, real: Tensor) -> Tensor:

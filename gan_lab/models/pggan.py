@@ -68,6 +68,11 @@ class PGGAN(WGANGP):
         of that resolution's newest layers (1: fully grown in)."""
         return self.resolution, self.alpha
 
+    def capture_refusal(self) -> str | None:
+        """The fade-in weight changes on the host every batch and the resolution every stage."""
+        return ("model=pggan changes its fade-in weight alpha every batch and its resolution every stage, which a "
+                "captured step cannot follow; leave callbacks.fast_path.cuda_graph=false for it.")
+
     def set_phase(self, resolution: int, alpha: float) -> None:
         """Train, sample and score at ``resolution`` with fade-in weight ``alpha``; the growth schedule
         (a callback) calls this at the start of training and after every batch."""

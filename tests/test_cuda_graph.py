@@ -1,0 +1,215 @@
+"""The captured step (``callbacks.fast_path.cuda_graph``): the static-buffer step against
+``training_step`` on a CPU, the refusals, and (marked ``gpu``) the captured graph itself."""
+from __future__ import annotations
+
+import copy
+import re
+
+import lightning as L
+import pytest
+import torch
+
+from gan_lab.build import build_datamodule, build_model, build_trainer, make
+from gan_lab.callbacks.fast_path import CapturedStep, FastPath, compile_refusal, make_capturable
+from gan_lab.errors import UserError
+from tests.conftest import NARROW_NETS
+
+NARROW = NARROW_NETS
+
+
+class StaticStep(L.Callback):
+    """Attaches the captured step's static-buffer function, run eagerly (``capture=False``): what a CUDA
+    graph would replay, checked on a CPU against the module's own ``training_step``."""
+
+    def __init__(self) -> None:
+        self.step: CapturedStep | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.step = pl_module.captured_step = CapturedStep(pl_module, capture=False)
+
+
+def fit(cfg, *callbacks):
+    cfg = copy.deepcopy(cfg)  # build_datamodule publishes the data's channels and classes into it
+    L.seed_everything(cfg.seed, verbose=False)
+    dm = build_datamodule(cfg)
+    model = build_model(cfg)
+    trainer = build_trainer(cfg, [*callbacks], [])
+    trainer.fit(model, datamodule=dm)
+    return model, trainer
+
+
+def same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def same_optimizers(a: L.Trainer, b: L.Trainer) -> bool:
+    for oa, ob in zip(a.optimizers, b.optimizers):
+        for pa, pb in zip(oa.state.values(), ob.state.values()):
+            if any(not torch.equal(torch.as_tensor(pa[k]), torch.as_tensor(pb[k])) for k in pa):
+                return False
+    return True
+
+
+CASES = {
+    "dcgan": ["model=dcgan", *NARROW["dcgan"]],
+    "dcgan-bf16": ["model=dcgan", *NARROW["dcgan"], "trainer.precision=bf16-mixed"],
+    # the learning rate changes after the first epoch (a graph is captured again then)
+    "dcgan-scheduler": ["model=dcgan", *NARROW["dcgan"], "scheduler=exponential", "scheduler.discriminator.gamma=0.5",
+                        "scheduler.generator.gamma=0.5"],
+    "cdcgan-diffaugment": ["model=cdcgan", *NARROW["cdcgan"], "d_augment=diffaugment"],
+    "cgan_mlp": ["model=cgan_mlp", *NARROW["cgan_mlp"]],
+    "wgan_gp-5-critic-steps": ["model=wgan_gp", *NARROW["wgan_gp"], "model.n_critic=5"],
+    # one epoch of pre-training (run eagerly: D alone), then the captured schedule
+    "artgan-pretraining": ["model=artgan", *NARROW["artgan"], "model.pretrain_epochs=1", "model.label_flip=0.1"],
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_static_buffer_step_computes_what_training_step_computes(make_cfg, case):
+    cfg = make_cfg(*CASES[case], "data.image_size=16", "trainer.limit_train_batches=4", "trainer.max_epochs=2")
+    eager, eager_trainer = fit(cfg)
+    attach = StaticStep()
+    static, static_trainer = fit(cfg, attach)
+    steady = 4 if case == "artgan-pretraining" else 8           # batches the static step ran
+    assert attach.step is not None and attach.step.calls == steady
+    assert same_state(eager, static)                            # bit for bit: weights, BatchNorm statistics
+    assert same_optimizers(eager_trainer, static_trainer)
+    assert static_trainer.global_step == eager_trainer.global_step > 0   # Lightning counted its optimizer steps
+    assert static.batches_seen == eager.batches_seen == 8
+    assert static.logged == eager.logged and "train/d_loss" in static.logged
+
+
+def test_a_batch_of_another_size_runs_eagerly(make_cfg):
+    cfg = make_cfg("model=dcgan", *NARROW["dcgan"], "data.image_size=16", "trainer.max_epochs=1",
+                   "trainer.limit_train_batches=3")
+    attach = StaticStep()
+    fit(cfg, attach)
+    real, labels = attach.step.real, attach.step.labels
+    assert attach.step.takes(torch.zeros_like(real), torch.zeros_like(labels))
+    assert not attach.step.takes(real[:-1], labels[:-1])        # an epoch's smaller last batch
+    assert not attach.step.takes(real[..., :8, :8], labels)
+
+
+def test_a_cpu_run_refuses_the_captured_step_in_one_sentence(make_cfg):
+    cfg = make_cfg("model=dcgan", *NARROW["dcgan"], "data.image_size=16", "callbacks.fast_path.cuda_graph=true")
+    with pytest.raises(UserError, match=r"^callbacks.fast_path.cuda_graph=true captures the step on a GPU, and this "
+                                        r"run trains on cpu; leave it off there.$"):
+        fit(cfg, make(cfg.callbacks.fast_path, "callbacks.fast_path"))
+    with pytest.raises(UserError, match=r"callbacks.fast_path.cuda_graph='yes' must be true or false"):
+        FastPath(cuda_graph="yes")
+    with pytest.raises(UserError, match=r"callbacks.fast_path.graph_warmup=0 must be an integer >= 1"):
+        FastPath(cuda_graph=True, graph_warmup=0)
+
+
+@pytest.mark.parametrize("overrides, sentence", [
+    (["model=dcgan", "d_augment=ada"], r"^d_augment=ada tunes its probability on the host between batches"),
+    (["model=cdcgan", "model.instance_noise=0.1", "model.instance_noise_decay=100"],
+     r"^model.instance_noise_decay=100 lowers the instance noise on the host every batch"),
+    (["model=artgan", "model.extra_g_when=d_loss", "model.extra_g_threshold=0.3"],
+     r"^model.extra_g_when=d_loss decides on the host after every D update"),
+    (["model=pggan"], r"^model=pggan changes its fade-in weight alpha every batch"),
+])
+def test_what_a_graph_cannot_hold_is_refused_before_training(make_cfg, overrides, sentence):
+    cfg = make_cfg(*overrides, "data.image_size=16" if "model=pggan" not in overrides else "data.image_size=8")
+    build_datamodule(cfg)
+    model = build_model(cfg)
+    trainer = L.Trainer(accelerator="cpu", logger=False)
+    refusal = FastPath(cuda_graph=True).capture_refusal(trainer, model, "cuda")
+    assert refusal is not None and len(refusal.split(". ")) == 1
+    assert re.search(sentence, refusal)
+
+
+def test_models_without_host_decisions_are_captured(make_cfg):
+    for overrides in (["model=dcgan", "d_augment=diffaugment"], ["model=wgan_gp"], ["model=cgan_mlp"],
+                      ["model=dcgan", "scheduler=exponential"],
+                      ["model=cdcgan", "model.instance_noise=0.1"], ["model=artgan", "model.pretrain_epochs=2"]):
+        cfg = make_cfg(*overrides, "data.image_size=16")
+        build_datamodule(cfg)
+        model = build_model(cfg)
+        assert FastPath(cuda_graph=True).capture_refusal(L.Trainer(accelerator="cpu", logger=False), model, "cuda") is None
+
+
+def test_compile_modes_with_their_own_cuda_graphs_are_refused_on_a_gpu():
+    assert compile_refusal("reduce-overhead", False, "cuda").startswith(
+        "callbacks.fast_path.compile=reduce-overhead adds CUDA graphs that overwrite G's output")
+    assert "cuda_graph=true" in compile_refusal("max-autotune", True, "cuda")
+    assert "use callbacks.fast_path.compile=default with channels_last" in compile_refusal(
+        "max-autotune-no-cudagraphs", True, "cuda")
+    assert compile_refusal("max-autotune-no-cudagraphs", False, "cuda") is None
+    assert compile_refusal("default", True, "cuda") is None
+    assert compile_refusal("reduce-overhead", False, "cpu") is None          # falls back to default there
+
+
+def test_optimizers_become_capturable_and_checkpoints_keep_their_own_flags():
+    w = torch.nn.Parameter(torch.ones(3))
+    adam, sgd = torch.optim.Adam([w], lr=0.1), torch.optim.SGD([w], lr=0.1)
+    w.grad = torch.ones(3)
+    adam.step()
+    assert adam.state[w]["step"].device.type == "cpu"
+    before = make_capturable([adam, sgd])
+    assert before == [[False], [False]] and adam.param_groups[0]["capturable"] is True
+    assert "capturable" not in sgd.param_groups[0]
+    fast_path = FastPath(cuda_graph=True)
+    fast_path._flags = before
+    checkpoint = {"optimizer_states": [adam.state_dict(), sgd.state_dict()]}
+    assert checkpoint["optimizer_states"][0]["param_groups"][0]["capturable"] is True
+    fast_path.on_save_checkpoint(None, None, checkpoint)
+    assert checkpoint["optimizer_states"][0]["param_groups"][0]["capturable"] is False
+    assert adam.param_groups[0]["capturable"] is True           # the live optimizer keeps capturing
+
+
+# --- on a GPU -----------------------------------------------------------------------------------------
+
+def gpu_cfg(make_cfg, *overrides):
+    return make_cfg(*overrides, "trainer.accelerator=gpu", "data.image_size=32", "data.batch_size=32",
+                    "trainer.limit_train_batches=8", "trainer.max_epochs=2")
+
+
+def close_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    for k in sa:
+        if sa[k].is_floating_point():
+            torch.testing.assert_close(sa[k], sb[k], rtol=2e-3, atol=2e-4, msg=k)
+        else:
+            assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", ["dcgan", "dcgan-bf16", "dcgan-scheduler", "cdcgan-diffaugment",
+                                  "wgan_gp-5-critic-steps", "artgan-pretraining"])
+def test_the_captured_graph_trains_as_the_eager_step_does(make_cfg, case):
+    torch.backends.cudnn.deterministic = True
+    try:
+        cfg = gpu_cfg(make_cfg, *CASES[case])
+        eager, eager_trainer = fit(cfg)
+        fast_path = FastPath(cuda_graph=True, graph_warmup=3)
+        captured, captured_trainer = fit(cfg, fast_path)
+    finally:
+        torch.backends.cudnn.deterministic = False
+    # the same noise (drawn inside the graph from the same generator state), so the same updates
+    close_state(eager, captured)
+    assert captured_trainer.global_step == eager_trainer.global_step > 0
+    assert captured.batches_seen == eager.batches_seen == 16
+    assert captured.captured_step is None                        # released at the end of training
+    assert fast_path.captures == (2 if case == "dcgan-scheduler" else 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("fast_path", [dict(channels_last=True, compile="default"),
+                                       dict(channels_last=False, compile="max-autotune-no-cudagraphs"),
+                                       dict(channels_last=True, cuda_graph=True)])
+def test_documented_fast_paths_train_in_bf16(make_cfg, fast_path):
+    cfg = gpu_cfg(make_cfg, "model=dcgan", *NARROW["dcgan"], "trainer.precision=bf16-mixed")
+    model, trainer = fit(cfg, FastPath(**fast_path))
+    assert torch.isfinite(torch.tensor(model.logged["train/d_loss"])) and trainer.global_step == 32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_artgan_trains_in_bf16_with_channels_last(make_cfg):
+    cfg = gpu_cfg(make_cfg, "model=artgan", *NARROW["artgan"], "trainer.precision=bf16-mixed")
+    model, _ = fit(cfg, FastPath(channels_last=True))
+    assert all(torch.isfinite(torch.tensor(v)) for v in model.logged.values())
