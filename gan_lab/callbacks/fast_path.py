@@ -169,7 +169,8 @@ class CapturedStep:
             self.graph = torch.cuda.CUDAGraph()
             for opt in self.optimizers:  # backward allocates the gradients in the graph's memory pool
                 opt.zero_grad(set_to_none=True)
-            with torch.cuda.graph(self.graph):
+            # thread_local: the DataLoader's pin-memory thread may allocate pinned memory meanwhile
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 self.terms = self.step()
             self.hyper = self.hyper_parameters()
             self.captures += 1
