@@ -214,3 +214,29 @@ def test_domain_extractor_learns_from_the_whole_training_split_under_a_subset(ma
         extractors.append(evaluator.extractor(dm, "cpu", kind="domain"))
     a, b = (dict(e.state_dict()) for e in extractors)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("preset, variant", [
+    ("monet_noise", ["noise=uniform", "d_augment=diffaugment"]),
+    ("monet_noise", ["noise=uniform", "d_augment=ada", "d_augment.speed_images=5000",
+                     "d_augment.ops=[xflip,xint,scale,aniso,xfrac,brightness,contrast,saturation]"]),
+    ("pokemon_wgan_gp128", ["augment=none", "d_augment=diffaugment"]),
+    ("pokemon_pggan128", ["augment=none", "d_augment=diffaugment"]),
+])
+def test_the_documented_small_data_variants_of_the_presets_build(make_cfg, preset, variant):
+    """The variants of experiments/monet_noise and experiments/pokemon, built on the bundled digits at
+    the preset's image size (the paintings and sprites are not bundled)."""
+    cfg = make_cfg(f"experiment={preset}", *variant, "data=digits", tiny=False)
+    dm = build_datamodule(cfg)
+    model = build_model(cfg)
+    assert dm.augment is None or not dm.augment.enabled         # no real-only augmentation left to leak
+    if "d_augment=ada" in variant:
+        assert isinstance(model.d_augment, AdaptiveAugment) and "rotate90" not in model.d_augment.ops
+        assert "xflip" in model.d_augment.ops and model.d_augment.speed_images == 5000
+    else:
+        assert isinstance(model.d_augment, DiffAugment) and model.d_augment.policy == list(("color", "translation",
+                                                                                            "cutout"))
+    x = torch.rand(2, cfg.data.channels, 16, 16, requires_grad=True)
+    model.d_augment.p = 1.0
+    model.augment_for_d(x).sum().backward()
+    assert x.grad is not None
