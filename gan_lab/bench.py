@@ -4,7 +4,8 @@
 it) under a real Lightning Trainer, and a plain PyTorch loop doing exactly the same D and G
 updates (same nets and initial weights, same loss functions, noise, optimisers, batch, autocast,
 memory format and compilation), in one process, alternating repetitions so that the ratio of the
-two is stable on a busy machine. Data is synthetic uint8 held on the training device, so only the
+two is stable on a busy machine. With ``--cuda-graph`` both loops replay each batch as one captured
+CUDA graph (``callbacks.fast_path.cuda_graph`` and the plain loop's own capture). Data is synthetic uint8 held on the training device, so only the
 training step is measured.
 
 ``data`` measures how fast an :class:`~gan_lab.data.base.ImageDataModule` serves training
