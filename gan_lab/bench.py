@@ -38,7 +38,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from gan_lab.build import build_callbacks, build_loggers, build_model, build_trainer
-from gan_lab.callbacks.fast_path import FastPath, compile_mode, compile_nets, make_capturable, use_channels_last
+from gan_lab.callbacks.fast_path import (FastPath, GraphedStep, compile_mode, compile_nets, make_capturable,
+                                        use_channels_last)
 from gan_lab.data.base import EpochSampler, ImageDataModule
 from gan_lab.pixels import to_float
 from gan_lab.data.disk import DeviceLoader
@@ -148,9 +149,10 @@ class PlainLoop:
     ``n_gen`` G updates per batch with the module's own objectives (``d_step``, ``g_step``), one G
     forward per batch, D frozen during G updates, raw ``backward()`` and ``optimizer.step()``.
 
-    ``graphed``: the plain twin of ``callbacks.fast_path.cuda_graph``, as a hand-written loop does it
-    (``torch.cuda.graphs`` docs): capturable optimizers, ``GRAPH_WARMUP`` eager batches on a side
-    stream, then the whole batch captured once and replayed with each batch copied into static buffers."""
+    ``graphed``: the plain twin of ``callbacks.fast_path.cuda_graph``: capturable optimizers and the
+    same capture (:class:`~gan_lab.callbacks.fast_path.GraphedStep`: ``GRAPH_WARMUP`` eager batches
+    on a side stream, then the whole batch captured once and replayed with each batch copied into
+    static buffers)."""
 
     GRAPH_WARMUP = 3
 
@@ -159,35 +161,10 @@ class PlainLoop:
         (self.opt_d, self.opt_g), _ = model.configure_optimizers()
         self.autocast = autocast_for(precision, device, cache=not graphed)
         self.scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
-        self.graphed = graphed
+        self.graphed: GraphedStep | None = None
         if graphed:
             make_capturable([self.opt_d, self.opt_g])
-        self.graph = None
-        self.static: tuple[Tensor, Tensor] | None = None
-        self.calls = 0
-
-    def graphed_step(self, images: Tensor, labels: Tensor) -> None:
-        """One batch through the captured graph (capturing it after the eager warm-up batches)."""
-        if self.static is None:
-            self.static = (torch.empty_like(images), torch.empty_like(labels))
-        self.static[0].copy_(images)
-        self.static[1].copy_(labels)
-        if self.graph is not None:
-            self.graph.replay()
-        elif self.calls < self.GRAPH_WARMUP:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.step(*self.static)
-            torch.cuda.current_stream().wait_stream(side)
-        else:
-            self.graph = torch.cuda.CUDAGraph()
-            self.opt_d.zero_grad(set_to_none=True)
-            self.opt_g.zero_grad(set_to_none=True)
-            with torch.cuda.graph(self.graph):
-                self.step(*self.static)
-            self.graph.replay()
-        self.calls += 1
+            self.graphed = GraphedStep(self.step, [self.opt_d, self.opt_g], self.GRAPH_WARMUP)
 
     def backward(self, loss: Tensor) -> None:
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
@@ -230,7 +207,7 @@ class PlainLoop:
             if i == warmup:
                 sync(self.device)
                 start = time.perf_counter()
-            (self.graphed_step if self.graphed else self.step)(images, labels)
+            (self.graphed or self.step)(images, labels)
             timed += images.shape[0] if i >= warmup else 0
         sync(self.device)
         return timed, time.perf_counter() - start

@@ -72,7 +72,7 @@ def test_the_static_buffer_step_computes_what_training_step_computes(make_cfg, c
     attach = StaticStep()
     static, static_trainer = fit(cfg, attach)
     steady = 4 if case == "artgan-pretraining" else 8           # batches the static step ran
-    assert attach.step is not None and attach.step.calls == steady
+    assert attach.step is not None and attach.step.graphed.calls == steady
     assert same_state(eager, static)                            # bit for bit: weights, BatchNorm statistics
     assert same_optimizers(eager_trainer, static_trainer)
     assert static_trainer.global_step == eager_trainer.global_step > 0   # Lightning counted its optimizer steps
@@ -85,7 +85,7 @@ def test_a_batch_of_another_size_runs_eagerly(make_cfg):
                    "trainer.limit_train_batches=3")
     attach = StaticStep()
     fit(cfg, attach)
-    real, labels = attach.step.real, attach.step.labels
+    real, labels = attach.step.graphed.inputs
     assert attach.step.takes(torch.zeros_like(real), torch.zeros_like(labels))
     assert not attach.step.takes(real[:-1], labels[:-1])        # an epoch's smaller last batch
     assert not attach.step.takes(real[..., :8, :8], labels)

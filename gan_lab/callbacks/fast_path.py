@@ -33,7 +33,7 @@ measured); ``cuda_graph=true`` is the way to a graphed step.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -98,16 +98,66 @@ def compile_refusal(mode: str | None, channels_last: bool, device_type: str) -> 
 CAPTURABLE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.SGD)
 
 
-class CapturedStep:
-    """One training batch of a GAN module, run by :meth:`~gan_lab.models.base.GAN.updates` on static
-    input buffers with the raw optimizers, and (``capture=True``, on a GPU) captured as one CUDA graph.
+class GraphedStep:
+    """``fn(*inputs)`` on static input buffers, captured as one CUDA graph (``torch.cuda.graphs``'
+    whole-network recipe): each call copies its inputs into the buffers; the first ``warmup`` calls
+    run ``fn`` eagerly on a side stream (lazily created optimizer state, cuDNN's algorithm search),
+    the next one captures it and every later one replays the graph. It returns ``fn``'s output, the
+    graph's static output tensors once captured: read them before the next call. :meth:`reset` drops
+    the graph, so that the next call captures again; ``capture=False`` runs ``fn`` eagerly on the
+    buffers at every call (the CPU's view of what a graph replays)."""
 
-    The first ``warmup`` calls run the step eagerly (on a side stream on a GPU, as CUDA graph capture
-    needs: lazily created optimizer state, cuDNN's algorithm search); the next call captures it, and
-    every later call copies the batch into the static buffers and replays the graph. The loss terms
-    it returns are the graph's static outputs: read them before the next call (the module logs them
-    on logging steps only). Random numbers are drawn inside the graph from the device's generator, so
-    a replay draws what the eager step would have drawn from the same generator state.
+    def __init__(self, fn: Callable[..., Any], optimizers: list[torch.optim.Optimizer], warmup: int,
+                 capture: bool = True) -> None:
+        self.fn, self.optimizers, self.warmup, self.capture = fn, optimizers, int(warmup), bool(capture)
+        self.inputs: tuple[Tensor, ...] | None = None
+        self.output: Any = None
+        self.graph: Any = None
+        self.calls = 0
+        self.captures = 0
+
+    def takes(self, *inputs: Tensor) -> bool:
+        """Whether inputs fit the static buffers (shapes and dtypes)."""
+        return self.inputs is None or all(x.shape == b.shape and x.dtype == b.dtype for x, b in zip(inputs, self.inputs))
+
+    def reset(self) -> None:
+        self.graph = None
+
+    def __call__(self, *inputs: Tensor) -> Any:
+        if self.inputs is None:
+            self.inputs = tuple(torch.empty_like(x) for x in inputs)
+        for buffer, x in zip(self.inputs, inputs):
+            buffer.copy_(x)
+        if self.graph is not None:
+            self.graph.replay()
+        elif not self.capture:
+            self.output = self.fn(*self.inputs)
+        elif self.calls < self.warmup:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.output = self.fn(*self.inputs)
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            self.graph = torch.cuda.CUDAGraph()
+            for opt in self.optimizers:  # backward allocates the gradients in the graph's memory pool
+                opt.zero_grad(set_to_none=True)
+            # thread_local: the DataLoader's pin-memory thread may allocate pinned memory meanwhile
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+                self.output = self.fn(*self.inputs)
+            self.captures += 1
+            self.graph.replay()  # capturing records the kernels without running them
+        self.calls += 1
+        return self.output
+
+
+class CapturedStep:
+    """One training batch of a GAN module, run by :meth:`~gan_lab.models.base.GAN.updates` with the
+    raw optimizers as a :class:`GraphedStep` (``capture=True``, on a GPU: one CUDA graph per batch).
+
+    The loss terms it returns are the graph's static outputs (the module logs them on logging steps
+    only). Random numbers are drawn inside the graph from the device's generator, so a replay draws
+    what the eager step would have drawn from the same generator state.
 
     A graph holds the optimizers' hyper-parameters (learning rates, betas, ...) as they were at the
     capture: when a scheduler changes one (once per epoch), the next batch captures the step again.
@@ -121,26 +171,20 @@ class CapturedStep:
     """
 
     def __init__(self, module: Any, warmup: int = 3, capture: bool = True) -> None:
-        self.module, self.warmup, self.capture = module, int(warmup), bool(capture)
+        self.module = module
         self.wrapped = module.optimizers()       # Lightning's wrappers: they count the steps
         self.optimizers = [opt.optimizer for opt in self.wrapped]
-        self.calls = 0
-        self.graph: Any = None
-        self.real: Tensor | None = None
-        self.labels: Tensor | None = None
-        self.terms: dict[str, Tensor] = {}
+        self.graphed = GraphedStep(self.step, self.optimizers, warmup, capture)
         self.steps = 0                           # optimizer steps per batch (D and G)
-        self.captures = 0
         self.hyper: list | None = None           # the optimizers' hyper-parameters at the capture
 
     def takes(self, real: Tensor, labels: Tensor) -> bool:
         """Whether a batch fits the static buffers (an epoch's smaller last batch runs eagerly)."""
-        return self.real is None or (real.shape == self.real.shape and real.dtype == self.real.dtype
-                                     and labels.shape == self.labels.shape)
+        return self.graphed.takes(real, labels)
 
-    def step(self) -> dict[str, Tensor]:
-        """The batch on the static buffers: the module's updates with the raw optimizers."""
-        terms = self.module.updates(self.real, self.labels, *self.optimizers, backward=Tensor.backward)
+    def step(self, real: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """The batch (on the static buffers): the module's updates with the raw optimizers."""
+        terms = self.module.updates(real, labels, *self.optimizers, backward=Tensor.backward)
         self.steps = sum(self.module.updates_done)
         return terms
 
@@ -149,37 +193,16 @@ class CapturedStep:
         return [{k: v for k, v in group.items() if k != "params"} for opt in self.optimizers for group in opt.param_groups]
 
     def __call__(self, real: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        if self.graph is not None and self.hyper_parameters() != self.hyper:
-            self.graph = None                    # a scheduler moved the learning rate: capture again
-        if self.real is None:
-            self.real, self.labels = torch.empty_like(real), torch.empty_like(labels)
-        self.real.copy_(real)
-        self.labels.copy_(labels)
-        if self.graph is not None:
-            self.graph.replay()
-        elif not self.capture:
-            self.terms = self.step()
-        elif self.calls < self.warmup:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.terms = self.step()
-            torch.cuda.current_stream().wait_stream(side)
-        else:
-            self.graph = torch.cuda.CUDAGraph()
-            for opt in self.optimizers:  # backward allocates the gradients in the graph's memory pool
-                opt.zero_grad(set_to_none=True)
-            # thread_local: the DataLoader's pin-memory thread may allocate pinned memory meanwhile
-            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-                self.terms = self.step()
+        if self.graphed.graph is not None and self.hyper_parameters() != self.hyper:
+            self.graphed.reset()                 # a scheduler moved the learning rate: capture again
+        captures = self.graphed.captures
+        terms = self.graphed(real, labels)
+        if self.graphed.captures != captures:
             self.hyper = self.hyper_parameters()
-            self.captures += 1
-            self.graph.replay()  # capturing records the kernels without running them
-        self.calls += 1
         for _ in range(self.steps):
             self.wrapped[0]._on_before_step()
             self.wrapped[0]._on_after_step()
-        return self.terms
+        return terms
 
 
 def make_capturable(optimizers: list[torch.optim.Optimizer]) -> list[list[bool]]:
@@ -205,7 +228,8 @@ class FastPath(L.Callback):
     Args:
         channels_last: store the nets NHWC (worth it on GPUs with mixed precision).
         compile: ``false``, ``true``/``default``, ``reduce-overhead`` (CUDA graphs),
-            ``max-autotune``, ``max-autotune-no-cudagraphs``.
+            ``max-autotune``, ``max-autotune-no-cudagraphs`` (what fails on a GPU is refused:
+            :func:`compile_refusal`).
         cuda_graph: replay the whole batch as one CUDA graph (:class:`CapturedStep`; GPU only).
         graph_warmup: eager batches before the capture.
     """
@@ -271,7 +295,7 @@ class FastPath(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.cuda_graph and pl_module.captured_step is not None:
-            self.captures += pl_module.captured_step.captures
+            self.captures += pl_module.captured_step.graphed.captures
             pl_module.captured_step = None  # frees the graph and its memory pool
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
