@@ -13,7 +13,8 @@ batches from its in-memory uint8 images (DataLoader + ``on_after_batch_transfer`
 conversion to float in [-1, 1]).
 
 The results are printed as a markdown table and appended to ``experiments/bench/README.md``
-together with the machine, the date and the command.
+together with the machine, the date and the command. ``train --profile N`` then profiles N batches of
+each loop (torch.profiler) and appends where their time went to ``experiments/bench/profiles.md``.
 """
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import defaultdict
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -54,6 +57,12 @@ HEADER = ("# Benchmarks\n\nWritten by `python -m gan_lab.bench` (newest last). `
           "updates, measured alternately in one process (ratio = median of paired repetitions; goal "
           ">= 0.97). `data`: images/s served by an ImageDataModule from its in-memory uint8 images "
           "(goal >= 20,000 at 64x64 on 2 CPU cores).\n")
+PROFILES_NAME = "profiles.md"
+PROFILES_HEADER = ("# Profiles\n\nWritten by `python -m gan_lab.bench train --profile N` (newest last), next to the "
+                   "benchmark table: after the timed repetitions, N batches of each loop under torch.profiler. "
+                   "Per batch: wall time, the host time inside aten ops (the rest is Python: the loop, hooks, "
+                   "logging), on a GPU the device's busy time and kernel count; then the ops that cost most, "
+                   "each a top-level aten op (with the kernels it launched).\n")
 COLUMNS = ("benchmark", "setting", "gan_lab (img/s)", "plain PyTorch (img/s)", "ratio", "goal")
 
 
@@ -212,6 +221,132 @@ class PlainLoop:
         sync(self.device)
         return timed, time.perf_counter() - start
 
+    def profile(self, batches: Iterator[tuple[Tensor, Tensor]], warmup: int) -> "Profile":
+        """As :meth:`run`, with the batches after ``warmup`` under the profiler."""
+        prof, start, count = None, 0.0, 0
+        for i, (images, labels) in enumerate(batches):
+            if i == warmup:
+                sync(self.device)
+                prof = profiler_for(self.device)
+                prof.__enter__()
+                start = time.perf_counter()
+            (self.graphed or self.step)(images, labels)
+            count += i >= warmup
+        if prof is None:
+            raise ValueError(f"no batch after the {warmup} warm-up batches to profile")
+        sync(self.device)
+        wall = time.perf_counter() - start
+        prof.__exit__(None, None, None)
+        return Profile.of(prof, count, wall)
+
+
+# --- profiles -----------------------------------------------------------------------------
+
+
+def profiler_for(device: torch.device):
+    """A ``torch.profiler`` recording host ops, and the device's kernels on a GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    return profile(activities=activities)
+
+
+@dataclass
+class Profile:
+    """Where a loop's time went over ``batches`` batches: ``ops`` maps each top-level aten op (one
+    not called by another aten op; a backward op under its autograd node counts) to ``[calls, host
+    us, device us]``, the device time being that of the kernels it launched. ``kernels`` counts the
+    device's kernels and copies and ``device_us`` their summed time (0 on a CPU)."""
+
+    batches: int
+    wall_s: float
+    ops: dict[str, list[float]] = field(default_factory=dict)
+    kernels: int = 0
+    device_us: float = 0.0
+
+    @classmethod
+    def of(cls, prof, batches: int, wall_s: float) -> "Profile":
+        ops: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+        kernels, device_us = 0, 0.0
+        for event in prof.events():
+            if event.device_type != torch.autograd.DeviceType.CPU:  # a kernel or a copy on the device
+                kernels += 1
+                device_us += event.time_range.elapsed_us()
+                continue
+            parent = event.cpu_parent
+            if not event.name.startswith("aten::") or (parent is not None and parent.name.startswith("aten::")):
+                continue
+            record = ops[event.name]
+            record[0] += 1
+            record[1] += event.cpu_time_total
+            record[2] += event.device_time_total
+        return cls(batches, wall_s, dict(ops), kernels, device_us)
+
+    def per_batch(self, value: float) -> float:
+        return value / self.batches
+
+    def summary(self) -> str:
+        host_ops_ms = self.per_batch(sum(r[1] for r in self.ops.values())) / 1000
+        text = (f"{1000 * self.per_batch(self.wall_s):.2f} ms wall, {host_ops_ms:.2f} ms of it in host ops "
+                f"({self.per_batch(sum(r[0] for r in self.ops.values())):.0f} ops)")
+        if self.kernels:
+            text += (f", device busy {self.per_batch(self.device_us) / 1000:.2f} ms "
+                     f"({self.per_batch(self.kernels):.0f} kernels and copies)")
+        return text
+
+
+def profile_table(setting: str, ours: Profile, plain: Profile, top: int = 15) -> str:
+    """Markdown: the two loops' per-batch summaries and their ``top`` most expensive ops side by side
+    (by device time on a GPU, host time on a CPU), the rest in one row."""
+    on_device = bool(ours.kernels or plain.kernels)
+    col = 2 if on_device else 1
+
+    def cost(name: str) -> float:
+        return max(p.per_batch(p.ops.get(name, [0, 0.0, 0.0])[col]) for p in (ours, plain))
+
+    names = sorted(set(ours.ops) | set(plain.ops), key=cost, reverse=True)
+    unit = "host ms / device ms" if on_device else "host ms"
+    lines = [f"### {setting}", "",
+             f"Per batch, over {ours.batches} batches: gan_lab {ours.summary()}; plain loop {plain.summary()}.", "",
+             f"| op | gan_lab calls | gan_lab {unit} | plain calls | plain {unit} |", "|---|---|---|---|---|"]
+
+    def cells(p: Profile, chosen: Sequence[str]) -> list[str]:
+        calls = sum(p.ops[n][0] for n in chosen if n in p.ops)
+        host = sum(p.ops[n][1] for n in chosen if n in p.ops)
+        dev = sum(p.ops[n][2] for n in chosen if n in p.ops)
+        times = f"{p.per_batch(host) / 1000:.3f}" + (f" / {p.per_batch(dev) / 1000:.3f}" if on_device else "")
+        return [f"{p.per_batch(calls):.1f}", times]
+
+    for name in names[:top]:
+        lines.append(table_row([name, *cells(ours, [name]), *cells(plain, [name])]))
+    if names[top:]:
+        lines.append(table_row([f"{len(names) - top} other ops", *cells(ours, names[top:]), *cells(plain, names[top:])]))
+    return "\n".join(lines)
+
+
+class ProfileWindow(L.Callback):
+    """Profiles the Trainer from the start of batch ``start`` to the end of batch ``start + count - 1``."""
+
+    def __init__(self, start: int, count: int, device: torch.device) -> None:
+        self.start, self.count, self.device = start, count, device
+        self.profiler = None
+        self.began = 0.0
+        self.profile: Profile | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.start:
+            sync(self.device)
+            self.profiler = profiler_for(self.device)
+            self.profiler.__enter__()
+            self.began = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.start + self.count - 1 and self.profiler is not None:
+            sync(self.device)
+            wall = time.perf_counter() - self.began
+            self.profiler.__exit__(None, None, None)
+            self.profile = Profile.of(self.profiler, self.count, wall)
+
 
 # --- configuration ------------------------------------------------------------------------
 
@@ -277,7 +412,8 @@ def compare_rates(ours: Sequence[tuple[int, float]], plain: Sequence[tuple[int, 
     return statistics.median(rates_ours), statistics.median(rates_plain), statistics.median(ratios)
 
 
-def bench_train(args: argparse.Namespace) -> list[str]:
+def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
+    """The table row of a train benchmark, and with ``--profile`` the two loops' profile (markdown)."""
     device = torch.device(args.device)
     cfg = bench_config(args)
     torch.manual_seed(0)
@@ -302,19 +438,19 @@ def bench_train(args: argparse.Namespace) -> list[str]:
     with open_dict(cfg):
         cfg.callbacks.fast_path = None  # the bench's own instance, shared by the repetitions
 
-    def lightning_run() -> tuple[int, float]:
+    def lightning_run(*extra: L.Callback) -> tuple[int, float]:
         clock = Clock(args.warmup, count, device)
         feed = DeviceFeed(images, labels, count, image_size=args.image_size, batch_size=args.batch_size,
                           num_classes=args.num_classes)
         if not as_run:
-            build_trainer(cfg, [clock, fast_path], []).fit(gan, datamodule=feed)
+            build_trainer(cfg, [clock, fast_path, *extra], []).fit(gan, datamodule=feed)
             return clock.timed * args.batch_size, clock.end - clock.start
         # the callbacks and loggers of a training run (their epoch-end work is not timed), writing
         # into a run directory of their own that is removed afterwards
         with tempfile.TemporaryDirectory(prefix="gan_lab_bench_run_") as run_dir:
             with open_dict(cfg):
                 cfg.run_dir = run_dir
-            trainer = build_trainer(cfg, [*build_callbacks(cfg), fast_path, clock], build_loggers(cfg))
+            trainer = build_trainer(cfg, [*build_callbacks(cfg), fast_path, clock, *extra], build_loggers(cfg))
             trainer.fit(gan, datamodule=feed)
         return clock.timed * args.batch_size, clock.end - clock.start
 
@@ -339,10 +475,18 @@ def bench_train(args: argparse.Namespace) -> list[str]:
     if args.epoch_images:
         setting += (f"; epoch of {args.epoch_images:,} images: {args.epoch_images / ours:.1f} s "
                     f"(plain {args.epoch_images / theirs:.1f} s)")
-    return ["train", setting, f"{ours:,.0f}", f"{theirs:,.0f}", f"{ratio:.3f}", ">= 0.97"]
+    row = ["train", setting, f"{ours:,.0f}", f"{theirs:,.0f}", f"{ratio:.3f}", ">= 0.97"]
+    if not args.profile:
+        return row, None
+    # one more run of each loop, after the timed ones, with the profiler on over `--profile` batches
+    window = ProfileWindow(args.warmup, args.profile, device)
+    lightning_run(window)
+    plain_profile = plain.profile(iter(DeviceBatches(images, labels, args.batch_size, args.warmup + args.profile)),
+                                  args.warmup)
+    return row, profile_table(setting, window.profile, plain_profile)
 
 
-def bench_data(args: argparse.Namespace) -> list[str]:
+def bench_data(args: argparse.Namespace) -> tuple[list[str], None]:
     """Images/s served by an ImageDataModule at ``--data-size`` (DataLoader + batch transfer)."""
     device = torch.device(args.device)
     dm = SyntheticImages(size=args.data_images, image_size=args.data_size, batch_size=args.batch_size,
@@ -371,7 +515,7 @@ def bench_data(args: argparse.Namespace) -> list[str]:
     served = "held on the device" if args.on_device else f"DataLoader, num_workers {args.num_workers}"
     setting = (f"{args.data_size}x{args.data_size}x3 uint8, {args.data_images} images, batch {args.batch_size}, "
                f"{served}, {device.type}, {torch.get_num_threads()} threads")
-    return ["data", setting, f"{statistics.median(rates):,.0f}", "", "", ">= 20,000"]
+    return ["data", setting, f"{statistics.median(rates):,.0f}", "", "", ">= 20,000"], None
 
 
 # --- report -------------------------------------------------------------------------------
@@ -422,9 +566,10 @@ SUITES: dict[str, list[str]] = {
                        # as a training run has it: grids, checkpoints, curves, guard, progress bar, CSV
                        "--precision bf16-mixed --channels-last --callbacks run")),
         # a WikiArt-genre epoch: 45,503 images at 64x64, ArtGAN
-        "train --model artgan --image-size 64 --batch-size 128 --precision 32 --epoch-images 45503",
+        # profiled (--profile: profiles.md): where ArtGAN's bf16 time goes, against fp32 and the plain loop
+        "train --model artgan --image-size 64 --batch-size 128 --precision 32 --epoch-images 45503 --profile 10",
         "train --model artgan --image-size 64 --batch-size 128 --precision bf16-mixed --channels-last "
-        "--epoch-images 45503",
+        "--epoch-images 45503 --profile 10",
         "train --model artgan --image-size 64 --batch-size 512 --precision bf16-mixed --channels-last "
         "--epoch-images 45503",
         "data --data-size 64 --batch-size 128 --data-images 45503",
@@ -437,7 +582,7 @@ SUITES: dict[str, list[str]] = {
                           (512, "--precision bf16-mixed --channels-last "
                                 "optimizer.discriminator.fused=true optimizer.generator.fused=true"))),
         *(f"train --model artgan --image-size 64 --batch-size {b} --precision bf16-mixed --channels-last "
-          f"--cuda-graph --epoch-images 45503" for b in (128, 512)),
+          f"--cuda-graph --epoch-images 45503 --profile 10" for b in (128, 512)),
         # compilation last: each row compiles both loops (minutes with max-autotune)
         *(f"train --model dcgan --image-size 64 --batch-size {b} --precision bf16-mixed {opts}"
           for b in (128, 512)
@@ -456,7 +601,7 @@ SUITES: dict[str, list[str]] = {
         "train --model dcgan --image-size 32 --batch-size 64 --steps 10 --warmup 2 --precision bf16-mixed "
         "noise.latent_dim=64 model.generator.width=32 model.discriminator.width=32",
         # tiny nets: the step is mostly Python, so this row shows the loop's own overhead
-        "train --model dcgan --image-size 16 --batch-size 8 --steps 40 "
+        "train --model dcgan --image-size 16 --batch-size 8 --steps 40 --profile 20 "
         "noise.latent_dim=16 model.generator.width=8 model.discriminator.width=8",
         "data --data-size 64 --batch-size 64",
         "data --data-size 64 --batch-size 64 --on-device",
@@ -531,6 +676,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--callbacks", default="bare", choices=("bare", "run"),
                    help="train benchmark: the module alone, or with the callbacks and loggers of a run "
                         "(sample grids, checkpoints, curves, divergence guard, progress bar, CSV, ...)")
+    p.add_argument("--profile", type=int, default=0,
+                   help="train benchmark: then profile this many batches of each loop (torch.profiler) and write "
+                        f"where the time goes to {PROFILES_NAME} next to --output")
     p.add_argument("--epoch-images", type=int, default=0,
                    help="train benchmark: also report the time of an epoch of this many images")
     p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="markdown file appended to ('-': none)")
@@ -541,6 +689,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UserError("--device cuda was requested but no CUDA device is available; use --device cpu.")
     if min(args.steps, args.repeats) < 1 or args.warmup < 0:
         raise UserError("--steps and --repeats must be >= 1 and --warmup >= 0; e.g. --steps 50 --warmup 5.")
+    if not 0 <= args.profile <= args.steps:
+        raise UserError(f"--profile {args.profile} must be between 0 (off) and --steps {args.steps}: the profiled "
+                        f"batches are among the timed ones; e.g. --profile 10.")
     if args.cuda_graph and args.device != "cuda" and not args.list:
         raise UserError("--cuda-graph captures the step on a GPU; use it with --device cuda.")
     if args.cuda_graph and args.warmup <= PlainLoop.GRAPH_WARMUP:
@@ -549,7 +700,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_benchmark(args: argparse.Namespace) -> list[str]:
+def run_benchmark(args: argparse.Namespace) -> tuple[list[str], str | None]:
+    """A benchmark's table row, and its profile (markdown) when one was asked for."""
     return bench_train(args) if args.what == "train" else bench_data(args)
 
 
@@ -591,9 +743,25 @@ def main(argv: list[str] | None = None) -> int:
             out.write_text(previous.rstrip("\n") + "\n\n")
         emit(section_header("python -m gan_lab.bench " + " ".join(argv)))
 
+    profiles_out = None if out is None else out.with_name(PROFILES_NAME)
+    profiled = False
+
+    def emit_profile(text: str) -> None:
+        """Print a profile and append it to the profiles file next to the output (its own section:
+        the rows' table stays one table)."""
+        nonlocal profiled
+        print("\n" + text + "\n", flush=True)
+        if profiles_out is None:
+            return
+        previous = profiles_out.read_text() if profiles_out.is_file() else PROFILES_HEADER
+        head = "" if profiled else section_header("python -m gan_lab.bench " + " ".join(argv)).rsplit("\n\n", 1)[0]
+        profiles_out.write_text(previous.rstrip("\n") + "\n\n" + (head + "\n\n" if head else "") + text + "\n")
+        profiled = True
+
     for i, job in enumerate(jobs):
+        profile = None
         try:
-            row = run_benchmark(job)
+            row, profile = run_benchmark(job)
         except Exception as exc:  # a suite reports a failing setting (e.g. a compile mode) and goes on
             if args.what == "suite":
                 row = failed_row(job, exc)
@@ -605,6 +773,8 @@ def main(argv: list[str] | None = None) -> int:
         if i == 0:
             start_section()  # only once a row exists: a setting refused up front writes nothing
         emit(table_row(row))
+        if profile is not None:
+            emit_profile(profile)
     return 0
 
 

@@ -62,9 +62,36 @@ def test_bench_mixed_precision_channels_last(capsys):
     assert "bf16-mixed, channels_last on, compile off, cpu" in row[1] and float(row[4]) > 0
 
 
+def test_bench_profile_counts_each_loops_ops_per_batch(tmp_path, capsys):
+    """``--profile``: both loops' ops per batch, from torch.profiler, in profiles.md next to the table.
+    A batch runs G once and D three times (real and fake for D's update, fake again for G's), in both
+    loops, so the convolutions per batch are the nets' own counts times those passes."""
+    out = tmp_path / "bench" / "README.md"
+    assert bench.main(["train", *TINY_BENCH, "--steps", "3", "--profile", "3", "--output", str(out)]) == 0
+    text = (tmp_path / "bench" / bench.PROFILES_NAME).read_text()
+    assert text.startswith("# Profiles") and "\nMachine: CPU " in text and "--profile 3" in text
+    assert re.search(r"^### dcgan-16, batch 8, 32-true.*\n\nPer batch, over 3 batches: gan_lab [\d.]+ ms wall, "
+                     r"[\d.]+ ms of it in host ops \(\d+ ops\); plain loop [\d.]+ ms wall", text, re.M)
+    assert "device busy" not in text  # no kernels on a CPU
+    rows = {row[0]: row for row in table_rows(text)[2:]}
+    model = bench.fresh_model(bench.bench_config(bench.parse_args(["train", *TINY_BENCH])), torch.device("cpu"))
+    g_convs = sum(isinstance(m, torch.nn.ConvTranspose2d) for m in model.generator.modules())
+    d_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.discriminator.modules())
+    assert g_convs >= 2 and d_convs >= 2
+    for calls in (1, 3):  # gan_lab, plain
+        assert float(rows["aten::conv_transpose2d"][calls]) == g_convs
+        assert float(rows["aten::conv2d"][calls]) == 3 * d_convs
+        # D's update goes back through D's two passes, G's update through D's third pass and through G
+        assert float(rows["aten::convolution_backward"][calls]) == 3 * d_convs + g_convs
+    assert "### dcgan-16" in capsys.readouterr().out
+    assert table_rows(out.read_text())[2][0] == "train"  # the table itself is unchanged
+
+
 def test_bench_user_errors(capsys):
     assert bench.main(["train", "--compile", "fastest", "--output", "-"]) == 2
     assert "compile='fastest' is unknown" in capsys.readouterr().err
+    assert bench.main(["train", "--steps", "5", "--profile", "6", "--output", "-"]) == 2
+    assert "--profile 6 must be between 0 (off) and --steps 5" in capsys.readouterr().err
     assert bench.main(["train", "--cuda-graph", "--device", "cpu", "--output", "-"]) == 2
     assert "--cuda-graph captures the step on a GPU; use it with --device cuda." in capsys.readouterr().err
     with pytest.raises(SystemExit):
