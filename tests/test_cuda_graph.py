@@ -80,6 +80,50 @@ def test_the_static_buffer_step_computes_what_training_step_computes(make_cfg, c
     assert static.logged == eager.logged and "train/d_loss" in static.logged
 
 
+#: 4 batches at 4x4, 4 fading in 8x8 (alpha 0, 1/4, 1/2, 3/4; optimizer state reset), 4 at 8x8 grown in
+PGGAN_GROWTH = ["model=pggan", *NARROW["pggan"], "data.image_size=8", "data.batch_size=4",
+                "callbacks.growth.schedule.stages=[{resolution:4,fade_images:0,stable_images:16,batch_size:null},"
+                "{resolution:8,fade_images:16,stable_images:1000,batch_size:null}]",
+                "trainer.limit_train_batches=4", "trainer.max_epochs=3"]
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_pggan_is_captured_per_phase_and_the_static_step_follows_its_fade_in(make_cfg, precision):
+    """A new resolution, and the end of its fade-in, start the capture over (new buffers, warm-up
+    batches, which create the optimizers' reset state); while fading, the step reads alpha from a
+    device tensor, so one graph serves every batch of the fade-in."""
+    cfg = make_cfg(*PGGAN_GROWTH, f"trainer.precision={precision}")
+    eager, eager_trainer = fit(cfg, make(cfg.callbacks.growth, "callbacks.growth"))
+    attach = StaticStep()
+    static, static_trainer = fit(cfg, make(cfg.callbacks.growth, "callbacks.growth"), attach)
+    step = attach.step
+    assert static.phase == eager.phase == (8, 1.0) and static.batches_seen == 12
+    assert step.restarts == 2 and step.key == (8, False)               # (4, grown) -> (8, fading) -> (8, grown)
+    assert step.graphed.calls == 4 and step.graphed.inputs[0].shape == (4, 1, 8, 8)
+    assert same_state(eager, static)                                    # bit for bit through the fade-in
+    assert same_optimizers(eager_trainer, static_trainer)
+    assert static_trainer.global_step == eager_trainer.global_step == 24
+    assert static.logged == eager.logged
+
+
+def test_pggan_reads_alpha_from_the_device_while_fading(make_cfg):
+    cfg = make_cfg(*PGGAN_GROWTH)
+    build_datamodule(cfg)
+    model = build_model(cfg)
+    model.set_phase(8, 0.25)
+    assert model.capture_key() == (8, True) and model.alpha_tensor.item() == 0.25
+    assert model.fade_weight() is model.alpha_tensor                    # training: the kernels read it
+    z = torch.randn(2, model.noise.latent_dim)
+    with torch.no_grad():
+        images = model.generate(z, torch.zeros(2, dtype=torch.long))
+        model.eval()
+        assert model.fade_weight() == 0.25                              # sampling: the number
+        assert torch.equal(model.generate(z, torch.zeros(2, dtype=torch.long)), images)
+    model.set_phase(8, 1.0)
+    assert model.capture_key() == (8, False) and model.fade_weight() == 1.0
+    assert "alpha_tensor" not in model.state_dict()                     # checkpoints keep the number
+
+
 def test_a_batch_of_another_size_runs_eagerly(make_cfg):
     cfg = make_cfg("model=dcgan", *NARROW["dcgan"], "data.image_size=16", "trainer.max_epochs=1",
                    "trainer.limit_train_batches=3")
@@ -108,10 +152,9 @@ def test_a_cpu_run_refuses_the_captured_step_in_one_sentence(make_cfg):
      r"^model.instance_noise_decay=100 lowers the instance noise on the host every batch"),
     (["model=artgan", "model.extra_g_when=d_loss", "model.extra_g_threshold=0.3"],
      r"^model.extra_g_when=d_loss decides on the host after every D update"),
-    (["model=pggan"], r"^model=pggan changes its fade-in weight alpha every batch"),
 ])
 def test_what_a_graph_cannot_hold_is_refused_before_training(make_cfg, overrides, sentence):
-    cfg = make_cfg(*overrides, "data.image_size=16" if "model=pggan" not in overrides else "data.image_size=8")
+    cfg = make_cfg(*overrides, "data.image_size=16")
     build_datamodule(cfg)
     model = build_model(cfg)
     trainer = L.Trainer(accelerator="cpu", logger=False)
@@ -123,7 +166,8 @@ def test_what_a_graph_cannot_hold_is_refused_before_training(make_cfg, overrides
 def test_models_without_host_decisions_are_captured(make_cfg):
     for overrides in (["model=dcgan", "d_augment=diffaugment"], ["model=wgan_gp"], ["model=cgan_mlp"],
                       ["model=dcgan", "scheduler=exponential"],
-                      ["model=cdcgan", "model.instance_noise=0.1"], ["model=artgan", "model.pretrain_epochs=2"]):
+                      ["model=cdcgan", "model.instance_noise=0.1"], ["model=artgan", "model.pretrain_epochs=2"],
+                      ["model=pggan"]):
         cfg = make_cfg(*overrides, "data.image_size=16")
         build_datamodule(cfg)
         model = build_model(cfg)
@@ -194,6 +238,22 @@ def test_the_captured_graph_trains_as_the_eager_step_does(make_cfg, case):
     assert captured.batches_seen == eager.batches_seen == 16
     assert captured.captured_step is None                        # released at the end of training
     assert fast_path.captures == (2 if case == "dcgan-scheduler" else 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pggan_captured_through_its_growth_trains_as_the_eager_step_does(make_cfg):
+    torch.backends.cudnn.deterministic = True
+    try:
+        cfg = make_cfg(*PGGAN_GROWTH, "trainer.accelerator=gpu")
+        eager, _ = fit(cfg, make(cfg.callbacks.growth, "callbacks.growth"))
+        fast_path = FastPath(cuda_graph=True, graph_warmup=1)
+        captured, _ = fit(cfg, make(cfg.callbacks.growth, "callbacks.growth"), fast_path)
+    finally:
+        torch.backends.cudnn.deterministic = False
+    close_state(eager, captured)
+    assert captured.phase == eager.phase == (8, 1.0)
+    assert fast_path.captures == 3          # 4x4; 8x8 fading in (alpha read on the device); 8x8 grown in
 
 
 @pytest.mark.gpu

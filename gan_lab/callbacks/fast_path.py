@@ -19,7 +19,8 @@ a callback that works for every GAN variant instead of as flags of the models:
   eager step; what a graph cannot hold is refused before training, in one sentence (a CPU, DDP,
   ``16-mixed``, a compile mode with CUDA graphs of its own, and the model's own reasons:
   :meth:`~gan_lab.models.base.GAN.capture_refusal`). A scheduler's new learning rate is captured
-  again at the next batch.
+  again at the next batch; a model's new capture key (PGGAN's next resolution, the end of its
+  fade-in: :meth:`~gan_lab.models.base.GAN.capture_key`) starts the capture over, warm-up included.
 
 ``channels_last`` and ``compile`` are applied in ``setup``, before Lightning moves the module to its
 device and wraps it for DDP, and are harmless on CPU.
@@ -121,7 +122,13 @@ class GraphedStep:
         return self.inputs is None or all(x.shape == b.shape and x.dtype == b.dtype for x, b in zip(inputs, self.inputs))
 
     def reset(self) -> None:
+        """Capture again at the next call (the same buffers; no warm-up)."""
         self.graph = None
+
+    def restart(self) -> None:
+        """Start over: new buffers from the next call's inputs, ``warmup`` eager calls, a new capture."""
+        self.graph = self.inputs = self.output = None
+        self.calls = 0
 
     def __call__(self, *inputs: Tensor) -> Any:
         if self.inputs is None:
@@ -177,10 +184,25 @@ class CapturedStep:
         self.graphed = GraphedStep(self.step, self.optimizers, warmup, capture)
         self.steps = 0                           # optimizer steps per batch (D and G)
         self.hyper: list | None = None           # the optimizers' hyper-parameters at the capture
+        self.key = module.capture_key()          # what the graph holds besides them (see ready)
+        self.restarts = 0
 
     def takes(self, real: Tensor, labels: Tensor) -> bool:
         """Whether a batch fits the static buffers (an epoch's smaller last batch runs eagerly)."""
         return self.graphed.takes(real, labels)
+
+    def ready(self, real: Tensor, labels: Tensor) -> bool:
+        """Whether this batch goes through the captured step. A new capture key of the module
+        (:meth:`~gan_lab.models.base.GAN.capture_key`: PGGAN's next resolution, or the end of its
+        fade-in) starts the capture over, with buffers of the new shape and eager warm-up batches that
+        also create optimizer state anew (PGGAN resets it at each resolution); then the batch must fit
+        the buffers."""
+        key = self.module.capture_key()
+        if key != self.key:
+            self.graphed.restart()
+            self.key = key
+            self.restarts += 1
+        return self.takes(real, labels)
 
     def step(self, real: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """The batch (on the static buffers): the module's updates with the raw optimizers."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 from contextlib import contextmanager
-from typing import Any, Callable, ContextManager, Iterator, Mapping
+from typing import Any, Callable, ContextManager, Hashable, Iterator, Mapping
 
 import lightning as L
 import torch
@@ -197,7 +197,7 @@ class GAN(L.LightningModule):
         real = self.to_model_range(real)
         n = real.shape[0]
         captured = self.captured_step
-        if captured is not None and captured.takes(real, labels) and self.steady_batch():
+        if captured is not None and self.steady_batch() and captured.ready(real, labels):
             terms = captured(real, labels)  # the same updates, replayed as one CUDA graph
         else:
             opt_d, opt_g = self.optimizers()
@@ -256,6 +256,12 @@ class GAN(L.LightningModule):
             return ("d_augment=ada tunes its probability on the host between batches, which a captured step "
                     "cannot follow; use d_augment=diffaugment with callbacks.fast_path.cuda_graph=true, or "
                     "leave callbacks.fast_path.cuda_graph=false.")
+        return None
+
+    def capture_key(self) -> Hashable:
+        """What a captured graph of this batch bakes in besides the optimizers' hyper-parameters: when it
+        changes, the step is captured anew after warm-up batches (PGGAN: its resolution, and whether it
+        is fading in). ``None``: one graph for the whole run."""
         return None
 
     def steady_batch(self) -> bool:

@@ -52,8 +52,21 @@ class PGGAN(WGANGP):
                             f"max_resolution from data.image_size.")
         super().__init__(generator, discriminator, *args, gp_weight=gp_weight, drift_weight=drift_weight,
                          **kwargs)
+        # alpha on the device as well (filled with every new alpha, not saved): the fade-in weight the
+        # nets read while training, so that a captured step's graph follows it from batch to batch
+        self.register_buffer("alpha_tensor", torch.ones(()), persistent=False)
         self.resolution, self.alpha = 4, 1.0
         self._phase_set_in_fit = False
+
+    @property
+    def alpha(self) -> float:
+        """The fade-in weight of the current resolution's newest layers (1: fully grown in)."""
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self._alpha = float(value)
+        self.alpha_tensor.fill_(self._alpha)  # a kernel with the number as argument: no host wait
 
     # --- the phase ----------------------------------------------------------------------
 
@@ -68,10 +81,16 @@ class PGGAN(WGANGP):
         of that resolution's newest layers (1: fully grown in)."""
         return self.resolution, self.alpha
 
-    def capture_refusal(self) -> str | None:
-        """The fade-in weight changes on the host every batch and the resolution every stage."""
-        return ("model=pggan changes its fade-in weight alpha every batch and its resolution every stage, which a "
-                "captured step cannot follow; leave callbacks.fast_path.cuda_graph=false for it.")
+    def capture_key(self) -> tuple[int, bool]:
+        """A captured step holds one resolution, fading in or fully grown: the graph reads alpha from
+        :attr:`alpha_tensor` while fading, and is captured again (after warm-up batches that also
+        create the optimizers' reset state) at each new resolution and when the fade-in ends."""
+        return self.resolution, self.alpha < 1.0
+
+    def fade_weight(self) -> float | Tensor:
+        """alpha as the nets take it: while training through a fade-in, the device tensor (the same
+        number, read by the kernels); otherwise the number."""
+        return self.alpha_tensor if self.training and self.alpha < 1.0 else self.alpha
 
     def set_phase(self, resolution: int, alpha: float) -> None:
         """Train, sample and score at ``resolution`` with fade-in weight ``alpha``; the growth schedule
@@ -96,10 +115,10 @@ class PGGAN(WGANGP):
     # --- nets at the current phase ------------------------------------------------------
 
     def generate(self, z: Tensor, labels: Tensor) -> Tensor:
-        return self.generator(z, self.resolution, self.alpha)
+        return self.generator(z, self.resolution, self.fade_weight())
 
     def discriminate(self, images: Tensor, labels: Tensor) -> Tensor:
-        return self.discriminator(images, self.resolution, self.alpha)
+        return self.discriminator(images, self.resolution, self.fade_weight())
 
     def log_terms(self, terms):
         if not self.is_logging_step():

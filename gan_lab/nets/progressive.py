@@ -9,6 +9,10 @@ Fade-in: while a new resolution ``R`` blends in, the generator outputs
 ``alpha * to_rgb_R(block_R(h)) + (1 - alpha) * upsample(to_rgb_{R/2}(h))`` and the discriminator
 reads ``alpha * block_R(from_rgb_R(x)) + (1 - alpha) * from_rgb_{R/2}(downsample(x))``; at
 ``alpha = 0`` each net equals its ``R/2`` net (up/downsampled), at ``alpha = 1`` the new path alone.
+``alpha`` is a number, or a 0-dim float32 tensor on the nets' device (a fade-in read by the kernels:
+what a captured training step replays while alpha changes every batch). Both give the same images;
+their gradients may differ in the last bit (the ``1 - alpha`` of the backward pass is rounded once
+in float32 rather than from a double).
 
 Layers use the equalized learning rate: weights are drawn from N(0, 1) and multiplied at run time
 by He's constant ``gain / sqrt(fan_in)``, so Adam's per-parameter step size is the same for every
@@ -33,6 +37,19 @@ def check_resolution(resolution: int, max_resolution: int, what: str = "resoluti
     if resolution < 4 or resolution > max_resolution or resolution & (resolution - 1):
         raise UserError(f"{what}={resolution} must be a power of two between 4 and {max_resolution}.")
     return int(math.log2(resolution)) - 2
+
+
+def fading(alpha: float | Tensor) -> bool:
+    """Whether the newest layers blend with the previous resolution's (a tensor alpha always does)."""
+    return isinstance(alpha, Tensor) or alpha < 1.0
+
+
+def fade(old: Tensor, new: Tensor, alpha: float | Tensor) -> Tensor:
+    """``old + alpha * (new - old)``. A tensor alpha blends in float32 and rounds back to the images'
+    dtype, which is what ``torch.lerp`` does with a number (its weight and arithmetic in float32)."""
+    if not isinstance(alpha, Tensor):
+        return torch.lerp(old, new, float(alpha))
+    return torch.lerp(old.float(), new.float(), alpha).to(new.dtype)
 
 
 def resolutions(max_resolution: int) -> list[int]:
@@ -153,7 +170,7 @@ class ProgressiveGenerator(nn.Module):
                 EqualizedConv2d(ch[i], ch[i], 3), nn.LeakyReLU(LRELU), PixelNorm()))
         self.to_rgb = nn.ModuleList([EqualizedConv2d(c, channels, 1, gain=1.0) for c in ch])
 
-    def forward(self, z: Tensor, resolution: int | None = None, alpha: float = 1.0) -> Tensor:
+    def forward(self, z: Tensor, resolution: int | None = None, alpha: float | Tensor = 1.0) -> Tensor:
         depth = check_resolution(resolution or self.max_resolution, self.max_resolution)
         h = self.start(self.input(z.view(z.shape[0], -1)).view(z.shape[0], self.ch0, 4, 4))
         for i in range(1, depth):
@@ -161,10 +178,10 @@ class ProgressiveGenerator(nn.Module):
         if depth == 0:
             return self.to_rgb[0](h)
         new = self.to_rgb[depth](self.blocks[depth](h))
-        if alpha >= 1.0:
+        if not fading(alpha):
             return new
         old = F.interpolate(self.to_rgb[depth - 1](h), scale_factor=2, mode="nearest")
-        return torch.lerp(old, new, float(alpha))
+        return fade(old, new, alpha)
 
 
 class ProgressiveDiscriminator(nn.Module):
@@ -198,7 +215,7 @@ class ProgressiveDiscriminator(nn.Module):
             nn.Flatten(), EqualizedLinear(ch[0] * 16, ch[0]), nn.LeakyReLU(LRELU),
             EqualizedLinear(ch[0], 1, gain=1.0))
 
-    def forward(self, x: Tensor, resolution: int | None = None, alpha: float = 1.0) -> Tensor:
+    def forward(self, x: Tensor, resolution: int | None = None, alpha: float | Tensor = 1.0) -> Tensor:
         depth = check_resolution(resolution or x.shape[-1], self.max_resolution)
         if x.shape[-1] != 4 * 2 ** depth:
             raise ValueError(f"discriminator got {x.shape[-1]}x{x.shape[-1]} images at resolution "
@@ -206,9 +223,9 @@ class ProgressiveDiscriminator(nn.Module):
         h = self.from_rgb[depth](x)
         if depth > 0:
             h = self.blocks[depth](h)
-            if alpha < 1.0:
+            if fading(alpha):
                 old = self.from_rgb[depth - 1](F.avg_pool2d(x, 2))
-                h = torch.lerp(old, h, float(alpha))
+                h = fade(old, h, alpha)
         for i in range(depth - 1, 0, -1):
             h = self.blocks[i](h)
         return self.final(h).view(x.shape[0])
