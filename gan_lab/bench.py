@@ -371,21 +371,40 @@ def bench_config(args: argparse.Namespace) -> DictConfig:
                  f"data.batch_size={args.batch_size}", f"trainer.precision={args.precision}",
                  "trainer=gpu" if args.device == "cuda" else "trainer=cpu", *args.overrides]
     cfg = compose(overrides)
-    if "growth" in cfg.callbacks:
+    grows = cfg.callbacks.get("growth") is not None
+    if grows and args.phase is None:
         raise UserError(f"bench train times a step at one fixed resolution, and model={args.model} grows through "
-                        f"resolutions and batch sizes (callbacks.growth); bench a fixed-size model (dcgan, "
-                        f"wgan_gp, cdcgan, cgan_mlp, artgan).")
+                        f"resolutions (callbacks.growth); time one of its phases with --phase (e.g. --phase 16 "
+                        f"--alpha 0.5 for 16x16 halfway through its fade-in).")
+    if args.phase is not None and not grows:
+        raise UserError(f"--phase {args.phase} times a phase of a growing model (model=pggan); model={args.model} "
+                        f"trains at one resolution: drop --phase.")
     with open_dict(cfg):  # what build_datamodule publishes, for synthetic RGB data
+        cfg.callbacks.growth = None  # the bench holds the phase still (FixedPhase)
         cfg.data.channels = 3
         cfg.data.num_classes = args.num_classes
         cfg.data.class_names = [str(i) for i in range(args.num_classes)]
     return cfg
 
 
-def fresh_model(cfg: DictConfig, device: torch.device):
-    """The GAN module with seed-0 weights on ``device``."""
+def fresh_model(cfg: DictConfig, device: torch.device, phase: tuple[int, float] | None = None):
+    """The GAN module with seed-0 weights on ``device`` (a growing one at ``phase``)."""
     L.seed_everything(0, verbose=False)
-    return build_model(cfg).to(device)
+    model = build_model(cfg).to(device)
+    if phase is not None:
+        model.set_phase(*phase)
+    return model
+
+
+class FixedPhase(L.Callback):
+    """Holds a growing model at one phase (``(resolution, alpha)``) through a fit, in place of its
+    growth schedule."""
+
+    def __init__(self, phase: tuple[int, float]) -> None:
+        self.phase = phase
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        pl_module.set_phase(*self.phase)
 
 
 def one_epoch(cfg: DictConfig, batches: int | None = None, as_run: bool = False) -> None:
@@ -417,17 +436,20 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
     device = torch.device(args.device)
     cfg = bench_config(args)
     torch.manual_seed(0)
-    images = torch.randint(0, 256, (4096, 3, args.image_size, args.image_size), dtype=torch.uint8).to(device)
+    phase = None if args.phase is None else (args.phase, args.alpha)
+    side = args.image_size if phase is None else args.phase  # a phase's images, as its DataModule serves them
+    images = torch.randint(0, 256, (4096, 3, side, side), dtype=torch.uint8).to(device)
     labels = torch.randint(0, args.num_classes, (4096,)).to(device)
     count = args.warmup + args.steps
     mode = compile_mode(args.compile)
 
-    plain_model = fresh_model(cfg, device)
+    plain_model = fresh_model(cfg, device, phase)
     if args.channels_last:
         use_channels_last(plain_model)
     compile_nets(plain_model, mode, device.type)
     plain = PlainLoop(plain_model, cfg.trainer.precision, device, graphed=args.cuda_graph)
-    gan = fresh_model(cfg, device)
+    gan = fresh_model(cfg, device, phase)
+    held = [] if phase is None else [FixedPhase(phase)]
     # one instance: compiles once, in the first fit (a captured step is captured again in each fit,
     # within the untimed warm-up batches)
     fast_path = FastPath(args.channels_last, mode, cuda_graph=args.cuda_graph,
@@ -440,17 +462,17 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
 
     def lightning_run(*extra: L.Callback) -> tuple[int, float]:
         clock = Clock(args.warmup, count, device)
-        feed = DeviceFeed(images, labels, count, image_size=args.image_size, batch_size=args.batch_size,
+        feed = DeviceFeed(images, labels, count, image_size=side, batch_size=args.batch_size,
                           num_classes=args.num_classes)
         if not as_run:
-            build_trainer(cfg, [clock, fast_path, *extra], []).fit(gan, datamodule=feed)
+            build_trainer(cfg, [*held, clock, fast_path, *extra], []).fit(gan, datamodule=feed)
             return clock.timed * args.batch_size, clock.end - clock.start
         # the callbacks and loggers of a training run (their epoch-end work is not timed), writing
         # into a run directory of their own that is removed afterwards
         with tempfile.TemporaryDirectory(prefix="gan_lab_bench_run_") as run_dir:
             with open_dict(cfg):
                 cfg.run_dir = run_dir
-            trainer = build_trainer(cfg, [*build_callbacks(cfg), fast_path, clock, *extra], build_loggers(cfg))
+            trainer = build_trainer(cfg, [*held, *build_callbacks(cfg), fast_path, clock, *extra], build_loggers(cfg))
             trainer.fit(gan, datamodule=feed)
         return clock.timed * args.batch_size, clock.end - clock.start
 
@@ -463,7 +485,8 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
         for name, fn in order if rep % 2 == 0 else reversed(order):
             timings[name].append(fn())
     ours, theirs, ratio = compare_rates(timings["gan_lab"], timings["plain"])
-    setting = (f"{args.model}-{args.image_size}, batch {args.batch_size}, {cfg.trainer.precision}, "
+    at = "" if phase is None else f" at {args.phase}x{args.phase} alpha {args.alpha:g}"
+    setting = (f"{args.model}-{args.image_size}{at}, batch {args.batch_size}, {cfg.trainer.precision}, "
                f"channels_last {'on' if args.channels_last else 'off'}, compile {mode or 'off'}, "
                f"{'one CUDA graph per batch (both loops), ' if args.cuda_graph else ''}"
                f"{device.type}, {args.steps} steps x {args.repeats}")
@@ -583,6 +606,10 @@ SUITES: dict[str, list[str]] = {
                                 "optimizer.discriminator.fused=true optimizer.generator.fused=true"))),
         *(f"train --model artgan --image-size 64 --batch-size {b} --precision bf16-mixed --channels-last "
           f"--cuda-graph --epoch-images 45503 --profile 10" for b in (128, 512)),
+        # PGGAN with the Pokemon preset's nets (512-d latent) at its batch sizes, held at a phase halfway
+        # through a fade-in (alpha read from the device when captured), eager then captured
+        *(f"train --model pggan --image-size 128 --batch-size {b} --phase {r} --alpha 0.5{graph} noise.latent_dim=512"
+          for b, r in ((4, 8), (4, 32), (2, 128)) for graph in ("", " --cuda-graph")),
         # compilation last: each row compiles both loops (minutes with max-autotune)
         *(f"train --model dcgan --image-size 64 --batch-size {b} --precision bf16-mixed {opts}"
           for b in (128, 512)
@@ -676,6 +703,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--callbacks", default="bare", choices=("bare", "run"),
                    help="train benchmark: the module alone, or with the callbacks and loggers of a run "
                         "(sample grids, checkpoints, curves, divergence guard, progress bar, CSV, ...)")
+    p.add_argument("--phase", type=int, default=None,
+                   help="train benchmark of a growing model (pggan): the resolution it is held at")
+    p.add_argument("--alpha", type=float, default=1.0, help="with --phase: the fade-in weight it is held at")
     p.add_argument("--profile", type=int, default=0,
                    help="train benchmark: then profile this many batches of each loop (torch.profiler) and write "
                         f"where the time goes to {PROFILES_NAME} next to --output")
@@ -689,6 +719,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UserError("--device cuda was requested but no CUDA device is available; use --device cpu.")
     if min(args.steps, args.repeats) < 1 or args.warmup < 0:
         raise UserError("--steps and --repeats must be >= 1 and --warmup >= 0; e.g. --steps 50 --warmup 5.")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UserError(f"--alpha {args.alpha} must lie in [0, 1] (0: the new layers start fading in, 1: grown in).")
     if not 0 <= args.profile <= args.steps:
         raise UserError(f"--profile {args.profile} must be between 0 (off) and --steps {args.steps}: the profiled "
                         f"batches are among the timed ones; e.g. --profile 10.")

@@ -87,6 +87,36 @@ def test_bench_profile_counts_each_loops_ops_per_batch(tmp_path, capsys):
     assert table_rows(out.read_text())[2][0] == "train"  # the table itself is unchanged
 
 
+TINY_PGGAN = ["--model", "pggan", "--image-size", "16", "--batch-size", "4", "--steps", "2", "--warmup", "1",
+              "--repeats", "1", "model.generator.fmap_base=64", "model.discriminator.fmap_base=64",
+              "model.generator.fmap_max=8", "model.discriminator.fmap_max=8"]
+
+
+def test_bench_holds_a_growing_model_at_one_phase(tmp_path, capsys):
+    """``--phase 8 --alpha 0.5``: both loops train PGGAN on 8x8 images halfway through the fade-in, so
+    each runs the previous resolution's to_rgb/from_rgb too: more convolutions than once grown in."""
+    convs = {}
+    for alpha in ("0.5", "1"):
+        out = tmp_path / alpha / "README.md"
+        assert bench.main(["train", *TINY_PGGAN, "--phase", "8", "--alpha", alpha, "--profile", "2",
+                           "--output", str(out)]) == 0
+        row = table_rows(out.read_text())[2]
+        assert row[1].startswith(f"pggan-16 at 8x8 alpha {alpha}, batch 4, 32-true") and float(row[4]) > 0
+        ops = {r[0]: r for r in table_rows((out.parent / bench.PROFILES_NAME).read_text())[2:]}
+        assert float(ops["aten::conv2d"][1]) == float(ops["aten::conv2d"][3])  # gan_lab, plain
+        convs[alpha] = float(ops["aten::conv2d"][1])
+    assert convs["0.5"] > convs["1"]
+    capsys.readouterr()
+    assert bench.main(["train", *TINY_PGGAN, "--output", "-"]) == 2
+    assert "grows through resolutions (callbacks.growth); time one of its phases with --phase" in capsys.readouterr().err
+    assert bench.main(["train", *TINY_PGGAN, "--phase", "32", "--output", "-"]) == 2
+    assert "resolution=32 must be a power of two between 4 and 16" in capsys.readouterr().err
+    assert bench.main(["train", *TINY_PGGAN, "--phase", "8", "--alpha", "1.5", "--output", "-"]) == 2
+    assert "--alpha 1.5 must lie in [0, 1]" in capsys.readouterr().err
+    assert bench.main(["train", *TINY_BENCH, "--phase", "8", "--output", "-"]) == 2
+    assert "model=dcgan trains at one resolution: drop --phase" in capsys.readouterr().err
+
+
 def test_bench_user_errors(capsys):
     assert bench.main(["train", "--compile", "fastest", "--output", "-"]) == 2
     assert "compile='fastest' is unknown" in capsys.readouterr().err
