@@ -13,6 +13,10 @@ Without that callback the phase would never change, so the module refuses to tra
 phase is saved in the checkpoint and restored with it, so a loaded model samples at the resolution
 and alpha it had when the checkpoint was written.
 
+Captured as CUDA graphs (``callbacks.fast_path.cuda_graph``), one per phase kind: each resolution
+while it fades in, and once it is grown in (:meth:`PGGAN.capture_key`). A fade-in's graph reads alpha
+from :attr:`alpha_tensor`, which every new alpha fills on the device.
+
 The EMA of G that draws the samples is the generic :class:`~gan_lab.callbacks.ema.EMA` callback
 (``callbacks.ema.half_life_images``, 10,000 in the PGGAN preset), as for every other model.
 """
