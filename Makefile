@@ -32,7 +32,7 @@ bench: $(STAMP)  ## training and data throughput benchmarks (python -m gan_lab.b
 	$(PY) -m gan_lab.bench $(ARGS)
 
 gpu-check:  ## on a CUDA machine with torch installed: the gpu-marked tests, then the GPU benchmark suite
-	$(PYTHON) -m pytest -q -m gpu -p no:cacheprovider tests/test_cuda_graph.py
+	$(PYTHON) -m pytest -q -m gpu -p no:cacheprovider tests
 	$(PYTHON) -m gan_lab.bench suite --device cuda --repeats 3 --steps 30 $(ARGS)
 
 clean:  ## remove the virtual environment, caches and run outputs

@@ -195,3 +195,22 @@ def test_bench_suites_parse(capsys):
     assert capsys.readouterr().out.splitlines()[0].startswith("  0  train --model dcgan")
     with pytest.raises(UserError, match="no config overrides"):
         bench.suite_jobs(bench.parse_args(["suite", "--device", "cpu", "noise.latent_dim=8"]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bench_profiles_the_device_and_times_captured_pggan(tmp_path):
+    """On a GPU: the profile counts the device's kernels and busy time (eager loops), and PGGAN held in
+    a fade-in runs captured in both loops."""
+    out = tmp_path / "README.md"
+    assert bench.main(["train", *TINY_BENCH, "--device", "cuda", "--steps", "4", "--profile", "2",
+                       "--output", str(out)]) == 0
+    text = (tmp_path / bench.PROFILES_NAME).read_text()
+    found = re.search(r"gan_lab [\d.]+ ms wall, [\d.]+ ms of it in host ops \(\d+ ops\), device busy ([\d.]+) ms "
+                      r"\((\d+) kernels and copies\)", text)
+    assert found and float(found.group(1)) > 0 and int(found.group(2)) > 10
+    assert bench.main(["train", *TINY_PGGAN, "--device", "cuda", "--phase", "8", "--alpha", "0.5", "--cuda-graph",
+                       "--warmup", "4", "--steps", "4", "--output", str(out)]) == 0
+    row = table_rows(out.read_text())[-1]
+    assert "pggan-16 at 8x8 alpha 0.5" in row[1] and "one CUDA graph per batch" in row[1] and float(row[4]) > 0
+
