@@ -7,7 +7,7 @@ columns, each column sharing one fixed latent so that a column shows one "style"
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -87,6 +87,9 @@ class ConditionalGAN(GAN):
         self.label_flip = check_probability(label_flip, "model.label_flip")
         self.instance_noise = InstanceNoise(instance_noise, instance_noise_decay)
         self.instance_noise_on = instance_noise_on
+        # the decaying std on the device as well (filled before every training batch, not saved), so
+        # that a captured step's graph follows it from batch to batch
+        self.register_buffer("instance_noise_std", torch.full((), self.instance_noise.std_at(0)), persistent=False)
         if init is not None:
             self.generator.apply(INITS[init])
             self.discriminator.apply(INITS[init])
@@ -117,23 +120,38 @@ class ConditionalGAN(GAN):
     def grid_row_names(self) -> list[str]:
         return list(self.class_names)
 
-    def capture_refusal(self) -> str | None:
-        """A decaying instance noise changes its std on the host every batch: no captured step."""
-        if self.instance_noise.std_at(0) > 0 and self.instance_noise.decay_batches > 0:
-            return (f"model.instance_noise_decay={self.instance_noise.decay_batches} lowers the instance noise on "
-                    f"the host every batch, which a captured step cannot follow; set model.instance_noise_decay=0 "
-                    f"(a constant std) or leave callbacks.fast_path.cuda_graph=false.")
-        return super().capture_refusal()
+    # --- instance noise: a decaying std is read on the device ----------------------------
+
+    def noise_decaying(self) -> bool:
+        """Whether this batch's instance noise is still on its way down to 0."""
+        return self.instance_noise.decay_batches > 0 and self.instance_noise.std_at(self.batches_seen) > 0
+
+    def capture_key(self) -> Hashable:
+        """A captured step holds the noise while it decays (its std read from
+        :attr:`instance_noise_std`) and is captured again, without it, once it has reached 0."""
+        return super().capture_key(), self.noise_decaying()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        if self.instance_noise.decay_batches:
+            self.instance_noise_std.fill_(self.instance_noise.std_at(self.batches_seen))  # no host wait
+        return super().on_train_batch_start(batch, batch_idx)
+
+    def noise_std(self) -> Tensor | None:
+        """The std as the noise takes it: the device tensor while training through the decay, else
+        ``None`` (the number)."""
+        return self.instance_noise_std if self.training and self.noise_decaying() else None
 
     # --- phases -------------------------------------------------------------------------
 
     def noisy_real(self, real: Tensor) -> Tensor:
         """The real images as D sees them (with instance noise when it is on)."""
-        return self.instance_noise(real, self.batches_seen)
+        return self.instance_noise(real, self.batches_seen, self.noise_std())
 
     def noisy_fake(self, fake: Tensor) -> Tensor:
         """The generated images as D sees them: noisy only when ``instance_noise_on=real_and_fake``."""
-        return self.instance_noise(fake, self.batches_seen) if self.instance_noise_on == "real_and_fake" else fake
+        if self.instance_noise_on != "real_and_fake":
+            return fake
+        return self.instance_noise(fake, self.batches_seen, self.noise_std())
 
     def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
         real_logits = self.discriminate(self.noisy_real(real), labels)

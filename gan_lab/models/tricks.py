@@ -44,9 +44,17 @@ class InstanceNoise:
             return self.std
         return self.std * max(0.0, 1.0 - batches_seen / self.decay_batches)
 
-    def __call__(self, images: Tensor, batches_seen: int) -> Tensor:
+    def __call__(self, images: Tensor, batches_seen: int, on_device: Tensor | None = None) -> Tensor:
+        """``images`` with noise of std ``std_at(batches_seen)``. ``on_device``: that std as a 0-dim
+        float32 tensor, read by the kernels (what a captured step replays while the std decays); the
+        noise is the same, bit for bit, as with the number (both scale it in float32)."""
         std = self.std_at(batches_seen)
-        return images + std * torch.randn_like(images) if std > 0 else images
+        if std <= 0:
+            return images
+        noise = torch.randn_like(images)
+        if on_device is None:
+            return images + std * noise
+        return images + (on_device * noise.float()).to(images.dtype)
 
     def __repr__(self) -> str:
         return f"InstanceNoise(std={self.std}, decay_batches={self.decay_batches})"
