@@ -29,10 +29,10 @@ import tempfile
 import time
 import warnings
 from collections import defaultdict
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, ContextManager, Iterator, Sequence
 
 import lightning as L
 import torch
@@ -124,24 +124,29 @@ def sync(device: torch.device) -> None:
 
 
 class Clock(L.Callback):
-    """Times the Trainer from the start of batch ``warmup`` to the end of batch ``count - 1``."""
+    """Times the Trainer from the start of batch ``warmup`` to the end of batch ``count - 1``, with
+    ``around`` (a profiler) entered and left at those two points when given."""
 
-    def __init__(self, warmup: int, count: int, device: torch.device) -> None:
-        self.warmup, self.count, self.device = warmup, count, device
+    def __init__(self, warmup: int, count: int, device: torch.device, around: ContextManager | None = None) -> None:
+        self.warmup, self.count, self.device, self.around = warmup, count, device, around
         self.start = self.end = 0.0
         self.timed = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == self.warmup:
             sync(self.device)
+            if self.around is not None:
+                self.around.__enter__()
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx >= self.warmup:
+        if self.warmup <= batch_idx < self.count:
             self.timed += 1
         if batch_idx == self.count - 1:
             sync(self.device)
             self.end = time.perf_counter()
+            if self.around is not None:
+                self.around.__exit__(None, None, None)
 
 
 def autocast_for(precision: str, device: torch.device, cache: bool = True) -> Callable[[], object]:
@@ -209,35 +214,23 @@ class PlainLoop:
                 self.backward(terms["g_loss"])
             self.optimizer_step(self.opt_g)
 
-    def run(self, batches: Iterator[tuple[Tensor, Tensor]], warmup: int) -> tuple[int, float]:
-        """Images timed and seconds, after ``warmup`` untimed batches."""
+    def run(self, batches: Iterator[tuple[Tensor, Tensor]], warmup: int,
+            around: ContextManager | None = None) -> tuple[int, float]:
+        """Images timed and seconds, after ``warmup`` untimed batches (the timed ones inside ``around``,
+        a profiler, when given)."""
         timed, start = 0, 0.0
-        for i, (images, labels) in enumerate(batches):
-            if i == warmup:
-                sync(self.device)
-                start = time.perf_counter()
-            (self.graphed or self.step)(images, labels)
-            timed += images.shape[0] if i >= warmup else 0
-        sync(self.device)
-        return timed, time.perf_counter() - start
-
-    def profile(self, batches: Iterator[tuple[Tensor, Tensor]], warmup: int) -> "Profile":
-        """As :meth:`run`, with the batches after ``warmup`` under the profiler."""
-        prof, start, count = None, 0.0, 0
-        for i, (images, labels) in enumerate(batches):
-            if i == warmup:
-                sync(self.device)
-                prof = profiler_for(self.device)
-                prof.__enter__()
-                start = time.perf_counter()
-            (self.graphed or self.step)(images, labels)
-            count += i >= warmup
-        if prof is None:
-            raise ValueError(f"no batch after the {warmup} warm-up batches to profile")
-        sync(self.device)
-        wall = time.perf_counter() - start
-        prof.__exit__(None, None, None)
-        return Profile.of(prof, count, wall)
+        with ExitStack() as timed_part:
+            for i, (images, labels) in enumerate(batches):
+                if i == warmup:
+                    sync(self.device)
+                    if around is not None:
+                        timed_part.enter_context(around)
+                    start = time.perf_counter()
+                (self.graphed or self.step)(images, labels)
+                timed += images.shape[0] if i >= warmup else 0
+            sync(self.device)
+            seconds = time.perf_counter() - start
+        return timed, seconds
 
 
 # --- profiles -----------------------------------------------------------------------------
@@ -322,30 +315,6 @@ def profile_table(setting: str, ours: Profile, plain: Profile, top: int = 15) ->
     if names[top:]:
         lines.append(table_row([f"{len(names) - top} other ops", *cells(ours, names[top:]), *cells(plain, names[top:])]))
     return "\n".join(lines)
-
-
-class ProfileWindow(L.Callback):
-    """Profiles the Trainer from the start of batch ``start`` to the end of batch ``start + count - 1``."""
-
-    def __init__(self, start: int, count: int, device: torch.device) -> None:
-        self.start, self.count, self.device = start, count, device
-        self.profiler = None
-        self.began = 0.0
-        self.profile: Profile | None = None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == self.start:
-            sync(self.device)
-            self.profiler = profiler_for(self.device)
-            self.profiler.__enter__()
-            self.began = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx == self.start + self.count - 1 and self.profiler is not None:
-            sync(self.device)
-            wall = time.perf_counter() - self.began
-            self.profiler.__exit__(None, None, None)
-            self.profile = Profile.of(self.profiler, self.count, wall)
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -460,19 +429,19 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
     with open_dict(cfg):
         cfg.callbacks.fast_path = None  # the bench's own instance, shared by the repetitions
 
-    def lightning_run(*extra: L.Callback) -> tuple[int, float]:
-        clock = Clock(args.warmup, count, device)
+    def lightning_run(stop: int = count, around: ContextManager | None = None) -> tuple[int, float]:
+        clock = Clock(args.warmup, stop, device, around)
         feed = DeviceFeed(images, labels, count, image_size=side, batch_size=args.batch_size,
                           num_classes=args.num_classes)
         if not as_run:
-            build_trainer(cfg, [*held, clock, fast_path, *extra], []).fit(gan, datamodule=feed)
+            build_trainer(cfg, [*held, clock, fast_path], []).fit(gan, datamodule=feed)
             return clock.timed * args.batch_size, clock.end - clock.start
         # the callbacks and loggers of a training run (their epoch-end work is not timed), writing
         # into a run directory of their own that is removed afterwards
         with tempfile.TemporaryDirectory(prefix="gan_lab_bench_run_") as run_dir:
             with open_dict(cfg):
                 cfg.run_dir = run_dir
-            trainer = build_trainer(cfg, [*held, *build_callbacks(cfg), fast_path, clock, *extra], build_loggers(cfg))
+            trainer = build_trainer(cfg, [*held, *build_callbacks(cfg), fast_path, clock], build_loggers(cfg))
             trainer.fit(gan, datamodule=feed)
         return clock.timed * args.batch_size, clock.end - clock.start
 
@@ -502,11 +471,16 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
     if not args.profile:
         return row, None
     # one more run of each loop, after the timed ones, with the profiler on over `--profile` batches
-    window = ProfileWindow(args.warmup, args.profile, device)
-    lightning_run(window)
-    plain_profile = plain.profile(iter(DeviceBatches(images, labels, args.batch_size, args.warmup + args.profile)),
-                                  args.warmup)
-    return row, profile_table(setting, window.profile, plain_profile)
+    stop = args.warmup + args.profile
+
+    def profiled(run: Callable[[ContextManager], tuple[int, float]]) -> Profile:
+        prof = profiler_for(device)
+        images_timed, seconds = run(prof)
+        return Profile.of(prof, images_timed // args.batch_size, seconds)
+
+    return row, profile_table(setting, profiled(lambda prof: lightning_run(stop, prof)),
+                              profiled(lambda prof: plain.run(iter(DeviceBatches(images, labels, args.batch_size, stop)),
+                                                              args.warmup, prof)))
 
 
 def bench_data(args: argparse.Namespace) -> tuple[list[str], None]:
