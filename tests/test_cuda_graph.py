@@ -258,19 +258,27 @@ def close_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
             assert torch.equal(sa[k], sb[k]), k
 
 
+def eager_and_captured(cfg, graph_warmup: int, schedule=lambda: []):
+    """Two fits of ``cfg`` with deterministic cuDNN: eager, then with the captured step (``schedule()``:
+    fresh callbacks both fits need, e.g. PGGAN's growth). Returns the two (model, trainer) pairs and
+    the FastPath callback."""
+    torch.backends.cudnn.deterministic = True
+    try:
+        eager = fit(cfg, *schedule())
+        fast_path = FastPath(cuda_graph=True, graph_warmup=graph_warmup)
+        captured = fit(cfg, *schedule(), fast_path)
+    finally:
+        torch.backends.cudnn.deterministic = False
+    return eager, captured, fast_path
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("case", ["dcgan", "dcgan-bf16", "dcgan-scheduler", "cdcgan-diffaugment",
                                   "wgan_gp-5-critic-steps", "artgan-pretraining"])
 def test_the_captured_graph_trains_as_the_eager_step_does(make_cfg, case):
-    torch.backends.cudnn.deterministic = True
-    try:
-        cfg = gpu_cfg(make_cfg, *CASES[case])
-        eager, eager_trainer = fit(cfg)
-        fast_path = FastPath(cuda_graph=True, graph_warmup=3)
-        captured, captured_trainer = fit(cfg, fast_path)
-    finally:
-        torch.backends.cudnn.deterministic = False
+    (eager, eager_trainer), (captured, captured_trainer), fast_path = eager_and_captured(
+        gpu_cfg(make_cfg, *CASES[case]), graph_warmup=3)
     # the same noise (drawn inside the graph from the same generator state), so the same updates
     close_state(eager, captured)
     assert captured_trainer.global_step == eager_trainer.global_step > 0
@@ -282,14 +290,9 @@ def test_the_captured_graph_trains_as_the_eager_step_does(make_cfg, case):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_pggan_captured_through_its_growth_trains_as_the_eager_step_does(make_cfg):
-    torch.backends.cudnn.deterministic = True
-    try:
-        cfg = make_cfg(*PGGAN_GROWTH, "trainer.accelerator=gpu")
-        eager, _ = fit(cfg, make(cfg.callbacks.growth, "callbacks.growth"))
-        fast_path = FastPath(cuda_graph=True, graph_warmup=1)
-        captured, _ = fit(cfg, make(cfg.callbacks.growth, "callbacks.growth"), fast_path)
-    finally:
-        torch.backends.cudnn.deterministic = False
+    cfg = make_cfg(*PGGAN_GROWTH, "trainer.accelerator=gpu")
+    (eager, _), (captured, _), fast_path = eager_and_captured(
+        cfg, graph_warmup=1, schedule=lambda: [make(cfg.callbacks.growth, "callbacks.growth")])
     close_state(eager, captured)
     assert captured.phase == eager.phase == (8, 1.0)
     assert fast_path.captures == 3          # 4x4; 8x8 fading in (alpha read on the device); 8x8 grown in
@@ -298,14 +301,8 @@ def test_pggan_captured_through_its_growth_trains_as_the_eager_step_does(make_cf
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_decaying_instance_noise_captured_trains_as_the_eager_step_does(make_cfg):
-    torch.backends.cudnn.deterministic = True
-    try:
-        cfg = make_cfg(*DECAYING_NOISE, "trainer.accelerator=gpu")
-        eager, _ = fit(cfg)
-        fast_path = FastPath(cuda_graph=True, graph_warmup=1)
-        captured, _ = fit(cfg, fast_path)
-    finally:
-        torch.backends.cudnn.deterministic = False
+    (eager, _), (captured, _), fast_path = eager_and_captured(
+        make_cfg(*DECAYING_NOISE, "trainer.accelerator=gpu"), graph_warmup=1)
     close_state(eager, captured)
     assert fast_path.captures == 2          # while the std decays (read on the device), then without noise
 
