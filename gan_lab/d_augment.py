@@ -26,7 +26,7 @@ them.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -265,8 +265,7 @@ class AdaptiveAugment(nn.Module):
         self.max_p = _check_p(max_p, "d_augment.max_p")
         self.p = min(_check_p(p, "d_augment.p"), self.max_p)
         self.rt = 0.0                       # the last r_t, for logging
-        self._sign_sum: Tensor | None = None
-        self._count = 0                     # D outputs observed since the last adjustment
+        self._stats: Tensor | None = None   # the sign sum and count of D's outputs since the last adjustment
         self._batches = 0
         self._images = 0
 
@@ -274,29 +273,39 @@ class AdaptiveAugment(nn.Module):
         return ada_pipeline(x, self.p, self.ops)
 
     @torch.no_grad()
-    def observe(self, real_outputs: Tensor, images: int) -> None:
-        """D's raw outputs on a real batch (positive: "real"); adjusts ``p`` every ``interval`` batches."""
-        signs = real_outputs.detach().float().sign().sum()
-        self._sign_sum = signs if self._sign_sum is None else self._sign_sum + signs
-        self._count += real_outputs.numel()
+    def observe(self, real_outputs: Tensor, images: int,
+                sum_over_ranks: Callable[[Tensor], Tensor] | None = None) -> None:
+        """D's raw outputs on a real batch (positive: "real"); adjusts ``p`` every ``interval`` batches.
+
+        Under DDP, ``sum_over_ranks`` adds up each batch's sign sum and output count over the ranks
+        (one small collective, no host synchronisation), so that every rank adjusts ``p`` from all
+        ranks' outputs, as ADA's r_t is defined, and holds the same state (which a checkpoint keeps)."""
+        outputs = real_outputs.detach().float()
+        stats = torch.stack([outputs.sign().sum(), torch.full((), float(outputs.numel()), device=outputs.device)])
+        if sum_over_ranks is not None:
+            stats = sum_over_ranks(stats)
+        self._stats = stats if self._stats is None else self._stats + stats
         self._batches += 1
         self._images += images
         if self._batches < self.interval:
             return
-        self.rt = float(self._sign_sum) / max(1, self._count)   # the one host synchronisation
+        sign_sum, count = self._stats.tolist()                   # the one host synchronisation
+        self.rt = sign_sum / max(1.0, count)
         step = self._images / self.speed_images
         self.p = min(self.max_p, max(0.0, self.p + math.copysign(step, self.rt - self.target)))
-        self._sign_sum, self._count, self._batches, self._images = None, 0, 0, 0
+        self._stats, self._batches, self._images = None, 0, 0
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps (exact resume): p, r_t and the partial interval."""
-        return {"p": self.p, "rt": self.rt, "sign_sum": None if self._sign_sum is None else float(self._sign_sum),
-                "count": self._count, "batches": self._batches, "images": self._images}
+        sign_sum, count = (None, 0) if self._stats is None else self._stats.tolist()
+        return {"p": self.p, "rt": self.rt, "sign_sum": sign_sum, "count": int(count), "batches": self._batches,
+                "images": self._images}
 
     def load_state(self, state: dict[str, Any], device: torch.device | str = "cpu") -> None:
         self.p, self.rt = float(state["p"]), float(state["rt"])
-        self._sign_sum = None if state["sign_sum"] is None else torch.tensor(state["sign_sum"], device=device)
-        self._count, self._batches, self._images = int(state["count"]), int(state["batches"]), int(state["images"])
+        self._stats = None if state["sign_sum"] is None else torch.tensor(
+            [state["sign_sum"], float(state["count"])], device=device)
+        self._batches, self._images = int(state["batches"]), int(state["images"])
 
     def extra_repr(self) -> str:
         ops = "" if self.ops == ADA_OPS else f", ops={list(self.ops)}"

@@ -24,6 +24,7 @@ class RankProbe(L.Callback):
         self.dirpath = Path(dirpath)
         self.indices: dict[int, list[int]] = {}
         self.terms: dict[int, dict[str, float]] = {}  # this rank's loss terms on logging steps
+        self.decisions: dict[int, dict[str, float]] = {}  # what the rank decided by the end of each batch
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.indices[trainer.current_epoch] = [int(i) for i in trainer.train_dataloader.sampler]
@@ -31,6 +32,12 @@ class RankProbe(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if pl_module.is_logging_step():
             self.terms[pl_module.batches_seen] = {k: float(v) for k, v in outputs.items()}
+        decisions = {"global_step": trainer.global_step}
+        if hasattr(pl_module, "extra_g_updates"):
+            decisions["extra_g_updates"] = pl_module.extra_g_updates
+        if pl_module.adaptive_augment:
+            decisions.update(ada_p=pl_module.d_augment.p, ada_rt=pl_module.d_augment.rt)
+        self.decisions[pl_module.batches_seen] = decisions
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
@@ -38,6 +45,7 @@ class RankProbe(L.Callback):
             "world_size": trainer.world_size,
             "indices": self.indices,
             "terms": self.terms,
+            "decisions": self.decisions,
             "parameters": {k: v.detach().cpu().clone() for k, v in pl_module.named_parameters()},
             "noise": pl_module.noise.sample(4, "cpu"),
             "batches_seen": pl_module.batches_seen,
@@ -58,17 +66,17 @@ class StopAt(L.Callback):
             next(cb for cb in trainer.callbacks if isinstance(cb, GracefulStop)).request(signal.SIGTERM)
 
 
-def ddp_cpu_cli(run: Path, *overrides: str, probe: Path | None = None):
+def ddp_cpu_cli(run: Path, *overrides: str, probe: Path | None = None, timeout: int = 600):
     """A 2-process CPU DDP run of the real entry point (tiny nets), optionally with a RankProbe."""
     probing = [] if probe is None else ["+callbacks.rank_probe._target_=tests.test_ddp.RankProbe",
                                         f"+callbacks.rank_probe.dirpath={probe}"]
     return run_cli(*TINY, "trainer=ddp_cpu", "model.generator.width=8", "model.discriminator.width=8",
-                   *probing, *overrides, f"hydra.run.dir={run}", timeout=600)
+                   *probing, *overrides, f"hydra.run.dir={run}", timeout=timeout)
 
 
-def ddp_cpu_run(run: Path, probe: Path, *overrides: str) -> list[dict]:
+def ddp_cpu_run(run: Path, probe: Path, *overrides: str, timeout: int = 600) -> list[dict]:
     """A completed 2-process CPU DDP run; the per-rank probes."""
-    res = ddp_cpu_cli(run, *overrides, probe=probe)
+    res = ddp_cpu_cli(run, *overrides, probe=probe, timeout=timeout)
     assert res.returncode == 0, res.stderr[-3000:]
     return [torch.load(probe / f"rank_{r}.pt", weights_only=False) for r in (0, 1)]
 
@@ -216,3 +224,38 @@ def test_ddp_time_limit_mid_epoch_resumes_exactly(tmp_path):
         assert resumed[r]["batches_seen"] == 6
         for key, value in full[r]["parameters"].items():
             assert torch.equal(resumed[r]["parameters"][key], value), (r, key)
+
+
+ARTGAN = ["model=artgan", "model.samples_per_class=2", "data.image_size=32"]
+
+
+@pytest.mark.slow
+def test_ddp_ranks_decide_artgan_extra_g_update_together(tmp_path):
+    """``extra_g_when`` decides from D's loss averaged over the ranks: both ranks make the same updates
+    (each deciding from its own batch, one would make a G update the other does not, and their
+    gradient collectives would no longer pair up: the run hung)."""
+    plain = ddp_cpu_run(tmp_path / "plain", tmp_path / "probe_plain", *ARTGAN, timeout=300)
+    lo, hi = sorted(plain[r]["terms"][1]["d_loss"] for r in (0, 1))
+    threshold = lo + 0.75 * (hi - lo)       # below it on one rank, above it on the other; their mean is below
+    ranks = ddp_cpu_run(tmp_path / "run", tmp_path / "probe", *ARTGAN, "model.extra_g_when=d_loss",
+                        f"model.extra_g_threshold={threshold!r}", timeout=300)
+    assert [ranks[r]["terms"][1]["d_loss"] for r in (0, 1)] == [plain[r]["terms"][1]["d_loss"] for r in (0, 1)]
+    assert ranks[0]["decisions"] == ranks[1]["decisions"]
+    extra = [0] + [ranks[0]["decisions"][b]["extra_g_updates"] for b in range(1, 7)]
+    for batch in range(1, 7):
+        mean = (ranks[0]["terms"][batch]["d_loss"] + ranks[1]["terms"][batch]["d_loss"]) / 2
+        assert extra[batch] - extra[batch - 1] == (mean < threshold), batch
+    assert extra[1] == 1                    # the first batch's decision was the mean's, not one rank's
+    for key, value in ranks[0]["parameters"].items():
+        assert torch.equal(ranks[1]["parameters"][key], value), key
+
+
+@pytest.mark.slow
+def test_ddp_ranks_tune_ada_from_all_their_outputs(tmp_path):
+    """ADA's r_t sums D's signs over every rank's real batch: the ranks hold the same r_t and p (and a
+    checkpoint, written by rank 0, holds every rank's state)."""
+    ranks = ddp_cpu_run(tmp_path / "run", tmp_path / "probe", "d_augment=ada", "d_augment.interval=1",
+                        "d_augment.speed_images=256", timeout=300)
+    assert ranks[0]["decisions"] == ranks[1]["decisions"]
+    rts = [ranks[0]["decisions"][b]["ada_rt"] for b in range(1, 7)]
+    assert len(set(rts)) > 1 and any(ranks[0]["decisions"][b]["ada_p"] > 0 for b in range(1, 7))

@@ -226,15 +226,18 @@ class ArtGAN(ConditionalGAN):
         return self.n_gen
 
     def discriminator_too_strong(self, terms: Mapping[str, Tensor]) -> bool:
-        """Whether D dominates, judged on the last D update's terms: one host synchronisation per batch
-        when ``extra_g_when`` is set (the decision needs D's loss or accuracy on the host), none
-        otherwise."""
+        """Whether D dominates, judged on the last D update's terms, averaged over the DDP ranks (every
+        rank takes the same decision, so all make the same updates): one host synchronisation per
+        batch when ``extra_g_when`` is set (the decision needs D's loss or accuracy on the host),
+        none otherwise."""
+        if self.extra_g_when is None:
+            return False
         if self.extra_g_when == "d_loss":
-            return float(terms["d_loss"].detach()) < self.extra_g_threshold
-        if self.extra_g_when == "d_acc":
-            acc = 0.5 * (terms["d_acc_real"] + terms["d_acc_fake"])
-            return float(acc) > self.extra_g_threshold
-        return False
+            value = terms["d_loss"].detach().float().clone()
+        else:
+            value = 0.5 * (terms["d_acc_real"] + terms["d_acc_fake"])
+        value = float(self.over_ranks(value.reshape(1)))
+        return value < self.extra_g_threshold if self.extra_g_when == "d_loss" else value > self.extra_g_threshold
 
     def on_train_epoch_end(self) -> None:
         """The lr schedule counts adversarial epochs: pre-training epochs run at the schedule's

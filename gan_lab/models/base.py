@@ -291,7 +291,8 @@ class GAN(L.LightningModule):
     def observe_real(self, n: int) -> None:
         """After a D update: ADA adjusts its probability from D's outputs on the real batch."""
         if self._real_outputs is not None:
-            self.d_augment.observe(self._real_outputs, n * self.trainer.world_size)
+            sum_over_ranks = None if self.trainer.world_size == 1 else lambda stats: self.over_ranks(stats, "sum")
+            self.d_augment.observe(self._real_outputs, n * self.trainer.world_size, sum_over_ranks)
             self._real_outputs = None
 
     def augment_terms(self) -> dict[str, Tensor]:
@@ -344,10 +345,8 @@ class GAN(L.LightningModule):
         if not self.is_logging_step():
             return
         names = list(terms)
-        values = torch.stack([terms[k].detach().float().reshape(()) for k in names])
-        if self.trainer.world_size > 1:
-            # one collective for all terms (Lightning's sync_dist would make one per logged value)
-            values = self.trainer.strategy.reduce(values, reduce_op="mean")
+        # one collective for all terms (Lightning's sync_dist would make one per logged value)
+        values = self.over_ranks(torch.stack([terms[k].detach().float().reshape(()) for k in names]))
         host = values.cpu()  # the one host synchronisation of a logging step
         self.logged = {f"train/{k}": v for k, v in zip(names, host.tolist())}
         self.logged.update({"train/batches_seen": float(self.batches_seen), "train/images_seen": float(self.images_seen)})
@@ -357,6 +356,18 @@ class GAN(L.LightningModule):
         # g_loss is absent from batches without a generator update (e.g. discriminator pre-training)
         shown = {k: host[names.index(k)] for k in ("d_loss", "g_loss") if k in names}
         self.log_dict(shown, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+
+    def over_ranks(self, values: Tensor, op: str = "mean") -> Tensor:
+        """``values`` reduced over the DDP ranks in one collective, in place (``op``: ``mean`` or
+        ``sum``); as they are in one process. What the ranks decide from their own batches (ADA's
+        probability, ArtGAN's extra G update) must be decided from these, or they part ways: a
+        different number of updates on each rank mismatches DDP's gradient collectives."""
+        world_size = self.trainer.world_size
+        if world_size == 1:
+            return values
+        # without Lightning's reduce, whose barrier makes the host wait for the device (NCCL)
+        torch.distributed.all_reduce(values)
+        return values.div_(world_size) if op == "mean" else values
 
     def setup(self, stage: str) -> None:
         """Under DDP every rank was seeded alike; give each rank its own noise (and augmentation)
