@@ -259,3 +259,24 @@ def test_ddp_ranks_tune_ada_from_all_their_outputs(tmp_path):
     assert ranks[0]["decisions"] == ranks[1]["decisions"]
     rts = [ranks[0]["decisions"][b]["ada_rt"] for b in range(1, 7)]
     assert len(set(rts)) > 1 and any(ranks[0]["decisions"][b]["ada_p"] > 0 for b in range(1, 7))
+
+
+@pytest.mark.slow
+def test_ddp_ranks_judge_divergence_together(tmp_path):
+    """The divergence guard bounds the loss terms averaged over the processes, as they are logged: a
+    term beyond ``max_abs_loss`` on one process alone stops neither (it stopped that one, and the
+    other was left waiting for it)."""
+    plain = ddp_cpu_run(tmp_path / "plain", tmp_path / "probe_plain", timeout=300)
+
+    def largest(terms: dict[str, float]) -> float:
+        return max(abs(v) for v in terms.values())
+
+    batches = range(1, 7)
+    mean = [largest({k: (plain[0]["terms"][b][k] + plain[1]["terms"][b][k]) / 2 for k in plain[0]["terms"][b]})
+            for b in batches]
+    bound = max(mean) * (1 + 1e-4)
+    assert any(largest(plain[r]["terms"][b]) > bound for r in (0, 1) for b in batches)  # one process goes beyond
+    ranks = ddp_cpu_run(tmp_path / "run", tmp_path / "probe", f"callbacks.divergence.max_abs_loss={bound!r}",
+                        "callbacks.divergence.patience=1", timeout=300)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "completed"
+    assert all(r["batches_seen"] == 6 for r in ranks)

@@ -4,7 +4,8 @@ Checked after every ``check_every_n_batches`` batches (by default the trainer's 
 the batches that log anyway; with ``log_every_n_steps=0``, at epoch ends only) and at every epoch end,
 before the epoch checkpoint is written: the loss terms the module returned and the norms of all weights
 are reduced on the device and read back in one transfer, so batches in between add no host
-synchronisation.
+synchronisation. Under DDP the terms are averaged over the processes first (as they are logged), so
+that all of them stop together or none does.
 
 A NaN or Inf stops at once; a loss whose absolute value exceeds ``max_abs_loss`` stops after
 ``patience`` consecutive checks. Stopping raises :class:`~gan_lab.errors.TrainingDiverged`, so no
@@ -91,7 +92,13 @@ class DivergenceGuard(L.Callback):
             values.append(norm.reshape(1).to(values[0].device if values else norm.device))
         if not values:
             return
-        read = torch.cat([v.to(values[0].device) for v in values]).cpu().tolist()  # the one sync
+        read = torch.cat([v.to(values[0].device) for v in values])
+        if trainer.world_size > 1:
+            # the processes judge together, from the terms as they are logged (averaged over them; a NaN
+            # anywhere is a NaN everywhere): one of them stopping alone would leave the others waiting
+            torch.distributed.all_reduce(read)
+            read = read / trainer.world_size
+        read = read.cpu().tolist()  # the one sync
         found = dict(zip(names, read))
         bad = {k: v for k, v in found.items() if not math.isfinite(v)}
         if bad:
