@@ -21,6 +21,8 @@ a callback that works for every GAN variant instead of as flags of the models:
   :meth:`~gan_lab.models.base.GAN.capture_refusal`). A scheduler's new learning rate is captured
   again at the next batch; a model's new capture key (PGGAN's next resolution, the end of its
   fade-in: :meth:`~gan_lab.models.base.GAN.capture_key`) starts the capture over, warm-up included.
+  A generator update decided on the host after the batch's updates (ArtGAN's ``extra_g_when``) is
+  a second graph, replayed when it is decided.
 
 ``channels_last`` and ``compile`` are applied in ``setup``, before Lightning moves the module to its
 device and wraps it for DDP, and are harmless on CPU.
@@ -106,15 +108,24 @@ class GraphedStep:
     the next one captures it and every later one replays the graph. It returns ``fn``'s output, the
     graph's static output tensors once captured: read them before the next call. :meth:`reset` drops
     the graph, so that the next call captures again; ``capture=False`` runs ``fn`` eagerly on the
-    buffers at every call (the CPU's view of what a graph replays)."""
+    buffers at every call (the CPU's view of what a graph replays).
+
+    ``then`` (no arguments) is a follow-up of ``fn`` that the caller runs after a call, as many times
+    as it decides on the host (:meth:`follow`): eagerly while ``fn`` is, and once ``fn`` is captured, as
+    a second graph captured right after it (what it reads of ``fn``'s outputs are static tensors too).
+    """
 
     def __init__(self, fn: Callable[..., Any], optimizers: list[torch.optim.Optimizer], warmup: int,
-                 capture: bool = True) -> None:
+                 capture: bool = True, then: Callable[[], Any] | None = None) -> None:
         self.fn, self.optimizers, self.warmup, self.capture = fn, optimizers, int(warmup), bool(capture)
+        self.then = then
         self.inputs: tuple[Tensor, ...] | None = None
         self.output: Any = None
         self.graph: Any = None
+        self.then_output: Any = None
+        self.then_graph: Any = None
         self.calls = 0
+        self.follows = 0
         self.captures = 0
 
     def takes(self, *inputs: Tensor) -> bool:
@@ -123,11 +134,11 @@ class GraphedStep:
 
     def reset(self) -> None:
         """Capture again at the next call (the same buffers; no warm-up)."""
-        self.graph = None
+        self.graph = self.then_graph = None
 
     def restart(self) -> None:
         """Start over: new buffers from the next call's inputs, ``warmup`` eager calls, a new capture."""
-        self.graph = self.inputs = self.output = None
+        self.graph = self.then_graph = self.inputs = self.output = self.then_output = None
         self.calls = 0
 
     def __call__(self, *inputs: Tensor) -> Any:
@@ -140,27 +151,54 @@ class GraphedStep:
         elif not self.capture:
             self.output = self.fn(*self.inputs)
         elif self.calls < self.warmup:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.output = self.fn(*self.inputs)
-            torch.cuda.current_stream().wait_stream(side)
+            self.output = self._on_side_stream(self.fn, *self.inputs)
         else:
-            self.graph = torch.cuda.CUDAGraph()
-            for opt in self.optimizers:  # backward allocates the gradients in the graph's memory pool
-                opt.zero_grad(set_to_none=True)
-            # thread_local: the DataLoader's pin-memory thread may allocate pinned memory meanwhile
-            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-                self.output = self.fn(*self.inputs)
+            self.graph, self.output = self._capture(self.fn, *self.inputs)
+            if self.then is not None:
+                self.then_graph, self.then_output = self._capture(self.then)
             self.captures += 1
             self.graph.replay()  # capturing records the kernels without running them
         self.calls += 1
         return self.output
 
+    def follow(self) -> Any:
+        """Run ``then`` once after a call; returns its output (static tensors once captured)."""
+        if self.then_graph is not None:
+            self.then_graph.replay()
+        elif not self.capture:
+            self.then_output = self.then()
+        else:
+            self.then_output = self._on_side_stream(self.then)
+        self.follows += 1
+        return self.then_output
+
+    @staticmethod
+    def _on_side_stream(fn: Callable[..., Any], *args: Any) -> Any:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            output = fn(*args)
+        torch.cuda.current_stream().wait_stream(side)
+        return output
+
+    def _capture(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, Any]:
+        """A new graph of ``fn(*args)``, and the output it leaves its results in."""
+        graph = torch.cuda.CUDAGraph()
+        for opt in self.optimizers:  # backward allocates the gradients in the graph's memory pool
+            opt.zero_grad(set_to_none=True)
+        # thread_local: the DataLoader's pin-memory thread may allocate pinned memory meanwhile
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            output = fn(*args)
+        return graph, output
+
 
 class CapturedStep:
-    """One training batch of a GAN module, run by :meth:`~gan_lab.models.base.GAN.updates` with the
-    raw optimizers as a :class:`GraphedStep` (``capture=True``, on a GPU: one CUDA graph per batch).
+    """One training batch of a GAN module, run with the raw optimizers as a :class:`GraphedStep`
+    (``capture=True``, on a GPU: one CUDA graph per batch): the module's
+    :meth:`~gan_lab.models.base.GAN.discriminator_updates` and its ``n_gen``
+    :meth:`~gan_lab.models.base.GAN.generator_updates`. Then the module decides on the host
+    (:meth:`~gan_lab.models.base.GAN.g_updates`) whether G gets more updates in this batch (ArtGAN's
+    ``extra_g_when``), each replayed as a second graph holding one generator update.
 
     The loss terms it returns are the graph's static outputs (the module logs them on logging steps
     only). Random numbers are drawn inside the graph from the device's generator, so a replay draws
@@ -181,8 +219,8 @@ class CapturedStep:
         self.module = module
         self.wrapped = module.optimizers()       # Lightning's wrappers: they count the steps
         self.optimizers = [opt.optimizer for opt in self.wrapped]
-        self.graphed = GraphedStep(self.step, self.optimizers, warmup, capture)
-        self.steps = 0                           # optimizer steps per batch (D and G)
+        self.graphed = GraphedStep(self.step, self.optimizers, warmup, capture, then=self.extra_generator_update)
+        self.after_d: Any = None                 # what the extra generator updates take on from the D updates
         self.hyper: list | None = None           # the optimizers' hyper-parameters at the capture
         self.key = module.capture_key()          # what the graph holds besides them (see ready)
         self.restarts = 0
@@ -205,10 +243,16 @@ class CapturedStep:
         return self.takes(real, labels)
 
     def step(self, real: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        """The batch (on the static buffers): the module's updates with the raw optimizers."""
-        terms = self.module.updates(real, labels, *self.optimizers, backward=Tensor.backward)
-        self.steps = sum(self.module.updates_done)
+        """The batch (on the static buffers): the module's D updates and ``n_gen`` G updates."""
+        (opt_d, opt_g), module = self.optimizers, self.module
+        terms, self.after_d = module.discriminator_updates(real, labels, opt_d, Tensor.backward)
+        terms.update(module.generator_updates(self.after_d, 0, module.n_gen, opt_g, Tensor.backward))
         return terms
+
+    def extra_generator_update(self) -> dict[str, Tensor]:
+        """One more G update of the batch (fresh noise), after :meth:`step`."""
+        n_gen = self.module.n_gen
+        return self.module.generator_updates(self.after_d, n_gen, n_gen + 1, self.optimizers[1], Tensor.backward)
 
     def hyper_parameters(self) -> list:
         """The optimizers' hyper-parameters, per param group (what a capture bakes in)."""
@@ -221,7 +265,14 @@ class CapturedStep:
         terms = self.graphed(real, labels)
         if self.graphed.captures != captures:
             self.hyper = self.hyper_parameters()
-        for _ in range(self.steps):
+        n_gen = self.module.n_gen
+        extra = self.module.g_updates(terms) - n_gen   # decided on the host, from the terms of the D updates
+        if extra < 0:
+            raise RuntimeError(f"{type(self.module).__name__}.g_updates returned fewer than n_gen={n_gen} "
+                               f"generator updates on a batch it calls steady (steady_batch)")
+        for _ in range(extra):
+            terms = {**terms, **self.graphed.follow()}  # a new dict: the static one stays the graph's
+        for _ in range(self.after_d.updates + n_gen + extra):
             self.wrapped[0]._on_before_step()
             self.wrapped[0]._on_after_step()
         return terms

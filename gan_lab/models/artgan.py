@@ -188,9 +188,6 @@ class ArtGAN(ConditionalGAN):
             recon = reconstruction_loss(self.generator.decoder(features), real)
             terms["g_loss"] = adv + self.reconstruction_weight * recon
             terms["recon_loss"] = recon.detach()
-        if self.extra_g_when is not None:
-            # filled on the device: torch.tensor(number, device=...) is a blocking host-to-device copy
-            terms["extra_g_updates"] = torch.full((), float(self.extra_g_updates), device=self.device)
         return terms
 
     # --- the schedule of updates: pre-training and adaptive generator updates ----------------
@@ -207,13 +204,12 @@ class ArtGAN(ConditionalGAN):
         """Pre-training batches (D alone, on the real images) run eagerly; a captured step holds the rest."""
         return not self.pretraining
 
-    def capture_refusal(self) -> str | None:
-        """The extra G update is decided from D's loss or accuracy every batch: no captured step."""
+    def host_terms(self) -> dict[str, float]:
+        """``extra_g_updates`` (the adaptive G updates so far) when ``extra_g_when`` is set."""
+        terms = super().host_terms()
         if self.extra_g_when is not None:
-            return (f"model.extra_g_when={self.extra_g_when} decides on the host after every D update whether G "
-                    f"gets an extra update, which a captured step cannot follow; set model.extra_g_when=null "
-                    f"model.extra_g_threshold=null or leave callbacks.fast_path.cuda_graph=false.")
-        return super().capture_refusal()
+            terms["extra_g_updates"] = self.extra_g_updates
+        return terms
 
     def g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
         """None while pre-training; ``n_gen``, plus one when D is too strong (``extra_g_when``)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Hashable, Iterator, Mapping
 
 import lightning as L
@@ -46,6 +47,17 @@ def frozen(module: nn.Module) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+@dataclass(frozen=True)
+class AfterD:
+    """What a batch's generator updates take on from its discriminator updates."""
+
+    updates: int                   # the discriminator updates made
+    fake: Tensor | None            # the last one's fakes, still carrying G's graph (None: it saw none)
+    fake_labels: Tensor | None     # their labels
+    real_d: Tensor                 # the real batch as D saw it last (augmented, for terms that compare)
+    labels: Tensor                 # the real batch's labels
 
 
 class GAN(L.LightningModule):
@@ -104,7 +116,6 @@ class GAN(L.LightningModule):
         #: the batch replayed as one CUDA graph, attached by ``callbacks.fast_path.cuda_graph`` (a
         #: :class:`~gan_lab.callbacks.fast_path.CapturedStep`); ``None``: every batch runs eagerly
         self.captured_step: Any = None
-        self.updates_done = (0, 0)
 
     # --- conditioning hooks (a conditional variant overrides these three) ----------------
 
@@ -187,7 +198,10 @@ class GAN(L.LightningModule):
 
     def g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
         """Generator updates in this batch, decided after the discriminator updates from their terms
-        (``n_gen``; a variant may return more when D dominates, or 0 while G must not train)."""
+        (``n_gen``; a variant may return more when D dominates, or 0 while G must not train). On a
+        :meth:`steady_batch` it returns at least ``n_gen``: a captured step holds ``n_gen`` generator
+        updates, decides once they have run (the terms then hold theirs too), and replays any more
+        as a second graph."""
         return self.n_gen
 
     # --- the loop -----------------------------------------------------------------------
@@ -212,9 +226,17 @@ class GAN(L.LightningModule):
         returns the loss terms, on the device.
 
         ``training_step`` runs it with Lightning's optimizers and ``manual_backward``; a captured step
-        (``callbacks.fast_path.cuda_graph``) runs it with the raw optimizers and ``Tensor.backward`` on
-        static input buffers. It records the updates it made in :attr:`updates_done`
-        (``(discriminator, generator)``)."""
+        (``callbacks.fast_path.cuda_graph``) runs its two parts (:meth:`discriminator_updates`, then
+        :meth:`generator_updates`) with the raw optimizers and ``Tensor.backward`` on static input
+        buffers."""
+        terms, after_d = self.discriminator_updates(real, labels, opt_d, backward)
+        terms.update(self.generator_updates(after_d, 0, self.g_updates(terms), opt_g, backward))
+        return terms
+
+    def discriminator_updates(self, real: Tensor, labels: Tensor, opt_d, backward: Callable[[Tensor], Any]
+                              ) -> tuple[dict[str, Tensor], AfterD]:
+        """The batch's discriminator updates: their loss terms, and what the generator updates take on
+        from them (:class:`AfterD`)."""
         n = real.shape[0]
         terms: dict[str, Tensor] = {}
         fake = fake_labels = None
@@ -234,15 +256,21 @@ class GAN(L.LightningModule):
                 fake_d = self.augment_for_d(fake.detach())
             terms.update(self.discriminator_update(opt_d, real_d, labels, fake_d, fake_labels, backward))
             self.observe_real(n)
-        n_g = self.g_updates(terms)
-        for j in range(n_g):
+        return terms, AfterD(n_d, fake, fake_labels, real_d, labels)
+
+    def generator_updates(self, after_d: AfterD, first: int, stop: int, opt_g, backward: Callable[[Tensor], Any]
+                          ) -> dict[str, Tensor]:
+        """The batch's generator updates number ``first`` to ``stop - 1`` (0: the first after the D
+        updates, which reuses the fakes of the last one); the last one's loss terms ({} when none)."""
+        terms: dict[str, Tensor] = {}
+        fake, fake_labels, n = after_d.fake, after_d.fake_labels, after_d.real_d.shape[0]
+        for j in range(first, stop):
             if j > 0 or fake is None:
                 z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
                 with self.autocast():
                     fake = self.generate(z, fake_labels)
-            terms.update(self.generator_update(opt_g, self.augment_for_d(fake), fake_labels, real_d, labels, backward))
-        terms.update(self.augment_terms())
-        self.updates_done = (n_d, n_g)
+            terms.update(self.generator_update(opt_g, self.augment_for_d(fake), fake_labels, after_d.real_d,
+                                               after_d.labels, backward))
         return terms
 
     # --- capturing the batch as one CUDA graph (callbacks.fast_path.cuda_graph) -------------
@@ -295,12 +323,12 @@ class GAN(L.LightningModule):
             self.d_augment.observe(self._real_outputs, n * self.trainer.world_size, sum_over_ranks)
             self._real_outputs = None
 
-    def augment_terms(self) -> dict[str, Tensor]:
-        """``ada_p`` and ``ada_rt`` when the augmentation adapts (filled on the device: no host copy)."""
+    def host_terms(self) -> dict[str, float]:
+        """Numbers the module keeps on the host, logged with the loss terms as ``train/<name>``: ``ada_p``
+        and ``ada_rt`` when the augmentation adapts (a variant adds its own, and asks ``super()``)."""
         if not self.adaptive_augment:
             return {}
-        return {"ada_p": torch.full((), self.d_augment.p, device=self.device),
-                "ada_rt": torch.full((), self.d_augment.rt, device=self.device)}
+        return {"ada_p": self.d_augment.p, "ada_rt": self.d_augment.rt}
 
     def autocast(self) -> ContextManager:
         """The mixed-precision region of one update's forward passes and loss (a no-op in full
@@ -349,6 +377,7 @@ class GAN(L.LightningModule):
         values = self.over_ranks(torch.stack([terms[k].detach().float().reshape(()) for k in names]))
         host = values.cpu()  # the one host synchronisation of a logging step
         self.logged = {f"train/{k}": v for k, v in zip(names, host.tolist())}
+        self.logged.update({f"train/{k}": float(v) for k, v in self.host_terms().items()})
         self.logged.update({"train/batches_seen": float(self.batches_seen), "train/images_seen": float(self.images_seen)})
         for logger in self.loggers:
             logger.log_metrics(self.logged, step=self.batches_seen)
