@@ -44,9 +44,10 @@ def _check_p(p: float, key: str) -> float:
     return float(p)
 
 
-def _chosen(n: int, p: float, like: Tensor) -> Tensor:
-    """Per-sample mask ``[N, 1, 1, 1]`` (float, 0/1): which samples an operation applies to."""
-    if p >= 1.0:
+def _chosen(n: int, p: float | Tensor, like: Tensor) -> Tensor:
+    """Per-sample mask ``[N, 1, 1, 1]`` (float, 0/1): which samples an operation applies to (``p``: a
+    number, or a 0-d float32 device tensor below 1 that holds the same number)."""
+    if not isinstance(p, Tensor) and p >= 1.0:
         return like.new_ones(n, 1, 1, 1)
     return (torch.rand(n, 1, 1, 1, device=like.device) < p).to(like.dtype)
 
@@ -139,15 +140,22 @@ ADA_OPS = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "br
 ORIENTATION_OPS = ("xflip", "rotate90", "rotate")
 
 
-def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi, ops: Sequence[str] = ADA_OPS) -> Tensor:
+def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi, ops: Sequence[str] = ADA_OPS,
+            on_device: Tensor | None = None) -> Tensor:
     """Per-sample 2x3 matrices (in normalised [-1, 1] coordinates, mapping output to input) of ADA's
     geometric operations, each applied with probability ``p``: x-flip, rotation by a multiple of 90°,
     translation (uniform in [-1/8, 1/8] of the side; ADA rounds it to whole pixels, this does not),
     isotropic scaling (log-normal, std 0.2 ln 2), rotation (uniform up to ``rot_max``), anisotropic scaling (log-normal,
     std 0.2 ln 2) and fractional translation (normal, std 1/8 of the side). An operation left out of
-    ``ops`` still draws its random numbers, so that the others draw the same ones, but is not applied."""
+    ``ops`` still draws its random numbers, so that the others draw the same ones, but is not applied.
+    ``on_device``: ``p`` and the rotations' probability as a float32 device tensor (the same numbers)."""
+    p_rot = 1 - math.sqrt(max(0.0, 1 - p))  # ADA: two chances, so the total probability is p
+    p_op: float | Tensor = p if on_device is None else on_device[0]
+    if on_device is not None:
+        p_rot = on_device[1]
+
     def chosen(op: str) -> Tensor:
-        return (torch.rand(n, device=device) < p).to(dtype) * float(op in ops)
+        return (torch.rand(n, device=device) < p_op).to(dtype) * float(op in ops)
 
     eye = torch.eye(3, device=device, dtype=dtype).expand(n, 3, 3).clone()
     m = eye.clone()
@@ -170,7 +178,6 @@ def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi, ops: Sequ
     t = eye.clone()
     t[:, 0, 0], t[:, 1, 1] = iso, iso
     compose(t)
-    p_rot = 1 - math.sqrt(max(0.0, 1 - p))  # ADA: two chances, so the total probability is p
     angle = ((torch.rand(n, device=device) < p_rot).to(dtype) * float("rotate" in ops)
              * (torch.rand(n, device=device, dtype=dtype) * 2 - 1) * rot_max)
     compose(_rotation(angle, eye))
@@ -195,20 +202,25 @@ def _rotation(angle: Tensor, eye: Tensor) -> Tensor:
     return t
 
 
-def ada_pipeline(x: Tensor, p: float, ops: Sequence[str] = ADA_OPS) -> Tensor:
+def ada_pipeline(x: Tensor, p: float, ops: Sequence[str] = ADA_OPS, on_device: Tensor | None = None) -> Tensor:
     """ADA's geometric (one resampling with reflection at the borders) and colour operations, each per
     sample with probability ``p``; colour: brightness (+N(0, 0.2)), contrast (x lognormal(0, 0.5 ln 2))
     and, for colour images, saturation (x lognormal(0, ln 2) around the grey level). Only the
-    operations named in ``ops`` (of :data:`ADA_OPS`) are applied."""
+    operations named in ``ops`` (of :data:`ADA_OPS`) are applied.
+
+    ``on_device``: for ``0 < p < 1``, ``[p, rotation probability]`` as a float32 device tensor that the
+    kernels read (what a captured step replays with a ``p`` that moves); the same images as with the
+    number, bit for bit (a comparison with a number is made in float32 too)."""
     if p == 0.0:
         return x
     n = x.shape[0]
+    p_op: float | Tensor = p if on_device is None else on_device[0]
 
     def chosen(op: str) -> Tensor:
-        mask = _chosen(n, p, x)
+        mask = _chosen(n, p_op, x)
         return mask if op in ops else torch.zeros_like(mask)
 
-    theta = _affine(n, p, x.device, torch.float32, ops=ops)
+    theta = _affine(n, p, x.device, torch.float32, ops=ops, on_device=on_device)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False).to(x.dtype)
     brightness = torch.randn(n, 1, 1, 1, device=x.device, dtype=x.dtype) * 0.2
@@ -226,10 +238,14 @@ def ada_pipeline(x: Tensor, p: float, ops: Sequence[str] = ADA_OPS) -> Tensor:
 class AdaptiveAugment(nn.Module):
     """ADA (Karras et al. 2020): :func:`ada_pipeline` with a probability ``p`` tuned from D's outputs.
 
-    The model calls :meth:`observe` with D's raw outputs on real images after each D update; every
-    ``interval`` batches r_t = E[sign(D(x_real))] over those batches moves ``p`` by
-    ``sign(r_t - target) * images / speed_images`` (clamped to [0, 1]). That update reads r_t on the
-    host: one synchronisation every ``interval`` batches.
+    The model calls :meth:`observe` with D's raw outputs on real images after each D update (it adds
+    their signs up on the device) and :meth:`batch_done` after each batch: every ``interval`` batches,
+    r_t = E[sign(D(x_real))] over those batches moves ``p`` by ``sign(r_t - target) * images /
+    speed_images`` (clamped to [0, 1]), images being those of the batches (ADA: batch size x
+    interval). As in ADA, ``p`` moves after the batch, G's update included. That update reads r_t on
+    the host: one synchronisation every ``interval`` batches. The kernels read ``p`` from a device
+    tensor, so a captured step (``callbacks.fast_path.cuda_graph``) follows it; only reaching 0 (no
+    augmentation) or 1 changes what is drawn (:meth:`capture_key`).
 
     Args:
         target: the r_t to hold (ADA: 0.6).
@@ -265,46 +281,73 @@ class AdaptiveAugment(nn.Module):
         self.max_p = _check_p(max_p, "d_augment.max_p")
         self.p = min(_check_p(p, "d_augment.p"), self.max_p)
         self.rt = 0.0                       # the last r_t, for logging
-        self._stats: Tensor | None = None   # the sign sum and count of D's outputs since the last adjustment
+        # Two float32 tensors that follow the images to their device, and not the module's dtype as buffers
+        # would (trainer.precision=bf16-true would round the sums): the sign sum and count of D's outputs
+        # since the last adjustment (checkpoints keep them: state), and p with the rotations'
+        # probability as the kernels read them.
+        self.stats = torch.zeros(2)
+        self.p_device = torch.zeros(2)
+        self._fill()
         self._batches = 0
         self._images = 0
 
+    def _fill(self) -> None:
+        """Write ``p`` (and the rotations' probability) into :attr:`p_device`: kernels, no host wait."""
+        self.p_device[0].fill_(self.p)
+        self.p_device[1].fill_(1 - math.sqrt(max(0.0, 1 - self.p)))
+
+    def _follow(self, device: torch.device) -> None:
+        if self.stats.device != device:
+            self.stats, self.p_device = self.stats.to(device), self.p_device.to(device)
+
     def forward(self, x: Tensor) -> Tensor:
-        return ada_pipeline(x, self.p, self.ops)
+        self._follow(x.device)
+        return ada_pipeline(x, self.p, self.ops, self.p_device if 0.0 < self.p < 1.0 else None)
+
+    def capture_key(self) -> tuple[bool, bool]:
+        """What a graph of the pipeline bakes in: whether it augments at all (p > 0) and whether every
+        operation applies (p = 1, no draws for the choice); any other p is read on the device."""
+        return self.p > 0.0, self.p >= 1.0
 
     @torch.no_grad()
-    def observe(self, real_outputs: Tensor, images: int,
-                sum_over_ranks: Callable[[Tensor], Tensor] | None = None) -> None:
-        """D's raw outputs on a real batch (positive: "real"); adjusts ``p`` every ``interval`` batches.
+    def observe(self, real_outputs: Tensor, sum_over_ranks: Callable[[Tensor], Tensor] | None = None) -> None:
+        """D's raw outputs on a real batch (positive: "real"): their signs and count, added up on the device.
 
         Under DDP, ``sum_over_ranks`` adds up each batch's sign sum and output count over the ranks
         (one small collective, no host synchronisation), so that every rank adjusts ``p`` from all
         ranks' outputs, as ADA's r_t is defined, and holds the same state (which a checkpoint keeps)."""
         outputs = real_outputs.detach().float()
+        self._follow(outputs.device)
         stats = torch.stack([outputs.sign().sum(), torch.full((), float(outputs.numel()), device=outputs.device)])
         if sum_over_ranks is not None:
             stats = sum_over_ranks(stats)
-        self._stats = stats if self._stats is None else self._stats + stats
+        self.stats.add_(stats)
+
+    def batch_done(self, images: int) -> None:
+        """After a training batch of ``images`` (over all ranks): adjusts ``p`` every ``interval`` batches."""
         self._batches += 1
         self._images += images
         if self._batches < self.interval:
             return
-        sign_sum, count = self._stats.tolist()                   # the one host synchronisation
+        sign_sum, count = self.stats.tolist()                    # the one host synchronisation
         self.rt = sign_sum / max(1.0, count)
         step = self._images / self.speed_images
         self.p = min(self.max_p, max(0.0, self.p + math.copysign(step, self.rt - self.target)))
-        self._stats, self._batches, self._images = None, 0, 0
+        self._fill()
+        self.stats.zero_()
+        self._batches, self._images = 0, 0
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps (exact resume): p, r_t and the partial interval."""
-        sign_sum, count = (None, 0) if self._stats is None else self._stats.tolist()
+        sign_sum, count = self.stats.tolist()
         return {"p": self.p, "rt": self.rt, "sign_sum": sign_sum, "count": int(count), "batches": self._batches,
                 "images": self._images}
 
-    def load_state(self, state: dict[str, Any], device: torch.device | str = "cpu") -> None:
+    def load_state(self, state: dict[str, Any]) -> None:
         self.p, self.rt = float(state["p"]), float(state["rt"])
-        self._stats = None if state["sign_sum"] is None else torch.tensor(
-            [state["sign_sum"], float(state["count"])], device=device)
+        self._fill()
+        self.stats[0].fill_(float(state["sign_sum"] or 0.0))    # None: nothing observed (older checkpoints)
+        self.stats[1].fill_(float(state["count"]))
         self._batches, self._images = int(state["batches"]), int(state["images"])
 
     def extra_repr(self) -> str:

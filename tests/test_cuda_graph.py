@@ -98,7 +98,7 @@ def test_pggan_is_captured_per_phase_and_the_static_step_follows_its_fade_in(mak
     static, static_trainer = fit(cfg, make(cfg.callbacks.growth, "callbacks.growth"), attach)
     step = attach.step
     assert static.phase == eager.phase == (8, 1.0) and static.batches_seen == 12
-    assert step.restarts == 2 and step.key == (8, False)               # (4, grown) -> (8, fading) -> (8, grown)
+    assert step.restarts == 2 and step.key == (None, 8, False)         # (4, grown) -> (8, fading) -> (8, grown)
     assert step.graphed.calls == 4 and step.graphed.inputs[0].shape == (4, 1, 8, 8)
     assert same_state(eager, static)                                    # bit for bit through the fade-in
     assert same_optimizers(eager_trainer, static_trainer)
@@ -153,6 +153,37 @@ def test_artgan_extra_g_update_is_a_second_graph_and_the_static_step_follows_it(
     assert static.logged == eager.logged and static.logged["train/extra_g_updates"] == eager.extra_g_updates
 
 
+#: 16 digits, D with 8x G's learning rate, ADA adjusting p after every batch: p leaves 0 and moves
+ADA = ["model=dcgan", *NARROW["dcgan"], "data.image_size=16", "data.subset=16", "data.batch_size=4",
+       "optimizer.discriminator.lr=1.6e-3", "d_augment=ada", "d_augment.interval=1", "d_augment.speed_images=64",
+       "trainer.limit_train_batches=4", "trainer.max_epochs=2"]
+
+
+class AdaP(L.Callback):
+    """ADA's p after each batch."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seen.append(pl_module.d_augment.p)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_ada_is_captured_and_reads_its_probability_on_the_device(make_cfg, precision):
+    """p moves after every batch; the kernels read it from a device tensor, and the step is captured
+    again only when it leaves 0 (or comes back to it)."""
+    cfg = make_cfg(*ADA, f"trainer.precision={precision}")
+    eager_p, static_p, attach = AdaP(), AdaP(), StaticStep()
+    eager, eager_trainer = fit(cfg, eager_p)
+    static, static_trainer = fit(cfg, attach, static_p)
+    assert static_p.seen == eager_p.seen and len({p for p in eager_p.seen if p > 0}) >= 2
+    changes = sum((a > 0) != (b > 0) for a, b in zip([0.0] + eager_p.seen[:-1], eager_p.seen[:-1]))
+    assert attach.step.restarts == changes >= 1
+    assert same_state(eager, static) and same_optimizers(eager_trainer, static_trainer)
+    assert static.logged == eager.logged and "train/ada_p" in static.logged
+
+
 def test_the_decaying_std_is_what_the_noise_reads_while_training(make_cfg):
     cfg = make_cfg(*DECAYING_NOISE)
     build_datamodule(cfg)
@@ -172,7 +203,7 @@ def test_pggan_reads_alpha_from_the_device_while_fading(make_cfg):
     build_datamodule(cfg)
     model = build_model(cfg)
     model.set_phase(8, 0.25)
-    assert model.capture_key() == (8, True) and model.alpha_tensor.item() == 0.25
+    assert model.capture_key() == (None, 8, True) and model.alpha_tensor.item() == 0.25
     assert model.fade_weight() is model.alpha_tensor                    # training: the kernels read it
     z = torch.randn(2, model.noise.latent_dim)
     with torch.no_grad():
@@ -181,7 +212,7 @@ def test_pggan_reads_alpha_from_the_device_while_fading(make_cfg):
         assert model.fade_weight() == 0.25                              # sampling: the number
         assert torch.equal(model.generate(z, torch.zeros(2, dtype=torch.long)), images)
     model.set_phase(8, 1.0)
-    assert model.capture_key() == (8, False) and model.fade_weight() == 1.0
+    assert model.capture_key() == (None, 8, False) and model.fade_weight() == 1.0
     assert "alpha_tensor" not in model.state_dict()                     # checkpoints keep the number
 
 
@@ -207,18 +238,19 @@ def test_a_cpu_run_refuses_the_captured_step_in_one_sentence(make_cfg):
         FastPath(cuda_graph=True, graph_warmup=0)
 
 
-def test_what_a_graph_cannot_hold_is_refused_before_training(make_cfg):
-    cfg = make_cfg("model=dcgan", "d_augment=ada", "data.image_size=16")
+def test_a_variant_deciding_on_the_host_refuses_the_captured_step_before_training(make_cfg):
+    cfg = make_cfg("model=dcgan", "data.image_size=16")
     build_datamodule(cfg)
     model = build_model(cfg)
+    sentence = "model.my_rule=on reads D's loss between batches; leave callbacks.fast_path.cuda_graph=false."
+    model.capture_refusal = lambda: sentence               # what such a variant's override returns
     trainer = L.Trainer(accelerator="cpu", logger=False)
-    refusal = FastPath(cuda_graph=True).capture_refusal(trainer, model, "cuda")
-    assert refusal is not None and len(refusal.split(". ")) == 1
-    assert re.search(r"^d_augment=ada tunes its probability on the host between batches", refusal)
+    assert FastPath(cuda_graph=True).capture_refusal(trainer, model, "cuda") == sentence
 
 
-def test_models_without_host_decisions_are_captured(make_cfg):
+def test_every_model_is_captured(make_cfg):
     for overrides in (["model=dcgan", "d_augment=diffaugment"], ["model=wgan_gp"], ["model=cgan_mlp"],
+                      ["model=dcgan", "d_augment=ada"], ["model=wgan_gp", "model.n_critic=5", "d_augment=ada"],
                       ["model=dcgan", "scheduler=exponential"],
                       ["model=cdcgan", "model.instance_noise=0.1"], ["model=artgan", "model.pretrain_epochs=2"],
                       ["model=pggan"], ["model=cdcgan", "model.instance_noise=0.1", "model.instance_noise_decay=100"],
@@ -321,6 +353,16 @@ def test_a_decaying_instance_noise_captured_trains_as_the_eager_step_does(make_c
         make_cfg(*DECAYING_NOISE, "trainer.accelerator=gpu"), graph_warmup=1)
     close_state(eager, captured)
     assert fast_path.captures == 2          # while the std decays (read on the device), then without noise
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ada_captured_trains_as_the_eager_step_does(make_cfg):
+    cfg = make_cfg(*ADA, "trainer.accelerator=gpu")
+    (eager, _), (captured, _), fast_path = eager_and_captured(cfg, graph_warmup=1)
+    close_state(eager, captured)
+    assert captured.d_augment.p == eager.d_augment.p > 0
+    assert fast_path.captures >= 2                     # without augmentation, then with p read on the device
 
 
 @pytest.mark.gpu

@@ -103,16 +103,53 @@ def test_ada_raises_p_when_d_overfits_and_lowers_it_otherwise():
     ada = AdaptiveAugment(target=0.6, speed_images=1000, interval=2)
     confident = torch.full((100,), 3.0)                           # D calls every real image real: r_t = 1
     for _ in range(4):
-        ada.observe(confident, 100)
+        ada.observe(confident)
+        ada.batch_done(100)
     assert ada.rt == 1.0 and ada.p == pytest.approx(0.4)          # 2 adjustments of 200/1000
     unsure = torch.tensor([1.0, -1.0] * 50)                       # r_t = 0 < 0.6
-    ada.observe(unsure, 100)
+    ada.observe(unsure)
+    ada.batch_done(100)
     assert ada.p == pytest.approx(0.4)                            # mid-interval: unchanged
-    ada.observe(unsure, 100)
+    ada.observe(unsure)
+    ada.batch_done(100)
     assert ada.rt == 0.0 and ada.p == pytest.approx(0.2)
     for _ in range(10):
-        ada.observe(unsure, 100)
+        ada.observe(unsure)
+        ada.batch_done(100)
     assert ada.p == 0.0                                           # clamped at 0
+
+
+def test_ada_counts_batches_and_reads_p_from_the_device():
+    """Several D updates in a batch add their outputs to the same r_t; p moves per batch; the kernels
+    read p from a device tensor and draw the same images as with the number."""
+    ada = AdaptiveAugment(target=0.6, speed_images=1000, interval=2)
+    for _ in range(2):
+        for _ in range(5):                                        # n_critic = 5
+            ada.observe(torch.tensor([1.0, 1.0, 1.0, -1.0]))
+        ada.batch_done(100)
+    assert ada.rt == 0.5 and ada.p == 0.0                         # one adjustment after 2 batches, down, clamped
+    ada.load_state({"p": 0.3, "rt": 0.5, "sign_sum": 6.0, "count": 8, "batches": 1, "images": 100})
+    assert ada.p_device.tolist() == pytest.approx([0.3, 1 - math.sqrt(0.7)])
+    ada.observe(torch.tensor([1.0] * 8))
+    ada.batch_done(100)
+    assert ada.rt == 14 / 16 and ada.p == pytest.approx(0.5)      # the restored partial interval counted
+    assert ada.p_device[0].item() == pytest.approx(0.5) and ada.capture_key() == (True, False)
+    x = torch.rand(16, 3, 8, 8) * 2 - 1
+    for p in (0.05, 0.5, 0.97):
+        ada.load_state({"p": p, "rt": 0.0, "sign_sum": None, "count": 0, "batches": 0, "images": 0})
+        torch.manual_seed(1)
+        read = ada(x)
+        torch.manual_seed(1)
+        assert torch.equal(read, ada_pipeline(x, p)) and not torch.equal(read, x)
+    ada.p_device.fill_(0.999)                                     # what the kernels read is the tensor
+    torch.manual_seed(1)
+    read = ada(x)
+    torch.manual_seed(1)
+    assert not torch.equal(read, ada_pipeline(x, 0.97))
+    assert ada.stats.tolist() == [0.0, 0.0] and not ada.state_dict()
+    ada.to(torch.bfloat16)                                        # bf16-true: the sums stay float32
+    ada.observe(torch.tensor([1.0] * 257))
+    assert ada.stats.dtype == ada.p_device.dtype == torch.float32 and ada.stats.tolist() == [257.0, 257.0]
 
 
 def test_ada_p_rises_on_a_discriminator_that_overfits_a_few_images(make_cfg, tmp_path):

@@ -216,6 +216,7 @@ class GAN(L.LightningModule):
         else:
             opt_d, opt_g = self.optimizers()
             terms = self.updates(real, labels, opt_d, opt_g, self.manual_backward)
+        self.adapt_augmentation(n)
         self.batches_seen += 1
         self.images_seen += n * self.trainer.world_size
         self.log_terms(terms)
@@ -255,7 +256,7 @@ class GAN(L.LightningModule):
             if with_fakes:
                 fake_d = self.augment_for_d(fake.detach())
             terms.update(self.discriminator_update(opt_d, real_d, labels, fake_d, fake_labels, backward))
-            self.observe_real(n)
+            self.observe_real()
         return terms, AfterD(n_d, fake, fake_labels, real_d, labels)
 
     def generator_updates(self, after_d: AfterD, first: int, stop: int, opt_g, backward: Callable[[Tensor], Any]
@@ -279,18 +280,15 @@ class GAN(L.LightningModule):
         """Why this model's batch cannot be captured as one CUDA graph, as the one sentence that
         refuses ``callbacks.fast_path.cuda_graph=true``; ``None`` when it can. A graph replays the same
         kernels with the same host-side numbers every batch, so a variant whose batch depends on
-        values decided on the host between batches says so here (and asks ``super()`` too)."""
-        if self.adaptive_augment:
-            return ("d_augment=ada tunes its probability on the host between batches, which a captured step "
-                    "cannot follow; use d_augment=diffaugment with callbacks.fast_path.cuda_graph=true, or "
-                    "leave callbacks.fast_path.cuda_graph=false.")
+        values decided on the host between batches, and that are not read from a device tensor nor
+        part of its :meth:`capture_key`, says so here (and asks ``super()`` too)."""
         return None
 
     def capture_key(self) -> Hashable:
         """What a captured graph of this batch bakes in besides the optimizers' hyper-parameters: when it
         changes, the step is captured anew after warm-up batches (PGGAN: its resolution, and whether it
-        is fading in). ``None``: one graph for the whole run."""
-        return None
+        is fading in; ADA: whether it augments at all). ``None``: one graph for the whole run."""
+        return self.d_augment.capture_key() if self.adaptive_augment else None
 
     def steady_batch(self) -> bool:
         """Whether this batch runs the schedule a captured step holds (a variant returns ``False`` for
@@ -316,12 +314,17 @@ class GAN(L.LightningModule):
         if self.adaptive_augment:
             self._real_outputs = real_outputs.detach()
 
-    def observe_real(self, n: int) -> None:
-        """After a D update: ADA adjusts its probability from D's outputs on the real batch."""
+    def observe_real(self) -> None:
+        """After a D update: ADA adds up the signs of D's outputs on the real batch (on the device)."""
         if self._real_outputs is not None:
             sum_over_ranks = None if self.trainer.world_size == 1 else lambda stats: self.over_ranks(stats, "sum")
-            self.d_augment.observe(self._real_outputs, n * self.trainer.world_size, sum_over_ranks)
+            self.d_augment.observe(self._real_outputs, sum_over_ranks)
             self._real_outputs = None
+
+    def adapt_augmentation(self, n: int) -> None:
+        """After a batch of ``n`` images (per process): ADA's ``p`` moves every ``interval`` batches."""
+        if self.adaptive_augment:
+            self.d_augment.batch_done(n * self.trainer.world_size)
 
     def host_terms(self) -> dict[str, float]:
         """Numbers the module keeps on the host, logged with the loss terms as ``train/<name>``: ``ada_p``
@@ -547,7 +550,7 @@ class GAN(L.LightningModule):
         self.batches_seen = int(state.get("batches_seen", 0))
         self.images_seen = int(state.get("images_seen", 0))
         if self.adaptive_augment and "d_augment" in state:
-            self.d_augment.load_state(state["d_augment"], self.device)
+            self.d_augment.load_state(state["d_augment"])
 
     def match_generator_ema(self, state: dict[str, Tensor]) -> None:
         """Make the module and a checkpoint's ``state_dict`` agree on the EMA generator before the

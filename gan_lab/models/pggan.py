@@ -23,7 +23,7 @@ The EMA of G that draws the samples is the generic :class:`~gan_lab.callbacks.em
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Hashable
 
 import torch
 import torch.nn as nn
@@ -85,11 +85,11 @@ class PGGAN(WGANGP):
         of that resolution's newest layers (1: fully grown in)."""
         return self.resolution, self.alpha
 
-    def capture_key(self) -> tuple[int, bool]:
+    def capture_key(self) -> tuple[Hashable, int, bool]:
         """A captured step holds one resolution, fading in or fully grown: the graph reads alpha from
         :attr:`alpha_tensor` while fading, and is captured again (after warm-up batches that also
         create the optimizers' reset state) at each new resolution and when the fade-in ends."""
-        return self.resolution, self.alpha < 1.0
+        return super().capture_key(), self.resolution, self.alpha < 1.0
 
     def fade_weight(self) -> float | Tensor:
         """alpha as the nets take it: while training through a fade-in, the device tensor (the same
