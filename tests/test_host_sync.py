@@ -353,6 +353,24 @@ def test_sample_grid_at_batches_syncs_on_its_batch_only(make_cfg, monkeypatch, t
     assert (tmp_path / "run" / "samples" / "batch_0000002.png").is_file()
 
 
+def test_ada_syncs_once_per_interval(make_cfg, monkeypatch, tmp_path):
+    """ADA adds D's signs up on the device and reads r_t on the host after every ``interval`` batches
+    only: one transfer, on its batch (a logging batch adds it to its own two)."""
+    probe = probe_run(make_cfg, monkeypatch, *MODELS["dcgan"], "d_augment=ada", "d_augment.interval=2")
+    rows = csv_rows(tmp_path / "run")
+    for batch in range(probe.batches):
+        adjusts = batch % 2 == 1
+        if batch in LOGGING_BATCHES:
+            check_logging_batch(probe, batch, rows, extra_ours=int(adjusts))
+            continue
+        syncs = probe.syncs(batch)
+        if adjusts:
+            assert [s.kind for s in syncs] == ["copy to host (tolist)"] and syncs[0].ours, probe.report()
+        else:
+            assert syncs == [], f"batch {batch} synchronises:\n{probe.report()}"
+    assert "train/ada_p" in rows[3] and "train/ada_rt" in rows[6]
+
+
 @pytest.mark.parametrize("when", ["d_loss", "d_acc"])
 def test_adaptive_generator_update_syncs_once_per_batch(make_cfg, monkeypatch, tmp_path, when):
     """``model.extra_g_when`` reads D's loss or accuracy on the host after every D update: one sync per
