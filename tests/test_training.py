@@ -53,3 +53,22 @@ def test_step_ratio_and_label_smoothing(make_cfg, tmp_path):
 
     assert float(d_loss) == pytest.approx(float(bce(real_logits, 0.8) + bce(fake_logits, 0.1)), rel=1e-5)
     assert float(d_loss) != pytest.approx(float(bce(real_logits, 1.0) + bce(fake_logits, 0.0)), rel=1e-3)
+
+
+@pytest.mark.parametrize("bar", [True, False])
+def test_losses_go_through_lightnings_log_only_for_a_progress_bar(make_cfg, bar):
+    """Lightning's ``log`` costs about a millisecond per logging step; d_loss and g_loss go through it
+    only for a progress bar to show them, never when there is none."""
+    from gan_lab.build import build_callbacks, build_datamodule, build_trainer
+
+    cfg = make_cfg("trainer=debug", "noise.latent_dim=16", "data.image_size=16", "model.generator.width=4",
+                   "model.discriminator.width=4", f"trainer.enable_progress_bar={str(bar).lower()}", tiny=False)
+    dm = build_datamodule(cfg)
+    model = build_model(cfg)
+    trainer = build_trainer(cfg, build_callbacks(cfg), [])
+    trainer.fit(model, datamodule=dm)
+    assert "train/d_loss" in model.logged and "train/g_loss" in model.logged       # the loggers' values
+    shown = trainer.progress_bar_metrics
+    assert (shown.get("d_loss"), shown.get("g_loss")) == ((pytest.approx(model.logged["train/d_loss"]),
+                                                           pytest.approx(model.logged["train/g_loss"])) if bar
+                                                          else (None, None))

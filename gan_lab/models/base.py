@@ -370,7 +370,7 @@ class GAN(L.LightningModule):
         loggers at ``step = batches_seen``, the step of every gan_lab log. They are written to the
         loggers directly: Lightning's ``self.log`` costs about a millisecond per key in bookkeeping, a
         tenth of a small model's step. Only ``d_loss`` and ``g_loss`` also go through ``self.log``,
-        for the progress bar (as host values: Lightning converts every progress-bar value to a Python
+        for the progress bar, when there is one (as host values: Lightning converts every progress-bar value to a Python
         number at the end of *every* batch, and a device tensor there would stall each batch).
         """
         if not self.is_logging_step():
@@ -385,6 +385,8 @@ class GAN(L.LightningModule):
         for logger in self.loggers:
             logger.log_metrics(self.logged, step=self.batches_seen)
             logger.save()  # as Lightning does after each write: a crash loses nothing logged
+        if self.trainer.progress_bar_callback is None:
+            return  # nothing shows them (trainer.enable_progress_bar=false): no millisecond in Lightning's log
         # g_loss is absent from batches without a generator update (e.g. discriminator pre-training)
         shown = {k: host[names.index(k)] for k in ("d_loss", "g_loss") if k in names}
         self.log_dict(shown, prog_bar=True, logger=False, on_step=True, on_epoch=False)
