@@ -73,6 +73,7 @@ def test_the_static_buffer_step_computes_what_training_step_computes(make_cfg, c
     static, static_trainer = fit(cfg, attach)
     steady = 4 if case == "artgan-pretraining" else 8           # batches the static step ran
     assert attach.step is not None and attach.step.graphed.calls == steady
+    assert attach.step.graphed.then is None                     # no second graph: G's updates are fixed
     assert same_state(eager, static)                            # bit for bit: weights, BatchNorm statistics
     assert same_optimizers(eager_trainer, static_trainer)
     assert static_trainer.global_step == eager_trainer.global_step > 0   # Lightning counted its optimizer steps
@@ -146,7 +147,7 @@ def test_artgan_extra_g_update_is_a_second_graph_and_the_static_step_follows_it(
     eager, eager_trainer = fit(cfg)
     attach = StaticStep()
     static, static_trainer = fit(cfg, attach)
-    assert attach.step.graphed.calls == 8
+    assert attach.step.graphed.calls == 8 and attach.step.graphed.then is not None
     assert 0 < attach.step.graphed.follows == static.extra_g_updates == eager.extra_g_updates < 8
     assert same_state(eager, static) and same_optimizers(eager_trainer, static_trainer)
     assert static_trainer.global_step == eager_trainer.global_step == 8 * 2 + eager.extra_g_updates

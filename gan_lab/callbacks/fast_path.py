@@ -219,7 +219,9 @@ class CapturedStep:
         self.module = module
         self.wrapped = module.optimizers()       # Lightning's wrappers: they count the steps
         self.optimizers = [opt.optimizer for opt in self.wrapped]
-        self.graphed = GraphedStep(self.step, self.optimizers, warmup, capture, then=self.extra_generator_update)
+        # the second graph only for a module that may need it: its capture costs time and memory
+        then = self.extra_generator_update if module.may_add_g_updates() else None
+        self.graphed = GraphedStep(self.step, self.optimizers, warmup, capture, then=then)
         self.after_d: Any = None                 # what the extra generator updates take on from the D updates
         self.hyper: list | None = None           # the optimizers' hyper-parameters at the capture
         self.key = module.capture_key()          # what the graph holds besides them (see ready)
@@ -267,9 +269,10 @@ class CapturedStep:
             self.hyper = self.hyper_parameters()
         n_gen = self.module.n_gen
         extra = self.module.g_updates(terms) - n_gen   # decided on the host, from the terms of the D updates
-        if extra < 0:
-            raise RuntimeError(f"{type(self.module).__name__}.g_updates returned fewer than n_gen={n_gen} "
-                               f"generator updates on a batch it calls steady (steady_batch)")
+        if extra < 0 or (extra > 0 and self.graphed.then is None):
+            raise RuntimeError(f"{type(self.module).__name__}.g_updates returned {n_gen + extra} generator updates "
+                               f"with n_gen={n_gen} on a steady batch: fewer cannot be captured (steady_batch), "
+                               f"and more need may_add_g_updates() to be true")
         for _ in range(extra):
             terms = {**terms, **self.graphed.follow()}  # a new dict: the static one stays the graph's
         for _ in range(self.after_d.updates + n_gen + extra):

@@ -211,6 +211,9 @@ class ArtGAN(ConditionalGAN):
             terms["extra_g_updates"] = self.extra_g_updates
         return terms
 
+    def may_add_g_updates(self) -> bool:
+        return self.extra_g_when is not None
+
     def g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
         """None while pre-training; ``n_gen``, plus one when D is too strong (``extra_g_when``)."""
         if self.pretraining:

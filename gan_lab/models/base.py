@@ -204,6 +204,11 @@ class GAN(L.LightningModule):
         as a second graph."""
         return self.n_gen
 
+    def may_add_g_updates(self) -> bool:
+        """Whether :meth:`g_updates` may return more than ``n_gen`` (a captured step then captures one
+        more generator update as a second graph, replayed when it does)."""
+        return False
+
     # --- the loop -----------------------------------------------------------------------
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
