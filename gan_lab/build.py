@@ -23,7 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from gan_lab.callbacks.limit import BatchLimit
 from gan_lab.errors import UserError, unwrap_user_error
-from gan_lab.precision import precision_plugins
+from gan_lab.precision import precision_plugins, training_precision
 
 #: facts a DataModule publishes into ``cfg.data`` so that model configs can interpolate them
 DATA_FACTS = ("channels", "num_classes", "class_names")
@@ -337,12 +337,15 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
         raise UserError("trainer.use_distributed_sampler=true would shard the training data twice under DDP (gan_lab's "
                         "data modules give each process its share of the epoch themselves, so that a mid-epoch "
                         "resume is exact); set trainer.use_distributed_sampler=false.")
-    plugins = precision_plugins(node.get("precision"), node.get("accelerator"))
-    if plugins:  # a mixed precision is gan_lab's plugin, given with the others instead of the flag
-        node = node.copy()
-        with open_dict(node):
+    precision = training_precision(node.get("precision"))
+    plugins = precision_plugins(precision, node.get("accelerator"))
+    node = node.copy()
+    with open_dict(node):
+        if plugins:  # a mixed precision is gan_lab's plugin, given with the others instead of the flag
             node.pop("precision")
             node.plugins = [*(node.get("plugins") or []), *plugins]
+        else:
+            node.precision = precision
     trainer = make(node, "trainer", callbacks=callbacks, logger=loggers or False)
     return trainer
 

@@ -282,7 +282,7 @@ class AdaptiveAugment(nn.Module):
         self.p = min(_check_p(p, "d_augment.p"), self.max_p)
         self.rt = 0.0                       # the last r_t, for logging
         # Two float32 tensors that follow the images to their device, and not the module's dtype as buffers
-        # would (trainer.precision=bf16-true would round the sums): the sign sum and count of D's outputs
+        # would (a module cast to bfloat16 would round the sums): the sign sum and count of D's outputs
         # since the last adjustment (checkpoints keep them: state), and p with the rotations'
         # probability as the kernels read them.
         self.stats = torch.zeros(2)

@@ -56,6 +56,28 @@ def phase_context(trainer: L.Trainer | None) -> ContextManager:
 
 
 MIXED = ("16-mixed", "bf16-mixed")
+#: the precisions gan_lab trains in: float32 weights, with or without autocast per phase
+PRECISIONS = ("32-true", *MIXED)
+#: Lightning's short names for them
+ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+#: what the precisions that store the weights themselves in another dtype store them in
+TRUE_DTYPES = {"64": "float64", "64-true": "float64", "16-true": "float16", "bf16-true": "bfloat16"}
+
+
+def training_precision(precision: str | int | None) -> str:
+    """``trainer.precision`` as one of :data:`PRECISIONS` (Lightning's short names ``32``, ``16``, ``bf16``
+    mapped to theirs, so that ``16`` and ``bf16`` get the per-phase autocast too); one sentence for any
+    other. The models keep their inputs, noise and losses in float32, so precisions that cast the
+    weights themselves (``bf16-true``, ``16-true``, ``64-true``) cannot train them."""
+    value = "32-true" if precision is None else ALIASES.get(str(precision), str(precision))
+    if value in PRECISIONS:
+        return value
+    if value in TRUE_DTYPES:
+        raise UserError(f"trainer.precision={precision} stores the weights themselves in {TRUE_DTYPES[value]}, which "
+                        f"gan_lab's models do not train in (their images, noise and losses are float32); use "
+                        f"trainer.precision=bf16-mixed (or 16-mixed on a GPU) for autocast, or 32-true.")
+    raise UserError(f"trainer.precision={precision} is not one gan_lab trains in; use 32-true, bf16-mixed or "
+                    f"16-mixed (a GPU).")
 
 
 def mixed_precision_device(accelerator: str | None) -> str:

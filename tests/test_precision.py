@@ -172,6 +172,29 @@ def test_float16_mixed_precision_on_a_cpu_is_refused_before_training(make_cfg):
         build_trainer(cfg, [], [])
 
 
+@pytest.mark.parametrize("alias, precision", [("bf16", "bf16-mixed"), ("32", "32-true")])
+def test_lightnings_short_names_get_gan_labs_precision(make_cfg, alias, precision):
+    """``bf16`` is ``bf16-mixed``, autocast per phase (Lightning's own plugin would autocast the whole
+    step, backward and optimizer steps included)."""
+    from gan_lab.precision import PhaseMixedPrecision
+
+    trainer = build_trainer(make_cfg(f"trainer.precision={alias}", "trainer.accelerator=cpu"), [], [])
+    assert trainer.precision == precision
+    assert isinstance(trainer.strategy.precision_plugin, PhaseMixedPrecision) == (precision == "bf16-mixed")
+
+
+@pytest.mark.parametrize("precision, words", [
+    ("bf16-true", "stores the weights themselves in bfloat16"), ("16-true", "in float16"), ("64", "in float64"),
+    ("transformer-engine", "is not one gan_lab trains in"), ("16", "16-mixed needs a GPU")])
+def test_precisions_the_models_cannot_train_in_are_refused_in_one_sentence(make_cfg, precision, words):
+    from gan_lab.errors import UserError
+
+    cfg = make_cfg(f"trainer.precision={precision}", "trainer.accelerator=cpu")
+    with pytest.raises(UserError, match=words) as info:
+        build_trainer(cfg, [], [])
+    assert str(info.value).count(". ") == 0 and "bf16-mixed" in str(info.value)
+
+
 def test_mixed_precision_plugin_keeps_the_configured_plugins(make_cfg):
     from lightning.pytorch.plugins.precision import MixedPrecision
 
