@@ -162,3 +162,24 @@ def test_progress_bar_off_drops_the_configured_bar(make_cfg):
     assert cfg.callbacks.progress_bar is not None
     trainer = build_trainer(cfg, build_callbacks(cfg), [])
     assert not any(isinstance(c, ProgressBar) for c in trainer.callbacks)
+
+
+@pytest.mark.parametrize("override, words", [
+    ("+trainer.gradient_clip_val=1.0", r"^trainer.gradient_clip_val=1.0 belongs to Lightning's automatic optimisation"),
+    ("+trainer.accumulate_grad_batches=2", r"^trainer.accumulate_grad_batches=2 belongs to Lightning's automatic"),
+])
+def test_automatic_optimisation_keys_are_refused_before_training(make_cfg, override, words):
+    """Lightning raises on these only when fit starts, with a stack trace; gan_lab says it first."""
+    from gan_lab.build import build_trainer
+
+    with pytest.raises(UserError, match=words) as info:
+        build_trainer(make_cfg(override), [], [])
+    assert str(info.value).endswith("; remove trainer." + override.split(".")[1].split("=")[0] + ".")
+    build_trainer(make_cfg("+trainer.gradient_clip_val=0", "+trainer.accumulate_grad_batches=1"), [], [])
+
+
+def test_negative_data_workers_are_refused_in_one_sentence(make_cfg):
+    from gan_lab.build import build_datamodule
+
+    with pytest.raises(UserError, match=r"^data.num_workers=-1 must be >= 0 .*; e.g. data.num_workers=0.$"):
+        build_datamodule(make_cfg("data.num_workers=-1"))

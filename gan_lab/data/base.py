@@ -144,6 +144,9 @@ class ImageDataModule(L.LightningDataModule):
             raise UserError(f"data.batch_size={batch_size} must be >= 1; e.g. data.batch_size=64.")
         if image_size < 1:
             raise UserError(f"data.image_size={image_size} must be positive; e.g. data.image_size=64.")
+        if num_workers < 0:
+            raise UserError(f"data.num_workers={num_workers} must be >= 0 (0: load in the training process, the "
+                            f"fastest for in-memory data); e.g. data.num_workers=0.")
         if image_size > MAX_IMAGE_SIZE:  # a cheap bound before any decoding (the nets check their own sizes)
             raise UserError(f"data.image_size={image_size} is beyond what gan_lab decodes (at most {MAX_IMAGE_SIZE} "
                             f"pixels a side); e.g. data.image_size=64.")
