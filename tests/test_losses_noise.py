@@ -12,7 +12,7 @@ from gan_lab import losses
 from gan_lab.errors import UserError
 from gan_lab.noise import Gamma, Interpolated, Normal, Uniform
 from gan_lab.run import train
-from gan_lab.schedulers import PiecewiseLR
+from gan_lab.schedulers import ExponentialLR, PiecewiseLR
 from tests.conftest import compose_config
 
 LOG2 = math.log(2.0)
@@ -181,3 +181,16 @@ def test_piecewise_rejects_bad_tables():
         PiecewiseLR(opt, [0, 10], [1e-3])
     with pytest.raises(UserError):
         PiecewiseLR(opt, [5, 10], [1e-3, 1e-4])
+    with pytest.raises(UserError, match=r"lrs=\[0.001, -0.0001\] must all be positive"):
+        PiecewiseLR(opt, [0, 10], [1e-3, -1e-4])
+
+
+def test_exponential_schedule_refuses_a_factor_that_is_not_positive():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    for gamma in (-0.5, 0):
+        with pytest.raises(UserError, match=rf"^scheduler gamma={gamma} must be positive"):
+            ExponentialLR(opt, gamma)
+    sch = ExponentialLR(opt, 0.5)
+    opt.step()
+    sch.step()
+    assert opt.param_groups[0]["lr"] == 0.5
