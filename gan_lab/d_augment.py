@@ -140,6 +140,11 @@ ADA_OPS = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "br
 ORIENTATION_OPS = ("xflip", "rotate90", "rotate")
 
 
+def rotation_probability(p: float) -> float:
+    """The probability of each of ADA's two rotations: two chances, so the total probability is ``p``."""
+    return 1 - math.sqrt(max(0.0, 1 - p))
+
+
 def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi, ops: Sequence[str] = ADA_OPS,
             on_device: Tensor | None = None) -> Tensor:
     """Per-sample 2x3 matrices (in normalised [-1, 1] coordinates, mapping output to input) of ADA's
@@ -149,10 +154,7 @@ def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi, ops: Sequ
     std 0.2 ln 2) and fractional translation (normal, std 1/8 of the side). An operation left out of
     ``ops`` still draws its random numbers, so that the others draw the same ones, but is not applied.
     ``on_device``: ``p`` and the rotations' probability as a float32 device tensor (the same numbers)."""
-    p_rot = 1 - math.sqrt(max(0.0, 1 - p))  # ADA: two chances, so the total probability is p
-    p_op: float | Tensor = p if on_device is None else on_device[0]
-    if on_device is not None:
-        p_rot = on_device[1]
+    p_op, p_rot = (p, rotation_probability(p)) if on_device is None else (on_device[0], on_device[1])
 
     def chosen(op: str) -> Tensor:
         return (torch.rand(n, device=device) < p_op).to(dtype) * float(op in ops)
@@ -294,7 +296,7 @@ class AdaptiveAugment(nn.Module):
     def _fill(self) -> None:
         """Write ``p`` (and the rotations' probability) into :attr:`p_device`: kernels, no host wait."""
         self.p_device[0].fill_(self.p)
-        self.p_device[1].fill_(1 - math.sqrt(max(0.0, 1 - self.p)))
+        self.p_device[1].fill_(rotation_probability(self.p))
 
     def _follow(self, device: torch.device) -> None:
         if self.stats.device != device:
