@@ -75,6 +75,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300, module: str
 NARROW_NETS = {
     "dcgan": ["model.generator.width=4", "model.discriminator.width=4"],
     "wgan_gp": ["model.generator.width=4", "model.discriminator.width=4"],
+    "wgan": ["model.generator.width=4", "model.discriminator.width=4"],
     "cdcgan": ["model.generator.width=4", "model.discriminator.width=4", "model.samples_per_class=2"],
     "cgan_mlp": ["model.generator.hidden=[16,16]", "model.discriminator.hidden=[16,16]", "model.samples_per_class=2"],
     "artgan": ["model.generator.width=4", "model.samples_per_class=2"],

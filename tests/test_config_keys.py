@@ -63,7 +63,7 @@ def candidates(key: str, value):
         return [value[:-1]]
     if value is None:
         return {"block_channels": [[5, 3]], "extra_g_threshold": [0.5], "branch_channels": [2], "embedding_dim": [4],
-                "branch_width": [4]}.get(name) or []
+                "branch_width": [4], "weight_clip": [0.01]}.get(name) or []
     return []
 
 
@@ -124,7 +124,7 @@ def same(a: dict, b: dict) -> bool:
     return True
 
 
-MODELS = ["dcgan", "wgan_gp", "cdcgan", "cgan_mlp", "artgan", "pggan"]
+MODELS = ["dcgan", "wgan", "wgan_gp", "cdcgan", "cgan_mlp", "artgan", "pggan"]
 GROUPS = {"loss": ["non_saturating", "minimax", "least_squares"], "optimizer": ["adam", "rmsprop", "sgd"],
           "scheduler": ["exponential", "piecewise"], "noise": ["normal", "uniform", "gamma", "interpolated"],
           "d_augment": ["diffaugment", "ada"]}

@@ -60,6 +60,7 @@ CASES = {
     "cdcgan-diffaugment": ["model=cdcgan", *NARROW["cdcgan"], "d_augment=diffaugment"],
     "cgan_mlp": ["model=cgan_mlp", *NARROW["cgan_mlp"]],
     "wgan_gp-5-critic-steps": ["model=wgan_gp", *NARROW["wgan_gp"], "model.n_critic=5"],
+    "wgan-weight-clip": ["model=wgan", *NARROW["wgan"]],
     # one epoch of pre-training (run eagerly: D alone), then the captured schedule
     "artgan-pretraining": ["model=artgan", *NARROW["artgan"], "model.pretrain_epochs=1", "model.label_flip=0.1"],
 }
@@ -250,7 +251,7 @@ def test_a_variant_deciding_on_the_host_refuses_the_captured_step_before_trainin
 
 
 def test_every_model_is_captured(make_cfg):
-    for overrides in (["model=dcgan", "d_augment=diffaugment"], ["model=wgan_gp"], ["model=cgan_mlp"],
+    for overrides in (["model=dcgan", "d_augment=diffaugment"], ["model=wgan_gp"], ["model=wgan"], ["model=cgan_mlp"],
                       ["model=dcgan", "d_augment=ada"], ["model=wgan_gp", "model.n_critic=5", "d_augment=ada"],
                       ["model=dcgan", "scheduler=exponential"],
                       ["model=cdcgan", "model.instance_noise=0.1"], ["model=artgan", "model.pretrain_epochs=2"],
@@ -324,7 +325,7 @@ def eager_and_captured(cfg, graph_warmup: int, schedule=lambda: []):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("case", ["dcgan", "dcgan-bf16", "dcgan-scheduler", "cdcgan-diffaugment",
-                                  "wgan_gp-5-critic-steps", "artgan-pretraining"])
+                                  "wgan_gp-5-critic-steps", "wgan-weight-clip", "artgan-pretraining"])
 def test_the_captured_graph_trains_as_the_eager_step_does(make_cfg, case):
     (eager, eager_trainer), (captured, captured_trainer), fast_path = eager_and_captured(
         gpu_cfg(make_cfg, *CASES[case]), graph_warmup=3)

@@ -14,16 +14,17 @@ from torch import Tensor
 
 from gan_lab.errors import UserError
 from gan_lab.losses import drift_penalty, gradient_penalty
-from gan_lab.models.base import GAN
+from gan_lab.models.wgan import WGAN
 
 
-class WGANGP(GAN):
-    """A :class:`GAN` whose discriminator (critic) step adds the gradient penalty.
+class WGANGP(WGAN):
+    """A :class:`~gan_lab.models.wgan.WGAN` whose critic step adds the gradient penalty (and no weight
+    clipping unless ``weight_clip`` is given).
 
     Args:
         gp_weight: lambda of the gradient penalty (10 in the paper).
         drift_weight: weight of E[D(x)^2] (0.001 in Progressive GAN, 0 in WGAN-GP).
-        *args, **kwargs: as :class:`GAN` (``n_critic`` 5 in the preset).
+        *args, **kwargs: as :class:`~gan_lab.models.wgan.WGAN` (``n_critic`` 5 in the preset).
     """
 
     def __init__(self, *args: Any, gp_weight: float = 10.0, drift_weight: float = 0.0, **kwargs: Any) -> None:
@@ -37,10 +38,7 @@ class WGANGP(GAN):
         real_logits = self.discriminate(real, labels)
         fake_logits = self.discriminate(fake, fake_labels)
         self.saw_real(real_logits)
-        terms = {"d_loss": self.loss.discriminator(real_logits, fake_logits),
-                 "d_real": self.loss.score(real_logits),
-                 "d_fake": self.loss.score(fake_logits),
-                 "wasserstein": (real_logits.mean() - fake_logits.mean()).detach()}
+        terms = self.critic_terms(real_logits, fake_logits)
         if self.gp_weight:
             penalty = gradient_penalty(lambda x: self.discriminate(x, labels), real, fake)
             terms["d_loss"] = terms["d_loss"] + self.gp_weight * penalty

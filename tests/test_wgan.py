@@ -1,0 +1,95 @@
+"""WGAN with weight clipping: the presets of model=wgan, the clamp after every critic update (against
+the unclipped update clamped by hand), the refusal of a bad clip, and a real training run."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from gan_lab.build import build_datamodule, build_model
+from gan_lab.errors import UserError
+from gan_lab.run import train
+
+NARROW = ["model.generator.width=8", "model.discriminator.width=8"]
+
+
+def critic_parameters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The critic's parameters in a state dict (its BatchNorm running statistics are buffers: not clipped)."""
+    return {k: v for k, v in state.items() if k.startswith("discriminator.")
+            and not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+
+
+def test_model_wgan_presets_the_papers_settings(make_cfg):
+    cfg = make_cfg("model=wgan", *NARROW)
+    build_datamodule(cfg)
+    model = build_model(cfg)
+    assert type(model).__name__ == "WGAN"
+    assert model.loss.name == "wasserstein" and model.n_critic == 5 and model.weight_clip == 0.01
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.discriminator.modules())
+    (opt_d, opt_g), _ = model.configure_optimizers()
+    for opt in (opt_d, opt_g):
+        assert isinstance(opt, torch.optim.RMSprop) and opt.param_groups[0]["lr"] == 5e-5
+    cfg = make_cfg("model=wgan", "optimizer=adam", "model.weight_clip=0.05", "model.n_critic=2")
+    assert cfg.optimizer.discriminator._target_ == "torch.optim.Adam"
+    assert cfg.model.weight_clip == 0.05 and cfg.model.n_critic == 2
+
+
+def models_with_and_without_clip(make_cfg, clip: float):
+    out = []
+    for value in (clip, "null"):
+        cfg = make_cfg("model=wgan", *NARROW, "data.image_size=16", f"model.weight_clip={value}")
+        build_datamodule(cfg)
+        torch.manual_seed(0)
+        out.append(build_model(cfg))
+    return out
+
+
+@pytest.mark.parametrize("clip", [0.01, 0.05])
+def test_a_critic_update_is_the_unclipped_update_clamped(make_cfg, clip):
+    clipped, unclipped = models_with_and_without_clip(make_cfg, clip)
+    assert all(torch.equal(a, b) for a, b in zip(clipped.state_dict().values(), unclipped.state_dict().values()))
+    real, fake = torch.rand(8, 1, 16, 16) * 2 - 1, torch.rand(8, 1, 16, 16) * 2 - 1  # digits: one channel
+    labels = torch.zeros(8, dtype=torch.long)
+    for model in (clipped, unclipped):
+        opt = torch.optim.RMSprop(model.discriminator.parameters(), lr=5e-5)
+        terms = model.discriminator_update(opt, real, labels, fake, labels, torch.Tensor.backward)
+        assert terms["wasserstein"] == pytest.approx((terms["d_real"] - terms["d_fake"]).item())
+    after, before = critic_parameters(clipped.state_dict()), critic_parameters(unclipped.state_dict())
+    for name in after:
+        assert torch.equal(after[name], before[name].clamp(-clip, clip)), name
+    # the clip acted (DCGAN's initial weights, N(0, 0.02), reach beyond it), and only on the critic
+    assert any(v.abs().max() > clip for v in before.values())
+    assert max(v.abs().max() for v in after.values()) == pytest.approx(clip)
+    gen = {k: v for k, v in clipped.state_dict().items() if k.startswith("generator.")}
+    assert any(v.is_floating_point() and v.abs().max() > clip for v in gen.values())
+    # buffers are not parameters: BatchNorm's running variance stays near 1
+    assert any(k.endswith("running_var") and v.max() > 0.5 for k, v in clipped.state_dict().items()
+               if k.startswith("discriminator."))
+
+
+@pytest.mark.parametrize("value", ["0", "-0.01"])
+def test_a_weight_clip_that_is_not_positive_is_refused(make_cfg, value):
+    cfg = make_cfg("model=wgan", *NARROW, f"model.weight_clip={value}")
+    build_datamodule(cfg)
+    with pytest.raises(UserError, match=rf"model.weight_clip={value} must be > 0"):
+        build_model(cfg)
+
+
+def test_wgan_trains_with_the_critic_inside_the_clip(make_cfg, tmp_path):
+    cfg = make_cfg("model=wgan", *NARROW, "trainer.max_epochs=1")
+    train(cfg)
+    run = tmp_path / "run"
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["optimizer_steps"] == summary["batches_seen"] * (5 + 1)
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    params = critic_parameters(state)
+    assert params and max(v.abs().max().item() for v in params.values()) == pytest.approx(0.01)
+    with open(run / "metrics.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("train/wasserstein")]
+    assert rows
+    for r in rows:
+        assert float(r["train/wasserstein"]) == pytest.approx(float(r["train/d_real"]) - float(r["train/d_fake"]),
+                                                             abs=1e-6)
