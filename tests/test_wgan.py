@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import pytest
 import torch
@@ -93,3 +94,19 @@ def test_wgan_trains_with_the_critic_inside_the_clip(make_cfg, tmp_path):
     for r in rows:
         assert float(r["train/wasserstein"]) == pytest.approx(float(r["train/d_real"]) - float(r["train/d_fake"]),
                                                              abs=1e-6)
+
+
+@pytest.mark.parametrize("overrides, warned", [
+    (["model=dcgan", "loss=wasserstein"], True),
+    (["model=dcgan", "loss=wasserstein", "model.discriminator.spectral_norm=true"], False),
+    (["model=wgan"], False),
+    (["model=wgan", "model.weight_clip=null"], True),
+    (["model=wgan_gp"], False),
+    (["model=wgan_gp", "model.gp_weight=0"], True),
+    (["model=dcgan", "loss=hinge"], False),
+])
+def test_a_wasserstein_critic_without_a_lipschitz_constraint_is_warned_of(make_cfg, caplog, overrides, warned):
+    cfg = make_cfg(*overrides, *NARROW, "trainer.max_epochs=1", "trainer.limit_train_batches=1")
+    with caplog.at_level(logging.WARNING, logger="gan_lab"):
+        train(cfg)
+    assert ("loss=wasserstein with nothing keeping D Lipschitz" in caplog.text) == warned

@@ -418,6 +418,23 @@ class GAN(L.LightningModule):
             common = int(torch.randint(0, 2**31 - 1, (1,)).item())  # identical on every rank
             torch.manual_seed(common + 1_000_003 * self.trainer.global_rank)
 
+    # --- the critic's Lipschitz constraint (what loss=wasserstein needs) ----------------------
+
+    def lipschitz_constraint(self) -> str | None:
+        """What keeps D Lipschitz, in words, or ``None``: spectral normalisation here; a variant adds
+        its own (weight clipping, the gradient penalty) and asks ``super()``."""
+        for module in self.discriminator.modules():
+            for parametrization in getattr(getattr(module, "parametrizations", None), "weight", []):
+                if type(parametrization).__name__ == "_SpectralNorm":
+                    return "spectral normalisation"
+        return None
+
+    def on_fit_start(self) -> None:
+        if self.loss.name == "wasserstein" and self.lipschitz_constraint() is None:
+            log.warning("loss=wasserstein with nothing keeping D Lipschitz: its outputs can grow without bound and "
+                        "the Wasserstein estimate means nothing; use model=wgan (weight clipping), model=wgan_gp "
+                        "(gradient penalty) or model.discriminator.spectral_norm=true.")
+
     # --- ending an epoch early (the way a schedule callback ends one) ----------------------
 
     def request_epoch_end(self) -> None:

@@ -53,6 +53,9 @@ class WGAN(GAN):
             self.clip_critic_weights()
         return terms
 
+    def lipschitz_constraint(self) -> str | None:
+        return f"weight clipping at {self.weight_clip:g}" if self.weight_clip is not None else super().lipschitz_constraint()
+
     @torch.no_grad()
     def clip_critic_weights(self) -> None:
         """Clamp every critic parameter to ``[-weight_clip, weight_clip]``, in place (two kernels per

@@ -34,6 +34,9 @@ class WGANGP(WGAN):
                 raise UserError(f"model.{name}={value} must be >= 0; e.g. model.{name}=0 turns it off.")
         self.gp_weight, self.drift_weight = float(gp_weight), float(drift_weight)
 
+    def lipschitz_constraint(self) -> str | None:
+        return "the gradient penalty" if self.gp_weight else super().lipschitz_constraint()
+
     def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
         real_logits = self.discriminate(real, labels)
         fake_logits = self.discriminate(fake, fake_labels)
