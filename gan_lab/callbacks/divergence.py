@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from gan_lab.callbacks.steps import batches_seen
+from gan_lab.distributed import reduce_over_processes
 from gan_lab.errors import TrainingDiverged, UserError
 
 
@@ -92,12 +93,9 @@ class DivergenceGuard(L.Callback):
             values.append(norm.reshape(1).to(values[0].device if values else norm.device))
         if not values:
             return
-        read = torch.cat([v.to(values[0].device) for v in values])
-        if trainer.world_size > 1:
-            # the processes judge together, from the terms as they are logged (averaged over them; a NaN
-            # anywhere is a NaN everywhere): one of them stopping alone would leave the others waiting
-            torch.distributed.all_reduce(read)
-            read = read / trainer.world_size
+        # the processes judge together, from the terms as they are logged (averaged over them; a NaN
+        # anywhere is a NaN everywhere): one of them stopping alone would leave the others waiting
+        read = reduce_over_processes(torch.cat([v.to(values[0].device) for v in values]), trainer.world_size)
         read = read.cpu().tolist()  # the one sync
         found = dict(zip(names, read))
         bad = {k: v for k, v in found.items() if not math.isfinite(v)}

@@ -40,6 +40,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from gan_lab.callbacks.divergence import divergence_guard
 from gan_lab.callbacks.resume import ends_epoch
 from gan_lab.callbacks.steps import batches_seen
+from gan_lab.distributed import reduce_over_processes
 from gan_lab.errors import TrainingInterrupted
 
 log = logging.getLogger(__name__)
@@ -110,12 +111,10 @@ class GracefulStop(Checkpoint):
         different times, so at every batch end they agree (a request on any rank stops them all)
         before any of them saves: otherwise one rank would wait in the checkpoint's collectives while
         the others train the next batch. One small all-reduce per batch."""
-        dist = torch.distributed
-        if trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        if trainer.world_size == 1:
             return wanted
         flag = torch.tensor([wanted or 0], device=trainer.strategy.root_device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item()) or None
+        return int(reduce_over_processes(flag, trainer.world_size, "max").item()) or None
 
     def _handle(self, signum: int, frame) -> None:
         if self.requested is not None and signum == signal.SIGINT:

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from gan_lab.distributed import reduce_over_processes
 from gan_lab.errors import UserError
 from gan_lab.losses import GANLoss
 from gan_lab.noise import Noise
@@ -401,12 +402,7 @@ class GAN(L.LightningModule):
         ``sum``); as they are in one process. What the ranks decide from their own batches (ADA's
         probability, ArtGAN's extra G update) must be decided from these, or they part ways: a
         different number of updates on each rank mismatches DDP's gradient collectives."""
-        world_size = self.trainer.world_size
-        if world_size == 1:
-            return values
-        # without Lightning's reduce, whose barrier makes the host wait for the device (NCCL)
-        torch.distributed.all_reduce(values)
-        return values.div_(world_size) if op == "mean" else values
+        return reduce_over_processes(values, self.trainer.world_size, op)
 
     def setup(self, stage: str) -> None:
         """Under DDP every rank was seeded alike; give each rank its own noise (and augmentation)
