@@ -24,6 +24,7 @@ from gan_lab.grids import save_grid
 from gan_lab.metrics.classes import class_accuracy
 from gan_lab.metrics.features import FeatureExtractor, extract_all, load_extractor
 from gan_lab.metrics.fid import frechet_distance, inception_score, kernel_distance
+from gan_lab.metrics.manifold import density_coverage, precision_recall
 from gan_lab.metrics.neighbours import memorisation, nearest_neighbours, neighbour_rows
 from gan_lab.metrics.parzen import DEFAULT_SIGMAS, parzen_evaluate
 from gan_lab.metrics.sampling import ema_weights, generate_images, is_conditional
@@ -70,7 +71,8 @@ class Evaluator:
     """Runs the chosen metrics on a GAN module and its DataModule.
 
     Args:
-        metrics: any of ``fid, kid, is, parzen, neighbours, memorisation, accuracy, scores``.
+        metrics: any of ``fid, kid, is, precision_recall, density_coverage, parzen, neighbours,
+            memorisation, accuracy, scores``.
         num_samples: generated images for FID/KID/IS/memorisation/scores (and per-class total for accuracy).
         num_real: cap on real images (FID/KID statistics, memorisation reference).
         real_split: split the generated set is compared with (``train``, the GAN's data).
@@ -80,6 +82,8 @@ class Evaluator:
         is_splits: Inception Score splits.
         neighbours, neighbours_k: rows and neighbours per row of the nearest-neighbour grids.
         memorisation_quantile: quantile of train-to-train nearest distances used as threshold.
+        precision_recall_k, density_coverage_k: the neighbour whose distance is a feature vector's ball
+            radius (3 and 5, as in the papers).
         extractor: ``kind`` (auto | inception | domain), ``input_size``, ``steps``,
             ``inception_weights`` and ``cache_dir`` (default: next to the data, else the user cache).
         batch_size: images per forward pass.
@@ -91,8 +95,8 @@ class Evaluator:
                  num_real: int = 10000, real_split: str = "train", parzen_samples: int = 10000,
                  parzen_sigmas: Sequence[float] | None = None, kid_subset_size: int = 1000,
                  kid_subsets: int = 100, is_splits: int = 10, neighbours: int = 8, neighbours_k: int = 5,
-                 memorisation_quantile: float = 0.5, extractor: dict | None = None, batch_size: int = 256,
-                 seed: int = 0, ema: bool = True) -> None:
+                 memorisation_quantile: float = 0.5, precision_recall_k: int = 3, density_coverage_k: int = 5,
+                 extractor: dict | None = None, batch_size: int = 256, seed: int = 0, ema: bool = True) -> None:
         metrics = [str(m) for m in metrics]
         unknown = sorted(set(metrics) - set(METRICS))
         if unknown:
@@ -106,6 +110,11 @@ class Evaluator:
         self.kid_subset_size, self.kid_subsets, self.is_splits = int(kid_subset_size), int(kid_subsets), int(is_splits)
         self.neighbours, self.neighbours_k = int(neighbours), int(neighbours_k)
         self.memorisation_quantile = float(memorisation_quantile)
+        for name, k in (("precision_recall_k", precision_recall_k), ("density_coverage_k", density_coverage_k)):
+            if int(k) != k or k < 1:
+                raise UserError(f"evaluator.{name}={k} must be an integer >= 1 (the papers use "
+                                f"{3 if name == 'precision_recall_k' else 5}).")
+        self.precision_recall_k, self.density_coverage_k = int(precision_recall_k), int(density_coverage_k)
         self.extractor_cfg = dict(extractor or {})
         self.batch_size, self.seed, self.ema = int(batch_size), int(seed), bool(ema)
         self._extractors: dict[str, FeatureExtractor] = {}
@@ -179,8 +188,9 @@ class Evaluator:
             for extra in ("std", "stderr"):
                 if extra in res:
                     flat[f"val/{LOG_NAMES.get(name, name)}_{extra}"] = float(res[extra])
-            if name == "scores":
-                flat["val/d_real"], flat["val/d_fake"] = res["d_real"], res["d_fake"]
+            for field in LOGGED_FIELDS.get(name, ()):
+                if field in res:
+                    flat[f"val/{field}"] = float(res[field])
             for class_name, value in res.get("per_class", {}).items():
                 flat[f"val/class_accuracy/{class_name}"] = float(value)
         return record, flat
@@ -279,6 +289,24 @@ def inception(c: Context) -> dict:
             **scorer.describe()}
 
 
+def _manifold(c: Context, measure: Callable[..., dict], k: int) -> dict:
+    smallest = min(len(c.real_images), c.n_gen)
+    if smallest <= k:
+        return {"skipped": f"{smallest} images in the smaller set; need more than k={k}"}
+    return {**measure(c.train_features, c.fake_features, k), **c.base, "num_real": len(c.real_images),
+            "space": "features", **c.about}
+
+
+def precision_and_recall(c: Context) -> dict:
+    """Improved precision (realistic samples) and recall (data covered), Kynkäänniemi et al. 2019."""
+    return _manifold(c, precision_recall, c.evaluator.precision_recall_k)
+
+
+def density_and_coverage(c: Context) -> dict:
+    """Density and coverage, Naeem et al. 2020: the real images' balls alone."""
+    return _manifold(c, density_coverage, c.evaluator.density_coverage_k)
+
+
 def parzen(c: Context) -> dict:
     ev, val = c.evaluator, c.val
     half = len(val) // 2
@@ -361,6 +389,8 @@ REGISTRY: dict[str, Metric] = {
     "fid": Metric(fid),
     "kid": Metric(kid),
     "is": Metric(inception),
+    "precision_recall": Metric(precision_and_recall),
+    "density_coverage": Metric(density_and_coverage),
     "parzen": Metric(parzen, samples="parzen_samples"),
     "memorisation": Metric(memorisation_rate),
     "neighbours": Metric(neighbours),
@@ -372,3 +402,7 @@ METRICS = tuple(REGISTRY)
 
 #: log names of the results (``val/<name>``)
 LOG_NAMES = {"parzen": "parzen_ll", "accuracy": "class_accuracy"}
+
+#: the fields of a record without one ``value`` that are logged, each as ``val/<field>``
+LOGGED_FIELDS = {"precision_recall": ("precision", "recall"), "density_coverage": ("density", "coverage"),
+                 "scores": ("d_real", "d_fake")}
