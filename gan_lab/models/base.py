@@ -426,7 +426,7 @@ class GAN(L.LightningModule):
         return None
 
     def on_fit_start(self) -> None:
-        if self.loss.name == "wasserstein" and self.lipschitz_constraint() is None:
+        if getattr(self.loss, "name", None) == "wasserstein" and self.lipschitz_constraint() is None:
             log.warning("loss=wasserstein with nothing keeping D Lipschitz: its outputs can grow without bound and "
                         "the Wasserstein estimate means nothing; use model=wgan (weight clipping), model=wgan_gp "
                         "(gradient penalty) or model.discriminator.spectral_norm=true.")
