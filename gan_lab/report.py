@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from gan_lab.errors import UserError
+from gan_lab.metrics.suite import logged_values
 
 #: training terms shown first, each as its final value and its mean over training (other final
 #: values from metrics.json follow)
@@ -73,13 +74,12 @@ def find_runs(sweep_dir: Path) -> list[Run]:
         summary_file = path / "metrics.json"
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else {"status": "no metrics.json"}
         metrics = {k: float(v) for k, v in summary.get("final", {}).items() if _is_number(v)}
-        # evaluations (training callback or `gan_lab.evaluate`): the newest value of each metric
+        # evaluations (training callback or `gan_lab.evaluate`): the newest value of each metric, under
+        # the name it is logged with (per-class accuracies left out: one column per class is too many)
         for record in summary.get("evaluations", []) or []:
-            for k, result in (record.get("results") or {}).items():
-                value = result.get("value") if isinstance(result, dict) else None
-                logged = any(m == f"val/{k}" or m.startswith(f"val/{k}_") for m in summary.get("final", {}))
-                if _is_number(value) and not logged:
-                    metrics[f"val/{k}"] = float(value)
+            for k, value in logged_values(record.get("results") or {}).items():
+                if k not in summary.get("final", {}) and k.count("/") == 1:
+                    metrics[k] = value
         for term in PREFERRED:
             if term in metrics:
                 metrics[final_column(term)] = metrics.pop(term)

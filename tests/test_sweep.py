@@ -103,3 +103,26 @@ def test_optuna_sweep_two_trials(tmp_path):
     assert (sweep / "optimization_results.yaml").is_file()
     lrs = {(sweep / str(i) / ".hydra" / "overrides.yaml").read_text() for i in (0, 1)}
     assert len(lrs) == 2  # two different sampled settings
+
+
+def test_report_shows_evaluations_under_their_logged_names(tmp_path):
+    """Values of `gan_lab.evaluate` records appear as they are logged (val/parzen_ll, val/precision, ...),
+    without per-class columns; a value the run logged itself (its `final`) is not replaced."""
+    from gan_lab.report import find_runs
+
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "0", ["noise=uniform"], g_loss=[1.0], d_real=[0.5])
+    summary = json.loads((sweep / "0" / "metrics.json").read_text())
+    summary["final"]["val/fid"] = 7.0
+    results = {"fid": {"value": 5.0}, "kid": {"value": 0.1, "std": 0.01}, "parzen": {"value": -3.0, "stderr": 0.2},
+               "precision_recall": {"precision": 0.4, "recall": 0.8, "k": 3},
+               "density_coverage": {"skipped": "5 images in the smaller set; need more than k=5"},
+               "accuracy": {"value": 0.9, "per_class": {"0": 1.0, "1": 0.8}},
+               "scores": {"d_real": 0.7, "d_fake": 0.2}}
+    summary["evaluations"] = [{"results": {"fid": {"value": 9.0}, "is": {"value": 2.0}}}, {"results": results}]
+    (sweep / "0" / "metrics.json").write_text(json.dumps(summary))
+    metrics = find_runs(sweep)[0].metrics
+    assert {k: v for k, v in metrics.items() if k.startswith("val/")} == {
+        "val/fid": 7.0, "val/is": 2.0, "val/kid": 0.1, "val/kid_std": 0.01, "val/parzen_ll": -3.0,
+        "val/parzen_ll_stderr": 0.2, "val/precision": 0.4, "val/recall": 0.8, "val/class_accuracy": 0.9,
+        "val/d_real": 0.7, "val/d_fake": 0.2}

@@ -181,19 +181,7 @@ class Evaluator:
             model.train(was_training)
         record = {"generator_weights": weights, "seed": self.seed, "device": str(device),
                   "seconds": round(time.time() - start, 2), "results": results}
-        flat = {}
-        for name, res in results.items():
-            if "value" in res:
-                flat[f"val/{LOG_NAMES.get(name, name)}"] = float(res["value"])
-            for extra in ("std", "stderr"):
-                if extra in res:
-                    flat[f"val/{LOG_NAMES.get(name, name)}_{extra}"] = float(res[extra])
-            for field in LOGGED_FIELDS.get(name, ()):
-                if field in res:
-                    flat[f"val/{field}"] = float(res[field])
-            for class_name, value in res.get("per_class", {}).items():
-                flat[f"val/class_accuracy/{class_name}"] = float(value)
-        return record, flat
+        return record, logged_values(results)
 
     def _run(self, model, datamodule, device, out_dir: Path | None) -> dict:
         chosen = [name for name in REGISTRY if name in self.metrics]
@@ -406,3 +394,22 @@ LOG_NAMES = {"parzen": "parzen_ll", "accuracy": "class_accuracy"}
 #: the fields of a record without one ``value`` that are logged, each as ``val/<field>``
 LOGGED_FIELDS = {"precision_recall": ("precision", "recall"), "density_coverage": ("density", "coverage"),
                  "scores": ("d_real", "d_fake")}
+
+
+def logged_values(results: dict[str, dict]) -> dict[str, float]:
+    """An evaluation's ``results`` (metric name -> record) as the flat ``{"val/<name>": value}`` that goes
+    to the loggers: each ``value`` (with its ``_std`` / ``_stderr``), the fields of
+    :data:`LOGGED_FIELDS` and per-class accuracies. A skipped metric logs nothing."""
+    flat = {}
+    for name, res in results.items():
+        if "value" in res:
+            flat[f"val/{LOG_NAMES.get(name, name)}"] = float(res["value"])
+        for extra in ("std", "stderr"):
+            if extra in res:
+                flat[f"val/{LOG_NAMES.get(name, name)}_{extra}"] = float(res[extra])
+        for field in LOGGED_FIELDS.get(name, ()):
+            if field in res:
+                flat[f"val/{field}"] = float(res[field])
+        for class_name, value in res.get("per_class", {}).items():
+            flat[f"val/class_accuracy/{class_name}"] = float(value)
+    return flat
