@@ -337,11 +337,12 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
         raise UserError("trainer.use_distributed_sampler=true would shard the training data twice under DDP (gan_lab's "
                         "data modules give each process its share of the epoch themselves, so that a mid-epoch "
                         "resume is exact); set trainer.use_distributed_sampler=false.")
-    for key, off in (("gradient_clip_val", (None, 0)), ("accumulate_grad_batches", (None, 1))):
+    for key, off, instead in (("gradient_clip_val", (None, 0), "; model.gradient_clip_norm clips each net's gradients"),
+                              ("accumulate_grad_batches", (None, 1), "")):
         if node.get(key, None) not in off:
             raise UserError(f"trainer.{key}={node.get(key)} belongs to Lightning's automatic optimisation, and a GAN module "
                             f"steps its D and G optimizers itself (manual optimisation), so it cannot apply; remove "
-                            f"trainer.{key}.")
+                            f"trainer.{key}{instead}.")
     precision = training_precision(node.get("precision"))
     plugins = precision_plugins(precision, node.get("accelerator"))
     node = node.copy()

@@ -63,7 +63,7 @@ def candidates(key: str, value):
         return [value[:-1]]
     if value is None:
         return {"block_channels": [[5, 3]], "extra_g_threshold": [0.5], "branch_channels": [2], "embedding_dim": [4],
-                "branch_width": [4], "weight_clip": [0.01]}.get(name) or []
+                "branch_width": [4], "weight_clip": [0.01], "gradient_clip_norm": [0.01]}.get(name) or []
     return []
 
 

@@ -61,6 +61,7 @@ CASES = {
     "cgan_mlp": ["model=cgan_mlp", *NARROW["cgan_mlp"]],
     "wgan_gp-5-critic-steps": ["model=wgan_gp", *NARROW["wgan_gp"], "model.n_critic=5"],
     "wgan-weight-clip": ["model=wgan", *NARROW["wgan"]],
+    "dcgan-gradient-clip": ["model=dcgan", *NARROW["dcgan"], "model.gradient_clip_norm=0.05"],
     # one epoch of pre-training (run eagerly: D alone), then the captured schedule
     "artgan-pretraining": ["model=artgan", *NARROW["artgan"], "model.pretrain_epochs=1", "model.label_flip=0.1"],
 }
@@ -325,7 +326,8 @@ def eager_and_captured(cfg, graph_warmup: int, schedule=lambda: []):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("case", ["dcgan", "dcgan-bf16", "dcgan-scheduler", "cdcgan-diffaugment",
-                                  "wgan_gp-5-critic-steps", "wgan-weight-clip", "artgan-pretraining"])
+                                  "wgan_gp-5-critic-steps", "wgan-weight-clip", "dcgan-gradient-clip",
+                                  "artgan-pretraining"])
 def test_the_captured_graph_trains_as_the_eager_step_does(make_cfg, case):
     (eager, eager_trainer), (captured, captured_trainer), fast_path = eager_and_captured(
         gpu_cfg(make_cfg, *CASES[case]), graph_warmup=3)

@@ -76,13 +76,15 @@ class GAN(L.LightningModule):
         num_samples: size of the fixed-noise sample grid.
         d_augment: differentiable augmentation of every image D sees during training, real and
             generated, in the D and the G update (:mod:`gan_lab.d_augment`), or ``None``.
+        gradient_clip_norm: before every optimizer step, scale the gradients of that optimizer's
+            parameters so that their joint L2 norm is at most this (``None``: no clipping).
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, noise: Noise, loss: GANLoss,
                  optimizer: Mapping[str, OptimizerFactory],
                  scheduler: Mapping[str, SchedulerFactory | None] | None = None,
                  n_critic: int = 1, n_gen: int = 1, num_samples: int = 64,
-                 d_augment: nn.Module | None = None) -> None:
+                 d_augment: nn.Module | None = None, gradient_clip_norm: float | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         for name, value in (("n_critic", n_critic), ("n_gen", n_gen)):
@@ -90,6 +92,9 @@ class GAN(L.LightningModule):
                 raise UserError(f"model.{name}={value} must be an integer >= 1; e.g. model.{name}=1.")
         if num_samples < 1:
             raise UserError(f"model.num_samples={num_samples} must be >= 1; e.g. model.num_samples=64.")
+        if gradient_clip_norm is not None and not gradient_clip_norm > 0:
+            raise UserError(f"model.gradient_clip_norm={gradient_clip_norm} must be > 0 (e.g. 10), or null for no "
+                            f"clipping.")
         missing = {"discriminator", "generator"} - set(optimizer)
         if missing:
             raise UserError(f"optimizer is missing {sorted(missing)}; an optimizer config needs both "
@@ -100,6 +105,7 @@ class GAN(L.LightningModule):
         self.scheduler_factories = dict(scheduler or {})
         self.n_critic, self.n_gen = int(n_critic), int(n_gen)
         self.num_samples = int(num_samples)
+        self.gradient_clip_norm = None if gradient_clip_norm is None else float(gradient_clip_norm)
         # Fixed noise and labels for sample grids: drawn once (after seeding) and saved with the
         # checkpoint, so a resumed run keeps drawing the same grid.
         self.register_buffer("fixed_noise", noise.sample(self.num_samples, "cpu"))
@@ -349,6 +355,7 @@ class GAN(L.LightningModule):
             terms = self.d_step(real, labels, fake, fake_labels)
         opt.zero_grad(set_to_none=True)
         backward(terms["d_loss"])
+        self.clip_gradient_norm(opt)
         opt.step()
         return terms
 
@@ -358,8 +365,18 @@ class GAN(L.LightningModule):
                 terms = self.g_step(fake, fake_labels, real, labels)
             opt.zero_grad(set_to_none=True)
             backward(terms["g_loss"])
+        self.clip_gradient_norm(opt)
         opt.step()
         return terms
+
+    def clip_gradient_norm(self, opt) -> None:
+        """With ``gradient_clip_norm``: scale the gradients of ``opt``'s parameters so that their joint L2
+        norm is at most it (on the device, no host synchronisation: a captured step holds it too)."""
+        if self.gradient_clip_norm is None:
+            return
+        params = [p for group in getattr(opt, "optimizer", opt).param_groups for p in group["params"]
+                  if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_norm)
 
     def is_logging_step(self) -> bool:
         """Whether this batch logs: after every ``log_every_n_steps`` batches (never when it is 0), the
@@ -425,7 +442,18 @@ class GAN(L.LightningModule):
                     return "spectral normalisation"
         return None
 
+    def gradient_clip_refusal(self, precision: str) -> str | None:
+        """Why ``gradient_clip_norm`` cannot apply under the trainer's ``precision``, in one sentence, or
+        ``None``: with ``16-mixed`` the gradients are loss-scaled until the optimizer step unscales them."""
+        if self.gradient_clip_norm is not None and precision == "16-mixed":
+            return (f"model.gradient_clip_norm={self.gradient_clip_norm:g} cannot clip under trainer.precision=16-mixed, "
+                    f"whose gradients are loss-scaled until the optimizer step; use trainer.precision=bf16-mixed or 32.")
+        return None
+
     def on_fit_start(self) -> None:
+        refusal = self.gradient_clip_refusal(self.trainer.precision)
+        if refusal is not None:
+            raise UserError(refusal)
         if getattr(self.loss, "name", None) == "wasserstein" and self.lipschitz_constraint() is None:
             log.warning("loss=wasserstein with nothing keeping D Lipschitz: its outputs can grow without bound and "
                         "the Wasserstein estimate means nothing; use model=wgan (weight clipping), model=wgan_gp "
