@@ -183,6 +183,12 @@ class GAN(L.LightningModule):
         real_logits = self.discriminate(real, labels)
         fake_logits = self.discriminate(fake, fake_labels)
         self.saw_real(real_logits)
+        return self.d_terms(real, labels, fake, real_logits, fake_logits)
+
+    def d_terms(self, real: Tensor, labels: Tensor, fake: Tensor, real_logits: Tensor, fake_logits: Tensor
+                ) -> dict[str, Tensor]:
+        """The discriminator's loss terms from its outputs on the real and the fake batch: the objective and
+        the mean verdicts (a variant adds its own terms, e.g. a penalty, and asks ``super()``)."""
         return {"d_loss": self.loss.discriminator(real_logits, fake_logits),
                 "d_real": self.loss.score(real_logits),
                 "d_fake": self.loss.score(fake_logits)}

@@ -34,18 +34,12 @@ class WGAN(GAN):
                             f"clipping.")
         self.weight_clip = None if weight_clip is None else float(weight_clip)
 
-    def critic_terms(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
-        """The critic's loss, its mean outputs and the Wasserstein estimate E[D(x)] - E[D(G(z))]."""
-        return {"d_loss": self.loss.discriminator(real_logits, fake_logits),
-                "d_real": self.loss.score(real_logits),
-                "d_fake": self.loss.score(fake_logits),
-                "wasserstein": (real_logits.mean() - fake_logits.mean()).detach()}
-
-    def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
-        real_logits = self.discriminate(real, labels)
-        fake_logits = self.discriminate(fake, fake_labels)
-        self.saw_real(real_logits)
-        return self.critic_terms(real_logits, fake_logits)
+    def d_terms(self, real: Tensor, labels: Tensor, fake: Tensor, real_logits: Tensor, fake_logits: Tensor
+                ) -> dict[str, Tensor]:
+        """The critic's loss and mean outputs, and the Wasserstein estimate E[D(x)] - E[D(G(z))]."""
+        terms = super().d_terms(real, labels, fake, real_logits, fake_logits)
+        terms["wasserstein"] = (real_logits.mean() - fake_logits.mean()).detach()
+        return terms
 
     def discriminator_update(self, opt, real, labels, fake, fake_labels, backward) -> dict[str, Tensor]:
         terms = super().discriminator_update(opt, real, labels, fake, fake_labels, backward)

@@ -37,11 +37,9 @@ class WGANGP(WGAN):
     def lipschitz_constraint(self) -> str | None:
         return "the gradient penalty" if self.gp_weight else super().lipschitz_constraint()
 
-    def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
-        real_logits = self.discriminate(real, labels)
-        fake_logits = self.discriminate(fake, fake_labels)
-        self.saw_real(real_logits)
-        terms = self.critic_terms(real_logits, fake_logits)
+    def d_terms(self, real: Tensor, labels: Tensor, fake: Tensor, real_logits: Tensor, fake_logits: Tensor
+                ) -> dict[str, Tensor]:
+        terms = super().d_terms(real, labels, fake, real_logits, fake_logits)
         if self.gp_weight:
             penalty = gradient_penalty(lambda x: self.discriminate(x, labels), real, fake)
             terms["d_loss"] = terms["d_loss"] + self.gp_weight * penalty
