@@ -40,7 +40,7 @@ from omegaconf import DictConfig, open_dict
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from gan_lab.build import build_callbacks, build_loggers, build_model, build_trainer
+from gan_lab.build import build_callbacks, build_loggers, build_model, build_trainer, serve_draws
 from gan_lab.callbacks.fast_path import (FastPath, GraphedStep, compile_mode, compile_nets, make_capturable,
                                         use_channels_last)
 from gan_lab.data.base import EpochSampler, ImageDataModule
@@ -111,7 +111,7 @@ class DeviceFeed(SyntheticImages):
         """Nothing to load: batches come from the device tensors."""
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(DeviceBatches(self.device_images, self.device_labels, self.batch_size, self.count),
+        return DataLoader(DeviceBatches(self.device_images, self.device_labels, self.train_batch_size, self.count),
                           batch_size=None, num_workers=0)
 
 
@@ -191,10 +191,13 @@ class PlainLoop:
             self.scaler.update()
 
     def step(self, images: Tensor, labels: Tensor) -> None:
-        m, n = self.model, images.shape[0]
-        real = to_float(images)
+        m = self.model
+        # with model.fresh_reals the batch holds one draw of real images per D update
+        draws = list(zip(to_float(images).tensor_split(m.draws_per_batch), labels.tensor_split(m.draws_per_batch)))
         fake = fake_labels = None
         for i in range(m.n_critic):
+            real, labels = draws[i % len(draws)]
+            n = real.shape[0]
             with self.autocast():
                 z, fake_labels = m.noise.sample(n, self.device), m.sample_labels(n)
                 with torch.set_grad_enabled(i == m.n_critic - 1):
@@ -418,6 +421,7 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
     compile_nets(plain_model, mode, device.type)
     plain = PlainLoop(plain_model, cfg.trainer.precision, device, graphed=args.cuda_graph)
     gan = fresh_model(cfg, device, phase)
+    served = args.batch_size * gan.draws_per_batch  # real images a batch (model.fresh_reals: one draw per D update)
     held = [] if phase is None else [FixedPhase(phase)]
     # one instance: compiles once, in the first fit (a captured step is captured again in each fit,
     # within the untimed warm-up batches)
@@ -433,9 +437,10 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
         clock = Clock(args.warmup, stop, device, around)
         feed = DeviceFeed(images, labels, count, image_size=side, batch_size=args.batch_size,
                           num_classes=args.num_classes)
+        serve_draws(gan, feed)
         if not as_run:
             build_trainer(cfg, [*held, clock, fast_path], []).fit(gan, datamodule=feed)
-            return clock.timed * args.batch_size, clock.end - clock.start
+            return clock.timed * served, clock.end - clock.start
         # the callbacks and loggers of a training run (their epoch-end work is not timed), writing
         # into a run directory of their own that is removed afterwards
         with tempfile.TemporaryDirectory(prefix="gan_lab_bench_run_") as run_dir:
@@ -443,10 +448,10 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
                 cfg.run_dir = run_dir
             trainer = build_trainer(cfg, [*held, *build_callbacks(cfg), fast_path, clock], build_loggers(cfg))
             trainer.fit(gan, datamodule=feed)
-        return clock.timed * args.batch_size, clock.end - clock.start
+        return clock.timed * served, clock.end - clock.start
 
     def plain_run() -> tuple[int, float]:
-        return plain.run(iter(DeviceBatches(images, labels, args.batch_size, count)), args.warmup)
+        return plain.run(iter(DeviceBatches(images, labels, served, count)), args.warmup)
 
     timings: dict[str, list[tuple[int, float]]] = {"gan_lab": [], "plain": []}
     for rep in range(args.repeats):
@@ -476,10 +481,10 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
     def profiled(run: Callable[[ContextManager], tuple[int, float]]) -> Profile:
         prof = profiler_for(device)
         images_timed, seconds = run(prof)
-        return Profile.of(prof, images_timed // args.batch_size, seconds)
+        return Profile.of(prof, images_timed // served, seconds)
 
     return row, profile_table(setting, profiled(lambda prof: lightning_run(stop, prof)),
-                              profiled(lambda prof: plain.run(iter(DeviceBatches(images, labels, args.batch_size, stop)),
+                              profiled(lambda prof: plain.run(iter(DeviceBatches(images, labels, served, stop)),
                                                               args.warmup, prof)))
 
 

@@ -212,11 +212,29 @@ def setup_datamodule(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningD
     return dm
 
 
+def serve_draws(model: torch.nn.Module, dm: L.LightningDataModule) -> None:
+    """Make the DataModule serve the draws of real images a training batch of ``model`` takes
+    (``model.fresh_reals``: one draw of ``data.batch_size`` images per discriminator update), before
+    its data are decoded; refused in one sentence where it cannot."""
+    draws = getattr(model, "draws_per_batch", 1)
+    if draws == 1:
+        return
+    if not hasattr(dm, "draws_per_batch"):
+        raise UserError(f"model.fresh_reals=true needs a DataModule that serves several draws a batch, and "
+                        f"{type(dm).__name__} does not; derive it from gan_lab.data.ImageDataModule or set "
+                        f"model.fresh_reals=false.")
+    if not getattr(dm, "drop_last", True):
+        raise UserError(f"model.fresh_reals=true needs data.drop_last=true: an epoch's last, incomplete batch cannot "
+                        f"give each of the {draws} critic updates its own data.batch_size real images.")
+    dm.draws_per_batch = draws
+
+
 def batches_per_epoch(dm: L.LightningDataModule, world_size: int = 1) -> int | None:
     """Training batches one process serves per epoch (``None`` for a DataModule without batch_size)."""
     batch = getattr(dm, "batch_size", None)
     if batch is None or not hasattr(dm, "dataset"):
         return None
+    batch *= getattr(dm, "draws_per_batch", 1)
     n = len(dm.dataset("train")) // max(1, world_size)
     return n // batch if getattr(dm, "drop_last", True) else -(-n // batch)
 

@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lab.build import (batches_per_epoch, build_callbacks, build_datamodule, build_loggers, build_model,
-                           build_trainer, check_batch_size, resolved, setup_datamodule)
+                           build_trainer, check_batch_size, resolved, serve_draws, setup_datamodule)
 from gan_lab.callbacks.clock import dhms, time_limit, trained_seconds, trainer_max_time
 from gan_lab.callbacks.limit import epoch_cut_short, stopped_by_time_limit
 from gan_lab.callbacks.resume import epochs_completed
@@ -275,6 +275,7 @@ def train(cfg: DictConfig) -> float | None:
         model = build_model(cfg)
         if resume is not None:
             model.check_state_dict(resume["state_dict"], source=f"ckpt_path={cfg.ckpt_path}")
+        serve_draws(model, datamodule)
         setup_datamodule(cfg, datamodule)
         loggers = build_loggers(cfg)
         summary = RunSummary(run_dir / "metrics.json", start=time.time())

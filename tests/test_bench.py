@@ -214,3 +214,33 @@ def test_bench_profiles_the_device_and_times_captured_pggan(tmp_path):
     row = table_rows(out.read_text())[-1]
     assert "pggan-16 at 8x8 alpha 0.5" in row[1] and "one CUDA graph per batch" in row[1] and float(row[4]) > 0
 
+
+
+@pytest.mark.parametrize("model,extra", [("wgan_gp", ["model.n_critic=3"]), ("dcgan", ["model.n_gen=2"])])
+def test_the_plain_twin_makes_the_modules_updates(model, extra):
+    """The bench's plain loop is the module's batch without Lightning: from the same weights, noise and
+    real images, one of its batches leaves the weights one batch of ``GAN.updates`` leaves (WGAN-GP:
+    each critic update on its own draw of real images)."""
+    import copy
+
+    from gan_lab.pixels import to_float
+
+    args = bench.parse_args(["train", "--model", model, "--image-size", "16", "--batch-size", "8", "--device", "cpu",
+                             "--output", "-", "noise.latent_dim=8", "model.generator.width=8",
+                             "model.discriminator.width=8", *extra])
+    cfg = bench.bench_config(args)
+    module = bench.fresh_model(cfg, torch.device("cpu"))
+    twin = bench.PlainLoop(copy.deepcopy(module), "32-true", torch.device("cpu"))
+    g = torch.Generator().manual_seed(3)
+    n = 8 * module.draws_per_batch
+    images = torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    start = copy.deepcopy(module.state_dict())
+    torch.manual_seed(5)
+    twin.step(images, labels)
+    torch.manual_seed(5)
+    opt_d, opt_g = module.configure_optimizers()[0]
+    module.updates(to_float(images), labels, opt_d, opt_g, torch.Tensor.backward)
+    ours, theirs = module.state_dict(), twin.model.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert any(not torch.equal(start[k], ours[k]) for k in ours if k.endswith("weight"))

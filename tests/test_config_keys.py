@@ -21,7 +21,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from gan_lab.build import build_datamodule, build_model, make
+from gan_lab.build import build_datamodule, build_model, make, serve_draws
 from gan_lab.errors import UserError
 from tests.conftest import CONF, compose_config, NARROW_NETS
 
@@ -91,8 +91,9 @@ def record(overrides: list[str]) -> dict[str, object]:
     scheduler step included), logs, grid layout."""
     cfg = compose_config(overrides, "/nonexistent/run")
     L.seed_everything(0, verbose=False)
-    dm = build_datamodule(cfg)
+    dm = build_datamodule(cfg, setup=False)
     model = build_model(cfg)
+    serve_draws(model, dm)
     callbacks = [make(cfg.callbacks[name], f"callbacks.{name}") for name in TRAINING_CALLBACKS
                  if cfg.callbacks.get(name) is not None]
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, logger=False,
@@ -130,6 +131,9 @@ GROUPS = {"loss": ["non_saturating", "minimax", "least_squares"], "optimizer": [
           "d_augment": ["diffaugment", "ada"]}
 #: overrides an option needs for its keys to act within two batches
 OPTION_BASE = {"ada": ["d_augment.interval=1", "d_augment.speed_images=64", "d_augment.p=0.5"]}
+#: overrides a key needs to act at all: the key and the run it is compared with both get them (with
+#: one critic update per batch, that update draws its own real images whatever fresh_reals says)
+KEY_CONTEXT = {"fresh_reals": ["model.n_critic=2"]}
 
 
 def walk(base: list[str], prefixes: tuple[str, ...]) -> list[str]:
@@ -140,10 +144,12 @@ def walk(base: list[str], prefixes: tuple[str, ...]) -> list[str]:
     for prefix in prefixes:
         for path, value in leaves(OmegaConf.select(cfg, prefix), prefix):
             honoured = False
+            context = KEY_CONTEXT.get(path.rsplit(".", 1)[-1], [])
+            compared = record([*base, *context]) if context else reference
             for new in candidates(path, value):
                 text = "null" if new is None else (str(new).lower() if isinstance(new, bool) else str(new).replace(" ", ""))
                 try:
-                    honoured = not same(record([*base, f"{path}={text}"]), reference)
+                    honoured = not same(record([*base, *context, f"{path}={text}"]), compared)
                 except UserError:
                     honoured = True
                 if honoured:

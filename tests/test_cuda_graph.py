@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from gan_lab.build import build_datamodule, build_model, build_trainer, make
+from gan_lab.build import build_datamodule, build_model, build_trainer, make, serve_draws
 from gan_lab.callbacks.fast_path import CapturedStep, FastPath, compile_refusal, make_capturable
 from gan_lab.errors import UserError
 from tests.conftest import NARROW_NETS
@@ -33,6 +33,7 @@ def fit(cfg, *callbacks):
     L.seed_everything(cfg.seed, verbose=False)
     dm = build_datamodule(cfg)
     model = build_model(cfg)
+    serve_draws(model, dm)
     trainer = build_trainer(cfg, [*callbacks], [])
     trainer.fit(model, datamodule=dm)
     return model, trainer
@@ -59,7 +60,8 @@ CASES = {
                         "scheduler.generator.gamma=0.5"],
     "cdcgan-diffaugment": ["model=cdcgan", *NARROW["cdcgan"], "d_augment=diffaugment"],
     "cgan_mlp": ["model=cgan_mlp", *NARROW["cgan_mlp"]],
-    "wgan_gp-5-critic-steps": ["model=wgan_gp", *NARROW["wgan_gp"], "model.n_critic=5"],
+    "wgan_gp-5-critic-steps": ["model=wgan_gp", *NARROW["wgan_gp"], "model.n_critic=5"],  # each on its own reals
+    "wgan_gp-shared-reals": ["model=wgan_gp", *NARROW["wgan_gp"], "model.n_critic=2", "model.fresh_reals=false"],
     "wgan-weight-clip": ["model=wgan", *NARROW["wgan"]],
     "dcgan-gradient-clip": ["model=dcgan", *NARROW["dcgan"], "model.gradient_clip_norm=0.05"],
     # one epoch of pre-training (run eagerly: D alone), then the captured schedule

@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from gan_lab.build import build_datamodule, build_model, make
+from gan_lab.build import build_datamodule, build_model, make, serve_draws
 from gan_lab.d_augment import (ADA_OPS, ORIENTATION_OPS, AdaptiveAugment, DiffAugment, _affine, ada_pipeline, color,
                                cutout, translation)
 from gan_lab.errors import UserError
@@ -63,6 +63,7 @@ def fit(cfg):
     L.seed_everything(cfg.seed, verbose=False)
     dm = build_datamodule(cfg)
     model = build_model(cfg)
+    serve_draws(model, dm)
     # the schedule callbacks a model brings with it (model=pggan: its growth and EMA)
     callbacks = [make(cfg.callbacks[name], f"callbacks.{name}") for name in ("growth", "ema")
                  if cfg.callbacks.get(name) is not None]

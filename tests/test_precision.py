@@ -18,15 +18,21 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from gan_lab import bench
-from gan_lab.build import build_trainer
+from gan_lab.build import build_trainer, serve_draws
 
 BATCHES, BATCH, SIZE = 3, 8, 16
 
 
-def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batches(draws: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The training batches: ``draws`` draws of ``BATCH`` images each (``model.fresh_reals``)."""
     g = torch.Generator().manual_seed(1)
-    return [(torch.randint(0, 256, (BATCH, 3, SIZE, SIZE), dtype=torch.uint8, generator=g),
-             torch.randint(0, 10, (BATCH,), generator=g)) for _ in range(BATCHES)]
+    return [(torch.randint(0, 256, (draws * BATCH, 3, SIZE, SIZE), dtype=torch.uint8, generator=g),
+             torch.randint(0, 10, (draws * BATCH,), generator=g)) for _ in range(BATCHES)]
+
+
+def draws_of(cfg) -> int:
+    """Draws of real images per batch: one per critic update with ``model.fresh_reals``."""
+    return cfg.model.n_critic if cfg.model.get("fresh_reals", False) else 1
 
 
 def bench_cfg(model: str, precision: str, *overrides: str):
@@ -40,7 +46,8 @@ def bench_cfg(model: str, precision: str, *overrides: str):
 
 def lightning_fit(cfg, model) -> None:
     feed = bench.SyntheticImages(image_size=SIZE, batch_size=BATCH)
-    feed.train_dataloader = lambda: DataLoader(batches(), batch_size=None)
+    serve_draws(model, feed)
+    feed.train_dataloader = lambda: DataLoader(batches(draws_of(cfg)), batch_size=None)
     feed.setup = lambda stage=None: None
     torch.manual_seed(7)
     build_trainer(cfg, [], []).fit(model, datamodule=feed)
@@ -52,7 +59,9 @@ def adam(params, node) -> torch.optim.Adam:
 
 def plain_gan_loop(cfg, generator: nn.Module, discriminator: nn.Module) -> None:
     """The GAN algorithm as a plain PyTorch loop: per batch ``n_critic`` D updates (the fakes of the
-    last one keep G's graph for the first G update), then ``n_gen`` G updates with D frozen."""
+    last one keep G's graph for the first G update), then ``n_gen`` G updates with D frozen. With
+    ``model.fresh_reals`` the batch holds ``n_critic`` draws of ``BATCH`` real images, the i-th for
+    the i-th D update, and the G updates draw as many latents as one draw has images."""
     n_critic, n_gen, latent_dim = cfg.model.n_critic, cfg.model.n_gen, cfg.noise.latent_dim
     conditional = "num_classes" in cfg.model
     wasserstein = cfg.loss.name == "wasserstein"
@@ -80,10 +89,14 @@ def plain_gan_loop(cfg, generator: nn.Module, discriminator: nn.Module) -> None:
         return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
     torch.manual_seed(7)
-    for images, labels in DataLoader(batches(), batch_size=None):  # the loader draws a seed, as in fit
-        real = images.float() / 127.5 - 1
-        n = real.shape[0]
+    fresh = draws_of(cfg) > 1
+    for images, labels_all in DataLoader(batches(draws_of(cfg)), batch_size=None):  # the loader draws a seed, as in fit
+        real_all = images.float() / 127.5 - 1
+        real, labels = real_all, labels_all
         for i in range(n_critic):
+            if fresh:
+                real, labels = real_all[i * BATCH:(i + 1) * BATCH], labels_all[i * BATCH:(i + 1) * BATCH]
+            n = real.shape[0]
             z, y = draw(n)
             with torch.set_grad_enabled(i == n_critic - 1), autocast():
                 fake = G(z, y)
@@ -119,6 +132,10 @@ def plain_gan_loop(cfg, generator: nn.Module, discriminator: nn.Module) -> None:
     ("dcgan", "bf16-mixed", ["model.generator.width=8", "model.discriminator.width=8"]),
     ("dcgan", "bf16-mixed", ["model.generator.width=8", "model.discriminator.width=8", "model.n_critic=2"]),
     ("wgan_gp", "bf16-mixed", ["model.generator.width=8", "model.discriminator.width=8", "model.n_critic=3"]),
+    ("wgan_gp", "32", ["model.generator.width=8", "model.discriminator.width=8", "model.n_critic=3",
+                       "model.fresh_reals=false"]),
+    ("dcgan", "32", ["model.generator.width=8", "model.discriminator.width=8", "model.n_critic=2",
+                     "model.fresh_reals=true"]),
     ("cdcgan", "bf16-mixed", ["model.generator.width=8", "model.discriminator.width=8"]),
     ("dcgan", "32", ["model.generator.width=8", "model.discriminator.width=8", "model.n_critic=2", "model.n_gen=2"]),
 ])

@@ -154,6 +154,10 @@ class ImageDataModule(L.LightningDataModule):
         self.drop_last, self.seed, self.augment = drop_last, int(seed), augment
         self.splits: dict[str, TensorImages] = {}
         self.resolution: int | None = None  # served side when below image_size (progressive growing)
+        #: draws of ``batch_size`` images per training batch: the loader serves ``draws_per_batch *
+        #: batch_size`` images a batch (set by the entry point, for a model that gives each of a batch's
+        #: updates its own draw; see :func:`gan_lab.build.serve_draws`)
+        self.draws_per_batch = 1
 
     def set_resolution(self, size: int | None) -> None:
         """Serve batches downsampled to ``size`` (area averaging on the device, from the cached
@@ -186,10 +190,16 @@ class ImageDataModule(L.LightningDataModule):
                     self.splits["train_full"] = self.splits["train"]
                     self.splits["train"] = self.subset_of(self.splits["train"])
         n = len(self.splits["train"])
-        if self.drop_last and self.batch_size > n:
-            raise UserError(f"data.batch_size={self.batch_size} is larger than the {n} training images "
+        if self.drop_last and self.train_batch_size > n:
+            draws = f" x {self.draws_per_batch} draws a batch (model.fresh_reals)" if self.draws_per_batch > 1 else ""
+            raise UserError(f"data.batch_size={self.batch_size}{draws} is larger than the {n} training images "
                             f"of {self.name} and drop_last is on, so no batch would be served; "
-                            f"use data.batch_size<={n}.")
+                            f"use data.batch_size<={n // self.draws_per_batch}.")
+
+    @property
+    def train_batch_size(self) -> int:
+        """Images per training batch: ``draws_per_batch`` draws of ``batch_size``."""
+        return self.batch_size * self.draws_per_batch
 
     def subset_of(self, full: TensorImages) -> TensorImages:
         """``data.subset`` of the training images: drawn from ``seed`` alone, in their original order."""
@@ -227,7 +237,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train")
-        return DataLoader(ds, batch_size=self.batch_size, sampler=self.train_sampler(),
+        return DataLoader(ds, batch_size=self.train_batch_size, sampler=self.train_sampler(),
                           drop_last=self.drop_last, num_workers=self.num_workers,
                           collate_fn=collate_batch, persistent_workers=self.num_workers > 0)
 

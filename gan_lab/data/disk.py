@@ -173,7 +173,7 @@ class DiskImageDataModule(ImageDataModule):
             return super().train_dataloader()
         ds = self.dataset("train")
         log.info("%s: serving %d training images from %s memory", self.name, len(ds), device)
-        return DeviceLoader(ds, self.batch_size, device, self.train_sampler(), self.drop_last)
+        return DeviceLoader(ds, self.train_batch_size, device, self.train_sampler(), self.drop_last)
 
 
 def held_out(n: int, val_fraction: float, split: str, seed: int = 1234) -> list[int]:

@@ -68,7 +68,8 @@ class ArtGAN(ConditionalGAN):
                  label_flip: float = 0.0, instance_noise: float = 0.0,
                  instance_noise_decay: int = 0, init: str | None = None,
                  n_critic: int = 1, n_gen: int = 1, instance_noise_on: str | None = None,
-                 d_augment: nn.Module | None = None, gradient_clip_norm: float | None = None) -> None:
+                 d_augment: nn.Module | None = None, gradient_clip_norm: float | None = None,
+                 fresh_reals: bool = False) -> None:
         for part, owner in (("decoder", generator), ("encoder", discriminator), ("classifier", discriminator)):
             if not isinstance(getattr(owner, part, None), nn.Module):
                 raise UserError(f"model=artgan needs nets with a `{part}` (gan_lab.nets.ArtGANGenerator and "
@@ -89,7 +90,7 @@ class ArtGAN(ConditionalGAN):
                             f"D's loss < extra_g_threshold), d_acc (when D's accuracy > extra_g_threshold) or null.")
         super().__init__(generator, discriminator, noise, loss, optimizer, scheduler, num_classes, class_names,
                          samples_per_class, label_flip, instance_noise, instance_noise_decay, init, n_critic, n_gen,
-                         instance_noise_on, d_augment, gradient_clip_norm)
+                         instance_noise_on, d_augment, gradient_clip_norm, fresh_reals)
         self.reconstruction_weight = float(reconstruction_weight)
         self.reconstruction_updates = reconstruction_updates
         self.pretrain_epochs = int(pretrain_epochs)
@@ -193,8 +194,9 @@ class ArtGAN(ConditionalGAN):
     # --- the schedule of updates: pre-training and adaptive generator updates ----------------
 
     def d_updates(self) -> int:
-        """One D update per pre-training batch (on the real batch alone), ``n_critic`` afterwards."""
-        return 1 if self.pretraining else self.n_critic
+        """One D update per draw of real images while pre-training (on the real images alone: one per
+        batch, or ``n_critic`` with ``fresh_reals``), ``n_critic`` afterwards."""
+        return self.draws_per_batch if self.pretraining else self.n_critic
 
     def d_sees_fakes(self) -> bool:
         """Pre-training draws no fakes: D learns the real classes alone."""

@@ -6,6 +6,8 @@ changes the algorithm by overriding those methods (or ``generate`` / ``discrimin
 ``sample_labels`` for conditioning), never through flags in this class. A variant changes *how
 many* updates a batch gets through its schedule hooks (``d_updates``, ``d_sees_fakes``,
 ``g_updates``: ArtGAN's pre-training and extra G updates), never by writing another loop.
+The D updates of a batch share its real images, or with ``fresh_reals`` each takes its own draw of
+them (the batch then holds ``draws_per_batch`` draws, which the entry point has the DataModule serve).
 
 Step counting: with manual optimisation Lightning's ``trainer.global_step`` counts every
 ``optimizer.step()``, i.e. ``n_critic + n_gen`` per batch, and ``trainer.max_steps`` uses the same
@@ -78,13 +80,19 @@ class GAN(L.LightningModule):
             generated, in the D and the G update (:mod:`gan_lab.d_augment`), or ``None``.
         gradient_clip_norm: before every optimizer step, scale the gradients of that optimizer's
             parameters so that their joint L2 norm is at most this (``None``: no clipping).
+        fresh_reals: give each of a batch's ``n_critic`` discriminator updates its own real images,
+            as the WGAN and WGAN-GP algorithms draw them: a training batch then holds
+            ``draws_per_batch = n_critic`` draws of ``data.batch_size`` images (the entry point
+            makes the DataModule serve them), split in order among the updates. ``False``: every
+            update of a batch sees the batch's real images.
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, noise: Noise, loss: GANLoss,
                  optimizer: Mapping[str, OptimizerFactory],
                  scheduler: Mapping[str, SchedulerFactory | None] | None = None,
                  n_critic: int = 1, n_gen: int = 1, num_samples: int = 64,
-                 d_augment: nn.Module | None = None, gradient_clip_norm: float | None = None) -> None:
+                 d_augment: nn.Module | None = None, gradient_clip_norm: float | None = None,
+                 fresh_reals: bool = False) -> None:
         super().__init__()
         self.automatic_optimization = False
         for name, value in (("n_critic", n_critic), ("n_gen", n_gen)):
@@ -95,6 +103,9 @@ class GAN(L.LightningModule):
         if gradient_clip_norm is not None and not gradient_clip_norm > 0:
             raise UserError(f"model.gradient_clip_norm={gradient_clip_norm} must be > 0 (e.g. 10), or null for no "
                             f"clipping.")
+        if not isinstance(fresh_reals, bool):
+            raise UserError(f"model.fresh_reals={fresh_reals!r} must be true (each critic update draws its own real "
+                            f"images) or false (the updates of a batch share its real images).")
         missing = {"discriminator", "generator"} - set(optimizer)
         if missing:
             raise UserError(f"optimizer is missing {sorted(missing)}; an optimizer config needs both "
@@ -106,6 +117,7 @@ class GAN(L.LightningModule):
         self.n_critic, self.n_gen = int(n_critic), int(n_gen)
         self.num_samples = int(num_samples)
         self.gradient_clip_norm = None if gradient_clip_norm is None else float(gradient_clip_norm)
+        self.fresh_reals = fresh_reals
         # Fixed noise and labels for sample grids: drawn once (after seeding) and saved with the
         # checkpoint, so a resumed run keeps drawing the same grid.
         self.register_buffer("fixed_noise", noise.sample(self.num_samples, "cpu"))
@@ -203,6 +215,13 @@ class GAN(L.LightningModule):
         """Discriminator updates in this batch (``n_critic``)."""
         return self.n_critic
 
+    @property
+    def draws_per_batch(self) -> int:
+        """Draws of ``data.batch_size`` real images a training batch holds: ``n_critic`` with
+        ``fresh_reals`` (one per discriminator update), else 1. The entry point makes the DataModule
+        serve batches of ``draws_per_batch * data.batch_size`` images (:func:`gan_lab.build.serve_draws`)."""
+        return self.n_critic if self.fresh_reals else 1
+
     def d_sees_fakes(self) -> bool:
         """Whether this batch's discriminator updates see generated images (``False`` for an update on
         real images alone, e.g. ArtGAN's pre-training: no latents are drawn and ``d_step`` gets
@@ -256,12 +275,15 @@ class GAN(L.LightningModule):
                               ) -> tuple[dict[str, Tensor], AfterD]:
         """The batch's discriminator updates: their loss terms, and what the generator updates take on
         from them (:class:`AfterD`)."""
-        n = real.shape[0]
         terms: dict[str, Tensor] = {}
         fake = fake_labels = None
+        # with fresh_reals the batch holds one draw of real images per update (views: no copy)
+        draws = list(zip(real.tensor_split(self.draws_per_batch), labels.tensor_split(self.draws_per_batch)))
         real_d = real
         n_d, with_fakes = self.d_updates(), self.d_sees_fakes()
         for i in range(n_d):
+            real, labels = draws[i % len(draws)]
+            n = real.shape[0]
             fake_d = None
             if with_fakes:
                 # The last critic step's fakes keep G's graph so the first G update reuses them:
@@ -460,6 +482,11 @@ class GAN(L.LightningModule):
         refusal = self.gradient_clip_refusal(self.trainer.precision)
         if refusal is not None:
             raise UserError(refusal)
+        served = getattr(self.trainer.datamodule, "draws_per_batch", 1)
+        if served != self.draws_per_batch:
+            raise UserError(f"model.fresh_reals={str(self.fresh_reals).lower()} needs batches of {self.draws_per_batch} draws of "
+                            f"data.batch_size images and the DataModule serves {served}; wire them with "
+                            f"gan_lab.build.serve_draws(model, datamodule) before fitting.")
         if getattr(self.loss, "name", None) == "wasserstein" and self.lipschitz_constraint() is None:
             log.warning("loss=wasserstein with nothing keeping D Lipschitz: its outputs can grow without bound and "
                         "the Wasserstein estimate means nothing; use model=wgan (weight clipping), model=wgan_gp "
