@@ -19,10 +19,12 @@ each loop (torch.profiler) and appends where their time went to ``experiments/be
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import logging
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -335,6 +337,7 @@ def compose(overrides: list[str]) -> DictConfig:
     with open_dict(cfg):
         cfg.run_dir = tempfile.mkdtemp(prefix="gan_lab_bench_")
         cfg.run_name = "bench"
+    atexit.register(shutil.rmtree, cfg.run_dir, ignore_errors=True)  # a throwaway: gone when the process ends
     return cfg
 
 

@@ -244,3 +244,17 @@ def test_the_plain_twin_makes_the_modules_updates(model, extra):
     ours, theirs = module.state_dict(), twin.model.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     assert any(not torch.equal(start[k], ours[k]) for k in ours if k.endswith("weight"))
+
+
+def test_the_bench_leaves_no_run_directory_behind():
+    """Every composed bench config has a throwaway run directory, removed when the process ends."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("from gan_lab import bench; import os; cfg = bench.compose(['model=dcgan']); "
+            "assert os.path.isdir(cfg.run_dir); print(cfg.run_dir)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    run_dir = Path(done.stdout.strip().splitlines()[-1])
+    assert run_dir.name.startswith("gan_lab_bench_") and not run_dir.exists()
