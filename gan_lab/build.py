@@ -6,6 +6,7 @@ directory's ``.hydra/config.yaml`` always rebuilds the same model.
 """
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import re
 import types
@@ -114,6 +115,10 @@ def check_types(node: Any, what: str) -> None:
 
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
 _EXAMPLES = {int: 1, float: 0.5, bool: True, str: "name"}
+#: words and an override's example for the containers an argument may take
+_CONTAINERS = {collections.abc.Mapping: ("a mapping", "{key:value}"), dict: ("a mapping", "{key:value}"),
+               collections.abc.Sequence: ("a list", "[a,b]"), list: ("a list", "[a,b]"),
+               tuple: ("a list", "[a,b]")}
 
 
 def _describe(hint: Any) -> str:
@@ -128,6 +133,8 @@ def _describe(hint: Any) -> str:
         return " or ".join(dict.fromkeys(words))
     if origin is typing.Literal:
         return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    if (origin or hint) in _CONTAINERS:
+        return _CONTAINERS[origin or hint][0]
     return _NAMES.get(hint) or getattr(origin or hint, "__name__", str(hint))
 
 
@@ -138,6 +145,8 @@ def _example(hint: Any) -> Any:
         return next((e for e in found if e != "..."), "...")
     if origin is typing.Literal:
         return typing.get_args(hint)[0]
+    if (origin or hint) in _CONTAINERS:
+        return _CONTAINERS[origin or hint][1]
     return _EXAMPLES.get(hint, "...")
 
 

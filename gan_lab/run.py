@@ -43,6 +43,9 @@ log = logging.getLogger("gan_lab")
 # Validation data feeds the metric callbacks, not a Lightning validation loop.
 warnings.filterwarnings("ignore", message=r".*val_dataloader.* but have no .*validation_step")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+# gan_lab logs every trainer.log_every_n_steps batches counted over epochs (batches_seen): an epoch
+# shorter than that interval (few images, or model.fresh_reals) still logs
+warnings.filterwarnings("ignore", message=r".*number of training batches .* is smaller than the logging interval")
 
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -32,6 +32,8 @@ EXEMPT = {
     "loss.name": "the objective's name, used in messages and by models that need a given objective",
     "loss.probability": "how D's output is read for the logged D(x); checked by tests/test_losses_noise.py",
     "fused": "how the optimizer runs (one fused kernel), not what it computes",
+    "critic_warmup.first": "acts after more generator updates than two batches make; tests/test_wgan.py checks it",
+    "critic_warmup.every": "acts after more generator updates than two batches make; tests/test_wgan.py checks it",
 }
 #: callbacks that change what a run trains or keeps: built for every recorded run when configured
 TRAINING_CALLBACKS = ("growth", "ema")

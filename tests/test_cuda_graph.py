@@ -62,7 +62,10 @@ CASES = {
     "cgan_mlp": ["model=cgan_mlp", *NARROW["cgan_mlp"]],
     "wgan_gp-5-critic-steps": ["model=wgan_gp", *NARROW["wgan_gp"], "model.n_critic=5"],  # each on its own reals
     "wgan_gp-shared-reals": ["model=wgan_gp", *NARROW["wgan_gp"], "model.n_critic=2", "model.fresh_reals=false"],
-    "wgan-weight-clip": ["model=wgan", *NARROW["wgan"]],
+    "wgan-weight-clip": ["model=wgan", *NARROW["wgan"], "model.critic_warmup=null"],
+    # batches 1-2 and 6-7 wait for 10 critic updates before generator updates 1 and 5 (run eagerly)
+    "wgan-critic-warmup": ["model=wgan", *NARROW["wgan"], "model.critic_warmup.updates=10",
+                           "model.critic_warmup.first=1", "model.critic_warmup.every=4"],
     "dcgan-gradient-clip": ["model=dcgan", *NARROW["dcgan"], "model.gradient_clip_norm=0.05"],
     # one epoch of pre-training (run eagerly: D alone), then the captured schedule
     "artgan-pretraining": ["model=artgan", *NARROW["artgan"], "model.pretrain_epochs=1", "model.label_flip=0.1"],
@@ -75,7 +78,7 @@ def test_the_static_buffer_step_computes_what_training_step_computes(make_cfg, c
     eager, eager_trainer = fit(cfg)
     attach = StaticStep()
     static, static_trainer = fit(cfg, attach)
-    steady = 4 if case == "artgan-pretraining" else 8           # batches the static step ran
+    steady = {"artgan-pretraining": 4, "wgan-critic-warmup": 4}.get(case, 8)   # batches the static step ran
     assert attach.step is not None and attach.step.graphed.calls == steady
     assert attach.step.graphed.then is None                     # no second graph: G's updates are fixed
     assert same_state(eager, static)                            # bit for bit: weights, BatchNorm statistics
@@ -328,8 +331,8 @@ def eager_and_captured(cfg, graph_warmup: int, schedule=lambda: []):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("case", ["dcgan", "dcgan-bf16", "dcgan-scheduler", "cdcgan-diffaugment",
-                                  "wgan_gp-5-critic-steps", "wgan-weight-clip", "dcgan-gradient-clip",
-                                  "artgan-pretraining"])
+                                  "wgan_gp-5-critic-steps", "wgan-weight-clip", "wgan-critic-warmup",
+                                  "dcgan-gradient-clip", "artgan-pretraining"])
 def test_the_captured_graph_trains_as_the_eager_step_does(make_cfg, case):
     (eager, eager_trainer), (captured, captured_trainer), fast_path = eager_and_captured(
         gpu_cfg(make_cfg, *CASES[case]), graph_warmup=3)

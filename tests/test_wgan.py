@@ -28,6 +28,7 @@ def test_model_wgan_presets_the_papers_settings(make_cfg):
     model = build_model(cfg)
     assert type(model).__name__ == "WGAN"
     assert model.loss.name == "wasserstein" and model.n_critic == 5 and model.weight_clip == 0.01
+    assert model.critic_warmup == {"updates": 100, "first": 25, "every": 500} and model.fresh_reals
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.discriminator.modules())
     (opt_d, opt_g), _ = model.configure_optimizers()
     for opt in (opt_d, opt_g):
@@ -79,7 +80,7 @@ def test_a_weight_clip_that_is_not_positive_is_refused(make_cfg, value):
 
 
 def test_wgan_trains_with_the_critic_inside_the_clip(make_cfg, tmp_path):
-    cfg = make_cfg("model=wgan", *NARROW, "trainer.max_epochs=1")
+    cfg = make_cfg("model=wgan", *NARROW, "trainer.max_epochs=1", "model.critic_warmup=null")
     train(cfg)
     run = tmp_path / "run"
     summary = json.loads((run / "metrics.json").read_text())
@@ -110,3 +111,60 @@ def test_a_wasserstein_critic_without_a_lipschitz_constraint_is_warned_of(make_c
     with caplog.at_level(logging.WARNING, logger="gan_lab"):
         train(cfg)
     assert ("loss=wasserstein with nothing keeping D Lipschitz" in caplog.text) == warned
+
+
+#: a short warm-up schedule: 10 critic updates (two batches of 5) before each of the first 2 generator
+#: updates and before every 4th
+SHORT_WARMUP = ["model.critic_warmup.updates=10", "model.critic_warmup.first=2", "model.critic_warmup.every=4"]
+
+
+def logged_rows(run) -> list[dict[str, str]]:
+    with open(run / "metrics.csv") as fh:
+        return [r for r in csv.DictReader(fh) if r.get("train/d_loss")]
+
+
+def test_the_critic_warmup_follows_the_schedule_of_the_papers_code(make_cfg, tmp_path):
+    """Batches of 5 critic updates; generator updates 1 and 2 (the first two) and 5 (after the 4th)
+    each wait for 10 critic updates, i.e. two batches, the first of which makes no generator update."""
+    train(make_cfg("model=wgan", *NARROW, *SHORT_WARMUP, "data.batch_size=16", "trainer.max_epochs=1",
+                   "trainer.limit_train_batches=13",
+                   "trainer.log_every_n_steps=1"))
+    run = tmp_path / "run"
+    rows = logged_rows(run)
+    assert [int(float(r["train/generator_updates"])) for r in rows] == [0, 1, 1, 2, 3, 4, 4, 5, 6, 7, 8, 8, 9]
+    assert [bool(r["train/g_loss"]) for r in rows] == [False, True, False, True, True, True, False, True, True,
+                                                       True, True, False, True]
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["optimizer_steps"] == 13 * 5 + 9
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["wgan"] == {"generator_updates_done": 9, "critic_updates_waited": 0}
+
+
+def test_a_run_resumed_inside_a_warmup_equals_one_without_the_break(make_cfg, tmp_path):
+    """3 + 3 batches == 6 in one go, the break after batch 3: inside the wait of a warm-up generator
+    update, which must go on after the resume (5 critic updates already waited)."""
+    common = ["model=wgan", *NARROW, *SHORT_WARMUP, "trainer.limit_train_batches=3", "logger=none",
+              "callbacks.sample_grid=null", "callbacks.training_curves=null"]
+    train(make_cfg(*common, "trainer.max_epochs=2", run_dir=tmp_path / "full"))
+    train(make_cfg(*common, "trainer.max_epochs=1", run_dir=tmp_path / "half"))
+    half = torch.load(tmp_path / "half" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert half["wgan"] == {"generator_updates_done": 1, "critic_updates_waited": 5}
+    train(make_cfg(*common, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'half' / 'checkpoints' / 'last.ckpt'}",
+                   run_dir=tmp_path / "resumed"))
+    full, resumed = (torch.load(tmp_path / name / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+                     for name in ("full", "resumed"))
+    assert full["wgan"] == resumed["wgan"] == {"generator_updates_done": 4, "critic_updates_waited": 0}
+    assert all(torch.equal(full["state_dict"][k], resumed["state_dict"][k]) for k in full["state_dict"])
+
+
+@pytest.mark.parametrize("value, message", [
+    ("{updates:0,first:25,every:500}", r"model.critic_warmup.updates=0 must be an integer >= 1"),
+    ("{updates:100,first:-1,every:500}", r"model.critic_warmup.first=-1 must be an integer >= 0"),
+    ("7", r"model.critic_warmup=7 must be a mapping or null for WGAN; e.g. model.critic_warmup=\{key:value\}"),
+    ("{updates:100,first:25,every:0}", r"model.critic_warmup.every=0 must be an integer >= 1"),
+])
+def test_a_bad_critic_warmup_is_refused(make_cfg, value, message):
+    cfg = make_cfg("model=wgan", *NARROW, f"model.critic_warmup={value}")
+    build_datamodule(cfg)
+    with pytest.raises(UserError, match=message):
+        build_model(cfg)

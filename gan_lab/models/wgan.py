@@ -6,16 +6,44 @@ and after every critic update each of its parameters is clamped to ``[-weight_cl
 ``train/wasserstein`` = E[D(x)] - E[D(G(z))] is the critic's estimate of the Wasserstein distance
 (up to that constant). The gradient penalty of :class:`~gan_lab.models.wgan_gp.WGANGP` is the other
 way to keep the critic Lipschitz; it derives from this class, with clipping off by default.
+
+The critic warm-up of the paper's code (``critic_warmup``): for the first 25 generator updates, and
+for every 500th, the critic makes 100 updates, not ``n_critic``, before the generator updates. A
+batch still makes ``n_critic`` critic updates (each on its own draw of real images with
+``fresh_reals``): a warm-up generator update waits, with no generator update in the batches between,
+until the critic has made ``critic_warmup.updates`` since the last one.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
 
 from gan_lab.errors import UserError
 from gan_lab.models.base import GAN
+
+#: the keys of ``model.critic_warmup`` and what they say
+WARMUP_KEYS = {"updates": "critic updates before a warm-up generator update (100 in the paper's code)",
+               "first": "the first generator updates that are warm-up ones (25)",
+               "every": "every this many generator updates, one more is (500)"}
+
+
+def check_critic_warmup(value: Mapping[str, Any] | None) -> dict[str, int] | None:
+    """``model.critic_warmup`` as ``{"updates", "first", "every"}`` integers, or ``None`` (off)."""
+    if value is None:
+        return None
+    example = "e.g. model.critic_warmup={updates:100,first:25,every:500}, or model.critic_warmup=null for none"
+    if not isinstance(value, Mapping) or set(value) != set(WARMUP_KEYS):
+        raise UserError(f"model.critic_warmup={value} must have exactly the keys {', '.join(WARMUP_KEYS)}; {example}.")
+    out = {}
+    for key, least in (("updates", 1), ("first", 0), ("every", 1)):
+        v = value[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            raise UserError(f"model.critic_warmup.{key}={v!r} must be an integer >= {least} ({WARMUP_KEYS[key]}); "
+                            f"{example}.")
+        out[key] = int(v)
+    return out
 
 
 class WGAN(GAN):
@@ -27,12 +55,58 @@ class WGAN(GAN):
         *args, **kwargs: as :class:`GAN` (``n_critic`` 5 in the preset).
     """
 
-    def __init__(self, *args: Any, weight_clip: float | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, weight_clip: float | None = None,
+                 critic_warmup: Mapping[str, int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if weight_clip is not None and not weight_clip > 0:
             raise UserError(f"model.weight_clip={weight_clip} must be > 0 (the paper's 0.01), or null for no "
                             f"clipping.")
         self.weight_clip = None if weight_clip is None else float(weight_clip)
+        self.critic_warmup = check_critic_warmup(critic_warmup)
+        # the warm-up's state, saved in checkpoints
+        self.generator_updates_done = 0   # the generator updates made so far (the paper code's gen_iterations)
+        self.critic_updates_waited = 0    # critic updates since the last generator update
+
+    # --- the critic warm-up: batches without a generator update -----------------------------
+
+    def warming_up(self) -> bool:
+        """Whether the next generator update is a warm-up one (it waits for ``critic_warmup.updates``)."""
+        w, g = self.critic_warmup, self.generator_updates_done
+        return w is not None and (g < w["first"] or g % w["every"] == 0)
+
+    def g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
+        """``n_gen``; none while a warm-up generator update still waits for critic updates."""
+        self.critic_updates_waited += self.d_updates()
+        if self.warming_up() and self.critic_updates_waited < self.critic_warmup["updates"]:
+            return 0
+        self.critic_updates_waited = 0
+        updates = super().g_updates(d_terms)
+        self.generator_updates_done += updates
+        return updates
+
+    def steady_batch(self) -> bool:
+        """Warm-up batches run eagerly (most make no generator update); a captured step holds the rest."""
+        return not self.warming_up() and super().steady_batch()
+
+    def host_terms(self) -> dict[str, float]:
+        """``generator_updates`` (made so far) when the critic warms up: the warm-up batches make none."""
+        terms = super().host_terms()
+        if self.critic_warmup is not None:
+            terms["generator_updates"] = self.generator_updates_done
+        return terms
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["wgan"] = {"generator_updates_done": self.generator_updates_done,
+                              "critic_updates_waited": self.critic_updates_waited}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("wgan", {})
+        self.generator_updates_done = int(state.get("generator_updates_done", 0))
+        self.critic_updates_waited = int(state.get("critic_updates_waited", 0))
+
+    # --- the critic ---------------------------------------------------------------------------
 
     def d_terms(self, real: Tensor, labels: Tensor, fake: Tensor, real_logits: Tensor, fake_logits: Tensor
                 ) -> dict[str, Tensor]:
