@@ -24,9 +24,9 @@ from gan_lab.errors import UserError
 from gan_lab.models.base import GAN
 
 #: the keys of ``model.critic_warmup`` and what they say
-WARMUP_KEYS = {"updates": "critic updates before a warm-up generator update (100 in the paper's code)",
-               "first": "the first generator updates that are warm-up ones (25)",
-               "every": "every this many generator updates, one more is (500)"}
+WARMUP_KEYS = {"updates": "the critic updates before a warm-up generator update, 100 in the paper's code",
+               "first": "how many of the first generator updates are warm-up ones, 25 in the paper's code",
+               "every": "every how many generator updates another one is, 500 in the paper's code"}
 
 
 def check_critic_warmup(value: Mapping[str, Any] | None) -> dict[str, int] | None:
