@@ -59,8 +59,8 @@ class AfterD:
     updates: int                   # the discriminator updates made
     fake: Tensor | None            # the last one's fakes, still carrying G's graph (None: it saw none)
     fake_labels: Tensor | None     # their labels
-    real_d: Tensor                 # the real batch as D saw it last (augmented, for terms that compare)
-    labels: Tensor                 # the real batch's labels
+    real_d: Tensor                 # the real images as D saw them last (its last draw, augmented, for terms that compare)
+    labels: Tensor                 # their labels
 
 
 class GAN(L.LightningModule):
@@ -279,11 +279,11 @@ class GAN(L.LightningModule):
         fake = fake_labels = None
         # with fresh_reals the batch holds one draw of real images per update (views: no copy)
         draws = list(zip(real.tensor_split(self.draws_per_batch), labels.tensor_split(self.draws_per_batch)))
-        real_d = real
+        real_d, draw_labels = real, labels
         n_d, with_fakes = self.d_updates(), self.d_sees_fakes()
         for i in range(n_d):
-            real, labels = draws[i % len(draws)]
-            n = real.shape[0]
+            draw, draw_labels = draws[i % len(draws)]
+            n = draw.shape[0]
             fake_d = None
             if with_fakes:
                 # The last critic step's fakes keep G's graph so the first G update reuses them:
@@ -292,12 +292,12 @@ class GAN(L.LightningModule):
                 z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
                 with torch.set_grad_enabled(keep), self.autocast():
                     fake = self.generate(z, fake_labels)
-            real_d = self.augment_for_d(real)
+            real_d = self.augment_for_d(draw)
             if with_fakes:
                 fake_d = self.augment_for_d(fake.detach())
-            terms.update(self.discriminator_update(opt_d, real_d, labels, fake_d, fake_labels, backward))
+            terms.update(self.discriminator_update(opt_d, real_d, draw_labels, fake_d, fake_labels, backward))
             self.observe_real()
-        return terms, AfterD(n_d, fake, fake_labels, real_d, labels)
+        return terms, AfterD(n_d, fake, fake_labels, real_d, draw_labels)
 
     def generator_updates(self, after_d: AfterD, first: int, stop: int, opt_g, backward: Callable[[Tensor], Any]
                           ) -> dict[str, Tensor]:
