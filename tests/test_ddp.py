@@ -136,6 +136,22 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 
 @pytest.mark.slow
+def test_ddp_ranks_serve_a_draw_of_their_own_share_to_each_critic_update(tmp_path):
+    """model.fresh_reals under DDP: each rank's batch holds n_critic draws from its own share of the
+    epoch; the ranks stay in step and the counters count every draw of every rank."""
+    run = tmp_path / "run"
+    ranks = ddp_cpu_run(run, tmp_path / "probe", "model=wgan_gp", "model.n_critic=2", "data.batch_size=16")
+    p0, p1 = ranks[0]["parameters"], ranks[1]["parameters"]
+    assert p0.keys() == p1.keys() and all(torch.equal(p0[k], p1[k]) for k in p0)
+    assert all(r["batches_seen"] == 6 and r["images_seen"] == 6 * 2 * 16 * 2 for r in ranks)  # batches x draws x B x ranks
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["optimizer_steps"] == 6 * (2 + 1) and summary["images_seen"] == 384
+    n = 1797 - round(1797 * 0.1)
+    shares = [set(ranks[r]["indices"][0]) for r in (0, 1)]
+    assert not shares[0] & shares[1] and len(shares[0] | shares[1]) == n - n % 2
+
+
+@pytest.mark.slow
 def test_ddp_resume_mid_epoch_and_at_epoch_end_is_exact(tmp_path):
     """2 epochs of 3 batches in one go == stopped after batch 2 (mid-epoch 0), resumed to the end of
     epoch 0, resumed and stopped after batch 5 (mid-epoch 1, requested on rank 1 only), resumed to
