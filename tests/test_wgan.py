@@ -168,3 +168,22 @@ def test_a_bad_critic_warmup_is_refused(make_cfg, value, message):
     build_datamodule(cfg)
     with pytest.raises(UserError, match=message):
         build_model(cfg)
+
+
+@pytest.mark.parametrize("overrides, warned", [
+    ([], "this run trains 6 batches, so it makes 0 generator updates"),       # trainer=debug: 2 epochs of 3
+    (["model.critic_warmup.updates=20", "model.critic_warmup.first=2"], "so it makes 1 generator update;"),
+    (SHORT_WARMUP, None),                                                      # done within the 6 batches
+    (["model.critic_warmup=null"], None),
+    (["model.critic_warmup.updates=5"], None),                                 # 5 per batch: nothing waits
+])
+def test_a_run_too_short_for_the_warmup_is_warned_of(make_cfg, tmp_path, caplog, overrides, warned):
+    with caplog.at_level(logging.WARNING, logger="gan_lab"):
+        train(make_cfg("model=wgan", *NARROW, "data.image_size=16", *overrides))
+    messages = [r.getMessage() for r in caplog.records if "model.critic_warmup" in r.getMessage()]
+    if warned is None:
+        assert messages == []
+        return
+    assert len(messages) == 1 and warned in messages[0], messages
+    made = json.loads((tmp_path / "run" / "metrics.json").read_text())["final"]["train/generator_updates"]
+    assert made == int(warned.split("makes ")[1].split()[0])  # the warning's count is what the run made

@@ -15,6 +15,8 @@ until the critic has made ``critic_warmup.updates`` since the last one.
 """
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any, Mapping
 
 import torch
@@ -22,6 +24,8 @@ from torch import Tensor
 
 from gan_lab.errors import UserError
 from gan_lab.models.base import GAN
+
+log = logging.getLogger("gan_lab")
 
 #: the keys of ``model.critic_warmup`` and what they say
 WARMUP_KEYS = {"updates": "the critic updates before a warm-up generator update, 100 in the paper's code",
@@ -83,6 +87,34 @@ class WGAN(GAN):
         updates = super().g_updates(d_terms)
         self.generator_updates_done += updates
         return updates
+
+    def generator_updates_in(self, batches: int) -> int:
+        """The generator updates the next ``batches`` batches make, from the warm-up's state now."""
+        g, waited = self.generator_updates_done, self.critic_updates_waited
+        w = self.critic_warmup
+        for _ in range(batches):
+            waited += self.n_critic
+            if w is not None and (g < w["first"] or g % w["every"] == 0) and waited < w["updates"]:
+                continue
+            waited, g = 0, g + self.n_gen
+        return g - self.generator_updates_done
+
+    def on_fit_start(self) -> None:
+        """Warn when the run is too short for the warm-up: a run of ``model=wgan`` shorter than its first
+        ``first * updates / n_critic`` batches (500 with the paper's numbers) makes few generator updates."""
+        super().on_fit_start()
+        w = self.critic_warmup
+        if w is None or self.generator_updates_done >= w["first"]:
+            return
+        wait = math.ceil(w["updates"] / self.n_critic)  # batches per warm-up generator update
+        planned = self.trainer.estimated_stepping_batches - self.batches_seen
+        if wait < 2 or not math.isfinite(planned) or planned >= (w["first"] - self.generator_updates_done) * wait:
+            return
+        made = self.generator_updates_in(int(planned))
+        log.warning("model.critic_warmup: each of the first %d generator updates waits for %d critic updates (%d "
+                    "batches of model.n_critic=%d), and this run trains %d batches, so it makes %d generator update%s; "
+                    "train longer or set model.critic_warmup=null.", w["first"], w["updates"], wait, self.n_critic,
+                    planned, made, "" if made == 1 else "s")
 
     def steady_batch(self) -> bool:
         """Warm-up batches run eagerly (most make no generator update); a captured step holds the rest."""
