@@ -187,3 +187,15 @@ def test_a_run_too_short_for_the_warmup_is_warned_of(make_cfg, tmp_path, caplog,
     assert len(messages) == 1 and warned in messages[0], messages
     made = json.loads((tmp_path / "run" / "metrics.json").read_text())["final"]["train/generator_updates"]
     assert made == int(warned.split("makes ")[1].split()[0])  # the warning's count is what the run made
+
+
+def test_a_checkpoint_without_the_warmup_state_counts_a_generator_update_per_batch(make_cfg):
+    """A checkpoint written before the warm-up existed made n_gen generator updates in every batch: a
+    run resumed from it is past the first 25 (no warm-up again at 30 batches)."""
+    cfg = make_cfg("model=wgan", *NARROW)
+    build_datamodule(cfg)
+    model = build_model(cfg)
+    checkpoint = {"state_dict": model.state_dict(), "gan_lab": {"batches_seen": 30, "images_seen": 9600}}
+    model.on_load_checkpoint(checkpoint)
+    assert (model.batches_seen, model.generator_updates_done, model.critic_updates_waited) == (30, 30, 0)
+    assert not model.warming_up()

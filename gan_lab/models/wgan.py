@@ -135,7 +135,8 @@ class WGAN(GAN):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("wgan", {})
-        self.generator_updates_done = int(state.get("generator_updates_done", 0))
+        # a checkpoint written before the warm-up existed: every batch made n_gen generator updates
+        self.generator_updates_done = int(state.get("generator_updates_done", self.batches_seen * self.n_gen))
         self.critic_updates_waited = int(state.get("critic_updates_waited", 0))
 
     # --- the critic ---------------------------------------------------------------------------
