@@ -178,6 +178,24 @@ def test_ctrl_c_writes_resumable_checkpoint(make_cfg, tmp_path):
     assert epochs_completed(state) == (0, 2)  # mid-epoch: 2 batches into epoch 0
 
 
+@pytest.mark.parametrize("change, images", [("data.batch_size=8", 8), ("model.fresh_reals=true", 32)])
+def test_a_mid_epoch_resume_with_other_batches_is_refused(make_cfg, tmp_path, change, images):
+    """Stopped 2 batches into an epoch of batches of 16 images: a resume whose batches hold another
+    number of images (a new batch size, or two draws a batch) cannot continue that epoch exactly."""
+    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.batch=2"]
+    with pytest.raises(TrainingInterrupted):
+        train(make_cfg(*overrides("dcgan", "model.n_critic=2", *kill), run_dir=tmp_path / "cut"))
+    ckpt = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    with pytest.raises(UserError, match=rf"the checkpoint stopped 2 batches into an epoch whose batches held 16 "
+                                        rf"images, and this run's batches hold {images} .* resume with the "
+                                        rf"checkpoint's data.batch_size and model.fresh_reals"):
+        train(make_cfg(*overrides("dcgan", "model.n_critic=2", change, f"ckpt_path={ckpt}"),
+                       run_dir=tmp_path / "resumed"))
+    # with the checkpoint's batches it resumes
+    train(make_cfg(*overrides("dcgan", "model.n_critic=2", f"ckpt_path={ckpt}"), run_dir=tmp_path / "again"))
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["status"] == "completed"
+
+
 def test_sigterm_before_the_first_batch_is_served_after_it(make_cfg, tmp_path):
     """A SIGTERM that Lightning's own handler catches as training starts (before gan_lab's is in place)
     stops the run after the first batch with a resumable checkpoint, not with Lightning's bare exit."""

@@ -24,6 +24,8 @@ from typing import Any
 
 import lightning as L
 
+from gan_lab.errors import UserError
+
 log = logging.getLogger(__name__)
 
 #: Lightning's warning on every mid-epoch resume; the resume is exact when the sampler skips what was served
@@ -58,6 +60,7 @@ class EpochPosition(L.Callback):
         self.batch_in_epoch = 0
         self._trainer: L.Trainer | None = None
         self._resume_at: int | None = None  # batches into the epoch of a mid-epoch checkpoint being resumed
+        self._resume_batch_images: int | None = None  # the images of each of those batches
         self._quiet: tuple | None = None  # the warnings filter of NOT_RESUMABLE, while it is installed
 
     @property
@@ -69,11 +72,15 @@ class EpochPosition(L.Callback):
     # --- checkpoint state -------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"batch_in_epoch": self.batch_in_epoch, "mid_epoch": self.mid_epoch}
+        trainer = self._trainer
+        loader = trainer.train_dataloader if trainer is not None else None
+        return {"batch_in_epoch": self.batch_in_epoch, "mid_epoch": self.mid_epoch,
+                "batch_images": getattr(loader, "batch_size", None)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # applied in on_train_start, once the DataLoader (and its sampler) exists
         self._resume_at = int(state_dict["batch_in_epoch"]) if state_dict.get("mid_epoch") else None
+        self._resume_batch_images = state_dict.get("batch_images")
 
     # --- hooks ------------------------------------------------------------------------------
 
@@ -123,6 +130,12 @@ class EpochPosition(L.Callback):
         """Make the sampler skip what the interrupted part served; whether it could (an exact resume)."""
         loader = trainer.train_dataloader
         sampler = getattr(loader, "sampler", None)
+        saved, now = self._resume_batch_images, getattr(loader, "batch_size", None)
+        if saved is not None and now is not None and saved != now:
+            raise UserError(f"the checkpoint stopped {batches} batches into an epoch whose batches held {saved} "
+                            f"images, and this run's batches hold {now} (data.batch_size, times model.n_critic with "
+                            f"model.fresh_reals), so the rest of that epoch is not what it was; resume with the "
+                            f"checkpoint's data.batch_size and model.fresh_reals, or from an epoch-end checkpoint.")
         if not hasattr(sampler, "skip_next"):
             log.warning("resuming mid-epoch with a sampler that cannot skip served samples (%s): the "
                         "rest of this epoch repeats its first batches.", type(sampler).__name__)
