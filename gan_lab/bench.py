@@ -194,8 +194,7 @@ class PlainLoop:
 
     def step(self, images: Tensor, labels: Tensor) -> None:
         m = self.model
-        # with model.fresh_reals the batch holds one draw of real images per D update
-        draws = list(zip(to_float(images).tensor_split(m.draws_per_batch), labels.tensor_split(m.draws_per_batch)))
+        draws = m.real_draws(to_float(images), labels)  # with model.fresh_reals, one per D update
         fake = fake_labels = None
         for i in range(m.n_critic):
             real, labels = draws[i % len(draws)]

@@ -222,6 +222,11 @@ class GAN(L.LightningModule):
         serve batches of ``draws_per_batch * data.batch_size`` images (:func:`gan_lab.build.serve_draws`)."""
         return self.n_critic if self.fresh_reals else 1
 
+    def real_draws(self, real: Tensor, labels: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """A batch's draws of real images and their labels, in order (views: no copy); one draw, the
+        whole batch, without ``fresh_reals``."""
+        return list(zip(real.tensor_split(self.draws_per_batch), labels.tensor_split(self.draws_per_batch)))
+
     def d_sees_fakes(self) -> bool:
         """Whether this batch's discriminator updates see generated images (``False`` for an update on
         real images alone, e.g. ArtGAN's pre-training: no latents are drawn and ``d_step`` gets
@@ -277,8 +282,7 @@ class GAN(L.LightningModule):
         from them (:class:`AfterD`)."""
         terms: dict[str, Tensor] = {}
         fake = fake_labels = None
-        # with fresh_reals the batch holds one draw of real images per update (views: no copy)
-        draws = list(zip(real.tensor_split(self.draws_per_batch), labels.tensor_split(self.draws_per_batch)))
+        draws = self.real_draws(real, labels)  # with fresh_reals, one per update
         real_d, draw_labels = real, labels
         n_d, with_fakes = self.d_updates(), self.d_sees_fakes()
         for i in range(n_d):
