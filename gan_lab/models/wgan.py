@@ -73,15 +73,22 @@ class WGAN(GAN):
 
     # --- the critic warm-up: batches without a generator update -----------------------------
 
-    def warming_up(self) -> bool:
-        """Whether the next generator update is a warm-up one (it waits for ``critic_warmup.updates``)."""
-        w, g = self.critic_warmup, self.generator_updates_done
+    def warming_up(self, generator_updates: int | None = None) -> bool:
+        """Whether the generator update after ``generator_updates`` (by default those made so far) is a
+        warm-up one (it waits for ``critic_warmup.updates``)."""
+        w = self.critic_warmup
+        g = self.generator_updates_done if generator_updates is None else generator_updates
         return w is not None and (g < w["first"] or g % w["every"] == 0)
+
+    def waits(self, generator_updates: int, critic_updates_waited: int) -> bool:
+        """Whether the next generator update still waits, after ``generator_updates`` and with
+        ``critic_updates_waited`` critic updates made since the last one."""
+        return self.warming_up(generator_updates) and critic_updates_waited < self.critic_warmup["updates"]
 
     def g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
         """``n_gen``; none while a warm-up generator update still waits for critic updates."""
         self.critic_updates_waited += self.d_updates()
-        if self.warming_up() and self.critic_updates_waited < self.critic_warmup["updates"]:
+        if self.waits(self.generator_updates_done, self.critic_updates_waited):
             return 0
         self.critic_updates_waited = 0
         updates = super().g_updates(d_terms)
@@ -91,12 +98,10 @@ class WGAN(GAN):
     def generator_updates_in(self, batches: int) -> int:
         """The generator updates the next ``batches`` batches make, from the warm-up's state now."""
         g, waited = self.generator_updates_done, self.critic_updates_waited
-        w = self.critic_warmup
         for _ in range(batches):
             waited += self.n_critic
-            if w is not None and (g < w["first"] or g % w["every"] == 0) and waited < w["updates"]:
-                continue
-            waited, g = 0, g + self.n_gen
+            if not self.waits(g, waited):
+                waited, g = 0, g + self.n_gen
         return g - self.generator_updates_done
 
     def on_fit_start(self) -> None:
