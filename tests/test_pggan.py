@@ -126,6 +126,37 @@ def test_discriminator_fade_in_blends_the_low_and_high_resolution_paths(nets):
         d(torch.randn(2, 3, 64, 64), 64)
 
 
+def half_resolution_copy(x):
+    """Each 2x2 block of ``x`` replaced by its mean (the official code's reshape and tile)."""
+    n, c, h, w = x.shape
+    y = x.reshape(n, c, h // 2, 2, w // 2, 2).mean(dim=(3, 5), keepdim=True)
+    return y.expand(n, c, h // 2, 2, w // 2, 2).reshape(n, c, h, w)
+
+
+@pytest.mark.parametrize("phase", [(16, 0.0), (16, 0.25), (8, 0.7), (16, 1.0), (4, 1.0)])
+def test_critic_sees_real_images_faded_as_the_generators_output_during_a_fade_in(make_cfg, phase):
+    """While a resolution fades in, D's real images are ``lerp(x, blocks(x), 1 - alpha)`` (PGGAN's
+    ``process_reals``), in every critic update; grown in, as served."""
+    resolution, alpha = phase
+    cfg = make_cfg(*TINY_PGGAN, "model.n_critic=2")
+    build_datamodule(cfg, setup=False)
+    torch.manual_seed(0)
+    gan = build_model(cfg)
+    gan.set_phase(resolution, alpha)
+    gan.train()
+    seen, d_step = [], gan.d_step
+    gan.d_step = lambda real, *rest: seen.append(real.clone()) or d_step(real, *rest)
+    real = torch.rand(8, 1, resolution, resolution, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    labels = torch.zeros(8, dtype=torch.long)
+    opt_d, opt_g = (torch.optim.Adam(p, lr=1e-4) for p in (gan.discriminator.parameters(),
+                                                            gan.generator.parameters()))
+    gan.updates(real, labels, opt_d, opt_g, torch.Tensor.backward)
+    expected = real if alpha == 1.0 else real + (half_resolution_copy(real) - real) * (1 - alpha)
+    assert len(seen) == 2
+    for got in seen:  # at alpha 0 all 2x2 blocks, as G's output is
+        assert torch.allclose(got, expected, atol=1e-6)
+
+
 # --- the schedule -----------------------------------------------------------------------------
 
 

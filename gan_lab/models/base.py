@@ -224,7 +224,8 @@ class GAN(L.LightningModule):
 
     def real_draws(self, real: Tensor, labels: Tensor) -> list[tuple[Tensor, Tensor]]:
         """A batch's draws of real images and their labels, in order (views: no copy); one draw, the
-        whole batch, without ``fresh_reals``."""
+        whole batch, without ``fresh_reals``. A variant that shows D its real images otherwise than as
+        the data serves them does it here (PGGAN fades them during a fade-in)."""
         return list(zip(real.tensor_split(self.draws_per_batch), labels.tensor_split(self.draws_per_batch)))
 
     def d_sees_fakes(self) -> bool:

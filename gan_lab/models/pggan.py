@@ -2,7 +2,8 @@
 
 The module says *what* a phase computes: its nets (:mod:`gan_lab.nets.progressive`) run at the
 phase's ``resolution`` and fade-in weight ``alpha``, and the critic step adds gradient penalty and
-drift. *When* the phase changes is the growth schedule's business: the
+drift. While a resolution fades in, the real images D sees fade as G's output does (see
+:meth:`PGGAN.real_draws`). *When* the phase changes is the growth schedule's business: the
 :class:`~gan_lab.callbacks.growth.Growth` callback (``callbacks.growth``, brought by
 ``conf/model/pggan.yaml``) computes the phase from the images seen and calls :meth:`PGGAN.set_phase`;
 it also points the DataModule at the resolution, changes the batch size and resets the optimisers.
@@ -27,11 +28,12 @@ from typing import Any, Hashable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from gan_lab.errors import UserError
 from gan_lab.models.wgan_gp import WGANGP
-from gan_lab.nets.progressive import check_resolution
+from gan_lab.nets.progressive import check_resolution, fade, fading
 
 log = logging.getLogger("gan_lab")
 
@@ -123,6 +125,20 @@ class PGGAN(WGANGP):
 
     def discriminate(self, images: Tensor, labels: Tensor) -> Tensor:
         return self.discriminator(images, self.resolution, self.fade_weight())
+
+    def real_draws(self, real: Tensor, labels: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """The batch's real images as the critic updates take them, faded as G's output is: while
+        the resolution fades in, ``alpha * x + (1 - alpha) * up(down(x))``, the same blend of the
+        image and its half-resolution copy (2x2 means, repeated) that G's output makes of its newest
+        and previous layers, so that D cannot tell fakes by their blockiness alone (Karras et al.
+        2018, Figure 2: "during a resolution transition, we interpolate between two resolutions of
+        the real images"; the official code's ``process_reals``). Fully grown in, the images as
+        they are."""
+        alpha = self.fade_weight()
+        if fading(alpha):
+            low = F.interpolate(F.avg_pool2d(real, 2), scale_factor=2, mode="nearest")
+            real = fade(low, real, alpha)
+        return super().real_draws(real, labels)
 
     def log_terms(self, terms):
         if not self.is_logging_step():
