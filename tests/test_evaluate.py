@@ -69,8 +69,9 @@ def test_evaluate_end_to_end_on_a_digits_run(digits_run, cache):
         assert res[name]["num_generated"] == 120 and res[name]["extractor"].startswith("classifier-digits-32px")
         assert len(res[name]["extractor_checksum"]) == 16 and "extractor_val_accuracy" in res[name]
     assert res["fid"]["num_real"] == 400 and res["fid"]["split"] == "train" and res["fid"]["value"] > 0
-    assert res["parzen"]["num_generated"] == 150 and res["parzen"]["split"] == "val[90:180]"
-    assert res["parzen"]["sigma_split"] == "val[0:90]" and res["parzen"]["stderr"] > 0
+    assert res["fid"]["real_chosen"] == "400 of 1617 at random (seed 0)"
+    assert res["parzen"]["num_generated"] == 150 and res["parzen"]["split"] == "val: 90 of 180 at random (seed 0)"
+    assert res["parzen"]["sigma_split"] == "val: the other 90" and res["parzen"]["stderr"] > 0
     assert res["accuracy"] == {"skipped": "the model is not class-conditional"}
     assert 0 <= res["scores"]["d_real"] <= 1 and res["scores"]["num_real"] == 120
     out = digits_run / "evaluation" / "last"
@@ -202,15 +203,17 @@ def test_scores_of_every_model_are_one_verdict_per_image(model, tmp_path):
     record = evaluate(compose_entry("evaluate", f"run_dir={run_dir}", "metrics=[scores]", "num_samples=24"))
     res = record["results"]["scores"]
     assert res["num_real"] == 24 and res["num_generated"] == 24  # images, not D outputs (ArtGAN has K+1)
+    assert res["real_chosen"] == "24 of 180 at random (seed 0)"
 
     loaded = load_run(run_dir, device="cpu")
     size = loaded.model.sample(n=1).shape[-1]  # the generator's resolution, which the real images are brought to
     val = loaded.datamodule.dataset("val")
-    images = val.images[:24].float()
+    rows = torch.randperm(180, generator=torch.Generator().manual_seed(0))[:24].sort().values  # the 24 of 180 of seed 0, in order
+    images = val.images[rows].float()
     if images.shape[-1] != size:
         images = F.adaptive_avg_pool2d(images, size).round()
     with torch.no_grad():
-        verdicts = loaded.model.eval().d_scores(images / 127.5 - 1, val.labels[:24])
+        verdicts = loaded.model.eval().d_scores(images / 127.5 - 1, val.labels[rows])
     assert verdicts.shape == (24,) and torch.isfinite(verdicts).all()
     assert res["d_real"] == pytest.approx(float(verdicts.mean()), rel=1e-4, abs=1e-6)
     if model in PROBABILITY_MODELS:

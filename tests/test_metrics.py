@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -233,6 +234,76 @@ def test_nearest_neighbour_finds_a_planted_copy(digits, random_extractor):
     assert res["value"] == pytest.approx(0.1) and 0.2 < res["baseline"] < 0.8
     copies = memorisation(feats_train[:50], feats_train)
     assert copies["value"] == 1.0
+
+
+def test_memorisation_threshold_is_the_nearest_other_image_of_the_whole_training_set():
+    """Training points 1 apart on a line: every point's nearest other point is at 1, also when the
+    threshold is estimated on 5 of the 40 (whose nearest other among themselves would be farther)."""
+    train = torch.arange(40.0).unsqueeze(1)
+    generated = torch.tensor([[3.5], [17.2], [40.5], [42.0]])  # at 0.5, 0.2, 1.5 and 3 from the set
+    res = memorisation(generated, train, max_reference=5, seed=3)
+    assert res["threshold"] == 1.0
+    assert res["value"] == 0.5 and res["median_nn_distance"] == pytest.approx(0.5)  # the lower median
+
+
+def sorted_mnist(root, per_class: int, per_class_val: int):
+    """MNIST files whose images are stored class by class (all the 0s, then all the 1s, ...); image of
+    class c: noise around the grey level 20 c."""
+    from tests.datasets import write_idx
+
+    g = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    for prefix, n in (("train", per_class), ("t10k", per_class_val)):
+        labels = np.repeat(np.arange(10), n).astype(np.uint8)
+        images = (labels[:, None, None] * 20 + g.integers(0, 40, (labels.size, 28, 28))).astype(np.uint8)
+        write_idx(root / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+def classes_of(images: torch.Tensor) -> set[int]:
+    """The classes of :func:`sorted_mnist` images (their mean grey level, about 20 c + 20)."""
+    return {round((float(x.float().mean()) - 19.5) / 20) for x in images}
+
+
+def test_real_images_are_a_fixed_random_sample_and_neighbours_and_memorisation_use_the_training_split(tmp_path):
+    """A split stored class by class: the ``num_real`` reference images span its classes (not the
+    first classes only), are the same in every evaluation, and nearest neighbours and memorisation
+    compare with the training split also when the other metrics use ``real_split=val``."""
+    from gan_lab.data.mnist import MNIST
+    from gan_lab.metrics.suite import Context, Evaluator
+
+    dm = MNIST(root=str(sorted_mnist(tmp_path / "mnist", 100, 30)), image_size=28, batch_size=10)
+    dm.setup("fit")
+    train = dm.dataset("train").images
+    assert classes_of(train[:50]) == {0}  # the first 50 images: one class
+    evaluator = Evaluator(metrics=["fid", "memorisation", "neighbours", "parzen"], num_samples=60, num_real=50,
+                          real_split="val", neighbours=4, neighbours_k=1, parzen_samples=60, parzen_sigmas=[0.1, 0.3])
+    torch.manual_seed(0)
+    evaluator._extractors["auto"] = DomainClassifier(1, 10).eval()
+    context = Context(evaluator, Replay(train, 28), dm, "cpu", None, 60)
+    assert len(context.real_images) == 50 and len(classes_of(context.real_images)) >= 8
+    assert len(context.train_images) == 50 and len(classes_of(context.train_images)) >= 8
+    val = dm.dataset("val").images
+    assert all(any(torch.equal(x, v) for v in val) for x in context.real_images)  # val images, each once
+    assert len({x.numpy().tobytes() for x in context.real_images}) == 50
+    assert torch.equal(Context(evaluator, Replay(train, 28), dm, "cpu", None, 60).real_images, context.real_images)
+
+    record, _ = evaluator.evaluate(Replay(train, 28), dm)
+    res = record["results"]
+    assert res["fid"]["split"] == "val" and res["fid"]["num_real"] == 50
+    assert res["fid"]["real_chosen"] == "50 of 300 at random (seed 0)"
+    assert res["memorisation"]["split"] == "train" and res["memorisation"]["real_chosen"] == "50 of 1000 at random (seed 0)"
+    # held-out val images are not their own training neighbours: a baseline below 1 (against val itself, 1)
+    assert res["memorisation"]["baseline"] < 0.9
+    assert res["neighbours"]["split"] == "train"
+    # the generator replays training images: with every training image a reference, each finds itself
+    whole = Evaluator(metrics=["neighbours"], num_samples=60, num_real=1000, real_split="val", neighbours=4,
+                      neighbours_k=1)
+    whole._extractors["auto"] = evaluator._extractors["auto"]
+    found = whole.evaluate(Replay(train, 28), dm)[0]["results"]["neighbours"]
+    assert found["num_real"] == 1000 and max(found["pixel_distance"]) < 0.05 and "real_chosen" not in found
+    assert res["parzen"]["split"] == "val: 150 of 300 at random (seed 0)" and res["parzen"]["sigma_split"] == "val: the other 150"
 
 
 def test_class_accuracy_per_class_and_overall():

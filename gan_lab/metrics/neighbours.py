@@ -14,18 +14,21 @@ from torch import Tensor
 
 @torch.no_grad()
 def nearest_neighbours(queries: Tensor, references: Tensor, k: int = 1, batch_size: int = 512,
-                       exclude_self: bool = False) -> tuple[Tensor, Tensor]:
+                       exclude_self: bool = False, self_rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Euclidean distances [M, k] and indices [M, k] of the ``k`` nearest rows of ``references``
     [N, D] for each row of ``queries`` [M, D]. ``exclude_self`` skips index i for query i (when the
-    queries are the references)."""
+    queries are the references); ``self_rows`` [M] skips, for each query, the reference row it is
+    (when the queries are some of the references)."""
     queries, references = queries.float().flatten(1), references.float().flatten(1)
-    k = min(k, references.shape[0] - int(exclude_self))
+    if exclude_self and self_rows is None:
+        self_rows = torch.arange(queries.shape[0])
+    k = min(k, references.shape[0] - int(self_rows is not None))
     dists, idxs = [], []
     for i in range(0, queries.shape[0], batch_size):
         d = torch.cdist(queries[i:i + batch_size], references)
-        if exclude_self:
+        if self_rows is not None:
             rows = torch.arange(d.shape[0], device=d.device)
-            d[rows, rows + i] = float("inf")
+            d[rows, self_rows[i:i + batch_size].to(d.device)] = float("inf")
         dist, idx = d.topk(k, dim=1, largest=False)
         dists.append(dist)
         idxs.append(idx)
@@ -37,12 +40,15 @@ def memorisation(generated: Tensor, train: Tensor, held_out: Tensor | None = Non
     """Share of ``generated`` feature vectors closer to their nearest ``train`` vector than the
     ``quantile`` of train-to-nearest-other-train distances (the median by default).
 
-    ``max_reference`` caps the training images used for that threshold (a random subset, seeded).
-    With ``held_out`` real vectors, the same share for them is returned as ``baseline``.
+    ``max_reference`` caps the training images whose distance to their nearest other training image
+    estimates that quantile (a random subset, seeded; their nearest other image is sought among all
+    of ``train``, as the generated images' nearest image is). With ``held_out`` real vectors, the
+    same share for them is returned as ``baseline``.
     """
-    g = torch.Generator().manual_seed(seed)
-    sub = train if train.shape[0] <= max_reference else train[torch.randperm(train.shape[0], generator=g)[:max_reference].to(train.device)]
-    within, _ = nearest_neighbours(sub, sub, 1, exclude_self=True)
+    n = train.shape[0]
+    rows = torch.arange(n) if n <= max_reference else \
+        torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_reference]
+    within, _ = nearest_neighbours(train[rows.to(train.device)], train, 1, self_rows=rows)
     threshold = float(torch.quantile(within[:, 0].double().cpu(), quantile))
     dist, _ = nearest_neighbours(generated, train, 1)
     out = {"value": float((dist[:, 0] < threshold).double().mean()), "threshold": threshold,

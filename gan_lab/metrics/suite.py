@@ -57,6 +57,21 @@ def pixel_rows(images: Tensor) -> Tensor:
     return to_unit(images).flatten(1)
 
 
+#: the seed of the random choice of a split's reference images when a metric takes fewer than the
+#: split holds: fixed, so that every evaluation of every run compares with the same real images
+REFERENCE_SEED = 0
+
+
+def reference_rows(n: int, cap: int) -> Tensor:
+    """Which rows of a split of ``n`` images a metric compares with, in the split's order: all of
+    them, or ``cap`` drawn at random (seeded by :data:`REFERENCE_SEED`). Not the first ``cap``: a
+    split stored class by class (folders of classes, WikiArt's split files) would leave out whole
+    classes."""
+    if n <= cap:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(REFERENCE_SEED))[:cap].sort().values
+
+
 class _Split:
     """Images and labels of a split, at the generator's resolution."""
 
@@ -66,6 +81,15 @@ class _Split:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def sample(self, cap: int) -> tuple[Tensor, Tensor]:
+        """At most ``cap`` of the split's images and their labels (:func:`reference_rows`)."""
+        rows = reference_rows(len(self), cap)
+        return self.images[rows], self.labels[rows]
+
+    def chosen(self, cap: int) -> str | None:
+        """How :meth:`sample` chose, for a record; ``None`` when it took every image."""
+        return None if len(self) <= cap else f"{cap} of {len(self)} at random (seed {REFERENCE_SEED})"
+
 
 class Evaluator:
     """Runs the chosen metrics on a GAN module and its DataModule.
@@ -74,8 +98,10 @@ class Evaluator:
         metrics: any of ``fid, kid, is, precision_recall, density_coverage, parzen, neighbours,
             memorisation, accuracy, scores``.
         num_samples: generated images for FID/KID/IS/memorisation/scores (and per-class total for accuracy).
-        num_real: cap on real images (FID/KID statistics, memorisation reference).
-        real_split: split the generated set is compared with (``train``, the GAN's data).
+        num_real: cap on the real images of a split (FID/KID statistics, memorisation reference); a
+            larger split is represented by a fixed random sample (:func:`reference_rows`).
+        real_split: split FID, KID, precision/recall and density/coverage compare the generated set
+            with (``train``, the GAN's data); nearest neighbours and memorisation always use ``train``.
         parzen_samples: generated images that carry a Parzen kernel (10,000 in the papers).
         parzen_sigmas: bandwidth grid (default ``logspace(-1, 0, 10)``).
         kid_subset_size, kid_subsets: KID subsets (the size is capped by the set sizes).
@@ -198,6 +224,12 @@ class Context:
     asks for it: the generated images (drawn once, for the metric that needs the most), the real
     splits at the generator's resolution, the feature extractor and the features of each image set.
 
+    Real image sets: ``real_images`` (``evaluator.real_split``, at most ``evaluator.num_real`` of it:
+    FID, KID, precision/recall, density/coverage), ``train_images`` (the training split the GAN
+    learnt from, likewise capped: nearest neighbours and memorisation, whatever ``real_split``) and
+    the val split (memorisation's baseline, Parzen, D's scores). A cap takes a fixed random sample
+    (:func:`reference_rows`).
+
     Args:
         num_drawn: generated images drawn; metrics use the first ``evaluator.num_samples`` of them
             (Parzen all of them), so every metric scores the same images.
@@ -211,11 +243,25 @@ class Context:
         size = self.fake.shape[-1]
         self.real = _Split(datamodule.dataset(evaluator.real_split), size)
         self.val = _Split(datamodule.dataset("val"), size)
-        self.real_images = self.real.images[:evaluator.num_real]
-        #: the protocol fields every record of a generated-vs-real comparison carries
-        self.base = {"num_generated": self.n_gen, "split": evaluator.real_split, "image_size": size}
-        if size != datamodule.dataset("val").images.shape[-1]:
-            self.base["real_resize"] = f"area to {size}px"
+        self.real_images, _ = self.real.sample(evaluator.num_real)
+        self.train = self.real if evaluator.real_split == "train" else _Split(datamodule.dataset("train"), size)
+        self.train_images, _ = self.train.sample(evaluator.num_real)
+        self.resized = size != datamodule.dataset("val").images.shape[-1]
+        #: the protocol fields of a comparison with real_split, and with the training split
+        self.base = self.comparison(self.real, evaluator.real_split)
+        self.on_train = self.comparison(self.train, "train")
+
+    def comparison(self, split: _Split, name: str) -> dict:
+        """The protocol fields every record of a comparison of the generated images with ``split``
+        (called ``name``) carries."""
+        cap = self.evaluator.num_real
+        fields = {"num_generated": self.n_gen, "split": name, "num_real": min(len(split), cap),
+                  "image_size": self.fake.shape[-1]}
+        if split.chosen(cap):
+            fields["real_chosen"] = split.chosen(cap)
+        if self.resized:
+            fields["real_resize"] = f"area to {self.fake.shape[-1]}px"
+        return fields
 
     @cached_property
     def extractor(self) -> FeatureExtractor:
@@ -235,14 +281,20 @@ class Context:
         return self.fake_features_and_logits[0]
 
     @cached_property
-    def train_features(self) -> Tensor:
+    def real_features(self) -> Tensor:
         return self.evaluator.real_features(self.extractor, self.datamodule, self.evaluator.real_split,
                                             self.real_images, self.device)
 
     @cached_property
+    def train_features(self) -> Tensor:
+        if self.train is self.real:
+            return self.real_features
+        return self.evaluator.real_features(self.extractor, self.datamodule, "train", self.train_images, self.device)
+
+    @cached_property
     def val_features(self) -> Tensor:
         return self.evaluator.real_features(self.extractor, self.datamodule, "val",
-                                            self.val.images[:self.evaluator.num_real], self.device)
+                                            self.val.sample(self.evaluator.num_real)[0], self.device)
 
 
 class Metric(NamedTuple):
@@ -254,16 +306,15 @@ class Metric(NamedTuple):
 
 
 def fid(c: Context) -> dict:
-    value = frechet_distance(c.train_features, c.fake_features)
-    return {"value": value, **c.base, "num_real": len(c.real_images), **c.about}
+    value = frechet_distance(c.real_features, c.fake_features)
+    return {"value": value, **c.base, **c.about}
 
 
 def kid(c: Context) -> dict:
     ev = c.evaluator
     size = min(ev.kid_subset_size, len(c.real_images), c.n_gen)
-    mean, std = kernel_distance(c.train_features, c.fake_features, size, ev.kid_subsets, ev.seed)
-    return {"value": mean, "std": std, **c.base, "num_real": len(c.real_images),
-            "subset_size": size, "subsets": ev.kid_subsets, **c.about}
+    mean, std = kernel_distance(c.real_features, c.fake_features, size, ev.kid_subsets, ev.seed)
+    return {"value": mean, "std": std, **c.base, "subset_size": size, "subsets": ev.kid_subsets, **c.about}
 
 
 def inception(c: Context) -> dict:
@@ -281,8 +332,7 @@ def _manifold(c: Context, measure: Callable[..., dict], k: int) -> dict:
     smallest = min(len(c.real_images), c.n_gen)
     if smallest <= k:
         return {"skipped": f"{smallest} images in the smaller set; need more than k={k}"}
-    return {**measure(c.train_features, c.fake_features, k), **c.base, "num_real": len(c.real_images),
-            "space": "features", **c.about}
+    return {**measure(c.real_features, c.fake_features, k), **c.base, "space": "features", **c.about}
 
 
 def precision_and_recall(c: Context) -> dict:
@@ -301,9 +351,15 @@ def parzen(c: Context) -> dict:
     if half < 2:
         return {"skipped": f"the val split has {len(val)} images; need >= 4"}
     fake = c.fake_all[:ev.parzen_samples]
-    res = parzen_evaluate(fake.to(c.device), val.images[:half], val.images[half:], ev.parzen_sigmas, ev.batch_size)
-    return {**res, "num_generated": ev.parzen_samples, "num_real": len(val) - half,
-            "split": f"val[{half}:{len(val)}]", "sigma_split": f"val[0:{half}]",
+    # the val split in two random halves (a split stored class by class would otherwise choose sigma
+    # on some classes and score others): sigma chosen on one, the log-likelihood reported on the other
+    rows = torch.randperm(len(val), generator=torch.Generator().manual_seed(REFERENCE_SEED))
+    sigma_rows, test_rows = rows[:half].sort().values, rows[half:].sort().values
+    res = parzen_evaluate(fake.to(c.device), val.images[sigma_rows], val.images[test_rows], ev.parzen_sigmas,
+                          ev.batch_size)
+    return {**res, "num_generated": ev.parzen_samples, "num_real": len(test_rows),
+            "split": f"val: {len(test_rows)} of {len(val)} at random (seed {REFERENCE_SEED})",
+            "sigma_split": f"val: the other {half}",
             "space": f"pixels in [0, 1], {fake.shape[1]}x{fake.shape[2]}x{fake.shape[3]}",
             "resize": c.base.get("real_resize", "none"), "extractor": "none"}
 
@@ -311,23 +367,22 @@ def parzen(c: Context) -> dict:
 def memorisation_rate(c: Context) -> dict:
     ev = c.evaluator
     res = memorisation(c.fake_features, c.train_features, c.val_features, ev.memorisation_quantile, seed=ev.seed)
-    return {**res, **c.base, "num_real": len(c.real_images), "baseline_split": "val", "space": "features", **c.about}
+    return {**res, **c.on_train, "baseline_split": "val", "space": "features", **c.about}
 
 
 def neighbours(c: Context) -> dict:
     """Each of the first generated images beside its nearest training images, in pixel and in feature space."""
     ev = c.evaluator
     rows = min(ev.neighbours, c.fake.shape[0])
-    res = {"num_generated": rows, "k": ev.neighbours_k, "split": ev.real_split, "num_real": len(c.real_images),
-           **c.about}
-    spaces = (("pixel", pixel_rows(c.fake[:rows]).to(c.device), pixel_rows(c.real_images).to(c.device)),
+    res = {**c.on_train, "num_generated": rows, "k": ev.neighbours_k, **c.about}
+    spaces = (("pixel", pixel_rows(c.fake[:rows]).to(c.device), pixel_rows(c.train_images).to(c.device)),
               ("feature", c.fake_features[:rows], c.train_features))
     for space, queries, refs in spaces:
         dist, idx = nearest_neighbours(queries, refs, ev.neighbours_k)
         res[f"{space}_distance"] = [round(float(d), 4) for d in dist[:, 0]]
         res[f"{space}_index"] = [int(i) for i in idx[:, 0]]
         if c.out_dir is not None:
-            images = neighbour_rows(c.fake[:rows], c.real_images, idx.cpu())
+            images = neighbour_rows(c.fake[:rows], c.train_images, idx.cpu())
             path = save_grid(images, c.out_dir / f"neighbours_{space}.png", nrow=idx.shape[1] + 1, upscale_to=64)
             res[f"{space}_grid"] = str(path)
     return res
@@ -359,11 +414,12 @@ def scores(c: Context) -> dict:
         return torch.cat([model.d_scores(to_float(images[i:i + bs].to(c.device)), labels[i:i + bs].to(c.device))
                           .float().cpu() for i in range(0, images.shape[0], bs)])
 
-    real_scores = verdicts(c.val.images[:ev.num_samples], c.val.labels[:ev.num_samples])
+    real_scores = verdicts(*c.val.sample(ev.num_samples))
     fake_scores = verdicts(c.fake, c.fake_labels)
     probability = bool(getattr(getattr(model, "loss", None), "probability", True))
     res = {"d_real": float(real_scores.mean()), "d_fake": float(fake_scores.mean()),
            "num_real": len(real_scores), "num_generated": len(fake_scores), "split": "val",
+           **({"real_chosen": c.val.chosen(ev.num_samples)} if c.val.chosen(ev.num_samples) else {}),
            "discriminator_mode": "eval"}
     if c.out_dir is not None:
         xlabel = "D(x): probability of real" if probability else "D(x): critic value"
