@@ -172,10 +172,11 @@ def test_metrics_callback_logs_val_metrics_for_sweeps(make_cfg, tmp_path, cache)
     assert data["final"]["val/parzen_ll"] == pytest.approx(data["evaluations"][-1]["results"]["parzen"]["value"])
 
 
-def test_metrics_callback_without_an_epoch_limit_evaluates_every_n_epochs_and_at_the_end(make_cfg, tmp_path, cache):
-    """trainer.max_epochs=-1 (a length in batches): evaluations every 2 epochs and after the last batch, not
-    after every epoch."""
+def test_without_an_epoch_limit_metrics_and_grids_come_every_n_epochs_and_at_the_end(make_cfg, tmp_path, cache):
+    """trainer.max_epochs=-1 (a length in batches): evaluations and sample grids every 2 epochs and after
+    the last batch, not after every epoch."""
     cfg = make_cfg("callbacks=with_metrics", "callbacks.metrics.every_n_epochs=2", "trainer.max_epochs=-1",
+                   "callbacks.sample_grid.every_n_epochs=2",
                    "trainer.limit_train_batches=2", "trainer.max_batches=9", "callbacks.metrics.evaluator.metrics=[fid]",
                    "callbacks.metrics.evaluator.num_samples=50", "callbacks.metrics.evaluator.num_real=100",
                    "callbacks.metrics.evaluator.extractor.steps=20", "callbacks.metrics.evaluator.extractor.kind=domain",
@@ -183,6 +184,8 @@ def test_metrics_callback_without_an_epoch_limit_evaluates_every_n_epochs_and_at
     train(cfg)
     data = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [e["batches_seen"] for e in data["evaluations"]] == [4, 8, 9]
+    grids = sorted(p.name for p in (tmp_path / "run" / "samples").glob("*.png"))
+    assert grids == ["epoch_0001.png", "epoch_0003.png", "epoch_0004.png", "final.png"]
 
 
 #: the models whose D says a probability of being real; the others are critics (any real number)

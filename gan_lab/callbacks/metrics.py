@@ -13,6 +13,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
 from gan_lab.callbacks.limit import epoch_cut_short
+from gan_lab.callbacks.steps import epoch_due
 from gan_lab.metrics.records import append_evaluation
 from gan_lab.metrics.suite import Evaluator
 
@@ -29,11 +30,9 @@ class MetricsCallback(L.Callback):
         self.last_record: dict | None = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        # max_epochs=-1 (no epoch limit, e.g. with trainer.max_batches or max_time) has no last epoch
-        last = trainer.max_epochs is not None and trainer.max_epochs >= 0 and epoch + 1 >= trainer.max_epochs
-        if not ((epoch + 1) % self.every_n_epochs == 0 or last or trainer.should_stop):
+        if not epoch_due(trainer, self.every_n_epochs):
             return
+        epoch = trainer.current_epoch
         out_dir = self.run_dir / "evaluation" / f"epoch_{epoch:04d}" if trainer.is_global_zero else None
         record, flat = self.evaluator.evaluate(pl_module, trainer.datamodule, out_dir)
         # completed epochs, as evaluate records them; an epoch a limit cut short is not complete

@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from torch import Tensor
 
-from gan_lab.callbacks.steps import batches_seen
+from gan_lab.callbacks.steps import batches_seen, epoch_due
 from gan_lab.errors import TrainingInterrupted, UserError
 from gan_lab.grids import save_grid
 
@@ -45,10 +45,8 @@ class SampleGrid(L.Callback):
             self.write(trainer, pl_module, f"batch_{seen:07d}")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        epoch = trainer.current_epoch
-        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
-        if (epoch + 1) % self.every_n_epochs == 0 or last or trainer.should_stop:
-            self.write(trainer, pl_module, f"epoch_{epoch:04d}")
+        if epoch_due(trainer, self.every_n_epochs):
+            self.write(trainer, pl_module, f"epoch_{trainer.current_epoch:04d}")
 
     def on_train_end(self, trainer, pl_module) -> None:
         # max_steps or a limit may end training mid-epoch: always leave the final grid.
