@@ -154,6 +154,13 @@ def test_artgan_presets_build_the_reports_shapes(preset, classes):
     assert g_rows == ARTGAN_G
     d_rows = [(t, s) for t, s, _ in layer_table(d, torch.randn(2, 3, 64, 64)) if t != "Dropout"]
     assert d_rows == [(t, (classes + 1,) if s == ("K+1",) else s) for t, s in ARTGAN_D]
+    # dropout where the artist model had it (report 000): after the encoder's and the decoder's blocks,
+    # none in clsNet or zNet; none in the other presets
+    dropouts = {name: sum(isinstance(m, nn.Dropout) for m in net.modules())
+                for name, net in (("encoder", d.encoder), ("clsNet", d.classifier), ("decoder", g.decoder),
+                                  ("zNet", g.znet))}
+    artist = preset == "artgan_wikiart_artist"
+    assert dropouts == {"encoder": 4 if artist else 0, "clsNet": 0, "decoder": 3 if artist else 0, "zNet": 0}
     # zNet's input is the noise concatenated with the one-hot class (100 + K channels)
     first = next(m for m in g.znet.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
     assert first.in_channels == 100 + classes

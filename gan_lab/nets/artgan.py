@@ -155,17 +155,19 @@ class ArtGANGenerator(nn.Module):
 
 
 class ArtGANDiscriminator(nn.Module):
-    """image -> K+1 logits ``[N, K+1]``: ``classifier(encoder(x))``; ``dropout`` follows every block."""
+    """image -> K+1 logits ``[N, K+1]``: ``classifier(encoder(x))``; ``dropout`` follows every encoder
+    block, ``classifier_dropout`` clsNet's convolution block (the French study's artist model had
+    dropout in the encoder and the decoder only; its conclusion proposes extending it to every module)."""
 
     def __init__(self, num_classes: int, image_size: int = 64, channels: int = 3, width: int = 128,
-                 dropout: float = 0.0, init: bool = True) -> None:
+                 dropout: float = 0.0, classifier_dropout: float = 0.0, init: bool = True) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "ArtGAN discriminator")
         width = check_positive(width, "model.discriminator.width", 128)
         self.image_size, self.channels = image_size, channels
-        dropout = _check_dropout(dropout, "model.discriminator.dropout")
-        self.encoder = Encoder(image_size, channels, width, dropout)
-        self.classifier = ClsNet(self.num_classes, width, dropout)
+        self.encoder = Encoder(image_size, channels, width, _check_dropout(dropout, "model.discriminator.dropout"))
+        self.classifier = ClsNet(self.num_classes, width,
+                                 _check_dropout(classifier_dropout, "model.discriminator.classifier_dropout"))
         if init:
             self.apply(dcgan_init)
 
