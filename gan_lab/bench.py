@@ -163,7 +163,8 @@ def autocast_for(precision: str, device: torch.device, cache: bool = True) -> Ca
 class PlainLoop:
     """:meth:`gan_lab.models.base.GAN.training_step` without Lightning: ``n_critic`` D updates then
     ``n_gen`` G updates per batch with the module's own objectives (``d_step``, ``g_step``), one G
-    forward per batch, D frozen during G updates, raw ``backward()`` and ``optimizer.step()``.
+    forward per batch (two with ``model.fresh_fakes``), D frozen during G updates, raw ``backward()``
+    and ``optimizer.step()``.
 
     ``graphed``: the plain twin of ``callbacks.fast_path.cuda_graph``: capturable optimizers and the
     same capture (:class:`~gan_lab.callbacks.fast_path.GraphedStep`: ``GRAPH_WARMUP`` eager batches
@@ -201,7 +202,7 @@ class PlainLoop:
             n = real.shape[0]
             with self.autocast():
                 z, fake_labels = m.noise.sample(n, self.device), m.sample_labels(n)
-                with torch.set_grad_enabled(i == m.n_critic - 1):
+                with torch.set_grad_enabled(i == m.n_critic - 1 and not m.fresh_fakes):
                     fake = m.generate(z, fake_labels)
                 terms = m.d_step(real, labels, fake.detach(), fake_labels)
             self.opt_d.zero_grad(set_to_none=True)
@@ -210,7 +211,7 @@ class PlainLoop:
         for j in range(m.n_gen):
             with frozen(m.discriminator):
                 with self.autocast():
-                    if j > 0:
+                    if j > 0 or m.fresh_fakes:
                         z, fake_labels = m.noise.sample(n, self.device), m.sample_labels(n)
                         fake = m.generate(z, fake_labels)
                     terms = m.g_step(fake, fake_labels, real, labels)

@@ -216,7 +216,8 @@ def test_bench_profiles_the_device_and_times_captured_pggan(tmp_path):
 
 
 
-@pytest.mark.parametrize("model,extra", [("wgan_gp", ["model.n_critic=3"]), ("dcgan", ["model.n_gen=2"])])
+@pytest.mark.parametrize("model,extra", [("wgan_gp", ["model.n_critic=3"]), ("dcgan", ["model.n_gen=2"]),
+                                         ("dcgan", ["model.fresh_fakes=true", "model.n_critic=2"])])
 def test_the_plain_twin_makes_the_modules_updates(model, extra):
     """The bench's plain loop is the module's batch without Lightning: from the same weights, noise and
     real images, one of its batches leaves the weights one batch of ``GAN.updates`` leaves (WGAN-GP:

@@ -1,5 +1,7 @@
 """``model.fresh_reals``: each of a batch's ``n_critic`` critic updates takes its own draw of real
 images, as the WGAN and WGAN-GP algorithms draw them, and the DataModule serves that many draws a batch.
+``model.fresh_fakes``: the first generator update generates its own images instead of taking the last
+critic update's.
 
 What D and G were given is recorded on the way into ``d_step`` and ``g_step`` (the real objectives
 run unchanged); the runs are real trainings on the bundled digits."""
@@ -157,3 +159,53 @@ def test_a_datamodule_that_was_not_told_the_draws_is_refused_at_fit_start(make_c
                                         r"with gan_lab.build.serve_draws"):
         build_trainer(cfg, [], []).fit(model, datamodule=dm)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in start.items())  # nothing trained
+
+
+def fakes_recorded(model) -> dict[str, list]:
+    """Record the generated images and their labels every ``d_step`` and ``g_step`` of ``model`` gets."""
+    seen: dict[str, list] = {"d": [], "g": []}
+    d_step, g_step = model.d_step, model.g_step
+
+    def recording_d_step(real, labels, fake, fake_labels):
+        seen["d"].append((fake.detach().clone(), fake_labels.clone()))
+        return d_step(real, labels, fake, fake_labels)
+
+    def recording_g_step(fake, fake_labels, real, labels):
+        seen["g"].append((fake.detach().clone(), fake_labels.clone()))
+        return g_step(fake, fake_labels, real, labels)
+
+    model.d_step, model.g_step = recording_d_step, recording_g_step
+    return seen
+
+
+@pytest.mark.parametrize("model,n_critic,n_gen", [("dcgan", 1, 1), ("artgan", 2, 1), ("cdcgan", 1, 2)])
+@pytest.mark.parametrize("fresh", [False, True])
+def test_fresh_fakes_gives_the_first_generator_update_its_own_generated_images(make_cfg, model, n_critic, n_gen,
+                                                                              fresh):
+    cfg = make_cfg(f"model={model}", *NARROW, f"model.n_critic={n_critic}", f"model.n_gen={n_gen}",
+                   f"model.fresh_fakes={str(fresh).lower()}")
+    build_datamodule(cfg, setup=False)
+    torch.manual_seed(0)
+    gan = build_model(cfg)
+    seen = fakes_recorded(gan)
+    g = torch.Generator().manual_seed(1)
+    real, labels = torch.rand(BATCH, 1, 16, 16, generator=g) * 2 - 1, torch.randint(0, 10, (BATCH,), generator=g)
+    opt_d, opt_g = (torch.optim.Adam(p, lr=1e-4) for p in (gan.discriminator.parameters(),
+                                                            gan.generator.parameters()))
+    gan.updates(real, labels, opt_d, opt_g, Tensor.backward)
+    assert len(seen["d"]) == n_critic and len(seen["g"]) == n_gen
+    last_d, first_g = seen["d"][-1], seen["g"][0]
+    assert first_g[0].shape == last_d[0].shape
+    # with the default, the critic's last images, labels included; fresh: other images (and labels)
+    assert torch.equal(first_g[0], last_d[0]) is not fresh
+    if model != "dcgan":
+        assert torch.equal(first_g[1], last_d[1]) is not fresh
+    if n_gen > 1:  # the later generator updates generate their own either way
+        assert not torch.equal(seen["g"][1][0], first_g[0])
+
+
+def test_fresh_fakes_must_be_a_boolean(make_cfg):
+    cfg = make_cfg("model=dcgan", *NARROW, "model.fresh_fakes=3")
+    build_datamodule(cfg, setup=False)
+    with pytest.raises(UserError, match=r"model.fresh_fakes=3 must be true.* or false"):
+        build_model(cfg)

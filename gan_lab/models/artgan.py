@@ -69,7 +69,7 @@ class ArtGAN(ConditionalGAN):
                  instance_noise_decay: int = 0, init: str | None = None,
                  n_critic: int = 1, n_gen: int = 1, instance_noise_on: str | None = None,
                  d_augment: nn.Module | None = None, gradient_clip_norm: float | None = None,
-                 fresh_reals: bool = False) -> None:
+                 fresh_reals: bool = False, fresh_fakes: bool = False) -> None:
         for part, owner in (("decoder", generator), ("encoder", discriminator), ("classifier", discriminator)):
             if not isinstance(getattr(owner, part, None), nn.Module):
                 raise UserError(f"model=artgan needs nets with a `{part}` (gan_lab.nets.ArtGANGenerator and "
@@ -90,7 +90,7 @@ class ArtGAN(ConditionalGAN):
                             f"D's loss < extra_g_threshold), d_acc (when D's accuracy > extra_g_threshold) or null.")
         super().__init__(generator, discriminator, noise, loss, optimizer, scheduler, num_classes, class_names,
                          samples_per_class, label_flip, instance_noise, instance_noise_decay, init, n_critic, n_gen,
-                         instance_noise_on, d_augment, gradient_clip_norm, fresh_reals)
+                         instance_noise_on, d_augment, gradient_clip_norm, fresh_reals, fresh_fakes)
         self.reconstruction_weight = float(reconstruction_weight)
         self.reconstruction_updates = reconstruction_updates
         self.pretrain_epochs = int(pretrain_epochs)

@@ -85,6 +85,9 @@ class GAN(L.LightningModule):
             ``draws_per_batch = n_critic`` draws of ``data.batch_size`` images (the entry point
             makes the DataModule serve them), split in order among the updates. ``False``: every
             update of a batch sees the batch's real images.
+        fresh_fakes: give the batch's first generator update its own generated images (new noise and
+            labels), as the later ones get, instead of the last discriminator update's (which keeps
+            G's graph for it, so that G runs once per batch with the default one update each).
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, noise: Noise, loss: GANLoss,
@@ -92,7 +95,7 @@ class GAN(L.LightningModule):
                  scheduler: Mapping[str, SchedulerFactory | None] | None = None,
                  n_critic: int = 1, n_gen: int = 1, num_samples: int = 64,
                  d_augment: nn.Module | None = None, gradient_clip_norm: float | None = None,
-                 fresh_reals: bool = False) -> None:
+                 fresh_reals: bool = False, fresh_fakes: bool = False) -> None:
         super().__init__()
         self.automatic_optimization = False
         for name, value in (("n_critic", n_critic), ("n_gen", n_gen)):
@@ -106,6 +109,9 @@ class GAN(L.LightningModule):
         if not isinstance(fresh_reals, bool):
             raise UserError(f"model.fresh_reals={fresh_reals!r} must be true (each critic update draws its own real "
                             f"images) or false (the updates of a batch share its real images).")
+        if not isinstance(fresh_fakes, bool):
+            raise UserError(f"model.fresh_fakes={fresh_fakes!r} must be true (the first generator update of a batch "
+                            f"generates its own images) or false (it takes the last discriminator update's).")
         missing = {"discriminator", "generator"} - set(optimizer)
         if missing:
             raise UserError(f"optimizer is missing {sorted(missing)}; an optimizer config needs both "
@@ -117,7 +123,7 @@ class GAN(L.LightningModule):
         self.n_critic, self.n_gen = int(n_critic), int(n_gen)
         self.num_samples = int(num_samples)
         self.gradient_clip_norm = None if gradient_clip_norm is None else float(gradient_clip_norm)
-        self.fresh_reals = fresh_reals
+        self.fresh_reals, self.fresh_fakes = fresh_reals, fresh_fakes
         # Fixed noise and labels for sample grids: drawn once (after seeding) and saved with the
         # checkpoint, so a resumed run keeps drawing the same grid.
         self.register_buffer("fixed_noise", noise.sample(self.num_samples, "cpu"))
@@ -292,8 +298,8 @@ class GAN(L.LightningModule):
             fake_d = None
             if with_fakes:
                 # The last critic step's fakes keep G's graph so the first G update reuses them:
-                # G runs once per batch when n_critic = n_gen = 1.
-                keep = i == n_d - 1
+                # G runs once per batch when n_critic = n_gen = 1 (unless fresh_fakes).
+                keep = i == n_d - 1 and not self.fresh_fakes
                 z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
                 with torch.set_grad_enabled(keep), self.autocast():
                     fake = self.generate(z, fake_labels)
@@ -307,11 +313,12 @@ class GAN(L.LightningModule):
     def generator_updates(self, after_d: AfterD, first: int, stop: int, opt_g, backward: Callable[[Tensor], Any]
                           ) -> dict[str, Tensor]:
         """The batch's generator updates number ``first`` to ``stop - 1`` (0: the first after the D
-        updates, which reuses the fakes of the last one); the last one's loss terms ({} when none)."""
+        updates, which reuses the fakes of the last one unless ``fresh_fakes``); the last one's loss
+        terms ({} when none)."""
         terms: dict[str, Tensor] = {}
         fake, fake_labels, n = after_d.fake, after_d.fake_labels, after_d.real_d.shape[0]
         for j in range(first, stop):
-            if j > 0 or fake is None:
+            if j > 0 or fake is None or self.fresh_fakes:
                 z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
                 with self.autocast():
                     fake = self.generate(z, fake_labels)

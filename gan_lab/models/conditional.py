@@ -66,7 +66,8 @@ class ConditionalGAN(GAN):
                  label_flip: float = 0.0, instance_noise: float = 0.0, instance_noise_decay: int = 0,
                  init: str | None = None, n_critic: int = 1, n_gen: int = 1,
                  instance_noise_on: str | None = None, d_augment: nn.Module | None = None,
-                 gradient_clip_norm: float | None = None, fresh_reals: bool = False) -> None:
+                 gradient_clip_norm: float | None = None, fresh_reals: bool = False,
+                 fresh_fakes: bool = False) -> None:
         names = check_classes(num_classes, class_names, self.model_name)
         if instance_noise_on is not None and not instance_noise:
             raise UserError(f"model.instance_noise_on={instance_noise_on} has no effect while model.instance_noise=0; "
@@ -84,7 +85,7 @@ class ConditionalGAN(GAN):
         object.__setattr__(self, "samples_per_class", int(samples_per_class))
         super().__init__(generator, discriminator, noise, loss, optimizer, scheduler, n_critic, n_gen,
                          num_samples=self.num_classes * self.samples_per_class, d_augment=d_augment,
-                         gradient_clip_norm=gradient_clip_norm, fresh_reals=fresh_reals)
+                         gradient_clip_norm=gradient_clip_norm, fresh_reals=fresh_reals, fresh_fakes=fresh_fakes)
         self.class_names = names
         self.label_flip = check_probability(label_flip, "model.label_flip")
         self.instance_noise = InstanceNoise(instance_noise, instance_noise_decay)
