@@ -1,11 +1,13 @@
 """model.gradient_clip_norm: one update's gradients scaled to the norm by hand, every optimizer step of
-a real run within it, the refusals, and the automatic-optimisation key pointing to it."""
+a real run within it (also under 16-mixed's gradient scaler: clipped once unscaled), the refusals, and
+the automatic-optimisation key pointing to it. The gradients a step used are read after it (a
+post-step hook): Lightning clips them inside the step call, between unscaling and stepping."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from gan_lab.build import build_datamodule, build_model
 from gan_lab.errors import UserError
@@ -53,7 +55,7 @@ def test_every_optimizer_step_of_a_run_is_within_the_norm(make_cfg, tmp_path, mo
     nets = ["model=artgan", "data.image_size=16", *NARROW_NETS["artgan"]] if model == "artgan" else NARROW
     results = {}
     for clip in ("0.05", "null"):
-        handle = register_optimizer_step_pre_hook(record)
+        handle = register_optimizer_step_post_hook(record)
         try:
             norms.clear()
             train(make_cfg(*nets, f"model.gradient_clip_norm={clip}", "trainer.max_epochs=1",
@@ -66,21 +68,80 @@ def test_every_optimizer_step_of_a_run_is_within_the_norm(make_cfg, tmp_path, mo
     assert max(results["null"]) > 0.05
 
 
-def test_bad_values_and_16_mixed_are_refused(make_cfg):
+def test_bad_values_and_16_mixed_with_a_fused_optimizer_are_refused(make_cfg):
     for value in ("0", "-1"):
         with pytest.raises(UserError, match=rf"model.gradient_clip_norm={value} must be > 0"):
             built(make_cfg, f"model.gradient_clip_norm={value}")
     model = built(make_cfg, "model.gradient_clip_norm=1")
-    assert model.gradient_clip_refusal("16-mixed").startswith("model.gradient_clip_norm=1 cannot clip under "
-                                                              "trainer.precision=16-mixed")
-    assert model.gradient_clip_refusal("bf16-mixed") is None and model.gradient_clip_refusal("32-true") is None
-    assert built(make_cfg).gradient_clip_refusal("16-mixed") is None
+    plain = [torch.optim.Adam([torch.zeros(1, requires_grad=True)]) for _ in range(2)]
+    fused = [plain[0], torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)]
+    assert model.gradient_clip_refusal("16-mixed", plain) is None  # unscaled by Lightning before the hook
+    assert model.gradient_clip_refusal("16-mixed", fused) == (
+        "model.gradient_clip_norm=1 cannot clip under trainer.precision=16-mixed with the generator's fused Adam, "
+        "which unscales its gradients inside its step; use optimizer.generator.fused=false or "
+        "trainer.precision=bf16-mixed.")
+    assert model.gradient_clip_refusal("bf16-mixed", fused) is None and model.gradient_clip_refusal("32-true", fused) is None
+    assert built(make_cfg).gradient_clip_refusal("16-mixed", fused) is None
+
+
+def test_16_mixed_clips_the_unscaled_gradients(make_cfg, tmp_path):
+    """Under 16-mixed's gradient scaler (float16 autocast on the CPU, with a scaler as on a GPU), every
+    step's gradients have the clip norm itself: clipped after the unscaling, not while still scaled
+    (which would leave them 2^10 times smaller) nor left unclipped."""
+    import lightning as L
+
+    from gan_lab.precision import PhaseMixedPrecision
+
+    norms: list[float] = []
+    scales: list[float] = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads))))
+
+    cfg = make_cfg(*NARROW, "model.gradient_clip_norm=0.05")
+    dm = build_datamodule(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=3, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        plugins=[PhaseMixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    handle = register_optimizer_step_post_hook(record)
+    try:
+        trainer.fit(model, datamodule=dm)
+    finally:
+        handle.remove()
+    assert trainer.precision_plugin.scaler is scaler and scaler.get_scale() >= 2.0 ** 9  # it scaled the losses
+    assert len(norms) == 6 and all(n == pytest.approx(0.05, rel=1e-3) for n in norms), norms
+
+    # a fused optimizer unscales inside its step, after the hook: refused before the first batch
+    cfg = make_cfg(*NARROW, "model.gradient_clip_norm=0.05", "optimizer.discriminator.fused=true")
+    dm = build_datamodule(cfg)
+    model = build_model(cfg)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=3, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        plugins=[PhaseMixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))])
+    with pytest.raises(UserError, match="with the discriminator's fused Adam"):
+        trainer.fit(model, datamodule=dm)
+    assert model.batches_seen == 0
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_16_mixed_refuses_clipping_before_training(make_cfg):
-    cfg = make_cfg(*NARROW, "model.gradient_clip_norm=1", "trainer.accelerator=gpu", "trainer.precision=16-mixed",
-                   "trainer.max_epochs=1")
-    with pytest.raises(UserError, match="cannot clip under trainer.precision=16-mixed"):
+def test_16_mixed_on_a_gpu_clips_the_unscaled_gradients(make_cfg, tmp_path):
+    norms: list[float] = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads))))
+
+    cfg = make_cfg(*NARROW, "model.gradient_clip_norm=0.05", "trainer.accelerator=gpu", "trainer.precision=16-mixed",
+                   "trainer.max_epochs=1", "trainer.limit_train_batches=4")
+    handle = register_optimizer_step_post_hook(record)
+    try:
         train(cfg)
+    finally:
+        handle.remove()
+    # steps the scaler skipped (an overflow at the first scales) make no step and record nothing
+    assert norms and all(n == pytest.approx(0.05, rel=1e-3) for n in norms), norms

@@ -20,11 +20,12 @@ import copy
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Hashable, Iterator, Mapping
+from typing import Any, Callable, ContextManager, Hashable, Iterator, Mapping, Sequence
 
 import lightning as L
 import torch
 import torch.nn as nn
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
 from gan_lab.distributed import reduce_over_processes
@@ -411,9 +412,20 @@ class GAN(L.LightningModule):
 
     def clip_gradient_norm(self, opt) -> None:
         """With ``gradient_clip_norm``: scale the gradients of ``opt``'s parameters so that their joint L2
-        norm is at most it (on the device, no host synchronisation: a captured step holds it too)."""
-        if self.gradient_clip_norm is None:
-            return
+        norm is at most it (on the device, no host synchronisation: a captured step holds it too).
+
+        A Lightning optimizer (the eager path) is clipped by :meth:`on_before_optimizer_step` instead,
+        which its ``step()`` calls after the gradient scaler of ``16-mixed`` has unscaled the
+        gradients; a raw optimizer (a captured step, which runs without a scaler) is clipped here."""
+        if self.gradient_clip_norm is not None and not isinstance(opt, LightningOptimizer):
+            self._clip(opt)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Lightning's hook between the (unscaled) gradients and the step: clip them here."""
+        if self.gradient_clip_norm is not None:
+            self._clip(optimizer)
+
+    def _clip(self, opt) -> None:
         params = [p for group in getattr(opt, "optimizer", opt).param_groups for p in group["params"]
                   if p.grad is not None]
         torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_norm)
@@ -482,16 +494,23 @@ class GAN(L.LightningModule):
                     return "spectral normalisation"
         return None
 
-    def gradient_clip_refusal(self, precision: str) -> str | None:
-        """Why ``gradient_clip_norm`` cannot apply under the trainer's ``precision``, in one sentence, or
-        ``None``: with ``16-mixed`` the gradients are loss-scaled until the optimizer step unscales them."""
-        if self.gradient_clip_norm is not None and precision == "16-mixed":
-            return (f"model.gradient_clip_norm={self.gradient_clip_norm:g} cannot clip under trainer.precision=16-mixed, "
-                    f"whose gradients are loss-scaled until the optimizer step; use trainer.precision=bf16-mixed or 32.")
+    def gradient_clip_refusal(self, precision: str, optimizers: Sequence[torch.optim.Optimizer] = ()) -> str | None:
+        """Why ``gradient_clip_norm`` cannot apply under the trainer's ``precision`` with these
+        ``optimizers``, in one sentence, or ``None``. Under ``16-mixed`` the gradients are loss-scaled
+        until Lightning unscales them before the step; a fused optimizer unscales them inside its own
+        step instead, so they could only be clipped while still scaled."""
+        if self.gradient_clip_norm is None or precision != "16-mixed":
+            return None
+        for name, opt in zip(("discriminator", "generator"), optimizers):
+            if getattr(opt, "_step_supports_amp_scaling", False):
+                return (f"model.gradient_clip_norm={self.gradient_clip_norm:g} cannot clip under "
+                        f"trainer.precision=16-mixed with the {name}'s fused {type(opt).__name__}, which unscales "
+                        f"its gradients inside its step; use optimizer.{name}.fused=false or "
+                        f"trainer.precision=bf16-mixed.")
         return None
 
     def on_fit_start(self) -> None:
-        refusal = self.gradient_clip_refusal(self.trainer.precision)
+        refusal = self.gradient_clip_refusal(self.trainer.precision, self.trainer.optimizers)
         if refusal is not None:
             raise UserError(refusal)
         served = getattr(self.trainer.datamodule, "draws_per_batch", 1)
