@@ -12,6 +12,7 @@ from gan_lab.build import build_datamodule
 from gan_lab.data import (CIFAR10, MNIST, CelebA, DeviceLoader, ImageFolder, Monet, Pokemon, WikiArt,
                           measure_throughput)
 from gan_lab.data import cache as cache_module
+from gan_lab.data.digits import Digits
 from gan_lab.data.base import EpochSampler
 from gan_lab.data.folders import POKEMON_TYPES
 from gan_lab.errors import UserError
@@ -199,6 +200,62 @@ def test_monet_flat_folder_and_image_folder_classes(tmp_path):
     assert (images[labels == 0, 0].mean() > 200) and (images[labels == 1, 2].mean() > 200)
     grey = ready(ImageFolder(root=tmp_path / "pets", image_size=8, batch_size=2, channels=1, cache_dir=tmp_path / "g"))
     assert grey.dataset("train").images.shape == (6, 1, 8, 8)
+
+
+def test_sixteen_bit_grey_is_scaled_to_eight_bits_not_clipped(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    values = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1040  # 0 .. 65520
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)  # a 16-bit greyscale PNG
+    assert Image.open(path).mode.startswith("I")
+    expected = np.rint(values / 257.0).astype(np.uint8)
+    for channels in (1, 3):
+        decoded, size = cache_module.decode_image(path, 8, channels, crop="none")
+        assert size == (8, 8) and decoded.shape == (channels, 8, 8)
+        assert np.abs(decoded.astype(int) - expected.astype(int)).max() <= 1
+        assert (decoded == 255).mean() < 0.05  # not the almost white of a clip at 255
+
+
+def test_a_colour_a_png_marks_transparent_takes_the_background(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[:, 4:] = (200, 30, 30)
+    path = tmp_path / "keyed.png"
+    Image.fromarray(rgb).save(path, transparency=(0, 0, 0))  # black is transparent (a tRNS chunk)
+    decoded, _ = cache_module.decode_image(path, 8, 3, crop="none", background=(255, 255, 255))
+    assert (decoded[:, :, :3] == 255).all()  # the transparent half: white
+    assert (decoded[:, :, 5:].transpose(1, 2, 0) == (200, 30, 30)).all()
+
+
+def test_reduced_jpeg_decoding_keeps_the_crop_box(tmp_path):
+    """A CelebA-sized JPEG (178 x 218) at 32 px decodes at a quarter scale (45 x 55, rounded up): the
+    crop must scale by 1/4, not by 45/178, or the image is squeezed by half a reduced pixel."""
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.tile(np.linspace(0, 255, 178), (218, 1)).astype(np.uint8)
+    path = tmp_path / "ramp.jpg"
+    Image.fromarray(np.stack([ramp] * 3, -1)).save(path, quality=100)
+    decoded, _ = cache_module.decode_image(path, 32, 3)
+    full = Image.open(path).convert("RGB")  # decoded at full scale, centre square cropped by hand
+    reference = np.asarray(full.resize((32, 32), Image.Resampling.BICUBIC, box=(0, 20, 178, 198))).transpose(2, 0, 1)
+    assert np.abs(decoded.astype(int) - reference.astype(int)).max() <= 1
+
+
+def test_a_batch_larger_than_each_processs_share_is_refused(tmp_path):
+    """Under DDP each process gets n // world_size of the images: a batch that fits n but not that share
+    would serve no batch on any process."""
+    dm = Digits(image_size=8, batch_size=1000)
+    dm.trainer = types.SimpleNamespace(world_size=2)  # the one fact setup reads from the trainer
+    with pytest.raises(UserError, match=r"larger than the 808 training images each of the 2 processes gets .* "
+                                        r"use data.batch_size<=808"):
+        dm.setup("fit")
+    one = Digits(image_size=8, batch_size=1000)
+    one.setup("fit")  # 1,617 images on one process: fits
 
 
 def test_cache_is_reused_and_rebuilt_when_sources_change(tmp_path, monkeypatch):

@@ -189,10 +189,15 @@ class ImageDataModule(L.LightningDataModule):
                 if split == "train" and self.subset is not None:
                     self.splits["train_full"] = self.splits["train"]
                     self.splits["train"] = self.subset_of(self.splits["train"])
-        n = len(self.splits["train"])
+        # each process trains on its share of the images (EpochSampler): n // world_size of them
+        trainer = getattr(self, "trainer", None)
+        world_size = max(1, int(getattr(trainer, "world_size", 1) or 1))
+        n = len(self.splits["train"]) // world_size
         if self.drop_last and self.train_batch_size > n:
             draws = f" x {self.draws_per_batch} draws a batch (model.fresh_reals)" if self.draws_per_batch > 1 else ""
-            raise UserError(f"data.batch_size={self.batch_size}{draws} is larger than the {n} training images "
+            where = f"the {n} training images" if world_size == 1 else \
+                f"the {n} training images each of the {world_size} processes gets"
+            raise UserError(f"data.batch_size={self.batch_size}{draws} is larger than {where} "
                             f"of {self.name} and drop_last is on, so no batch would be served; "
                             f"use data.batch_size<={n // self.draws_per_batch}.")
 

@@ -35,7 +35,7 @@ from gan_lab.fs import atomic_torch_save, atomic_write_text, probe_writable, zip
 log = logging.getLogger("gan_lab")
 
 #: bump when the decoding changes, so that old caches are rebuilt
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is reported as unreadable, not half grey
 
@@ -87,12 +87,33 @@ def parse_background(background: str | Sequence[int]) -> tuple[int, int, int]:
     return rgb  # type: ignore[return-value]
 
 
+#: Pillow's modes of one channel wider than 8 bits: 16-bit integers, 32-bit integers (16-bit PNGs
+#: in some Pillow versions) and 32-bit floats
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def eight_bit(img: Image.Image) -> Image.Image:
+    """A one-channel image wider than 8 bits as 8-bit grey (``L``), scaled, not clipped: 16-bit and
+    32-bit integers from 0..65535 (a 16-bit PNG or TIFF) to 0..255, floats from 0..1 when they stay
+    in it, else taken as 0..255. Pillow's own ``convert('L')`` clips such values at 255, which turns
+    a 16-bit image almost white. Other images are returned as they are."""
+    if img.mode not in WIDE_MODES:
+        return img
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        values = values * 255.0 if values.size and values.min() >= 0.0 and values.max() <= 1.0 else values
+    else:
+        values = values / 257.0  # 65535 -> 255
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+
+
 def decode_image(path: str | Path, image_size: int, channels: int = 3, crop: str | int = "center",
                  background: tuple[int, int, int] = (255, 255, 255)) -> tuple[np.ndarray, tuple[int, int]]:
     """One file -> uint8 ``[channels, image_size, image_size]`` and its source (width, height).
 
-    Transparent pixels are composited on ``background`` (white for the Pokemon sprites, not the
-    black that a plain ``convert('RGB')`` gives). JPEGs are decoded at a reduced DCT scale when the
+    Transparent pixels (an alpha channel, or a colour a PNG marks transparent) are composited on
+    ``background`` (white for the Pokemon sprites, not the black that a plain ``convert('RGB')``
+    gives); 16-bit and float images are scaled to 8 bits (:func:`eight_bit`). JPEGs are decoded at a reduced DCT scale when the
     target is much smaller than the file (``Image.draft``), which is most of the decoding time.
     """
     with Image.open(path) as img:
@@ -108,10 +129,13 @@ def decode_image(path: str | Path, image_size: int, channels: int = 3, crop: str
         if img.format == "JPEG" and side > 2 * image_size:
             factor = image_size / side
             img.draft("RGB" if channels == 3 else "L", (max(1, int(width * factor)), max(1, int(height * factor))))
-            sx, sy = img.size[0] / width, img.size[1] / height
-            box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+            # the DCT scale (1, 2, 4 or 8): the reduced image is ceil(width / scale) pixels wide, so the
+            # crop box scales by 1 / scale, not by the (rounded-up) size ratio
+            scale = round(width / img.size[0])
+            box = tuple(v / scale for v in box)
         img.load()
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = eight_bit(img)
+        if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
             rgba = img.convert("RGBA")
             flat = Image.new("RGBA", rgba.size, (*background, 255))
             flat.alpha_composite(rgba)
