@@ -202,6 +202,23 @@ def test_monet_flat_folder_and_image_folder_classes(tmp_path):
     assert grey.dataset("train").images.shape == (6, 1, 8, 8)
 
 
+def test_images_the_folder_layout_leaves_out_are_reported(tmp_path, caplog):
+    """Class folders hold their images directly: images one level deeper (a class whose images sit in
+    sub-folders) are not read, and the log says how many and where, not nothing."""
+    root = datasets.make_image_folder(tmp_path / "pets")
+    for i in range(2):
+        datasets.save_jpg(root / "birds" / "2019" / f"{i}.jpg", (20, 16), (10, 250, 10))
+    datasets.save_jpg(root / ".thumbs" / "t.jpg", (20, 16), (10, 250, 10))  # hidden: not the user's data
+    with caplog.at_level(logging.WARNING, logger="gan_lab"):
+        folder = ready(ImageFolder(root=root, image_size=8, batch_size=2))
+    assert folder.class_names == ["cats", "dogs"] and len(folder.dataset("train")) == 6
+    assert "image_folder: 2 image files under" in caplog.text and "are not read, such as birds/2019/0.jpg" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gan_lab"):
+        ready(ImageFolder(root=datasets.make_image_folder(tmp_path / "clean"), image_size=8, batch_size=2))
+    assert "not read" not in caplog.text
+
+
 def test_sixteen_bit_grey_is_scaled_to_eight_bits_not_clipped(tmp_path):
     import numpy as np
     from PIL import Image

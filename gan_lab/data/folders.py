@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+from gan_lab.data.cache import IMAGE_EXTENSIONS
 from gan_lab.data.disk import FileImageDataModule, held_out, list_images
 from gan_lab.errors import UserError
 
@@ -76,7 +77,20 @@ class ImageFolder(FileImageDataModule):
             self.num_classes = len(self.class_names)
             if not self._files:
                 raise self.missing(self.folder, "no image file")
+            self.report_unread(self._files)
         return self._files
+
+    def report_unread(self, files: list[tuple[Path, int]]) -> None:
+        """Warn of the image files under the folder that the layout leaves out: nested deeper than
+        the class folders, or in a sub-folder of a flat folder (never silently dropped)."""
+        read = {f for f, _ in files}
+        unread = sorted(p for p in self.folder.rglob("*")
+                        if p.suffix.lower() in IMAGE_EXTENSIONS and p not in read and p.is_file()
+                        and not any(part.startswith(".") for part in p.relative_to(self.folder).parts))
+        if unread:
+            log.warning("%s: %d image files under %s are not read, such as %s: a class is one sub-folder of "
+                        "images directly in %s (the layout: %s)", self.name, len(unread), self.folder,
+                        unread[0].relative_to(self.folder), self.folder, self.layout)
 
     def items(self, split):
         files = self.files()
