@@ -374,3 +374,30 @@ def test_unreadable_or_foreign_checkpoint_is_one_sentence_before_training(make_c
     torch.save(torch.load(good, weights_only=False)["state_dict"], weights_only)  # a bare state_dict
     with pytest.raises(UserError, match=f"ckpt_path={weights_only} is not a checkpoint of a gan_lab run"):
         train(make_cfg(*overrides("dcgan", f"ckpt_path={weights_only}"), run_dir=tmp_path / "c"))
+
+
+@pytest.mark.parametrize("workers", [1])
+def test_resume_with_data_workers_equals_uninterrupted(make_cfg, tmp_path, workers):
+    """With DataLoader worker processes (which draw the epoch's order when their iterator is made, before
+    the resume is applied, and draw a seed only for the first epoch): 12 batches in one go == 6
+    (SIGTERM mid-epoch) + resume == 4 (one epoch) + resume."""
+    extra = ["model.generator.width=8", "model.discriminator.width=8", f"data.num_workers={workers}",
+             "trainer.max_epochs=3"]
+    full = tmp_path / "full"
+    train(make_cfg(*overrides("dcgan", *extra), run_dir=full))
+    expected, _ = weights(full)
+    cut = tmp_path / "cut"
+    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.batch=6"]
+    with pytest.raises(TrainingInterrupted):
+        train(make_cfg(*overrides("dcgan", *extra, *kill), run_dir=cut))
+    after = tmp_path / "after"
+    train(make_cfg(*overrides("dcgan", *extra, f"ckpt_path={cut / 'checkpoints' / 'last.ckpt'}"), run_dir=after))
+    got, state = weights(after)
+    assert state["gan_lab"]["batches_seen"] == 12
+    assert_same(expected, got)
+    # resumed at an epoch's start: the resumed epoch's order, and the random stream, as uninterrupted
+    half = tmp_path / "half"
+    train(make_cfg(*overrides("dcgan", *extra[:-1], "trainer.max_epochs=1"), run_dir=half))
+    again = tmp_path / "again"
+    train(make_cfg(*overrides("dcgan", *extra, f"ckpt_path={half / 'checkpoints' / 'last.ckpt'}"), run_dir=again))
+    assert_same(expected, weights(again)[0])

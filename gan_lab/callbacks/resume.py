@@ -12,6 +12,11 @@ Lightning warns on every mid-epoch resume that the dataloader "is not resumable 
 results"; the resume is exact when the sampler skips what was served, so the warning is silenced for
 that resume (until its first batch).
 
+With DataLoader worker processes (``data.num_workers > 0``, persistent) the iterator Lightning makes
+before ``on_train_start`` has already drawn its first indices from the sampler, at epoch 0 and
+without the skip; on a resume its order is drawn again (:func:`redraw_order`) once the sampler has
+the resumed epoch and the skip.
+
 The checkpoints written inside an epoch come from :class:`~gan_lab.callbacks.signals.GracefulStop`
 (SIGTERM, Ctrl-C) and :class:`~gan_lab.callbacks.limit.LimitCheckpoint` (``trainer.max_time``,
 ``trainer.max_batches``).
@@ -53,6 +58,28 @@ def ends_epoch(trainer: L.Trainer, batch_idx: int) -> bool:
     return batch_idx + 1 >= trainer.num_training_batches
 
 
+def loader_workers(loader: Any) -> int:
+    """The worker processes of a DataLoader (0 for one that loads in the training process)."""
+    return int(getattr(loader, "num_workers", 0) or 0)
+
+
+def redraw_order(trainer: L.Trainer) -> None:
+    """Make the training DataLoader draw the current epoch's order again, when its worker processes
+    drew it before the resume could set the sampler's epoch and skip: a DataLoader with persistent
+    workers resets its one iterator in place (the one Lightning iterates), discarding what the workers
+    had fetched, and draws no new seed from torch's generator."""
+    loader = trainer.train_dataloader
+    if loader_workers(loader) == 0:
+        return  # the sampler is read at the first batch, after on_train_start
+    if not getattr(loader, "persistent_workers", False):
+        raise UserError("data.num_workers>0 needs persistent DataLoader workers to resume exactly; "
+                        "use data.num_workers=0.")
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(trainer.current_epoch)
+    iter(loader)
+
+
 class EpochPosition(L.Callback):
     """Saves the batches trained in the epoch in progress; a mid-epoch resume skips the samples they used."""
 
@@ -90,9 +117,12 @@ class EpochPosition(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.batch_in_epoch = 0
         if self._resume_at is None:
+            if trainer.current_epoch > 0:  # resumed at an epoch's start
+                redraw_order(trainer)
             return
         self.batch_in_epoch, self._resume_at = self._resume_at, None
         if self._skip_served_samples(trainer, self.batch_in_epoch):
+            redraw_order(trainer)
             # exact, so Lightning's "not resumable ... unreliable results" (warned before the first
             # batch of this fit) is wrong here: silenced until then
             warnings.filterwarnings("ignore", message=NOT_RESUMABLE)

@@ -11,6 +11,8 @@ They are restored where the uninterrupted run was in its stream: a checkpoint wr
 before the next epoch's DataLoader iterator is created (it draws its base seed from torch's
 generator, as the uninterrupted run did right after saving); one written inside an epoch (see
 :mod:`gan_lab.callbacks.resume`) once the iterator of that epoch exists, just before training starts.
+With persistent DataLoader workers (``data.num_workers > 0``) the uninterrupted run drew that seed
+only once, for its first epoch, so every resume restores them once the iterator exists.
 """
 from __future__ import annotations
 
@@ -96,7 +98,8 @@ class RngState(L.Callback):
         own = self._own_rng_state(state_dict["rng"])
         if own is None:
             return
-        if self._checkpoint_mid_epoch:
+        datamodule = getattr(self._trainer, "datamodule", None)
+        if self._checkpoint_mid_epoch or int(getattr(datamodule, "num_workers", 0) or 0) > 0:
             self._pending = own  # the epoch's DataLoader iterator is created before on_train_start
         else:
             set_rng_state(own)  # before Lightning creates the next epoch's DataLoader iterator
