@@ -16,7 +16,7 @@ from PIL import Image
 from gan_lab.build import build_callbacks, build_datamodule, build_model, make
 from gan_lab.callbacks.curves import TrainingCurves
 from gan_lab.callbacks.growth import Growth
-from gan_lab.errors import UserError
+from gan_lab.errors import TrainingInterrupted, UserError
 from gan_lab.models import GrowthSchedule
 from gan_lab.nets.progressive import (EqualizedConv2d, EqualizedLinear, MinibatchStddev, PixelNorm,
                                       ProgressiveDiscriminator, ProgressiveGenerator)
@@ -304,10 +304,11 @@ def test_pggan_grows_to_the_target_resolution(make_cfg, tmp_path):
     assert [title for title, _ in curves.panels()] == ["losses", "scores", "growth"]
     assert dict(curves.panels())["growth"] == ["resolution", "alpha"] and Image.open(run / "curves.png").format == "PNG"
     assert any(k.startswith("generator_ema.") for k in state["state_dict"])
-    # Adam's moments were reset when 32x32 started to fade in: 16 steps since, of 44 in all (the
-    # 16x16 to_rgb layer only took the 8 steps of the fade-in)
-    assert summary["batches_seen"] == 44
-    assert {int(s["step"]) for s in state["optimizer_states"][1]["state"].values()} == {8, 16}
+    # 12 epochs of 4 batches, all trained: the stage of batch 4 starts with the fourth epoch's DataLoader
+    # (reached by the third epoch's last batch). Adam's moments were reset when 32x32 started to fade in:
+    # 20 steps since, of 48 in all (the 16x16 to_rgb layer only took the 8 steps of the fade-in)
+    assert summary["batches_seen"] == 48
+    assert {int(s["step"]) for s in state["optimizer_states"][1]["state"].values()} == {8, 20}
 
 
 def test_resume_mid_phase_restores_resolution_and_alpha(make_cfg, tmp_path):
@@ -375,4 +376,30 @@ def test_stage_without_batch_size_uses_data_batch_size(make_cfg, tmp_path):
     log = rows(tmp_path / "run")
     seen = [r["train/images_seen"] for r in log]
     sizes = [(r["train/resolution"], b - a) for a, b, r in zip([0.0] + seen, seen, log)]
-    assert sizes[:4] == [(4, 4)] * 4 and set(sizes[4:]) <= {(8, 16), (16, 16)} and len(sizes) > 4
+    assert sizes[:4] == [(4, 4)] * 4 and set(sizes[4:]) <= {(8, 16), (16, 16), (32, 16)} and len(sizes) > 4
+    assert sizes[4] == (8, 16)  # the second epoch's DataLoader already has the 8x8 stage's batch size
+
+
+@pytest.mark.parametrize("cut_at", [11, 12])
+def test_resume_inside_the_epoch_where_the_batch_size_changes_equals_uninterrupted(make_cfg, tmp_path, cut_at):
+    """Epochs of 5 batches: the 16x16 stage (batch 4) starts after batch 12, inside the third epoch,
+    which then ends. A SIGTERM at batch 11 (before the change) or 12 (the batch that reaches it), then
+    a resume, trains as the uninterrupted run: the same epochs, batches and weights."""
+    from tests.test_resume import SignalAt, assert_same  # noqa: F401  (SignalAt: named in the config)
+
+    runs = {}
+    settings = [*TINY_PGGAN, "trainer.limit_train_batches=5", "trainer.max_epochs=4", "logger=none",
+                "callbacks.sample_grid=null", "callbacks.training_curves=null"]
+    full = tmp_path / "full"
+    train(make_cfg(*settings, run_dir=full))
+    cut = tmp_path / "cut"
+    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", f"+callbacks.kill.batch={cut_at}"]
+    with pytest.raises(TrainingInterrupted):
+        train(make_cfg(*settings, *kill, run_dir=cut))
+    after = tmp_path / "after"
+    train(make_cfg(*settings, f"ckpt_path={cut / 'checkpoints' / 'last.ckpt'}", run_dir=after))
+    for name, run in (("full", full), ("after", after)):
+        runs[name] = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert runs["full"]["gan_lab"]["images_seen"] == 96 + 5 * 4  # 12 batches of 8, then an epoch of 5 of 4
+    assert runs["after"]["gan_lab"] == runs["full"]["gan_lab"]
+    assert_same(runs["full"]["state_dict"], runs["after"]["state_dict"])

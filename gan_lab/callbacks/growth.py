@@ -21,7 +21,10 @@ therefore end at those growth points as well as after a pass over the data.
 
 The phase is a pure function of the images seen, which checkpoints hold, so a resumed run continues
 the same resolution and alpha; the model also saves its phase, and a schedule that no longer puts the
-checkpoint's images at that phase is said in a warning.
+checkpoint's images at that phase is said in a warning. The batch size of the DataLoader in use is
+saved too: a run resumed inside an epoch continues it with that DataLoader, which the stage's batch
+size then ends where the uninterrupted run ended it (also when the checkpoint was written by the
+batch that reached a new stage).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from typing import Any
 
 import lightning as L
 
+from gan_lab.callbacks.resume import epochs_completed
 from gan_lab.errors import UserError
 from gan_lab.models.growth import GrowthSchedule, Phase
 
@@ -50,6 +54,7 @@ class Growth(L.Callback):
         self.phase: Phase = schedule.phase(0)
         self._data_batch_size: int | None = None    # data.batch_size, for stages with batch_size null
         self._loader_batch_size: int | None = None  # batch size of the DataLoader in use
+        self._resumed_loader_batch_size: int | None = None  # that of a mid-epoch checkpoint being resumed
 
     # --- checks --------------------------------------------------------------------------
 
@@ -77,6 +82,19 @@ class Growth(L.Callback):
             datamodule.set_resolution(self.phase.resolution)
         return self.phase
 
+    # --- checkpoint state ----------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loader_batch_size": self._loader_batch_size}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # called before load_state_dict, with the whole checkpoint: where in the epoch it was written
+        self._checkpoint_mid_epoch = epochs_completed(checkpoint)[1] is not None
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        mid_epoch = getattr(self, "_checkpoint_mid_epoch", False)
+        self._resumed_loader_batch_size = state_dict.get("loader_batch_size") if mid_epoch else None
+
     # --- hooks ---------------------------------------------------------------------------
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -90,7 +108,10 @@ class Growth(L.Callback):
             log.warning("the growth schedule changed since the checkpoint: it was at %dx%d alpha %.3f, the "
                         "current schedule puts %d images at %dx%d alpha %.3f", saved[0], saved[0], saved[1],
                         pl_module.images_seen, phase.resolution, phase.resolution, phase.alpha)
-        wanted = self.batch_size()
+        # a mid-epoch resume continues the epoch with its DataLoader (its first batch ends the epoch if
+        # the stage wants another batch size, as in the uninterrupted run); otherwise the stage's size
+        wanted = self._resumed_loader_batch_size or self.batch_size()
+        self._resumed_loader_batch_size = None
         if datamodule is not None and wanted is not None:
             datamodule.batch_size = wanted
         if len(self.schedule.batch_sizes) > 1 and not trainer.reload_dataloaders_every_n_epochs:
@@ -98,9 +119,20 @@ class Growth(L.Callback):
         log.info("progressive growing: %s; starting at %dx%d, alpha %.3f", self.schedule,
                  phase.resolution, phase.resolution, phase.alpha)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the DataLoader exists (on_train_epoch_start does not run for an epoch a resume continues)
+        self._loader_batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the epoch's DataLoader was built (or kept) with the DataModule's batch size of now
         self._loader_batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the next epoch's DataLoader is built before its first hook: give it the stage's batch size
+        # now (a stage reached by the epoch's last batch would otherwise cost an epoch of no batches)
+        wanted, datamodule = self.batch_size(), getattr(trainer, "datamodule", None)
+        if datamodule is not None and wanted is not None:
+            datamodule.batch_size = wanted
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
