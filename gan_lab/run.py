@@ -307,22 +307,40 @@ def train(cfg: DictConfig) -> float | None:
     return metrics[name]
 
 
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def failed_job_value() -> float:
+    """What a sweep's job that failed (a refused config, a diverged run, a metric it did not log or
+    that is NaN) returns: the worst value for the sweeper's ``direction`` (+inf when it minimises,
+    -inf when it maximises), which an Optuna study records as a bad trial and learns from. NaN,
+    which Optuna refuses, would end the whole sweep."""
+    from hydra.core.hydra_config import HydraConfig
+
+    direction = OmegaConf.select(HydraConfig.get(), "sweeper.direction", default="minimize")
+    return -math.inf if "max" in str(direction).lower() else math.inf
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
-        return train(cfg)
+        value = train(cfg)
     except TrainingInterrupted as exc:
         print(f"gan_lab: {exc}", file=sys.stderr)
         sys.exit(128 + exc.signum)  # the shell's convention for a signal (130 Ctrl-C, 143 SIGTERM)
     except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their trace
         if not report_user_error(exc):
             raise
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            return math.nan  # a sweep goes on with its next job
+        if in_multirun():
+            return failed_job_value()  # a sweep goes on with its next job
         sys.exit(2)
+    if value is not None and math.isnan(value) and in_multirun():
+        return failed_job_value()
+    return value
 
 
 if __name__ == "__main__":

@@ -105,6 +105,19 @@ def test_optuna_sweep_two_trials(tmp_path):
     assert len(lrs) == 2  # two different sampled settings
 
 
+def test_optuna_sweep_goes_on_past_failed_trials(tmp_path):
+    """A trial that fails (here: it does not log the optimised metric) is recorded as the worst value for
+    the direction, and the study goes on to its end; NaN would make Optuna end the sweep."""
+    sweep = tmp_path / "optuna"
+    res = run_cli("-m", *FAST, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                  "hydra.sweeper.sampler.n_startup_trials=2", "optimized_metric=val/fid", "callbacks=default",
+                  f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stderr.count("optimized_metric=val/fid was not logged by this run") == 2
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_value"] == float("inf")
+
+
 def test_report_shows_evaluations_under_their_logged_names(tmp_path):
     """Values of `gan_lab.evaluate` records appear as they are logged (val/parzen_ll, val/precision, ...),
     without per-class columns; a value the run logged itself (its `final`) is not replaced."""
