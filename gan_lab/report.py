@@ -9,7 +9,8 @@ parameters that differ between runs (from each run's ``.hydra/overrides.yaml``),
   two columns, ``<term> (final)`` and ``<term> (mean)``, the mean of every value of the run's
   ``metrics.csv`` (the last value of an oscillating GAN loss says little, and studies compare
   e.g. the average G loss of two settings); runs that differ only by ``seed`` are aggregated as
-  mean ± std with the number of seeds;
+  mean ± std over the runs that finished (completed or reached their time budget), with their number
+  and how every run ended;
 - ``curves.png``: loss, D(x) and D(G(z)) curves of every setting overlaid (against images seen);
 - ``metric_vs_<param>.png``: each column of the table against each numeric swept parameter;
 - ``samples.png``: the final sample grid of each setting side by side.
@@ -55,6 +56,14 @@ class Run:
     @property
     def status(self) -> str:
         return str(self.summary.get("status", "unknown"))
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run ended as its config said: all its epochs or batches, or its time budget
+        (``trainer.max_time``, recorded as interrupted for the reason ``max_time``); not one that
+        diverged, was stopped by a signal or crashed. Only these enter a setting's statistics."""
+        return self.status == "completed" or (self.status == "interrupted"
+                                               and self.summary.get("reason") == "max_time")
 
 
 def find_runs(sweep_dir: Path) -> list[Run]:
@@ -130,11 +139,25 @@ def table(runs: list[Run], keys: list[str]) -> tuple[str, list[str]]:
     header = [*(keys or ["setting"]), "seeds", "status", *names]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for setting, members in groups.items():
-        statuses = sorted({m.status for m in members})
-        row = [*(setting if keys else ["all"]), str(len(members)), ", ".join(statuses)]
-        row += [fmt([m.metrics[n] for m in members if n in m.metrics]) for n in names]
+        finished = [m for m in members if m.finished]  # the seeds the statistics are over
+        row = [*(setting if keys else ["all"]), str(len(finished)), statuses(members)]
+        row += [fmt([m.metrics[n] for m in finished if n in m.metrics]) for n in names]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines), names
+
+
+def statuses(members: list[Run]) -> str:
+    """How a setting's runs ended, counted: ``2 completed, 1 diverged`` (a time budget reached reads
+    ``completed (max_time)``)."""
+    counts: dict[str, int] = defaultdict(int)
+    for m in members:
+        counts["completed (max_time)" if m.finished and m.status != "completed" else m.status] += 1
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+
+
+def shown_run(members: list[Run]) -> Run:
+    """The run of a setting whose curves and samples the figures show: its first finished one."""
+    return next((m for m in members if m.finished), members[0])
 
 
 def read_curves(run: Run) -> dict[str, list[tuple[float, float]]]:
@@ -164,7 +187,7 @@ def plot_curves(groups: dict[tuple, list[Run]], keys: list[str], path: Path) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = {s: read_curves(members[0]) for s, members in groups.items()}
+    curves = {s: read_curves(shown_run(members)) for s, members in groups.items()}
     if not any(curves.values()):
         return None
     fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4), squeeze=False)
@@ -223,7 +246,7 @@ def sample_sheet(groups: dict[tuple, list[Run]], keys: list[str], path: Path) ->
 
     tiles = []
     for setting, members in groups.items():
-        grid = members[0].path / "samples" / "final.png"
+        grid = shown_run(members).path / "samples" / "final.png"
         if grid.exists():
             tiles.append((label(setting, keys), Image.open(grid).convert("RGB")))
     if not tiles:
@@ -256,13 +279,15 @@ def report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     keys = swept_keys(runs)
     md, names = table(runs, keys)
     groups = group_settings(runs, keys)
-    figures = [plot_curves(groups, keys, out / "curves.png"), *plot_metric_vs_param(runs, keys, names, out),
+    figures = [plot_curves(groups, keys, out / "curves.png"), *plot_metric_vs_param([r for r in runs if r.finished], keys, names, out),
                sample_sheet(groups, keys, out / "samples.png")]
     seeds = sorted({r.overrides.get("seed", "config") for r in runs})
     text = [f"# Report of `{sweep_dir}`", "",
             f"{len(runs)} runs, {len(groups)} settings; swept: {', '.join(keys) or 'nothing'}; "
             f"seeds: {', '.join(seeds)}. Values are final logged values; `(mean)` columns are a training term's mean "
-            f"over every logged step of the run (metrics.csv); each cell is the mean ± std over seeds.", "", md, ""]
+            f"over every logged step of the run (metrics.csv); each cell is the mean ± std over the seeds that "
+            f"finished (completed, or reached their time budget; `seeds` counts them, `status` says how every run "
+            f"ended: diverged, interrupted and crashed runs are left out of the statistics).", "", md, ""]
     text += [f"![{p.stem}]({p.name})" for p in figures if p is not None]
     path = out / "README.md"
     path.write_text("\n".join(text) + "\n")

@@ -80,6 +80,28 @@ def test_report_shows_the_mean_over_training_beside_the_final_value(tmp_path, ca
     assert "`(mean)` columns" in text
 
 
+def test_report_statistics_are_over_the_runs_that_finished(tmp_path):
+    """Runs that diverged, were stopped by a signal or crashed are counted in `status` and left out of
+    the mean ± std; a run that reached its time budget (trainer.max_time) is in it."""
+    sweep = tmp_path / "sweep"
+    for i, g in enumerate((1.0, 3.0, 5.0, float("nan"), 50.0)):
+        write_run(sweep / str(i), ["noise=uniform", f"seed={i}"], g_loss=[g], d_real=[0.5])
+    write_run(sweep / "5", ["noise=uniform", "seed=5"], g_loss=[1.0], d_real=[0.5])
+    (sweep / "5" / "metrics.json").unlink()  # a run that crashed before writing its summary
+    for i, status in ((2, {"status": "interrupted", "reason": "max_time"}), (3, {"status": "diverged"}),
+                      (4, {"status": "interrupted", "signal": 15})):
+        summary = json.loads((sweep / str(i) / "metrics.json").read_text())
+        (sweep / str(i) / "metrics.json").write_text(json.dumps({**summary, **status}))
+    report_main([str(sweep)])
+    text = (sweep / "report" / "README.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    row = dict(zip(header, (c.strip() for c in rows[1].strip("|").split("|"))))
+    assert row["seeds"] == "3"
+    assert row["status"] == "2 completed, 1 completed (max_time), 1 diverged, 1 interrupted, 1 no metrics.json"
+    assert row["train/g_loss (final)"] == "3 ± 2"  # seeds 0, 1 and 2: 1, 3 and 5
+
+
 def test_report_metric_vs_numeric_parameter(tmp_path):
     sweep = tmp_path / "sweep"
     res = run_cli("-m", *FAST, "noise.latent_dim=4,8", f"hydra.sweep.dir={sweep}")
