@@ -161,9 +161,12 @@ def autocast_for(precision: str, device: torch.device, cache: bool = True) -> Ca
 
 
 class PlainLoop:
-    """:meth:`gan_lab.models.base.GAN.training_step` without Lightning: ``n_critic`` D updates then
-    ``n_gen`` G updates per batch with the module's own objectives (``d_step``, ``g_step``), one G
-    forward per batch (two with ``model.fresh_fakes``), D frozen during G updates, raw ``backward()``
+    """:meth:`gan_lab.models.base.GAN.training_step` without Lightning: the module's D updates then
+    its G updates per batch (its schedule: ``d_updates``, ``d_sees_fakes``, ``g_updates``, e.g.
+    ArtGAN's pre-training and WGAN's critic warm-up) with its own objectives (``d_step``,
+    ``g_step``), one G forward per batch (two with ``model.fresh_fakes``), D's inputs through
+    ``d_augment`` (DiffAugment; ADA is refused by :func:`bench_config`), weight clipping and
+    ``gradient_clip_norm`` where the model has them, D frozen during G updates, raw ``backward()``
     and ``optimizer.step()``.
 
     ``graphed``: the plain twin of ``callbacks.fast_path.cuda_graph``: capturable optimizers and the
@@ -187,6 +190,12 @@ class PlainLoop:
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
 
     def optimizer_step(self, opt: torch.optim.Optimizer) -> None:
+        clip = self.model.gradient_clip_norm
+        if self.scaler is not None and clip is not None:
+            self.scaler.unscale_(opt)  # clipped once unscaled, as the module's are
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"] if p.grad is not None],
+                                           clip)
         if self.scaler is None:
             opt.step()
         else:
@@ -195,26 +204,37 @@ class PlainLoop:
 
     def step(self, images: Tensor, labels: Tensor) -> None:
         m = self.model
-        draws = m.real_draws(to_float(images), labels)  # with model.fresh_reals, one per D update
+        # the module's schedule and objectives, its augmentation of D's inputs (DiffAugment), weight and
+        # gradient clipping: the same work, in a hand-written loop
+        draws = m.real_draws(m.to_model_range(to_float(images)), labels)  # fresh_reals: one per D update
+        n_d, with_fakes = m.d_updates(), m.d_sees_fakes()
         fake = fake_labels = None
-        for i in range(m.n_critic):
-            real, labels = draws[i % len(draws)]
+        for i in range(n_d):
+            real, real_labels = draws[i % len(draws)]
             n = real.shape[0]
+            if with_fakes:
+                with self.autocast():
+                    z, fake_labels = m.noise.sample(n, self.device), m.sample_labels(n)
+                    with torch.set_grad_enabled(i == n_d - 1 and not m.fresh_fakes):
+                        fake = m.generate(z, fake_labels)
+            real_d = m.augment_for_d(real)
+            fake_d = m.augment_for_d(fake.detach()) if with_fakes else None
             with self.autocast():
-                z, fake_labels = m.noise.sample(n, self.device), m.sample_labels(n)
-                with torch.set_grad_enabled(i == m.n_critic - 1 and not m.fresh_fakes):
-                    fake = m.generate(z, fake_labels)
-                terms = m.d_step(real, labels, fake.detach(), fake_labels)
+                terms = m.d_step(real_d, real_labels, fake_d, fake_labels)
             self.opt_d.zero_grad(set_to_none=True)
             self.backward(terms["d_loss"])
             self.optimizer_step(self.opt_d)
-        for j in range(m.n_gen):
+            if getattr(m, "weight_clip", None) is not None:
+                m.clip_critic_weights()
+        for j in range(m.g_updates(terms)):
             with frozen(m.discriminator):
                 with self.autocast():
-                    if j > 0 or m.fresh_fakes:
+                    if j > 0 or m.fresh_fakes or fake is None:
                         z, fake_labels = m.noise.sample(n, self.device), m.sample_labels(n)
                         fake = m.generate(z, fake_labels)
-                    terms = m.g_step(fake, fake_labels, real, labels)
+                fake_g = m.augment_for_d(fake)
+                with self.autocast():
+                    terms = m.g_step(fake_g, fake_labels, real_d, real_labels)
                 self.opt_g.zero_grad(set_to_none=True)
                 self.backward(terms["g_loss"])
             self.optimizer_step(self.opt_g)
@@ -354,6 +374,13 @@ def bench_config(args: argparse.Namespace) -> DictConfig:
     if args.phase is not None and not grows:
         raise UserError(f"--phase {args.phase} times a phase of a growing model (model=pggan); model={args.model} "
                         f"trains at one resolution: drop --phase.")
+    twinless = {"d_augment=ada": str((cfg.get("d_augment") or {}).get("_target_", "")).endswith("AdaptiveAugment"),
+                "model.extra_g_when": cfg.model.get("extra_g_when") is not None}
+    for what, present in twinless.items():
+        if present:
+            raise UserError(f"bench train compares gan_lab with a plain loop of the same updates, and {what} decides "
+                            f"them on the host from D's outputs across the run, which that loop does not reproduce; "
+                            f"time the model without it.")
     with open_dict(cfg):  # what build_datamodule publishes, for synthetic RGB data
         cfg.callbacks.growth = None  # the bench holds the phase still (FixedPhase)
         cfg.data.channels = 3

@@ -216,8 +216,13 @@ def test_bench_profiles_the_device_and_times_captured_pggan(tmp_path):
 
 
 
-@pytest.mark.parametrize("model,extra", [("wgan_gp", ["model.n_critic=3"]), ("dcgan", ["model.n_gen=2"]),
-                                         ("dcgan", ["model.fresh_fakes=true", "model.n_critic=2"])])
+@pytest.mark.parametrize("model,extra", [
+    ("wgan_gp", ["model.n_critic=3"]), ("dcgan", ["model.n_gen=2"]),
+    ("dcgan", ["model.fresh_fakes=true", "model.n_critic=2"]),
+    ("dcgan", ["d_augment=diffaugment", "model.gradient_clip_norm=0.01"]),
+    ("wgan", ["model.n_critic=2"]),  # weight clipping, and the warm-up: no G update in this batch
+    ("wgan", ["model.n_critic=2", "model.critic_warmup=null"]),
+    ("artgan", ["model.pretrain_epochs=1"]), ("artgan", ["model.generator.output=sigmoid"])])
 def test_the_plain_twin_makes_the_modules_updates(model, extra):
     """The bench's plain loop is the module's batch without Lightning: from the same weights, noise and
     real images, one of its batches leaves the weights one batch of ``GAN.updates`` leaves (WGAN-GP:
@@ -241,10 +246,20 @@ def test_the_plain_twin_makes_the_modules_updates(model, extra):
     twin.step(images, labels)
     torch.manual_seed(5)
     opt_d, opt_g = module.configure_optimizers()[0]
-    module.updates(to_float(images), labels, opt_d, opt_g, torch.Tensor.backward)
+    module.updates(module.to_model_range(to_float(images)), labels, opt_d, opt_g, torch.Tensor.backward)
     ours, theirs = module.state_dict(), twin.model.state_dict()
-    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours), [k for k in ours if not torch.equal(ours[k], theirs[k])]
     assert any(not torch.equal(start[k], ours[k]) for k in ours if k.endswith("weight"))
+
+
+@pytest.mark.parametrize("extra,what", [(["d_augment=ada"], "d_augment=ada"),
+                                        (["model=artgan", "model.extra_g_when=d_loss", "model.extra_g_threshold=0.3"],
+                                         "model.extra_g_when")])
+def test_the_bench_refuses_what_its_plain_twin_cannot_reproduce(extra, what):
+    args = bench.parse_args(["train", "--image-size", "16", "--batch-size", "8", "--device", "cpu", "--output", "-",
+                             *extra])
+    with pytest.raises(UserError, match=f"{what} decides them on the host"):
+        bench.bench_config(args)
 
 
 def test_the_bench_leaves_no_run_directory_behind():
