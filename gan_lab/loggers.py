@@ -11,6 +11,8 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from gan_lab.fs import atomic_write
+
 log = logging.getLogger(__name__)
 
 
@@ -42,7 +44,25 @@ def wandb_logger(project: str = "gan_lab", name: str | None = None, group: str |
 
 
 class AppendingExperimentWriter(ExperimentWriter):
-    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted."""
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted, and
+    that the rewrite a new column needs (the first ``val/*`` or ``lr/*`` value) replaces the file
+    atomically: a run killed during it leaves the whole history, not a truncated file."""
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        with open(self.metrics_file_path, "r", newline="") as file:
+            reader = csv.DictReader(file)
+            rows, header = list(reader), list(reader.fieldnames or [])
+
+        def write(file) -> None:
+            writer = csv.DictWriter(file, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+        try:
+            atomic_write(self.metrics_file_path, write, mode="w")
+        except BaseException:
+            self.metrics_keys = header  # the file's header still: the next save tries the rewrite again
+            raise
 
     def _check_log_dir_exists(self) -> None:
         if not self._fs.isfile(self.metrics_file_path):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests.conftest import TINY, run_cli
 
 
@@ -36,3 +38,32 @@ def test_resuming_into_the_same_run_directory_appends_to_metrics_csv(make_cfg, t
     seen = [float(r["train/batches_seen"]) for r in rows if r.get("train/batches_seen")]
     assert seen == sorted(seen) and len(seen) == len(set(seen)) and max(seen) > max(
         float(r["train/batches_seen"]) for r in first if r.get("train/batches_seen"))
+
+
+def test_a_new_column_rewrites_metrics_csv_atomically(tmp_path, monkeypatch):
+    """The first value of a new key rewrites the whole file under a new header; a failure during that
+    rewrite (a full disk, a kill) leaves the history as it was, not a truncated file."""
+    import csv
+
+    from gan_lab.loggers import CSVLogger
+
+    logger = CSVLogger(save_dir=str(tmp_path), name="", version="")
+    for step in range(3):
+        logger.log_metrics({"train/d_loss": 1.0 + step}, step=step)
+    logger.save()
+    path = tmp_path / "metrics.csv"
+    before = path.read_text()
+    logger.log_metrics({"train/d_loss": 4.0, "val/fid": 9.0}, step=3)
+
+    def failing_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space left"):
+        logger.save()
+    assert path.read_text() == before  # the three rows, intact
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
+    monkeypatch.undo()
+    logger.save()  # the same rows again, now that the disk has room
+    rows = list(csv.DictReader(path.open()))
+    assert [r["train/d_loss"] for r in rows] == ["1.0", "2.0", "3.0", "4.0"] and rows[-1]["val/fid"] == "9.0"
