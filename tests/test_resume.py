@@ -196,6 +196,20 @@ def test_a_mid_epoch_resume_with_other_batches_is_refused(make_cfg, tmp_path, ch
     assert json.loads((tmp_path / "again" / "metrics.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.parametrize("change, seed, images", [("seed=1", 1, 1617), ("data.subset=0.5", 0, 808)])
+def test_a_mid_epoch_resume_with_another_order_is_refused(make_cfg, tmp_path, change, seed, images):
+    """Stopped 2 batches into an epoch drawn with seed 0 over the 1,617 digits: a resume that draws the
+    epoch's order otherwise (another seed, another subset of the data) would skip other images."""
+    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.batch=2"]
+    with pytest.raises(TrainingInterrupted):
+        train(make_cfg(*overrides("dcgan", *NARROW["dcgan"], "seed=0", *kill), run_dir=tmp_path / "cut"))
+    ckpt = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    with pytest.raises(UserError, match=rf"drawn with seed 0 over 1617 training images, and this run draws it with "
+                                        rf"seed {seed} over {images} .* resume with the checkpoint's seed and data"):
+        train(make_cfg(*overrides("dcgan", *NARROW["dcgan"], change, f"ckpt_path={ckpt}"),
+                       run_dir=tmp_path / "resumed"))
+
+
 def test_sigterm_before_the_first_batch_is_served_after_it(make_cfg, tmp_path):
     """A SIGTERM that Lightning's own handler catches as training starts (before gan_lab's is in place)
     stops the run after the first batch with a resumable checkpoint, not with Lightning's bare exit."""

@@ -58,6 +58,14 @@ def ends_epoch(trainer: L.Trainer, batch_idx: int) -> bool:
     return batch_idx + 1 >= trainer.num_training_batches
 
 
+def order_of(loader: Any) -> dict[str, int] | None:
+    """What the training order of ``loader``'s epochs is drawn from: the sampler's seed and number of
+    images (``None`` for a sampler that is not gan_lab's)."""
+    sampler = getattr(loader, "sampler", None)
+    seed, n = getattr(sampler, "seed", None), getattr(sampler, "n", None)
+    return None if seed is None or n is None else {"seed": int(seed), "images": int(n)}
+
+
 def loader_workers(loader: Any) -> int:
     """The worker processes of a DataLoader (0 for one that loads in the training process)."""
     return int(getattr(loader, "num_workers", 0) or 0)
@@ -102,12 +110,13 @@ class EpochPosition(L.Callback):
         trainer = self._trainer
         loader = trainer.train_dataloader if trainer is not None else None
         return {"batch_in_epoch": self.batch_in_epoch, "mid_epoch": self.mid_epoch,
-                "batch_images": getattr(loader, "batch_size", None)}
+                "batch_images": getattr(loader, "batch_size", None), "order": order_of(loader)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # applied in on_train_start, once the DataLoader (and its sampler) exists
         self._resume_at = int(state_dict["batch_in_epoch"]) if state_dict.get("mid_epoch") else None
         self._resume_batch_images = state_dict.get("batch_images")
+        self._resume_order = state_dict.get("order")
 
     # --- hooks ------------------------------------------------------------------------------
 
@@ -166,6 +175,13 @@ class EpochPosition(L.Callback):
                             f"images, and this run's batches hold {now} (data.batch_size, times model.n_critic with "
                             f"model.fresh_reals), so the rest of that epoch is not what it was; resume with the "
                             f"checkpoint's data.batch_size and model.fresh_reals, or from an epoch-end checkpoint.")
+        order, saved_order = order_of(loader), getattr(self, "_resume_order", None)
+        if saved_order and order and saved_order != order:
+            raise UserError(f"the checkpoint stopped {batches} batches into an epoch whose order was drawn with seed "
+                            f"{saved_order['seed']} over {saved_order['images']} training images, and this run draws "
+                            f"it with seed {order['seed']} over {order['images']} (seed, data.subset or the data "
+                            f"changed), so skipping the images served would skip others; resume with the "
+                            f"checkpoint's seed and data, or from an epoch-end checkpoint.")
         if not hasattr(sampler, "skip_next"):
             log.warning("resuming mid-epoch with a sampler that cannot skip served samples (%s): the "
                         "rest of this epoch repeats its first batches.", type(sampler).__name__)
