@@ -69,6 +69,8 @@ CASES = {
     "dcgan-gradient-clip": ["model=dcgan", *NARROW["dcgan"], "model.gradient_clip_norm=0.05"],
     # one epoch of pre-training (run eagerly: D alone), then the captured schedule
     "artgan-pretraining": ["model=artgan", *NARROW["artgan"], "model.pretrain_epochs=1", "model.label_flip=0.1"],
+    # the generator update draws its own images (noise drawn inside the graph twice a batch)
+    "artgan-fresh-fakes": ["model=artgan", *NARROW["artgan"], "model.fresh_fakes=true"],
 }
 
 
@@ -332,7 +334,7 @@ def eager_and_captured(cfg, graph_warmup: int, schedule=lambda: []):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("case", ["dcgan", "dcgan-bf16", "dcgan-scheduler", "cdcgan-diffaugment",
                                   "wgan_gp-5-critic-steps", "wgan-weight-clip", "wgan-critic-warmup",
-                                  "dcgan-gradient-clip", "artgan-pretraining"])
+                                  "dcgan-gradient-clip", "artgan-pretraining", "artgan-fresh-fakes"])
 def test_the_captured_graph_trains_as_the_eager_step_does(make_cfg, case):
     (eager, eager_trainer), (captured, captured_trainer), fast_path = eager_and_captured(
         gpu_cfg(make_cfg, *CASES[case]), graph_warmup=3)
