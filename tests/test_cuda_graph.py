@@ -71,6 +71,8 @@ CASES = {
     "artgan-pretraining": ["model=artgan", *NARROW["artgan"], "model.pretrain_epochs=1", "model.label_flip=0.1"],
     # the generator update draws its own images (noise drawn inside the graph twice a batch)
     "artgan-fresh-fakes": ["model=artgan", *NARROW["artgan"], "model.fresh_fakes=true"],
+    "dcgan-fused-adam": ["model=dcgan", *NARROW["dcgan"], "optimizer.discriminator.fused=true",
+                         "optimizer.generator.fused=true"],
 }
 
 
@@ -298,6 +300,9 @@ def test_optimizers_become_capturable_and_checkpoints_keep_their_own_flags():
     fast_path.on_save_checkpoint(None, None, checkpoint)
     assert checkpoint["optimizer_states"][0]["param_groups"][0]["capturable"] is False
     assert adam.param_groups[0]["capturable"] is True           # the live optimizer keeps capturing
+    # a fused Adam too: its step() refuses a capture without the flag (its step counts are on the device)
+    fused = torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], lr=0.1, fused=True)
+    assert make_capturable([fused]) == [[False]] and fused.param_groups[0]["capturable"] is True
 
 
 # --- on a GPU -----------------------------------------------------------------------------------------
@@ -334,7 +339,8 @@ def eager_and_captured(cfg, graph_warmup: int, schedule=lambda: []):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("case", ["dcgan", "dcgan-bf16", "dcgan-scheduler", "cdcgan-diffaugment",
                                   "wgan_gp-5-critic-steps", "wgan-weight-clip", "wgan-critic-warmup",
-                                  "dcgan-gradient-clip", "artgan-pretraining", "artgan-fresh-fakes"])
+                                  "dcgan-gradient-clip", "artgan-pretraining", "artgan-fresh-fakes",
+                                  "dcgan-fused-adam"])
 def test_the_captured_graph_trains_as_the_eager_step_does(make_cfg, case):
     (eager, eager_trainer), (captured, captured_trainer), fast_path = eager_and_captured(
         gpu_cfg(make_cfg, *CASES[case]), graph_warmup=3)

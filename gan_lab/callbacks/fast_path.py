@@ -284,12 +284,14 @@ class CapturedStep:
 def make_capturable(optimizers: list[torch.optim.Optimizer]) -> list[list[bool]]:
     """Switch Adam-like optimizers to ``capturable`` (their step count and bias corrections stay on the
     device) and move step counts a checkpoint restored on the host there; returns the previous flags
-    (per optimizer and param group), which checkpoints keep, so they load anywhere."""
+    (per optimizer and param group), which checkpoints keep, so they load anywhere. A fused optimizer
+    keeps its step counts on the device anyway, but its ``step()`` refuses to be captured unless the
+    flag is set too."""
     before = []
     for opt in optimizers:
         before.append([group.get("capturable", False) for group in opt.param_groups])
         for group in opt.param_groups:
-            if "capturable" in group and not group.get("fused"):
+            if "capturable" in group:
                 group["capturable"] = True
             for p in group["params"]:
                 step = opt.state.get(p, {}).get("step")
