@@ -365,6 +365,27 @@ def test_max_batches_stops_after_that_batch_and_resumes_exactly(make_cfg, tmp_pa
         train(make_cfg(*overrides("dcgan", "trainer.max_batches=0"), run_dir=tmp_path / "zero"))
 
 
+class FailAtEpochEnd(L.Callback):
+    """Raises in the epoch-end work (as a full disk writing a grid would), after Lightning's last.ckpt."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:
+            raise OSError(28, "No space left on device")
+
+
+def test_a_failure_after_the_limits_batch_leaves_its_mid_epoch_checkpoint(make_cfg, tmp_path):
+    """trainer.max_batches=6 cuts epoch 1 after its 2nd batch; the epoch-end work then fails. last.ckpt
+    is the cut batch's state (mid-epoch, resumable exactly), not the epoch-end one written before the
+    failure, which would resume as if epoch 1 had been completed."""
+    fail = ["+callbacks.fail._target_=tests.test_resume.FailAtEpochEnd"]
+    cut = tmp_path / "cut"
+    with pytest.raises(OSError, match="No space left"):
+        train(make_cfg(*overrides("dcgan", "trainer.max_epochs=-1", "trainer.max_batches=6", *fail), run_dir=cut))
+    _, state = weights(cut)
+    assert epochs_completed(state) == (1, 2) and state["gan_lab"]["batches_seen"] == 6
+    assert not list((cut / "checkpoints").glob(".max_batches*"))
+
+
 def test_unreadable_or_foreign_checkpoint_is_one_sentence_before_training(make_cfg, tmp_path):
     from gan_lab.checkpoint_io import read_checkpoint
 

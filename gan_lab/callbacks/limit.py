@@ -120,9 +120,12 @@ class LimitCheckpoint(Checkpoint):
                   f"the time of every part of the run).", file=sys.stderr)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        # the fit did not end normally (e.g. a signal in the same batch saved last.ckpt itself)
+        # The fit did not end normally after the limit's batch: a signal in that batch (which saved that
+        # batch's state as last.ckpt itself), or a failure in the epoch-end work that followed it (a
+        # full disk writing a grid). Either way the limit's checkpoint is the state to resume from;
+        # an epoch-end last.ckpt written since would resume as if the epoch had been completed.
         if trainer.is_global_zero and self._written is not None:
-            self._written.unlink(missing_ok=True)
+            os.replace(self._written, self.path)
         self._written = None
 
 
