@@ -15,6 +15,7 @@ import difflib
 import functools
 import logging
 import math
+import signal
 import sys
 import time
 import warnings
@@ -236,6 +237,10 @@ class RunSummary(L.Callback):
                        diverged={"batch": exc.step, "values": values, "message": str(exc)})
         elif isinstance(exc, TrainingInterrupted):
             self.write(trainer, pl_module, "interrupted", signal=exc.signum)
+        elif isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: stopped at once, without a checkpoint
+            self.write(trainer, pl_module, "interrupted", signal=int(signal.SIGINT))
+        elif not isinstance(exc, UserError):  # a failure during training (a refusal is not a run)
+            self.write(trainer, pl_module, "failed", error=f"{type(exc).__name__}: {exc}")
 
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str, **extra) -> None:
         if not trainer.is_global_zero:

@@ -384,6 +384,9 @@ def test_a_failure_after_the_limits_batch_leaves_its_mid_epoch_checkpoint(make_c
     _, state = weights(cut)
     assert epochs_completed(state) == (1, 2) and state["gan_lab"]["batches_seen"] == 6
     assert not list((cut / "checkpoints").glob(".max_batches*"))
+    summary = json.loads((cut / "metrics.json").read_text())  # the run says how it ended
+    assert summary["status"] == "failed" and summary["error"] == "OSError: [Errno 28] No space left on device"
+    assert summary["batches_seen"] == 6
 
 
 def test_unreadable_or_foreign_checkpoint_is_one_sentence_before_training(make_cfg, tmp_path):
