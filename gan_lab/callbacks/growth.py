@@ -55,6 +55,7 @@ class Growth(L.Callback):
         self._data_batch_size: int | None = None    # data.batch_size, for stages with batch_size null
         self._loader_batch_size: int | None = None  # batch size of the DataLoader in use
         self._resumed_loader_batch_size: int | None = None  # that of a mid-epoch checkpoint being resumed
+        self._checkpoint_mid_epoch = False  # whether the checkpoint being resumed was written inside an epoch
 
     # --- checks --------------------------------------------------------------------------
 
@@ -92,8 +93,7 @@ class Growth(L.Callback):
         self._checkpoint_mid_epoch = epochs_completed(checkpoint)[1] is not None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        mid_epoch = getattr(self, "_checkpoint_mid_epoch", False)
-        self._resumed_loader_batch_size = state_dict.get("loader_batch_size") if mid_epoch else None
+        self._resumed_loader_batch_size = state_dict.get("loader_batch_size") if self._checkpoint_mid_epoch else None
 
     # --- hooks ---------------------------------------------------------------------------
 

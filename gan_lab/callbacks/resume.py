@@ -96,6 +96,7 @@ class EpochPosition(L.Callback):
         self._trainer: L.Trainer | None = None
         self._resume_at: int | None = None  # batches into the epoch of a mid-epoch checkpoint being resumed
         self._resume_batch_images: int | None = None  # the images of each of those batches
+        self._resume_order: dict[str, int] | None = None  # what that epoch's order was drawn from
         self._quiet: tuple | None = None  # the warnings filter of NOT_RESUMABLE, while it is installed
 
     @property
@@ -175,7 +176,7 @@ class EpochPosition(L.Callback):
                             f"images, and this run's batches hold {now} (data.batch_size, times model.n_critic with "
                             f"model.fresh_reals), so the rest of that epoch is not what it was; resume with the "
                             f"checkpoint's data.batch_size and model.fresh_reals, or from an epoch-end checkpoint.")
-        order, saved_order = order_of(loader), getattr(self, "_resume_order", None)
+        order, saved_order = order_of(loader), self._resume_order
         if saved_order and order and saved_order != order:
             raise UserError(f"the checkpoint stopped {batches} batches into an epoch whose order was drawn with seed "
                             f"{saved_order['seed']} over {saved_order['images']} training images, and this run draws "
