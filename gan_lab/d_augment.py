@@ -334,7 +334,8 @@ class AdaptiveAugment(nn.Module):
         sign_sum, count = self.stats.tolist()                    # the one host synchronisation
         self.rt = sign_sum / max(1.0, count)
         step = self._images / self.speed_images
-        self.p = min(self.max_p, max(0.0, self.p + math.copysign(step, self.rt - self.target)))
+        direction = (self.rt > self.target) - (self.rt < self.target)  # sign(r_t - target): 0 leaves p, as ADA's
+        self.p = min(self.max_p, max(0.0, self.p + direction * step))
         self._fill()
         self.stats.zero_()
         self._batches, self._images = 0, 0

@@ -118,6 +118,10 @@ def test_ada_raises_p_when_d_overfits_and_lowers_it_otherwise():
         ada.observe(unsure)
         ada.batch_done(100)
     assert ada.p == 0.0                                           # clamped at 0
+    at_target = AdaptiveAugment(target=0.5, speed_images=1000, interval=1, p=0.3)
+    at_target.observe(torch.tensor([1.0, 1.0, 1.0, -1.0]))        # r_t = 0.5: the target itself
+    at_target.batch_done(100)
+    assert at_target.rt == 0.5 and at_target.p == 0.3             # sign(0) = 0: p stays
 
 
 def test_ada_counts_batches_and_reads_p_from_the_device():
