@@ -190,12 +190,9 @@ class PlainLoop:
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
 
     def optimizer_step(self, opt: torch.optim.Optimizer) -> None:
-        clip = self.model.gradient_clip_norm
-        if self.scaler is not None and clip is not None:
+        if self.scaler is not None and self.model.gradient_clip_norm is not None:
             self.scaler.unscale_(opt)  # clipped once unscaled, as the module's are
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"] if p.grad is not None],
-                                           clip)
+        self.model.clip_gradient_norm(opt)
         if self.scaler is None:
             opt.step()
         else:
@@ -224,8 +221,7 @@ class PlainLoop:
             self.opt_d.zero_grad(set_to_none=True)
             self.backward(terms["d_loss"])
             self.optimizer_step(self.opt_d)
-            if getattr(m, "weight_clip", None) is not None:
-                m.clip_critic_weights()
+            m.after_discriminator_step()
         for j in range(m.g_updates(terms)):
             with frozen(m.discriminator):
                 with self.autocast():

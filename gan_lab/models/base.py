@@ -398,7 +398,12 @@ class GAN(L.LightningModule):
         backward(terms["d_loss"])
         self.clip_gradient_norm(opt)
         opt.step()
+        self.after_discriminator_step()
         return terms
+
+    def after_discriminator_step(self) -> None:
+        """What follows every discriminator optimizer step (a variant's constraint on D's weights,
+        e.g. WGAN's clipping); nothing here."""
 
     def generator_update(self, opt, fake, fake_labels, real, labels, backward) -> dict[str, Tensor]:
         with frozen(self.discriminator):
@@ -426,8 +431,7 @@ class GAN(L.LightningModule):
             self._clip(optimizer)
 
     def _clip(self, opt) -> None:
-        params = [p for group in getattr(opt, "optimizer", opt).param_groups for p in group["params"]
-                  if p.grad is not None]
+        params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
         torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_norm)
 
     def is_logging_step(self) -> bool:

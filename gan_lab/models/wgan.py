@@ -153,11 +153,10 @@ class WGAN(GAN):
         terms["wasserstein"] = (real_logits.mean() - fake_logits.mean()).detach()
         return terms
 
-    def discriminator_update(self, opt, real, labels, fake, fake_labels, backward) -> dict[str, Tensor]:
-        terms = super().discriminator_update(opt, real, labels, fake, fake_labels, backward)
+    def after_discriminator_step(self) -> None:
+        super().after_discriminator_step()
         if self.weight_clip is not None:
             self.clip_critic_weights()
-        return terms
 
     def lipschitz_constraint(self) -> str | None:
         return f"weight clipping at {self.weight_clip:g}" if self.weight_clip is not None else super().lipschitz_constraint()
