@@ -33,7 +33,7 @@ from typing import Any
 
 import lightning as L
 
-from gan_lab.callbacks.resume import epochs_completed
+from gan_lab.callbacks.resume import written_mid_epoch
 from gan_lab.errors import UserError
 from gan_lab.models.growth import GrowthSchedule, Phase
 
@@ -90,7 +90,7 @@ class Growth(L.Callback):
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         # called before load_state_dict, with the whole checkpoint: where in the epoch it was written
-        self._checkpoint_mid_epoch = epochs_completed(checkpoint)[1] is not None
+        self._checkpoint_mid_epoch = written_mid_epoch(checkpoint)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resumed_loader_batch_size = state_dict.get("loader_batch_size") if self._checkpoint_mid_epoch else None
@@ -110,35 +110,40 @@ class Growth(L.Callback):
                         pl_module.images_seen, phase.resolution, phase.resolution, phase.alpha)
         # a mid-epoch resume continues the epoch with its DataLoader (its first batch ends the epoch if
         # the stage wants another batch size, as in the uninterrupted run); otherwise the stage's size
-        wanted = self._resumed_loader_batch_size or self.batch_size()
+        self.serve(trainer, self._resumed_loader_batch_size or self.batch_size())
         self._resumed_loader_batch_size = None
-        if datamodule is not None and wanted is not None:
-            datamodule.batch_size = wanted
         if len(self.schedule.batch_sizes) > 1 and not trainer.reload_dataloaders_every_n_epochs:
             trainer.reload_dataloaders_every_n_epochs = 1
         log.info("progressive growing: %s; starting at %dx%d, alpha %.3f", self.schedule,
                  phase.resolution, phase.resolution, phase.alpha)
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # the DataLoader exists (on_train_epoch_start does not run for an epoch a resume continues)
+    @staticmethod
+    def serve(trainer: L.Trainer, batch_size: int | None) -> None:
+        """Give the DataModule ``batch_size`` (``None``: keep its own) for the next DataLoader it builds."""
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None and batch_size is not None:
+            datamodule.batch_size = batch_size
+
+    def note_loader(self, trainer: L.Trainer) -> None:
+        """The DataLoader in use was built with the DataModule's batch size of now."""
         self._loader_batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.note_loader(trainer)  # on_train_epoch_start does not run for an epoch a resume continues
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # the epoch's DataLoader was built (or kept) with the DataModule's batch size of now
-        self._loader_batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+        self.note_loader(trainer)  # built (or kept) for this epoch
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the next epoch's DataLoader is built before its first hook: give it the stage's batch size
         # now (a stage reached by the epoch's last batch would otherwise cost an epoch of no batches)
-        wanted, datamodule = self.batch_size(), getattr(trainer, "datamodule", None)
-        if datamodule is not None and wanted is not None:
-            datamodule.batch_size = wanted
+        self.serve(trainer, self.batch_size())
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         wanted = self.batch_size()
         if wanted is not None and self._loader_batch_size is not None and wanted != self._loader_batch_size:
-            trainer.datamodule.batch_size = wanted
+            self.serve(trainer, wanted)
             pl_module.request_epoch_end()  # the next epoch rebuilds the DataLoader with the new batch size
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,

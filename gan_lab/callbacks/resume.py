@@ -51,6 +51,11 @@ def epochs_completed(checkpoint: dict[str, Any]) -> tuple[int, int | None]:
     return epoch + 1, None
 
 
+def written_mid_epoch(checkpoint: dict[str, Any]) -> bool:
+    """Whether ``checkpoint`` was written inside an epoch (see :func:`epochs_completed`)."""
+    return epochs_completed(checkpoint)[1] is not None
+
+
 def ends_epoch(trainer: L.Trainer, batch_idx: int) -> bool:
     """Whether the batch ``batch_idx`` (Lightning's index in the epoch, which a mid-epoch resume
     continues) is the last of its epoch: a checkpoint written after it must wait for the epoch-end
@@ -67,7 +72,8 @@ def order_of(loader: Any) -> dict[str, int] | None:
 
 
 def loader_workers(loader: Any) -> int:
-    """The worker processes of a DataLoader (0 for one that loads in the training process)."""
+    """The worker processes of a DataLoader, or of the DataModule that makes it (0: it loads in the
+    training process)."""
     return int(getattr(loader, "num_workers", 0) or 0)
 
 

@@ -24,7 +24,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from gan_lab.callbacks.resume import epochs_completed
+from gan_lab.callbacks.resume import loader_workers, written_mid_epoch
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class RngState(L.Callback):
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         # called before load_state_dict, with the whole checkpoint: where in the epoch it was written
-        self._checkpoint_mid_epoch = epochs_completed(checkpoint)[1] is not None
+        self._checkpoint_mid_epoch = written_mid_epoch(checkpoint)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Called after every ``setup`` hook (where the module derives its per-rank streams under
@@ -98,8 +98,7 @@ class RngState(L.Callback):
         own = self._own_rng_state(state_dict["rng"])
         if own is None:
             return
-        datamodule = getattr(self._trainer, "datamodule", None)
-        if self._checkpoint_mid_epoch or int(getattr(datamodule, "num_workers", 0) or 0) > 0:
+        if self._checkpoint_mid_epoch or loader_workers(getattr(self._trainer, "datamodule", None)) > 0:
             self._pending = own  # the epoch's DataLoader iterator is created before on_train_start
         else:
             set_rng_state(own)  # before Lightning creates the next epoch's DataLoader iterator

@@ -257,8 +257,8 @@ class Context:
         cap = self.evaluator.num_real
         fields = {"num_generated": self.n_gen, "split": name, "num_real": min(len(split), cap),
                   "image_size": self.fake.shape[-1]}
-        if split.chosen(cap):
-            fields["real_chosen"] = split.chosen(cap)
+        if chosen := split.chosen(cap):
+            fields["real_chosen"] = chosen
         if self.resized:
             fields["real_resize"] = f"area to {self.fake.shape[-1]}px"
         return fields
@@ -419,7 +419,7 @@ def scores(c: Context) -> dict:
     probability = bool(getattr(getattr(model, "loss", None), "probability", True))
     res = {"d_real": float(real_scores.mean()), "d_fake": float(fake_scores.mean()),
            "num_real": len(real_scores), "num_generated": len(fake_scores), "split": "val",
-           **({"real_chosen": c.val.chosen(ev.num_samples)} if c.val.chosen(ev.num_samples) else {}),
+           **({"real_chosen": chosen} if (chosen := c.val.chosen(ev.num_samples)) else {}),
            "discriminator_mode": "eval"}
     if c.out_dir is not None:
         xlabel = "D(x): probability of real" if probability else "D(x): critic value"
