@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev,sweep]"
+	$(PY) -m pip install -q -e ".[dev,sweep]" --config-settings editable_mode=compat
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install gan_lab with its dependencies

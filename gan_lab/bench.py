@@ -42,6 +42,7 @@ from omegaconf import DictConfig, open_dict
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from gan_lab import CONFIG_DIR
 from gan_lab.build import build_callbacks, build_loggers, build_model, build_trainer, serve_draws
 from gan_lab.callbacks.fast_path import (FastPath, GraphedStep, compile_mode, compile_nets, make_capturable,
                                         use_channels_last)
@@ -347,7 +348,7 @@ def compose(overrides: list[str]) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=overrides)
     GlobalHydra.instance().clear()
     with open_dict(cfg):

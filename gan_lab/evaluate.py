@@ -15,6 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from gan_lab import CONFIG_DIR
 from gan_lab.build import make
 from gan_lab.metrics.records import append_evaluation
 from gan_lab.errors import check_count, check_seed, exit_on_user_error
@@ -44,7 +45,7 @@ def evaluate(cfg: DictConfig) -> dict:
     return record
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     exit_on_user_error(evaluate, cfg)
 

@@ -33,6 +33,7 @@ import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from gan_lab import CONFIG_DIR
 from gan_lab.build import build_datamodule  # noqa: E402
 from gan_lab.grids import save_grid  # noqa: E402
 from gan_lab.errors import UserError  # noqa: E402
@@ -204,7 +205,7 @@ def print_summary(summary: dict) -> None:
     print(f"gan_lab: exploration written to {summary['output']}")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="explore")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="explore")
 def main(cfg: DictConfig) -> None:
     print_summary(exit_on_user_error(explore, cfg))
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
 
+from gan_lab import CONFIG_DIR
 from gan_lab.grids import grid_image, save_grid
 from gan_lab.errors import UserError
 from gan_lab.metrics.sampling import ema_weights, interpolate_latents, is_conditional, latents_from_seeds, seeded
@@ -200,7 +201,7 @@ def generate(cfg: DictConfig) -> dict[str, str]:
     return written
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="generate")
 def main(cfg: DictConfig) -> None:
     exit_on_user_error(generate, cfg)
 

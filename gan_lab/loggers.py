@@ -43,6 +43,31 @@ def wandb_logger(project: str = "gan_lab", name: str | None = None, group: str |
                        log_model=False if offline else log_model, **kwargs)
 
 
+def history_rows(path: str | Path) -> int:
+    """The complete rows of a ``metrics.csv`` below its header (a last row cut short by a kill is not one)."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as file:
+        return max(0, file.read().count("\n") - 1)
+
+
+def cut_history(path: str | Path, rows: int) -> int:
+    """Keep the header and the first ``rows`` complete rows of a ``metrics.csv`` (an atomic
+    replace); returns how many rows (complete or cut short) were removed."""
+    path = Path(path)
+    with open(path, newline="") as file:
+        lines = file.read().splitlines(keepends=True)
+    keep, removed = lines[:rows + 1], len(lines) - rows - 1
+    if removed <= 0:
+        if rows + 1 > len(lines):
+            log.warning("%s has %d rows, fewer than the %d its checkpoint recorded; it is kept as it is",
+                        path, len(lines) - 1, rows)
+        return 0
+    atomic_write(path, lambda fh: fh.writelines(keep), mode="w")
+    return removed
+
+
 class AppendingExperimentWriter(ExperimentWriter):
     """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted, and
     that the rewrite a new column needs (the first ``val/*`` or ``lr/*`` value) replaces the file

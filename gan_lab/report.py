@@ -288,12 +288,34 @@ def report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
             f"over every logged step of the run (metrics.csv); each cell is the mean ± std over the seeds that "
             f"finished (completed, or reached their time budget; `seeds` counts them, `status` says how every run "
             f"ended: diverged, interrupted and crashed runs are left out of the statistics).", "", md, ""]
+    unfinished = unfinished_runs(runs, sweep_dir)
+    if unfinished:
+        text += ["Runs that did not finish:", "", *unfinished, ""]
     text += [f"![{p.stem}]({p.name})" for p in figures if p is not None]
     path = out / "README.md"
     path.write_text("\n".join(text) + "\n")
     print(md)
+    if unfinished:
+        print("\n" + "\n".join(unfinished))
     print(f"\nreport: {path}")
     return path
+
+
+def unfinished_runs(runs: list[Run], sweep_dir: Path) -> list[str]:
+    """A line for each run that did not finish: its folder, how it ended, why, its SLURM job and logs."""
+    lines = []
+    for r in runs:
+        if r.finished:
+            continue
+        s = r.summary
+        why = s.get("error") or (s.get("diverged") or {}).get("message") or (
+            f"signal {s['signal']}" if "signal" in s else "")
+        job = s.get("slurm") or {}
+        where = f"; SLURM job {job['job_id']}" if job.get("job_id") else ""
+        where += f", requeued {job['requeues']} times" if job.get("requeues") else ""
+        where += f"; logs: {job['logs']}" if job.get("logs") else ""
+        lines.append(f"- `{r.path.relative_to(sweep_dir)}`: {r.status}{f' ({why})' if why else ''}{where}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,10 @@ from hydra.experimental.callback import Callback
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from gan_lab import CONFIG_DIR
 from gan_lab.build import (batches_per_epoch, build_callbacks, build_datamodule, build_loggers, build_model,
                            build_trainer, check_batch_size, resolved, serve_draws, setup_datamodule)
+from gan_lab.callbacks.history import History
 from gan_lab.callbacks.clock import dhms, time_limit, trained_seconds, trainer_max_time
 from gan_lab.callbacks.limit import epoch_cut_short, stopped_by_time_limit
 from gan_lab.callbacks.resume import epochs_completed
@@ -38,6 +40,7 @@ from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, che
 from gan_lab.fs import probe_writable
 from gan_lab.metrics.records import read_metrics_json, update_metrics_json
 from gan_lab.rundir import RunDirBackup, keep_run_dir_until_accepted
+from gan_lab import slurm
 
 log = logging.getLogger("gan_lab")
 
@@ -49,7 +52,6 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 warnings.filterwarnings("ignore", message=r".*number of training batches .* is smaller than the logging interval")
 
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,12 +59,12 @@ def defined_top_level_keys(config_name: str = "config") -> frozenset[str]:
     """The top-level keys gan_lab's configs define for the entry point of ``config_name``: those of
     conf/config.yaml and of the entry point's own config (``explore``, ``evaluate``, ``generate``),
     the config groups, and those that global presets (experiments, sweeps) set."""
-    keys = set(OmegaConf.load(CONF / "config.yaml").keys())
-    own = CONF / f"{config_name}.yaml"
+    keys = set(OmegaConf.load(CONFIG_DIR / "config.yaml").keys())
+    own = CONFIG_DIR / f"{config_name}.yaml"
     if own.is_file():
         keys |= set(OmegaConf.load(own).keys())
-    keys |= {p.name for p in CONF.iterdir() if p.is_dir()}
-    for path in CONF.rglob("*.yaml"):
+    keys |= {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    for path in CONFIG_DIR.rglob("*.yaml"):
         if any("@package _global_" in line for line in path.read_text().splitlines()[:5]):
             keys |= set(OmegaConf.load(path).keys())
     return frozenset(keys - {"defaults", "hydra"})
@@ -96,7 +98,7 @@ def check_top_level_keys(cfg: DictConfig, overrides: list[str], config_name: str
         others = f" (or {', '.join(meant[1:3])})" if len(meant) > 1 else ""
         hint = f"did you mean {meant[0]}{others}? e.g. {meant[0]}={value} (without the +)."
     else:
-        plain = ", ".join(sorted(k for k in defined if not (CONF / k).is_dir()))
+        plain = ", ".join(sorted(k for k in defined if not (CONFIG_DIR / k).is_dir()))
         hint = f"drop it (the top-level keys are {plain}; everything else lives in a group such as model or trainer)."
     raise UserError(f"{given} adds the top-level key {key}, which gan_lab does not read; {hint}")
 
@@ -222,6 +224,10 @@ class RunSummary(L.Callback):
     def __init__(self, path: str | Path, start: float) -> None:
         self.path, self.start = Path(path), start
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            update_metrics_json(self.path, {"status": "running", **slurm.job_record()})
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not stopped_by_time_limit(trainer):
             self.write(trainer, pl_module, "completed")
@@ -255,6 +261,7 @@ class RunSummary(L.Callback):
             "optimizer_steps": trainer.global_step,
             "train_seconds": round(time.time() - self.start, 2),
             "final": final_metrics(trainer, pl_module),
+            **slurm.job_record(),
             **extra,
         })
         print(f"gan_lab: run directory {self.path.parent.resolve()}")
@@ -271,13 +278,27 @@ def train(cfg: DictConfig) -> float | None:
     """Build everything from ``cfg``, train, write ``metrics.json`` and return ``optimized_metric``.
 
     Every check comes before training, and before anything is written into the run directory; the
-    model is built before the data are decoded, so its nets check the image size first."""
+    model is built before the data are decoded, so its nets check the image size first. A requeued
+    SLURM job continues its run from the run's last checkpoint."""
     with keep_run_dir_until_accepted():
         check_seed(cfg.seed)
         overrides = job_overrides()
         if overrides is not None:
             check_top_level_keys(cfg, overrides)  # (a multirun's jobs; a single run was checked by Hydra's callback)
-        run_dir, resume = check_paths(cfg)
+        done = slurm.completed_run(Path(cfg.run_dir))
+        if done is not None:
+            log.info("SLURM job %s was requeued after its run completed: nothing to do", slurm.job_id())
+            return (done.get("final") or {}).get(cfg.get("optimized_metric"))
+        continued = slurm.checkpoint_to_continue(Path(cfg.run_dir)) if cfg.ckpt_path is None else None
+        if continued is not None:
+            cfg.ckpt_path = str(continued)
+        try:
+            run_dir, resume = check_paths(cfg)
+        except UserError as exc:
+            if continued is not None:  # the requeued job cannot go on: its run says so too
+                update_metrics_json(Path(cfg.run_dir) / "metrics.json",
+                                    {"status": "failed", "error": str(exc), **slurm.job_record()})
+            raise
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = build_datamodule(cfg, setup=False)  # the data's facts (classes), nothing decoded
         model = build_model(cfg)
@@ -287,7 +308,7 @@ def train(cfg: DictConfig) -> float | None:
         setup_datamodule(cfg, datamodule)
         loggers = build_loggers(cfg)
         summary = RunSummary(run_dir / "metrics.json", start=time.time())
-        trainer = build_trainer(cfg, [*build_callbacks(cfg), summary], loggers)
+        trainer = build_trainer(cfg, [*build_callbacks(cfg), History(), summary], loggers)
         check_training_length(trainer, cfg, resume, batches_per_epoch(datamodule, trainer.world_size))
         check_batch_size(model, datamodule, trainer.world_size, trainer.limit_train_batches)
         del resume  # mapped tensors: Lightning reads the checkpoint itself
@@ -326,16 +347,17 @@ def failed_job_value() -> float:
     which Optuna refuses, would end the whole sweep."""
     from hydra.core.hydra_config import HydraConfig
 
-    direction = OmegaConf.select(HydraConfig.get(), "sweeper.direction", default="minimize")
-    return -math.inf if "max" in str(direction).lower() else math.inf
+    return slurm.failed_value(OmegaConf.select(HydraConfig.get(), "sweeper.direction"))
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
         value = train(cfg)
     except TrainingInterrupted as exc:
         print(f"gan_lab: {exc}", file=sys.stderr)
+        if exc.signum == signal.SIGUSR2:  # SLURM's warning ahead of a time limit or a pre-emption
+            slurm.requeue()
         sys.exit(128 + exc.signum)  # the shell's convention for a signal (130 Ctrl-C, 143 SIGTERM)
     except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their trace
         if not report_user_error(exc):
@@ -349,4 +371,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    # the task function of gan_lab.run, not of __main__: a SLURM job unpickles it by its module's name
+    from gan_lab.run import main as task
+
+    task()

@@ -1,4 +1,5 @@
-"""Graceful interruption: SIGTERM (what SLURM sends before pre-emption) and Ctrl-C save a resumable checkpoint.
+"""Graceful interruption: SIGTERM (what SLURM sends before pre-emption), SIGUSR2 (its warning ahead of a
+time limit) and Ctrl-C save a resumable checkpoint.
 
 The signal only sets a flag; the batch in progress finishes (an interruption between the D and G
 updates could not be resumed exactly), then ``<dirpath>/last.ckpt`` is written mid-epoch and training
@@ -53,11 +54,12 @@ class GracefulStop(Checkpoint):
         dirpath: folder of the interruption checkpoint (``<run>/checkpoints``, where
             ``last.ckpt`` lives, so that ``ckpt_path=<run>/checkpoints/last.ckpt`` always resumes).
         filename: name of the interruption checkpoint.
-        signals: signal names that request a graceful stop (``SIGTERM``, ``SIGINT``).
+        signals: signal names that request a graceful stop (``SIGTERM``, ``SIGINT``, and ``SIGUSR2``,
+            SLURM's warning ahead of a time limit, after which the job is requeued: gan_lab.slurm).
     """
 
     def __init__(self, dirpath: str, filename: str = "last.ckpt",
-                 signals: tuple[str, ...] | list[str] = ("SIGTERM", "SIGINT")) -> None:
+                 signals: tuple[str, ...] | list[str] = ("SIGTERM", "SIGINT", "SIGUSR2")) -> None:
         self.path = Path(dirpath) / filename
         self.signals = [getattr(signal, name) for name in signals]
         self.requested: int | None = None  # the signal number of a pending stop request

@@ -1,0 +1,265 @@
+"""Runs on a SLURM cluster: the Hydra launcher (``hydra/launcher=slurm``) and what a job does when
+the cluster stops it.
+
+- :class:`SlurmLauncher` submits one job per run through submitit. Before anything is written it
+  asks the cluster whether it could run the jobs (``sbatch --test-only``); after the sweep it
+  reports every job that ended without a result (crashed, killed, cancelled) with its log, in the
+  log and in the run's ``metrics.json``, and the sweep goes on.
+- A job is warned ahead of its time limit (or of a pre-emption) by ``SIGUSR2`` (the launcher's
+  ``signal_delay_s``); :class:`~gan_lab.callbacks.GracefulStop` finishes the batch and saves
+  ``last.ckpt``, and :func:`requeue` puts the job back in the queue, at most
+  ``hydra.launcher.max_num_timeout`` times. A job that SLURM itself requeues (pre-emption,
+  ``scontrol requeue``) is stopped by ``SIGTERM`` the same way.
+- A requeued job runs the same command in the same run directory and continues the run from its
+  last checkpoint (:func:`checkpoint_to_continue`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+from omegaconf import DictConfig, OmegaConf
+
+from gan_lab.compat import sbatch_script
+from gan_lab.errors import UserError
+from gan_lab.metrics.records import modify_metrics_json, read_metrics_json
+
+log = logging.getLogger("gan_lab")
+
+
+def job_id() -> str | None:
+    """The SLURM job this process runs in (``<array>_<task>`` in a job array, as squeue shows it),
+    or ``None`` outside SLURM."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
+def restarts() -> int:
+    """How many times SLURM has requeued this job (0 for its first start)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
+def requeue_limit() -> int:
+    """How many requeues a job may ask for: ``hydra.launcher.max_num_timeout`` (0 without a
+    submitit launcher: a job started by hand is not requeued by gan_lab)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return 0
+    return int(OmegaConf.select(HydraConfig.get(), "launcher.max_num_timeout", default=0) or 0)
+
+
+def requeue() -> bool:
+    """Put this job back in SLURM's queue (after its checkpoint was saved), unless it has been
+    requeued ``requeue_limit()`` times already; returns whether it was. Only process 0 asks."""
+    if job_id() is None or int(os.environ.get("SLURM_PROCID") or 0) != 0:
+        return False
+    limit = requeue_limit()
+    if restarts() >= limit:
+        print(f"gan_lab: job {job_id()} is not requeued: it was requeued {restarts()} times, the limit "
+              f"hydra.launcher.max_num_timeout={limit}; raise it, or continue by hand with ckpt_path.",
+              file=sys.stderr)
+        return False
+    done = subprocess.run(["scontrol", "requeue", job_id()], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"gan_lab: job {job_id()} could not be requeued ({done.stderr.strip()}); continue it with "
+              f"ckpt_path.", file=sys.stderr)
+        return False
+    print(f"gan_lab: job {job_id()} requeued ({restarts() + 1} of {limit}); it continues from its checkpoint.",
+          file=sys.stderr)
+    return True
+
+
+def checkpoint_to_continue(run_dir: Path) -> Path | None:
+    """For a requeued job, the checkpoint its run continues from: ``<run>/checkpoints/last.ckpt``,
+    or ``None`` when the first part wrote none (the run starts again, its history cleared).
+    Outside SLURM, or for a job's first start, ``None``."""
+    if job_id() is None or restarts() == 0:
+        return None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("SLURM job %s, start %d: continuing the run from %s", job_id(), restarts() + 1, last)
+        return last
+    history = run_dir / "metrics.csv"
+    if history.is_file():
+        log.warning("SLURM job %s, start %d: no checkpoint was written before the requeue; the run starts "
+                    "again and its history %s is cleared", job_id(), restarts() + 1, history)
+        history.unlink()
+    return None
+
+
+def completed_run(run_dir: Path) -> dict | None:
+    """For a requeued job whose run already completed, its ``metrics.json``: nothing is left to do."""
+    if job_id() is None or restarts() == 0:
+        return None
+    summary = read_metrics_json(run_dir / "metrics.json")
+    return summary if summary.get("status") == "completed" else None
+
+
+def job_record() -> dict[str, Any]:
+    """What ``metrics.json`` says of the SLURM job (empty outside SLURM)."""
+    return {"slurm": {"job_id": job_id(), "requeues": restarts()}} if job_id() is not None else {}
+
+
+class SlurmLauncher(submitit_launcher.SlurmLauncher):
+    """Hydra's submitit SLURM launcher, with a check of the request before anything is written and
+    a sweep that outlives its failed jobs."""
+
+    def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
+                 singleton_state: dict) -> JobReturn:
+        import submitit
+
+        if submitit.JobEnvironment().global_rank > 0:  # a DDP task beside process 0: one .hydra/ per run
+            sweep_overrides = [*sweep_overrides, "hydra.output_subdir=null"]
+        return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import submitit
+
+        assert self.config is not None and self.hydra_context is not None
+        params = dict(self.params)
+        folder = params.pop("submitit_folder")
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=params.pop("max_num_timeout"))
+        executor.update_parameters(**sbatch_parameters(params))
+        try:
+            self.check_request(executor.parameters)
+        except UserError as exc:
+            print(f"gan_lab: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        numbers = [initial_job_idx + i for i in range(len(job_overrides))]
+        for idx, overrides in zip(numbers, job_overrides):
+            log.info("\t#%d : %s", idx, " ".join(overrides))
+        arguments = [(list(o), "hydra.sweep.dir", idx, f"job_id_for_{idx}", self.singleton_state())
+                     for idx, o in zip(numbers, job_overrides)]
+        try:
+            jobs = executor.map_array(self, *zip(*arguments))
+        except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError) as exc:
+            print(f"gan_lab: error: SLURM refused the jobs ({one_line(str(exc))}); check the "
+                  f"hydra.launcher keys.", file=sys.stderr)
+            sys.exit(2)
+        log.info("submitted SLURM jobs %s; follow them with squeue, their logs in %s", ", ".join(j.job_id for j in jobs),
+                 Path(folder).parent)
+        return [self.result(job, idx, list(o)) for job, idx, o in zip(jobs, numbers, job_overrides)]
+
+    @staticmethod
+    def singleton_state() -> dict:
+        from hydra.core.singleton import Singleton
+
+        return Singleton.get_state()
+
+    def check_request(self, parameters: dict[str, Any]) -> None:
+        """``sbatch`` exists and the cluster accepts the request (partition, nodes, CPUs, GPUs,
+        memory, time): ``sbatch --test-only`` on the script the jobs will be submitted with. The
+        trainer must use the tasks the job asks for."""
+        if shutil.which("sbatch") is None:
+            raise UserError("hydra/launcher=slurm needs SLURM's sbatch, which is not on this machine's PATH; run "
+                            "on a cluster's login node, or try it locally with scripts/local_slurm.sh up.")
+        found = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60)
+        if found.returncode != 0:
+            raise UserError(f"no SLURM cluster answers ({one_line(found.stderr)}); check that this machine is a "
+                            f"cluster node (SLURM_CONF, the controller's state: scontrol ping).")
+        partitions = sorted(set(found.stdout.split()))
+        if parameters.get("partition") is not None and parameters["partition"] not in partitions:
+            raise UserError(f"hydra.launcher.partition={parameters['partition']} is not a partition of this cluster; "
+                            f"use one of {', '.join(partitions)} (sinfo lists them).")
+        trainer = self.config.trainer
+        tasks, nodes = int(parameters.get("ntasks_per_node") or 1), int(parameters.get("nodes") or 1)
+        if int(trainer.get("num_nodes") or 1) != nodes:
+            raise UserError(f"hydra.launcher.nodes={nodes} but trainer.num_nodes={trainer.get('num_nodes')}; "
+                            f"set both to the same number of nodes.")
+        devices = trainer.get("devices")
+        if tasks > 1 and devices != tasks:
+            raise UserError(f"hydra.launcher.tasks_per_node={tasks} starts {tasks} processes a node, one per device, "
+                            f"but trainer.devices={devices}; set trainer.devices={tasks} (with trainer=ddp or "
+                            f"trainer=ddp_cpu).")
+        with tempfile.TemporaryDirectory() as tmp:
+            script = Path(tmp) / "check.sh"
+            script.write_text(sbatch_script(tmp, parameters))
+            done = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True)
+        if done.returncode != 0:
+            reason = one_line(done.stderr.replace("sbatch: error: ", ""))
+            raise UserError(f"SLURM cannot run these jobs: {reason}; change the hydra.launcher keys (partition, nodes, "
+                            f"tasks_per_node, cpus_per_task, gpus_per_node, mem_gb, timeout_min).")
+
+    def result(self, job: Any, idx: int, overrides: list[str]) -> JobReturn:
+        """The job's return; a job that failed (an error, or ended without a result: killed, out of
+        memory, cancelled) is said in the log with its logs' paths and recorded in its run's
+        ``metrics.json``, and returns the worst value for the sweeper, so that the sweep goes on."""
+        try:
+            ret = job.results()[0]
+            ret.return_value  # noqa: B018 - raises the job's error
+            return ret
+        except Exception as exc:  # noqa: BLE001 - a job's failure is the job's, not the sweep's
+            error, state = exc, final_state(job)
+        logs = f"{job.paths.stdout} and {job.paths.stderr}"
+        run_dir = self.run_dir(idx, overrides)
+        log.error("job #%d (SLURM %s, %s) failed (%s); its logs: %s", idx, job.job_id, " ".join(overrides),
+                  state, logs)
+        self.record_failure(run_dir, job.job_id, state, logs, error)
+        ret = JobReturn(overrides=overrides, working_dir=str(run_dir), task_name=str(self.config.hydra.job.name),
+                        status=JobStatus.COMPLETED)
+        ret.return_value = failed_value(OmegaConf.select(self.config, "hydra.sweeper.direction"))
+        return ret
+
+    def run_dir(self, idx: int, overrides: list[str]) -> Path:
+        assert self.hydra_context is not None and self.config is not None
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        with_num = OmegaConf.merge(cfg, {"hydra": {"job": {"num": idx}}})
+        return Path(str(with_num.hydra.sweep.dir)) / str(with_num.hydra.sweep.subdir)
+
+    @staticmethod
+    def record_failure(run_dir: Path, job: str, state: str, logs: str, exc: BaseException) -> None:
+        if not run_dir.is_dir():
+            return
+
+        def change(data: dict) -> dict:
+            slurm = {**(data.get("slurm") or {}), "job_id": job, "state": state, "logs": logs}
+            if data.get("status") in (None, "running"):  # killed before it could say how it ended
+                data["status"] = "failed"
+            if data["status"] == "failed" and "error" not in data:
+                data["error"] = f"SLURM job {job} ended {state}: {one_line(str(exc), 500)}"
+            return {**data, "slurm": slurm}
+
+        modify_metrics_json(run_dir / "metrics.json", change)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def final_state(job: Any, wait_s: float = 30.0) -> str:
+    """The job's state in SLURM's accounting once it is final (the record lags the job's end a little)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        state = str(job.get_info().get("State") or "UNKNOWN")
+        if state not in ("RUNNING", "COMPLETING", "PENDING", "REQUEUED", "UNKNOWN") or time.monotonic() > deadline:
+            return state
+        time.sleep(1)
+
+
+def sbatch_parameters(launcher: dict[str, Any]) -> dict[str, Any]:
+    """The ``hydra.launcher`` keys (submitit's generic names and the SLURM ones) as the parameters
+    of ``submitit.SlurmExecutor`` (sbatch's names)."""
+    rename = {"timeout_min": "time", "tasks_per_node": "ntasks_per_node", "name": "job_name"}
+    out = {rename.get(k, k): v for k, v in launcher.items() if k != "mem_gb"}
+    if launcher.get("mem_gb") is not None:
+        out["mem"] = f"{launcher['mem_gb']}GB"
+    return out
+
+
+def failed_value(direction: Any) -> float:
+    """What a failed job returns to the sweeper: the worst value for its ``direction`` (+inf when it
+    minimises, -inf when it maximises); an Optuna study records it as a bad trial (NaN would end it)."""
+    return -float("inf") if "max" in str(direction).lower() else float("inf")

@@ -1,0 +1,12 @@
+"""gan_lab's SLURM launcher (``hydra/launcher=slurm``), where Hydra looks for launcher plugins.
+
+The launcher is :class:`gan_lab.slurm.SlurmLauncher`; Hydra accepts only plugin classes defined
+under the ``hydra_plugins`` package, hence this subclass.
+"""
+try:
+    from gan_lab.slurm import SlurmLauncher as _SlurmLauncher
+except ImportError:  # installed without the `sweep` extra (hydra-submitit-launcher): no SLURM launcher
+    pass
+else:
+    class SlurmLauncher(_SlurmLauncher):
+        """:class:`gan_lab.slurm.SlurmLauncher`."""
