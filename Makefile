@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 ARGS   ?=
 
-.PHONY: help install run test test-full bench gpu-check clean
+.PHONY: help install run test test-full test-slurm bench gpu-check clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -27,6 +27,11 @@ test: $(STAMP)  ## the test suite (fast, CPU, no network)
 
 test-full: $(STAMP)  ## the test suite including the slow tests
 	$(PY) -m pytest -q -m "" $(ARGS)
+
+test-slurm: $(STAMP)  ## the slurm tests, on a one-node SLURM cluster started here and stopped after (root)
+	scripts/local_slurm.sh up
+	SLURM_CONF=$$(scripts/local_slurm.sh conf) $(PY) -m pytest -q -m slurm $(ARGS); \
+	  status=$$?; scripts/local_slurm.sh down; exit $$status
 
 bench: $(STAMP)  ## training and data throughput benchmarks (python -m gan_lab.bench)
 	$(PY) -m gan_lab.bench $(ARGS)

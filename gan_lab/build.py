@@ -19,6 +19,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
@@ -379,6 +380,11 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
             node.plugins = [*(node.get("plugins") or []), *plugins]
         else:
             node.precision = precision
+    if SLURMEnvironment.detect():  # ranks from SLURM; its requeue is gan_lab's (gan_lab.slurm), not Lightning's
+        node = node.copy()
+        with open_dict(node):
+            node.plugins = [*(node.get("plugins") or []), {"_target_": f"{SLURMEnvironment.__module__}.SLURMEnvironment",
+                                                             "auto_requeue": False}]
     trainer = make(node, "trainer", callbacks=callbacks, logger=loggers or False)
     return trainer
 

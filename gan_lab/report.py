@@ -314,6 +314,8 @@ def unfinished_runs(runs: list[Run], sweep_dir: Path) -> list[str]:
         where = f"; SLURM job {job['job_id']}" if job.get("job_id") else ""
         where += f", requeued {job['requeues']} times" if job.get("requeues") else ""
         where += f"; logs: {job['logs']}" if job.get("logs") else ""
+        last = r.path / "checkpoints" / "last.ckpt"
+        where += f"; continue it with ckpt_path={last}" if r.status == "interrupted" and last.is_file() else ""
         lines.append(f"- `{r.path.relative_to(sweep_dir)}`: {r.status}{f' ({why})' if why else ''}{where}")
     return lines
 

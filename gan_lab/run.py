@@ -105,9 +105,9 @@ def check_top_level_keys(cfg: DictConfig, overrides: list[str], config_name: str
 
 class OutputDirCheck(Callback):
     """Hydra callback, run before Hydra creates or writes anything: a top-level key the config does not
-    define is one line; so is an unwritable ``hydra.run.dir``/``hydra.sweep.dir`` (not Hydra's
-    traceback); and the files Hydra is about to rewrite in an existing run directory are saved
-    (:class:`RunDirBackup`)."""
+    define is one line; so are a SLURM request the cluster cannot satisfy and an unwritable
+    ``hydra.run.dir``/``hydra.sweep.dir`` (not Hydra's traceback); and the files Hydra is about to
+    rewrite in an existing run directory are saved (:class:`RunDirBackup`)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config, "run")
@@ -125,6 +125,8 @@ class OutputDirCheck(Callback):
         HydraConfig.instance().set_config(config)
         try:
             check_top_level_keys(config, list(config.hydra.overrides.task), config.hydra.job.config_name)
+            if kind == "sweep" and str(config.hydra.launcher.get("_target_")).endswith("gan_lab_slurm.SlurmLauncher"):
+                slurm.check_request(config)
         except UserError as exc:
             print(f"gan_lab: error: {exc}", file=sys.stderr)
             sys.exit(2)
@@ -295,10 +297,12 @@ def train(cfg: DictConfig) -> float | None:
         try:
             run_dir, resume = check_paths(cfg)
         except UserError as exc:
-            if continued is not None:  # the requeued job cannot go on: its run says so too
-                update_metrics_json(Path(cfg.run_dir) / "metrics.json",
-                                    {"status": "failed", "error": str(exc), **slurm.job_record()})
-            raise
+            if continued is None:
+                raise
+            exc = UserError(f"SLURM job {slurm.job_id()} was requeued but cannot continue its run: {exc}")
+            update_metrics_json(Path(cfg.run_dir) / "metrics.json",  # the run says so too
+                                {"status": "failed", "error": str(exc), **slurm.job_record()})
+            raise exc from None
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = build_datamodule(cfg, setup=False)  # the data's facts (classes), nothing decoded
         model = build_model(cfg)

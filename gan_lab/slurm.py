@@ -130,11 +130,6 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         folder = params.pop("submitit_folder")
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=params.pop("max_num_timeout"))
         executor.update_parameters(**sbatch_parameters(params))
-        try:
-            self.check_request(executor.parameters)
-        except UserError as exc:
-            print(f"gan_lab: error: {exc}", file=sys.stderr)
-            sys.exit(2)
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +146,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             sys.exit(2)
         log.info("submitted SLURM jobs %s; follow them with squeue, their logs in %s", ", ".join(j.job_id for j in jobs),
                  Path(folder).parent)
-        return [self.result(job, idx, list(o)) for job, idx, o in zip(jobs, numbers, job_overrides)]
+        states = wait_until_ended(jobs)
+        return [self.result(job, states[job.job_id], idx, list(o)) for job, idx, o in zip(jobs, numbers, job_overrides)]
 
     @staticmethod
     def singleton_state() -> dict:
@@ -159,41 +155,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
 
         return Singleton.get_state()
 
-    def check_request(self, parameters: dict[str, Any]) -> None:
-        """``sbatch`` exists and the cluster accepts the request (partition, nodes, CPUs, GPUs,
-        memory, time): ``sbatch --test-only`` on the script the jobs will be submitted with. The
-        trainer must use the tasks the job asks for."""
-        if shutil.which("sbatch") is None:
-            raise UserError("hydra/launcher=slurm needs SLURM's sbatch, which is not on this machine's PATH; run "
-                            "on a cluster's login node, or try it locally with scripts/local_slurm.sh up.")
-        found = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60)
-        if found.returncode != 0:
-            raise UserError(f"no SLURM cluster answers ({one_line(found.stderr)}); check that this machine is a "
-                            f"cluster node (SLURM_CONF, the controller's state: scontrol ping).")
-        partitions = sorted(set(found.stdout.split()))
-        if parameters.get("partition") is not None and parameters["partition"] not in partitions:
-            raise UserError(f"hydra.launcher.partition={parameters['partition']} is not a partition of this cluster; "
-                            f"use one of {', '.join(partitions)} (sinfo lists them).")
-        trainer = self.config.trainer
-        tasks, nodes = int(parameters.get("ntasks_per_node") or 1), int(parameters.get("nodes") or 1)
-        if int(trainer.get("num_nodes") or 1) != nodes:
-            raise UserError(f"hydra.launcher.nodes={nodes} but trainer.num_nodes={trainer.get('num_nodes')}; "
-                            f"set both to the same number of nodes.")
-        devices = trainer.get("devices")
-        if tasks > 1 and devices != tasks:
-            raise UserError(f"hydra.launcher.tasks_per_node={tasks} starts {tasks} processes a node, one per device, "
-                            f"but trainer.devices={devices}; set trainer.devices={tasks} (with trainer=ddp or "
-                            f"trainer=ddp_cpu).")
-        with tempfile.TemporaryDirectory() as tmp:
-            script = Path(tmp) / "check.sh"
-            script.write_text(sbatch_script(tmp, parameters))
-            done = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True)
-        if done.returncode != 0:
-            reason = one_line(done.stderr.replace("sbatch: error: ", ""))
-            raise UserError(f"SLURM cannot run these jobs: {reason}; change the hydra.launcher keys (partition, nodes, "
-                            f"tasks_per_node, cpus_per_task, gpus_per_node, mem_gb, timeout_min).")
-
-    def result(self, job: Any, idx: int, overrides: list[str]) -> JobReturn:
+    def result(self, job: Any, state: str, idx: int, overrides: list[str]) -> JobReturn:
         """The job's return; a job that failed (an error, or ended without a result: killed, out of
         memory, cancelled) is said in the log with its logs' paths and recorded in its run's
         ``metrics.json``, and returns the worst value for the sweeper, so that the sweep goes on."""
@@ -202,7 +164,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             ret.return_value  # noqa: B018 - raises the job's error
             return ret
         except Exception as exc:  # noqa: BLE001 - a job's failure is the job's, not the sweep's
-            error, state = exc, final_state(job)
+            error = exc
         logs = f"{job.paths.stdout} and {job.paths.stderr}"
         run_dir = self.run_dir(idx, overrides)
         log.error("job #%d (SLURM %s, %s) failed (%s); its logs: %s", idx, job.job_id, " ".join(overrides),
@@ -239,14 +201,71 @@ def one_line(text: str, limit: int = 300) -> str:
     return " ".join(text.split())[:limit]
 
 
-def final_state(job: Any, wait_s: float = 30.0) -> str:
-    """The job's state in SLURM's accounting once it is final (the record lags the job's end a little)."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        state = str(job.get_info().get("State") or "UNKNOWN")
-        if state not in ("RUNNING", "COMPLETING", "PENDING", "REQUEUED", "UNKNOWN") or time.monotonic() > deadline:
-            return state
-        time.sleep(1)
+#: the states of a job that has not ended (a requeued job passes through them again)
+ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "COMPLETING", "CONFIGURING",
+          "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}
+
+
+def wait_until_ended(jobs: Sequence[Any], poll_s: float = 2.0) -> dict[str, str]:
+    """Wait until every job has ended for good, as the controller says (a job that requeues itself
+    ends one start and is pending again at once, which accounting may not show yet); returns each
+    job's final state (from accounting once the controller has forgotten the job)."""
+    ended: dict[str, str] = {}
+    while len(ended) < len(jobs):
+        ids = [j.job_id for j in jobs if j.job_id not in ended]
+        listed = subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i %T", "-j", ",".join(ids)],
+                                capture_output=True, text=True)
+        states = dict(line.split() for line in listed.stdout.splitlines() if len(line.split()) == 2)
+        for job in jobs:
+            if job.job_id in ended:
+                continue
+            state = states.get(job.job_id)
+            if state is None and job.done():  # forgotten by the controller: accounting knows
+                ended[job.job_id] = str(job.get_info().get("State") or "UNKNOWN")
+            elif state is not None and state not in ACTIVE:
+                ended[job.job_id] = state
+        if len(ended) < len(jobs):
+            time.sleep(poll_s)
+    return ended
+
+
+def check_request(config: DictConfig) -> None:
+    """Before a sweep on SLURM writes anything (``config``: the sweep's, with its ``hydra`` node):
+    ``sbatch`` exists, a cluster answers, the partition is one of its, the trainer uses the tasks
+    and nodes the jobs ask for, and the cluster accepts the request (CPUs, GPUs, memory, time):
+    ``sbatch --test-only`` on the script the jobs will be submitted with."""
+    launcher = {k: OmegaConf.select(config, f"hydra.launcher.{k}") for k in config.hydra.launcher
+                if k not in ("_target_", "submitit_folder", "max_num_timeout")}
+    parameters = sbatch_parameters(OmegaConf.to_container(OmegaConf.create(launcher)))
+    if shutil.which("sbatch") is None:
+        raise UserError("hydra/launcher=slurm needs SLURM's sbatch, which is not on this machine's PATH; run "
+                        "on a cluster's login node, or try it locally with scripts/local_slurm.sh up.")
+    found = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60)
+    if found.returncode != 0:
+        raise UserError(f"no SLURM cluster answers ({one_line(found.stderr)}); check that this machine is a "
+                        f"cluster node (SLURM_CONF, the controller's state: scontrol ping).")
+    partitions = sorted(set(found.stdout.split()))
+    if parameters.get("partition") is not None and parameters["partition"] not in partitions:
+        raise UserError(f"hydra.launcher.partition={parameters['partition']} is not a partition of this cluster; "
+                        f"use one of {', '.join(partitions)} (sinfo lists them).")
+    trainer = config.trainer
+    tasks, nodes = int(parameters.get("ntasks_per_node") or 1), int(parameters.get("nodes") or 1)
+    if int(trainer.get("num_nodes") or 1) != nodes:
+        raise UserError(f"hydra.launcher.nodes={nodes} but trainer.num_nodes={trainer.get('num_nodes')}; "
+                        f"set both to the same number of nodes.")
+    devices = trainer.get("devices")
+    if tasks > 1 and devices not in (tasks, -1, "auto"):
+        raise UserError(f"hydra.launcher.tasks_per_node={tasks} starts {tasks} processes a node, one per device, "
+                        f"but trainer.devices={devices}; set trainer.devices={tasks} (with trainer=ddp or "
+                        f"trainer=ddp_cpu).")
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "check.sh"
+        script.write_text(sbatch_script(tmp, parameters))
+        done = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = one_line(done.stderr.replace("sbatch: error: ", ""))
+        raise UserError(f"SLURM cannot run these jobs: {reason}; change the hydra.launcher keys (partition, nodes, "
+                        f"tasks_per_node, cpus_per_task, gpus_per_node, mem_gb, timeout_min).")
 
 
 def sbatch_parameters(launcher: dict[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,11 @@
 #   scripts/local_slurm.sh down   stop exactly the daemons `up` started, and remove their state
 #   scripts/local_slurm.sh env    print the line that points SLURM's commands at this cluster:
 #                                 eval "$(scripts/local_slurm.sh env)"
+#   scripts/local_slurm.sh conf   print the path of its slurm.conf (for SLURM_CONF)
 #
 # Everything lives in $GAN_LAB_SLURM_DIR (default /tmp/gan_lab_slurm); the cluster has one node
-# (this machine's CPUs and memory) and one partition, `debug`. Both commands are idempotent.
+# (this machine's CPUs and memory) and one partition, `debug`; a requeued job waits 10 s before it
+# starts again (cred_expire; 120 s by default). Both commands are idempotent.
 set -euo pipefail
 
 DIR=${GAN_LAB_SLURM_DIR:-/tmp/gan_lab_slurm}
@@ -54,7 +56,7 @@ SlurmdPort=$((PORT + 1))
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$DIR/run/munge.socket
+AuthInfo=socket=$DIR/run/munge.socket,cred_expire=10
 CredType=cred/munge
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
@@ -150,5 +152,6 @@ case ${1:-} in
         write_config; start ;;
     down) [[ -d $DIR ]] && stop || say "not running" ;;
     env) echo "export SLURM_CONF=$CONF" ;;
-    *) echo "usage: $0 up|down|env" >&2; exit 2 ;;
+    conf) echo "$CONF" ;;
+    *) echo "usage: $0 up|down|env|conf" >&2; exit 2 ;;
 esac

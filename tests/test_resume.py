@@ -98,6 +98,21 @@ def test_resume_equals_uninterrupted(model, make_cfg, tmp_path):
     assert json.loads((after_cut / "metrics.json").read_text())["status"] == "completed"
 
 
+def test_a_resume_cuts_the_history_back_to_its_checkpoint(make_cfg, tmp_path):
+    """The rows logged after the checkpoint a run resumes from (a SIGKILL after it, or a resume from an
+    earlier checkpoint) and a row cut short by a kill are removed: the resumed history equals the
+    uninterrupted one, with no step twice."""
+    run = tmp_path / "run"
+    args = overrides("dcgan", "trainer.max_epochs=2", "logger=csv", "callbacks.periodic_checkpoint.every_n_epochs=1")
+    train(make_cfg(*args, run_dir=run))
+    history = run / "metrics.csv"
+    uninterrupted = history.read_bytes()
+    with open(history, "a") as file:
+        file.write("0.5,0,9,0.31")  # a row a kill cut short
+    train(make_cfg(*args, f"ckpt_path={run / 'checkpoints' / 'epoch_0000.ckpt'}", run_dir=run))
+    assert history.read_bytes() == uninterrupted
+
+
 @pytest.mark.slow  # two subprocess runs; the in-process SIGTERM case runs in the default suite
 def test_sigterm_subprocess_writes_resumable_checkpoint(tmp_path):
     """A real SIGTERM to a training process: exit 143, last.ckpt and metrics.json written, resumable."""

@@ -161,3 +161,12 @@ def test_report_shows_evaluations_under_their_logged_names(tmp_path):
         "val/fid": 7.0, "val/is": 2.0, "val/kid": 0.1, "val/kid_std": 0.01, "val/parzen_ll": -3.0,
         "val/parzen_ll_stderr": 0.2, "val/precision": 0.4, "val/recall": 0.8, "val/class_accuracy": 0.9,
         "val/d_real": 0.7, "val/d_fake": 0.2}
+
+
+def test_a_slurm_sweep_without_slurm_is_one_sentence_before_anything_is_written(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = run_cli("-m", "hydra/launcher=slurm", *FAST, "seed=0,1", f"hydra.sweep.dir={sweep}",
+                  env={"PATH": str(tmp_path)})  # no sbatch on the PATH
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "hydra/launcher=slurm needs SLURM's sbatch" in res.stderr and "Traceback" not in res.stderr
+    assert not sweep.exists()
