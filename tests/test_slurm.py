@@ -124,7 +124,8 @@ class SaveWeights(L.Callback):
 
 def test_a_sweep_queues_its_jobs_and_reports_a_failed_one_without_stopping(tmp_path):
     """Three runs that need the whole node each: they wait in the queue for one another; the run
-    killed by the kernel is reported as failed with its logs, the others complete."""
+    killed by the kernel is reported as failed with its logs, the others complete. A job requeued
+    after its run completed does nothing."""
     out = tmp_path / "sweep"
     res = sweep(out, *TINY, "hydra.launcher.cpus_per_task=2", "seed=1,2,3",
                 "+callbacks.fault._target_=tests.test_slurm.KillIfSeed", "+callbacks.fault.run_seed=${seed}",
@@ -144,6 +145,14 @@ def test_a_sweep_queues_its_jobs_and_reports_a_failed_one_without_stopping(tmp_p
     assert "2 completed, 1 failed" in report.stdout
     assert f"`1`: failed (SLURM job {failed['slurm']['job_id']} ended FAILED" in report.stdout
     assert failed["slurm"]["logs"] in report.stdout
+
+    # a job requeued after its run completed does nothing
+    run, job = out / "0", jobs[0]
+    before = {p: p.read_bytes() for p in (run / "metrics.csv", run / "metrics.json", run / "checkpoints" / "last.ckpt")}
+    slurm("scontrol", "requeue", job)
+    assert wait_for_job_end(job, 1)["JobState"] == "COMPLETED"
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert "requeued after its run completed: nothing to do" in (run / "run.log").read_text()
 
 
 def test_ddp_across_slurm_tasks_equals_the_ddp_cpu_run(tmp_path):
@@ -174,8 +183,7 @@ LONG = ["experiment=digits", "trainer.max_epochs=32", "seed=3", "callbacks.sampl
 def test_time_limits_and_a_preemption_are_survived_bit_identical(tmp_path):
     """A job whose time limit is shorter than its training, pre-empted once by ``scontrol requeue``
     mid-epoch: it is requeued each time, continues its run in its one run directory, and ends with
-    the weights, optimiser states and history of the uninterrupted run. Requeued after it completed,
-    it does nothing."""
+    the weights, optimiser states and history of the uninterrupted run."""
     out = tmp_path / "sweep"
     proc = start_sweep(out, *LONG, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=40")
     run = out / "0"
@@ -202,12 +210,6 @@ def test_time_limits_and_a_preemption_are_survived_bit_identical(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert_same_training(twin, run)
 
-    before = {p: p.read_bytes() for p in (run / "metrics.csv", run / "checkpoints" / "last.ckpt")}
-    restarts = int(job_info(job)["Restarts"])
-    slurm("scontrol", "requeue", job)
-    assert wait_for_job_end(job, restarts + 1)["JobState"] == "COMPLETED"
-    assert all(p.read_bytes() == data for p, data in before.items())
-    assert "requeued after its run completed: nothing to do" in (run / "run.log").read_text()
 
 
 def test_a_cancelled_job_leaves_a_resumable_checkpoint_and_a_damaged_one_fails_clearly(tmp_path):
