@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 ARGS   ?=
 
-.PHONY: help install run test test-full test-slurm bench gpu-check clean
+.PHONY: help install run test test-full test-install test-slurm bench gpu-check clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -27,6 +27,9 @@ test: $(STAMP)  ## the test suite (fast, CPU, no network)
 
 test-full: $(STAMP)  ## the test suite including the slow tests
 	$(PY) -m pytest -q -m "" $(ARGS)
+
+test-install: $(STAMP)  ## the wheel installed into a fresh environment and run from outside the repository
+	$(PY) -m pytest -q -m install $(ARGS)
 
 test-slurm: $(STAMP)  ## the slurm tests, on a one-node SLURM cluster started here and stopped after (root)
 	scripts/local_slurm.sh up

@@ -1,0 +1,286 @@
+"""Download a dataset into ``data.root``: ``python -m gan_lab.fetch data=<name> [fetch.mirror=URL]``.
+
+Each file is checked (the published MD5 where there is one; otherwise its size and SHA-256 are
+recorded in ``<root>/.gan_lab_fetch.json`` on the first download, printed, and checked from then
+on), a download cut short continues where it stopped (HTTP range requests), archives are extracted
+into a temporary folder and moved into place only when complete, and nothing is fetched when the
+data are already there. Then the dataset is read as training would read it and summarised.
+
+``fetch.mirror`` (or the environment variable ``GAN_LAB_MIRROR``) replaces the sources' addresses
+by ``<mirror>/<file name>``: a site's own copy. Training never downloads.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from gan_lab import CONFIG_DIR
+from gan_lab.build import build_datamodule
+from gan_lab.errors import UserError, exit_on_user_error
+
+RECORD = ".gan_lab_fetch.json"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file of a dataset: its name, the addresses it is served from (tried in order), its
+    published MD5 (``None``: none is published), and what it holds once in place: ``extract`` for
+    an archive unpacked into the root, the paths it creates (relative to the root)."""
+
+    name: str
+    urls: tuple[str, ...]
+    md5: str | None
+    provides: tuple[str, ...]
+    extract: bool = False
+
+
+@dataclass(frozen=True)
+class Dataset:
+    sources: tuple[Source, ...] = ()
+    page: str = ""            # where to download by hand (Kaggle datasets)
+    kaggle: str = ""          # `competitions/<name>` or `datasets/<owner>/<name>`
+    layout: str = ""          # where the files go
+    extra: dict = field(default_factory=dict)
+
+
+def _mnist() -> Dataset:
+    from torchvision.datasets import MNIST
+
+    return Dataset(tuple(Source(name, tuple(m + name for m in MNIST.mirrors), md5, (name,))
+                         for name, md5 in MNIST.resources))
+
+
+def _cifar10() -> Dataset:
+    from torchvision.datasets import CIFAR10
+
+    return Dataset((Source(CIFAR10.filename, (CIFAR10.url,), CIFAR10.tgz_md5, (CIFAR10.base_folder,), True),))
+
+
+def _celeba() -> Dataset:
+    from torchvision.datasets import CelebA
+
+    drive = {name: (f"https://drive.google.com/uc?export=download&id={fid}", md5) for fid, md5, name in CelebA.file_list}
+    return Dataset((Source("img_align_celeba.zip", (drive["img_align_celeba.zip"][0],), drive["img_align_celeba.zip"][1],
+                           ("img_align_celeba",), True),
+                    Source("list_eval_partition.txt", (drive["list_eval_partition.txt"][0],),
+                           drive["list_eval_partition.txt"][1], ("list_eval_partition.txt",))))
+
+
+ARTGAN = "http://web.fsktm.um.edu.my/~cschan/source/ICIP2017/"
+
+
+def _wikiart() -> Dataset:
+    return Dataset((Source("wikiart.zip", (ARTGAN + "wikiart.zip",), None, ("wikiart",), True),
+                    Source("wikiart_csv.zip", (ARTGAN + "wikiart_csv.zip",), None, ("WikiArt Dataset",), True)))
+
+
+DATASETS = {
+    "mnist": _mnist,
+    "cifar10": _cifar10,
+    "celeba": _celeba,
+    "wikiart": _wikiart,
+    "monet": lambda: Dataset(page="https://www.kaggle.com/competitions/gan-getting-started/data",
+                             kaggle="competitions/gan-getting-started", layout="the jpg files of monet_jpg/"),
+    "pokemon": lambda: Dataset(page="https://www.kaggle.com/datasets/kvpratama/pokemon-images-dataset",
+                               kaggle="datasets/kvpratama/pokemon-images-dataset",
+                               layout="the sprites (or their images/ folder), with pokemon.csv if you have it"),
+}
+
+
+def dataset_name(choice: str) -> str:
+    """The fetchable dataset of a ``data=`` choice (the three WikiArt tasks share one)."""
+    return "wikiart" if choice.startswith("wikiart") else choice
+
+
+def md5_of(path: Path) -> str:
+    from torchvision.datasets.utils import calculate_md5
+
+    return calculate_md5(str(path))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, target: Path) -> None:
+    """Download ``url`` to ``target`` through ``<target>.part``, continuing a ``.part`` left by an
+    interrupted download (HTTP Range); a progress bar on stderr."""
+    part = target.with_name(target.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        if have and response.status != 206:  # the server cannot continue: start again
+            have = 0
+        total = response.length + have if response.length is not None else None
+        with open(part, "ab" if have else "wb") as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                                                             desc=target.name, file=sys.stderr) as bar:
+            try:
+                for chunk in iter(lambda: response.read(1 << 16), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            except http.client.IncompleteRead as cut:  # the connection ended early: keep what came
+                out.write(cut.partial)
+    if total is not None and part.stat().st_size != total:
+        raise UserError(f"the download of {url} stopped at {part.stat().st_size:,} of {total:,} bytes; run the "
+                        f"same fetch again to continue it.")
+    os.replace(part, target)
+
+
+def fetch_file(source: Source, root: Path, mirror: str | None, record: dict) -> Path:
+    """The file in ``root``, downloaded (or continued) and checked; a file that fails its check is
+    removed and refused in one sentence."""
+    target = root / source.name
+    urls = [mirror.rstrip("/") + "/" + source.name] if mirror else list(source.urls)
+    if not target.exists():
+        errors = []
+        for url in urls:
+            try:
+                download(url, target)
+                break
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                reason = getattr(exc, "reason", None) or exc
+                errors.append(f"{url} ({reason})")
+        else:
+            raise UserError(f"{source.name} could not be downloaded from {'; '.join(errors)}; check the network or "
+                            f"give a mirror that has it with fetch.mirror=<url>.")
+    if source.md5 is not None:
+        found = md5_of(target)
+        if found != source.md5:
+            target.unlink()
+            raise UserError(f"{source.name} from {urls[0]} has MD5 {found}, not the published {source.md5} (a damaged "
+                            f"or altered file); it was removed: fetch again, or use another mirror.")
+        return target
+    size, digest = target.stat().st_size, sha256_of(target)
+    known = record.get(source.name)
+    if known and (known["size"], known["sha256"]) != (size, digest):
+        target.unlink()
+        raise UserError(f"{source.name} from {urls[0]} ({size:,} bytes, SHA-256 {digest}) is not the file first "
+                        f"fetched into this folder ({known['size']:,} bytes, SHA-256 {known['sha256']}); it was "
+                        f"removed: fetch again, or delete {RECORD} to accept a new version.")
+    if not known:
+        record[source.name] = {"size": size, "sha256": digest}
+        print(f"gan_lab: {source.name}: no checksum is published; recorded {size:,} bytes, SHA-256 {digest} "
+              f"in {root / RECORD}", file=sys.stderr)
+    return target
+
+
+def extract(archive: Path, root: Path) -> None:
+    """Unpack ``archive`` into a temporary folder beside ``root``'s entries, then move each of its
+    top-level entries into place; the archive is removed once its content is in place."""
+    from torchvision.datasets.utils import extract_archive
+
+    with tempfile.TemporaryDirectory(dir=root, prefix=".extracting-") as tmp:
+        try:
+            extract_archive(str(archive), tmp)
+        except Exception as exc:  # noqa: BLE001 - any archive error is the archive's
+            raise UserError(f"{archive} cannot be extracted ({type(exc).__name__}: {exc}); delete it and fetch "
+                            f"again.") from None
+        for entry in Path(tmp).iterdir():
+            destination = root / entry.name
+            if destination.is_dir():
+                shutil.rmtree(destination)
+            os.replace(entry, destination)
+    archive.unlink()
+
+
+def fetch(name: str, root: Path, mirror: str | None = None, dataset: Dataset | None = None) -> list[str]:
+    """Fetch dataset ``name`` into ``root``; returns the names of the files downloaded (none when
+    everything was in place)."""
+    if name not in DATASETS:
+        raise UserError(f"data={name} cannot be fetched; gan_lab fetches {', '.join(sorted(DATASETS))} "
+                        f"(digits are bundled; image_folder is your own).")
+    dataset = dataset or DATASETS[name]()
+    root.mkdir(parents=True, exist_ok=True)
+    if not dataset.sources:
+        return fetch_from_kaggle(name, dataset, root)
+    record_path = root / RECORD
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    fetched = []
+    for source in dataset.sources:
+        if all((root / p).exists() for p in source.provides) and not (root / source.name).with_suffix(
+                (root / source.name).suffix + ".part").exists():
+            continue
+        path = fetch_file(source, root, mirror, record)
+        record_path.write_text(json.dumps(record, indent=2))
+        fetched.append(source.name)
+        if source.extract:
+            extract(path, root)
+    return fetched
+
+
+def fetch_from_kaggle(name: str, dataset: Dataset, root: Path) -> list[str]:
+    """Monet and Pokemon come from Kaggle: through the ``kaggle`` package when credentials are set."""
+    has_credentials = (Path.home() / ".kaggle" / "kaggle.json").is_file() or (
+        os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"))
+    if not has_credentials:
+        raise UserError(f"data={name} comes from Kaggle and no Kaggle credentials are set (~/.kaggle/kaggle.json or "
+                        f"KAGGLE_USERNAME/KAGGLE_KEY); download it from {dataset.page} and put {dataset.layout} "
+                        f"in {root}.")
+    try:
+        from kaggle.api.kaggle_api_extended import KaggleApi
+    except ImportError:
+        raise UserError(f"data={name} is fetched from Kaggle with the kaggle package, which is not installed; "
+                        f"pip install kaggle, or download it from {dataset.page} into {root}.") from None
+    api = KaggleApi()
+    api.authenticate()
+    kind, _, ref = dataset.kaggle.partition("/")
+    with tempfile.TemporaryDirectory(dir=root, prefix=".downloading-") as tmp:
+        if kind == "competitions":
+            api.competition_download_files(ref, path=tmp)
+        else:
+            api.dataset_download_files(ref, path=tmp)
+        archives = list(Path(tmp).glob("*.zip"))
+        for archive in archives:
+            extract(archive, root)
+    return [a.name for a in archives]
+
+
+def summary(cfg: DictConfig) -> str:
+    """What training will read: images per split and classes (at any batch size)."""
+    cfg = cfg.copy()
+    cfg.data.batch_size = 1
+    dm = build_datamodule(cfg)
+    splits = []
+    for split in ("train", "val"):
+        try:
+            splits.append(f"{len(dm.dataset(split)):,} {split}")
+        except (KeyError, ValueError):
+            continue
+    return f"{dm.name}: {', '.join(splits)} images, {dm.num_classes} class(es), in {cfg.data.root}"
+
+
+def run(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else cfg.data.get("name")
+    name = dataset_name(str(choice))
+    mirror = cfg.fetch.get("mirror") or os.environ.get("GAN_LAB_MIRROR") or None
+    fetched = fetch(name, Path(cfg.data.root), mirror)
+    print(f"gan_lab: fetched {', '.join(fetched)}" if fetched else f"gan_lab: {name} is already in {cfg.data.root}")
+    print(f"gan_lab: {summary(cfg)}")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="fetch")
+def main(cfg: DictConfig) -> None:
+    exit_on_user_error(run, cfg)
+
+
+if __name__ == "__main__":
+    main()
