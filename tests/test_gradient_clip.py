@@ -75,13 +75,13 @@ def test_bad_values_and_16_mixed_with_a_fused_optimizer_are_refused(make_cfg):
     model = built(make_cfg, "model.gradient_clip_norm=1")
     plain = [torch.optim.Adam([torch.zeros(1, requires_grad=True)]) for _ in range(2)]
     fused = [plain[0], torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)]
-    assert model.gradient_clip_refusal("16-mixed", plain) is None  # unscaled by Lightning before the hook
-    assert model.gradient_clip_refusal("16-mixed", fused) == (
+    assert model.precision_refusal("16-mixed", plain) is None  # unscaled by Lightning before the hook
+    assert model.precision_refusal("16-mixed", fused) == (
         "model.gradient_clip_norm=1 cannot clip under trainer.precision=16-mixed with the generator's fused Adam, "
         "which unscales its gradients inside its step; use optimizer.generator.fused=false or "
         "trainer.precision=bf16-mixed.")
-    assert model.gradient_clip_refusal("bf16-mixed", fused) is None and model.gradient_clip_refusal("32-true", fused) is None
-    assert built(make_cfg).gradient_clip_refusal("16-mixed", fused) is None
+    assert model.precision_refusal("bf16-mixed", fused) is None and model.precision_refusal("32-true", fused) is None
+    assert built(make_cfg).precision_refusal("16-mixed", fused) is None
 
 
 def test_16_mixed_clips_the_unscaled_gradients(make_cfg, tmp_path):

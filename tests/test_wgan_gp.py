@@ -175,3 +175,15 @@ def test_hinge_loss_with_spectral_norm_trains_and_constrains_the_weights(make_cf
     # the same discriminator without spectral norm is far from 1-Lipschitz per layer
     plain = DCGANDiscriminator(32, 1, 8, norm="batch")
     assert all(s < 0.9 or s > 1.1 for s in largest_singular_values(plain))
+
+
+@pytest.mark.parametrize("model, gp", [("wgan_gp", True), ("pggan", True), ("wgan", False)])
+def test_16_mixed_is_refused_with_a_gradient_penalty(make_cfg, model, gp):
+    cfg = make_cfg(f"model={model}")
+    build_datamodule(cfg, setup=False)
+    built = build_model(cfg)
+    refusal = built.precision_refusal("16-mixed")
+    assert (refusal is not None) == gp
+    if gp:
+        assert "trainer.precision=16-mixed" in refusal and "trainer.precision=bf16-mixed" in refusal
+    assert built.precision_refusal("bf16-mixed") is None and built.precision_refusal("32-true") is None

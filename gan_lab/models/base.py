@@ -498,9 +498,10 @@ class GAN(L.LightningModule):
                     return "spectral normalisation"
         return None
 
-    def gradient_clip_refusal(self, precision: str, optimizers: Sequence[torch.optim.Optimizer] = ()) -> str | None:
-        """Why ``gradient_clip_norm`` cannot apply under the trainer's ``precision`` with these
-        ``optimizers``, in one sentence, or ``None``. Under ``16-mixed`` the gradients are loss-scaled
+    def precision_refusal(self, precision: str, optimizers: Sequence[torch.optim.Optimizer] = ()) -> str | None:
+        """Why this model cannot train under the trainer's ``precision`` with these ``optimizers``, in
+        one sentence, or ``None`` (a variant adds its own reasons). Here: ``gradient_clip_norm``. Under
+        ``16-mixed`` the gradients are loss-scaled
         until Lightning unscales them before the step; a fused optimizer unscales them inside its own
         step instead, so they could only be clipped while still scaled."""
         if self.gradient_clip_norm is None or precision != "16-mixed":
@@ -514,7 +515,7 @@ class GAN(L.LightningModule):
         return None
 
     def on_fit_start(self) -> None:
-        refusal = self.gradient_clip_refusal(self.trainer.precision, self.trainer.optimizers)
+        refusal = self.precision_refusal(self.trainer.precision, self.trainer.optimizers)
         if refusal is not None:
             raise UserError(refusal)
         served = getattr(self.trainer.datamodule, "draws_per_batch", 1)

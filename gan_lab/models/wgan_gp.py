@@ -34,6 +34,16 @@ class WGANGP(WGAN):
                 raise UserError(f"model.{name}={value} must be >= 0; e.g. model.{name}=0 turns it off.")
         self.gp_weight, self.drift_weight = float(gp_weight), float(drift_weight)
 
+    def precision_refusal(self, precision: str, optimizers=()) -> str | None:
+        """The penalty's ``autograd.grad`` is of the critic's unscaled output: under ``16-mixed`` its
+        small float16 gradients would underflow (AMP's recipe scales that output and unscales the
+        gradients, which Lightning's scaler does not do for a gradient inside the loss)."""
+        if self.gp_weight and precision == "16-mixed":
+            return ("trainer.precision=16-mixed cannot take the gradient penalty (model.gp_weight="
+                    f"{self.gp_weight:g}) without loss scaling inside the loss; use trainer.precision=bf16-mixed "
+                    "(or 32-true).")
+        return super().precision_refusal(precision, optimizers)
+
     def lipschitz_constraint(self) -> str | None:
         return "the gradient penalty" if self.gp_weight else super().lipschitz_constraint()
 
