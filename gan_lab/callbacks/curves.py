@@ -1,4 +1,6 @@
-"""Training curves: losses and D scores against images seen, plotted to ``curves.png`` at the end.
+"""Training curves: losses and D scores against images seen, plotted to ``curves.png`` every few
+epochs and at the end, each as a smoothed line over its faint raw values (as TensorBoard and W&B draw
+them).
 
 The history is callback state, so it is saved in checkpoints and a resumed run plots the whole run.
 """
@@ -10,21 +12,39 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
-from gan_lab.errors import TrainingDiverged, TrainingInterrupted
+from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError
+
+
+def smoothed(values: list[float], weight: float) -> list[float]:
+    """Exponential moving average of ``values`` with ``weight`` on the past, debiased at the start
+    (TensorBoard's smoothing): a constant stays itself."""
+    out, average = [], 0.0
+    for i, value in enumerate(values, 1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight ** i))
+    return out
 
 
 class TrainingCurves(L.Callback):
     """Records every ``train/*`` value the module logs and plots loss / score panels.
 
     Args:
-        path: the PNG written when training ends (``<run>/curves.png``).
+        path: the PNG (``<run>/curves.png``), redrawn every ``every_n_epochs`` epochs and at the end.
+        every_n_epochs: how often it is redrawn during training (the sample grids' cadence by default).
+        smoothing: weight on the past of the smoothed line drawn over the raw values (0: raw only).
     """
 
     #: keys of a growth schedule (Progressive GAN), drawn in their own panel
     GROWTH_KEYS = ("resolution", "alpha")
 
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str, every_n_epochs: int = 1, smoothing: float = 0.9) -> None:
+        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
+            raise UserError(f"callbacks.training_curves.every_n_epochs={every_n_epochs!r} must be an integer >= 1; "
+                            f"e.g. callbacks.training_curves.every_n_epochs=5.")
+        if not 0 <= smoothing < 1:
+            raise UserError(f"callbacks.training_curves.smoothing={smoothing!r} must be in [0, 1); e.g. "
+                            f"callbacks.training_curves.smoothing=0.9 (0 draws the raw values only).")
+        self.path, self.every_n_epochs, self.smoothing = Path(path), every_n_epochs, float(smoothing)
         self.history: dict[str, list[tuple[float, float]]] = {}
         self._last_batch = -1
 
@@ -38,6 +58,10 @@ class TrainingCurves(L.Callback):
                   if key.startswith("train/") and not key.endswith("_seen")}
         for key, value in logged.items():  # host values already (the module's logging step)
             self.history.setdefault(key, []).append((x, value))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.plot()
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.plot()
@@ -72,7 +96,12 @@ class TrainingCurves(L.Callback):
             else:
                 for key in keys:
                     xs, ys = zip(*self.history[key])
-                    ax.plot(xs, ys, label=key, linewidth=1)
+                    if self.smoothing:
+                        line, = ax.plot(xs, ys, linewidth=1, alpha=0.25)
+                        ax.plot(xs, smoothed(list(ys), self.smoothing), label=key, linewidth=1.5,
+                                color=line.get_color())
+                    else:
+                        ax.plot(xs, ys, label=key, linewidth=1)
                 ax.legend()
             ax.set_title(title)
             ax.set_xlabel("images seen")
