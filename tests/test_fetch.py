@@ -186,15 +186,14 @@ def test_a_mirror_that_does_not_answer_is_one_sentence_naming_the_url(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
-    res = run_cli("data=mnist", f"fetch.mirror=http://127.0.0.1:{port}/", module="gan_lab.fetch",
-                  env={"GAN_LAB_DATA": str(tmp_path / "data")})
-    assert res.returncode == 2
-    assert f"http://127.0.0.1:{port}/train-images-idx3-ubyte.gz (" in res.stderr and "Traceback" not in res.stderr
+    with pytest.raises(UserError, match=rf"from http://127.0.0.1:{port}/train-images-idx3-ubyte.gz \("):
+        fetch("mnist", tmp_path / "data", f"http://127.0.0.1:{port}/")
 
 
-def test_a_kaggle_dataset_without_credentials_names_the_page_and_the_folder(tmp_path):
-    res = run_cli("data=pokemon", module="gan_lab.fetch",
-                  env={"GAN_LAB_DATA": str(tmp_path / "data"), "HOME": str(tmp_path), "KAGGLE_USERNAME": ""})
-    assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "https://www.kaggle.com/datasets/kvpratama/pokemon-images-dataset" in res.stderr
-    assert str(tmp_path / "data" / "pokemon") in res.stderr
+def test_a_kaggle_dataset_without_credentials_names_the_page_and_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    with pytest.raises(UserError) as refused:
+        fetch("pokemon", tmp_path / "data" / "pokemon")
+    assert "https://www.kaggle.com/datasets/kvpratama/pokemon-images-dataset" in str(refused.value)
+    assert str(tmp_path / "data" / "pokemon") in str(refused.value)
