@@ -102,3 +102,10 @@ def layer_table(net: nn.Module, *inputs, with_parameters_only: bool = False) -> 
     for h in hooks:
         h.remove()
     return rows
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """``-m gpu`` on a machine without CUDA is an error, not a run of zero tests that passes."""
+    if "gpu" in (config.getoption("-m") or "").replace("not gpu", "") and not torch.cuda.is_available():
+        raise pytest.UsageError("the gpu tests (-m gpu) need a CUDA device and torch sees none; run them on a "
+                                "GPU machine (make gpu-check).")
