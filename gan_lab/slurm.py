@@ -1,10 +1,11 @@
 """Runs on a SLURM cluster: the Hydra launcher (``hydra/launcher=slurm``) and what a job does when
 the cluster stops it.
 
-- :class:`SlurmLauncher` submits one job per run through submitit. Before anything is written it
-  asks the cluster whether it could run the jobs (``sbatch --test-only``); after the sweep it
-  reports every job that ended without a result (crashed, killed, cancelled) with its log, in the
-  log and in the run's ``metrics.json``, and the sweep goes on.
+- :class:`SlurmLauncher` submits one job per run through submitit, waits until the controller says
+  each has ended, and reports every job that failed (an error, killed, cancelled) with its logs, in
+  the log and in the run's ``metrics.json``; the sweep goes on. Before anything is written,
+  :func:`check_request` (called by the entry point's Hydra callback) asks the cluster whether it
+  could run the jobs (``sbatch --test-only``).
 - A job is warned ahead of its time limit (or of a pre-emption) by ``SIGUSR2`` (the launcher's
   ``signal_delay_s``); :class:`~gan_lab.callbacks.GracefulStop` finishes the batch and saves
   ``last.ckpt``, and :func:`requeue` puts the job back in the queue, at most
@@ -111,8 +112,7 @@ def job_record() -> dict[str, Any]:
 
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
-    """Hydra's submitit SLURM launcher, with a check of the request before anything is written and
-    a sweep that outlives its failed jobs."""
+    """Hydra's submitit SLURM launcher, with a sweep that outlives its failed jobs."""
 
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
                  singleton_state: dict) -> JobReturn:
