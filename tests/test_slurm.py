@@ -176,8 +176,8 @@ def test_ddp_across_slurm_tasks_equals_the_ddp_cpu_run(tmp_path):
     assert_same_training(twin, run)
 
 
-#: a run of about 80 s of training on 2 cores: longer than two of its one-minute time slices
-LONG = ["experiment=digits", "trainer.max_epochs=32", "seed=3", "callbacks.sample_grid.every_n_epochs=8", *QUIET]
+#: a run of about 2 minutes of training on 2 cores: longer than three of its one-minute time slices
+LONG = ["experiment=digits", "trainer.max_epochs=48", "seed=3", "callbacks.sample_grid.every_n_epochs=8", *QUIET]
 
 
 def test_time_limits_and_a_preemption_are_survived_bit_identical(tmp_path):
