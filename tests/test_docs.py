@@ -1,5 +1,6 @@
-"""Every command line shown in README.md and experiments/*/README.md composes (a typo or a key the
-config does not have would greet the user with Hydra's error instead of a run)."""
+"""Every command line shown in README.md, docs/ and experiments/*/README.md composes (a typo or a key
+the config does not have would greet the user with Hydra's error instead of a run), and every link
+between those pages leads to a file that exists."""
 from __future__ import annotations
 
 import re
@@ -13,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from tests.conftest import CONF
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "experiments").rglob("README.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "experiments").rglob("README.md"))]
 CONFIG_NAMES = {"run": "config", "evaluate": "evaluate", "generate": "generate", "explore": "explore"}
 
 
@@ -86,3 +87,12 @@ def same_value(node, value: str) -> bool:
         return float(node) == float(value)
     except (TypeError, ValueError):
         return str(node).lower() == value.strip("'\"").lower()
+
+
+def test_every_link_between_the_pages_leads_to_a_file():
+    broken = []
+    for doc in DOCS:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" not in target and not (doc.parent / target).exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target}")
+    assert not broken, broken
