@@ -380,9 +380,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
             node.plugins = [*(node.get("plugins") or []), *plugins]
         else:
             node.precision = precision
-    if SLURMEnvironment.detect():  # ranks from SLURM; its requeue is gan_lab's (gan_lab.slurm), not Lightning's
-        node = node.copy()
-        with open_dict(node):
+        if SLURMEnvironment.detect():  # ranks from SLURM; its requeue is gan_lab's (gan_lab.slurm), not Lightning's
             node.plugins = [*(node.get("plugins") or []), {"_target_": f"{SLURMEnvironment.__module__}.SLURMEnvironment",
                                                              "auto_requeue": False}]
     trainer = make(node, "trainer", callbacks=callbacks, logger=loggers or False)

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -53,7 +53,6 @@ class Dataset:
     page: str = ""            # where to download by hand (Kaggle datasets)
     kaggle: str = ""          # `competitions/<name>` or `datasets/<owner>/<name>`
     layout: str = ""          # where the files go
-    extra: dict = field(default_factory=dict)
 
 
 def _mnist() -> Dataset:
@@ -119,10 +118,15 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def partial(target: Path) -> Path:
+    """Where the download of ``target`` is written until it is complete."""
+    return target.with_name(target.name + ".part")
+
+
 def download(url: str, target: Path) -> None:
     """Download ``url`` to ``target`` through ``<target>.part``, continuing a ``.part`` left by an
     interrupted download (HTTP Range); a progress bar on stderr."""
-    part = target.with_name(target.name + ".part")
+    part = partial(target)
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     with urllib.request.urlopen(request, timeout=60) as response:
@@ -214,8 +218,7 @@ def fetch(name: str, root: Path, mirror: str | None = None, dataset: Dataset | N
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     fetched = []
     for source in dataset.sources:
-        if all((root / p).exists() for p in source.provides) and not (root / source.name).with_suffix(
-                (root / source.name).suffix + ".part").exists():
+        if all((root / p).exists() for p in source.provides) and not partial(root / source.name).exists():
             continue
         path = fetch_file(source, root, mirror, record)
         record_path.write_text(json.dumps(record, indent=2))

@@ -28,11 +28,11 @@ from hydra.experimental.callback import Callback
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gan_lab import CONFIG_DIR
+from gan_lab import CONFIG_DIR, slurm
 from gan_lab.build import (batches_per_epoch, build_callbacks, build_datamodule, build_loggers, build_model,
                            build_trainer, check_batch_size, resolved, serve_draws, setup_datamodule)
-from gan_lab.callbacks.history import History
 from gan_lab.callbacks.clock import dhms, time_limit, trained_seconds, trainer_max_time
+from gan_lab.callbacks.history import History
 from gan_lab.callbacks.limit import epoch_cut_short, stopped_by_time_limit
 from gan_lab.callbacks.resume import epochs_completed
 from gan_lab.checkpoint_io import not_a_file, read_checkpoint
@@ -40,7 +40,6 @@ from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, che
 from gan_lab.fs import probe_writable
 from gan_lab.metrics.records import read_metrics_json, update_metrics_json
 from gan_lab.rundir import RunDirBackup, keep_run_dir_until_accepted
-from gan_lab import slurm
 
 log = logging.getLogger("gan_lab")
 

@@ -49,6 +49,11 @@ def restarts() -> int:
     return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
 
 
+def requeued() -> bool:
+    """Whether this process is a SLURM job that has been requeued (not its first start)."""
+    return job_id() is not None and restarts() > 0
+
+
 def requeue_limit() -> int:
     """How many requeues a job may ask for: ``hydra.launcher.max_num_timeout`` (0 without a
     submitit launcher: a job started by hand is not requeued by gan_lab)."""
@@ -84,7 +89,7 @@ def checkpoint_to_continue(run_dir: Path) -> Path | None:
     """For a requeued job, the checkpoint its run continues from: ``<run>/checkpoints/last.ckpt``,
     or ``None`` when the first part wrote none (the run starts again, its history cleared).
     Outside SLURM, or for a job's first start, ``None``."""
-    if job_id() is None or restarts() == 0:
+    if not requeued():
         return None
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
@@ -100,7 +105,7 @@ def checkpoint_to_continue(run_dir: Path) -> Path | None:
 
 def completed_run(run_dir: Path) -> dict | None:
     """For a requeued job whose run already completed, its ``metrics.json``: nothing is left to do."""
-    if job_id() is None or restarts() == 0:
+    if not requeued():
         return None
     summary = read_metrics_json(run_dir / "metrics.json")
     return summary if summary.get("status") == "completed" else None
