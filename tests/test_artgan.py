@@ -7,6 +7,7 @@ import json
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 import torch.nn as nn
 
 from gan_lab.build import build_datamodule, build_model
@@ -130,10 +131,28 @@ def test_reconstruction_is_zero_for_a_perfect_autoencoder_and_positive_otherwise
     terms = model.g_step(fake, labels, x, labels)
     assert terms["recon_loss"].item() > 0
     assert terms["g_loss"].item() == pytest.approx(terms["g_adv"].item() + 2 * terms["recon_loss"].item(), rel=1e-5)
-    # generator-side term: it trains the shared decoder; Enc's features come detached from D's pass
-    assert not model._real_features.requires_grad
+    # generator-side term: it trains the shared decoder, not Enc
     (grad,) = torch.autograd.grad(terms["g_loss"] - terms["g_adv"], next(g.decoder.parameters()))  # its input layer
     assert grad.abs().sum() > 0
+    assert not any(p.grad is not None and p.grad.abs().sum() > 0 for p in d.encoder.parameters())
+
+
+def test_generator_reconstruction_runs_the_encoder_after_the_discriminator_update_on_clean_images():
+    torch.manual_seed(0)
+    g = ArtGANGenerator(16, 3, image_size=16, channels=1, width=4)
+    d = ArtGANDiscriminator(3, image_size=16, channels=1, width=4)
+    model = make_artgan(g, d, instance_noise=1.0, instance_noise_on="real")
+    x, labels = torch.rand(8, 1, 16, 16) * 2 - 1, torch.arange(8) % 3
+    fake = model.generate(model.noise.sample(8), labels)
+    before = {k: v.clone() for k, v in d.encoder.state_dict().items()}
+    terms = model.d_step(x, labels, fake.detach(), labels)
+    terms["d_loss"].backward()
+    torch.optim.SGD(d.parameters(), lr=0.5).step()  # D's update changes Enc
+    assert any(not torch.equal(before[k], v) for k, v in d.encoder.state_dict().items())
+    recon = model.g_step(fake, labels, x, labels)["recon_loss"]
+    with torch.no_grad():
+        expected = F.mse_loss(g.decoder(d.encoder(x)), x)  # the updated Enc, on the images without noise
+    assert recon.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_reconstruction_on_discriminator_side_trains_the_encoder_only():

@@ -11,12 +11,13 @@ on real images, weighted by ``reconstruction_weight``, is the reconstruction ter
 Which parameters the reconstruction term updates (``reconstruction_updates``):
   * ``generator`` (default): it is part of G's objective, L_G = L_adv + w * L_L2, as in the
     paper's algorithm and both study reports; its gradient reaches Dec (and so the generator) only.
-    Enc's features of the real batch are taken from D's forward pass of the same batch, detached:
-    Enc stays D's, trained by the classification loss alone, and is not run twice.
+    As in the reports, G's step runs Enc again on the clean real batch, after D's update (without
+    gradients: Enc stays D's, trained by the classification loss alone).
   * ``discriminator``: it is added to D's objective and trains Enc only (Dec held fixed), i.e. the
     encoder learns features the generator's decoder can invert.
   * ``both``: both of the above.
-With instance noise on, Enc sees the noisy real batch, so the term is a denoising reconstruction.
+With instance noise on, the D-side term reconstructs the clean batch from Enc's features of the noisy
+one (a denoising reconstruction); the G-side term reconstructs the clean batch from its own features.
 
 The studies' knobs, each off by default: dropout in D (``discriminator.dropout``) and G
 (``generator.dropout``), D pre-training on real images for ``pretrain_epochs`` epochs before the
@@ -102,7 +103,6 @@ class ArtGAN(ConditionalGAN):
         # per-variant state, saved in checkpoints
         self.pretrain_batches = 0      # D-only batches done (pre-training)
         self.extra_g_updates = 0       # adaptive generator updates done
-        self._real_features: Tensor | None = None
 
     # --- conditioning hooks -------------------------------------------------------------
 
@@ -152,7 +152,6 @@ class ArtGAN(ConditionalGAN):
         features = self.discriminator.encoder(self.noisy_real(real))
         logits = self.discriminator.classifier(features)
         self.saw_real(-logits[:, -1])  # "real" when the fake output is negative
-        self._real_features = features.detach() if self.recon_in_g else None
         terms = {"d_real": 1.0 - torch.sigmoid(logits.detach()[:, -1].float()).mean(),
                  "d_acc_real": (logits.detach().argmax(1) == labels).float().mean()}
         extra = logits.new_zeros((), dtype=torch.float32)
@@ -166,7 +165,6 @@ class ArtGAN(ConditionalGAN):
     def d_step(self, real: Tensor, labels: Tensor, fake: Tensor | None, fake_labels: Tensor | None) -> dict[str, Tensor]:
         real_logits, extra, terms = self.real_pass(real, labels)
         if fake is None:  # pre-training: D learns the real classes alone
-            self._real_features = None
             terms["d_loss"] = self.loss.discriminator(real_logits, None, self.real_classes(labels), None) + extra
             return terms
         fake_logits = self.discriminate(self.noisy_fake(fake), fake_labels)
@@ -182,10 +180,8 @@ class ArtGAN(ConditionalGAN):
         adv = self.loss.generator(logits, fake_labels)
         terms = {"g_loss": adv, "g_adv": adv.detach()}
         if self.recon_in_g:
-            features = self._real_features
-            if features is None:  # G step without a preceding D step on this batch
-                with torch.no_grad():
-                    features = self.discriminator.encoder(real)
+            with torch.no_grad():  # Enc as D's update left it
+                features = self.discriminator.encoder(real)
             recon = reconstruction_loss(self.generator.decoder(features), real)
             terms["g_loss"] = adv + self.reconstruction_weight * recon
             terms["recon_loss"] = recon.detach()
