@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import signal
+import time
 from pathlib import Path
 
 import lightning as L
@@ -13,6 +14,7 @@ import torch
 
 from gan_lab.build import build_model
 from gan_lab.callbacks.signals import GracefulStop
+from gan_lab.metrics import Evaluator
 from gan_lab.run import train
 from tests.conftest import TINY, run_cli
 
@@ -50,6 +52,7 @@ class RankProbe(L.Callback):
             "noise": pl_module.noise.sample(4, "cpu"),
             "batches_seen": pl_module.batches_seen,
             "images_seen": pl_module.images_seen,
+            "logged": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
         }, self.dirpath / f"rank_{trainer.global_rank}.pt")
 
 
@@ -64,6 +67,19 @@ class StopAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if pl_module.batches_seen + 1 == self.batch and self.rank in (None, trainer.global_rank):
             next(cb for cb in trainer.callbacks if isinstance(cb, GracefulStop)).request(signal.SIGTERM)
+
+
+class CountingEvaluator(Evaluator):
+    """The evaluator, leaving a file per evaluation named by the process that ran it."""
+
+    def __init__(self, count_dir: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.count_dir = Path(count_dir)
+
+    def evaluate(self, model, datamodule, out_dir=None):
+        self.count_dir.mkdir(parents=True, exist_ok=True)
+        (self.count_dir / f"rank{torch.distributed.get_rank()}_{time.time_ns()}").touch()
+        return super().evaluate(model, datamodule, out_dir)
 
 
 def ddp_cpu_cli(run: Path, *overrides: str, probe: Path | None = None, timeout: int = 600):
@@ -296,3 +312,16 @@ def test_ddp_ranks_judge_divergence_together(tmp_path):
                         "callbacks.divergence.patience=1", timeout=300)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "completed"
     assert all(r["batches_seen"] == 6 for r in ranks)
+
+
+@pytest.mark.slow
+def test_ddp_evaluates_on_one_process_and_every_process_logs_its_values(tmp_path):
+    counts = tmp_path / "counts"
+    ranks = ddp_cpu_run(tmp_path / "run", tmp_path / "probe", "callbacks=with_metrics", "callbacks.metrics.every_n_epochs=1",
+                        "callbacks.metrics.evaluator._target_=tests.test_ddp.CountingEvaluator",
+                        f"+callbacks.metrics.evaluator.count_dir={counts}", "callbacks.metrics.evaluator.metrics=[scores]",
+                        "callbacks.metrics.evaluator.num_samples=16", timeout=300)
+    evaluations = json.loads((tmp_path / "run" / "metrics.json").read_text())["evaluations"]
+    assert sorted(p.name.split("_")[0] for p in counts.iterdir()) == ["rank0"] * len(evaluations) == ["rank0"] * 2
+    assert ranks[0]["logged"] and ranks[0]["logged"] == ranks[1]["logged"]
+    assert ranks[0]["logged"]["val/d_real"] == pytest.approx(evaluations[-1]["results"]["scores"]["d_real"], rel=1e-6)

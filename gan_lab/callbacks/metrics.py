@@ -3,7 +3,8 @@
 Values are logged as ``val/fid``, ``val/kid``, ``val/is``, ``val/parzen_ll``, ... (so
 ``optimized_metric=val/fid`` works for sweeps) and each evaluation is appended, with its protocol,
 to the ``evaluations`` list of ``<run>/metrics.json``. Sampling uses a fixed seed in a forked RNG,
-so evaluating does not change the course of training.
+so evaluating does not change the course of training. Under DDP the first process evaluates and the
+others log the values it broadcasts.
 """
 from __future__ import annotations
 
@@ -33,8 +34,11 @@ class MetricsCallback(L.Callback):
         if not epoch_due(trainer, self.every_n_epochs):
             return
         epoch = trainer.current_epoch
-        out_dir = self.run_dir / "evaluation" / f"epoch_{epoch:04d}" if trainer.is_global_zero else None
-        record, flat = self.evaluator.evaluate(pl_module, trainer.datamodule, out_dir)
+        record = flat = None
+        if trainer.is_global_zero:  # the other DDP processes hold the same weights: they wait for its values
+            out_dir = self.run_dir / "evaluation" / f"epoch_{epoch:04d}"
+            record, flat = self.evaluator.evaluate(pl_module, trainer.datamodule, out_dir)
+        record, flat = trainer.strategy.broadcast((record, flat), src=0)
         # completed epochs, as evaluate records them; an epoch a limit cut short is not complete
         cut = epoch_cut_short(trainer)
         done = {"epoch": epoch + 1} if cut is None else {"epoch": epoch, "batch_in_epoch": cut}
