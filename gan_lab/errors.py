@@ -49,6 +49,23 @@ def check_count(value: Any, key: str, minimum: int = 1, example: int = 64) -> in
     return int(value)
 
 
+def check_flag(value: Any, key: str) -> bool:
+    """A switch is true or false; not a word such as ``maybe`` that Python would take as true."""
+    if not isinstance(value, bool):
+        raise UserError(f"{key}={value!r} must be true or false; e.g. {key}=true.")
+    return value
+
+
+def yaml_problem(exc: BaseException) -> str:
+    """What a YAML parser (PyYAML, OmegaConf) found wrong in a file, in a few words with the line."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}"
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def check_seed(value: Any, key: str = "seed") -> int:
     """A seed is an integer (any sign); not a word, a fraction or true/false."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -65,6 +82,11 @@ class TrainingInterrupted(Exception):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+class SetupInterrupted(TrainingInterrupted):
+    """A signal (Ctrl-C) stopped the preparation of the data before training: nothing was trained
+    and nothing half-written was kept; running the command again starts the preparation over."""
 
 
 class TrainingDiverged(UserError):
@@ -89,9 +111,13 @@ def report_user_error(exc: BaseException) -> bool:
 
 
 def exit_on_user_error(work: Callable[..., Any], *args: Any) -> Any:
-    """Run an entry point's ``work``; a user's mistake ends as one line and exit status 2."""
+    """Run an entry point's ``work``; a user's mistake ends as one line and exit status 2, an
+    interruption (:class:`TrainingInterrupted`) as one line and exit status ``128 + signum``."""
     try:
         return work(*args)
+    except TrainingInterrupted as exc:
+        print(f"gan_lab: {exc}", file=sys.stderr)
+        sys.exit(128 + exc.signum)
     except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their trace
         if not report_user_error(exc):
             raise

@@ -10,26 +10,50 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from gan_lab import CONFIG_DIR
 from gan_lab.build import make
 from gan_lab.metrics.records import append_evaluation
-from gan_lab.errors import check_count, check_seed, exit_on_user_error
-from gan_lab.runs import load_run, required_run_dir
+from gan_lab.errors import UserError, check_count, check_seed, exit_on_user_error
+from gan_lab.metrics.sampling import is_conditional
+from gan_lab.runs import load_run, pick_device, required_run_dir, write_problem
 
 log = logging.getLogger("gan_lab")
 
 
-def evaluate(cfg: DictConfig) -> dict:
-    """Run the evaluation described by ``cfg`` (conf/evaluate.yaml); returns the record."""
+def check_request(cfg: DictConfig) -> None:
+    """The values of a request, checked before the run is loaded (``evaluator.*``: by the Evaluator)."""
     check_seed(cfg.seed)
     check_count(cfg.num_samples, "num_samples", 2, 1000)  # the Evaluator's own minimum, said before loading
-    run = load_run(required_run_dir(cfg), cfg.ckpt, cfg.device)
+    if not isinstance(cfg.metrics, (list, ListConfig)) or len(cfg.metrics) == 0:
+        shown = list(cfg.metrics) if isinstance(cfg.metrics, ListConfig) else cfg.metrics
+        raise UserError(f"metrics={shown!r} must list one or more metrics; e.g. metrics=[fid,kid].")
+    pick_device(cfg.device)
+
+
+def check_applicable(cfg: DictConfig, metrics: list[str], model, num_classes: int) -> None:
+    """Metrics that measure nothing on this model (class accuracy of an unconditional one) alone are refused."""
+    if all(m == "accuracy" for m in metrics) and not is_conditional(model, num_classes, cfg.seed):
+        raise UserError(f"metrics={metrics!r} measures nothing on run_dir={cfg.run_dir}: class accuracy needs a "
+                        f"class-conditional model; choose other metrics, e.g. metrics=[fid,kid].")
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Run the evaluation described by ``cfg`` (conf/evaluate.yaml); returns the record."""
+    check_request(cfg)
     evaluator = make(cfg.evaluator, "evaluator")
+    run_dir = required_run_dir(cfg)
+    problem = write_problem(run_dir)
+    if problem is not None:
+        raise UserError(f"run_dir={run_dir} cannot be written ({problem}), and evaluate appends its record to "
+                        f"{run_dir / 'metrics.json'}; evaluate a writable copy of the run.")
+    run = load_run(run_dir, cfg.ckpt, cfg.device)
+    check_applicable(cfg, evaluator.metrics, run.model, int(run.datamodule.num_classes))
     out_dir = Path(cfg.run_dir) / "evaluation" / run.checkpoint.stem
     record, flat = evaluator.evaluate(run.model, run.datamodule, out_dir)
     where = {} if run.batch_in_epoch is None else {"batch_in_epoch": run.batch_in_epoch}
@@ -47,7 +71,12 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    exit_on_user_error(evaluate, cfg)
+    try:
+        exit_on_user_error(evaluate, cfg)
+    except KeyboardInterrupt:
+        print("gan_lab: evaluate interrupted (Ctrl-C); run the same command again to score the checkpoint.",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -37,7 +38,7 @@ from gan_lab import CONFIG_DIR
 from gan_lab.build import build_datamodule  # noqa: E402
 from gan_lab.grids import save_grid  # noqa: E402
 from gan_lab.errors import UserError  # noqa: E402
-from gan_lab.errors import exit_on_user_error  # noqa: E402
+from gan_lab.errors import check_count, exit_on_user_error  # noqa: E402
 
 log = logging.getLogger("gan_lab")
 
@@ -120,11 +121,13 @@ def histogram(values, path: Path, title: str, xlabel: str, bins: int = 40) -> No
 def explore(cfg: DictConfig) -> dict:
     """Build the DataModule from ``cfg``, write the exploration files to ``cfg.run_dir``."""
     out = Path(cfg.run_dir)
-    out.mkdir(parents=True, exist_ok=True)
     options = cfg.get("explore") or {}
     split = options.get("split", "train")
     if split not in ("train", "val"):
         raise UserError(f"explore.split={split} must be train or val.")
+    samples = check_count(options.get("samples", 64), "explore.samples", 1, 64)
+    nrow = check_count(options.get("nrow", 8), "explore.nrow", 1, 8)
+    out.mkdir(parents=True, exist_ok=True)
     dm = build_datamodule(cfg)
     ds = dm.dataset(split)
     images, labels = ds.images, ds.labels
@@ -181,9 +184,9 @@ def explore(cfg: DictConfig) -> dict:
         plt.close(fig)
         summary["class_counts"] = {str(c): int(k) for c, k in zip(dm.class_names, per_class)}
 
-    k = min(int(options.get("samples", 64)), n)
+    k = min(samples, n)
     pick = torch.randperm(n, generator=torch.Generator().manual_seed(int(cfg.seed)))[:k]
-    save_grid(images[pick], out / "samples.png", nrow=int(options.get("nrow", 8)), upscale_to=64)
+    save_grid(images[pick], out / "samples.png", nrow=nrow, upscale_to=64)
 
     skipped = list(info.skipped) if info is not None else []
     (out / "unreadable.txt").write_text("".join(f"{line}\n" for line in skipped))
@@ -207,7 +210,12 @@ def print_summary(summary: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="explore")
 def main(cfg: DictConfig) -> None:
-    print_summary(exit_on_user_error(explore, cfg))
+    try:
+        print_summary(exit_on_user_error(explore, cfg))
+    except KeyboardInterrupt:
+        print("gan_lab: explore interrupted (Ctrl-C); run the same command again for the whole exploration.",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

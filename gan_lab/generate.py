@@ -9,12 +9,13 @@ on CPU or GPU, with EMA generator weights when the model keeps them
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Sequence
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from PIL import Image
 from torch import Tensor
 
@@ -22,8 +23,11 @@ from gan_lab import CONFIG_DIR
 from gan_lab.grids import grid_image, save_grid
 from gan_lab.errors import UserError
 from gan_lab.metrics.sampling import ema_weights, interpolate_latents, is_conditional, latents_from_seeds, seeded
-from gan_lab.errors import check_count, check_seed, exit_on_user_error
-from gan_lab.runs import load_run, required_run_dir
+from gan_lab.errors import check_count, check_flag, check_seed, exit_on_user_error
+from gan_lab.runs import load_run, pick_device, required_run_dir, write_problem
+
+#: the latent paths of ``interpolation.modes``
+MODES = ("linear", "spherical")
 
 
 def class_indices(classes: Sequence | None, class_names: Sequence[str]) -> list[int]:
@@ -113,9 +117,35 @@ def save_png(image: Tensor, path: Path, upscale_to: int = 0) -> Path:
     return path
 
 
+def as_list(value) -> list | None:
+    """A list of the config (``ListConfig``) as a Python list; ``None`` for anything else."""
+    return list(value) if isinstance(value, (list, ListConfig)) else None
+
+
+def output_folder(cfg: DictConfig) -> Path:
+    """``out_dir`` (default ``<run_dir>/generated``), refused in one sentence when it cannot be written."""
+    out = Path(cfg.out_dir) if cfg.out_dir else Path(cfg.run_dir) / "generated"
+    problem = write_problem(out)
+    if problem is not None:
+        raise UserError(f"out_dir={out} cannot be written ({problem}); pass out_dir=<a writable folder>.")
+    return out
+
+
 def check_request(cfg: DictConfig) -> None:
-    """The numbers of a request, checked before the run is loaded (as ``evaluate`` does its own)."""
+    """The values of a request, checked before the run is loaded (as ``evaluate`` does its own)."""
     check_seed(cfg.seed)
+    check_flag(cfg.ema, "ema")
+    check_flag(cfg.individual, "individual")
+    check_flag(cfg.interpolation.gif, "interpolation.gif")
+    check_flag(cfg.interpolation.class_blend, "interpolation.class_blend")
+    if cfg.classes is not None and not as_list(cfg.classes):
+        raise UserError(f"classes={cfg.classes!r} must list one or more classes (names or indices), or be null "
+                        f"for every class; e.g. classes=[0,1].")
+    modes = as_list(cfg.interpolation.modes)
+    if modes is None or any(str(m) not in MODES for m in modes):
+        raise UserError(f"interpolation.modes={modes if modes is not None else cfg.interpolation.modes!r} must "
+                        f"list some of {', '.join(MODES)}; e.g. interpolation.modes=[linear,spherical].")
+    pick_device(cfg.device)
     check_count(cfg.num_samples, "num_samples", 1, 64)
     check_count(cfg.per_class, "per_class", 1, 8)
     if cfg.nrow is not None:
@@ -125,6 +155,8 @@ def check_request(cfg: DictConfig) -> None:
     check_count(inter.steps, "interpolation.steps", 2, 8)
     check_count(inter.rows, "interpolation.rows", 1, 4)
     check_count(inter.frame_ms, "interpolation.frame_ms", 1, 120)
+    if inter.seeds is not None and as_list(inter.seeds) is None:
+        raise UserError(f"interpolation.seeds={inter.seeds!r} must be a list of seeds; e.g. interpolation.seeds=[0,1].")
     for i, seed in enumerate(inter.seeds or []):
         check_seed(seed, f"interpolation.seeds[{i}]")
 
@@ -132,9 +164,10 @@ def check_request(cfg: DictConfig) -> None:
 def generate(cfg: DictConfig) -> dict[str, str]:
     """Write everything ``cfg`` (conf/generate.yaml) asks for; returns ``{what: path}``."""
     check_request(cfg)
-    run = load_run(required_run_dir(cfg), cfg.ckpt, cfg.device)
+    run_dir = required_run_dir(cfg)
+    out = output_folder(cfg)
+    run = load_run(run_dir, cfg.ckpt, cfg.device)
     model, dm = run.model, run.datamodule
-    out = Path(cfg.out_dir) if cfg.out_dir else Path(cfg.run_dir) / "generated"
     names = [str(n) for n in dm.class_names]
     up = int(cfg.upscale_to)
     written: dict[str, str] = {}
@@ -203,7 +236,12 @@ def generate(cfg: DictConfig) -> dict[str, str]:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="generate")
 def main(cfg: DictConfig) -> None:
-    exit_on_user_error(generate, cfg)
+    try:
+        exit_on_user_error(generate, cfg)
+    except KeyboardInterrupt:
+        print("gan_lab: generate interrupted (Ctrl-C); run the same command again to write every picture.",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

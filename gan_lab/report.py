@@ -14,6 +14,11 @@ parameters that differ between runs (from each run's ``.hydra/overrides.yaml``),
 - ``curves.png``: loss, D(x) and D(G(z)) curves of every setting overlaid (against images seen);
 - ``metric_vs_<param>.png``: each column of the table against each numeric swept parameter;
 - ``samples.png``: the final sample grid of each setting side by side.
+
+A run with a file that cannot be read (a truncated ``metrics.json``, a row of ``metrics.csv`` that
+is not numbers, an ``overrides.yaml`` that is not YAML) is left out and listed, with the file and
+what is wrong, in the README and on stderr; one whose ``samples/final.png`` cannot be decoded keeps
+its row and loses its tile in ``samples.png``.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from gan_lab.errors import UserError
+from gan_lab.errors import UserError, yaml_problem
 from gan_lab.metrics.suite import logged_values
 
 #: training terms shown first, each as its final value and its mean over training (other final
@@ -52,6 +57,10 @@ class Run:
     overrides: dict[str, str]
     summary: dict
     metrics: dict[str, float] = field(default_factory=dict)
+    #: the training terms of metrics.csv: name -> [(images seen, value)]
+    curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    #: samples/final.png, when it exists and decodes
+    grid: Path | None = None
 
     @property
     def status(self) -> str:
@@ -66,36 +75,130 @@ class Run:
                                                and self.summary.get("reason") == "max_time")
 
 
-def find_runs(sweep_dir: Path) -> list[Run]:
+class DamagedFile(Exception):
+    """A file of a run that cannot be read: ``file`` (relative to the run) and why."""
+
+    def __init__(self, file: str, reason: str) -> None:
+        super().__init__(f"{file} {reason}")
+        self.file, self.reason = file, reason
+
+
+@dataclass
+class Damage:
+    """A damaged file of a run and what the report does without it."""
+
+    run: Path
+    file: str
+    reason: str
+    #: the run is left out of the report (else only the file is)
+    left_out: bool = True
+
+    def describe(self, sweep_dir: Path) -> str:
+        what = ("the run is left out of the report" if self.left_out
+                else "its samples are left out of samples.png")
+        return f"`{self.run.relative_to(sweep_dir)}`: {self.file} {self.reason}; {what}"
+
+
+def find_runs(sweep_dir: Path, damaged: list[Damage] | None = None) -> list[Run]:
+    """Every run below ``sweep_dir`` that can be read; a damaged one is added to ``damaged`` instead
+    (a run whose only damage is its ``samples/final.png`` is both)."""
     runs = []
     for cfg in sorted(sweep_dir.rglob(".hydra/config.yaml")):
         path = cfg.parent.parent
         if "report" in path.relative_to(sweep_dir).parts:
             continue
-        overrides_file = cfg.parent / "overrides.yaml"
-        raw = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-        overrides = {}
-        for item in raw or []:
-            key, _, value = str(item).partition("=")
-            key = key.lstrip("+~")
-            if not key.startswith("hydra"):
-                overrides[key] = value
-        summary_file = path / "metrics.json"
-        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {"status": "no metrics.json"}
-        metrics = {k: float(v) for k, v in summary.get("final", {}).items() if _is_number(v)}
+        try:
+            run = read_run(path)
+        except DamagedFile as exc:
+            if damaged is not None:
+                damaged.append(Damage(path, exc.file, exc.reason))
+            continue
+        problem = grid_problem(path / "samples" / "final.png")
+        if problem is not None and damaged is not None:
+            damaged.append(Damage(path, "samples/final.png", problem, left_out=False))
+        elif problem is None and (path / "samples" / "final.png").is_file():
+            run.grid = path / "samples" / "final.png"
+        runs.append(run)
+    return runs
+
+
+def read_run(path: Path) -> Run:
+    """A run's overrides, ``metrics.json`` and ``metrics.csv``; :class:`DamagedFile` names the first of
+    them that cannot be read."""
+    overrides = {}
+    for item in read_overrides(path / ".hydra" / "overrides.yaml"):
+        key, _, value = str(item).partition("=")
+        key = key.lstrip("+~")
+        if not key.startswith("hydra"):
+            overrides[key] = value
+    summary_file = path / "metrics.json"
+    summary = read_summary(summary_file) if summary_file.exists() else {"status": "no metrics.json"}
+    try:
+        metrics = {k: float(v) for k, v in (summary.get("final") or {}).items() if _is_number(v)}
         # evaluations (training callback or `gan_lab.evaluate`): the newest value of each metric, under
         # the name it is logged with (per-class accuracies left out: one column per class is too many)
         for record in summary.get("evaluations", []) or []:
             for k, value in logged_values(record.get("results") or {}).items():
-                if k not in summary.get("final", {}) and k.count("/") == 1:
+                if k not in (summary.get("final") or {}) and k.count("/") == 1:
                     metrics[k] = value
-        for term in PREFERRED:
-            if term in metrics:
-                metrics[final_column(term)] = metrics.pop(term)
-        run = Run(path, overrides, summary, metrics)
-        run.metrics.update(training_means(read_curves(run)))
-        runs.append(run)
-    return runs
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise DamagedFile("metrics.json", f"is not in the format gan_lab writes ({type(exc).__name__}: "
+                                          f"{exc})") from None
+    for term in PREFERRED:
+        if term in metrics:
+            metrics[final_column(term)] = metrics.pop(term)
+    run = Run(path, overrides, summary, metrics)
+    run.curves = read_curves(run)
+    run.metrics.update(training_means(run.curves))
+    return run
+
+
+def read_overrides(file: Path) -> list:
+    """The list of ``.hydra/overrides.yaml`` (``[]`` when there is none)."""
+    name = ".hydra/overrides.yaml"
+    if not file.exists():
+        return []
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except UnicodeDecodeError:
+        raise DamagedFile(name, "is not text") from None
+    except yaml.YAMLError as exc:
+        raise DamagedFile(name, f"is not valid YAML ({yaml_problem(exc)})") from None
+    if raw is not None and not isinstance(raw, list):
+        raise DamagedFile(name, f"holds a YAML {type(raw).__name__}, not the list of overrides")
+    return raw or []
+
+
+def read_summary(file: Path) -> dict:
+    """``metrics.json``: a JSON object."""
+    try:
+        summary = json.loads(file.read_text())
+    except UnicodeDecodeError:
+        raise DamagedFile("metrics.json", "is not text") from None
+    except json.JSONDecodeError as exc:
+        raise DamagedFile("metrics.json", f"is not valid JSON ({exc.msg}: line {exc.lineno} column "
+                                          f"{exc.colno})") from None
+    if not isinstance(summary, dict):
+        raise DamagedFile("metrics.json", f"holds a JSON {type(summary).__name__}, not an object")
+    for key, kind in (("final", dict), ("evaluations", list), ("diverged", dict), ("slurm", dict)):
+        if summary.get(key) is not None and not isinstance(summary[key], kind):
+            raise DamagedFile("metrics.json", f"has a {key} that is a JSON {type(summary[key]).__name__}, "
+                                              f"not {'an object' if kind is dict else 'a list'}")
+    return summary
+
+
+def grid_problem(grid: Path) -> str | None:
+    """Why ``samples/final.png`` cannot be decoded, or ``None`` (also when there is none)."""
+    if not grid.exists():
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(grid) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return f"cannot be decoded as an image ({exc})"
+    return None
 
 
 def training_means(curves: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
@@ -161,20 +264,39 @@ def shown_run(members: list[Run]) -> Run:
 
 
 def read_curves(run: Run) -> dict[str, list[tuple[float, float]]]:
+    """The training terms of ``metrics.csv`` against images seen; :class:`DamagedFile` for a row that
+    is not numbers."""
     path = run.path / "metrics.csv"
     if not path.exists():
         return {}
     out: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    with open(path) as fh:
-        for row in csv.DictReader(fh):
-            x = row.get("train/images_seen")
-            if not x:
-                continue
-            for name in CURVES:
-                v = row.get(f"train/{name}")
-                if v:
-                    out[name].append((float(x), float(v)))
+    try:
+        with open(path) as fh:
+            reader = csv.DictReader(fh)
+            for row in reader:
+                if any("\0" in str(value) for value in row.values()):
+                    raise DamagedFile("metrics.csv", f"has NUL bytes in line {reader.line_num} (a write cut short)")
+                x = row.get("train/images_seen")
+                if not x:
+                    continue
+                for name in CURVES:
+                    v = row.get(f"train/{name}")
+                    if v:
+                        out[name].append((_number(x, reader.line_num, "train/images_seen"),
+                                          _number(v, reader.line_num, f"train/{name}")))
+    except UnicodeDecodeError:
+        raise DamagedFile("metrics.csv", "is not text") from None
+    except csv.Error as exc:
+        raise DamagedFile("metrics.csv", f"cannot be parsed as CSV ({exc})") from None
     return out
+
+
+def _number(text, line: int, column: str) -> float:
+    """A value of ``metrics.csv``; :class:`DamagedFile` naming the line and column when it is not a number."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise DamagedFile("metrics.csv", f"has {column}={text!r} in line {line}, not a number") from None
 
 
 def label(setting: tuple, keys: list[str]) -> str:
@@ -187,7 +309,7 @@ def plot_curves(groups: dict[tuple, list[Run]], keys: list[str], path: Path) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = {s: read_curves(shown_run(members)) for s, members in groups.items()}
+    curves = {s: shown_run(members).curves for s, members in groups.items()}
     if not any(curves.values()):
         return None
     fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4), squeeze=False)
@@ -246,8 +368,8 @@ def sample_sheet(groups: dict[tuple, list[Run]], keys: list[str], path: Path) ->
 
     tiles = []
     for setting, members in groups.items():
-        grid = shown_run(members).path / "samples" / "final.png"
-        if grid.exists():
+        grid = shown_run(members).grid
+        if grid is not None:
             tiles.append((label(setting, keys), Image.open(grid).convert("RGB")))
     if not tiles:
         return None
@@ -268,14 +390,27 @@ def report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of ``sweep_dir``; returns the markdown file."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise UserError(f"sweep directory {sweep_dir} does not exist; pass the folder a multirun "
-                        f"printed (e.g. multiruns/dcgan-digits/<date_time>).")
-    runs = find_runs(sweep_dir)
+        raise UserError(f"sweep directory {sweep_dir} {'is a file' if sweep_dir.exists() else 'does not exist'}; "
+                        f"pass the folder a multirun printed (e.g. multiruns/dcgan-digits/<date_time>).")
+    named = f"--out {out}" if out else f"the report folder {sweep_dir / 'report'}"
+    out = Path(out) if out else sweep_dir / "report"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{named} is a file; pass a folder for the report, e.g. --out {out.with_suffix('')}_report.")
+    damaged: list[Damage] = []
+    runs = find_runs(sweep_dir, damaged)
+    for damage in damaged:
+        print(f"gan_lab: warning: {damage.describe(sweep_dir)}.", file=sys.stderr)
     if not runs:
+        if damaged:
+            raise UserError(f"none of the {len(damaged)} runs below {sweep_dir} can be read (each is named above); "
+                            f"restore their files from a copy, or remove those runs.")
         raise UserError(f"no runs (folders with .hydra/config.yaml) below {sweep_dir}; pass the folder "
                         f"of a multirun made with `python -m gan_lab.run -m ...`.")
-    out = Path(out) if out else sweep_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{named} cannot be created ({exc.strerror or exc}); pass a writable folder with "
+                        f"--out <folder>.") from None
     keys = swept_keys(runs)
     md, names = table(runs, keys)
     groups = group_settings(runs, keys)
@@ -291,6 +426,8 @@ def report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     unfinished = unfinished_runs(runs, sweep_dir)
     if unfinished:
         text += ["Runs that did not finish:", "", *unfinished, ""]
+    if damaged:
+        text += ["Damaged runs (a file that cannot be read):", "", *(f"- {d.describe(sweep_dir)}" for d in damaged), ""]
     text += [f"![{p.stem}]({p.name})" for p in figures if p is not None]
     path = out / "README.md"
     path.write_text("\n".join(text) + "\n")

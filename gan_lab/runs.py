@@ -6,18 +6,24 @@ that were trained.
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
 
 from gan_lab.build import build_datamodule, build_model, setup_datamodule
 from gan_lab.callbacks.resume import epochs_completed
 from gan_lab.checkpoint_io import not_a_file, read_checkpoint
-from gan_lab.errors import UserError
+from gan_lab.errors import UserError, yaml_problem
+
+#: the sections of a run's config that ``evaluate`` and ``generate`` rebuild the run from
+RUN_SECTIONS = ("model", "data")
 
 
 @dataclass
@@ -34,12 +40,34 @@ class LoadedRun:
 
 
 def pick_device(device: str | None) -> torch.device:
-    """``auto`` (or ``None``): the GPU when there is one, else the CPU."""
+    """``auto`` (or ``None``): the GPU when there is one, else the CPU; ``cpu``, ``cuda`` or
+    ``cuda:<index>`` of a GPU this machine has."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
+    kind, colon, index = str(device).partition(":")
+    if kind not in ("cpu", "cuda") or (colon and (kind != "cuda" or not index.isdigit())):
+        raise UserError(f"device={device} is not a device gan_lab can use; use device=auto, device=cpu or "
+                        f"device=cuda (device=cuda:1 for a second GPU).")
+    if kind == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device={device} but no CUDA GPU is available; use device=cpu or device=auto.")
-    return torch.device(device)
+    if kind == "cuda" and colon and int(index) >= torch.cuda.device_count():
+        raise UserError(f"device={device} but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+                        f"use device=cuda:0 or device=auto.")
+    return torch.device(str(device))
+
+
+def write_problem(path: str | Path) -> str | None:
+    """Why ``path`` (a folder to write into, created if missing) cannot be written, or ``None``:
+    it, or the nearest of its parents that exists, is a file or is read-only."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    where = "it" if existing == path else str(existing)
+    if not existing.is_dir():
+        return f"{where} is a file"
+    if os.access(existing, os.W_OK):
+        return None
+    read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    return f"{where} is on a read-only file system" if read_only else f"{where} is not writable for this user"
 
 
 def required_run_dir(cfg: DictConfig) -> Path:
@@ -66,16 +94,56 @@ class RunDirCheck(Callback):
         try:
             if OmegaConf.is_missing(config, "run_dir") or config.run_dir is None:
                 raise UserError("run_dir is not set; pass run_dir=<a run directory of python -m gan_lab.run>.")
-            check_run_dir(config.run_dir)
+            run_config(config.run_dir)  # also a damaged config is one line, before any folder is made
         except UserError as exc:
             print(f"gan_lab: error: {exc}", file=sys.stderr)
             sys.exit(2)
+        if write_problem(config.hydra.run.dir) is not None:
+            keep_hydra_out_of(config)
+
+
+def keep_hydra_out_of(config: DictConfig) -> None:
+    """Hydra's job folder (``<run_dir>/evaluation``, ``<run_dir>/generated``) cannot be made, e.g. a run
+    archived on read-only storage: Hydra's job folder becomes the run directory itself (which exists)
+    and its log file is left out, so that what writes elsewhere (``generate out_dir=...``) works."""
+    with read_write(config), open_dict(config):
+        config.hydra.run.dir = str(Path(config.run_dir).absolute())
+        logging = config.hydra.job_logging
+        handlers = logging.get("handlers") or {}
+        files = [name for name in handlers.keys() if OmegaConf.is_dict(handlers[name])
+                 and "filename" in handlers[name].keys()]
+        for name in files:
+            del handlers[name]
+        for node in [logging.get("root") or {}, *(logging.get("loggers") or {}).values()]:
+            if node and node.get("handlers"):
+                node.handlers = [h for h in node.handlers if h not in files]
+
+
+def damaged_config(run_dir: str | Path, reason: str) -> UserError:
+    return UserError(f"run_dir={run_dir} is damaged: its .hydra/config.yaml {reason}; restore that file from a "
+                     f"copy of the run (Hydra writes it when training starts), or pass another run_dir.")
 
 
 def run_config(run_dir: str | Path) -> DictConfig:
-    """The training config of a run, with ``run_dir`` pointing at where the run now lies."""
+    """The training config of a run, with ``run_dir`` pointing at where the run now lies; a file that
+    is not the YAML of a config with ``model`` and ``data`` is one sentence naming it."""
     path = check_run_dir(run_dir) / ".hydra" / "config.yaml"
-    cfg = OmegaConf.load(path)
+    try:
+        cfg = OmegaConf.load(path)
+    except UnicodeDecodeError:
+        raise damaged_config(run_dir, "is not text") from None
+    except (yaml.YAMLError, OmegaConfBaseException, ValueError) as exc:
+        raise damaged_config(run_dir, f"is not valid YAML ({yaml_problem(exc)})") from None
+    except OSError as exc:
+        raise damaged_config(run_dir, f"cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(cfg, DictConfig):
+        raise damaged_config(run_dir, f"holds a YAML {type(cfg).__name__.replace('Config', '').lower()}, not a config")
+    if len(cfg) == 0:
+        raise damaged_config(run_dir, "is empty")
+    missing = [key for key in RUN_SECTIONS
+               if not OmegaConf.is_dict(OmegaConf.select(cfg, key, throw_on_missing=False))]
+    if missing:
+        raise damaged_config(run_dir, f"has no {' or '.join(missing)} section")
     with open_dict(cfg):  # the Hydra resolvers of these keys only work inside a Hydra job
         cfg.run_dir = str(Path(run_dir))
         cfg.run_name = Path(run_dir).name
@@ -85,6 +153,7 @@ def run_config(run_dir: str | Path) -> DictConfig:
 def load_run(run_dir: str | Path, ckpt: str | Path | None = None, device: str | None = "auto") -> LoadedRun:
     """Config, DataModule and model of ``run_dir`` with the weights of ``ckpt`` (a path, or a file name
     in ``<run_dir>/checkpoints``; ``last.ckpt`` by default), in eval mode on ``device``."""
+    device = pick_device(device)
     cfg = run_config(run_dir)
     ckpt_path = Path(ckpt) if ckpt else Path(run_dir) / "checkpoints" / "last.ckpt"
     if ckpt and not ckpt_path.exists() and (Path(run_dir) / "checkpoints" / ckpt_path).is_file():
@@ -101,6 +170,6 @@ def load_run(run_dir: str | Path, ckpt: str | Path | None = None, device: str | 
     model.on_load_checkpoint(state)  # before the weights, as Lightning does
     model.load_state_dict(state["state_dict"])
     setup_datamodule(cfg, datamodule)
-    model.to(pick_device(device)).eval()
+    model.to(device).eval()
     epochs, batch_in_epoch = epochs_completed(state)
     return LoadedRun(cfg, datamodule, model, ckpt_path, epochs, int(state.get("global_step", 0)), batch_in_epoch)

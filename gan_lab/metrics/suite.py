@@ -19,7 +19,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from gan_lab.errors import UserError
+from gan_lab.errors import UserError, check_count
 from gan_lab.grids import save_grid
 from gan_lab.metrics.classes import class_accuracy
 from gan_lab.metrics.features import FeatureExtractor, extract_all, load_extractor
@@ -123,12 +123,26 @@ class Evaluator:
                  kid_subsets: int = 100, is_splits: int = 10, neighbours: int = 8, neighbours_k: int = 5,
                  memorisation_quantile: float = 0.5, precision_recall_k: int = 3, density_coverage_k: int = 5,
                  extractor: dict | None = None, batch_size: int = 256, seed: int = 0, ema: bool = True) -> None:
+        if isinstance(metrics, str):
+            raise UserError(f"evaluator.metrics={metrics!r} must be a list; e.g. evaluator.metrics=[{metrics}].")
         metrics = [str(m) for m in metrics]
+        if not metrics:
+            raise UserError("evaluator.metrics=[] chooses no metric; e.g. evaluator.metrics=[fid,kid].")
         unknown = sorted(set(metrics) - set(METRICS))
         if unknown:
             raise UserError(f"evaluator.metrics={unknown} unknown; choose from {', '.join(METRICS)}.")
         if num_samples < 2:
             raise UserError(f"num_samples={num_samples} must be >= 2 for any metric; e.g. num_samples=1000.")
+        for key, value, minimum, example in (
+                ("num_real", num_real, 2, 10000), ("parzen_samples", parzen_samples, 1, 10000),
+                ("kid_subset_size", kid_subset_size, 2, 1000), ("kid_subsets", kid_subsets, 1, 100),
+                ("is_splits", is_splits, 1, 10), ("neighbours", neighbours, 1, 8), ("neighbours_k", neighbours_k, 1, 5),
+                ("batch_size", batch_size, 1, 256)):
+            check_count(value, f"evaluator.{key}", minimum, example)
+        q = memorisation_quantile
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= 1:
+            raise UserError(f"evaluator.memorisation_quantile={q!r} must be a number in [0, 1]; "
+                            f"e.g. evaluator.memorisation_quantile=0.5.")
         self.metrics = metrics
         self.num_samples, self.num_real, self.real_split = int(num_samples), int(num_real), real_split
         self.parzen_samples = int(parzen_samples)
