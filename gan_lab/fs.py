@@ -1,24 +1,38 @@
-"""Filesystem helpers shared by every layer: writability probes and atomic writes.
+"""Filesystem helpers shared by every layer: writability probes, atomic writes, file locks.
 
 Atomic writes go to a temporary file in the target's folder, flushed to disk, then renamed over the
 target with ``os.replace`` (atomic within one file system): readers see either the previous
-complete file or the new one, never half of it.
+complete file or the new one, never half of it. A temporary file is named
+``.<target>.<host>-<pid>.<random>.tmp``, so that one left by a killed writer can be told from one
+being written (:func:`remove_orphan_temp_files`). A write that runs out of space is one sentence
+naming the file (:class:`DiskFull`).
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import re
+import socket
 import tempfile
+import time
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-try:  # POSIX; elsewhere writers of a shared file are not serialised
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
-
 import torch
+from filelock import FileLock
+
+from gan_lab.errors import UserError
+
+
+class DiskFull(UserError, OSError):
+    """A write ran out of space (or quota); the file it was to replace is intact. An ``OSError`` with
+    the errno and the file, whose text is the sentence for the user."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def probe_writable(folder: Path | str) -> Path:
@@ -30,21 +44,104 @@ def probe_writable(folder: Path | str) -> Path:
     return folder
 
 
+def host_tag() -> str:
+    """8 hex digits naming this machine and its process-id namespace (containers on one host have
+    their own): where the pid in a temporary file's name can be looked up."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return hashlib.sha256(f"{socket.gethostname()}|{namespace}".encode()).hexdigest()[:8]
+
+
+#: this machine in temporary file names
+HOST_TAG = host_tag()
+#: ``.<target>.<host>-<pid>.<random>.tmp`` of :func:`atomic_write` (host and pid absent in older names)
+TEMP_NAME = re.compile(r"^\.(?P<target>.+?)\.(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp$")
+#: a temporary file untouched for this long has no writer, wherever it was written (a writer keeps writing)
+ORPHAN_AGE_S = 24 * 3600
+
+
+def out_of_space(exc: BaseException | None) -> OSError | None:
+    """The ``OSError`` "no space left" (or "quota exceeded") behind ``exc``, or ``None`` (``torch.save``
+    reports it as a ``RuntimeError`` raised while handling it)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "wb") -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then move it over ``path``."""
+    """Call ``write(file)`` on a temporary file beside ``path``, then move it over ``path``; a full disk
+    is :class:`DiskFull`, naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{HOST_TAG}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        full = None if isinstance(exc, DiskFull) else out_of_space(exc)
+        if full is None:
+            raise
+        kept = f"; the previous {path.name} is intact" if path.exists() else ""
+        error = DiskFull(f"the disk holding {path} is full ({full.strerror or 'no space left'}): it could not be "
+                         f"written{kept}; free space there (or write elsewhere) and try again.")
+        error.errno, error.strerror, error.filename = full.errno, full.strerror, str(path)
+        raise error from None
     return path
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one of another user counts)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0
+    return True
+
+
+def remove_orphan_temp_files(folder: str | os.PathLike, targets: tuple[str, ...]) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write` left in ``folder`` for targets whose
+    names end with one of ``targets``, when their writer is gone: a process of this machine that no
+    longer runs (a SIGKILL, a crash, a power cut), or any writer when the file is untouched for
+    :data:`ORPHAN_AGE_S` (one of another machine sharing the folder, or of an older gan_lab). A file
+    being written is never removed. Returns the files removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        match = TEMP_NAME.match(entry.name)
+        if match is None or not match["target"].endswith(targets):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            idle = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        ours_and_dead = match["host"] == HOST_TAG and not process_alive(int(match["pid"]))
+        if ours_and_dead or idle > ORPHAN_AGE_S:
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -79,16 +176,12 @@ def zip_damage(path: str | os.PathLike) -> str | None:
 
 @contextmanager
 def locked(path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` (``fcntl.flock``): processes that update one file
-    read-modify-write it one after the other, so no update is lost. The lock file is left in place
-    (removing it would race with a process about to lock it)."""
+    """Hold an exclusive lock on ``<path>.lock`` (``filelock``: ``flock`` where the file system has
+    it, a lock file of its own elsewhere): processes that update one file read-modify-write it one
+    after the other, so no update is lost. The lock file is left in place (removing it would race
+    with a process about to lock it)."""
     lock_path = Path(f"{path}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as fh:
-        if fcntl is not None:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    with FileLock(lock_path):
+        yield
+

@@ -10,10 +10,14 @@ import numpy as np
 from PIL import Image
 
 
-def write_idx(path: Path, array: np.ndarray) -> Path:
-    """IDX: two zero bytes, type code 0x08 (uint8), number of dims, big-endian sizes, data."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">i", d) for d in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
+#: IDX type codes of the dtypes the tests write
+IDX_CODES = {"u1": 0x08, ">f4": 0x0D}
+
+
+def write_idx(path: Path, array: np.ndarray, dtype: str = "u1") -> Path:
+    """IDX: two zero bytes, a type code (0x08: uint8), number of dims, big-endian sizes, data."""
+    header = bytes([0, 0, IDX_CODES[dtype], array.ndim]) + b"".join(struct.pack(">i", d) for d in array.shape)
+    data = header + array.astype(dtype).tobytes()
     if path.suffix == ".gz":
         with gzip.open(path, "wb") as fh:
             fh.write(data)
@@ -144,3 +148,186 @@ def make_image_folder(root: Path) -> Path:
         for i in range(3):
             save_jpg(root / cls / f"{i}.jpg", (20, 16), color)
     return root
+
+
+# --- damaged copies: each builder writes a dataset with one defect and returns the damaged file -----
+
+def truncate(path: Path, keep: int) -> Path:
+    """Keep the first ``keep`` bytes of ``path`` (a negative ``keep`` drops that many from the end)."""
+    path.write_bytes(path.read_bytes()[:keep])
+    return path
+
+
+def flip_bytes(path: Path, offset: int, count: int) -> Path:
+    """Invert ``count`` bytes of ``path`` from ``offset``, as a disk or a copy damages them."""
+    data = bytearray(path.read_bytes())
+    data[offset:offset + count] = bytes(b ^ 0xFF for b in data[offset:offset + count])
+    path.write_bytes(bytes(data))
+    return path
+
+
+def write_pickle(path: Path, obj) -> Path:
+    with open(path, "wb") as fh:
+        pickle.dump(obj, fh)
+    return path
+
+
+def edit_lines(path: Path, edit) -> Path:
+    """Replace the text lines of ``path`` by ``edit(lines)``, written with LF line ends."""
+    path.write_text("".join(f"{line}\n" for line in edit(path.read_text().splitlines())))
+    return path
+
+
+def mnist_file(root: Path, name: str) -> Path:
+    return make_mnist(root) / name
+
+
+def broken_mnist_gz_truncated(root: Path) -> Path:
+    path = mnist_file(root, "t10k-images-idx3-ubyte.gz")
+    return truncate(path, len(path.read_bytes()) // 2)
+
+
+def broken_mnist_header_cut(root: Path) -> Path:
+    path = mnist_file(root, "train-images-idx3-ubyte")
+    return truncate(path, 10)  # inside the second of the three sizes
+
+
+def broken_mnist_longer_than_header(root: Path) -> Path:
+    path = mnist_file(root, "train-labels-idx1-ubyte")
+    path.write_bytes(path.read_bytes() + b"\0" * 5)
+    return path
+
+
+def broken_mnist_label_200(root: Path) -> Path:
+    path = mnist_file(root, "train-labels-idx1-ubyte")
+    return write_idx(path, np.array([0, 1, 2, 200, 4, 5, 6, 7, 8, 9, 0, 1]))
+
+
+def broken_mnist_float_images(root: Path) -> Path:
+    path = mnist_file(root, "train-images-idx3-ubyte")
+    return write_idx(path, np.zeros((12, 28, 28)), dtype=">f4")
+
+
+def broken_mnist_empty(root: Path) -> Path:
+    path = mnist_file(root, "train-labels-idx1-ubyte")
+    return truncate(path, 0)
+
+
+def cifar_file(root: Path, name: str) -> Path:
+    return make_cifar10(root) / "cifar-10-batches-py" / name
+
+
+def cifar_batch(**changes) -> dict:
+    """A CIFAR-10 batch of two images, with ``changes`` (a key set to ``None`` is left out)."""
+    batch = {b"batch_label": b"x", b"labels": [3, 4], b"data": np.zeros((2, 3072), np.uint8),
+             b"filenames": [b"a.png", b"b.png"]}
+    batch.update({k.encode(): v for k, v in changes.items()})
+    return {k: v for k, v in batch.items() if v is not None}
+
+
+def broken_cifar_batch_without_data(root: Path) -> Path:
+    return write_pickle(cifar_file(root, "data_batch_2"), cifar_batch(data=None))
+
+
+def broken_cifar_meta_list(root: Path) -> Path:
+    return write_pickle(cifar_file(root, "batches.meta"), [n.encode() for n in CIFAR_NAMES])
+
+
+def broken_cifar_meta_without_names(root: Path) -> Path:
+    return write_pickle(cifar_file(root, "batches.meta"), {b"num_vis": 3072})
+
+
+def broken_cifar_rows_of_1000(root: Path) -> Path:
+    return write_pickle(cifar_file(root, "data_batch_3"), cifar_batch(data=np.zeros((2, 1000), np.uint8)))
+
+
+def broken_cifar_labels_to_19(root: Path) -> Path:
+    return write_pickle(cifar_file(root, "test_batch"), cifar_batch(labels=[0, 19]))
+
+
+def broken_cifar_label_count(root: Path) -> Path:
+    return write_pickle(cifar_file(root, "data_batch_1"), cifar_batch(labels=[1, 2, 3]))
+
+
+def celeba_partition(root: Path, edit) -> Path:
+    return edit_lines(make_celeba(root) / "list_eval_partition.txt", edit)
+
+
+def broken_celeba_unknown_name(root: Path) -> Path:
+    return celeba_partition(root, lambda lines: [*lines[:2], "000003 0", *lines[3:]])
+
+
+def broken_celeba_duplicate(root: Path) -> Path:
+    return celeba_partition(root, lambda lines: [*lines, lines[1]])
+
+
+def broken_celeba_no_training_image(root: Path) -> Path:
+    return celeba_partition(root, lambda lines: [line[:-1] + "2" for line in lines])
+
+
+def broken_celeba_empty(root: Path) -> Path:
+    return truncate(make_celeba(root) / "list_eval_partition.txt", 0)
+
+
+def broken_celeba_binary(root: Path) -> Path:
+    path = make_celeba(root) / "list_eval_partition.txt"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    return path
+
+
+def wikiart_split(root: Path, name: str, edit) -> Path:
+    return edit_lines(make_wikiart(root) / "WikiArt Dataset" / "Genre" / name, edit)
+
+
+def broken_wikiart_three_columns(root: Path) -> Path:
+    return wikiart_split(root, "genre_train.csv", lambda lines: [*lines, "Realism/ivan-shishkin_forest.jpg,0,1"])
+
+
+def broken_wikiart_unknown_name(root: Path) -> Path:
+    return wikiart_split(root, "genre_train.csv", lambda lines: [*lines, "Realism/notes.txt,1"])
+
+
+def broken_wikiart_outside_root(root: Path) -> Path:
+    return wikiart_split(root, "genre_val.csv", lambda lines: ["../../secret/face.jpg,0"])
+
+
+def broken_wikiart_truncated_in_first_row(root: Path) -> Path:
+    return wikiart_split(root, "genre_val.csv", lambda lines: [lines[0][:16]])  # 'Realism/ivan-shi'
+
+
+def broken_wikiart_empty_split(root: Path) -> Path:
+    return truncate(make_wikiart(root) / "WikiArt Dataset" / "Genre" / "genre_val.csv", 0)
+
+
+def broken_wikiart_empty_class_file(root: Path) -> Path:
+    return truncate(make_wikiart(root) / "WikiArt Dataset" / "Genre" / "genre_class", 0)
+
+
+def pokemon_csv(root: Path, edit) -> Path:
+    return edit_lines(make_pokemon(root) / "pokemon.csv", edit)
+
+
+def broken_pokemon_four_columns(root: Path) -> Path:
+    return pokemon_csv(root, lambda lines: [*lines[:3], lines[3] + ",Flying", *lines[4:]])
+
+
+def broken_pokemon_truncated(root: Path) -> Path:
+    return pokemon_csv(root, lambda lines: [*lines[:-1], lines[-1][:5]])  # 'psydu'
+
+
+def broken_pokemon_header_only(root: Path) -> Path:
+    return pokemon_csv(root, lambda lines: lines[:1])
+
+
+def broken_pokemon_conflicting_rows(root: Path) -> Path:
+    return pokemon_csv(root, lambda lines: [*lines, "vulpix,Ice,"])
+
+
+def broken_pokemon_empty(root: Path) -> Path:
+    return truncate(make_pokemon(root) / "pokemon.csv", 0)
+
+
+def broken_pokemon_binary(root: Path) -> Path:
+    path = make_pokemon(root) / "pokemon.csv"
+    path.write_bytes(b"Name,Type1,Type2\n\xff\xfe\x00\x81,Fire,\n")
+    return path

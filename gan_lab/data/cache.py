@@ -6,9 +6,12 @@ resizing), into ``<cache_dir>/<dataset>-<split>-<size>-<key>.pt``. The key hashe
 depends on: dataset, split, image size, crop, channels, background and the source file list (names,
 sizes, modification times), so renaming, adding, removing or touching a file rebuilds the cache.
 Files are written to a temporary name and moved into place (``os.replace``), so an interrupted
-build never leaves a half-written cache. Every load checks the CRC-32 that the zip format of
-``torch.save`` keeps beside each member (about 0.5 s per GB from the page cache, on top of ~3 s per
-GB for the load itself; measured on 2 cores): a damaged cache is rebuilt with a warning, never served.
+build never leaves a half-written cache, and the temporary files of a writer that was killed are
+removed by the next load. Every load checks the CRC-32 that the zip format of ``torch.save`` keeps
+beside each member (about 0.5 s per GB from the page cache, on top of ~3 s per GB for the load itself;
+measured on 2 cores) and the structure of what it holds (keys, dtypes, shapes): a damaged cache is
+rebuilt with a warning, never served. Ctrl-C during a build ends as
+:class:`~gan_lab.errors.SetupInterrupted` (one line from the entry points).
 
 A file that is missing or cannot be decoded is skipped: the count goes to the log and the list to
 ``<cache_dir>/<dataset>-<split>-skipped.txt``; training never crashes mid-epoch on a bad file.
@@ -19,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +33,9 @@ import torch
 from PIL import Image, ImageFile
 from torch import Tensor
 
-from gan_lab.errors import UserError
-from gan_lab.fs import atomic_torch_save, atomic_write_text, probe_writable, zip_damage
+from gan_lab.errors import SetupInterrupted, UserError
+from gan_lab.fs import (atomic_torch_save, atomic_write_text, probe_writable, remove_orphan_temp_files,
+                        zip_damage)
 
 log = logging.getLogger("gan_lab")
 
@@ -222,17 +227,74 @@ def decode_files(files: Sequence[Path], labels: Sequence[int], image_size: int, 
     nbytes = np.zeros(len(files), dtype=np.int64)
     skipped: list[str] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, array, size, n, reason in progress(pool.map(one, range(len(files))), len(files), desc):
-            if reason is not None:
-                skipped.append(f"{names[i]}: {reason}")
-                continue
-            images[i], sizes[i], nbytes[i], keep[i] = array, size, n, True
+        try:
+            for i, array, size, n, reason in progress(pool.map(one, range(len(files))), len(files), desc):
+                if reason is not None:
+                    skipped.append(f"{names[i]}: {reason}")
+                    continue
+                images[i], sizes[i], nbytes[i], keep[i] = array, size, n, True
+        except BaseException:  # Ctrl-C: stop after the files in progress, not after every queued one
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     idx = np.flatnonzero(keep)
     if len(idx) < len(files):  # copy only when something was skipped (a split can take GBs)
         images = images[idx]
     return Split(images=torch.from_numpy(images), labels=torch.as_tensor(np.asarray(labels)[idx], dtype=torch.long),
                  files=[names[i] for i in idx], file_sizes=torch.from_numpy(nbytes[idx]),
                  source_sizes=torch.from_numpy(sizes[idx]), skipped=sorted(skipped))
+
+
+def split_damage(data: object, channels: int | None = None, image_size: int | None = None) -> str | None:
+    """What is wrong with a loaded cache's content (``Split.to_dict()``), or ``None``: its keys, the
+    dtypes and shapes of its tensors, and the lengths of its per-image lists."""
+    if not isinstance(data, dict):
+        return f"it holds a {type(data).__name__}, not a decoded split"
+    expected = set(Split.__dataclass_fields__)
+    if set(data) != expected:
+        return f"its keys are {sorted(map(str, data))}, not {sorted(expected)}"
+    images, labels = data["images"], data["labels"]
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+        return f"its images are {describe_value(images)}, not uint8 [N, C, H, W]"
+    n, shape = images.shape[0], tuple(images.shape[1:])
+    want = (channels or shape[0], image_size or shape[1], image_size or shape[2])
+    if shape != want:
+        return f"its images are {n}x{list(shape)}, not {n}x{list(want)}"
+    if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or tuple(labels.shape) != (n,):
+        return f"its labels are {describe_value(labels)}, not int64 [{n}]"
+    if not isinstance(data["files"], list) or len(data["files"]) not in (0, n):
+        return f"its file names are {describe_value(data['files'])}, not a list of {n}"
+    for key, row in (("file_sizes", (n,)), ("source_sizes", (n, 2))):
+        value = data[key]
+        if value is not None and (not isinstance(value, Tensor) or tuple(value.shape) != row):
+            return f"its {key} are {describe_value(value)}, not {list(row)}"
+    if not isinstance(data["skipped"], list) or not all(isinstance(line, str) for line in data["skipped"]):
+        return f"its skip list is {describe_value(data['skipped'])}, not a list of text"
+    return None
+
+
+def describe_value(value: object) -> str:
+    """A value in a few words: a tensor's dtype and shape, a sequence's type and length."""
+    if isinstance(value, Tensor):
+        return f"{str(value.dtype).replace('torch.', '')} {list(value.shape)}"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def load_cache(path: Path, channels: int | None = None, image_size: int | None = None) -> Split | None:
+    """The split cached at ``path``; ``None``, with a one-line warning, when the file is damaged."""
+    damage = zip_damage(path)
+    if damage is None:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
+            damage = f"it cannot be loaded: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        else:
+            damage = split_damage(data, channels, image_size)
+    if damage is not None:
+        log.warning("cache %s is damaged (%s); rebuilding it", path, damage)
+        return None
+    return Split(**data)
 
 
 def cached_split(cache_dir: Path, dataset: str, split: str, key_parts: dict,
@@ -242,34 +304,40 @@ def cached_split(cache_dir: Path, dataset: str, split: str, key_parts: dict,
 
     Older caches of the same dataset, split and size are removed when a new one is written, and the
     skip report is (re)written on every load so that it always describes the served split.
+    Temporary files of killed writers in ``cache_dir`` are removed first; Ctrl-C (``KeyboardInterrupt``)
+    becomes :class:`SetupInterrupted`.
     """
     key = cache_key(dataset=dataset, split=split, **key_parts)
     stem = f"{dataset}-{split}-{key_parts.get('image_size', 'x')}"
     path = cache_dir / f"{stem}-{key}.pt"
     report = cache_dir / f"{dataset}-{split}-skipped.txt"
-    data = None
-    if path.is_file():
-        damage = zip_damage(path)
-        if damage is not None:
-            log.warning("cache %s is damaged (%s); rebuilding it", path, damage)
-        else:
-            try:
-                data = Split(**torch.load(path, map_location="cpu", weights_only=True))
+    orphans = remove_orphan_temp_files(cache_dir, (".pt", "-skipped.txt"))
+    if orphans:
+        log.info("removed %d temporary files of interrupted cache writes from %s", len(orphans), cache_dir)
+    doing = "loading"
+    try:
+        data = None
+        if path.is_file():
+            data = load_cache(path, key_parts.get("channels"), key_parts.get("image_size"))
+            if data is not None:
                 log.info("%s/%s: %d images from cache %s", dataset, split, len(data.labels), path)
-            except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
-                log.warning("cache %s is unreadable (%s); rebuilding it", path, exc)
-                data = None
-    if data is None:
-        data = build()
-        for old in cache_dir.glob(f"{stem}-*.pt"):  # stale versions at this size
-            if old != path:
-                old.unlink(missing_ok=True)
-        atomic_torch_save(data.to_dict(), path)
-        log.info("%s/%s: decoded %d images into %s", dataset, split, len(data.labels), path)
-    if data.skipped:
-        atomic_write_text("".join(f"{line}\n" for line in data.skipped), report)
-        log.warning("%s/%s: skipped %d files, missing, unreadable or unlabelled (listed in %s)",
-                    dataset, split, len(data.skipped), report)
-    else:
-        report.unlink(missing_ok=True)
+        if data is None:
+            doing = "decoding"
+            data = build()
+            for old in cache_dir.glob(f"{stem}-*.pt"):  # stale versions at this size
+                if old != path:
+                    old.unlink(missing_ok=True)
+            atomic_torch_save(data.to_dict(), path)
+            log.info("%s/%s: decoded %d images into %s", dataset, split, len(data.labels), path)
+        if data.skipped:
+            atomic_write_text("".join(f"{line}\n" for line in data.skipped), report)
+            log.warning("%s/%s: skipped %d files, missing, unreadable or unlabelled (listed in %s)",
+                        dataset, split, len(data.skipped), report)
+        else:
+            report.unlink(missing_ok=True)
+    except KeyboardInterrupt:
+        again = "decodes it again" if doing == "decoding" else "loads it again"
+        raise SetupInterrupted(f"interrupted (Ctrl-C) while {doing} {dataset}/{split} in {cache_dir}, before "
+                               f"training; no file was left half-written, and the next run {again}.",
+                               signum=int(signal.SIGINT)) from None
     return data

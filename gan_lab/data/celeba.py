@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gan_lab.data.cache import IMAGE_EXTENSIONS
 from gan_lab.data.disk import FileImageDataModule
 from gan_lab.errors import UserError
 
@@ -51,18 +52,38 @@ class CelebA(FileImageDataModule):
         self.partition()
 
     def partition(self) -> dict[str, list[str]]:
+        """The image names of each split: ``<file>.jpg <0|1|2>`` lines, one per image, each named once,
+        a training image at least."""
         if self._partition is None:
             parts: dict[str, list[str]] = {k: [] for k in PARTITIONS}
             codes = {str(v): k for k, v in PARTITIONS.items()}
             path = self.partition_file
-            for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+            expected = "expected '<file>.jpg <0|1|2>' lines (0 train, 1 val, 2 test), as published"
+            try:
+                text = path.read_bytes().decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path} is not text (byte {exc.start} is not UTF-8); {expected}.") from None
+            seen: dict[str, int] = {}
+            for number, line in enumerate(text.splitlines(), 1):
                 fields = line.split()
                 if not fields:
                     continue
                 if len(fields) != 2 or fields[1] not in codes:
-                    raise UserError(f"{path} line {number} reads {line.strip()!r}; expected "
-                                    f"'<file>.jpg <0|1|2>' (0 train, 1 val, 2 test).")
-                parts[codes[fields[1]]].append(fields[0])
+                    raise UserError(f"{path} line {number} reads {line.strip()!r}; {expected}.")
+                name = fields[0]
+                if "/" in name or "\\" in name or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                    raise UserError(f"{path} line {number} names {name!r}, not an image file of img_align_celeba/ "
+                                    f"(such as 000001.jpg); {expected}.")
+                if name in seen:
+                    raise UserError(f"{path} line {number} names {name} again (first on line {seen[name]}); "
+                                    f"{expected}, one per image.")
+                seen[name] = number
+                parts[codes[fields[1]]].append(name)
+            if not seen:
+                raise UserError(f"{path} is empty; {expected}.")
+            if not parts["train"]:
+                raise UserError(f"{path} lists no training image (partition 0) among its {len(seen)} lines; "
+                                f"{expected}.")
             self._partition = parts
         return self._partition
 

@@ -146,7 +146,17 @@ class DiskImageDataModule(ImageDataModule):
             raise UserError(f"{self.name}: none of the {len(data.skipped)} training files could be read "
                             f"(listed in {self.cache_folder / f'{self.name}-train-skipped.txt'}); check the "
                             f"files under data.root={self.root}.")
+        self.check_labels(split, data.labels)
         return data.images, data.labels
+
+    def check_labels(self, split: str, labels: Tensor) -> None:
+        """Every label names one of the ``num_classes`` classes (a conditional model indexes by it)."""
+        bad = ((labels < 0) | (labels >= self.num_classes)).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            raise UserError(f"{self.name}/{split}: image {i} has label {int(labels[i])}, outside the classes "
+                            f"0..{self.num_classes - 1} (decoded into {self.cache_folder}); check or re-download "
+                            f"the files under data.root={self.root}.")
 
     # --- serving -----------------------------------------------------------------------------
     def serving_device(self) -> torch.device | None:

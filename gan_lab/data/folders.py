@@ -143,24 +143,45 @@ class Pokemon(ImageFolder):
         return []
 
     def type_table(self) -> dict[str, str] | None:
-        """lower-case Name -> canonical primary type, or ``None`` without a csv."""
+        """lower-case Name -> canonical primary type, or ``None`` without a csv.
+
+        Every row has at least the columns up to Type1 and no more than the header, a known type, and
+        a name that no other row gives another type."""
         if self._names is None and self.csv_path.is_file():
+            path, expected = self.csv_path, "expected the Kaggle pokemon.csv (Name,Type1,Type2)"
             canonical = {t.lower(): t for t in POKEMON_TYPES}
-            table = {}
-            with open(self.csv_path, newline="", encoding="utf-8-sig") as fh:
-                reader = csv.DictReader(fh)
-                fields = {f.strip().lower(): f for f in reader.fieldnames or []}
-                if "name" not in fields or "type1" not in fields:
-                    raise UserError(f"{self.csv_path} has columns {reader.fieldnames}; expected "
-                                    f"Name,Type1,Type2 (the Kaggle pokemon.csv).")
-                for row in reader:
-                    name, kind = (row[fields["name"]] or "").strip(), (row[fields["type1"]] or "").strip()
-                    if not name:
-                        continue
-                    if kind.lower() not in canonical:
-                        raise UserError(f"{self.csv_path}: {name} has type {kind!r}, not one of the 18 "
-                                        f"types ({', '.join(POKEMON_TYPES)}).")
-                    table[name.lower()] = canonical[kind.lower()]
+            try:
+                text = path.read_bytes().decode("utf-8-sig")
+                lines = [(n, row) for n, row in enumerate(csv.reader(text.splitlines()), 1) if any(map(str.strip, row))]
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path} is not text (byte {exc.start} is not UTF-8); {expected}.") from None
+            except csv.Error as exc:
+                raise UserError(f"{path} is not a CSV file ({exc}); {expected}.") from None
+            if not lines:
+                raise UserError(f"{path} is empty; {expected}.")
+            header = [f.strip().lower() for f in lines[0][1]]
+            if "name" not in header or "type1" not in header:
+                raise UserError(f"{path} has the columns {lines[0][1]}; {expected}.")
+            at_name, at_type = header.index("name"), header.index("type1")
+            if len(lines) == 1:
+                raise UserError(f"{path} has no row below its header; {expected}, one row per Pokemon.")
+            table, first = {}, {}
+            for number, row in lines[1:]:
+                if not max(at_name, at_type) < len(row) <= len(header):
+                    raise UserError(f"{path} line {number} has {len(row)} column{'s' * (len(row) != 1)}, the header "
+                                    f"{len(header)} ({','.join(lines[0][1])}); {expected}.")
+                name, kind = row[at_name].strip(), row[at_type].strip()
+                if not name:
+                    continue
+                if kind.lower() not in canonical:
+                    raise UserError(f"{path} line {number}: {name} has type {kind!r}, not one of the 18 "
+                                    f"types ({', '.join(POKEMON_TYPES)}).")
+                kind = canonical[kind.lower()]
+                if table.get(name.lower(), kind) != kind:
+                    raise UserError(f"{path} line {number} gives {name} the type {kind} where line "
+                                    f"{first[name.lower()]} gave {table[name.lower()]}; keep one row per Pokemon.")
+                table[name.lower()] = kind
+                first.setdefault(name.lower(), number)
             self._names = table
         return self._names
 

@@ -12,6 +12,8 @@ to ``image_size`` once and cached.
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,22 +32,37 @@ NAMES = {"images": ("{prefix}-images-idx3-ubyte", "{prefix}-images.idx3-ubyte"),
          "labels": ("{prefix}-labels-idx1-ubyte", "{prefix}-labels.idx1-ubyte")}
 
 
+REDOWNLOAD = "re-download it from http://yann.lecun.com/exdb/mnist/ or a torchvision mirror"
+
+
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (``.gz`` or plain): 2 zero bytes, a type code, the number of dimensions, the
-    big-endian int32 sizes, then the data."""
+    big-endian int32 sizes, then exactly the data those sizes announce."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (EOFError, OSError, zlib.error) as exc:  # a truncated or damaged .gz
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise UserError(f"{path} cannot be read ({type(exc).__name__}: {reason}); {REDOWNLOAD}.") from None
+    if not data:
+        raise UserError(f"{path} is empty (0 bytes); {REDOWNLOAD}.")
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
-        raise UserError(f"{path} is not an IDX file (bad magic number); re-download it from "
-                        f"http://yann.lecun.com/exdb/mnist/ or a torchvision mirror.")
-    ndim = data[3]
+        raise UserError(f"{path} is not an IDX file (bad magic number); {REDOWNLOAD}.")
+    ndim, header = data[3], 4 + 4 * data[3]
+    if len(data) < header:
+        raise UserError(f"{path} is truncated inside its header: {len(data)} bytes where {ndim} sizes need "
+                        f"{header}; {REDOWNLOAD}.")
     shape = tuple(int(v) for v in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
     dtype = np.dtype(IDX_DTYPES[data[2]])
-    count = int(np.prod(shape))
-    if len(data) - 4 - 4 * ndim < count * dtype.itemsize:
-        raise UserError(f"{path} is truncated ({len(data)} bytes for shape {shape}); re-download it.")
-    return np.frombuffer(data, dtype=dtype, count=count, offset=4 + 4 * ndim).reshape(shape)
+    if any(v < 0 for v in shape):
+        raise UserError(f"{path} has the negative sizes {shape} in its header; {REDOWNLOAD}.")
+    size = math.prod(shape) * dtype.itemsize
+    if len(data) - header != size:
+        what = "is truncated" if len(data) - header < size else "is longer than its header says"
+        raise UserError(f"{path} {what}: {len(data) - header} bytes of data where its header (shape {shape}, "
+                        f"{dtype.name}) announces {size}; {REDOWNLOAD}.")
+    return np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=header).reshape(shape)
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -111,9 +128,18 @@ class MNIST(DiskImageDataModule):
     def build_split(self, split):
         image_file, label_file = self.files(split)
         images, labels = read_idx(image_file), read_idx(label_file)
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        for path, array in ((image_file, images), (label_file, labels)):
+            if array.dtype != np.uint8:
+                raise UserError(f"{path} holds {array.dtype.name} values; MNIST files hold unsigned bytes "
+                                f"(IDX type 0x08): {REDOWNLOAD}.")
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or 0 in images.shape:
             raise UserError(f"{image_file} ({images.shape}) and {label_file} ({labels.shape}) do not "
-                            f"match; expected [N, 28, 28] images and [N] labels.")
+                            f"match; expected [N, 28, 28] images and [N] labels, N > 0.")
+        bad = np.flatnonzero(labels >= self.num_classes)
+        if bad.size:
+            raise UserError(f"{label_file} has label {labels[bad[0]]} at index {bad[0]} ({bad.size} of its "
+                            f"{len(labels)} labels are outside 0..{self.num_classes - 1}, the {self.num_classes} "
+                            f"MNIST classes); {REDOWNLOAD}.")
         x = resize_uint8(torch.from_numpy(images.astype(np.uint8)).unsqueeze(1), self.image_size)
         n, h, w = images.shape
         return Split(images=x, labels=torch.from_numpy(labels.astype(np.int64)),

@@ -19,8 +19,9 @@ unreadable is skipped and reported.
 """
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from gan_lab.data.cache import IMAGE_EXTENSIONS
 from gan_lab.data.disk import FileImageDataModule
 from gan_lab.errors import UserError
 
@@ -64,13 +65,24 @@ def read_class_file(path: Path) -> list[str]:
             raise UserError(f"{path} line {number} repeats class index {index}; expected one "
                             f"'<index> <Name>' line per class.")
         names[index] = name
+    if not names:
+        raise UserError(f"{path} is empty; expected one '<index> <Name>' line per class, as ArtGAN "
+                        f"publishes it.")
     if sorted(names) != list(range(len(names))):
         raise UserError(f"{path} has class indices {sorted(names)}; expected 0..{len(names) - 1}.")
     return [names[i] for i in range(len(names))]
 
 
+def is_image_path(name: str) -> bool:
+    """A relative path to an image file under the images folder (not above it)."""
+    path = PurePosixPath(name)
+    return (path.suffix.lower() in IMAGE_EXTENSIONS and not path.is_absolute() and ".." not in path.parts
+            and ":" not in path.parts[0])
+
+
 def read_split_file(path: Path, num_classes: int) -> list[tuple[str, int]]:
-    """Rows ``path,<class>`` or ``path,,<class>`` -> (relative path, class); a header is skipped."""
+    """Rows ``path,<class>`` or ``path,,<class>`` -> (relative path, class); a header is skipped.
+    Every row names an image file under the images folder; a file of no row is refused."""
     rows = []
     for position, (number, line) in enumerate(read_lines(path)):
         head, _, last = line.rpartition(",")
@@ -78,15 +90,21 @@ def read_split_file(path: Path, num_classes: int) -> list[tuple[str, int]]:
         try:
             label = int(last.strip().strip('"'))
         except ValueError:
-            if position == 0:
+            if position == 0 and not is_image_path(name):
                 continue  # the artist files' "(Path to image),, (Groundtruth class)" header
             raise UserError(f"{path} line {number} reads {line!r}; expected 'Folder/file.jpg,<class index>'.") from None
         if not name:
             raise UserError(f"{path} line {number} reads {line!r}; the image path is empty.")
+        if not is_image_path(name):
+            raise UserError(f"{path} line {number} names {name!r}, not an image file under the images folder; "
+                            f"expected 'Folder/file.jpg,<class index>' rows.")
         if not 0 <= label < num_classes:
             raise UserError(f"{path} line {number} has class {label}, outside 0..{num_classes - 1} of the "
                             f"class file; the split and class files come from different tasks or versions.")
         rows.append((name, label))
+    if not rows:
+        raise UserError(f"{path} lists no image; expected 'Folder/file.jpg,<class index>' rows, as ArtGAN "
+                        f"publishes them.")
     return rows
 
 
@@ -145,6 +163,8 @@ class WikiArt(FileImageDataModule):
         super().check()
         self.class_names = read_class_file(self.split_file("class"))
         self.num_classes = len(self.class_names)
+        for split in ("train", "val"):  # a damaged split file is refused before any image is decoded
+            self.rows(split)
 
     def rows(self, split: str) -> list[tuple[str, int]]:
         if split not in self._rows:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gan_lab.errors import UserError
-from gan_lab.fs import atomic_torch_save
+from gan_lab.fs import atomic_torch_save, remove_orphan_temp_files, zip_damage
 from gan_lab.metrics.sampling import seeded
 from gan_lab.pixels import to_float, to_uint8
 
@@ -290,12 +290,44 @@ def evaluate_extractor(net: FeatureExtractor, val: tuple[Tensor, Tensor], device
     return {"val_accuracy": round(correct / max(n, 1), 4)}
 
 
+def load_cached_extractor(net: FeatureExtractor, path: Path) -> str | None:
+    """Load the cached weights at ``path`` into ``net``; what is wrong with the file, or ``None``.
+
+    As the data cache: the CRC-32 of every zip member (``torch.load`` reads damaged bytes without a
+    word, e.g. as NaN weights), then the structure: the keys, every tensor of the net with its shape,
+    finite values, and the quality record."""
+    damage = zip_damage(path)
+    if damage is not None:
+        return damage
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged cache is trained again, never trusted
+        return f"it cannot be loaded: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+    if not isinstance(state, dict) or set(state) != {"state_dict", "quality"} or not isinstance(state["quality"], dict):
+        found = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+        return f"it holds {found}, not the keys ['quality', 'state_dict']"
+    weights, own = state["state_dict"], net.state_dict()
+    if not isinstance(weights, dict) or set(weights) != set(own):
+        return "its weights are not those of this network"
+    for key, value in own.items():
+        stored = weights[key]
+        if not isinstance(stored, Tensor) or stored.shape != value.shape or stored.dtype != value.dtype:
+            return (f"its weight {key} is {getattr(stored, 'dtype', type(stored).__name__)} "
+                    f"{list(getattr(stored, 'shape', []))}, not {value.dtype} {list(value.shape)}")
+        if stored.is_floating_point() and not bool(torch.isfinite(stored).all()):
+            return f"its weight {key} holds NaN or Inf"
+    net.load_state_dict(weights)
+    net.quality = state["quality"]
+    return None
+
+
 def load_extractor(dataset: str, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], num_classes: int,
                    cache_dir: str | Path, kind: str = "auto", inception_weights: str | None = None,
                    input_size: int = 32, steps: int = 300, seed: int = 0,
                    device: str | torch.device = "cpu") -> FeatureExtractor:
     """The extractor for a dataset: Inception when asked for (or found, with ``kind=auto``), else the
-    cached domain extractor, trained on first use and saved to ``cache_dir``.
+    cached domain extractor, trained on first use and saved to ``cache_dir`` (trained again, with a
+    warning, when that file is damaged).
 
     Args:
         dataset: a name for the data (part of the extractor's name and cache file).
@@ -318,18 +350,19 @@ def load_extractor(dataset: str, train: tuple[Tensor, Tensor], val: tuple[Tensor
     key = data_key(train[0], train[1], DOMAIN_VERSION, what, input_size, steps, seed)
     name = f"{what}-{dataset}-{size}px-{key}"
     path = Path(cache_dir) / f"{name}.pt"
+    remove_orphan_temp_files(cache_dir, (".pt",))
     if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=False)
         with torch.random.fork_rng(devices=[]):  # the nets' initial weights (overwritten) must not consume
             # the caller's random stream: a training run evaluating on a cached extractor continues as
             # one that trained the extractor (forked too) or did not evaluate at all
             net = (DomainClassifier(train[0].shape[1], num_classes, input_size, name=name) if num_classes > 1
                    else DomainAutoencoder(train[0].shape[1], input_size, name=name))
-        net.load_state_dict(state["state_dict"])
-        net.quality = state["quality"]
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return net.eval().to(device)
+        damage = load_cached_extractor(net, path)
+        if damage is None:
+            for p in net.parameters():
+                p.requires_grad_(False)
+            return net.eval().to(device)
+        log.warning("feature extractor cache %s is damaged (%s); training it again", path, damage)
     net = train_domain_extractor(train, val, num_classes, name, input_size, steps, seed=seed, device=device)
     atomic_torch_save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "quality": net.quality},
                       path)
