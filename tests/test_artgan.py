@@ -3,18 +3,19 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import lightning as L
 import pytest
 import torch
-import torch.nn.functional as F
 import torch.nn as nn
+import torch.nn.functional as F
 
 from gan_lab.build import build_datamodule, build_model
 from gan_lab.errors import UserError
 from gan_lab.losses import GANLoss, categorical_targets, d_bce, d_categorical, g_categorical, g_non_saturating
 from gan_lab.models import ArtGAN
-from gan_lab.models.artgan import reconstruction_loss
+from gan_lab.models.artgan import adversarial_loss, reconstruction_loss
 from gan_lab.nets import ArtGANDiscriminator, ArtGANGenerator
 from gan_lab.noise import Normal
 from gan_lab.run import train
@@ -267,6 +268,23 @@ def test_extra_generator_update_when_discriminator_dominates(make_cfg):
                    "model.extra_g_threshold=1.0", "trainer.max_epochs=1")
     model, trainer = fit(cfg)
     assert model.extra_g_updates == 0 and trainer.global_step == 3 * 2  # accuracy is never above 1
+    cfg = make_cfg(*TINY_ARTGAN, "data.image_size=16", "model.extra_g_when=d_adv_loss",
+                   "model.extra_g_threshold=1e9", "trainer.max_epochs=1")
+    model, trainer = fit(cfg)
+    assert model.extra_g_updates == 3 and trainer.global_step == 3 * 3
+
+
+@pytest.mark.parametrize("k", [10, 27])
+def test_real_vs_generated_loss_keeps_its_scale_as_the_classes_grow(k):
+    # D undecided between real and generated (fake output 0), sure of the K class outputs: the K+1-way
+    # loss is the undecided part diluted over K+1 outputs; the real-vs-generated loss is log 2 for any K
+    real_logits, fake_logits = torch.full((4, k + 1), -20.0), torch.full((4, k + 1), -20.0)
+    real_logits[:, 0] = 20.0  # class 0, right
+    real_logits[:, -1] = fake_logits[:, -1] = 0.0
+    labels = torch.zeros(4, dtype=torch.long)
+    k_way = d_categorical(real_logits, fake_logits, labels, torch.full((4,), k))
+    assert k_way.item() == pytest.approx(2 * math.log(2) / (k + 1), rel=1e-4)
+    assert adversarial_loss(real_logits[:, -1], fake_logits[:, -1]).item() == pytest.approx(math.log(2), rel=1e-6)
 
 
 def test_artgan_state_is_checkpointed_and_resumed(make_cfg, tmp_path):

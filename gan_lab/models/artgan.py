@@ -22,8 +22,9 @@ one (a denoising reconstruction); the G-side term reconstructs the clean batch f
 The studies' knobs, each off by default: dropout in D (``discriminator.dropout``) and G
 (``generator.dropout``), D pre-training on real images for ``pretrain_epochs`` epochs before the
 adversarial ones (no G updates, no fakes; the lr schedule does not advance during them), an extra
-G update when D is too strong (``extra_g_when`` = ``d_loss`` below /
-``d_acc`` above ``extra_g_threshold``), label flipping (``label_flip``: a real sample gets the
+G update when D is too strong (``extra_g_when`` = ``d_loss`` or ``d_adv_loss`` below /
+``d_acc`` above ``extra_g_threshold``; ``d_adv_loss`` is the BCE of the "fake" output alone, real
+against generated, whose scale does not shrink with K as the K+1-way loss's does), label flipping (``label_flip``: a real sample gets the
 fake target, a fake sample a random real class), instance noise (``instance_noise``,
 ``instance_noise_decay``, ``instance_noise_on``: real images only or every D input), a sigmoid
 generator output (``generator.output=sigmoid``: the nets work on images in [0, 1]) and Kaiming
@@ -46,12 +47,20 @@ from gan_lab.models.tricks import flip_mask
 from gan_lab.noise import Noise
 
 RECONSTRUCTION_UPDATES = ("generator", "discriminator", "both")
-EXTRA_G_WHEN = ("d_loss", "d_acc")
+EXTRA_G_WHEN = ("d_loss", "d_adv_loss", "d_acc")
 
 
 def reconstruction_loss(reconstruction: Tensor, images: Tensor) -> Tensor:
     """Mean squared pixel error ||Dec(Enc(x)) - x||^2 (per pixel, as the studies' ``MSELoss``)."""
     return F.mse_loss(reconstruction.float(), images.float())
+
+
+def adversarial_loss(real_fake_logit: Tensor, fake_fake_logit: Tensor) -> Tensor:
+    """D's real-vs-generated loss: the BCE of its "fake" output, 0 for real and 1 for generated images,
+    averaged over both batches (the part of the K+1-way loss that does not depend on K)."""
+    real, fake = real_fake_logit.float(), fake_fake_logit.float()
+    return 0.5 * (F.binary_cross_entropy_with_logits(real, torch.zeros_like(real))
+                  + F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake)))
 
 
 class ArtGAN(ConditionalGAN):
@@ -87,8 +96,9 @@ class ArtGAN(ConditionalGAN):
         if int(pretrain_epochs) != pretrain_epochs or pretrain_epochs < 0:
             raise UserError(f"model.pretrain_epochs={pretrain_epochs} must be an integer >= 0; one study used 10.")
         if extra_g_when is not None and extra_g_when not in EXTRA_G_WHEN:
-            raise UserError(f"model.extra_g_when={extra_g_when!r} is unknown; use d_loss (extra G update when "
-                            f"D's loss < extra_g_threshold), d_acc (when D's accuracy > extra_g_threshold) or null.")
+            raise UserError(f"model.extra_g_when={extra_g_when!r} is unknown; use d_adv_loss or d_loss (extra G "
+                            f"update when D's real-vs-generated or whole loss < extra_g_threshold), d_acc (when D's "
+                            f"accuracy > extra_g_threshold) or null.")
         super().__init__(generator, discriminator, noise, loss, optimizer, scheduler, num_classes, class_names,
                          samples_per_class, label_flip, instance_noise, instance_noise_decay, init, n_critic, n_gen,
                          instance_noise_on, d_augment, gradient_clip_norm, fresh_reals, fresh_fakes)
@@ -173,6 +183,8 @@ class ArtGAN(ConditionalGAN):
         fake_prob = torch.sigmoid(fake_logits.detach()[:, -1].float())
         terms.update(d_loss=d_loss + extra, d_fake=1.0 - fake_prob.mean(),
                      d_acc_fake=(fake_logits.detach().argmax(1) == self.num_classes).float().mean())
+        if self.extra_g_when == "d_adv_loss":
+            terms["d_adv_loss"] = adversarial_loss(real_logits.detach()[:, -1], fake_logits.detach()[:, -1])
         return terms
 
     def g_step(self, fake: Tensor, fake_labels: Tensor, real: Tensor, labels: Tensor) -> dict[str, Tensor]:
@@ -229,12 +241,12 @@ class ArtGAN(ConditionalGAN):
         none otherwise."""
         if self.extra_g_when is None:
             return False
-        if self.extra_g_when == "d_loss":
-            value = terms["d_loss"].detach().float().clone()
+        if self.extra_g_when in ("d_loss", "d_adv_loss"):
+            value = terms[self.extra_g_when].detach().float().clone()
         else:
             value = 0.5 * (terms["d_acc_real"] + terms["d_acc_fake"])
         value = float(self.over_ranks(value.reshape(1)))
-        return value < self.extra_g_threshold if self.extra_g_when == "d_loss" else value > self.extra_g_threshold
+        return value > self.extra_g_threshold if self.extra_g_when == "d_acc" else value < self.extra_g_threshold
 
     def on_train_epoch_end(self) -> None:
         """The lr schedule counts adversarial epochs: pre-training epochs run at the schedule's
