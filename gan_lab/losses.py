@@ -8,6 +8,7 @@ functions so that the variant that needs them can add them.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Callable
 
 import torch
@@ -134,6 +135,11 @@ class GANLoss:
 
     def __repr__(self) -> str:
         return f"GANLoss({self.name})"
+
+    @property
+    def takes_classes(self) -> bool:
+        """Whether D's objective scores K+1 outputs against classes (ArtGAN's categorical one)."""
+        return "real_classes" in inspect.signature(self.discriminator).parameters
 
     def score(self, logits: Tensor) -> Tensor:
         """Mean D output as a researcher reads it: a probability for BCE, the raw value otherwise."""

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from gan_lab.build import build_datamodule, build_model
 from gan_lab.errors import UserError
 from gan_lab.losses import GANLoss, categorical_targets, d_bce, d_categorical, g_categorical, g_non_saturating
-from gan_lab.models import ArtGAN
+from gan_lab.models import GAN, ArtGAN
 from gan_lab.models.artgan import adversarial_loss, reconstruction_loss
-from gan_lab.nets import ArtGANDiscriminator, ArtGANGenerator
+from gan_lab.nets import ArtGANDiscriminator, ArtGANGenerator, DCGANDiscriminator, DCGANGenerator
 from gan_lab.noise import Normal
 from gan_lab.run import train
 
@@ -189,6 +189,10 @@ def test_wrong_objective_or_nets_are_user_errors():
     adam = lambda params: torch.optim.Adam(params)  # noqa: E731
     with pytest.raises(UserError, match="loss=hinge"):
         ArtGAN(g, d, Normal(16), hinge, {"discriminator": adam, "generator": adam}, num_classes=3)
+    categorical = GANLoss(d_categorical, g_categorical, True, "categorical")
+    with pytest.raises(UserError, match="loss=categorical does not fit GAN"):  # D with one output
+        GAN(DCGANGenerator(16, 16, 1, 4), DCGANDiscriminator(16, 1, 4), Normal(16), categorical,
+            {"discriminator": adam, "generator": adam})
     with pytest.raises(UserError, match="needs nets with a `decoder`"):
         make_artgan(nn.Linear(2, 2), d)
     with pytest.raises(UserError, match="reconstruction_updates='encoder'"):

@@ -68,6 +68,7 @@ class ArtGAN(ConditionalGAN):
     ``decoder``) and :class:`gan_lab.nets.ArtGANDiscriminator` (``encoder``, ``classifier``)."""
 
     model_name = "artgan"
+    k_plus_one = True
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, noise: Noise, loss: GANLoss,
                  optimizer: Mapping[str, OptimizerFactory],
@@ -84,9 +85,6 @@ class ArtGAN(ConditionalGAN):
             if not isinstance(getattr(owner, part, None), nn.Module):
                 raise UserError(f"model=artgan needs nets with a `{part}` (gan_lab.nets.ArtGANGenerator and "
                                 f"gan_lab.nets.ArtGANDiscriminator); got {type(owner).__name__}.")
-        if loss.name != "categorical":
-            raise UserError(f"model=artgan trains with the K+1-way categorical objective; loss={loss.name} does not "
-                            f"apply to its K+1 outputs: drop the override or use loss=categorical.")
         if reconstruction_updates not in RECONSTRUCTION_UPDATES:
             raise UserError(f"model.reconstruction_updates={reconstruction_updates!r} is unknown; use one of "
                             f"{', '.join(RECONSTRUCTION_UPDATES)}.")

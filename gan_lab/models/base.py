@@ -91,6 +91,9 @@ class GAN(L.LightningModule):
             G's graph for it, so that G runs once per batch with the default one update each).
     """
 
+    #: whether D has K+1 outputs (K classes + "fake") scored against classes (ArtGAN)
+    k_plus_one = False
+
     def __init__(self, generator: nn.Module, discriminator: nn.Module, noise: Noise, loss: GANLoss,
                  optimizer: Mapping[str, OptimizerFactory],
                  scheduler: Mapping[str, SchedulerFactory | None] | None = None,
@@ -99,6 +102,11 @@ class GAN(L.LightningModule):
                  fresh_reals: bool = False, fresh_fakes: bool = False) -> None:
         super().__init__()
         self.automatic_optimization = False
+        if loss.takes_classes != self.k_plus_one:
+            raise UserError(f"loss={loss.name} does not fit {type(self).__name__}: " + (
+                "its discriminator's K+1 outputs train with loss=categorical; drop the loss override."
+                if self.k_plus_one else "loss=categorical scores K+1 class outputs, which only model=artgan's "
+                "discriminator has; use another loss (e.g. loss=non_saturating) or model=artgan."))
         for name, value in (("n_critic", n_critic), ("n_gen", n_gen)):
             if int(value) != value or value < 1:
                 raise UserError(f"model.{name}={value} must be an integer >= 1; e.g. model.{name}=1.")
