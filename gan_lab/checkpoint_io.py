@@ -1,7 +1,8 @@
-"""Atomic checkpoint writes: a crash, a kill or a full disk mid-save never corrupts ``last.ckpt``;
-and a checkpoint that cannot be read (copied halfway, corrupted) is one sentence naming it. A
-checkpoint is a zip archive whose members carry CRC-32s: they are checked before it is used, so
-bytes damaged inside it (which ``torch.load`` would read without a word) are caught too.
+"""Atomic checkpoint writes: a crash, a kill or a full disk mid-save never corrupts ``last.ckpt`` (a full
+disk is one sentence naming the checkpoint); and a checkpoint that cannot be read (copied halfway,
+corrupted) is one sentence naming it. A checkpoint is a zip archive whose members carry CRC-32s: they
+are checked before it is used, so bytes damaged inside it (which ``torch.load`` would read without a
+word) are caught too.
 
 The checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
 over the target with ``os.replace`` (atomic on POSIX and Windows within one file system): readers
@@ -19,7 +20,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from gan_lab.errors import UserError
-from gan_lab.fs import atomic_torch_save, zip_damage
+from gan_lab.fs import DiskFull, atomic_torch_save, zip_damage
 
 
 def not_a_file(what: str, path: str | Path) -> UserError:
@@ -27,6 +28,19 @@ def not_a_file(what: str, path: str | Path) -> UserError:
     inside = [Path(path) / "checkpoints" / "last.ckpt", Path(path) / "last.ckpt"]
     found = next((str(p) for p in inside if p.is_file()), "<run>/checkpoints/last.ckpt")
     return UserError(f"{what}={path} is a directory, not a checkpoint file; pass {what}={found}.")
+
+
+def disk_full(path: str | Path, exc: DiskFull) -> DiskFull:
+    """The sentence for a checkpoint that a full disk kept from being written: the path, what is
+    intact, and the ``ckpt_path`` to continue from once there is space."""
+    path = Path(path)
+    last = next((p for p in (path, path.parent / "last.ckpt") if p.is_file()), None)
+    kept = f", and the previous {path.name} is intact" if path.is_file() else ""
+    then = f"continue with ckpt_path={last}" if last is not None else "start the run again"
+    error = DiskFull(f"the disk holding {path} is full ({exc.strerror or 'no space left'}): the checkpoint could not "
+                     f"be written{kept}; free space there, then {then}.")
+    error.errno, error.strerror, error.filename = exc.errno, exc.strerror, str(path)
+    return error
 
 
 def _damaged(what: str, path: str | Path, reason: str) -> UserError:
@@ -73,7 +87,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                             f"{storage_options!r}.")
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        atomic_torch_save(checkpoint, path)
+        try:
+            atomic_torch_save(checkpoint, path)
+        except DiskFull as exc:
+            raise disk_full(path, exc) from None
         return None
 
     def load_checkpoint(self, path, map_location: Callable | None = None, weights_only: bool | None = None

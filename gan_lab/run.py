@@ -8,6 +8,8 @@ Everything a user can get wrong is checked before training starts, and a refused
 existing run directory as it was: Hydra rewrites ``<run>/.hydra/`` and appends to the job's log
 before ``main`` runs, so :class:`OutputDirCheck` saves them first and :func:`train` puts them back
 when it refuses the run (e.g. a resume into the run's own directory with an incompatible override).
+A run directory belongs to one run (:mod:`gan_lab.rundir`): a second training into it at once, or a
+new run over the run it holds (without ``overwrite=true``), is refused before anything is written.
 """
 from __future__ import annotations
 
@@ -34,12 +36,14 @@ from gan_lab.build import (batches_per_epoch, build_callbacks, build_datamodule,
 from gan_lab.callbacks.clock import dhms, time_limit, trained_seconds, trainer_max_time
 from gan_lab.callbacks.history import History
 from gan_lab.callbacks.limit import epoch_cut_short, stopped_by_time_limit
-from gan_lab.callbacks.resume import epochs_completed
+from gan_lab.callbacks.resume import (OptimizerClasses, check_resumed_optimizers, check_resumed_position,
+                                     epochs_completed)
 from gan_lab.checkpoint_io import not_a_file, read_checkpoint
 from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, check_seed, report_user_error
-from gan_lab.fs import probe_writable
+from gan_lab.fs import DiskFull, probe_writable
 from gan_lab.metrics.records import read_metrics_json, update_metrics_json
-from gan_lab.rundir import RunDirBackup, keep_run_dir_until_accepted
+from gan_lab.rundir import (RunDirBackup, RunDirLock, check_overwrite, claim_sweep_dir, keep_run_dir_until_accepted,
+                            replaces_run, secondary_process)
 
 log = logging.getLogger("gan_lab")
 
@@ -105,15 +109,38 @@ def check_top_level_keys(cfg: DictConfig, overrides: list[str], config_name: str
 class OutputDirCheck(Callback):
     """Hydra callback, run before Hydra creates or writes anything: a top-level key the config does not
     define is one line; so are a SLURM request the cluster cannot satisfy and an unwritable
-    ``hydra.run.dir``/``hydra.sweep.dir`` (not Hydra's traceback); and the files Hydra is about to
-    rewrite in an existing run directory are saved (:class:`RunDirBackup`)."""
+    ``hydra.run.dir``/``hydra.sweep.dir`` (not Hydra's traceback); the directory is claimed (its lock
+    taken, a new run over the run it holds refused unless ``overwrite=true``, see
+    :mod:`gan_lab.rundir`); and the files Hydra is about to rewrite in an existing run directory are
+    saved (:class:`RunDirBackup`)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config, "run")
-        RunDirBackup.take(Path(config.hydra.run.dir), config)
+        run_dir = Path(config.hydra.run.dir)
+        if not secondary_process():  # process 0 of a multi-process run owns the directory
+            self._claim(run_dir, "hydra.run.dir", lambda: replaces_run(
+                run_dir, config.get("ckpt_path"), config.get("overwrite", False)))
+        RunDirBackup.take(run_dir, config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config, "sweep")
+        if not secondary_process():  # the sweep's lock is held until this process ends
+            sweep_dir = Path(config.hydra.sweep.dir)
+            self._claim(sweep_dir, "hydra.sweep.dir", lambda: claim_sweep_dir(sweep_dir, config.get("overwrite", False)))
+
+    @staticmethod
+    def _claim(folder: Path, key: str, check) -> None:
+        try:
+            taken = RunDirLock.acquire(folder, key)
+            try:
+                check()
+            except BaseException:
+                if taken:
+                    RunDirLock.release(folder, discard=True)
+                raise
+        except UserError as exc:
+            print(f"gan_lab: error: {exc}", file=sys.stderr)
+            sys.exit(2)
 
     @classmethod
     def _check(cls, config: DictConfig, kind: str) -> None:
@@ -195,6 +222,11 @@ def check_training_length(trainer: L.Trainer, cfg: DictConfig, resume: dict | No
         plural = "s" if epochs != 1 else ""
         raise UserError(f"trainer.max_epochs={trainer.max_epochs} is already reached: the run of ckpt_path="
                         f"{cfg.ckpt_path} completed {epochs} epoch{plural}; raise trainer.max_epochs to train further.")
+    max_batches = cfg.trainer.get("max_batches")
+    batches = int((resume.get("gan_lab") or {}).get("batches_seen", 0))
+    if max_batches is not None and batches >= max_batches:
+        raise UserError(f"trainer.max_batches={max_batches} is already reached: the run of ckpt_path={cfg.ckpt_path} "
+                        f"trained {batches} batches; raise trainer.max_batches to train further.")
     steps = int(resume.get("global_step", 0))
     if trainer.max_steps > 0 and steps >= trainer.max_steps:
         raise UserError(f"trainer.max_steps={trainer.max_steps} is already reached: the run of ckpt_path="
@@ -246,6 +278,11 @@ class RunSummary(L.Callback):
             self.write(trainer, pl_module, "interrupted", signal=exc.signum)
         elif isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: stopped at once, without a checkpoint
             self.write(trainer, pl_module, "interrupted", signal=int(signal.SIGINT))
+        elif isinstance(exc, DiskFull):  # a failure during training, said where it could not write
+            try:
+                self.write(trainer, pl_module, "failed", error=str(exc))
+            except DiskFull:
+                pass
         elif not isinstance(exc, UserError):  # a failure during training (a refusal is not a run)
             self.write(trainer, pl_module, "failed", error=f"{type(exc).__name__}: {exc}")
 
@@ -268,6 +305,15 @@ class RunSummary(L.Callback):
         print(f"gan_lab: run directory {self.path.parent.resolve()}")
 
 
+class RunAccepted(L.Callback):
+    """The run's first batch starts: the run directory is the new run's (:meth:`RunDirBackup.accept`);
+    a refusal decided before (as training starts) had put everything back."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if RunDirBackup.stage == "checked":
+            RunDirBackup.accept()
+
+
 def job_overrides() -> list[str] | None:
     """The command line's overrides of this Hydra job, or ``None`` outside one (a test's ``train``)."""
     from hydra.core.hydra_config import HydraConfig
@@ -279,42 +325,57 @@ def train(cfg: DictConfig) -> float | None:
     """Build everything from ``cfg``, train, write ``metrics.json`` and return ``optimized_metric``.
 
     Every check comes before training, and before anything is written into the run directory; the
-    model is built before the data are decoded, so its nets check the image size first. A requeued
+    model is built before the data are decoded, so its nets check the image size first. The run
+    directory's lock is held throughout; with ``overwrite=true`` the run there is replaced. A requeued
     SLURM job continues its run from the run's last checkpoint."""
-    with keep_run_dir_until_accepted():
-        check_seed(cfg.seed)
-        overrides = job_overrides()
-        if overrides is not None:
-            check_top_level_keys(cfg, overrides)  # (a multirun's jobs; a single run was checked by Hydra's callback)
-        done = slurm.completed_run(Path(cfg.run_dir))
-        if done is not None:
-            log.info("SLURM job %s was requeued after its run completed: nothing to do", slurm.job_id())
-            return (done.get("final") or {}).get(cfg.get("optimized_metric"))
-        continued = slurm.checkpoint_to_continue(Path(cfg.run_dir)) if cfg.ckpt_path is None else None
-        if continued is not None:
-            cfg.ckpt_path = str(continued)
-        try:
-            run_dir, resume = check_paths(cfg)
-        except UserError as exc:
-            if continued is None:
-                raise
-            exc = UserError(f"SLURM job {slurm.job_id()} was requeued but cannot continue its run: {exc}")
-            update_metrics_json(Path(cfg.run_dir) / "metrics.json",  # the run says so too
-                                {"status": "failed", "error": str(exc), **slurm.job_record()})
-            raise exc from None
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule = build_datamodule(cfg, setup=False)  # the data's facts (classes), nothing decoded
-        model = build_model(cfg)
-        if resume is not None:
-            model.check_state_dict(resume["state_dict"], source=f"ckpt_path={cfg.ckpt_path}")
-        serve_draws(model, datamodule)
-        setup_datamodule(cfg, datamodule)
-        loggers = build_loggers(cfg)
-        summary = RunSummary(run_dir / "metrics.json", start=time.time())
-        trainer = build_trainer(cfg, [*build_callbacks(cfg), History(), summary], loggers)
-        check_training_length(trainer, cfg, resume, batches_per_epoch(datamodule, trainer.world_size))
-        check_batch_size(model, datamodule, trainer.world_size, trainer.limit_train_batches)
-        del resume  # mapped tensors: Lightning reads the checkpoint itself
+    primary = not secondary_process()
+    with keep_run_dir_until_accepted(Path(cfg.run_dir) if primary else None):
+        return _train(cfg, primary)
+
+
+def _train(cfg: DictConfig, primary: bool) -> float | None:
+    """:func:`train`'s work; ``primary``: this process owns the run directory (not a DDP rank > 0)."""
+    check_seed(cfg.seed)
+    overwrite = check_overwrite(cfg.get("overwrite", False))
+    overrides = job_overrides()
+    if overrides is not None:
+        check_top_level_keys(cfg, overrides)  # (a multirun's jobs; a single run was checked by Hydra's callback)
+    done = slurm.completed_run(Path(cfg.run_dir))
+    if done is not None:
+        log.info("SLURM job %s was requeued after its run completed: nothing to do", slurm.job_id())
+        return (done.get("final") or {}).get(cfg.get("optimized_metric"))
+    continued = slurm.checkpoint_to_continue(Path(cfg.run_dir)) if cfg.ckpt_path is None else None
+    if continued is not None:
+        cfg.ckpt_path = str(continued)
+    try:
+        run_dir, resume = check_paths(cfg)
+    except UserError as exc:
+        if continued is None:
+            raise
+        exc = UserError(f"SLURM job {slurm.job_id()} was requeued but cannot continue its run: {exc}")
+        update_metrics_json(Path(cfg.run_dir) / "metrics.json",  # the run says so too
+                            {"status": "failed", "error": str(exc), **slurm.job_record()})
+        raise exc from None
+    replace = primary and replaces_run(run_dir, cfg.ckpt_path, overwrite, refuse=False)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg, setup=False)  # the data's facts (classes), nothing decoded
+    model = build_model(cfg)
+    if resume is not None:
+        model.check_state_dict(resume["state_dict"], source=f"ckpt_path={cfg.ckpt_path}")
+        check_resumed_optimizers(resume, model, source=f"ckpt_path={cfg.ckpt_path}")
+    serve_draws(model, datamodule)
+    setup_datamodule(cfg, datamodule)
+    loggers = build_loggers(cfg)
+    summary = RunSummary(run_dir / "metrics.json", start=time.time())
+    trainer = build_trainer(cfg, [*build_callbacks(cfg), History(), OptimizerClasses(), summary, RunAccepted()],
+                            loggers)
+    check_training_length(trainer, cfg, resume, batches_per_epoch(datamodule, trainer.world_size))
+    check_batch_size(model, datamodule, trainer.world_size, trainer.limit_train_batches)
+    if resume is not None:
+        check_resumed_position(resume, datamodule)
+    del resume  # mapped tensors: Lightning reads the checkpoint itself
+    # every check before training has passed; the run is accepted when its first batch starts
+    RunDirBackup.hold(run_dir if primary else None, replace)
     for logger in loggers:
         logger.log_hyperparams(resolved(cfg))
     log.info("run directory: %s", run_dir.resolve())

@@ -1,38 +1,299 @@
-"""An existing run directory stays as it was until a new run in it is accepted.
+"""A run directory belongs to one run, and stays as it was until a new run in it is accepted.
 
-Hydra rewrites ``<run>/.hydra/`` (with the new command) and appends to the job's log before the task
-function runs, so a refused resume into the run's own directory (``hydra.run.dir=<run>
-ckpt_path=<run>/checkpoints/last.ckpt`` with an incompatible override) would leave the run with the
-refused command's config: ``evaluate`` and ``generate`` would rebuild the wrong model, and the
-refusal's own advice (".hydra/overrides.yaml") would point at the wrong overrides. The Hydra
-callback saves those files first (:meth:`RunDirBackup.take`); :func:`keep_run_dir_until_accepted`
-puts them back when the run is refused.
+- **One writer.** A training holds ``<run>/.run.lock`` (``filelock``) while it runs, and records who
+  it is in ``<run>/.run.lock.owner``; a second training into the same directory is refused in one
+  sentence naming the directory and that process (:class:`RunDirLock`). A sweep holds the lock of its
+  ``hydra.sweep.dir`` the same way.
+- **One run.** A new run (no ``ckpt_path``) into a directory that already holds a run (its
+  ``checkpoints/`` or ``metrics.json``), or a resume into another run's directory, is refused unless
+  ``overwrite=true`` (:func:`replaces_run`); a requeued SLURM job continues its own run, and a resume
+  from a checkpoint inside the directory continues that run. With ``overwrite=true`` the old run's
+  files are moved aside when the new run has passed its checks, and deleted when its first batch
+  starts (a refusal decided in between puts them back). A sweep into a ``hydra.sweep.dir`` that holds
+  runs is refused the same way, or emptied first (:func:`claim_sweep_dir`).
+- **Nothing changed by a refusal.** Hydra rewrites ``<run>/.hydra/`` (with the new command) and
+  appends to the job's log before the task function runs, so a refused resume into the run's own
+  directory would leave the run with the refused command's config: ``evaluate`` and ``generate``
+  would rebuild the wrong model. The Hydra callback saves those files first (:meth:`RunDirBackup.take`);
+  once the checks before training have passed, the run's own top-level files and the list of every
+  file are saved too (:meth:`RunDirBackup.hold`), so that a refusal decided as training starts (before
+  its first batch) also puts everything back: files rewritten, files added, Hydra's.
+- **No orphans.** Temporary files of writes that a killed process left (checkpoints of 100s of MB)
+  are removed once the run is accepted.
 
 The state lives in this module, not in the entry point's: ``python -m gan_lab.run`` runs the entry
 point as ``__main__``, while Hydra imports its callbacks as ``gan_lab.run``.
 """
 from __future__ import annotations
 
+import atexit
+import logging
 import os
+import shutil
+import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig
 
-from gan_lab.fs import atomic_write
+from gan_lab import slurm
+from gan_lab.errors import TrainingDiverged, UserError
+from gan_lab.fs import DiskFull, atomic_write, atomic_write_text, process_alive, remove_orphan_temp_files
+
+log = logging.getLogger("gan_lab")
+
+#: the lock a training (or a sweep) holds on its directory, and the record of who holds it
+LOCK_NAME, OWNER_NAME = ".run.lock", ".run.lock.owner"
+#: the folder an old run's files wait in (``.replaced-run.<pid>``) until the new run's first batch
+ASIDE_PREFIX = ".replaced-run."
+#: top-level files larger than this are not saved for a refusal (a long ``metrics.csv`` is far smaller)
+SAVED_FILE_LIMIT = 256 * 2**20
+
+
+def secondary_process() -> bool:
+    """Whether this process is an extra process of a multi-process run (DDP rank > 0, started by
+    Lightning, torchrun or SLURM): process 0 owns the run directory."""
+    return any(int(os.environ.get(k) or 0) > 0 for k in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK",
+                                                         "SLURM_PROCID"))
+
+
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a run: its checkpoints or its ``metrics.json``."""
+    return (folder / "checkpoints").is_dir() or (folder / "metrics.json").is_file()
+
+
+def runs_under(folder: Path) -> list[Path]:
+    """The run directories in ``folder`` (itself included), e.g. the jobs of a sweep."""
+    found = []
+    for root, dirs, _files in os.walk(folder):
+        here = Path(root)
+        if holds_run(here):
+            found.append(here)
+            dirs[:] = []
+        else:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+    return sorted(found)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+class RunDirLock:
+    """The lock of a run (or sweep) directory, held by this process from the moment it claims the
+    directory until its training ends (a sweep: until the process ends)."""
+
+    held: dict[str, tuple[FileLock, bool]] = {}  # resolved folder -> (lock, whether this process created its file)
+    _at_exit = False
+
+    @classmethod
+    def acquire(cls, folder: Path, key: str = "hydra.run.dir") -> bool:
+        """Take ``folder``'s lock (at once: a training never waits for another); refused in one sentence
+        when another process holds it. Returns whether it was taken now (``False``: this process holds it)."""
+        name = str(folder.resolve())
+        if name in cls.held:
+            return False
+        lock_file = folder / LOCK_NAME
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            created = not lock_file.exists()
+            lock = FileLock(lock_file, timeout=0)
+            lock.acquire()
+        except Timeout:
+            raise UserError(f"the {'sweep' if 'sweep' in key else 'run'} directory {folder} is in use by another "
+                            f"training ({owner_of(folder)}); wait until it ends, or choose another directory "
+                            f"with {key}=<path>.") from None
+        except OSError as exc:
+            raise UserError(f"the run directory {folder} is not writable ({exc.strerror}); choose another with "
+                            f"{key}=<path>.") from None
+        if not cls._at_exit:
+            cls._at_exit = bool(atexit.register(cls.release_all))  # a sweep's lock is held until the process ends
+        cls.held[name] = (lock, created)
+        atomic_write_text(f"{owner_line()}\n", folder / OWNER_NAME)
+        return True
+
+    @classmethod
+    def release(cls, folder: Path, discard: bool = False) -> None:
+        """Let ``folder`` go; ``discard``: also remove the lock file when this process created it (a
+        refused run leaves an existing directory as it found it)."""
+        lock, created = cls.held.pop(str(folder.resolve()), (None, False))
+        if lock is None:
+            return
+        try:
+            (folder / OWNER_NAME).unlink(missing_ok=True)
+            if discard and created:
+                (folder / LOCK_NAME).unlink(missing_ok=True)
+        finally:
+            lock.release()
+
+    @classmethod
+    def release_all(cls) -> None:
+        for name in list(cls.held):
+            cls.release(Path(name))
+
+    @classmethod
+    def in_use(cls, folder: Path) -> bool:
+        """Whether another process holds ``folder``'s lock now."""
+        if str(folder.resolve()) in cls.held or not (folder / LOCK_NAME).is_file():
+            return False
+        lock = FileLock(folder / LOCK_NAME, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            return True
+        lock.release()
+        return False
+
+
+def owner_line() -> str:
+    """This process, as the lock's owner record names it."""
+    job = slurm.job_id()
+    where = f"process {os.getpid()} on {socket.gethostname()}" + (f", SLURM job {job}" if job else "")
+    return f"{where}, started {time.strftime('%Y-%m-%d %H:%M:%S')}"
+
+
+def owner_of(folder: Path) -> str:
+    try:
+        line = (folder / OWNER_NAME).read_text().strip()
+    except OSError:
+        line = ""
+    return line or "a process that did not record itself"
+
+
+def check_overwrite(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"overwrite={value!r} must be true or false; e.g. overwrite=true.")
+    return value
+
+
+def _check_clearable(folder: Path, key: str) -> None:
+    """``overwrite=true`` deletes a directory's content: never the working, home or root directory's."""
+    resolved = folder.resolve()
+    if resolved in (Path.home().resolve(), Path(resolved.anchor)) or _inside(Path.cwd(), resolved):
+        raise UserError(f"overwrite=true would delete everything in {folder}, which is (or holds) the working, home "
+                        f"or root directory; give the run a directory of its own with {key}=<path>.")
+
+
+def replaces_run(run_dir: Path, ckpt_path: Any, overwrite: Any, key: str = "hydra.run.dir",
+                 refuse: bool = True) -> bool:
+    """Whether a run starting in ``run_dir`` replaces the run already there (``overwrite=true``).
+
+    A resume from a checkpoint inside ``run_dir`` continues that run, and so does a requeued SLURM
+    job; any other run into a directory that holds a run is refused (``refuse``) unless ``overwrite``."""
+    overwrite = check_overwrite(overwrite)
+    if slurm.requeued() or not holds_run(run_dir):
+        return False
+    own = ckpt_path is not None and _inside(Path(str(ckpt_path)), run_dir)
+    if own:
+        if overwrite:
+            raise UserError(f"overwrite=true would delete the run in {run_dir}, and with it ckpt_path={ckpt_path}; "
+                            f"drop overwrite to continue that run there, or resume into a new directory "
+                            f"({key}=<path>).")
+        return False
+    if overwrite:
+        _check_clearable(run_dir, key)
+        return True
+    if not refuse:
+        return False
+    holds = " and ".join(n for n, p in (("checkpoints/", run_dir / "checkpoints"), ("metrics.json", run_dir /
+                                                                                     "metrics.json")) if p.exists())
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path is None:
+        resume = f", continue it with ckpt_path={last}" if last.is_file() else ""
+        raise UserError(f"the run directory {run_dir} already holds a run ({holds}); choose a new directory with "
+                        f"{key}=<path>{resume}, or add overwrite=true to replace that run.")
+    raise UserError(f"the run directory {run_dir} already holds another run ({holds}) than the one of ckpt_path="
+                    f"{ckpt_path}; resume into a new directory with {key}=<path>, or add overwrite=true to replace "
+                    f"that run.")
+
+
+def claim_sweep_dir(sweep_dir: Path, overwrite: Any) -> None:
+    """A sweep into a ``hydra.sweep.dir`` that holds runs is refused, or with ``overwrite=true`` starts
+    in an emptied one (refused while one of those runs is still training)."""
+    overwrite = check_overwrite(overwrite)
+    runs = runs_under(sweep_dir)
+    if not runs or slurm.requeued():
+        return
+    if not overwrite:
+        names = [str(r.relative_to(sweep_dir)) for r in runs]
+        listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise UserError(f"hydra.sweep.dir={sweep_dir} already holds the runs of a sweep ({listed}); choose another "
+                        f"hydra.sweep.dir, or add overwrite=true to replace them.")
+    _check_clearable(sweep_dir, "hydra.sweep.dir")
+    for run in runs:
+        if RunDirLock.in_use(run):
+            raise UserError(f"the run directory {run} of hydra.sweep.dir={sweep_dir} is in use by another training "
+                            f"({owner_of(run)}); wait until it ends, or choose another hydra.sweep.dir.")
+    for entry in sweep_dir.iterdir():
+        if entry.name not in (LOCK_NAME, OWNER_NAME):
+            _remove(entry)
+    log.info("overwrite=true: the runs of %s were removed", sweep_dir)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _every_path(folder: Path, skip: Path | None = None) -> set[Path]:
+    paths = set()
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        if skip is not None:
+            dirs[:] = [d for d in dirs if here / d != skip]
+        paths.update(here / d for d in dirs)
+        paths.update(here / f for f in files)
+    return paths
+
+
+def _job_log(run_dir: Path) -> Path | None:
+    """The log file Hydra writes for this job in ``run_dir`` (open while the run trains), if any."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    path = Path(HydraConfig.get().runtime.output_dir) / f"{HydraConfig.get().job.name}.log"
+    return path if _inside(path, run_dir) else None
+
+
+def _hydra_folder(run_dir: Path) -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or HydraConfig.get().output_subdir is None:
+        return None
+    return str(HydraConfig.get().output_subdir)
+
+
+def _rewrite_in_place(path: Path, data: bytes) -> None:
+    """Replace ``path``'s content keeping its inode: a log handler appending to it goes on doing so."""
+    with open(path, "r+b") as fh:
+        fh.write(data)
+        fh.truncate()
 
 
 class RunDirBackup:
-    """What Hydra changes in an existing run directory before ``main`` runs: the files of its
-    ``.hydra/`` folder (rewritten with the new command) and the job's log (appended to). Saved by
-    :class:`~gan_lab.run.OutputDirCheck`, put back by :func:`keep_run_dir_until_accepted` when the run is refused."""
+    """What a run's start changes in its directory, until the run is accepted: the files Hydra rewrites
+    (``.hydra/``, the job's log: :meth:`take`, by :class:`~gan_lab.run.OutputDirCheck`), then, once the
+    checks before training have passed, the run's top-level files and the list of every file, and the
+    old run's files moved aside by ``overwrite=true`` (:meth:`hold`). :meth:`restore` puts them back;
+    :meth:`accept` (the first batch) drops them."""
 
-    saved: dict[str, Any] | None = None
+    saved: dict[str, Any] | None = None  # Hydra's part
+    held: dict[str, Any] | None = None  # the rest
+    stage: str | None = None  # None / "checking": checks run; "checked": training starts; "accepted"
 
     @classmethod
     def take(cls, run_dir: Path, config: DictConfig) -> None:
-        cls.saved = None
+        cls.saved, cls.held, cls.stage = None, None, "checking"
         if not run_dir.is_dir():
             return  # a new run directory: nothing to keep
         subdir = config.hydra.output_subdir
@@ -47,8 +308,51 @@ class RunDirBackup:
         }
 
     @classmethod
+    def hold(cls, run_dir: Path | None, replace: bool = False) -> None:
+        """The checks before training have passed: save what the start of training may change in
+        ``run_dir`` (``None``: a process that does not own it), and with ``replace`` move the old run's
+        files aside (all but this run's ``.hydra/`` and log, and locks)."""
+        cls.stage = "checked"
+        if run_dir is None:
+            return
+        held = cls.held = {"run_dir": run_dir, "aside": None, "log_head": None, "files": {}, "paths": set()}
+        job_log = _job_log(run_dir)
+        if replace:
+            aside = held["aside"] = run_dir / f"{ASIDE_PREFIX}{os.getpid()}"
+            aside.mkdir()
+            keep = {LOCK_NAME, OWNER_NAME, "metrics.json.lock", _hydra_folder(run_dir),
+                    job_log.name if job_log is not None else None}
+            for entry in sorted(run_dir.iterdir()):
+                if entry.name not in keep and not entry.name.startswith(ASIDE_PREFIX):
+                    os.rename(entry, aside / entry.name)
+            saved = cls.saved
+            if job_log is not None and saved and saved["log"] == job_log and saved["log_size"]:
+                data = job_log.read_bytes()  # the old run's lines, then this run's
+                held["log_head"] = data[:saved["log_size"]]
+                _rewrite_in_place(job_log, data[saved["log_size"]:])
+            log.info("overwrite=true: the run in %s is replaced", run_dir)
+        for entry in run_dir.iterdir():
+            if (entry.is_file() and not entry.is_symlink() and entry.name not in (LOCK_NAME, OWNER_NAME)
+                    and entry != job_log and entry.stat().st_size <= SAVED_FILE_LIMIT):
+                held["files"][entry] = entry.read_bytes()
+        held["paths"] = _every_path(run_dir, skip=held["aside"])
+
+    @classmethod
+    def refused(cls, exc: BaseException) -> bool:
+        """Whether ``exc`` refuses the run before its first batch: anything during the checks, a
+        ``UserError`` as training starts (not a divergence, not a full disk)."""
+        if cls.stage == "accepted":
+            return False
+        if cls.stage != "checked":
+            return True
+        return isinstance(exc, UserError) and not isinstance(exc, (TrainingDiverged, DiskFull))
+
+    @classmethod
     def restore(cls) -> None:
-        saved, cls.saved = cls.saved, None
+        saved, held = cls.saved, cls.held
+        cls.saved = cls.held = cls.stage = None
+        if held is not None:
+            cls._restore_held(held)
         if saved is None:
             return
         folder = saved["folder"]
@@ -59,25 +363,85 @@ class RunDirBackup:
             if not saved["folder_existed"] and not any(folder.iterdir()):
                 folder.rmdir()
         for f, data in saved["files"].items():
-            atomic_write(f, lambda fh, data=data: fh.write(data))
+            if not f.is_file() or f.read_bytes() != data:
+                atomic_write(f, lambda fh, data=data: fh.write(data))
         log_file, size = saved["log"], saved["log_size"]
         if size is None:
             log_file.unlink(missing_ok=True)
         elif log_file.is_file() and log_file.stat().st_size > size:
             os.truncate(log_file, size)  # drop the refused run's lines
 
+    @staticmethod
+    def _restore_held(held: dict[str, Any]) -> None:
+        run_dir, aside = held["run_dir"], held["aside"]
+        for path in sorted(_every_path(run_dir, skip=aside), key=lambda p: len(p.parts), reverse=True):
+            if path in held["paths"] or path.name in (LOCK_NAME, OWNER_NAME):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)  # made by the refused run
+            else:
+                path.unlink(missing_ok=True)
+        for f, data in held["files"].items():
+            if not f.is_file() or f.read_bytes() != data:
+                atomic_write(f, lambda fh, data=data: fh.write(data))
+        if aside is not None and aside.is_dir():
+            for entry in sorted(aside.iterdir()):
+                target = run_dir / entry.name
+                if target.exists() or target.is_symlink():
+                    _remove(target)
+                os.rename(entry, target)
+            aside.rmdir()
+        if held["log_head"] is not None:
+            job_log = _job_log(run_dir)
+            if job_log is not None and job_log.is_file():
+                _rewrite_in_place(job_log, held["log_head"] + job_log.read_bytes())
+
     @classmethod
-    def discard(cls) -> None:
-        cls.saved = None
+    def accept(cls) -> None:
+        """The run trains (its first batch starts): what was saved is dropped, the replaced run's files
+        are deleted, and the temporary files a killed writer left in the directory are removed."""
+        held = cls.held
+        cls.saved = cls.held = None
+        cls.stage = "accepted"
+        if held is None:
+            return
+        run_dir = held["run_dir"]
+        for entry in run_dir.glob(f"{ASIDE_PREFIX}*"):
+            pid = entry.name[len(ASIDE_PREFIX):]
+            if entry == held["aside"] or not (pid.isdigit() and process_alive(int(pid))):
+                shutil.rmtree(entry, ignore_errors=True)  # ours, or left by a process killed as it started
+        removed = [*remove_orphan_temp_files(run_dir / "checkpoints", (".ckpt",)),
+                   *remove_orphan_temp_files(run_dir, ("metrics.csv", "metrics.json", OWNER_NAME)),
+                   *remove_orphan_temp_files(run_dir / ".hydra", (".yaml",))]
+        if removed:
+            log.info("removed %d temporary file(s) a killed process left: %s", len(removed),
+                     ", ".join(str(p) for p in removed))
+
+    @classmethod
+    def finish(cls) -> None:
+        """The run ended (or was refused): nothing is held any more; a run that ended before its first
+        batch for another reason than a refusal (a crash) keeps what it changed."""
+        if cls.stage != "accepted" and cls.held is not None:
+            cls.accept()
+        cls.saved = cls.held = cls.stage = None
 
 
 @contextmanager
-def keep_run_dir_until_accepted() -> Iterator[None]:
-    """Until the block has accepted the run (every check passed), a refusal puts back what Hydra
-    changed in an existing run directory; once it has, the new ``.hydra/`` stays (the run's config)."""
+def keep_run_dir_until_accepted(run_dir: Path | None = None) -> Iterator[None]:
+    """The whole start of a run in ``run_dir`` (``None`` in the extra processes of a multi-process run):
+    its lock is held until the block ends, and until the run is accepted (its first batch, see
+    :meth:`RunDirBackup.accept`) a refusal puts back what was changed in the directory."""
+    discard = False
     try:
+        if run_dir is not None:
+            RunDirLock.acquire(run_dir)
         yield
-    except BaseException:
-        RunDirBackup.restore()
+    except BaseException as exc:
+        if RunDirBackup.refused(exc):
+            RunDirBackup.restore()
+            discard = True
         raise
-    RunDirBackup.discard()
+    finally:
+        RunDirBackup.finish()
+        if run_dir is not None:
+            RunDirLock.release(run_dir, discard=discard)

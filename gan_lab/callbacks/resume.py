@@ -20,6 +20,11 @@ the resumed epoch and the skip.
 The checkpoints written inside an epoch come from :class:`~gan_lab.callbacks.signals.GracefulStop`
 (SIGTERM, Ctrl-C) and :class:`~gan_lab.callbacks.limit.LimitCheckpoint` (``trainer.max_time``,
 ``trainer.max_batches``).
+
+A resume that could not continue its checkpoint is refused before training, in one sentence: a
+mid-epoch one with batches of another size or another epoch order (:func:`check_resumed_position`),
+and one whose optimisers are not the checkpoint's (:func:`check_resumed_optimizers`; each checkpoint
+records their classes, :class:`OptimizerClasses`).
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import warnings
 from typing import Any
 
 import lightning as L
+import torch
 
 from gan_lab.errors import UserError
 
@@ -69,6 +75,144 @@ def order_of(loader: Any) -> dict[str, int] | None:
     sampler = getattr(loader, "sampler", None)
     seed, n = getattr(sampler, "seed", None), getattr(sampler, "n", None)
     return None if seed is None or n is None else {"seed": int(seed), "images": int(n)}
+
+
+def planned_epoch(datamodule: Any) -> tuple[int | None, dict[str, int] | None]:
+    """The images of each training batch and what the epoch order is drawn from (:func:`order_of`),
+    as the DataModule will serve them (``None`` where a DataModule does not say), before a Trainer
+    exists."""
+    sampler = datamodule.train_sampler() if hasattr(datamodule, "train_sampler") else None
+    seed, n = getattr(sampler, "seed", None), getattr(sampler, "n", None)
+    order = None if seed is None or n is None else {"seed": int(seed), "images": int(n)}
+    images = getattr(datamodule, "train_batch_size", None)
+    return (int(images) if images is not None else None), order
+
+
+def check_epoch_continues(batches: int, saved_images: int | None, images: int | None,
+                          saved_order: dict[str, int] | None, order: dict[str, int] | None) -> None:
+    """A checkpoint written ``batches`` batches into an epoch continues that epoch only with batches of
+    as many images and the same epoch order: refuse otherwise, in one sentence."""
+    if saved_images is not None and images is not None and saved_images != images:
+        raise UserError(f"the checkpoint stopped {batches} batches into an epoch whose batches held {saved_images} "
+                        f"images, and this run's batches hold {images} (data.batch_size, times model.n_critic with "
+                        f"model.fresh_reals), so the rest of that epoch is not what it was; resume with the "
+                        f"checkpoint's data.batch_size and model.fresh_reals, or from an epoch-end checkpoint.")
+    if saved_order and order and saved_order != order:
+        raise UserError(f"the checkpoint stopped {batches} batches into an epoch whose order was drawn with seed "
+                        f"{saved_order['seed']} over {saved_order['images']} training images, and this run draws "
+                        f"it with seed {order['seed']} over {order['images']} (seed, data.subset or the data "
+                        f"changed), so skipping the images served would skip others; resume with the "
+                        f"checkpoint's seed and data, or from an epoch-end checkpoint.")
+
+
+def check_resumed_position(checkpoint: dict[str, Any], datamodule: Any) -> None:
+    """Before training: a mid-epoch ``checkpoint`` must be continued with the batches and the epoch
+    order it was written with (checked again by :class:`EpochPosition` once the DataLoader exists)."""
+    state = (checkpoint.get("callbacks") or {}).get(EpochPosition.__qualname__)
+    if not isinstance(state, dict) or not state.get("mid_epoch"):
+        return
+    images, order = planned_epoch(datamodule)
+    check_epoch_continues(int(state.get("batch_in_epoch", 0)), state.get("batch_images"), images,
+                          state.get("order"), order)
+
+
+# --- optimisers ---------------------------------------------------------------------------------
+
+#: param-group keys that say how an optimiser runs, not which one it is (torch adds such keys over its
+#: versions), and those that learning-rate schedulers add
+NOT_THE_KIND = frozenset({"params", "foreach", "fused", "capturable", "differentiable", "maximize",
+                          "decoupled_weight_decay", "initial_lr", "base_lr", "max_lr", "min_lr",
+                          "max_momentum", "base_momentum"})
+
+
+def optimizer_name(cls: type) -> str:
+    """``torch.optim.Adam`` rather than ``torch.optim.adam.Adam`` where torch.optim exports the class."""
+    if getattr(torch.optim, cls.__name__, None) is cls:
+        return f"torch.optim.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def group_keys(group: dict[str, Any]) -> frozenset[str]:
+    return frozenset(group) - NOT_THE_KIND
+
+
+def optimizers_with_keys(keys: frozenset[str]) -> list[str]:
+    """The torch.optim optimisers whose param groups hold ``keys`` (the most specific first): what a
+    checkpoint that does not record its optimisers' classes was trained with."""
+    found: list[tuple[int, str]] = []
+    for name in dir(torch.optim):
+        cls = getattr(torch.optim, name)
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)) or cls is torch.optim.Optimizer:
+            continue
+        try:
+            own = group_keys(cls([torch.nn.Parameter(torch.zeros(1))]).param_groups[0])
+        except Exception:  # noqa: BLE001 - one that needs arguments is not a candidate
+            continue
+        if own <= keys:
+            found.append((len(own), optimizer_name(cls)))
+    best = max((n for n, _ in found), default=0)
+    return sorted(name for n, name in found if n == best)
+
+
+def configured_optimizers(model: L.LightningModule) -> list[torch.optim.Optimizer]:
+    """The optimisers ``model.configure_optimizers`` builds (on the module's own parameters, before
+    any Trainer; nothing is stepped)."""
+    conf = model.configure_optimizers()
+    if isinstance(conf, torch.optim.Optimizer):
+        return [conf]
+    if isinstance(conf, dict):
+        return [conf["optimizer"]]
+    if isinstance(conf, (list, tuple)) and len(conf) == 2 and isinstance(conf[0], (list, tuple)):
+        conf = conf[0]
+    return [c["optimizer"] if isinstance(c, dict) else c for c in conf or []]
+
+
+def net_of(optimizer: torch.optim.Optimizer, model: L.LightningModule) -> str:
+    """The submodule (``discriminator``, ``generator``) whose parameters ``optimizer`` steps."""
+    owner = {id(p): name.split(".")[0] for name, p in model.named_parameters()}
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    return owner.get(id(params[0]), "model") if params else "model"
+
+
+def check_resumed_optimizers(checkpoint: dict[str, Any], model: L.LightningModule, source: str) -> None:
+    """Before training: the checkpoint's optimiser states must be of the optimisers this config builds
+    (a resume loads them; Adam's state in an SGD fails deep inside with ``KeyError: 'momentum'``).
+    Compared by the classes the checkpoint records (:class:`OptimizerClasses`) or, in a checkpoint
+    without them, by the hyper-parameters of their param groups."""
+    saved = checkpoint.get("optimizer_states")
+    if not saved:
+        return
+    built = configured_optimizers(model)
+    fresh = "or start afresh in a new run directory (hydra.run.dir=<new>) without ckpt_path"
+    if len(saved) != len(built):
+        raise UserError(f"{source} holds the states of {len(saved)} optimisers and this config builds {len(built)}; "
+                        f"resume with the config the run was trained with, {fresh}.")
+    classes = checkpoint.get(OptimizerClasses.KEY) or [None] * len(saved)
+    for state, optimizer, cls in zip(saved, built, classes):
+        now = optimizer_name(type(optimizer))
+        groups = state.get("param_groups") or [{}]
+        if cls is not None:
+            if cls == f"{type(optimizer).__module__}.{type(optimizer).__qualname__}":
+                continue
+            module, _, name = cls.rpartition(".")
+            then = f"torch.optim.{name}" if module.startswith("torch.optim") and hasattr(torch.optim, name) else cls
+        else:
+            missing = group_keys(optimizer.param_groups[0]) - frozenset(groups[0])
+            if not missing:
+                continue
+            then = " or ".join(optimizers_with_keys(group_keys(groups[0]))[:2]) or "another optimiser"
+        net = net_of(optimizer, model)
+        raise UserError(f"{source} holds the state of a {then} optimiser for the {net}, and this config builds "
+                        f"{now} (optimizer.{net}); resume with the optimizer the run was trained with, {fresh}.")
+
+
+class OptimizerClasses(L.Callback):
+    """Records the class of every optimiser in each checkpoint, for :func:`check_resumed_optimizers`."""
+
+    KEY = "optimizer_classes"
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[self.KEY] = [f"{type(o).__module__}.{type(o).__qualname__}" for o in trainer.optimizers]
 
 
 def loader_workers(loader: Any) -> int:
@@ -176,19 +320,8 @@ class EpochPosition(L.Callback):
         """Make the sampler skip what the interrupted part served; whether it could (an exact resume)."""
         loader = trainer.train_dataloader
         sampler = getattr(loader, "sampler", None)
-        saved, now = self._resume_batch_images, getattr(loader, "batch_size", None)
-        if saved is not None and now is not None and saved != now:
-            raise UserError(f"the checkpoint stopped {batches} batches into an epoch whose batches held {saved} "
-                            f"images, and this run's batches hold {now} (data.batch_size, times model.n_critic with "
-                            f"model.fresh_reals), so the rest of that epoch is not what it was; resume with the "
-                            f"checkpoint's data.batch_size and model.fresh_reals, or from an epoch-end checkpoint.")
-        order, saved_order = order_of(loader), self._resume_order
-        if saved_order and order and saved_order != order:
-            raise UserError(f"the checkpoint stopped {batches} batches into an epoch whose order was drawn with seed "
-                            f"{saved_order['seed']} over {saved_order['images']} training images, and this run draws "
-                            f"it with seed {order['seed']} over {order['images']} (seed, data.subset or the data "
-                            f"changed), so skipping the images served would skip others; resume with the "
-                            f"checkpoint's seed and data, or from an epoch-end checkpoint.")
+        check_epoch_continues(batches, self._resume_batch_images, getattr(loader, "batch_size", None),
+                              self._resume_order, order_of(loader))
         if not hasattr(sampler, "skip_next"):
             log.warning("resuming mid-epoch with a sampler that cannot skip served samples (%s): the "
                         "rest of this epoch repeats its first batches.", type(sampler).__name__)
