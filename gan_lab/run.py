@@ -35,7 +35,7 @@ from gan_lab.build import (batches_per_epoch, build_callbacks, build_datamodule,
                            build_trainer, check_batch_size, resolved, serve_draws, setup_datamodule)
 from gan_lab.callbacks.clock import dhms, time_limit, trained_seconds, trainer_max_time
 from gan_lab.callbacks.history import History
-from gan_lab.callbacks.limit import epoch_cut_short, stopped_by_time_limit
+from gan_lab.callbacks.limit import cut_checkpoint, epoch_cut_short, stopped_by_time_limit
 from gan_lab.callbacks.resume import (OptimizerClasses, check_resumed_optimizers, check_resumed_position,
                                      epochs_completed)
 from gan_lab.checkpoint_io import not_a_file, read_checkpoint
@@ -347,6 +347,8 @@ def _train(cfg: DictConfig, primary: bool) -> float | None:
     continued = slurm.checkpoint_to_continue(Path(cfg.run_dir)) if cfg.ckpt_path is None else None
     if continued is not None:
         cfg.ckpt_path = str(continued)
+    if cfg.ckpt_path is not None:
+        cfg.ckpt_path = str(cut_checkpoint(Path(cfg.ckpt_path)))
     try:
         run_dir, resume = check_paths(cfg)
     except UserError as exc:

@@ -19,7 +19,7 @@ from gan_lab.callbacks.resume import epochs_completed
 from gan_lab.checkpoint_io import AtomicCheckpointIO
 from gan_lab.errors import TrainingInterrupted, UserError
 from gan_lab.run import train
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, run_cli
 
 #: the unconditional model and both conditional ones (their sampled labels are part of the RNG stream);
 #: wgan_gp: 5 critic updates each on its own draw of 16 real images (model.fresh_reals), so that a
@@ -378,6 +378,30 @@ def test_max_batches_stops_after_that_batch_and_resumes_exactly(make_cfg, tmp_pa
     assert state["gan_lab"]["batches_seen"] == 8
     with pytest.raises(UserError, match=r"trainer.max_batches=0 must be an integer >= 1"):
         train(make_cfg(*overrides("dcgan", "trainer.max_batches=0"), run_dir=tmp_path / "zero"))
+
+
+class KillAtFitEnd(L.Callback):
+    """SIGKILLs the process at the end of the fit, after the epoch-end last.ckpt, before the limit's
+    checkpoint replaces it (checkpoint callbacks run last)."""
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_kill_after_the_limits_batch_resumes_from_its_mid_epoch_checkpoint(make_cfg, tmp_path):
+    full = tmp_path / "full"
+    train(make_cfg(*overrides("dcgan", "trainer.max_epochs=2", "model.n_critic=2"), run_dir=full))
+    cut = tmp_path / "cut"
+    res = run_cli(*TINY, *overrides("dcgan", "trainer.max_epochs=-1", "trainer.max_batches=6", "model.n_critic=2",
+                                    "+callbacks.kill._target_=tests.test_resume.KillAtFitEnd"), f"hydra.run.dir={cut}")
+    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+    assert (cut / "checkpoints" / ".max_batches.last.ckpt").is_file()  # beside the epoch-end save
+    resumed = tmp_path / "resumed"
+    train(make_cfg(*overrides("dcgan", "trainer.max_epochs=-1", "trainer.max_batches=8", "model.n_critic=2",
+                              f"ckpt_path={cut / 'checkpoints' / 'last.ckpt'}"), run_dir=resumed))
+    got, state = weights(resumed)
+    assert_same(weights(full)[0], got)
+    assert state["gan_lab"]["batches_seen"] == 8
 
 
 class FailAtEpochEnd(L.Callback):

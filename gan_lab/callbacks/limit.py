@@ -91,7 +91,7 @@ class LimitCheckpoint(Checkpoint):
             log.warning("trainer.%s reached with non-finite weights: no mid-epoch checkpoint written.", limit)
             return
         # this batch's state, before the epoch-end hooks step the schedulers, beside last.ckpt
-        path = self.path.with_name(f".{limit}.{self.path.name}")
+        path = self.path.with_name(f".{limit}.{self.path.name}")  # as cut_checkpoint finds it
         trainer.save_checkpoint(path, weights_only=False)
         self._written, self.cut_by, self.cut_at = path, limit, batch_idx + 1
 
@@ -113,6 +113,8 @@ class LimitCheckpoint(Checkpoint):
         if self._written is not None:
             os.replace(self._written, self.path)  # after every epoch-end save of last.ckpt
             self._written = None
+        for limit in LIMITS:  # a leftover of an earlier, killed fit: continued or stale by now
+            self.path.with_name(f".{limit}.{self.path.name}").unlink(missing_ok=True)
         if stopped_by_time_limit(trainer):  # mid-epoch or at an epoch end
             print(f"gan_lab: the time limit trainer.max_time ({trainer_max_time(trainer)} of training) was "
                   f"reached after batch {batches_seen(trainer, pl_module)}, saved in "
@@ -127,6 +129,30 @@ class LimitCheckpoint(Checkpoint):
         if trainer.is_global_zero and self._written is not None:
             os.replace(self._written, self.path)
         self._written = None
+
+
+LIMITS = ("max_time", "max_batches")
+
+
+def cut_checkpoint(path: Path) -> Path:
+    """The checkpoint to continue in place of ``path``: the one a limit wrote mid-epoch beside it when a
+    kill ended the fit after that limit's batch, before it could replace ``path`` (then ``path`` is
+    the epoch-end save of the same step, which would resume as if the epoch were complete)."""
+    from gan_lab.checkpoint_io import read_checkpoint
+
+    for limit in LIMITS:
+        left = path.with_name(f".{limit}.{path.name}")
+        if not left.is_file() or not path.is_file():
+            continue
+        try:
+            steps = [read_checkpoint(p, mmap=True, verify=False).get("global_step") for p in (left, path)]
+        except UserError:
+            continue  # a damaged leftover: the checkpoint asked for stays the one
+        if steps[0] == steps[1]:
+            log.warning("%s is the epoch-end save of a fit killed after trainer.%s cut that epoch short; "
+                        "continuing from the limit's checkpoint %s instead.", path, limit, left)
+            return left
+    return path
 
 
 def epoch_cut_short(trainer: L.Trainer) -> int | None:
