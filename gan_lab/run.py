@@ -41,7 +41,9 @@ from gan_lab.callbacks.resume import (OptimizerClasses, check_resumed_optimizers
 from gan_lab.checkpoint_io import not_a_file, read_checkpoint
 from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, check_seed, report_user_error
 from gan_lab.fs import DiskFull, probe_writable
+from gan_lab.callbacks.metrics import MetricsCallback
 from gan_lab.metrics.records import read_metrics_json, update_metrics_json
+from gan_lab.metrics.suite import loggable_names
 from gan_lab.rundir import (RunDirBackup, RunDirLock, check_overwrite, claim_sweep_dir, keep_run_dir_until_accepted,
                             replaces_run, secondary_process)
 
@@ -283,7 +285,7 @@ class RunSummary(L.Callback):
                 self.write(trainer, pl_module, "failed", error=str(exc))
             except DiskFull:
                 pass
-        elif not isinstance(exc, UserError):  # a failure during training (a refusal is not a run)
+        elif not isinstance(exc, UserError) or RunDirBackup.stage == "accepted":  # a refusal is not a run
             self.write(trainer, pl_module, "failed", error=f"{type(exc).__name__}: {exc}")
 
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str, **extra) -> None:
@@ -303,6 +305,38 @@ class RunSummary(L.Callback):
             **extra,
         })
         print(f"gan_lab: run directory {self.path.parent.resolve()}")
+
+
+def check_optimized_metric(name: str | None, callbacks: list, class_names) -> None:
+    """``optimized_metric`` must be something the run logs: a ``val/`` name one of the evaluations
+    of ``callbacks.metrics`` gives, checked here; the training terms are checked by
+    :class:`OptimizedMetricLogged` once the first batch has made them."""
+    if name is None or not str(name).startswith("val/"):
+        return
+    evaluations = [cb.evaluator for cb in callbacks if isinstance(cb, MetricsCallback)]
+    names = loggable_names(evaluations[0].metrics, class_names or ()) if evaluations else set()
+    if name not in names:
+        how = (f"use one of {', '.join(sorted(names))}" if names else
+               "evaluations run with callbacks=with_metrics (their metrics: callbacks.metrics.evaluator.metrics)")
+        raise UserError(f"optimized_metric={name} is not among what this run's evaluations log; {how}.")
+
+
+class OptimizedMetricLogged(L.Callback):
+    """Stops a run after its first batch when ``optimized_metric`` (not a ``val/`` name) is not one of
+    the values the run logs (``train/<term>``, ``lr/<optimizer>``), rather than after the whole run."""
+
+    def __init__(self, name: str | None) -> None:
+        self.name, self.checked = name, name is None or str(name).startswith("val/")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.checked:
+            return
+        self.checked = True
+        names = {f"train/{k}" for k in [*(outputs or {}), *pl_module.host_terms(), "batches_seen", "images_seen"]}
+        names |= {f"lr/{key}" for key in ("discriminator", "generator")}
+        if self.name not in names:
+            raise UserError(f"optimized_metric={self.name} is not logged by this run; use one of "
+                            f"{', '.join(sorted(names))} or a val/ metric of callbacks=with_metrics.")
 
 
 class RunAccepted(L.Callback):
@@ -369,8 +403,10 @@ def _train(cfg: DictConfig, primary: bool) -> float | None:
     setup_datamodule(cfg, datamodule)
     loggers = build_loggers(cfg)
     summary = RunSummary(run_dir / "metrics.json", start=time.time())
-    trainer = build_trainer(cfg, [*build_callbacks(cfg), History(), OptimizerClasses(), summary, RunAccepted()],
-                            loggers)
+    callbacks = build_callbacks(cfg)
+    check_optimized_metric(cfg.get("optimized_metric"), callbacks, cfg.data.get("class_names"))
+    trainer = build_trainer(cfg, [*callbacks, History(), OptimizerClasses(), summary, RunAccepted(),
+                                  OptimizedMetricLogged(cfg.get("optimized_metric"))], loggers)
     check_training_length(trainer, cfg, resume, batches_per_epoch(datamodule, trainer.world_size))
     check_batch_size(model, datamodule, trainer.world_size, trainer.limit_train_batches)
     if resume is not None:

@@ -104,3 +104,22 @@ def test_sample_grid_at_batches_must_be_batch_numbers(make_cfg):
     with pytest.raises(UserError, match=r"callbacks.sample_grid.at_batches=\[0, 100\] must be whole batch "
                                         r"numbers of at least 1"):
         train(make_cfg("callbacks.sample_grid.at_batches=[0,100]"))
+
+
+@pytest.mark.parametrize("overrides,named", [
+    (["optimized_metric=val/fid"], "callbacks=with_metrics"),  # no evaluation in the run
+    (["optimized_metric=val/foo", "callbacks=with_metrics", "callbacks.metrics.evaluator.metrics=[scores]"],
+     "val/d_real"),
+])
+def test_an_optimized_metric_no_evaluation_logs_is_refused_before_training(make_cfg, tmp_path, overrides, named):
+    with pytest.raises(UserError, match=f"optimized_metric={overrides[0].split('=')[1]} .*{named}"):
+        train(make_cfg(*overrides))
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_an_optimized_metric_training_does_not_log_stops_the_run_after_its_first_batch(make_cfg, tmp_path):
+    with pytest.raises(UserError, match="optimized_metric=train/foo is not logged by this run; use one of .*train/d_loss"):
+        train(make_cfg("optimized_metric=train/foo"))
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["status"] == "failed" and summary["batches_seen"] == 1
+    assert train(make_cfg("optimized_metric=train/d_real", run_dir=tmp_path / "ok")) is not None

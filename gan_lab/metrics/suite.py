@@ -466,6 +466,17 @@ LOGGED_FIELDS = {"precision_recall": ("precision", "recall"), "density_coverage"
                  "scores": ("d_real", "d_fake")}
 
 
+def loggable_names(metrics: Sequence[str], class_names: Sequence[str] = ()) -> set[str]:
+    """Every ``val/<name>`` that :func:`logged_values` can give for an evaluation of ``metrics``."""
+    names = set()
+    for metric in metrics:
+        base = f"val/{LOG_NAMES.get(metric, metric)}"
+        names |= {base, f"{base}_std", f"{base}_stderr", *(f"val/{f}" for f in LOGGED_FIELDS.get(metric, ()))}
+        if metric == "accuracy":
+            names |= {f"val/class_accuracy/{c}" for c in class_names}
+    return names
+
+
 def logged_values(results: dict[str, dict]) -> dict[str, float]:
     """An evaluation's ``results`` (metric name -> record) as the flat ``{"val/<name>": value}`` that goes
     to the loggers: each ``value`` (with its ``_std`` / ``_stderr``), the fields of
