@@ -286,6 +286,12 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
             raise UserError(f"trainer.{key}={node.get(key)} belongs to Lightning's automatic optimisation, and a GAN module "
                             f"steps its D and G optimizers itself (manual optimisation), so it cannot apply; remove "
                             f"trainer.{key}{instead}.")
+    devices, strategy = node.get("devices"), node.get("strategy")
+    several = (isinstance(devices, int) and devices not in (0, 1)) or (isinstance(devices, (list, ListConfig)) and len(devices) > 1)
+    if several and strategy in (None, "auto", "ddp", "ddp_spawn"):
+        raise UserError(f"trainer.devices={devices} with trainer.strategy={strategy} starts one DDP process per device, "
+                        f"and each of a GAN's backward passes uses only G's or only D's parameters, which plain DDP "
+                        f"refuses; use trainer=ddp (GPUs) or trainer=ddp_cpu (CPU processes) with trainer.devices={devices}.")
     precision = training_precision(node.get("precision"))
     plugins = precision_plugins(precision, node.get("accelerator"))
     node = node.copy()

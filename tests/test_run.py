@@ -123,3 +123,9 @@ def test_an_optimized_metric_training_does_not_log_stops_the_run_after_its_first
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert summary["status"] == "failed" and summary["batches_seen"] == 1
     assert train(make_cfg("optimized_metric=train/d_real", run_dir=tmp_path / "ok")) is not None
+
+
+def test_several_devices_without_a_ddp_trainer_are_refused_before_training(make_cfg, tmp_path):
+    with pytest.raises(UserError, match="trainer.devices=3 with trainer.strategy=auto .* trainer=ddp_cpu"):
+        train(make_cfg("trainer.devices=3"))
+    assert not (tmp_path / "run" / "metrics.json").exists()
