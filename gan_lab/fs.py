@@ -74,6 +74,10 @@ def out_of_space(exc: BaseException | None) -> OSError | None:
     return None
 
 
+UMASK = os.umask(0)
+os.umask(UMASK)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "wb") -> Path:
     """Call ``write(file)`` on a temporary file beside ``path``, then move it over ``path``; a full disk
     is :class:`DiskFull`, naming ``path``."""
@@ -81,6 +85,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{HOST_TAG}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)  # as open() would create it (mkstemp's file is private to its owner)
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()

@@ -389,3 +389,11 @@ def test_each_entry_point_accepts_its_own_top_level_keys_only():
         check_top_level_keys(cfg, [], entry)
         with pytest.raises(UserError, match=f"adds the top-level key {own[0]}"):
             check_top_level_keys(cfg, [], "config")  # what training would say of them
+
+
+def test_files_written_atomically_get_the_permissions_open_would_give(tmp_path):
+    from gan_lab.fs import atomic_write
+
+    atomic_write(tmp_path / "metrics.json", lambda fh: fh.write(b"{}"))
+    (tmp_path / "plain.json").write_bytes(b"{}")
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == (tmp_path / "plain.json").stat().st_mode & 0o777
