@@ -6,11 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gan_lab.build import check_types
 from gan_lab.data.digits import Digits
 from gan_lab.errors import UserError
 from gan_lab.metrics import DomainClassifier
 from gan_lab.metrics.manifold import ball_radii, density_coverage, precision_recall
 from gan_lab.metrics.suite import Evaluator
+from tests.conftest import compose_config
 from tests.test_metrics import Replay
 
 
@@ -94,5 +96,19 @@ def test_too_few_images_skip_and_a_bad_k_is_refused():
     record, flat = evaluator.evaluate(Replay(dm.dataset("train").images, 32), dm)
     assert record["results"]["density_coverage"] == {"skipped": "5 images in the smaller set; need more than k=5"}
     assert flat == {}
-    with pytest.raises(UserError, match="evaluator.precision_recall_k=0 must be an integer >= 1"):
-        Evaluator(metrics=["precision_recall"], precision_recall_k=0)
+    cfg = compose_config(["callbacks=with_metrics", "callbacks.metrics.evaluator.precision_recall_k=0"])
+    with pytest.raises(UserError, match=r"^callbacks\.metrics\.evaluator\.precision_recall_k=0 must be "):
+        check_types(cfg.callbacks.metrics, "callbacks.metrics")
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_manifold_metrics_equal_the_prdc_package(k):
+    """Naeem et al.'s reference implementation (``prdc``) gives the same four values on the same features."""
+    from prdc import compute_prdc
+
+    torch.manual_seed(k)
+    real, fake = torch.randn(300, 16), torch.randn(250, 16) * 1.2 + 0.3
+    expected = compute_prdc(real.double().numpy(), fake.double().numpy(), k)
+    got = {**precision_recall(real.double(), fake.double(), k), **density_coverage(real.double(), fake.double(), k)}
+    for name in ("precision", "recall", "density", "coverage"):
+        assert got[name] == pytest.approx(float(expected[name]), abs=1e-12), name
