@@ -49,7 +49,7 @@ EXTERNAL: dict[str, dict[str, Any]] = {
                             "weight_decay": NonNegative, "momentum": NonNegative},
     "torch.optim.SGD": {"lr": Positive, "momentum": NonNegative, "dampening": Probability, "weight_decay": NonNegative},
     "lightning.pytorch.Trainer": {
-        "devices": Count | list[NonNegativeInt] | str, "num_nodes": Count,
+        "devices": Count | typing.Literal[-1] | list[NonNegativeInt] | str, "num_nodes": Count,
         "max_epochs": Annotated[int, Field(ge=-1)] | None, "min_epochs": NonNegativeInt | None,
         "max_steps": Annotated[int, Field(ge=-1)], "min_steps": NonNegativeInt | None,
         "limit_train_batches": Count | Annotated[float, Field(gt=0, le=1)] | None,

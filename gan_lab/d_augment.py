@@ -33,15 +33,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from gan_lab.constraints import Count, Fraction, Probability
 from gan_lab.errors import UserError
 
 POLICIES = ("color", "translation", "cutout")
-
-
-def _check_p(p: float, key: str) -> float:
-    if isinstance(p, bool) or not 0.0 <= float(p) <= 1.0:
-        raise UserError(f"{key}={p} must be a probability in [0, 1]; e.g. {key}=1.0.")
-    return float(p)
 
 
 def _chosen(n: int, p: float | Tensor, like: Tensor) -> Tensor:
@@ -112,7 +107,7 @@ class DiffAugment(nn.Module):
 
     adaptive = False
 
-    def __init__(self, policy: Sequence[str] = POLICIES, p: float = 1.0) -> None:
+    def __init__(self, policy: Sequence[str] = POLICIES, p: Probability = 1.0) -> None:
         super().__init__()
         policy = [str(op) for op in policy]
         unknown = [op for op in policy if op not in OPERATIONS]
@@ -120,7 +115,7 @@ class DiffAugment(nn.Module):
             raise UserError(f"d_augment.policy={policy} must list some of {', '.join(POLICIES)}; "
                             f"e.g. d_augment.policy=[color,translation,cutout].")
         self.policy = policy
-        self.p = _check_p(p, "d_augment.p")
+        self.p = float(p)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.p == 0.0:
@@ -262,8 +257,8 @@ class AdaptiveAugment(nn.Module):
 
     adaptive = True
 
-    def __init__(self, target: float = 0.6, speed_images: int = 500_000, interval: int = 4, p: float = 0.0,
-                 max_p: float = 1.0, ops: Sequence[str] = ADA_OPS) -> None:
+    def __init__(self, target: Fraction = 0.6, speed_images: Count = 500_000, interval: Count = 4,
+                 p: Probability = 0.0, max_p: Probability = 1.0, ops: Sequence[str] = ADA_OPS) -> None:
         super().__init__()
         if isinstance(ops, str) or not all(isinstance(op, str) for op in ops) or not ops:
             raise UserError(f"d_augment.ops={ops} must be a non-empty list of operation names out of "
@@ -272,16 +267,9 @@ class AdaptiveAugment(nn.Module):
         if unknown:
             raise UserError(f"d_augment.ops names unknown operation(s) {unknown}; choose among {list(ADA_OPS)}.")
         self.ops = tuple(ops)
-        if isinstance(target, bool) or not 0.0 < float(target) < 1.0:
-            raise UserError(f"d_augment.target={target} must be in (0, 1); ADA uses d_augment.target=0.6.")
-        if isinstance(speed_images, bool) or int(speed_images) != speed_images or speed_images < 1:
-            raise UserError(f"d_augment.speed_images={speed_images} must be an integer >= 1 (images for p to go "
-                            f"from 0 to 1); e.g. d_augment.speed_images=500000.")
-        if isinstance(interval, bool) or int(interval) != interval or interval < 1:
-            raise UserError(f"d_augment.interval={interval} must be an integer >= 1 (batches); e.g. 4.")
         self.target, self.speed_images, self.interval = float(target), int(speed_images), int(interval)
-        self.max_p = _check_p(max_p, "d_augment.max_p")
-        self.p = min(_check_p(p, "d_augment.p"), self.max_p)
+        self.max_p = float(max_p)
+        self.p = min(float(p), self.max_p)
         self.rt = 0.0                       # the last r_t, for logging
         # Two float32 tensors that follow the images to their device, and not the module's dtype as buffers
         # would (a module cast to bfloat16 would round the sums): the sign sum and count of D's outputs

@@ -11,6 +11,7 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from gan_lab.constraints import Count, NonNegativeInt
 from gan_lab.fs import atomic_write
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,12 @@ class CSVLogger(LightningCSVLogger):
     """``<run>/metrics.csv``; a run resumed into its own directory (``ckpt_path`` and the same
     ``hydra.run.dir``, e.g. a requeued cluster job) appends to the history instead of replacing it
     (Lightning's CSVLogger deletes an existing file)."""
+
+    def __init__(self, save_dir: str | Path, name: str | None = "lightning_logs",
+                 version: NonNegativeInt | str | None = None, prefix: str = "",
+                 flush_logs_every_n_steps: Count = 100) -> None:
+        super().__init__(save_dir, name=name, version=version, prefix=prefix,
+                         flush_logs_every_n_steps=flush_logs_every_n_steps)
 
     @property
     @rank_zero_experiment

@@ -15,10 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gan_lab.constraints import AnyFloat, Probability
+
 # --- discriminator objectives -------------------------------------------------------------
 
 
-def d_bce(real: Tensor, fake: Tensor, real_target: float = 1.0, fake_target: float = 0.0) -> Tensor:
+def d_bce(real: Tensor, fake: Tensor, real_target: Probability = 1.0, fake_target: Probability = 0.0) -> Tensor:
     """Binary cross-entropy of the original GAN; targets below 1 / above 0 give label smoothing."""
     return F.binary_cross_entropy_with_logits(real, torch.full_like(real, real_target)) + \
         F.binary_cross_entropy_with_logits(fake, torch.full_like(fake, fake_target))
@@ -34,7 +36,7 @@ def d_hinge(real: Tensor, fake: Tensor) -> Tensor:
     return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
 
 
-def d_least_squares(real: Tensor, fake: Tensor, real_target: float = 1.0, fake_target: float = 0.0) -> Tensor:
+def d_least_squares(real: Tensor, fake: Tensor, real_target: AnyFloat = 1.0, fake_target: AnyFloat = 0.0) -> Tensor:
     """LSGAN: squared distance of the raw outputs to the real and fake targets."""
     return 0.5 * ((real - real_target) ** 2).mean() + 0.5 * ((fake - fake_target) ** 2).mean()
 
@@ -46,7 +48,7 @@ def categorical_targets(classes: Tensor, num_outputs: int, target: float = 1.0) 
 
 
 def d_categorical(real: Tensor, fake: Tensor | None, real_classes: Tensor, fake_classes: Tensor | None,
-                  real_target: float = 1.0) -> Tensor:
+                  real_target: Probability = 1.0) -> Tensor:
     """ArtGAN's K+1-way objective for D (Tan et al. 2017): each of the K+1 sigmoid outputs is scored by
     BCE against a one-hot target, a real image of class k against k and a generated image against the
     last ("fake") output. ``real_target`` below 1 smooths the real side's positive entry.
@@ -69,12 +71,12 @@ def g_minimax(fake: Tensor) -> Tensor:
     return -F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
 
 
-def g_non_saturating(fake: Tensor, target: float = 1.0) -> Tensor:
+def g_non_saturating(fake: Tensor, target: Probability = 1.0) -> Tensor:
     """Non-saturating generator loss: maximise log D(G(z)), i.e. BCE against the real label."""
     return F.binary_cross_entropy_with_logits(fake, torch.full_like(fake, target))
 
 
-def g_categorical(fake: Tensor, classes: Tensor, target: float = 1.0) -> Tensor:
+def g_categorical(fake: Tensor, classes: Tensor, target: Probability = 1.0) -> Tensor:
     """ArtGAN's objective for G: D should classify the image of class k as k (BCE of the K+1 outputs
     against the one-hot of k)."""
     return F.binary_cross_entropy_with_logits(fake.float(), categorical_targets(classes, fake.shape[1], target))
@@ -85,7 +87,7 @@ def g_wasserstein(fake: Tensor) -> Tensor:
     return -fake.mean()
 
 
-def g_least_squares(fake: Tensor, target: float = 1.0) -> Tensor:
+def g_least_squares(fake: Tensor, target: AnyFloat = 1.0) -> Tensor:
     """LSGAN generator loss: squared distance of D(G(z)) to the real target."""
     return 0.5 * ((fake - target) ** 2).mean()
 

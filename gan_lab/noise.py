@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
+from gan_lab.constraints import AnyFloat, Count, Positive, Probability
 from gan_lab.errors import UserError
 
 
@@ -20,10 +21,7 @@ class Noise(ABC):
 
     name = "noise"
 
-    def __init__(self, latent_dim: int) -> None:
-        if int(latent_dim) != latent_dim or latent_dim <= 0:
-            raise UserError(f"noise.latent_dim={latent_dim} must be a positive integer; "
-                            f"set e.g. noise.latent_dim=100.")
+    def __init__(self, latent_dim: Count) -> None:
         self.latent_dim = int(latent_dim)
 
     @abstractmethod
@@ -50,10 +48,8 @@ class Normal(Noise):
 
     name = "normal"
 
-    def __init__(self, latent_dim: int = 100, mean: float = 0.0, std: float = 1.0) -> None:
+    def __init__(self, latent_dim: Count = 100, mean: AnyFloat = 0.0, std: Positive = 1.0) -> None:
         super().__init__(latent_dim)
-        if std <= 0:
-            raise UserError(f"noise.std={std} must be positive; set e.g. noise.std=1.0.")
         self.loc, self.scale = float(mean), float(std)
 
     def sample(self, n, device="cpu"):
@@ -74,7 +70,7 @@ class Uniform(Noise):
 
     name = "uniform"
 
-    def __init__(self, latent_dim: int = 100, low: float = -1.0, high: float = 1.0) -> None:
+    def __init__(self, latent_dim: Count = 100, low: AnyFloat = -1.0, high: AnyFloat = 1.0) -> None:
         super().__init__(latent_dim)
         if not high > low:
             raise UserError(f"noise.low={low} must be below noise.high={high}; swap or change them.")
@@ -98,11 +94,8 @@ class Gamma(Noise):
 
     name = "gamma"
 
-    def __init__(self, latent_dim: int = 100, concentration: float = 2.0, rate: float = 1.0) -> None:
+    def __init__(self, latent_dim: Count = 100, concentration: Positive = 2.0, rate: Positive = 1.0) -> None:
         super().__init__(latent_dim)
-        if concentration <= 0 or rate <= 0:
-            raise UserError(f"noise.concentration={concentration} and noise.rate={rate} must both be "
-                            f"positive; set e.g. noise.concentration=2 noise.rate=1.")
         self.concentration, self.rate = float(concentration), float(rate)
 
     def sample(self, n, device="cpu"):
@@ -135,7 +128,7 @@ class Interpolated(Noise):
 
     name = "interpolated"
 
-    def __init__(self, latent_dim: int, base: Noise, alpha: float = 0.3) -> None:
+    def __init__(self, latent_dim: Count, base: Noise, alpha: Probability = 0.3) -> None:
         super().__init__(latent_dim)
         if not isinstance(base, Noise):
             raise UserError(f"noise.base={base!r} is not a latent distribution; pick one with "
@@ -143,8 +136,6 @@ class Interpolated(Noise):
         if base.latent_dim != self.latent_dim:
             raise UserError(f"noise.base.latent_dim={base.latent_dim} differs from noise.latent_dim="
                             f"{self.latent_dim}; set only noise.latent_dim (the base follows it).")
-        if isinstance(alpha, bool) or not 0.0 <= float(alpha) <= 1.0:
-            raise UserError(f"noise.alpha={alpha} must be a number in [0, 1]; e.g. noise.alpha=0.3.")
         self.base, self.alpha = base, float(alpha)
 
     def sample(self, n, device="cpu"):

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import bisect
-from typing import Sequence
+from typing import Annotated, Sequence
 
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler
 from torch.optim.lr_scheduler import LRScheduler
 
+from pydantic import Field
+
+from gan_lab.constraints import NonNegativeInt, Positive
 from gan_lab.errors import UserError
+
+#: an epoch counter that starts before the first epoch (torch's ``last_epoch=-1``)
+LastEpoch = Annotated[int, Field(ge=-1)]
 
 
 class PiecewiseLR(LRScheduler):
@@ -18,8 +24,8 @@ class PiecewiseLR(LRScheduler):
     ``milestones=[0, 25, 40, ...]``, ``lrs=[1e-3, 2e-4, 4e-5, ...]``.
     """
 
-    def __init__(self, optimizer: Optimizer, milestones: Sequence[int], lrs: Sequence[float],
-                 last_epoch: int = -1) -> None:
+    def __init__(self, optimizer: Optimizer, milestones: Annotated[Sequence[NonNegativeInt], Field(min_length=1)],
+                 lrs: Annotated[Sequence[Positive], Field(min_length=1)], last_epoch: LastEpoch = -1) -> None:
         milestones, lrs = list(milestones), [float(v) for v in lrs]
         if len(milestones) != len(lrs) or not milestones:
             raise UserError(f"scheduler milestones ({len(milestones)}) and lrs ({len(lrs)}) must be "
@@ -27,8 +33,6 @@ class PiecewiseLR(LRScheduler):
         if milestones[0] != 0 or any(b <= a for a, b in zip(milestones, milestones[1:])):
             raise UserError(f"scheduler milestones={milestones} must start at 0 and increase; "
                             f"e.g. [0, 25, 40].")
-        if any(not lr > 0 for lr in lrs):
-            raise UserError(f"scheduler lrs={lrs} must all be positive learning rates; e.g. [1e-3, 2e-4, 4e-5].")
         self.milestones, self.lrs = milestones, lrs
         super().__init__(optimizer, last_epoch)
 
@@ -40,11 +44,8 @@ class PiecewiseLR(LRScheduler):
 
 
 class ExponentialLR(lr_scheduler.ExponentialLR):
-    """``lr_epoch = lr_0 * gamma^epoch`` (torch's ``ExponentialLR``), with ``gamma`` checked: a negative
-    or zero factor would turn the updates into gradient ascent or stop them without a word."""
+    """``lr_epoch = lr_0 * gamma^epoch`` (torch's ``ExponentialLR``); ``gamma`` is declared positive: a
+    negative or zero factor would turn the updates into gradient ascent or stop them without a word."""
 
-    def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1) -> None:
-        if isinstance(gamma, bool) or not float(gamma) > 0:
-            raise UserError(f"scheduler gamma={gamma} must be positive (the factor of the learning rate per epoch, "
-                            f"below 1 to decay); e.g. scheduler.discriminator.gamma=0.95.")
+    def __init__(self, optimizer: Optimizer, gamma: Positive, last_epoch: LastEpoch = -1) -> None:
         super().__init__(optimizer, float(gamma), last_epoch)

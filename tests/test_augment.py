@@ -5,6 +5,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from gan_lab.build import check_types
 from gan_lab.data import Augment, ImageFolder
 from gan_lab.errors import UserError
 from tests import datasets
@@ -74,9 +75,17 @@ def test_custom_colour_jitter_on_grey_images():
     assert out.mean(dim=(1, 2, 3)).unique().numel() > 1
 
 
-def test_bad_probability_is_a_user_error():
-    with pytest.raises(UserError, match="augment.hflip_p=1.5"):
-        Augment(hflip_p=1.5)
+@pytest.mark.parametrize("overrides,refused", [
+    (["augment=custom", "augment.hflip_p=1.5"], "augment.hflip_p=1.5"), (["augment=custom", "augment.hue=0.7"], "augment.hue=0.7"),
+    (["augment=custom", "augment.crop_scale=[0,1]"], r"augment.crop_scale=\[0,1\]")])
+def test_bad_value_is_a_user_error(overrides, refused):
+    with pytest.raises(UserError, match=rf"^{refused} must be "):
+        check_types(compose_config(overrides).augment, "augment")
+
+
+def test_crop_ranges_must_be_ordered():
+    with pytest.raises(UserError, match=r"augment\.crop_scale=\[0\.9, 0\.5\] must be \[low, high\]"):
+        Augment(crop_scale=(0.9, 0.5))
 
 
 def test_augmentation_runs_on_training_batches_only(tmp_path):

@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from gan_lab.callbacks import DivergenceGuard
+from gan_lab.build import build_callbacks
 from gan_lab.errors import TrainingDiverged, UserError
 from gan_lab.run import train
 from tests.conftest import TINY, run_cli
@@ -27,6 +27,21 @@ class PoisonAt(L.Callback):
         if pl_module.batches_seen == self.batch:
             with torch.no_grad():
                 next(pl_module.generator.parameters()).view(-1)[0] = float("nan")
+
+
+class NanLatents(L.Callback):
+    """Makes the latent distribution's mean NaN when training starts (with ``on``): NaN fakes and losses
+    from the first batch on (a config cannot ask for it: ``noise.mean`` must be finite)."""
+
+    def __init__(self, on: bool = True) -> None:
+        self.on = on
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.on:
+            pl_module.noise.loc = float("nan")
+
+
+NAN_LATENTS = "+callbacks.nan_latents._target_=tests.test_divergence.NanLatents"
 
 
 def test_nan_weights_stop_and_keep_last_good_checkpoint(make_cfg, tmp_path):
@@ -56,7 +71,7 @@ def test_nan_loss_and_loss_bound(make_cfg, tmp_path):
     # NaN latents make NaN fakes and losses at the first check, before any checkpoint exists
     with pytest.raises(TrainingDiverged, match=r"at batch 1 \(epoch 0\): train/d_loss=nan, .*"
                                                r"no checkpoint had been written yet"):
-        train(make_cfg(*SMALL, "noise.mean=nan", run_dir=tmp_path / "nan"))
+        train(make_cfg(*SMALL, NAN_LATENTS, run_dir=tmp_path / "nan"))
     # a finite loss beyond the bound stops only after `patience` consecutive checks
     with pytest.raises(TrainingDiverged, match=r"at batch 2 \(epoch 0\): train/d_loss=.* stayed beyond "
                                                r"max_abs_loss=0.001 for 2 checks"):
@@ -73,17 +88,18 @@ def test_checks_only_every_n_batches(make_cfg, tmp_path):
                        "callbacks.divergence.check_every_n_batches=2", run_dir=tmp_path / "r"))
 
 
-def test_guard_arguments_are_checked():
-    with pytest.raises(UserError, match="callbacks.divergence.patience=0 must be an integer >= 1"):
-        DivergenceGuard(patience=0)
-    with pytest.raises(UserError, match="callbacks.divergence.max_abs_loss=-1 must be positive"):
-        DivergenceGuard(max_abs_loss=-1)
+@pytest.mark.parametrize("override", ["callbacks.divergence.patience=0", "callbacks.divergence.max_abs_loss=-1",
+                                      "callbacks.divergence.check_every_n_batches=0"])
+def test_guard_arguments_are_checked(make_cfg, override):
+    with pytest.raises(UserError, match=rf"^{override} must be "):
+        build_callbacks(make_cfg(override))
 
 
 @pytest.mark.slow  # a two-job multirun in a subprocess
 def test_multirun_goes_on_after_a_diverged_job(tmp_path):
     sweep = tmp_path / "sweep"
-    res = run_cli("-m", *TINY, *SMALL, "noise.mean=nan,0.0", f"hydra.sweep.dir={sweep}")
+    res = run_cli("-m", *TINY, *SMALL, NAN_LATENTS, "+callbacks.nan_latents.on=true,false",
+                  f"hydra.sweep.dir={sweep}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "gan_lab: error: training diverged at batch 1" in res.stderr and "Traceback" not in res.stderr
     assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "diverged"

@@ -85,7 +85,7 @@ def test_ema_is_off_by_default_and_refuses_bad_values(make_cfg):
     assert cfg.callbacks.ema.half_life_images is None
     model = fit(cfg, [make(cfg.callbacks.ema, "callbacks.ema")], batches=1)
     assert model.generator_ema is None and not any(k.startswith("generator_ema.") for k in model.state_dict())
-    with pytest.raises(UserError, match=r"callbacks.ema.half_life_images=-1 must be >= 0 images"):
+    with pytest.raises(UserError, match=r"^callbacks\.ema\.half_life_images=-1 must be "):
         make(make_cfg(*TINY_DCGAN, "callbacks.ema.half_life_images=-1").callbacks.ema, "callbacks.ema")
     with pytest.raises(UserError, match=r"callbacks.ema averages a GAN's generator, but LightningModule"):
         EMA(10).setup(None, L.LightningModule(), "fit")

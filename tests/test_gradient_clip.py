@@ -70,7 +70,7 @@ def test_every_optimizer_step_of_a_run_is_within_the_norm(make_cfg, tmp_path, mo
 
 def test_bad_values_and_16_mixed_with_a_fused_optimizer_are_refused(make_cfg):
     for value in ("0", "-1"):
-        with pytest.raises(UserError, match=rf"model.gradient_clip_norm={value} must be > 0"):
+        with pytest.raises(UserError, match=rf"^model\.gradient_clip_norm={value} must be "):
             built(make_cfg, f"model.gradient_clip_norm={value}")
     model = built(make_cfg, "model.gradient_clip_norm=1")
     plain = [torch.optim.Adam([torch.zeros(1, requires_grad=True)]) for _ in range(2)]

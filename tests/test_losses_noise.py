@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from gan_lab import losses
+from gan_lab.build import check_types
 from gan_lab.errors import UserError
 from gan_lab.noise import Gamma, Interpolated, Normal, Uniform
 from gan_lab.run import train
@@ -105,9 +106,8 @@ def test_interpolated_latents_keep_the_mean_and_shrink_the_spread(alpha, std):
 
 @pytest.mark.parametrize("alpha", [1.5, -0.1])
 def test_interpolated_alpha_outside_unit_interval_is_one_sentence(alpha):
-    with pytest.raises(UserError) as info:
-        Interpolated(8, Normal(8), alpha)
-    assert str(info.value) == f"noise.alpha={alpha} must be a number in [0, 1]; e.g. noise.alpha=0.3."
+    with pytest.raises(UserError, match=rf"^noise\.alpha={alpha} must be .*; e\.g\. noise\.alpha=0\.3\.$"):
+        check_types(compose_config(["noise=interpolated", f"noise.alpha={alpha}"]).noise, "noise")
 
 
 def test_interpolated_base_must_match_the_latent_size():
@@ -149,11 +149,17 @@ def test_gamma_support_is_positive():
     assert (Gamma(16, 2.0, 1.0).sample(1000) > 0).all()
 
 
-@pytest.mark.parametrize("bad", [lambda: Normal(0), lambda: Normal(8, std=0), lambda: Uniform(8, 1, -1),
-                                 lambda: Gamma(8, -1.0)])
-def test_noise_rejects_bad_parameters(bad):
-    with pytest.raises(UserError):
-        bad()
+@pytest.mark.parametrize("overrides,refused", [
+    (["noise.latent_dim=0"], "noise.latent_dim=0"), (["noise.std=0"], "noise.std=0"),
+    (["noise=gamma", "noise.concentration=-1.0"], "noise.concentration=-1.0")])
+def test_noise_rejects_bad_parameters(overrides, refused):
+    with pytest.raises(UserError, match=rf"^{refused} must be "):
+        check_types(compose_config(overrides).noise, "noise")
+
+
+def test_uniform_noise_needs_low_below_high():
+    with pytest.raises(UserError, match=r"noise\.low=1 must be below noise\.high=-1"):
+        Uniform(8, 1, -1)
 
 
 def test_piecewise_schedule_table():
@@ -181,15 +187,18 @@ def test_piecewise_rejects_bad_tables():
         PiecewiseLR(opt, [0, 10], [1e-3])
     with pytest.raises(UserError):
         PiecewiseLR(opt, [5, 10], [1e-3, 1e-4])
-    with pytest.raises(UserError, match=r"lrs=\[0.001, -0.0001\] must all be positive"):
-        PiecewiseLR(opt, [0, 10], [1e-3, -1e-4])
+    cfg = compose_config(["scheduler=piecewise", "scheduler.discriminator.milestones=[0,10]",
+                          "scheduler.discriminator.lrs=[1e-3,-1e-4]"])
+    with pytest.raises(UserError, match=r"^scheduler\.discriminator\.lrs=\[0\.001,-0\.0001\] must be "):
+        check_types(cfg.scheduler.discriminator, "scheduler.discriminator")
 
 
 def test_exponential_schedule_refuses_a_factor_that_is_not_positive():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     for gamma in (-0.5, 0):
-        with pytest.raises(UserError, match=rf"^scheduler gamma={gamma} must be positive"):
-            ExponentialLR(opt, gamma)
+        cfg = compose_config(["scheduler=exponential", f"scheduler.discriminator.gamma={gamma}"])
+        with pytest.raises(UserError, match=rf"^scheduler\.discriminator\.gamma={gamma} must be "):
+            check_types(cfg.scheduler.discriminator, "scheduler.discriminator")
     sch = ExponentialLR(opt, 0.5)
     opt.step()
     sch.step()

@@ -75,7 +75,7 @@ def test_a_critic_update_is_the_unclipped_update_clamped(make_cfg, clip):
 def test_a_weight_clip_that_is_not_positive_is_refused(make_cfg, value):
     cfg = make_cfg("model=wgan", *NARROW, f"model.weight_clip={value}")
     build_datamodule(cfg)
-    with pytest.raises(UserError, match=rf"model.weight_clip={value} must be > 0"):
+    with pytest.raises(UserError, match=rf"^model\.weight_clip={value} must be "):
         build_model(cfg)
 
 

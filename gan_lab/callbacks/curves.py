@@ -7,12 +7,14 @@ The history is callback state, so it is saved in checkpoints and a resumed run p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
+from pydantic import Field
 
-from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError
+from gan_lab.constraints import Count
+from gan_lab.errors import TrainingDiverged, TrainingInterrupted
 
 
 def smoothed(values: list[float], weight: float) -> list[float]:
@@ -37,13 +39,8 @@ class TrainingCurves(L.Callback):
     #: keys of a growth schedule (Progressive GAN), drawn in their own panel
     GROWTH_KEYS = ("resolution", "alpha")
 
-    def __init__(self, path: str, every_n_epochs: int = 1, smoothing: float = 0.9) -> None:
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise UserError(f"callbacks.training_curves.every_n_epochs={every_n_epochs!r} must be an integer >= 1; "
-                            f"e.g. callbacks.training_curves.every_n_epochs=5.")
-        if not 0 <= smoothing < 1:
-            raise UserError(f"callbacks.training_curves.smoothing={smoothing!r} must be in [0, 1); e.g. "
-                            f"callbacks.training_curves.smoothing=0.9 (0 draws the raw values only).")
+    def __init__(self, path: str, every_n_epochs: Count = 1,
+                 smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.9) -> None:
         self.path, self.every_n_epochs, self.smoothing = Path(path), every_n_epochs, float(smoothing)
         self.history: dict[str, list[tuple[float, float]]] = {}
         self._last_batch = -1

@@ -25,8 +25,9 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from gan_lab.callbacks.steps import batches_seen
+from gan_lab.constraints import Count, Positive
 from gan_lab.distributed import reduce_over_processes
-from gan_lab.errors import TrainingDiverged, UserError
+from gan_lab.errors import TrainingDiverged
 
 
 class DivergenceGuard(L.Callback):
@@ -40,19 +41,9 @@ class DivergenceGuard(L.Callback):
         checkpoint: the last good checkpoint, named in the message (``<run>/checkpoints/last.ckpt``).
     """
 
-    def __init__(self, max_abs_loss: float | None = 1.0e4, patience: int = 3,
-                 check_every_n_batches: int | None = None, check_weights: bool = True,
+    def __init__(self, max_abs_loss: Positive | None = 1.0e4, patience: Count = 3,
+                 check_every_n_batches: Count | None = None, check_weights: bool = True,
                  checkpoint: str | None = None) -> None:
-        if max_abs_loss is not None and not max_abs_loss > 0:
-            raise UserError(f"callbacks.divergence.max_abs_loss={max_abs_loss} must be positive or null; "
-                            f"e.g. callbacks.divergence.max_abs_loss=1e4.")
-        if int(patience) != patience or patience < 1:
-            raise UserError(f"callbacks.divergence.patience={patience} must be an integer >= 1; "
-                            f"e.g. callbacks.divergence.patience=3.")
-        if check_every_n_batches is not None and (int(check_every_n_batches) != check_every_n_batches
-                                                  or check_every_n_batches < 1):
-            raise UserError(f"callbacks.divergence.check_every_n_batches={check_every_n_batches} must be "
-                            f"an integer >= 1 or null; e.g. callbacks.divergence.check_every_n_batches=50.")
         self.max_abs_loss = None if max_abs_loss is None else float(max_abs_loss)
         self.patience = int(patience)
         self.check_every_n_batches = check_every_n_batches

@@ -24,6 +24,7 @@ import lightning as L
 import torch
 import torch.nn as nn
 
+from gan_lab.constraints import NonNegative
 from gan_lab.errors import UserError
 
 
@@ -54,10 +55,7 @@ class EMA(L.Callback):
             callback off (no ``generator_ema``: samples come from the live generator).
     """
 
-    def __init__(self, half_life_images: float | None = None) -> None:
-        if half_life_images is not None and (isinstance(half_life_images, bool) or half_life_images < 0):
-            raise UserError(f"callbacks.ema.half_life_images={half_life_images} must be >= 0 images (0: a copy of "
-                            f"the live generator) or null for no EMA; e.g. callbacks.ema.half_life_images=10000.")
+    def __init__(self, half_life_images: NonNegative | None = None) -> None:
         self.half_life_images = None if half_life_images is None else float(half_life_images)
 
     @property

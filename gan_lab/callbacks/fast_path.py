@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from gan_lab.constraints import Count
 from gan_lab.errors import UserError
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -313,15 +314,12 @@ class FastPath(L.Callback):
     """
 
     def __init__(self, channels_last: bool = False, compile: str | bool | None = False, cuda_graph: bool = False,
-                 graph_warmup: int = 3) -> None:
+                 graph_warmup: Count = 3) -> None:
         self.channels_last = bool(channels_last)
         self.compile = compile_mode(compile)
         self.compiled: list[str] = []
         if not isinstance(cuda_graph, bool):
             raise UserError(f"callbacks.fast_path.cuda_graph={cuda_graph!r} must be true or false.")
-        if int(graph_warmup) != graph_warmup or graph_warmup < 1:
-            raise UserError(f"callbacks.fast_path.graph_warmup={graph_warmup} must be an integer >= 1 (eager "
-                            f"batches before the capture); e.g. 3.")
         self.cuda_graph, self.graph_warmup = cuda_graph, int(graph_warmup)
         self._flags: list[list[bool]] | None = None
         self.captures = 0  # graphs captured by the fits that ended (a new learning rate captures again)

@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from gan_lab.callbacks.limit import epoch_cut_short
 from gan_lab.callbacks.steps import epoch_due
+from gan_lab.constraints import Count
 from gan_lab.metrics.records import append_evaluation
 from gan_lab.metrics.suite import Evaluator
 
@@ -26,8 +27,8 @@ class MetricsCallback(L.Callback):
         every_n_epochs: evaluate every N epochs (and after the last epoch).
     """
 
-    def __init__(self, evaluator: Evaluator, run_dir: str, every_n_epochs: int = 5) -> None:
-        self.evaluator, self.run_dir, self.every_n_epochs = evaluator, Path(run_dir), max(1, int(every_n_epochs))
+    def __init__(self, evaluator: Evaluator, run_dir: str, every_n_epochs: Count = 5) -> None:
+        self.evaluator, self.run_dir, self.every_n_epochs = evaluator, Path(run_dir), int(every_n_epochs)
         self.last_record: dict | None = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

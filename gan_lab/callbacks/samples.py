@@ -14,7 +14,8 @@ from PIL import Image
 from torch import Tensor
 
 from gan_lab.callbacks.steps import batches_seen, epoch_due
-from gan_lab.errors import TrainingInterrupted, UserError
+from gan_lab.constraints import Count, NonNegativeInt
+from gan_lab.errors import TrainingInterrupted
 from gan_lab.grids import save_grid
 
 
@@ -33,8 +34,8 @@ class SampleGrid(L.Callback):
             the count, so batches trained before the checkpoint are not written again.
     """
 
-    def __init__(self, dirpath: str, every_n_epochs: int = 1, upscale_to: int = 64,
-                 at_batches: Sequence[int] | int = ()) -> None:
+    def __init__(self, dirpath: str, every_n_epochs: Count = 1, upscale_to: NonNegativeInt = 64,
+                 at_batches: Sequence[Count] | Count | None = ()) -> None:
         self.dirpath, self.every_n_epochs, self.upscale_to = Path(dirpath), int(every_n_epochs), upscale_to
         self.at_batches = parse_at_batches(at_batches)
         self.last_path: Path | None = None
@@ -79,8 +80,4 @@ class SampleGrid(L.Callback):
 
 def parse_at_batches(value: Sequence[int] | int | None) -> frozenset[int]:
     """``callbacks.sample_grid.at_batches`` as a set of batch numbers (a single number is accepted)."""
-    items = [] if value is None else [value] if isinstance(value, (int, str)) else list(value)
-    if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in items):
-        raise UserError(f"callbacks.sample_grid.at_batches={items} must be whole batch numbers of at least 1 "
-                        f"(1 is after the first training batch), e.g. [1, 100, 4000].")
-    return frozenset(items)
+    return frozenset([] if value is None else [value] if isinstance(value, int) else [int(b) for b in value])

@@ -8,19 +8,18 @@ every resolution of a progressive schedule.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Annotated
 
 import kornia.augmentation as K
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
+from gan_lab.constraints import AnyFloat, NonNegative, Positive, Probability
 from gan_lab.errors import UserError
 
-
-def _probability(name: str, p: float) -> float:
-    if not 0.0 <= float(p) <= 1.0:
-        raise UserError(f"augment.{name}={p} is a probability; use a value in [0, 1].")
-    return float(p)
+#: a share of the image's area kept by a crop
+AreaShare = Annotated[float, Field(gt=0, le=1)]
 
 
 class Augment(nn.Module):
@@ -41,25 +40,26 @@ class Augment(nn.Module):
             (hue in [0, 0.5]); saturation and hue apply to RGB only.
     """
 
-    def __init__(self, crop_p: float = 0.0, crop_scale: Sequence[float] = (0.08, 1.0),
-                 crop_ratio: Sequence[float] = (1.0, 1.0), hflip_p: float = 0.0, rotation_p: float = 0.0,
-                 degrees: float | Sequence[float] = 0.0, rotation_padding: str = "border",
-                 jitter_p: float = 0.0, brightness: float = 0.0, contrast: float = 0.0,
-                 saturation: float = 0.0, hue: float = 0.0) -> None:
+    def __init__(self, crop_p: Probability = 0.0, crop_scale: tuple[AreaShare, AreaShare] = (0.08, 1.0),
+                 crop_ratio: tuple[Positive, Positive] = (1.0, 1.0), hflip_p: Probability = 0.0,
+                 rotation_p: Probability = 0.0, degrees: NonNegative | tuple[AnyFloat, AnyFloat] = 0.0,
+                 rotation_padding: str = "border", jitter_p: Probability = 0.0, brightness: NonNegative = 0.0,
+                 contrast: NonNegative = 0.0, saturation: NonNegative = 0.0,
+                 hue: Annotated[float, Field(ge=0, le=0.5)] = 0.0) -> None:
         super().__init__()
-        self.crop_p, self.hflip_p = _probability("crop_p", crop_p), _probability("hflip_p", hflip_p)
-        self.rotation_p, self.jitter_p = _probability("rotation_p", rotation_p), _probability("jitter_p", jitter_p)
+        self.crop_p, self.hflip_p = float(crop_p), float(hflip_p)
+        self.rotation_p, self.jitter_p = float(rotation_p), float(jitter_p)
         self.crop_scale, self.crop_ratio = tuple(float(v) for v in crop_scale), tuple(float(v) for v in crop_ratio)
-        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise UserError(f"augment.crop_scale={list(crop_scale)} must be [low, high] with 0 < low <= high <= 1.")
+        if self.crop_scale[0] > self.crop_scale[1]:
+            raise UserError(f"augment.crop_scale={list(crop_scale)} must be [low, high] with low <= high.")
+        if self.crop_ratio[0] > self.crop_ratio[1]:
+            raise UserError(f"augment.crop_ratio={list(crop_ratio)} must be [low, high] with low <= high.")
         self.degrees = (-float(degrees), float(degrees)) if isinstance(degrees, (int, float)) else tuple(map(float, degrees))
         if rotation_padding not in ("border", "reflection", "zeros"):
             raise UserError(f"augment.rotation_padding={rotation_padding!r}; use border, reflection or zeros.")
         self.rotation_padding = rotation_padding
         self.jitter = dict(brightness=float(brightness), contrast=float(contrast),
                            saturation=float(saturation), hue=float(hue))
-        if not 0.0 <= self.jitter["hue"] <= 0.5:
-            raise UserError(f"augment.hue={hue} must be in [0, 0.5].")
         self._pipelines: dict[tuple[int, int, int], nn.Module] = {}
 
     @property

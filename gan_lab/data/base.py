@@ -10,14 +10,16 @@ Subclasses only say how to load a split (``load_split``) and what the data is (`
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Callable, Iterator, Sequence
+from typing import Annotated, Callable, Iterator, Sequence
 
 import lightning as L
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gan_lab.constraints import AnyInt, Count, Fraction, NonNegativeInt
 from gan_lab.errors import UserError
 from gan_lab.pixels import to_float
 
@@ -35,6 +37,10 @@ def take_rows(tensor: Tensor, indices: Sequence[int] | Tensor) -> Tensor:
 
 #: the largest image side a DataModule decodes to (a 4096x4096 RGB image is 48 MiB as uint8)
 MAX_IMAGE_SIZE = 4096
+
+
+#: the share of a dataset held out for validation (0: no validation split)
+ValFraction = Annotated[float, Field(ge=0, lt=1)]
 
 
 def check_val_fraction(val_fraction: float) -> float:
@@ -130,23 +136,11 @@ class ImageDataModule(L.LightningDataModule):
     #: splits served besides ``train`` and ``val`` (for evaluation only), e.g. CelebA's ``test``
     extra_splits: tuple[str, ...] = ()
 
-    def __init__(self, image_size: int = 64, batch_size: int = 64, num_workers: int = 0,
-                 drop_last: bool = True, seed: int = 0,
-                 augment: Callable[[Tensor], Tensor] | None = None, subset: float | int | None = None) -> None:
+    def __init__(self, image_size: Count = 64, batch_size: Count = 64, num_workers: NonNegativeInt = 0,
+                 drop_last: bool = True, seed: AnyInt = 0,
+                 augment: Callable[[Tensor], Tensor] | None = None, subset: Fraction | Count | None = None) -> None:
         super().__init__()
-        share = isinstance(subset, float) and 0 < subset < 1
-        count = isinstance(subset, int) and not isinstance(subset, bool) and subset >= 1
-        if subset is not None and not (share or count):
-            raise UserError(f"data.subset={subset} must be a share in (0, 1) (e.g. data.subset=0.1) or a number of "
-                            f"training images (e.g. data.subset=200), or null for the whole training split.")
         self.subset = subset
-        if batch_size < 1:
-            raise UserError(f"data.batch_size={batch_size} must be >= 1; e.g. data.batch_size=64.")
-        if image_size < 1:
-            raise UserError(f"data.image_size={image_size} must be positive; e.g. data.image_size=64.")
-        if num_workers < 0:
-            raise UserError(f"data.num_workers={num_workers} must be >= 0 (0: load in the training process, the "
-                            f"fastest for in-memory data); e.g. data.num_workers=0.")
         if image_size > MAX_IMAGE_SIZE:  # a cheap bound before any decoding (the nets check their own sizes)
             raise UserError(f"data.image_size={image_size} is beyond what gan_lab decodes (at most {MAX_IMAGE_SIZE} "
                             f"pixels a side); e.g. data.image_size=64.")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gan_lab.constraints import Count
 from gan_lab.data.cache import IMAGE_EXTENSIONS
 from gan_lab.data.disk import FileImageDataModule
 from gan_lab.errors import UserError
@@ -25,7 +26,7 @@ class CelebA(FileImageDataModule):
     published = "published at https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Align&Cropped Images)"
     layout = "img_align_celeba/*.jpg and list_eval_partition.txt"
 
-    def __init__(self, root: str, image_size: int = 64, **kwargs) -> None:
+    def __init__(self, root: str, image_size: Count = 64, **kwargs) -> None:
         super().__init__(root=root, image_size=image_size, **kwargs)
         self._partition: dict[str, list[str]] | None = None
 

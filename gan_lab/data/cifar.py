@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gan_lab.constraints import Count
 from gan_lab.data.cache import Split
 from gan_lab.data.disk import DiskImageDataModule
 from gan_lab.data.mnist import resize_uint8
@@ -89,7 +90,7 @@ class CIFAR10(DiskImageDataModule):
     published = "published at https://www.cs.toronto.edu/~kriz/cifar.html as cifar-10-python.tar.gz"
     layout = "cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta"
 
-    def __init__(self, root: str, image_size: int = 32, **kwargs) -> None:
+    def __init__(self, root: str, image_size: Count = 32, **kwargs) -> None:
         super().__init__(root=root, image_size=image_size, **kwargs)
         self.class_names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                             "ship", "truck"]

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gan_lab.data.base import ImageDataModule, check_val_fraction
+from gan_lab.constraints import Count
+from gan_lab.data.base import ImageDataModule, ValFraction
 from gan_lab.pixels import to_uint8
 
 ASSET = "digits.csv.gz"
@@ -39,9 +40,9 @@ class Digits(ImageDataModule):
     num_classes = 10
     class_names = [str(i) for i in range(10)]
 
-    def __init__(self, image_size: int = 32, val_fraction: float = 0.1, **kwargs) -> None:
+    def __init__(self, image_size: Count = 32, val_fraction: ValFraction = 0.1, **kwargs) -> None:
         super().__init__(image_size=image_size, **kwargs)
-        self.val_fraction = check_val_fraction(val_fraction)
+        self.val_fraction = float(val_fraction)
 
     def load_split(self, split):
         images, labels = load_digits_arrays()

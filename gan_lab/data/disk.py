@@ -12,12 +12,14 @@ import logging
 import math
 from abc import abstractmethod
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Annotated, Iterator
 
 import torch
+from pydantic import Field
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from gan_lab.constraints import Count, NonNegativeInt
 from gan_lab.data.base import EpochSampler, ImageDataModule, TensorImages, check_val_fraction, take_rows
 from gan_lab.data.cache import (IMAGE_EXTENSIONS, Split, cached_split, decode_files, fallback_cache_dir,
                                 file_signature, parse_background, parse_crop, writable_dir)
@@ -58,6 +60,10 @@ class DeviceLoader:
             yield take_rows(self.images, idx), take_rows(self.labels, idx)
 
 
+#: one colour channel of a background
+Channel = Annotated[int, Field(ge=0, le=255)]
+
+
 def parse_on_device(value) -> str:
     text = str(value).lower()
     if text not in ("auto", "true", "false"):
@@ -88,9 +94,9 @@ class DiskImageDataModule(ImageDataModule):
     #: the layout expected under ``root``, for the missing-data message
     layout: str = ""
 
-    def __init__(self, root: str, image_size: int = 64, crop: str | int = "center",
-                 background: str | Sequence[int] = "white", cache_dir: str | None = None,
-                 decode_workers: int = 0, on_device: str | bool = "auto", **kwargs) -> None:
+    def __init__(self, root: str, image_size: Count = 64, crop: str | Count = "center",
+                 background: str | tuple[Channel, Channel, Channel] = "white", cache_dir: str | None = None,
+                 decode_workers: NonNegativeInt = 0, on_device: str | bool = "auto", **kwargs) -> None:
         super().__init__(image_size=image_size, **kwargs)
         self.root = Path(root).expanduser()
         self.crop, self.background = parse_crop(crop), parse_background(background)

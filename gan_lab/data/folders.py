@@ -6,8 +6,12 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Annotated, Literal, Sequence
 
+from pydantic import Field
+
+from gan_lab.constraints import Count
+from gan_lab.data.base import ValFraction
 from gan_lab.data.cache import IMAGE_EXTENSIONS
 from gan_lab.data.disk import FileImageDataModule, held_out, list_images
 from gan_lab.errors import UserError
@@ -32,13 +36,10 @@ class ImageFolder(FileImageDataModule):
     dataset_name = "image_folder"  # in cache file names and messages
     subfolder: str | None = None   # a sub-folder of root holding the images, used when present
 
-    def __init__(self, root: str, image_size: int = 64, channels: int = 3, val_fraction: float = 0.0,
+    def __init__(self, root: str, image_size: Count = 64, channels: Literal[1, 3] = 3, val_fraction: ValFraction = 0.0,
                  **kwargs) -> None:
         super().__init__(root=root, image_size=image_size, **kwargs)
-        if channels not in (1, 3):
-            raise UserError(f"data.channels={channels} must be 1 (grey) or 3 (RGB).")
         self.channels, self.val_fraction = int(channels), float(val_fraction)
-        held_out(1, self.val_fraction, "train")  # validates the fraction now
         self.num_classes, self.class_names = 1, ["image"]
         self._files: list[tuple[Path, int]] | None = None
 
@@ -120,7 +121,7 @@ class Pokemon(ImageFolder):
 
     Args:
         types: train on these primary types only (e.g. ``[Fire, Water]``); the classes are then
-            these types, in this order.
+            these types, in this order (null: all 18 types).
         csv_path: the type table when it is not ``root/pokemon.csv``.
     """
 
@@ -130,7 +131,8 @@ class Pokemon(ImageFolder):
     dataset_name = "pokemon"
     subfolder = "images"
 
-    def __init__(self, root: str, image_size: int = 128, types: Sequence[str] | None = None,
+    def __init__(self, root: str, image_size: Count = 128,
+                 types: Annotated[Sequence[str], Field(min_length=1)] | None = None,
                  csv_path: str | None = None, background="white", **kwargs) -> None:
         super().__init__(root=root, image_size=image_size, background=background, **kwargs)
         self.csv_path = Path(csv_path).expanduser() if csv_path else self.root / "pokemon.csv"

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gan_lab.constraints import Count
 from gan_lab.data.cache import Split
 from gan_lab.data.disk import DiskImageDataModule
 from gan_lab.errors import UserError
@@ -90,7 +91,7 @@ class MNIST(DiskImageDataModule):
               "t10k-labels-idx1-ubyte (or Kaggle's train-images.idx3-ubyte and so on; plain or .gz), "
               "directly or in MNIST/raw/ or raw/")
 
-    def __init__(self, root: str, image_size: int = 32, **kwargs) -> None:
+    def __init__(self, root: str, image_size: Count = 32, **kwargs) -> None:
         super().__init__(root=root, image_size=image_size, **kwargs)
 
     @property

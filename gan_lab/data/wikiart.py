@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+from gan_lab.constraints import Count
 from gan_lab.data.cache import IMAGE_EXTENSIONS
 from gan_lab.data.disk import FileImageDataModule
 from gan_lab.errors import UserError
@@ -121,7 +122,7 @@ class WikiArt(FileImageDataModule):
     published = ("images in wikiart.zip and split files in 'WikiArt Dataset/', both published at "
                  "https://github.com/cs-chan/ArtGAN")
 
-    def __init__(self, root: str, task: str = "genre", image_size: int = 64,
+    def __init__(self, root: str, task: str = "genre", image_size: Count = 64,
                  splits_dir: str | None = None, **kwargs) -> None:
         super().__init__(root=root, image_size=image_size, **kwargs)
         if task not in TASKS:

@@ -14,12 +14,14 @@ import os
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Annotated, Callable, NamedTuple, Sequence
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from gan_lab.errors import UserError, check_count
+from gan_lab.constraints import AnyInt, Count, Positive, Probability
+from gan_lab.errors import UserError
 from gan_lab.grids import save_grid
 from gan_lab.metrics.classes import class_accuracy
 from gan_lab.metrics.features import FeatureExtractor, extract_all, load_extractor
@@ -91,6 +93,10 @@ class _Split:
         return None if len(self) <= cap else f"{cap} of {len(self)} at random (seed {REFERENCE_SEED})"
 
 
+#: a number of images that a distance or a spread is computed over
+TwoOrMore = Annotated[int, Field(ge=2)]
+
+
 class Evaluator:
     """Runs the chosen metrics on a GAN module and its DataModule.
 
@@ -117,12 +123,13 @@ class Evaluator:
         ema: sample from ``generator_ema`` when the module has one.
     """
 
-    def __init__(self, metrics: Sequence[str] = ("fid", "kid", "is"), num_samples: int = 10000,
-                 num_real: int = 10000, real_split: str = "train", parzen_samples: int = 10000,
-                 parzen_sigmas: Sequence[float] | None = None, kid_subset_size: int = 1000,
-                 kid_subsets: int = 100, is_splits: int = 10, neighbours: int = 8, neighbours_k: int = 5,
-                 memorisation_quantile: float = 0.5, precision_recall_k: int = 3, density_coverage_k: int = 5,
-                 extractor: dict | None = None, batch_size: int = 256, seed: int = 0, ema: bool = True) -> None:
+    def __init__(self, metrics: Sequence[str] = ("fid", "kid", "is"), num_samples: TwoOrMore = 10000,
+                 num_real: TwoOrMore = 10000, real_split: str = "train", parzen_samples: Count = 10000,
+                 parzen_sigmas: Annotated[Sequence[Positive], Field(min_length=1)] | None = None,
+                 kid_subset_size: TwoOrMore = 1000, kid_subsets: Count = 100, is_splits: Count = 10,
+                 neighbours: Count = 8, neighbours_k: Count = 5, memorisation_quantile: Probability = 0.5,
+                 precision_recall_k: Count = 3, density_coverage_k: Count = 5, extractor: dict | None = None,
+                 batch_size: Count = 256, seed: AnyInt = 0, ema: bool = True) -> None:
         if isinstance(metrics, str):
             raise UserError(f"evaluator.metrics={metrics!r} must be a list; e.g. evaluator.metrics=[{metrics}].")
         metrics = [str(m) for m in metrics]
@@ -131,18 +138,6 @@ class Evaluator:
         unknown = sorted(set(metrics) - set(METRICS))
         if unknown:
             raise UserError(f"evaluator.metrics={unknown} unknown; choose from {', '.join(METRICS)}.")
-        if num_samples < 2:
-            raise UserError(f"num_samples={num_samples} must be >= 2 for any metric; e.g. num_samples=1000.")
-        for key, value, minimum, example in (
-                ("num_real", num_real, 2, 10000), ("parzen_samples", parzen_samples, 1, 10000),
-                ("kid_subset_size", kid_subset_size, 2, 1000), ("kid_subsets", kid_subsets, 1, 100),
-                ("is_splits", is_splits, 1, 10), ("neighbours", neighbours, 1, 8), ("neighbours_k", neighbours_k, 1, 5),
-                ("batch_size", batch_size, 1, 256)):
-            check_count(value, f"evaluator.{key}", minimum, example)
-        q = memorisation_quantile
-        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= 1:
-            raise UserError(f"evaluator.memorisation_quantile={q!r} must be a number in [0, 1]; "
-                            f"e.g. evaluator.memorisation_quantile=0.5.")
         self.metrics = metrics
         self.num_samples, self.num_real, self.real_split = int(num_samples), int(num_real), real_split
         self.parzen_samples = int(parzen_samples)
@@ -150,10 +145,6 @@ class Evaluator:
         self.kid_subset_size, self.kid_subsets, self.is_splits = int(kid_subset_size), int(kid_subsets), int(is_splits)
         self.neighbours, self.neighbours_k = int(neighbours), int(neighbours_k)
         self.memorisation_quantile = float(memorisation_quantile)
-        for name, k in (("precision_recall_k", precision_recall_k), ("density_coverage_k", density_coverage_k)):
-            if int(k) != k or k < 1:
-                raise UserError(f"evaluator.{name}={k} must be an integer >= 1 (the papers use "
-                                f"{3 if name == 'precision_recall_k' else 5}).")
         self.precision_recall_k, self.density_coverage_k = int(precision_recall_k), int(density_coverage_k)
         self.extractor_cfg = dict(extractor or {})
         self.batch_size, self.seed, self.ema = int(batch_size), int(seed), bool(ema)

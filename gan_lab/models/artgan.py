@@ -39,11 +39,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from gan_lab.constraints import Count, NonNegative, NonNegativeInt, Positive
 from gan_lab.errors import UserError
 from gan_lab.losses import GANLoss
 from gan_lab.models.base import OptimizerFactory, SchedulerFactory, frozen
 from gan_lab.models.conditional import ConditionalGAN
-from gan_lab.models.tricks import flip_mask
+from gan_lab.models.tricks import FlipProbability, flip_mask
 from gan_lab.noise import Noise
 
 RECONSTRUCTION_UPDATES = ("generator", "discriminator", "both")
@@ -73,13 +74,13 @@ class ArtGAN(ConditionalGAN):
     def __init__(self, generator: nn.Module, discriminator: nn.Module, noise: Noise, loss: GANLoss,
                  optimizer: Mapping[str, OptimizerFactory],
                  scheduler: Mapping[str, SchedulerFactory | None] | None = None,
-                 num_classes: int = 10, class_names: Sequence[str] | None = None, samples_per_class: int = 8,
-                 reconstruction_weight: float = 1.0, reconstruction_updates: str = "generator",
-                 pretrain_epochs: int = 0, extra_g_when: str | None = None, extra_g_threshold: float | None = None,
-                 label_flip: float = 0.0, instance_noise: float = 0.0,
-                 instance_noise_decay: int = 0, init: str | None = None,
-                 n_critic: int = 1, n_gen: int = 1, instance_noise_on: str | None = None,
-                 d_augment: nn.Module | None = None, gradient_clip_norm: float | None = None,
+                 num_classes: Count = 10, class_names: Sequence[str] | None = None, samples_per_class: Count = 8,
+                 reconstruction_weight: NonNegative = 1.0, reconstruction_updates: str = "generator",
+                 pretrain_epochs: NonNegativeInt = 0, extra_g_when: str | None = None,
+                 extra_g_threshold: NonNegative | None = None, label_flip: FlipProbability = 0.0,
+                 instance_noise: NonNegative = 0.0, instance_noise_decay: NonNegativeInt = 0, init: str | None = None,
+                 n_critic: Count = 1, n_gen: Count = 1, instance_noise_on: str | None = None,
+                 d_augment: nn.Module | None = None, gradient_clip_norm: Positive | None = None,
                  fresh_reals: bool = False, fresh_fakes: bool = False) -> None:
         for part, owner in (("decoder", generator), ("encoder", discriminator), ("classifier", discriminator)):
             if not isinstance(getattr(owner, part, None), nn.Module):
@@ -88,11 +89,6 @@ class ArtGAN(ConditionalGAN):
         if reconstruction_updates not in RECONSTRUCTION_UPDATES:
             raise UserError(f"model.reconstruction_updates={reconstruction_updates!r} is unknown; use one of "
                             f"{', '.join(RECONSTRUCTION_UPDATES)}.")
-        if reconstruction_weight < 0:
-            raise UserError(f"model.reconstruction_weight={reconstruction_weight} must be >= 0 (0 turns the "
-                            f"reconstruction term off); the paper uses 1.")
-        if int(pretrain_epochs) != pretrain_epochs or pretrain_epochs < 0:
-            raise UserError(f"model.pretrain_epochs={pretrain_epochs} must be an integer >= 0; one study used 10.")
         if extra_g_when is not None and extra_g_when not in EXTRA_G_WHEN:
             raise UserError(f"model.extra_g_when={extra_g_when!r} is unknown; use d_adv_loss or d_loss (extra G "
                             f"update when D's real-vs-generated or whole loss < extra_g_threshold), d_acc (when D's "

@@ -28,6 +28,7 @@ import torch.nn as nn
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
+from gan_lab.constraints import Count, Positive
 from gan_lab.distributed import reduce_over_processes
 from gan_lab.errors import UserError
 from gan_lab.losses import GANLoss
@@ -97,8 +98,8 @@ class GAN(L.LightningModule):
     def __init__(self, generator: nn.Module, discriminator: nn.Module, noise: Noise, loss: GANLoss,
                  optimizer: Mapping[str, OptimizerFactory],
                  scheduler: Mapping[str, SchedulerFactory | None] | None = None,
-                 n_critic: int = 1, n_gen: int = 1, num_samples: int = 64,
-                 d_augment: nn.Module | None = None, gradient_clip_norm: float | None = None,
+                 n_critic: Count = 1, n_gen: Count = 1, num_samples: Count = 64,
+                 d_augment: nn.Module | None = None, gradient_clip_norm: Positive | None = None,
                  fresh_reals: bool = False, fresh_fakes: bool = False) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -107,14 +108,6 @@ class GAN(L.LightningModule):
                 "its discriminator's K+1 outputs train with loss=categorical; drop the loss override."
                 if self.k_plus_one else "loss=categorical scores K+1 class outputs, which only model=artgan's "
                 "discriminator has; use another loss (e.g. loss=non_saturating) or model=artgan."))
-        for name, value in (("n_critic", n_critic), ("n_gen", n_gen)):
-            if int(value) != value or value < 1:
-                raise UserError(f"model.{name}={value} must be an integer >= 1; e.g. model.{name}=1.")
-        if num_samples < 1:
-            raise UserError(f"model.num_samples={num_samples} must be >= 1; e.g. model.num_samples=64.")
-        if gradient_clip_norm is not None and not gradient_clip_norm > 0:
-            raise UserError(f"model.gradient_clip_norm={gradient_clip_norm} must be > 0 (e.g. 10), or null for no "
-                            f"clipping.")
         if not isinstance(fresh_reals, bool):
             raise UserError(f"model.fresh_reals={fresh_reals!r} must be true (each critic update draws its own real "
                             f"images) or false (the updates of a batch share its real images).")

@@ -13,10 +13,11 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from gan_lab.constraints import Count, NonNegative, NonNegativeInt, Positive
 from gan_lab.errors import UserError
 from gan_lab.losses import GANLoss
 from gan_lab.models.base import GAN, OptimizerFactory, SchedulerFactory
-from gan_lab.models.tricks import InstanceNoise, check_probability, swap_flipped
+from gan_lab.models.tricks import FlipProbability, InstanceNoise, swap_flipped
 from gan_lab.nets.init import dcgan_init, kaiming_dense_dcgan_conv_init
 from gan_lab.noise import Noise
 
@@ -62,11 +63,11 @@ class ConditionalGAN(GAN):
     def __init__(self, generator: nn.Module, discriminator: nn.Module, noise: Noise, loss: GANLoss,
                  optimizer: Mapping[str, OptimizerFactory],
                  scheduler: Mapping[str, SchedulerFactory | None] | None = None,
-                 num_classes: int = 10, class_names: Sequence[str] | None = None, samples_per_class: int = 8,
-                 label_flip: float = 0.0, instance_noise: float = 0.0, instance_noise_decay: int = 0,
-                 init: str | None = None, n_critic: int = 1, n_gen: int = 1,
-                 instance_noise_on: str | None = None, d_augment: nn.Module | None = None,
-                 gradient_clip_norm: float | None = None, fresh_reals: bool = False,
+                 num_classes: Count = 10, class_names: Sequence[str] | None = None, samples_per_class: Count = 8,
+                 label_flip: FlipProbability = 0.0, instance_noise: NonNegative = 0.0,
+                 instance_noise_decay: NonNegativeInt = 0, init: str | None = None, n_critic: Count = 1,
+                 n_gen: Count = 1, instance_noise_on: str | None = None, d_augment: nn.Module | None = None,
+                 gradient_clip_norm: Positive | None = None, fresh_reals: bool = False,
                  fresh_fakes: bool = False) -> None:
         names = check_classes(num_classes, class_names, self.model_name)
         if instance_noise_on is not None and not instance_noise:
@@ -76,8 +77,6 @@ class ConditionalGAN(GAN):
         if instance_noise_on not in INSTANCE_NOISE_ON:
             raise UserError(f"model.instance_noise_on={instance_noise_on!r} is unknown; use real (real images "
                             f"only) or real_and_fake (every image D sees).")
-        if int(samples_per_class) != samples_per_class or samples_per_class < 1:
-            raise UserError(f"model.samples_per_class={samples_per_class} must be an integer >= 1; e.g. 8.")
         if init is not None and init not in INITS:
             raise UserError(f"model.init={init!r} is unknown; use one of {', '.join(INITS)} or null.")
         # grid_labels() is called by GAN.__init__, so the class count must exist before it runs.
@@ -87,7 +86,7 @@ class ConditionalGAN(GAN):
                          num_samples=self.num_classes * self.samples_per_class, d_augment=d_augment,
                          gradient_clip_norm=gradient_clip_norm, fresh_reals=fresh_reals, fresh_fakes=fresh_fakes)
         self.class_names = names
-        self.label_flip = check_probability(label_flip, "model.label_flip")
+        self.label_flip = float(label_flip)
         self.instance_noise = InstanceNoise(instance_noise, instance_noise_decay)
         self.instance_noise_on = instance_noise_on
         # the decaying std on the device as well (filled before every training batch, not saved), so

@@ -10,7 +10,9 @@ model's phase with it; the model knows nothing of the schedule.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Annotated, Any, Mapping, Sequence
+
+from pydantic import Field
 
 from gan_lab.errors import UserError
 
@@ -56,7 +58,7 @@ class GrowthSchedule:
         target_resolution: the final resolution (``data.image_size``).
     """
 
-    def __init__(self, stages: Sequence[Mapping[str, Any]], target_resolution: int) -> None:
+    def __init__(self, stages: Sequence[Mapping[str, Any]], target_resolution: Annotated[int, Field(ge=4)]) -> None:
         where = "callbacks.growth.schedule.stages"
         if not isinstance(stages, Sequence) or isinstance(stages, (str, bytes)) or not stages:
             raise UserError(f"{where} must be a non-empty list of stages like {{resolution: 4, "

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from gan_lab.constraints import NonNegative
 from gan_lab.errors import UserError
 from gan_lab.models.wgan_gp import WGANGP
 from gan_lab.nets.progressive import check_resolution, fade, fading
@@ -50,7 +51,7 @@ class PGGAN(WGANGP):
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, *args: Any,
-                 gp_weight: float = 10.0, drift_weight: float = 0.001, **kwargs: Any) -> None:
+                 gp_weight: NonNegative = 10.0, drift_weight: NonNegative = 0.001, **kwargs: Any) -> None:
         g_size = getattr(generator, "max_resolution", None)
         d_size = getattr(discriminator, "max_resolution", None)
         if g_size is None or g_size != d_size:

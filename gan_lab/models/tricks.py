@@ -8,16 +8,16 @@ smoothing from its loss config (``loss.discriminator.real_target``).
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from gan_lab.errors import UserError
 
-
-def check_probability(value: float, key: str, example: float = 0.05) -> float:
-    if not 0.0 <= value < 1.0:
-        raise UserError(f"{key}={value} must be in [0, 1); e.g. {key}={example}.")
-    return float(value)
+#: the probability that a real and a fake sample swap targets (1 would swap every one)
+FlipProbability = Annotated[float, Field(ge=0, lt=1)]
 
 
 class InstanceNoise:
@@ -29,11 +29,6 @@ class InstanceNoise:
     """
 
     def __init__(self, std: float = 0.0, decay_batches: int = 0) -> None:
-        if std < 0:
-            raise UserError(f"model.instance_noise={std} must be >= 0; e.g. model.instance_noise=0.1.")
-        if int(decay_batches) != decay_batches or decay_batches < 0:
-            raise UserError(f"model.instance_noise_decay={decay_batches} must be an integer >= 0 "
-                            f"(batches until the noise reaches 0; 0 keeps it constant).")
         if decay_batches and not std:
             raise UserError(f"model.instance_noise_decay={decay_batches} has no effect while model.instance_noise=0; "
                             f"set model.instance_noise (e.g. 0.1) or leave the decay at 0.")

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from gan_lab.constraints import NonNegativeInt, Positive
 from gan_lab.errors import UserError
 from gan_lab.models.base import GAN
 
@@ -59,12 +60,9 @@ class WGAN(GAN):
         *args, **kwargs: as :class:`GAN` (``n_critic`` 5 in the preset).
     """
 
-    def __init__(self, *args: Any, weight_clip: float | None = None,
-                 critic_warmup: Mapping[str, int] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, weight_clip: Positive | None = None,
+                 critic_warmup: Mapping[str, NonNegativeInt] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if weight_clip is not None and not weight_clip > 0:
-            raise UserError(f"model.weight_clip={weight_clip} must be > 0 (the paper's 0.01), or null for no "
-                            f"clipping.")
         self.weight_clip = None if weight_clip is None else float(weight_clip)
         self.critic_warmup = check_critic_warmup(critic_warmup)
         # the warm-up's state, saved in checkpoints

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor
 
-from gan_lab.errors import UserError
+from gan_lab.constraints import NonNegative
 from gan_lab.losses import drift_penalty, gradient_penalty
 from gan_lab.models.wgan import WGAN
 
@@ -27,11 +27,9 @@ class WGANGP(WGAN):
         *args, **kwargs: as :class:`~gan_lab.models.wgan.WGAN` (``n_critic`` 5 in the preset).
     """
 
-    def __init__(self, *args: Any, gp_weight: float = 10.0, drift_weight: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, gp_weight: NonNegative = 10.0, drift_weight: NonNegative = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for name, value in (("gp_weight", gp_weight), ("drift_weight", drift_weight)):
-            if value < 0:
-                raise UserError(f"model.{name}={value} must be >= 0; e.g. model.{name}=0 turns it off.")
         self.gp_weight, self.drift_weight = float(gp_weight), float(drift_weight)
 
     def precision_refusal(self, precision: str, optimizers=()) -> str | None:

@@ -18,9 +18,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from gan_lab.constraints import Count
 from gan_lab.errors import UserError
 from gan_lab.nets.conditional import check_num_classes, class_codes
-from gan_lab.nets.dcgan import check_positive, output_layer
+from gan_lab.nets.dcgan import DropoutRate, output_layer
 from gan_lab.nets.init import dcgan_init
 
 SUPPORTED_SIZES = (16, 32, 64, 128, 256)
@@ -37,12 +38,6 @@ def check_artgan_size(image_size: int, net: str) -> int:
 
 def channels_at(resolution: int, width: int) -> int:
     return max(width, FEATURE_SIZE * 4 * width // resolution)
-
-
-def _check_dropout(dropout: float, key: str) -> float:
-    if not 0.0 <= dropout < 1.0:
-        raise UserError(f"{key}={dropout} must be in [0, 1); e.g. 0.3.")
-    return float(dropout)
 
 
 def _drop(p: float) -> list[nn.Module]:
@@ -137,16 +132,14 @@ class ArtGANGenerator(nn.Module):
     ``tanh`` (images in [-1, 1]); the model converts real batches to that range (see
     :meth:`gan_lab.models.base.GAN.to_model_range`)."""
 
-    def __init__(self, latent_dim: int, num_classes: int, image_size: int = 64, channels: int = 3,
-                 width: int = 128, dropout: float = 0.0, init: bool = True, output: str = "tanh") -> None:
+    def __init__(self, latent_dim: Count, num_classes: Count, image_size: Count = 64, channels: Count = 3,
+                 width: Count = 128, dropout: DropoutRate = 0.0, init: bool = True, output: str = "tanh") -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "ArtGAN generator")
-        width = check_positive(width, "model.generator.width", 128)
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         self.output = output
         self.znet = ZNet(latent_dim, self.num_classes, width)
-        self.decoder = Decoder(image_size, channels, width, _check_dropout(dropout, "model.generator.dropout"),
-                               output)
+        self.decoder = Decoder(image_size, channels, width, float(dropout), output)
         if init:
             self.apply(dcgan_init)
 
@@ -159,15 +152,13 @@ class ArtGANDiscriminator(nn.Module):
     block, ``classifier_dropout`` clsNet's convolution block (the French study's artist model had
     dropout in the encoder and the decoder only; its conclusion proposes extending it to every module)."""
 
-    def __init__(self, num_classes: int, image_size: int = 64, channels: int = 3, width: int = 128,
-                 dropout: float = 0.0, classifier_dropout: float = 0.0, init: bool = True) -> None:
+    def __init__(self, num_classes: Count, image_size: Count = 64, channels: Count = 3, width: Count = 128,
+                 dropout: DropoutRate = 0.0, classifier_dropout: DropoutRate = 0.0, init: bool = True) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "ArtGAN discriminator")
-        width = check_positive(width, "model.discriminator.width", 128)
         self.image_size, self.channels = image_size, channels
-        self.encoder = Encoder(image_size, channels, width, _check_dropout(dropout, "model.discriminator.dropout"))
-        self.classifier = ClsNet(self.num_classes, width,
-                                 _check_dropout(classifier_dropout, "model.discriminator.classifier_dropout"))
+        self.encoder = Encoder(image_size, channels, width, float(dropout))
+        self.classifier = ClsNet(self.num_classes, width, float(classifier_dropout))
         if init:
             self.apply(dcgan_init)
 

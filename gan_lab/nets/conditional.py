@@ -23,15 +23,20 @@ Where the label joins is the ``conditioning`` option of every net:
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Annotated, Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 
+from gan_lab.constraints import Count
 from gan_lab.errors import UserError
-from gan_lab.nets.dcgan import DCGANDiscriminator, DCGANGenerator, check_positive
+from gan_lab.nets.dcgan import DCGANDiscriminator, DCGANGenerator, DropoutRate
+
+#: the widths of an MLP's hidden dense layers, at least one
+Hidden = Annotated[Sequence[Count], Field(min_length=1)]
 from gan_lab.nets.init import dcgan_init
 
 LABEL_ENCODINGS = ("one_hot", "embedding")
@@ -68,7 +73,7 @@ class LabelEncoder(nn.Module):
         if encoding not in LABEL_ENCODINGS:
             raise UserError(f"label_encoding={encoding!r} is unknown; use one of {', '.join(LABEL_ENCODINGS)}.")
         if encoding == "embedding":
-            embedding_dim = check_positive(10 if embedding_dim is None else embedding_dim, key, 10)
+            embedding_dim = 10 if embedding_dim is None else int(embedding_dim)
         elif embedding_dim is not None:
             raise UserError(f"{key}={embedding_dim} has no effect with label_encoding=one_hot (the code is the "
                             f"one-hot itself); set model.generator.label_encoding=embedding or {key}=null.")
@@ -169,14 +174,6 @@ def check_activation(activation: str, key: str) -> nn.Module:
     return ACTIVATIONS[activation]()
 
 
-def check_hidden(hidden: Sequence[int], key: str) -> list[int]:
-    """Dense widths: a non-empty list of positive integers."""
-    widths = list(hidden)
-    if not widths or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
-        raise UserError(f"{key}={widths} must list one or more positive widths; e.g. {key}=[256,512,1024].")
-    return [int(w) for w in widths]
-
-
 class MLPConditionalGenerator(nn.Module):
     """(z, label) -> image: dense layers on ``[z, code(label)]``, tanh output reshaped to an image.
 
@@ -195,14 +192,14 @@ class MLPConditionalGenerator(nn.Module):
             gets the rest of ``hidden[0]``.
     """
 
-    def __init__(self, latent_dim: int, num_classes: int, image_size: int = 28, channels: int = 1,
-                 hidden: Sequence[int] = (256, 512, 1024), label_encoding: str = "one_hot",
-                 embedding_dim: int | None = None, norm: bool = True, init: bool = True, activation: str = "leaky_relu",
-                 conditioning: str = "concat", branch_width: int | None = None) -> None:
+    def __init__(self, latent_dim: Count, num_classes: Count, image_size: Count = 28, channels: Count = 1,
+                 hidden: Hidden = (256, 512, 1024), label_encoding: str = "one_hot",
+                 embedding_dim: Count | None = None, norm: bool = True, init: bool = True,
+                 activation: str = "leaky_relu", conditioning: str = "concat", branch_width: Count | None = None) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "MLP cGAN generator")
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
-        hidden = check_hidden(hidden, "model.generator.hidden")
+        hidden = [int(w) for w in hidden]
         act = check_activation(activation, "model.generator.activation")
         self.conditioning = conditioning
         self.branch_width = check_conditioning(conditioning, branch_width, "model.generator.branch_width", hidden[0])
@@ -235,16 +232,14 @@ class MLPConditionalDiscriminator(nn.Module):
             gets ``hidden[0] - branch_width`` outputs.
     """
 
-    def __init__(self, num_classes: int, image_size: int = 28, channels: int = 1,
-                 hidden: Sequence[int] = (1024, 512, 256), label_encoding: str = "one_hot",
-                 embedding_dim: int | None = None, dropout: float = 0.3, init: bool = True, norm: bool = False,
-                 conditioning: str = "concat", branch_width: int | None = None) -> None:
+    def __init__(self, num_classes: Count, image_size: Count = 28, channels: Count = 1,
+                 hidden: Hidden = (1024, 512, 256), label_encoding: str = "one_hot",
+                 embedding_dim: Count | None = None, dropout: DropoutRate = 0.3, init: bool = True, norm: bool = False,
+                 conditioning: str = "concat", branch_width: Count | None = None) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "MLP cGAN discriminator")
-        if not 0.0 <= dropout < 1.0:
-            raise UserError(f"model.discriminator.dropout={dropout} must be in [0, 1); e.g. 0.3.")
         self.image_size, self.channels = image_size, channels
-        hidden = check_hidden(hidden, "model.discriminator.hidden")
+        hidden = [int(w) for w in hidden]
         self.conditioning = conditioning
         self.branch_width = check_conditioning(conditioning, branch_width, "model.discriminator.branch_width",
                                                hidden[0])
@@ -280,9 +275,9 @@ class ConditionalDCGANGenerator(nn.Module):
             ``width * 2^k``); z's branch gets the rest.
     """
 
-    def __init__(self, latent_dim: int, num_classes: int, image_size: int = 64, channels: int = 3,
-                 width: int = 64, max_mult: int = 8, norm: str = "batch", init: bool = True,
-                 conditioning: str = "concat", branch_channels: int | None = None) -> None:
+    def __init__(self, latent_dim: Count, num_classes: Count, image_size: Count = 64, channels: Count = 3,
+                 width: Count = 64, max_mult: Count = 8, norm: str = "batch", init: bool = True,
+                 conditioning: str = "concat", branch_channels: Count | None = None) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "conditional DCGAN generator")
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
@@ -314,9 +309,9 @@ class ConditionalDCGANDiscriminator(nn.Module):
             branch gets the rest.
     """
 
-    def __init__(self, num_classes: int, image_size: int = 64, channels: int = 3, width: int = 64,
-                 max_mult: int = 8, norm: str = "batch", spectral_norm: bool = False, dropout: float = 0.0,
-                 init: bool = True, conditioning: str = "concat", branch_channels: int | None = None) -> None:
+    def __init__(self, num_classes: Count, image_size: Count = 64, channels: Count = 3, width: Count = 64,
+                 max_mult: Count = 8, norm: str = "batch", spectral_norm: bool = False, dropout: DropoutRate = 0.0,
+                 init: bool = True, conditioning: str = "concat", branch_channels: Count | None = None) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, "conditional DCGAN discriminator")
         self.image_size, self.channels = image_size, channels

@@ -13,11 +13,13 @@ generator's ``output`` activation is ``tanh`` (images in [-1, 1]) or ``sigmoid``
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Annotated, Sequence
 
 import torch.nn as nn
+from pydantic import Field
 from torch import Tensor
 
+from gan_lab.constraints import Count
 from gan_lab.errors import UserError
 from gan_lab.nets.init import dcgan_init
 
@@ -26,12 +28,8 @@ NORMS = ("batch", "instance", "layer", "none")
 OUTPUTS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
-def check_positive(value: int, key: str, example: int) -> int:
-    """A net size (a width, a channel multiplier, a layer's units) must be a positive integer: a zero or
-    negative one would only fail inside the convolution library, mid-training."""
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise UserError(f"{key}={value} must be a positive integer; e.g. {key}={example}.")
-    return int(value)
+#: the probability that dropout zeroes a unit (1 would zero every one)
+DropoutRate = Annotated[float, Field(ge=0, lt=1)]
 
 
 def check_image_size(image_size: int, net: str, sizes: tuple[int, ...] = SUPPORTED_SIZES) -> int:
@@ -70,8 +68,6 @@ def widths_per_block(given: Sequence[int] | None, default: list[int], key: str) 
     if len(widths) != len(default):
         raise UserError(f"{key}={widths} lists {len(widths)} blocks but this image size needs {len(default)} "
                         f"(e.g. {key}={default}); or set {key}=null.")
-    if any(isinstance(c, bool) or int(c) != c or c < 1 for c in widths):
-        raise UserError(f"{key}={widths} must list positive integers; e.g. {key}={default}.")
     return [int(c) for c in widths]
 
 
@@ -106,13 +102,11 @@ class DCGANGenerator(nn.Module):
         output: ``tanh`` (images in [-1, 1], the data range) or ``sigmoid`` (images in [0, 1]).
     """
 
-    def __init__(self, latent_dim: int, image_size: int = 64, channels: int = 3, width: int = 64,
-                 max_mult: int = 8, norm: str | Sequence[str] = "batch", init: bool = True,
-                 block_channels: Sequence[int] | None = None, output: str = "tanh") -> None:
+    def __init__(self, latent_dim: Count, image_size: Count = 64, channels: Count = 3, width: Count = 64,
+                 max_mult: Count = 8, norm: str | Sequence[str] = "batch", init: bool = True,
+                 block_channels: Sequence[Count] | None = None, output: str = "tanh") -> None:
         super().__init__()
         blocks = check_image_size(image_size, "DCGAN generator")
-        width = check_positive(width, "model.generator.width", 64)
-        max_mult = check_positive(max_mult, "model.generator.max_mult", 8)
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         widths = widths_per_block(block_channels, [width * m for m in _mults(blocks, max_mult)],
                                   "model.generator.block_channels")
@@ -168,16 +162,12 @@ class DCGANDiscriminator(nn.Module):
         dropout: follows each block.
     """
 
-    def __init__(self, image_size: int = 64, channels: int = 3, width: int = 64, max_mult: int = 8,
-                 norm: str | Sequence[str] = "batch", spectral_norm: bool = False, dropout: float = 0.0,
-                 init: bool = True, block_channels: Sequence[int] | None = None, stem_kernel: int = 4,
-                 stem_stride: int = 2) -> None:
+    def __init__(self, image_size: Count = 64, channels: Count = 3, width: Count = 64, max_mult: Count = 8,
+                 norm: str | Sequence[str] = "batch", spectral_norm: bool = False, dropout: DropoutRate = 0.0,
+                 init: bool = True, block_channels: Sequence[Count] | None = None, stem_kernel: Count = 4,
+                 stem_stride: Count = 2) -> None:
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise UserError(f"model.discriminator.dropout={dropout} must be in [0, 1); e.g. 0.3.")
         padding, side = stem_geometry(image_size, stem_kernel, stem_stride, "DCGAN discriminator")
-        width = check_positive(width, "model.discriminator.width", 64)
-        max_mult = check_positive(max_mult, "model.discriminator.max_mult", 8)
         blocks = int(math.log2(side)) - 1  # the stem, then halvings down to 4x4
         self.image_size, self.channels = image_size, channels
         widths = widths_per_block(block_channels, [width * min(2 ** i, max_mult) for i in range(blocks)],

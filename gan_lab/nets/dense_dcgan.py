@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch.nn as nn
 from torch import Tensor
 
-from gan_lab.errors import UserError
-from gan_lab.nets.dcgan import check_image_size, check_positive, norm_layer
+from gan_lab.constraints import Count, NonNegativeInt
+from gan_lab.nets.dcgan import DropoutRate, check_image_size, norm_layer
 from gan_lab.nets.init import dcgan_init
 
 
@@ -42,19 +42,11 @@ class DenseDCGANGenerator(nn.Module):
         norm: normalisation of the conv blocks (``batch`` as in the study, ``none``, ...).
     """
 
-    def __init__(self, latent_dim: int, image_size: int = 128, channels: int = 3, width: int = 32,
-                 max_mult: int = 16, dense_channels: int = 256, dropout: float = 0.5,
-                 dropout_blocks: int = 2, norm: str = "batch", init: bool = True) -> None:
+    def __init__(self, latent_dim: Count, image_size: Count = 128, channels: Count = 3, width: Count = 32,
+                 max_mult: Count = 16, dense_channels: Count = 256, dropout: DropoutRate = 0.5,
+                 dropout_blocks: NonNegativeInt = 2, norm: str = "batch", init: bool = True) -> None:
         super().__init__()
         blocks = check_image_size(image_size, "dense DCGAN generator")
-        if not 0.0 <= dropout < 1.0:
-            raise UserError(f"model.generator.dropout={dropout} must be in [0, 1); e.g. 0.5.")
-        dense_channels = check_positive(dense_channels, "model.generator.dense_channels", 256)
-        width = check_positive(width, "model.generator.width", 32)
-        max_mult = check_positive(max_mult, "model.generator.max_mult", 16)
-        if isinstance(dropout_blocks, bool) or int(dropout_blocks) != dropout_blocks or dropout_blocks < 0:
-            raise UserError(f"model.generator.dropout_blocks={dropout_blocks} must be an integer >= 0; "
-                            f"e.g. model.generator.dropout_blocks=2.")
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         self.dense_channels = dense_channels
         mults = [min(2 ** (blocks - 1 - i), max_mult) for i in range(blocks)]

@@ -21,13 +21,19 @@ layer whatever its fan-in. Channels per resolution follow the paper: ``min(fmap_
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 
+from gan_lab.constraints import Count
 from gan_lab.errors import UserError
+
+#: the last resolution of a progressive net (a power of two from 4 on)
+MaxResolution = Annotated[int, Field(ge=4)]
 
 LRELU = 0.2
 
@@ -127,14 +133,6 @@ class MinibatchStddev(nn.Module):
         return torch.cat([x, y], dim=1)
 
 
-def check_fmaps(fmap_base: int, fmap_max: int, net: str) -> tuple[int, int]:
-    """Feature-map sizes must be positive integers (a zero or negative one would silently give 1 map)."""
-    for key, value, example in (("fmap_base", fmap_base, 8192), ("fmap_max", fmap_max, 512)):
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise UserError(f"{net}.{key}={value} must be a positive integer; e.g. {net}.{key}={example}.")
-    return int(fmap_base), int(fmap_max)
-
-
 def channels_at(resolution: int, fmap_base: int, fmap_max: int) -> int:
     """Feature maps at a resolution: ``min(fmap_base / resolution, fmap_max)`` (at least 1)."""
     return max(1, min(fmap_base // resolution, fmap_max))
@@ -151,12 +149,12 @@ class ProgressiveGenerator(nn.Module):
             (8192 and 512 in the paper: 512 up to 32x32, then 256, 128, ...).
     """
 
-    def __init__(self, latent_dim: int, max_resolution: int = 128, channels: int = 3,
-                 fmap_base: int = 8192, fmap_max: int = 512) -> None:
+    def __init__(self, latent_dim: Count, max_resolution: MaxResolution = 128, channels: Count = 3,
+                 fmap_base: Count = 8192, fmap_max: Count = 512) -> None:
         super().__init__()
         self.latent_dim, self.max_resolution, self.channels = latent_dim, max_resolution, channels
         self.resolutions = resolutions(max_resolution)
-        fmap_base, fmap_max = check_fmaps(fmap_base, fmap_max, "model.generator")
+        fmap_base, fmap_max = int(fmap_base), int(fmap_max)
         ch = [channels_at(r, fmap_base, fmap_max) for r in self.resolutions]
         self.ch0 = ch[0]
         self.input = nn.Sequential(PixelNorm(), EqualizedLinear(latent_dim, ch[0] * 16, gain=math.sqrt(2) / 4))
@@ -194,12 +192,12 @@ class ProgressiveDiscriminator(nn.Module):
         group_size: minibatch standard deviation group (4 in the paper).
     """
 
-    def __init__(self, max_resolution: int = 128, channels: int = 3, fmap_base: int = 8192,
-                 fmap_max: int = 512, group_size: int = 4) -> None:
+    def __init__(self, max_resolution: MaxResolution = 128, channels: Count = 3, fmap_base: Count = 8192,
+                 fmap_max: Count = 512, group_size: Count = 4) -> None:
         super().__init__()
         self.max_resolution, self.channels = max_resolution, channels
         self.resolutions = resolutions(max_resolution)
-        fmap_base, fmap_max = check_fmaps(fmap_base, fmap_max, "model.discriminator")
+        fmap_base, fmap_max = int(fmap_base), int(fmap_max)
         ch = [channels_at(r, fmap_base, fmap_max) for r in self.resolutions]
         self.from_rgb = nn.ModuleList([nn.Sequential(EqualizedConv2d(channels, c, 1), nn.LeakyReLU(LRELU))
                                        for c in ch])
