@@ -52,7 +52,10 @@ def check_types(node: Any, what: str) -> None:
             continue
         value = node[key]
         if isinstance(value, DictConfig) or (isinstance(value, ListConfig) and _holds_nodes(value)):
-            check_types(value, f"{what}.{key}")
+            # a node interpolated from elsewhere (data.augment: ${augment}) is named where the user sets it
+            source = OmegaConf.to_container(node, resolve=False)[key] if OmegaConf.is_interpolation(node, key) else ""
+            found = re.fullmatch(r"\$\{([\w.]+)\}", str(source))
+            check_types(value, found.group(1) if found else f"{what}.{key}")
             continue
         if isinstance(value, ListConfig):
             value = OmegaConf.to_container(value, resolve=True)

@@ -183,7 +183,7 @@ def describe(hint: Any, plural: bool = False) -> str:
         return "a mapping"
     words = (_PLURAL if plural else _NAMES).get(base) or getattr(base, "__name__", str(base))
     bounds = _bounds(meta)
-    finite = base is float and not any(isinstance(m, Unbounded) for m in meta) and not bounds
+    finite = base is float and not bounds
     if bounds:
         words += " " + _range_words(bounds)
     elif finite:

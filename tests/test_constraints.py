@@ -183,7 +183,7 @@ def test_the_proposed_value_is_not_refused(make_cfg, overrides, build, refused):
     (Positive, "a number > 0"),
     (NonNegative | None, "a number >= 0 or null"),
     (Fraction, "a number in (0, 1)"),
-    (AnyFloat, "a number"),
+    (AnyFloat, "a finite number"),
     (AnyInt, "an integer"),
     (float, "a finite number"),
     (tuple[Probability, Probability], "a list of 2 numbers in [0, 1]"),

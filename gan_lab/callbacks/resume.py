@@ -108,9 +108,12 @@ def check_epoch_continues(batches: int, saved_images: int | None, images: int | 
 def check_resumed_position(checkpoint: dict[str, Any], datamodule: Any) -> None:
     """Before training: a mid-epoch ``checkpoint`` must be continued with the batches and the epoch
     order it was written with (checked again by :class:`EpochPosition` once the DataLoader exists)."""
-    state = (checkpoint.get("callbacks") or {}).get(EpochPosition.__qualname__)
+    callbacks = checkpoint.get("callbacks") or {}
+    state = callbacks.get(EpochPosition.__qualname__)
     if not isinstance(state, dict) or not state.get("mid_epoch"):
         return
+    if any(str(key).startswith("Growth") for key in callbacks):
+        return  # the batch size is the growth stage's, known once the Growth callback has restored it
     images, order = planned_epoch(datamodule)
     check_epoch_continues(int(state.get("batch_in_epoch", 0)), state.get("batch_images"), images,
                           state.get("order"), order)
