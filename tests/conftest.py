@@ -63,6 +63,37 @@ def make_cfg(tmp_path):
     return _make
 
 
+def run_main(module: str, *args: str, capsys) -> subprocess.CompletedProcess:
+    """Run an entry point's Hydra ``main`` in this process with ``args`` as its command line (as
+    ``python -m <module>`` would, seconds faster than a subprocess): its exit status and stderr. Hydra's
+    global state and the root logger are put back afterwards."""
+    import importlib
+    import logging
+
+    from hydra.core.hydra_config import HydraConfig
+
+    main = importlib.import_module(module).main
+    GlobalHydra.instance().clear()
+    argv, hydra_cfg = sys.argv, HydraConfig.instance().cfg
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    sys.argv = [module, *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv, HydraConfig.instance().cfg = argv, hydra_cfg
+        GlobalHydra.instance().clear()
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:], root.level = handlers, level
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess([module, *args], code, out.out, out.err)
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300, module: str = "gan_lab.run",
             env: dict | None = None) -> subprocess.CompletedProcess:
     """Run an entry point in a subprocess, as a user would, capturing its output."""

@@ -1,7 +1,6 @@
 """Every bad input ends in one clear line, a non-zero exit and no stack trace.
 
-Each case runs the real entry point in a subprocess (a few seconds each): the default suite feeds
-one bad override per config group; the other input checks are marked slow.
+Each case runs the real entry point's ``main`` with its command line, in this process.
 """
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import pytest
 
 from gan_lab.errors import UserError
 from gan_lab.loggers import wandb_logger
-from tests.conftest import CONF, TINY, run_cli
+from tests.conftest import CONF, TINY, run_main
 
 #: (group, overrides, expected text); exit status 2 for gan_lab's own messages, Hydra's are 1
 PER_GROUP = [
@@ -70,10 +69,10 @@ OTHER_INPUTS = [
 ]
 
 
-def check(args: list[str], expected: str, tmp_path) -> str:
+def check(args: list[str], expected: str, tmp_path, capsys) -> str:
     """Runs the entry point with ``args``; returns the line that reports the error."""
     run_dir = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir={tmp_path / 'run'}"]
-    res = run_cli(*TINY, *run_dir, *args)
+    res = run_main("gan_lab.run", *TINY, *run_dir, *args, capsys=capsys)
     assert res.returncode != 0, res.stdout[-2000:]
     assert expected in res.stderr, res.stderr[-3000:]
     assert "Traceback" not in res.stderr
@@ -86,15 +85,14 @@ def check(args: list[str], expected: str, tmp_path) -> str:
 
 
 @pytest.mark.parametrize("group,args,expected", PER_GROUP, ids=[c[0] for c in PER_GROUP])
-def test_bad_override_per_config_group(group, args, expected, tmp_path):
-    line = check(args, expected, tmp_path)
+def test_bad_override_per_config_group(group, args, expected, tmp_path, capsys):
+    line = check(args, expected, tmp_path, capsys)
     assert group in line  # the message points at the group of the bad value
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name,args,expected", OTHER_INPUTS, ids=[c[0] for c in OTHER_INPUTS])
-def test_other_bad_inputs(name, args, expected, tmp_path):
-    check(args, expected, tmp_path)
+def test_other_bad_inputs(name, args, expected, tmp_path, capsys):
+    check(args, expected, tmp_path, capsys)
 
 
 def test_every_config_group_is_covered():

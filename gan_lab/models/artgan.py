@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from gan_lab.constraints import Count, NonNegative, NonNegativeInt, Positive
+from gan_lab.constraints import AnyFloat, Count, NonNegative, NonNegativeInt, Positive
 from gan_lab.errors import UserError
 from gan_lab.losses import GANLoss
 from gan_lab.models.base import OptimizerFactory, SchedulerFactory, frozen
@@ -77,7 +77,7 @@ class ArtGAN(ConditionalGAN):
                  num_classes: Count = 10, class_names: Sequence[str] | None = None, samples_per_class: Count = 8,
                  reconstruction_weight: NonNegative = 1.0, reconstruction_updates: str = "generator",
                  pretrain_epochs: NonNegativeInt = 0, extra_g_when: str | None = None,
-                 extra_g_threshold: NonNegative | None = None, label_flip: FlipProbability = 0.0,
+                 extra_g_threshold: AnyFloat | None = None, label_flip: FlipProbability = 0.0,
                  instance_noise: NonNegative = 0.0, instance_noise_decay: NonNegativeInt = 0, init: str | None = None,
                  n_critic: Count = 1, n_gen: Count = 1, instance_noise_on: str | None = None,
                  d_augment: nn.Module | None = None, gradient_clip_norm: Positive | None = None,
