@@ -1,12 +1,21 @@
-"""The private parts of other libraries that gan_lab relies on, each in one function.
+"""The private parts of other libraries that gan_lab relies on, each in one function or class.
 
 Each has a test in ``tests/test_compat.py`` that fails with a clear message when an upgrade
 changes it, so that widening a dependency's pin is this file's work.
 """
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
+
+import lightning as L
+import torch
+import torch.nn as nn
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from torch import Tensor
+
+from gan_lab.fs import atomic_write
 
 
 def sbatch_script(folder: str | Path, parameters: dict[str, Any]) -> str:
@@ -16,3 +25,82 @@ def sbatch_script(folder: str | Path, parameters: dict[str, Any]) -> str:
     from submitit.slurm.slurm import _make_sbatch_string
 
     return _make_sbatch_string(command="true", folder=folder, **parameters)
+
+
+# --- torch -------------------------------------------------------------------------------------------
+
+
+def lerp_(tensors: list[Tensor], targets: list[Tensor], weight: float) -> None:
+    """``t <- t + weight * (target - t)`` for each pair, in place, in one kernel per device and dtype
+    (``torch._foreach_lerp_``)."""
+    torch._foreach_lerp_(tensors, targets, weight)
+
+
+def clamp_(tensors: list[Tensor], low: float, high: float) -> None:
+    """Clamp each tensor to ``[low, high]`` in place, two kernels per device and dtype
+    (``torch._foreach_clamp_min_`` / ``_max_``)."""
+    torch._foreach_clamp_min_(tensors, low)
+    torch._foreach_clamp_max_(tensors, high)
+
+
+def run_eagerly(module: nn.Module) -> None:
+    """Make ``module`` and its submodules run their own ``forward`` again: a copy of a module compiled in
+    place (``Module.compile``) keeps the compiled call of the original, which runs the original's
+    weights (``_compiled_call_impl``)."""
+    for m in module.modules():
+        if getattr(m, "_compiled_call_impl", None) is not None:
+            m._compiled_call_impl = None
+
+
+# --- Lightning ---------------------------------------------------------------------------------------
+
+
+def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
+    """The Trainer ``module`` is attached to, or ``None`` (``module.trainer`` raises when there is none)."""
+    return module._trainer
+
+
+def count_optimizer_step(optimizer: Any) -> None:
+    """Count one optimiser step of a Lightning-wrapped optimizer (``trainer.global_step``) without
+    stepping it: a replayed CUDA graph stepped the wrapped optimizer itself
+    (``LightningOptimizer._on_before_step`` / ``_on_after_step``)."""
+    optimizer._on_before_step()
+    optimizer._on_after_step()
+
+
+class AppendingExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted, and
+    that the rewrite a new column needs (the first ``val/*`` or ``lr/*`` value) replaces the file
+    atomically: a run killed during it leaves the whole history, not a truncated file."""
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        with open(self.metrics_file_path, "r", newline="") as file:
+            reader = csv.DictReader(file)
+            rows, header = list(reader), list(reader.fieldnames or [])
+
+        def write(file) -> None:
+            writer = csv.DictWriter(file, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+        try:
+            atomic_write(self.metrics_file_path, write, mode="w")
+        except BaseException:
+            self.metrics_keys = header  # the file's header still: the next save tries the rewrite again
+            raise
+
+    def _check_log_dir_exists(self) -> None:
+        if not self._fs.isfile(self.metrics_file_path):
+            return
+        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+            header = next(csv.reader(file), [])
+        self.metrics_keys = list(header)  # rows are appended under the file's own header
+
+
+def appending_experiment(logger: Any) -> AppendingExperimentWriter:
+    """The body of a ``CSVLogger.experiment`` that writes with :class:`AppendingExperimentWriter`
+    (Lightning's ``_experiment`` and ``_fs``)."""
+    if logger._experiment is None:
+        logger._fs.makedirs(logger.root_dir, exist_ok=True)
+        logger._experiment = AppendingExperimentWriter(log_dir=logger.log_dir)
+    return logger._experiment

@@ -1,7 +1,6 @@
 """Loggers that need a decision before Lightning sees them."""
 from __future__ import annotations
 
-import csv
 import logging
 import netrc
 import os
@@ -9,8 +8,8 @@ from pathlib import Path
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from gan_lab.compat import AppendingExperimentWriter, appending_experiment
 from gan_lab.constraints import Count, NonNegativeInt
 from gan_lab.fs import atomic_write
 
@@ -69,35 +68,6 @@ def cut_history(path: str | Path, rows: int) -> int:
     return removed
 
 
-class AppendingExperimentWriter(ExperimentWriter):
-    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted, and
-    that the rewrite a new column needs (the first ``val/*`` or ``lr/*`` value) replaces the file
-    atomically: a run killed during it leaves the whole history, not a truncated file."""
-
-    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
-        with open(self.metrics_file_path, "r", newline="") as file:
-            reader = csv.DictReader(file)
-            rows, header = list(reader), list(reader.fieldnames or [])
-
-        def write(file) -> None:
-            writer = csv.DictWriter(file, fieldnames=fieldnames)
-            writer.writeheader()
-            writer.writerows(rows)
-
-        try:
-            atomic_write(self.metrics_file_path, write, mode="w")
-        except BaseException:
-            self.metrics_keys = header  # the file's header still: the next save tries the rewrite again
-            raise
-
-    def _check_log_dir_exists(self) -> None:
-        if not self._fs.isfile(self.metrics_file_path):
-            return
-        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-            header = next(csv.reader(file), [])
-        self.metrics_keys = list(header)  # rows are appended under the file's own header
-
-
 class CSVLogger(LightningCSVLogger):
     """``<run>/metrics.csv``; a run resumed into its own directory (``ckpt_path`` and the same
     ``hydra.run.dir``, e.g. a requeued cluster job) appends to the history instead of replacing it
@@ -112,7 +82,4 @@ class CSVLogger(LightningCSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> AppendingExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
-        return self._experiment
+        return appending_experiment(self)

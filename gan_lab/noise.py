@@ -100,7 +100,7 @@ class Gamma(Noise):
 
     def sample(self, n, device="cpu"):
         alpha = torch.full((n, self.latent_dim), self.concentration, device=device)
-        return torch._standard_gamma(alpha).div_(self.rate)
+        return torch.distributions.Gamma(alpha, torch.tensor(self.rate, device=device)).sample()
 
     @property
     def mean(self):

@@ -1,7 +1,13 @@
 """Each private part of another library that gan_lab.compat relies on still behaves as gan_lab expects."""
 from __future__ import annotations
 
-from gan_lab.compat import sbatch_script
+from copy import deepcopy
+
+import lightning as L
+import torch
+import torch.nn as nn
+
+from gan_lab.compat import attached_trainer, clamp_, count_optimizer_step, lerp_, run_eagerly, sbatch_script
 
 
 def test_submitit_writes_the_sbatch_script_of_an_executors_parameters():
@@ -14,3 +20,74 @@ def test_submitit_writes_the_sbatch_script_of_an_executors_parameters():
     missing = [line for line in expected if line not in lines]
     assert not missing, f"submitit's _make_sbatch_string changed ({missing} missing): update gan_lab.compat.sbatch_script"
     assert lines[-1].startswith("srun") and lines[-1].endswith("true")
+
+
+def test_lerp_moves_each_tensor_towards_its_target():
+    tensors, targets = [torch.zeros(3), torch.ones(2, 2)], [torch.full((3,), 4.0), torch.full((2, 2), 3.0)]
+    lerp_(tensors, targets, 0.25)
+    assert torch.equal(tensors[0], torch.full((3,), 1.0)) and torch.equal(tensors[1], torch.full((2, 2), 1.5)), \
+        "torch._foreach_lerp_ changed: update gan_lab.compat.lerp_"
+
+
+def test_clamp_bounds_each_tensor_in_place():
+    tensors = [torch.tensor([-3.0, 0.5, 3.0]), torch.tensor([[2.0, -0.25]])]
+    clamp_(tensors, -1.0, 1.0)
+    assert tensors[0].tolist() == [-1.0, 0.5, 1.0] and tensors[1].tolist() == [[1.0, -0.25]], \
+        "torch._foreach_clamp_min_/_max_ changed: update gan_lab.compat.clamp_"
+
+
+def test_a_copy_that_kept_the_originals_compiled_call_runs_its_own_weights_once_eager():
+    net = nn.Linear(2, 1)
+    net.compile(backend="eager")
+    copy = deepcopy(net)
+    copy._compiled_call_impl = net._compiled_call_impl  # as a deepcopy keeps it in the torch versions that do
+    with torch.no_grad():
+        copy.weight.zero_()
+        copy.bias.zero_()
+    x = torch.ones(1, 2)
+    assert copy(x).item() != 0.0  # the original's weights
+    run_eagerly(copy)
+    assert copy(x).item() == 0.0, "Module._compiled_call_impl changed: update gan_lab.compat.run_eagerly"
+
+
+class _Counted(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.layer = nn.Linear(2, 1)
+        self.seen: list = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(attached_trainer(self))
+        count_optimizer_step(self.optimizers())  # counted, not stepped
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.zeros(3, 2), batch_size=1)
+
+
+def test_a_counted_optimizer_step_advances_global_step_and_a_module_knows_its_trainer(tmp_path):
+    module = _Counted()
+    assert attached_trainer(module) is None, "LightningModule._trainer changed: update gan_lab.compat.attached_trainer"
+    before = module.layer.weight.detach().clone()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module)
+    assert module.seen == [trainer] * 3, "LightningModule._trainer changed: update gan_lab.compat.attached_trainer"
+    assert trainer.global_step == 3, ("LightningOptimizer._on_before_step/_on_after_step changed: update "
+                                      "gan_lab.compat.count_optimizer_step")
+    assert torch.equal(module.layer.weight, before)
+
+
+def test_lightnings_csv_writer_still_has_the_hooks_the_appending_writer_overrides():
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+    for hook in ("_rewrite_with_new_header", "_check_log_dir_exists"):
+        assert callable(getattr(ExperimentWriter, hook, None)), \
+            f"ExperimentWriter.{hook} is gone: update gan_lab.compat.AppendingExperimentWriter"
+    logger = CSVLogger("unused")
+    assert hasattr(logger, "_experiment") and hasattr(logger, "_fs"), \
+        "CSVLogger._experiment/_fs changed: update gan_lab.compat.appending_experiment"

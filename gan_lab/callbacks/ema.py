@@ -24,6 +24,7 @@ import lightning as L
 import torch
 import torch.nn as nn
 
+from gan_lab.compat import lerp_
 from gan_lab.constraints import NonNegative
 from gan_lab.errors import UserError
 
@@ -41,7 +42,7 @@ def update_ema(ema: nn.Module, live: nn.Module, beta: float) -> None:
     if len(ema_params) != len(live_params):
         raise RuntimeError(f"the EMA generator has {len(ema_params)} parameters and the generator {len(live_params)}")
     if ema_params:
-        torch._foreach_lerp_(ema_params, live_params, 1.0 - beta)
+        lerp_(ema_params, live_params, 1.0 - beta)
     for b_ema, b_live in zip(ema.buffers(), live.buffers()):
         b_ema.copy_(b_live)
 

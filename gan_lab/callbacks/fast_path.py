@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from gan_lab.compat import count_optimizer_step
 from gan_lab.constraints import Count
 from gan_lab.errors import UserError
 
@@ -277,8 +278,7 @@ class CapturedStep:
         for _ in range(extra):
             terms = {**terms, **self.graphed.follow()}  # a new dict: the static one stays the graph's
         for _ in range(self.after_d.updates + n_gen + extra):
-            self.wrapped[0]._on_before_step()
-            self.wrapped[0]._on_after_step()
+            count_optimizer_step(self.wrapped[0])
         return terms
 
 

@@ -28,6 +28,7 @@ import torch.nn as nn
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
+from gan_lab.compat import attached_trainer, run_eagerly
 from gan_lab.constraints import Count, Positive
 from gan_lab.distributed import reduce_over_processes
 from gan_lab.errors import UserError
@@ -390,7 +391,7 @@ class GAN(L.LightningModule):
     def autocast(self) -> ContextManager:
         """The mixed-precision region of one update's forward passes and loss (a no-op in full
         precision); backward and optimizer steps stay outside it (see :mod:`gan_lab.precision`)."""
-        return phase_context(self._trainer)
+        return phase_context(attached_trainer(self))
 
     def discriminator_update(self, opt, real, labels, fake, fake_labels, backward) -> dict[str, Tensor]:
         with self.autocast():
@@ -586,9 +587,7 @@ class GAN(L.LightningModule):
             ema = copy.deepcopy(self.generator).requires_grad_(False)
             # a generator compiled in place (callbacks.fast_path.compile) keeps its compiled call, which
             # a copy shares and which would run the *live* weights: the copy runs eagerly
-            for module in ema.modules():
-                if getattr(module, "_compiled_call_impl", None) is not None:
-                    module._compiled_call_impl = None
+            run_eagerly(ema)
             self.generator_ema = ema
         return self.generator_ema
 
@@ -649,7 +648,7 @@ class GAN(L.LightningModule):
             parts.append(f"{len(missing)} weights of this model are not in it (e.g. {missing[0]})")
         if unexpected:
             parts.append(f"{len(unexpected)} of its weights are not in this model (e.g. {unexpected[0]})")
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if source is None:
             source = f"ckpt_path={trainer.ckpt_path}" if trainer is not None and trainer.ckpt_path else "the checkpoint"
         raise UserError(f"{source} holds other nets than this config builds ({'; '.join(parts)}); use it with "
@@ -681,7 +680,7 @@ class GAN(L.LightningModule):
           the checkpoint's generator weights."""
         theirs = [k for k in state if k.startswith(EMA_PREFIX)]
         if theirs and self.generator_ema is None:
-            if self._trainer is None:
+            if attached_trainer(self) is None:
                 self.attach_generator_ema()
             else:
                 log.warning("the checkpoint holds an EMA of the generator but callbacks.ema is off in this run: "

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from gan_lab.compat import clamp_
 from gan_lab.constraints import NonNegativeInt, Positive
 from gan_lab.errors import UserError
 from gan_lab.models.base import GAN
@@ -164,5 +165,4 @@ class WGAN(GAN):
         """Clamp every critic parameter to ``[-weight_clip, weight_clip]``, in place (two kernels per
         device and dtype, no host synchronisation: a captured step holds them too)."""
         params = [p for p in self.discriminator_parameters() if p.requires_grad]
-        torch._foreach_clamp_min_(params, -self.weight_clip)
-        torch._foreach_clamp_max_(params, self.weight_clip)
+        clamp_(params, -self.weight_clip, self.weight_clip)
