@@ -509,7 +509,7 @@ class GAN(L.LightningModule):
         if self.gradient_clip_norm is None or precision != "16-mixed":
             return None
         for name, opt in zip(("discriminator", "generator"), optimizers):
-            if getattr(opt, "_step_supports_amp_scaling", False):
+            if any(group.get("fused") for group in opt.param_groups):
                 return (f"model.gradient_clip_norm={self.gradient_clip_norm:g} cannot clip under "
                         f"trainer.precision=16-mixed with the {name}'s fused {type(opt).__name__}, which unscales "
                         f"its gradients inside its step; use optimizer.{name}.fused=false or "
