@@ -603,7 +603,7 @@ SUITES: dict[str, list[str]] = {
         "--epoch-images 45503",
         "data --data-size 64 --batch-size 128 --data-images 45503",
         "data --data-size 64 --batch-size 128 --data-images 45503 --on-device",
-        # the whole batch as one CUDA graph, in both loops (the table of captured steps)
+        # the whole batch as one CUDA graph, in both loops
         *(f"train --model dcgan --image-size 64 --batch-size {b} {opts} --cuda-graph"
           for b, opts in ((128, "--precision bf16-mixed --channels-last"), (512, "--precision bf16-mixed --channels-last"),
                           (128, "--precision 32"), (512, "--precision 32"),

@@ -337,7 +337,7 @@ class AdaptiveAugment(nn.Module):
     def load_state(self, state: dict[str, Any]) -> None:
         self.p, self.rt = float(state["p"]), float(state["rt"])
         self._fill()
-        self.stats[0].fill_(float(state["sign_sum"] or 0.0))    # None: nothing observed (older checkpoints)
+        self.stats[0].fill_(float(state["sign_sum"] or 0.0))    # None: nothing observed
         self.stats[1].fill_(float(state["count"]))
         self._batches, self._images = int(state["batches"]), int(state["images"])
 

@@ -94,6 +94,16 @@ def run_main(module: str, *args: str, capsys) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess([module, *args], code, out.out, out.err)
 
 
+def one_error_line(res: subprocess.CompletedProcess, *expected: str) -> str:
+    """Exit status 2, exactly one ``gan_lab: error:`` line holding every ``expected``, no traceback."""
+    assert res.returncode == 2, (res.returncode, res.stdout[-1500:], res.stderr[-3000:])
+    assert "Traceback" not in res.stderr and "HYDRA_FULL_ERROR" not in res.stderr, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("gan_lab: error:")]
+    assert len(errors) == 1, res.stderr[-3000:]
+    assert all(e in errors[0] for e in expected), errors[0]
+    return errors[0]
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300, module: str = "gan_lab.run",
             env: dict | None = None) -> subprocess.CompletedProcess:
     """Run an entry point in a subprocess, as a user would, capturing its output."""

@@ -8,7 +8,6 @@ in this process; read-only storage and Ctrl-C need a process of their own.
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import signal
 import subprocess
@@ -17,12 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 
-from gan_lab import evaluate, explore, generate
 from gan_lab.report import main as report_main
-from tests.conftest import ROOT, TINY, run_cli
+from tests.conftest import ROOT, TINY, one_error_line, run_cli, run_main
 from tests.test_sweep import write_run
 
 #: a tiny run: 2 epochs of 3 batches of narrow DCGAN nets on the bundled digits
@@ -36,45 +32,6 @@ def run(tmp_path_factory) -> Path:
     res = run_cli(*SMALL, f"hydra.run.dir={path}")
     assert res.returncode == 0, res.stderr[-3000:]
     return path
-
-
-@pytest.fixture(autouse=True)
-def _keep_logging():
-    """Hydra configures the root logger of this process; put it back after each test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:], root.level = handlers, level
-
-
-def call(main, *args: str, capsys) -> tuple[int, str]:
-    """Run a Hydra entry point's ``main`` with ``args`` as its command line; its exit status and stderr.
-    Hydra's global state is put back afterwards."""
-    GlobalHydra.instance().clear()
-    argv, hydra_cfg = sys.argv, HydraConfig.instance().cfg
-    sys.argv = ["gan_lab", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv, HydraConfig.instance().cfg = argv, hydra_cfg
-        GlobalHydra.instance().clear()
-    return code, capsys.readouterr().err
-
-
-def one_line(code: int, err: str, *expected: str) -> str:
-    """Exit status 2, one ``gan_lab: error:`` line holding every ``expected``, no traceback."""
-    assert code == 2, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]
-    errors = [line for line in err.splitlines() if line.startswith("gan_lab: error:")]
-    assert len(errors) == 1, err[-3000:]
-    assert all(e in errors[0] for e in expected), errors[0]
-    return errors[0]
 
 
 #: damaged .hydra/config.yaml of a run: (its text, what the sentence says of it)
@@ -112,7 +69,7 @@ def test_evaluate_refuses_bad_input_in_one_sentence(case, run, tmp_path, capsys)
     args, *expected = EVALUATE_CASES[case]
     run_dir = damaged_copy(run, tmp_path, DAMAGED_CONFIGS[case][0]) if case in DAMAGED_CONFIGS else run
     before = (run_dir / "metrics.json").read_bytes()
-    one_line(*call(evaluate.main, f"run_dir={run_dir}", "device=cpu", *args, capsys=capsys), *expected)
+    one_error_line(run_main("gan_lab.evaluate", f"run_dir={run_dir}", "device=cpu", *args, capsys=capsys), *expected)
     assert (run_dir / "metrics.json").read_bytes() == before  # no record appended
 
 
@@ -137,8 +94,8 @@ def test_generate_refuses_bad_input_in_one_sentence(case, run, tmp_path, capsys)
     args = [a.format(run=run_dir) for a in args]
     out = tmp_path / "generated"
     default_out = [] if any(a.startswith("out_dir=") for a in args) else [f"out_dir={out}"]
-    code, err = call(generate.main, f"run_dir={run_dir}", *default_out, *args, capsys=capsys)
-    one_line(code, err, *(e.format(run=run_dir) for e in expected))
+    res = run_main("gan_lab.generate", f"run_dir={run_dir}", *default_out, *args, capsys=capsys)
+    one_error_line(res, *(e.format(run=run_dir) for e in expected))
     assert not out.exists()  # refused before anything was drawn
 
 
@@ -154,7 +111,7 @@ EXPLORE_CASES = {
 def test_explore_refuses_bad_input_in_one_sentence(case, tmp_path, capsys):
     args, *expected = EXPLORE_CASES[case]
     out = tmp_path / "explore"
-    one_line(*call(explore.main, f"hydra.run.dir={out}", *args, capsys=capsys), *expected)
+    one_error_line(run_main("gan_lab.explore", f"hydra.run.dir={out}", *args, capsys=capsys), *expected)
     assert not (out / "summary.json").exists()
 
 
@@ -247,10 +204,11 @@ def test_a_run_on_read_only_storage_generates_elsewhere_and_evaluate_says_why_no
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "samples.png").is_file()
     res = read_only(run, "gan_lab.evaluate", f"run_dir={run}", "device=cpu", "metrics=[scores]", "num_samples=16")
-    one_line(res.returncode, res.stderr, f"run_dir={run} cannot be written (it is on a read-only file system)")
+    one_error_line(res, f"run_dir={run} cannot be written (it is on a read-only file system)")
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_evaluate_is_one_line(run, tmp_path):
     log = run / "evaluation" / "evaluate.log"  # Hydra opens it just before the evaluation starts
     log.unlink(missing_ok=True)

@@ -68,7 +68,7 @@ POKEMON_WGAN_D = [
     ("Conv2d", (64, 4, 4), 65_536), ("BatchNorm2d", (64, 4, 4), 128), ("LeakyReLU", (64, 4, 4), 0),
     ("Conv2d", (1, 1, 1), 1_024),
 ]
-#: the reports' totals, as the issue of their tables states them
+#: the reports' totals of their parameter tables
 POKEMON_TOTALS = {"pokemon_dcgan256": (47_983_488, 927_488), "pokemon_wgan_gp128": (7_906_752, 168_704)}
 
 #: ArtGAN reports (000 Fig. 1-2, 002 section 2.1), 64x64 images: the shapes of every block. G: six

@@ -37,7 +37,7 @@ from gan_lab.fs import zip_damage
 from gan_lab.metrics.records import append_evaluation, read_metrics_json, update_metrics_json
 from gan_lab.run import check_top_level_keys, train
 from gan_lab.runs import load_run
-from tests.conftest import CONF, TINY, compose_config, run_cli, run_main
+from tests.conftest import CONF, TINY, compose_config, one_error_line, run_cli, run_main
 from tests.datasets import make_image_folder
 
 #: a tiny run: 2 epochs of 3 batches of narrow DCGAN nets on the bundled digits
@@ -62,16 +62,6 @@ def overwrite_inside(path: Path, nbytes: int) -> str:
     raw[middle:middle + nbytes] = bytes(b ^ 0xFF for b in raw[middle:middle + nbytes])
     path.write_bytes(bytes(raw))
     return info.filename
-
-
-def one_error_line(res, expected: str) -> str:
-    """The run ended with exit status 2 and exactly one ``gan_lab: error:`` line, holding ``expected``."""
-    assert res.returncode == 2, (res.returncode, res.stdout[-1500:], res.stderr[-3000:])
-    assert "Traceback" not in res.stderr and "HYDRA_FULL_ERROR" not in res.stderr, res.stderr[-3000:]
-    errors = [line for line in res.stderr.splitlines() if line.startswith("gan_lab: error:")]
-    assert len(errors) == 1, res.stderr[-3000:]
-    assert expected in errors[0], errors[0]
-    return errors[0]
 
 
 def compose_entry(name: str, *overrides: str):

@@ -31,7 +31,7 @@ from gan_lab import run as gan_run
 from gan_lab.checkpoint_io import AtomicCheckpointIO
 from gan_lab.errors import UserError
 from gan_lab.fs import HOST_TAG
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, one_error_line, run_main
 
 #: a tiny run: 2 epochs of 3 batches of narrow DCGAN nets on the bundled digits
 SMALL = [*TINY, "model.generator.width=8", "model.discriminator.width=8"]
@@ -51,31 +51,10 @@ def _keep_hydra_and_logging():
     GlobalHydra.instance().clear()
 
 
-def main(*args: str, capsys) -> tuple[int, str]:
-    """``python -m gan_lab.run <SMALL> <args>`` in this process (``-m`` among ``args``: a multirun): its exit
-    status and stderr."""
-    GlobalHydra.instance().clear()
-    argv = sys.argv
-    sys.argv = ["gan_lab.run", *(["-m"] if "-m" in args else []), *SMALL, *(a for a in args if a != "-m")]
-    try:
-        gan_run.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-        HydraConfig.instance().cfg = None
-    return code, capsys.readouterr().err
-
-
-def one_line(code: int, err: str, *expected: str) -> str:
-    """Exit status 2, one ``gan_lab: error:`` line holding every ``expected``, no traceback."""
-    assert code == 2, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]
-    errors = [line for line in err.splitlines() if line.startswith("gan_lab: error:")]
-    assert len(errors) == 1, err[-3000:]
-    assert all(e in errors[0] for e in expected), errors[0]
-    return errors[0]
+def main(*args: str, capsys) -> subprocess.CompletedProcess:
+    """``python -m gan_lab.run <SMALL> <args>`` in this process (``-m`` among ``args``: a multirun)."""
+    return run_main("gan_lab.run", *(["-m"] if "-m" in args else []), *SMALL, *(a for a in args if a != "-m"),
+                    capsys=capsys)
 
 
 def every_byte(folder: Path) -> dict[str, str]:
@@ -127,8 +106,8 @@ def test_a_second_training_into_a_run_directory_in_use_is_refused(tmp_path, caps
             time.sleep(0.05)
         time.sleep(0.2)  # Hydra has written the first run's .hydra/
         config = {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()}
-        code, err = main("seed=1", f"hydra.run.dir={run}", capsys=capsys)
-        one_line(code, err, f"the run directory {run} is in use by another training (process {first.pid} on ")
+        res = main("seed=1", f"hydra.run.dir={run}", capsys=capsys)
+        one_error_line(res, f"the run directory {run} is in use by another training (process {first.pid} on ")
         assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == config
         assert first.poll() is None, first.stderr.read().decode()[-3000:]
     finally:
@@ -141,19 +120,19 @@ def test_a_new_run_over_an_existing_run_is_refused_unless_overwrite(run_copy, ca
     (run / "evaluation").mkdir()
     (run / "evaluation" / "old.json").write_text("{}")  # what gan_lab.evaluate left of the old run
     before = every_byte(run)
-    code, err = main(f"hydra.run.dir={run}", capsys=capsys)
-    one_line(code, err, f"the run directory {run} already holds a run", "overwrite=true")
+    res = main(f"hydra.run.dir={run}", capsys=capsys)
+    one_error_line(res, f"the run directory {run} already holds a run", "overwrite=true")
     assert every_byte(run) == before
-    code, err = main("overwrite=maybe", f"hydra.run.dir={run}", capsys=capsys)
-    one_line(code, err, "overwrite='maybe' must be true or false")
+    res = main("overwrite=maybe", f"hydra.run.dir={run}", capsys=capsys)
+    one_error_line(res, "overwrite='maybe' must be true or false")
     ckpt = run / "checkpoints" / "last.ckpt"
-    code, err = main("overwrite=true", f"ckpt_path={ckpt}", f"hydra.run.dir={run}", capsys=capsys)
-    one_line(code, err, "overwrite=true would delete the run", f"ckpt_path={ckpt}")
+    res = main("overwrite=true", f"ckpt_path={ckpt}", f"hydra.run.dir={run}", capsys=capsys)
+    one_error_line(res, "overwrite=true would delete the run", f"ckpt_path={ckpt}")
     assert every_byte(run) == before
     old_log = (run / "run.log").read_text()
 
-    code, err = main("overwrite=true", "seed=3", f"hydra.run.dir={run}", capsys=capsys)
-    assert code == 0, err[-3000:]
+    res = main("overwrite=true", "seed=3", f"hydra.run.dir={run}", capsys=capsys)
+    assert res.returncode == 0, res.stderr[-3000:]
     assert not (run / "evaluation").exists() and not list(run.glob(".replaced-run.*"))
     assert steps(run) == sorted(set(steps(run))) and len(steps(run)) == 6  # the new run's history only
     assert old_log not in (run / "run.log").read_text()
@@ -166,14 +145,14 @@ def test_a_requeued_slurm_job_starts_again_in_its_own_directory(tmp_path, monkey
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.json").write_text('{"status": "running"}')  # killed before its first checkpoint
-    code, err = main(f"hydra.run.dir={run}", capsys=capsys)
-    one_line(code, err, f"the run directory {run} already holds a run")
+    res = main(f"hydra.run.dir={run}", capsys=capsys)
+    one_error_line(res, f"the run directory {run} already holds a run")
     for key in [k for k in os.environ if k.startswith("SLURM_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    code, err = main(f"hydra.run.dir={run}", capsys=capsys)
-    assert code == 0, err[-3000:]
+    res = main(f"hydra.run.dir={run}", capsys=capsys)
+    assert res.returncode == 0, res.stderr[-3000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 1
 
 
@@ -197,12 +176,12 @@ def test_a_refused_resume_leaves_every_byte_of_the_run(run_copy, capsys, overrid
     run = run_copy
     ckpt = run / "checkpoints" / "last.ckpt"
     before = every_byte(run)
-    code, err = main("trainer.max_batches=4", f"ckpt_path={ckpt}", override, f"hydra.run.dir={run}", capsys=capsys)
-    one_line(code, err, expected)
+    res = main("trainer.max_batches=4", f"ckpt_path={ckpt}", override, f"hydra.run.dir={run}", capsys=capsys)
+    one_error_line(res, expected)
     assert every_byte(run) == before
     if override == "optimizer=sgd":  # the start of a fresh run that the sentence advises
-        code, err = main(override, f"hydra.run.dir={run.parent / 'fresh'}", capsys=capsys)
-        assert code == 0, err[-3000:]
+        res = main(override, f"hydra.run.dir={run.parent / 'fresh'}", capsys=capsys)
+        assert res.returncode == 0, res.stderr[-3000:]
 
 
 def dead_pid() -> int:
@@ -223,9 +202,9 @@ def test_temporary_files_a_killed_save_left_are_removed_when_the_run_continues(r
     writing.write_bytes(b"x")
     other = folder / "notes.tmp"
     other.write_bytes(b"x")
-    code, err = main("trainer.max_batches=4", f"ckpt_path={folder / 'last.ckpt'}", f"hydra.run.dir={run}",
+    res = main("trainer.max_batches=4", f"ckpt_path={folder / 'last.ckpt'}", f"hydra.run.dir={run}",
                      capsys=capsys)
-    assert code == 0, err[-3000:]
+    assert res.returncode == 0, res.stderr[-3000:]
     assert not killed.exists() and not older.exists()
     assert writing.exists() and other.exists()
     assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["gan_lab"]["batches_seen"] == 4
@@ -235,14 +214,15 @@ def test_a_sweep_into_a_sweep_directory_with_runs_is_refused_unless_overwrite(tm
     sweep = tmp_path / "sweep"
     fast = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "logger=none", "callbacks.sample_grid=null",
             "callbacks.training_curves=null", f"hydra.sweep.dir={sweep}"]
-    code, err = main("-m", *fast, "seed=0,1", capsys=capsys)
-    assert code == 0 and sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"], err[-3000:]
+    res = main("-m", *fast, "seed=0,1", capsys=capsys)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
     before = every_byte(sweep)
-    code, err = main("-m", *fast, "seed=2", capsys=capsys)
-    one_line(code, err, f"hydra.sweep.dir={sweep} already holds the runs of a sweep (0, 1)", "overwrite=true")
+    res = main("-m", *fast, "seed=2", capsys=capsys)
+    one_error_line(res, f"hydra.sweep.dir={sweep} already holds the runs of a sweep (0, 1)", "overwrite=true")
     assert every_byte(sweep) == before
-    code, err = main("-m", *fast, "seed=2", "overwrite=true", capsys=capsys)
-    assert code == 0, err[-3000:]
+    res = main("-m", *fast, "seed=2", "overwrite=true", capsys=capsys)
+    assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0"]  # the old sweep's runs are gone
     assert "seed=2" in (sweep / "0" / ".hydra" / "overrides.yaml").read_text()
 
@@ -302,9 +282,9 @@ def small_disk(tmp_path):
 def test_a_full_disk_during_a_checkpoint_save_is_one_sentence_and_keeps_last_ckpt(small_disk, capsys):
     run = small_disk / "run"
     fill = ["+callbacks.fill._target_=tests.test_run_dir.FillDisk", f"+callbacks.fill.filler={small_disk / 'filler'}"]
-    code, err = main(*fill, f"hydra.run.dir={run}", capsys=capsys)
+    res = main(*fill, f"hydra.run.dir={run}", capsys=capsys)
     last = run / "checkpoints" / "last.ckpt"
-    one_line(code, err, f"the disk holding {last} is full (No space left on device)", f"ckpt_path={last}")
+    one_error_line(res, f"the disk holding {last} is full (No space left on device)", f"ckpt_path={last}")
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0  # the first epoch's, intact
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # no temporary file left
     summary = json.loads((run / "metrics.json").read_text())

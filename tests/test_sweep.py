@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 import yaml
 
 from gan_lab.report import main as report_main
@@ -102,6 +103,7 @@ def test_report_statistics_are_over_the_runs_that_finished(tmp_path):
     assert row["train/g_loss (final)"] == "3 ± 2"  # seeds 0, 1 and 2: 1, 3 and 5
 
 
+@pytest.mark.slow
 def test_report_metric_vs_numeric_parameter(tmp_path):
     sweep = tmp_path / "sweep"
     res = run_cli("-m", *FAST, "noise.latent_dim=4,8", f"hydra.sweep.dir={sweep}")

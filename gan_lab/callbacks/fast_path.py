@@ -29,8 +29,8 @@ device and wraps it for DDP, and are harmless on CPU.
 
 Compile modes that use CUDA graphs of their own (``reduce-overhead``, ``max-autotune``) are refused
 on a GPU: a GAN batch runs G once and feeds its output to both the D and the G update, and those
-graphs overwrite that output between the two (measured on an H200: "accessing tensor output of
-CUDAGraphs that has been overwritten by a subsequent run"). ``max-autotune-no-cudagraphs`` with
+graphs overwrite that output between the two ("accessing tensor output of CUDAGraphs that has been
+overwritten by a subsequent run"). ``max-autotune-no-cudagraphs`` with
 ``channels_last`` is refused too (inductor's stride assertion on DCGAN's last 4x4 convolution, also
 measured); ``cuda_graph=true`` is the way to a graphed step.
 """
@@ -48,7 +48,7 @@ from gan_lab.constraints import Count
 from gan_lab.errors import UserError
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-#: the nets a GAN module exposes (DESIGN.md: every variant has a generator and a discriminator)
+#: the nets a GAN module exposes (every variant has a generator and a discriminator)
 NETS = ("generator", "discriminator")
 
 

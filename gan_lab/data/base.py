@@ -1,6 +1,6 @@
 """Base DataModule: decoded uint8 images held in memory, served as batches.
 
-Data contract (see DESIGN.md): after transfer to the training device a batch is
+Data contract: after transfer to the training device a batch is
 ``(images, labels)`` with images float in [-1, 1], NCHW, and labels int64 (zeros for unlabelled
 data). DataLoaders move uint8 (4x fewer bytes); the conversion to float, and augmentation during
 training, run in :meth:`ImageDataModule.on_after_batch_transfer`, i.e. on the GPU when there is one.
