@@ -52,6 +52,15 @@ def run_eagerly(module: nn.Module) -> None:
             m._compiled_call_impl = None
 
 
+def spectrally_normalised(module: nn.Module) -> bool:
+    """Whether a weight of ``module`` or of a submodule is parametrised by
+    ``torch.nn.utils.parametrizations.spectral_norm`` (whose class, ``_SpectralNorm``, is private)."""
+    from torch.nn.utils.parametrizations import _SpectralNorm
+
+    return any(isinstance(p, _SpectralNorm) for m in module.modules()
+               for p in getattr(getattr(m, "parametrizations", None), "weight", []))
+
+
 # --- Lightning ---------------------------------------------------------------------------------------
 
 

@@ -7,7 +7,8 @@ import lightning as L
 import torch
 import torch.nn as nn
 
-from gan_lab.compat import attached_trainer, clamp_, count_optimizer_step, lerp_, run_eagerly, sbatch_script
+from gan_lab.compat import (attached_trainer, clamp_, count_optimizer_step, lerp_, run_eagerly, sbatch_script,
+                            spectrally_normalised)
 
 
 def test_submitit_writes_the_sbatch_script_of_an_executors_parameters():
@@ -91,3 +92,11 @@ def test_lightnings_csv_writer_still_has_the_hooks_the_appending_writer_override
     logger = CSVLogger("unused")
     assert hasattr(logger, "_experiment") and hasattr(logger, "_fs"), \
         "CSVLogger._experiment/_fs changed: update gan_lab.compat.appending_experiment"
+
+
+def test_a_spectrally_normalised_weight_is_recognised_in_a_submodule():
+    from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+    assert spectrally_normalised(nn.Sequential(nn.ReLU(), spectral_norm(nn.Linear(2, 2)))), \
+        "torch's spectral_norm parametrization changed: update gan_lab.compat.spectrally_normalised"
+    assert not spectrally_normalised(nn.Sequential(nn.Linear(2, 2), weight_norm(nn.Linear(2, 2))))

@@ -28,7 +28,7 @@ import torch.nn as nn
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
-from gan_lab.compat import attached_trainer, run_eagerly
+from gan_lab.compat import attached_trainer, run_eagerly, spectrally_normalised
 from gan_lab.constraints import Count, Positive
 from gan_lab.distributed import reduce_over_processes
 from gan_lab.errors import UserError
@@ -494,11 +494,7 @@ class GAN(L.LightningModule):
     def lipschitz_constraint(self) -> str | None:
         """What keeps D Lipschitz, in words, or ``None``: spectral normalisation here; a variant adds
         its own (weight clipping, the gradient penalty) and asks ``super()``."""
-        for module in self.discriminator.modules():
-            for parametrization in getattr(getattr(module, "parametrizations", None), "weight", []):
-                if type(parametrization).__name__ == "_SpectralNorm":
-                    return "spectral normalisation"
-        return None
+        return "spectral normalisation" if spectrally_normalised(self.discriminator) else None
 
     def precision_refusal(self, precision: str, optimizers: Sequence[torch.optim.Optimizer] = ()) -> str | None:
         """Why this model cannot train under the trainer's ``precision`` with these ``optimizers``, in
