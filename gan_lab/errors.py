@@ -110,14 +110,20 @@ def report_user_error(exc: BaseException) -> bool:
     return True
 
 
-def exit_on_user_error(work: Callable[..., Any], *args: Any) -> Any:
+def exit_on_user_error(work: Callable[..., Any], *args: Any, interrupted: str | None = None) -> Any:
     """Run an entry point's ``work``; a user's mistake ends as one line and exit status 2, an
-    interruption (:class:`TrainingInterrupted`) as one line and exit status ``128 + signum``."""
+    interruption (:class:`TrainingInterrupted`) as one line and exit status ``128 + signum``, and
+    Ctrl-C, when ``interrupted`` says what to do then, as that line and exit status 130."""
     try:
         return work(*args)
     except TrainingInterrupted as exc:
         print(f"gan_lab: {exc}", file=sys.stderr)
         sys.exit(128 + exc.signum)
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        print(f"gan_lab: {interrupted}", file=sys.stderr)
+        sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their trace
         if not report_user_error(exc):
             raise

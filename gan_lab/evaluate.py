@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -71,12 +70,8 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
-        exit_on_user_error(evaluate, cfg)
-    except KeyboardInterrupt:
-        print("gan_lab: evaluate interrupted (Ctrl-C); run the same command again to score the checkpoint.",
-              file=sys.stderr)
-        sys.exit(130)
+    exit_on_user_error(evaluate, cfg,
+                       interrupted="evaluate interrupted (Ctrl-C); run the same command again to score the checkpoint.")
 
 
 if __name__ == "__main__":

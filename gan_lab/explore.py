@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -210,12 +209,8 @@ def print_summary(summary: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="explore")
 def main(cfg: DictConfig) -> None:
-    try:
-        print_summary(exit_on_user_error(explore, cfg))
-    except KeyboardInterrupt:
-        print("gan_lab: explore interrupted (Ctrl-C); run the same command again for the whole exploration.",
-              file=sys.stderr)
-        sys.exit(130)
+    print_summary(exit_on_user_error(explore, cfg, interrupted="explore interrupted (Ctrl-C); run the same command "
+                                                              "again for the whole exploration."))
 
 
 if __name__ == "__main__":

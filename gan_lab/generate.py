@@ -9,7 +9,6 @@ on CPU or GPU, with EMA generator weights when the model keeps them
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -236,12 +235,8 @@ def generate(cfg: DictConfig) -> dict[str, str]:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="generate")
 def main(cfg: DictConfig) -> None:
-    try:
-        exit_on_user_error(generate, cfg)
-    except KeyboardInterrupt:
-        print("gan_lab: generate interrupted (Ctrl-C); run the same command again to write every picture.",
-              file=sys.stderr)
-        sys.exit(130)
+    exit_on_user_error(generate, cfg,
+                       interrupted="generate interrupted (Ctrl-C); run the same command again to write every picture.")
 
 
 if __name__ == "__main__":
