@@ -94,6 +94,20 @@ def run_main(module: str, *args: str, capsys) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess([module, *args], code, out.out, out.err)
 
 
+#: a tiny run: 2 epochs of 3 batches of narrow DCGAN nets on the bundled digits
+SMALL = [*TINY, "model.generator.width=8", "model.discriminator.width=8"]
+
+
+@pytest.fixture(scope="session")
+def cli_run(tmp_path_factory) -> Path:
+    """A :data:`SMALL` run trained through the command line (Hydra writes its .hydra/ folder and run.log);
+    tests that change it work on a copy."""
+    run = tmp_path_factory.mktemp("cli") / "run"
+    res = run_cli(*SMALL, f"hydra.run.dir={run}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run
+
+
 def one_error_line(res: subprocess.CompletedProcess, *expected: str) -> str:
     """Exit status 2, exactly one ``gan_lab: error:`` line holding every ``expected``, no traceback."""
     assert res.returncode == 2, (res.returncode, res.stdout[-1500:], res.stderr[-3000:])

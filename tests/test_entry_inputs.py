@@ -18,20 +18,13 @@ from pathlib import Path
 import pytest
 
 from gan_lab.report import main as report_main
-from tests.conftest import ROOT, TINY, one_error_line, run_cli, run_main
+from tests.conftest import ROOT, one_error_line, run_main
 from tests.test_sweep import write_run
 
-#: a tiny run: 2 epochs of 3 batches of narrow DCGAN nets on the bundled digits
-SMALL = [*TINY, "model.generator.width=8", "model.discriminator.width=8"]
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A run trained through the command line (Hydra writes its .hydra/ folder)."""
-    path = tmp_path_factory.mktemp("entry") / "run"
-    res = run_cli(*SMALL, f"hydra.run.dir={path}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    return path
+@pytest.fixture
+def run(cli_run) -> Path:
+    """The session's trained run (tests/conftest.py)."""
+    return cli_run
 
 
 #: damaged .hydra/config.yaml of a run: (its text, what the sentence says of it)

@@ -37,11 +37,8 @@ from gan_lab.fs import zip_damage
 from gan_lab.metrics.records import append_evaluation, read_metrics_json, update_metrics_json
 from gan_lab.run import check_top_level_keys, train
 from gan_lab.runs import load_run
-from tests.conftest import CONF, TINY, compose_config, one_error_line, run_cli, run_main
+from tests.conftest import CONF, SMALL, TINY, compose_config, one_error_line, run_cli, run_main
 from tests.datasets import make_image_folder
-
-#: a tiny run: 2 epochs of 3 batches of narrow DCGAN nets on the bundled digits
-SMALL = [*TINY, "model.generator.width=8", "model.discriminator.width=8"]
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -68,15 +65,6 @@ def compose_entry(name: str, *overrides: str):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
-
-
-@pytest.fixture(scope="module")
-def cli_run(tmp_path_factory) -> Path:
-    """A run trained through the command line (Hydra writes its .hydra/ folder and run.log)."""
-    run = tmp_path_factory.mktemp("cli") / "run"
-    res = run_cli(*SMALL, f"hydra.run.dir={run}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    return run
 
 
 # --- damaged files -----------------------------------------------------------------------------
