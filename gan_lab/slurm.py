@@ -242,6 +242,7 @@ def check_request(config: DictConfig) -> None:
     launcher = {k: OmegaConf.select(config, f"hydra.launcher.{k}") for k in config.hydra.launcher
                 if k not in ("_target_", "submitit_folder", "max_num_timeout")}
     parameters = sbatch_parameters(OmegaConf.to_container(OmegaConf.create(launcher)))
+    check_warning_time(parameters.get("time"), parameters.get("signal_delay_s"))
     if shutil.which("sbatch") is None:
         raise UserError("hydra/launcher=slurm needs SLURM's sbatch, which is not on this machine's PATH; run "
                         "on a cluster's login node, or try it locally with scripts/local_slurm.sh up.")
@@ -271,6 +272,24 @@ def check_request(config: DictConfig) -> None:
         reason = one_line(done.stderr.replace("sbatch: error: ", ""))
         raise UserError(f"SLURM cannot run these jobs: {reason}; change the hydra.launcher keys (partition, nodes, "
                         f"tasks_per_node, cpus_per_task, gpus_per_node, mem_gb, timeout_min).")
+
+
+#: the least time a job needs before its time-limit warning: SLURM may send the warning up to 60 s
+#: early (sbatch's --signal), and the job must have started training by then
+MIN_WORK_S = 120
+
+
+def check_warning_time(timeout_min: Any, signal_delay_s: Any) -> None:
+    """Refuses a time limit that leaves a job less than :data:`MIN_WORK_S` before its SIGUSR2 warning:
+    such a job would be warned, and killed by the signal's default action, while it starts."""
+    if timeout_min is None or signal_delay_s is None:
+        return
+    left = int(timeout_min) * 60 - int(signal_delay_s)
+    if left < MIN_WORK_S:
+        raise UserError(f"hydra.launcher.timeout_min={timeout_min} with hydra.launcher.signal_delay_s={signal_delay_s} "
+                        f"warns a job {left} s after it starts, and SLURM may warn up to 60 s earlier, while the job is "
+                        f"still starting; leave at least {MIN_WORK_S} s between them (raise timeout_min or lower "
+                        f"signal_delay_s).")
 
 
 def sbatch_parameters(launcher: dict[str, Any]) -> dict[str, Any]:

@@ -38,14 +38,18 @@ def job_info(job: str) -> dict[str, str]:
     return dict(f.split("=", 1) for f in fields if "=" in f)
 
 
-def wait_for(condition, timeout: float, what: str, step: float = 0.5):
+def wait_for(condition, timeout: float, what: str, step: float = 0.5, sweep_dir: Path | None = None):
+    """``condition()``'s first true value within ``timeout`` s; on timeout the failure shows the queue
+    and the end of the jobs' logs under ``sweep_dir``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    logs = "".join(f"\n{p}:\n{p.read_text()[-1500:]}" for p in sorted((sweep_dir or Path("/nonexistent")).rglob("*_log.*")))
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; the queue:\n"
+                         f"{slurm('squeue', '-h', '--states=all')}{logs}")
 
 
 def wait_for_job_end(job: str, restarts: int, timeout: float = 300) -> dict[str, str]:
@@ -82,7 +86,8 @@ def history_rows(run_dir: Path) -> int:
 
 def submitted_job(run_dir: Path) -> str:
     return wait_for(lambda: (summary(run_dir).get("slurm") or {}).get("job_id")
-                    if (run_dir / "metrics.json").is_file() else None, 120, "the job to start training")
+                    if (run_dir / "metrics.json").is_file() else None, 120, "the job to start training",
+                    sweep_dir=run_dir.parent)
 
 
 def assert_same_training(a: Path, b: Path) -> None:
@@ -176,21 +181,22 @@ def test_ddp_across_slurm_tasks_equals_the_ddp_cpu_run(tmp_path):
     assert_same_training(twin, run)
 
 
-#: a run of about 2 minutes of training on 2 cores: longer than three of its one-minute time slices
-LONG = ["experiment=digits", "trainer.max_epochs=48", "seed=3", "callbacks.sample_grid.every_n_epochs=8", *QUIET]
+#: a run of about 3 minutes of training on 2 cores: longer than its first time slice (SLURM warns a
+#: 3-minute job 60 s before its limit, and up to 60 s earlier) and the short pre-empted second one
+LONG = ["experiment=digits", "trainer.max_epochs=120", "seed=3", "callbacks.sample_grid.every_n_epochs=20", *QUIET]
 
 
-def test_time_limits_and_a_preemption_are_survived_bit_identical(tmp_path):
+def test_a_time_limit_and_a_preemption_are_survived_bit_identical(tmp_path):
     """A job whose time limit is shorter than its training, pre-empted once by ``scontrol requeue``
     mid-epoch: it is requeued each time, continues its run in its one run directory, and ends with
     the weights, optimiser states and history of the uninterrupted run."""
     out = tmp_path / "sweep"
-    proc = start_sweep(out, *LONG, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=40")
+    proc = start_sweep(out, *LONG, "hydra.launcher.timeout_min=3", "hydra.launcher.signal_delay_s=60")
     run = out / "0"
     try:
         job = submitted_job(run)
         wait_for(lambda: (summary(run).get("slurm") or {}).get("requeues") == 1 and history_rows(run) > 10,
-                 240, "the job's second part to train")
+                 240, "the job's second part to train", sweep_dir=out)
         time.sleep(2)
         slurm("scontrol", "requeue", job)  # pre-empted: SIGTERM, then requeued by SLURM
         _, err = proc.communicate(timeout=600)
@@ -198,9 +204,9 @@ def test_time_limits_and_a_preemption_are_survived_bit_identical(tmp_path):
         proc.kill()
     assert proc.returncode == 0, err[-3000:]
     done = summary(run)
-    assert done["status"] == "completed" and done["slurm"]["requeues"] >= 3
+    assert done["status"] == "completed" and done["slurm"]["requeues"] >= 2
     logs = "".join(p.read_text() for p in (out / ".submitit").rglob("*_log.err"))
-    assert logs.count("SIGUSR2 received: stopped after batch") >= 2  # time limits
+    assert logs.count("SIGUSR2 received: stopped after batch") >= 1  # time limits
     assert "SIGTERM received: stopped after batch" in logs  # the pre-emption
     assert (run / "run.log").read_text().count("continuing the run from") == done["slurm"]["requeues"]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["0", "multirun.yaml"]

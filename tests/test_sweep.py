@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from gan_lab.report import main as report_main
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, one_error_line, run_cli, run_main
 
 FAST = [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "model.generator.width=4",
         "model.discriminator.width=4"]
@@ -171,4 +171,17 @@ def test_a_slurm_sweep_without_slurm_is_one_sentence_before_anything_is_written(
                   env={"PATH": str(tmp_path)})  # no sbatch on the PATH
     assert res.returncode == 2, res.stderr[-2000:]
     assert "hydra/launcher=slurm needs SLURM's sbatch" in res.stderr and "Traceback" not in res.stderr
+    assert not sweep.exists()
+
+
+@pytest.mark.parametrize("timeout_min, signal_delay_s, left", [(1, 40, 20), (2, 120, 0), (3, 61, 119)])
+def test_a_time_limit_that_warns_a_job_while_it_starts_is_refused(tmp_path, capsys, timeout_min, signal_delay_s, left):
+    """SLURM may send the warning up to 60 s early: a job warned in its first seconds is killed by the
+    signal before it can catch it."""
+    sweep = tmp_path / "sweep"
+    res = run_main("gan_lab.run", "-m", "hydra/launcher=slurm", *FAST, "seed=0,1", f"hydra.sweep.dir={sweep}",
+                   f"hydra.launcher.timeout_min={timeout_min}", f"hydra.launcher.signal_delay_s={signal_delay_s}",
+                   capsys=capsys)
+    one_error_line(res, f"hydra.launcher.timeout_min={timeout_min}", f"signal_delay_s={signal_delay_s}",
+                   f"warns a job {left} s after it starts", "at least 120 s")
     assert not sweep.exists()
