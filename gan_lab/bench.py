@@ -1,12 +1,13 @@
 """Throughput benchmarks: ``python -m gan_lab.bench [train|data|all] [options] [config overrides]``.
 
 ``train`` runs the gan_lab GAN module (built from the composed config, as ``gan_lab.run`` builds
-it) under a real Lightning Trainer, and a plain PyTorch loop doing exactly the same D and G
-updates (same nets and initial weights, same loss functions, noise, optimisers, batch, autocast,
-memory format and compilation), in one process, alternating repetitions so that the ratio of the
-two is stable on a busy machine. With ``--cuda-graph`` both loops replay each batch as one captured
-CUDA graph (``callbacks.fast_path.cuda_graph`` and the plain loop's own capture). Data is synthetic uint8 held on the training device, so only the
-training step is measured.
+it) under a real Lightning Trainer, and a plain PyTorch loop that calls the module's own batch
+(``GAN.updates``) with raw optimizers and ``Tensor.backward`` (same nets and initial weights, noise,
+batch, autocast, memory format and compilation), in one process, alternating repetitions so that
+the ratio of the two, Lightning's cost, is stable on a busy machine. With ``--cuda-graph`` both
+loops replay each batch as one captured CUDA graph (``callbacks.fast_path.cuda_graph`` and the plain
+loop's own capture). Data is synthetic uint8 held on the training device, so only the training step
+is measured.
 
 ``data`` measures how fast an :class:`~gan_lab.data.base.ImageDataModule` serves training
 batches from its in-memory uint8 images (DataLoader + ``on_after_batch_transfer``, i.e. the
@@ -50,7 +51,6 @@ from gan_lab.data.base import EpochSampler, ImageDataModule
 from gan_lab.pixels import to_float
 from gan_lab.data.disk import DeviceLoader
 from gan_lab.errors import UserError
-from gan_lab.models.base import frozen
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "experiments" / "bench" / "README.md"
@@ -161,14 +161,29 @@ def autocast_for(precision: str, device: torch.device, cache: bool = True) -> Ca
     return lambda: torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
 
 
+class ScaledOptimizer:
+    """A raw optimizer stepped through a ``GradScaler`` (``16-mixed``): its gradients unscaled, clipped
+    by the module's :meth:`~gan_lab.models.base.GAN.on_before_optimizer_step`, then stepped, as
+    Lightning steps its optimizers."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, model) -> None:
+        self.optimizer, self.scaler, self.model = optimizer, scaler, model
+        self.param_groups = optimizer.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        self.scaler.unscale_(self.optimizer)
+        self.model.on_before_optimizer_step(self.optimizer)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
 class PlainLoop:
-    """:meth:`gan_lab.models.base.GAN.training_step` without Lightning: the module's D updates then
-    its G updates per batch (its schedule: ``d_updates``, ``d_sees_fakes``, ``g_updates``, e.g.
-    ArtGAN's pre-training and WGAN's critic warm-up) with its own objectives (``d_step``,
-    ``g_step``), one G forward per batch (two with ``model.fresh_fakes``), D's inputs through
-    ``d_augment`` (DiffAugment; ADA is refused by :func:`bench_config`), weight clipping and
-    ``gradient_clip_norm`` where the model has them, D frozen during G updates, raw ``backward()``
-    and ``optimizer.step()``.
+    """The module's batch without Lightning: :meth:`gan_lab.models.base.GAN.updates` with raw
+    optimizers, ``Tensor.backward`` and the per-phase autocast of ``precision`` (``16-mixed``: a
+    ``GradScaler``), as a hand-written training loop would run it.
 
     ``graphed``: the plain twin of ``callbacks.fast_path.cuda_graph``: capturable optimizers and the
     same capture (:class:`~gan_lab.callbacks.fast_path.GraphedStep`: ``GRAPH_WARMUP`` eager batches
@@ -180,61 +195,22 @@ class PlainLoop:
     def __init__(self, model, precision: str, device: torch.device, graphed: bool = False) -> None:
         self.model, self.device = model, device
         (self.opt_d, self.opt_g), _ = model.configure_optimizers()
-        self.autocast = autocast_for(precision, device, cache=not graphed)
+        model.loop_autocast = autocast_for(precision, device, cache=not graphed)
         self.scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
         self.graphed: GraphedStep | None = None
         if graphed:
             make_capturable([self.opt_d, self.opt_g])
             self.graphed = GraphedStep(self.step, [self.opt_d, self.opt_g], self.GRAPH_WARMUP)
+        elif self.scaler is not None:
+            self.opt_d, self.opt_g = (ScaledOptimizer(o, self.scaler, model) for o in (self.opt_d, self.opt_g))
 
     def backward(self, loss: Tensor) -> None:
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
 
-    def optimizer_step(self, opt: torch.optim.Optimizer) -> None:
-        if self.scaler is not None and self.model.gradient_clip_norm is not None:
-            self.scaler.unscale_(opt)  # clipped once unscaled, as the module's are
-        self.model.clip_gradient_norm(opt)
-        if self.scaler is None:
-            opt.step()
-        else:
-            self.scaler.step(opt)
-            self.scaler.update()
-
     def step(self, images: Tensor, labels: Tensor) -> None:
         m = self.model
-        # the module's schedule and objectives, its augmentation of D's inputs (DiffAugment), weight and
-        # gradient clipping: the same work, in a hand-written loop
-        draws = m.real_draws(m.to_model_range(to_float(images)), labels)  # fresh_reals: one per D update
-        n_d, with_fakes = m.d_updates(), m.d_sees_fakes()
-        fake = fake_labels = None
-        for i in range(n_d):
-            real, real_labels = draws[i % len(draws)]
-            n = real.shape[0]
-            if with_fakes:
-                with self.autocast():
-                    z, fake_labels = m.noise.sample(n, self.device), m.sample_labels(n)
-                    with torch.set_grad_enabled(i == n_d - 1 and not m.fresh_fakes):
-                        fake = m.generate(z, fake_labels)
-            real_d = m.augment_for_d(real)
-            fake_d = m.augment_for_d(fake.detach()) if with_fakes else None
-            with self.autocast():
-                terms = m.d_step(real_d, real_labels, fake_d, fake_labels)
-            self.opt_d.zero_grad(set_to_none=True)
-            self.backward(terms["d_loss"])
-            self.optimizer_step(self.opt_d)
-            m.after_discriminator_step()
-        for j in range(m.g_updates(terms)):
-            with frozen(m.discriminator):
-                with self.autocast():
-                    if j > 0 or m.fresh_fakes or fake is None:
-                        z, fake_labels = m.noise.sample(n, self.device), m.sample_labels(n)
-                        fake = m.generate(z, fake_labels)
-                fake_g = m.augment_for_d(fake)
-                with self.autocast():
-                    terms = m.g_step(fake_g, fake_labels, real_d, real_labels)
-                self.opt_g.zero_grad(set_to_none=True)
-                self.backward(terms["g_loss"])
-            self.optimizer_step(self.opt_g)
+        m.updates(m.to_model_range(to_float(images)), labels, self.opt_d, self.opt_g, self.backward)
+        m.adapt_augmentation(images.shape[0])
 
     def run(self, batches: Iterator[tuple[Tensor, Tensor]], warmup: int,
             around: ContextManager | None = None) -> tuple[int, float]:
@@ -374,10 +350,10 @@ def bench_config(args: argparse.Namespace) -> DictConfig:
     twinless = {"d_augment=ada": str((cfg.get("d_augment") or {}).get("_target_", "")).endswith("AdaptiveAugment"),
                 "model.extra_g_when": cfg.model.get("extra_g_when") is not None}
     for what, present in twinless.items():
-        if present:
-            raise UserError(f"bench train compares gan_lab with a plain loop of the same updates, and {what} decides "
-                            f"them on the host from D's outputs across the run, which that loop does not reproduce; "
-                            f"time the model without it.")
+        if present and args.cuda_graph:
+            raise UserError(f"--cuda-graph compares gan_lab with a plain loop captured as one CUDA graph, and {what} "
+                            f"decides the updates on the host from D's outputs, which that capture does not "
+                            f"reproduce; time the model without --cuda-graph, or without {what}.")
     with open_dict(cfg):  # what build_datamodule publishes, for synthetic RGB data
         cfg.callbacks.growth = None  # the bench holds the phase still (FixedPhase)
         cfg.data.channels = 3

@@ -270,7 +270,7 @@ class GAN(L.LightningModule):
             terms = self.updates(real, labels, opt_d, opt_g, self.manual_backward)
         self.adapt_augmentation(n)
         self.batches_seen += 1
-        self.images_seen += n * self.trainer.world_size
+        self.images_seen += n * self.world_size
         self.log_terms(terms)
         return {k: v.detach() for k, v in terms.items()}
 
@@ -372,14 +372,14 @@ class GAN(L.LightningModule):
     def observe_real(self) -> None:
         """After a D update: ADA adds up the signs of D's outputs on the real batch (on the device)."""
         if self._real_outputs is not None:
-            sum_over_ranks = None if self.trainer.world_size == 1 else lambda stats: self.over_ranks(stats, "sum")
+            sum_over_ranks = None if self.world_size == 1 else lambda stats: self.over_ranks(stats, "sum")
             self.d_augment.observe(self._real_outputs, sum_over_ranks)
             self._real_outputs = None
 
     def adapt_augmentation(self, n: int) -> None:
         """After a batch of ``n`` images (per process): ADA's ``p`` moves every ``interval`` batches."""
         if self.adaptive_augment:
-            self.d_augment.batch_done(n * self.trainer.world_size)
+            self.d_augment.batch_done(n * self.world_size)
 
     def host_terms(self) -> dict[str, float]:
         """Numbers the module keeps on the host, logged with the loss terms as ``train/<name>``: ``ada_p``
@@ -388,10 +388,16 @@ class GAN(L.LightningModule):
             return {}
         return {"ada_p": self.d_augment.p, "ada_rt": self.d_augment.rt}
 
+    #: outside a Trainer, the autocast of a hand-written loop that runs :meth:`updates` (the bench's)
+    loop_autocast: Callable[[], ContextManager] | None = None
+
     def autocast(self) -> ContextManager:
         """The mixed-precision region of one update's forward passes and loss (a no-op in full
         precision); backward and optimizer steps stay outside it (see :mod:`gan_lab.precision`)."""
-        return phase_context(attached_trainer(self))
+        trainer = attached_trainer(self)
+        if trainer is None and self.loop_autocast is not None:
+            return self.loop_autocast()
+        return phase_context(trainer)
 
     def discriminator_update(self, opt, real, labels, fake, fake_labels, backward) -> dict[str, Tensor]:
         with self.autocast():
@@ -421,10 +427,11 @@ class GAN(L.LightningModule):
         """With ``gradient_clip_norm``: scale the gradients of ``opt``'s parameters so that their joint L2
         norm is at most it (on the device, no host synchronisation: a captured step holds it too).
 
-        A Lightning optimizer (the eager path) is clipped by :meth:`on_before_optimizer_step` instead,
-        which its ``step()`` calls after the gradient scaler of ``16-mixed`` has unscaled the
-        gradients; a raw optimizer (a captured step, which runs without a scaler) is clipped here."""
-        if self.gradient_clip_norm is not None and not isinstance(opt, LightningOptimizer):
+        A raw torch optimizer (a captured step, which runs without a scaler) is clipped here; a wrapper
+        whose ``step()`` calls :meth:`on_before_optimizer_step` once a gradient scaler has unscaled the
+        gradients (Lightning's, the bench's ``16-mixed`` plain loop) is clipped there."""
+        if self.gradient_clip_norm is not None and isinstance(opt, torch.optim.Optimizer) \
+                and not isinstance(opt, LightningOptimizer):
             self._clip(opt)
 
     def on_before_optimizer_step(self, optimizer) -> None:
@@ -472,12 +479,18 @@ class GAN(L.LightningModule):
         shown = {k: host[names.index(k)] for k in ("d_loss", "g_loss") if k in names}
         self.log_dict(shown, prog_bar=True, logger=False, on_step=True, on_epoch=False)
 
+    @property
+    def world_size(self) -> int:
+        """The processes that train together (1 outside a Trainer)."""
+        trainer = attached_trainer(self)
+        return 1 if trainer is None else trainer.world_size
+
     def over_ranks(self, values: Tensor, op: str = "mean") -> Tensor:
         """``values`` reduced over the DDP ranks in one collective, in place (``op``: ``mean`` or
         ``sum``); as they are in one process. What the ranks decide from their own batches (ADA's
         probability, ArtGAN's extra G update) must be decided from these, or they part ways: a
         different number of updates on each rank mismatches DDP's gradient collectives."""
-        return reduce_over_processes(values, self.trainer.world_size, op)
+        return reduce_over_processes(values, self.world_size, op)
 
     def setup(self, stage: str) -> None:
         """Under DDP every rank was seeded alike; give each rank its own noise (and augmentation)
