@@ -69,7 +69,7 @@ def _holds_nodes(items: ListConfig) -> bool:
     return any(isinstance(item, (DictConfig, ListConfig)) for item in items)
 
 
-def make(node: DictConfig | None, what: str, **kwargs: Any) -> Any:
+def instantiate_checked(node: DictConfig | None, what: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` with user mistakes turned into one sentence naming the key."""
     if node is None:
         return None
@@ -118,7 +118,7 @@ def build_datamodule(cfg: DictConfig, setup: bool = True) -> L.LightningDataModu
 
     The entry points build the model between the two steps: the nets check the image size (and
     everything else they are given) before a single image is decoded at that size."""
-    dm = make(cfg.data, "data")
+    dm = instantiate_checked(cfg.data, "data")
     dm.prepare_data()
     check = getattr(dm, "check", None)
     if callable(check):
@@ -195,18 +195,18 @@ def check_batch_size(model: torch.nn.Module, dm: L.LightningDataModule, world_si
 
 def build_model(cfg: DictConfig) -> L.LightningModule:
     """The GAN LightningModule with its noise, loss, optimisers and schedulers."""
-    noise = make(cfg.noise, "noise")
-    loss = make(cfg.loss, "loss")
-    optimizer = {k: make(v, f"optimizer.{k}") for k, v in cfg.optimizer.items()}
-    scheduler = {k: make(v, f"scheduler.{k}") for k, v in (cfg.get("scheduler") or {}).items()}
+    noise = instantiate_checked(cfg.noise, "noise")
+    loss = instantiate_checked(cfg.loss, "loss")
+    optimizer = {k: instantiate_checked(v, f"optimizer.{k}") for k, v in cfg.optimizer.items()}
+    scheduler = {k: instantiate_checked(v, f"scheduler.{k}") for k, v in (cfg.get("scheduler") or {}).items()}
     for key, factory in optimizer.items():
         probe_optimizer(factory, f"optimizer.{key}")
     for key, factory in scheduler.items():
         if factory is not None:
             probe_scheduler(factory, f"scheduler.{key}")
     node = cfg.get("d_augment")
-    d_augment = make(node, "d_augment") if node is not None and node.get("_target_") else None
-    return make(cfg.model, "model", noise=noise, loss=loss, optimizer=optimizer, scheduler=scheduler,
+    d_augment = instantiate_checked(node, "d_augment") if node is not None and node.get("_target_") else None
+    return instantiate_checked(cfg.model, "model", noise=noise, loss=loss, optimizer=optimizer, scheduler=scheduler,
                 d_augment=d_augment)
 
 
@@ -242,7 +242,7 @@ def _targets(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    return [make(node, f"callbacks.{name}") for name, node in _targets(cfg, "callbacks")]
+    return [instantiate_checked(node, f"callbacks.{name}") for name, node in _targets(cfg, "callbacks")]
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -251,7 +251,7 @@ def build_loggers(cfg: DictConfig) -> list:
         extra = {}
         if name == "wandb" and node.get("group") is None and sweep_name() is not None:
             extra["group"] = sweep_name()  # the runs of one sweep share a W&B group
-        loggers.append(make(node, f"logger.{name}", **extra))
+        loggers.append(instantiate_checked(node, f"logger.{name}", **extra))
     return loggers
 
 
@@ -307,7 +307,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
         if SLURMEnvironment.detect():  # ranks from SLURM; its requeue is gan_lab's (gan_lab.slurm), not Lightning's
             node.plugins = [*(node.get("plugins") or []), {"_target_": f"{SLURMEnvironment.__module__}.SLURMEnvironment",
                                                              "auto_requeue": False}]
-    trainer = make(node, "trainer", callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate_checked(node, "trainer", callbacks=callbacks, logger=loggers or False)
     return trainer
 
 

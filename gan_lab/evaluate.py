@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, ListConfig
 
 from gan_lab import CONFIG_DIR
-from gan_lab.build import make
+from gan_lab.build import instantiate_checked
 from gan_lab.metrics.records import append_evaluation
 from gan_lab.errors import UserError, check_count, check_seed, exit_on_user_error
 from gan_lab.metrics.sampling import is_conditional
@@ -45,7 +45,7 @@ def check_applicable(cfg: DictConfig, metrics: list[str], model, num_classes: in
 def evaluate(cfg: DictConfig) -> dict:
     """Run the evaluation described by ``cfg`` (conf/evaluate.yaml); returns the record."""
     check_request(cfg)
-    evaluator = make(cfg.evaluator, "evaluator")
+    evaluator = instantiate_checked(cfg.evaluator, "evaluator")
     run_dir = required_run_dir(cfg)
     problem = write_problem(run_dir)
     if problem is not None:

@@ -6,7 +6,7 @@ and returns ``optimized_metric`` to sweepers.
 
 Everything a user can get wrong is checked before training starts, and a refused run leaves an
 existing run directory as it was: Hydra rewrites ``<run>/.hydra/`` and appends to the job's log
-before ``main`` runs, so :class:`OutputDirCheck` saves them first and :func:`train` puts them back
+before ``main`` runs, so :class:`PreflightChecks` saves them first and :func:`train` puts them back
 when it refuses the run (e.g. a resume into the run's own directory with an incompatible override).
 A run directory belongs to one run (:mod:`gan_lab.rundir`): a second training into it at once, or a
 new run over the run it holds (without ``overwrite=true``), is refused before anything is written.
@@ -108,7 +108,7 @@ def check_top_level_keys(cfg: DictConfig, overrides: list[str], config_name: str
     raise UserError(f"{given} adds the top-level key {key}, which gan_lab does not read; {hint}")
 
 
-class OutputDirCheck(Callback):
+class PreflightChecks(Callback):
     """Hydra callback, run before Hydra creates or writes anything: a top-level key the config does not
     define is one line; so are a SLURM request the cluster cannot satisfy and an unwritable
     ``hydra.run.dir``/``hydra.sweep.dir`` (not Hydra's traceback); the directory is claimed (its lock

@@ -282,7 +282,7 @@ def _rewrite_in_place(path: Path, data: bytes) -> None:
 
 class RunDirBackup:
     """What a run's start changes in its directory, until the run is accepted: the files Hydra rewrites
-    (``.hydra/``, the job's log: :meth:`take`, by :class:`~gan_lab.run.OutputDirCheck`), then, once the
+    (``.hydra/``, the job's log: :meth:`take`, by :class:`~gan_lab.run.PreflightChecks`), then, once the
     checks before training have passed, the run's top-level files and the list of every file, and the
     old run's files moved aside by ``overwrite=true`` (:meth:`hold`). :meth:`restore` puts them back;
     :meth:`accept` (the first batch) drops them."""

@@ -21,7 +21,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from gan_lab.build import build_datamodule, build_model, make, serve_draws
+from gan_lab.build import build_datamodule, build_model, instantiate_checked, serve_draws
 from gan_lab.errors import UserError
 from tests.conftest import CONF, compose_config, NARROW_NETS
 
@@ -97,7 +97,7 @@ def record(overrides: list[str]) -> dict[str, object]:
     dm = build_datamodule(cfg, setup=False)
     model = build_model(cfg)
     serve_draws(model, dm)
-    callbacks = [make(cfg.callbacks[name], f"callbacks.{name}") for name in TRAINING_CALLBACKS
+    callbacks = [instantiate_checked(cfg.callbacks[name], f"callbacks.{name}") for name in TRAINING_CALLBACKS
                  if cfg.callbacks.get(name) is not None]
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from gan_lab.build import build_datamodule, build_model, build_trainer, make, serve_draws
+from gan_lab.build import build_datamodule, build_model, build_trainer, instantiate_checked, serve_draws
 from gan_lab.callbacks.fast_path import CapturedStep, FastPath, compile_refusal, make_capturable
 from gan_lab.errors import UserError
 from tests.conftest import NARROW_NETS
@@ -84,7 +84,7 @@ def test_the_static_buffer_step_computes_what_training_step_computes(make_cfg, c
     static, static_trainer = fit(cfg, attach)
     steady = {"artgan-pretraining": 4, "wgan-critic-warmup": 4}.get(case, 8)   # batches the static step ran
     assert attach.step is not None and attach.step.graphed.calls == steady
-    assert attach.step.graphed.then is None                     # no second graph: G's updates are fixed
+    assert attach.step.graphed.follow_up is None                     # no second graph: G's updates are fixed
     assert same_state(eager, static)                            # bit for bit: weights, BatchNorm statistics
     assert same_optimizers(eager_trainer, static_trainer)
     assert static_trainer.global_step == eager_trainer.global_step > 0   # Lightning counted its optimizer steps
@@ -105,9 +105,9 @@ def test_pggan_is_captured_per_phase_and_the_static_step_follows_its_fade_in(mak
     batches, which create the optimizers' reset state); while fading, the step reads alpha from a
     device tensor, so one graph serves every batch of the fade-in."""
     cfg = make_cfg(*PGGAN_GROWTH, f"trainer.precision={precision}")
-    eager, eager_trainer = fit(cfg, make(cfg.callbacks.growth, "callbacks.growth"))
+    eager, eager_trainer = fit(cfg, instantiate_checked(cfg.callbacks.growth, "callbacks.growth"))
     attach = StaticStep()
-    static, static_trainer = fit(cfg, make(cfg.callbacks.growth, "callbacks.growth"), attach)
+    static, static_trainer = fit(cfg, instantiate_checked(cfg.callbacks.growth, "callbacks.growth"), attach)
     step = attach.step
     assert static.phase == eager.phase == (8, 1.0) and static.batches_seen == 12
     assert step.restarts == 2 and step.key == (None, 8, False)         # (4, grown) -> (8, fading) -> (8, grown)
@@ -158,8 +158,8 @@ def test_artgan_extra_g_update_is_a_second_graph_and_the_static_step_follows_it(
     eager, eager_trainer = fit(cfg)
     attach = StaticStep()
     static, static_trainer = fit(cfg, attach)
-    assert attach.step.graphed.calls == 8 and attach.step.graphed.then is not None
-    assert 0 < attach.step.graphed.follows == static.extra_g_updates == eager.extra_g_updates < 8
+    assert attach.step.graphed.calls == 8 and attach.step.graphed.follow_up is not None
+    assert 0 < attach.step.graphed.follow_ups == static.extra_g_updates == eager.extra_g_updates < 8
     assert same_state(eager, static) and same_optimizers(eager_trainer, static_trainer)
     assert static_trainer.global_step == eager_trainer.global_step == 8 * 2 + eager.extra_g_updates
     assert static.logged == eager.logged and static.logged["train/extra_g_updates"] == eager.extra_g_updates
@@ -234,20 +234,20 @@ def test_a_batch_of_another_size_runs_eagerly(make_cfg):
     attach = StaticStep()
     fit(cfg, attach)
     real, labels = attach.step.graphed.inputs
-    assert attach.step.takes(torch.zeros_like(real), torch.zeros_like(labels))
-    assert not attach.step.takes(real[:-1], labels[:-1])        # an epoch's smaller last batch
-    assert not attach.step.takes(real[..., :8, :8], labels)
+    assert attach.step.fits(torch.zeros_like(real), torch.zeros_like(labels))
+    assert not attach.step.fits(real[:-1], labels[:-1])        # an epoch's smaller last batch
+    assert not attach.step.fits(real[..., :8, :8], labels)
 
 
 def test_a_cpu_run_refuses_the_captured_step_in_one_sentence(make_cfg):
     cfg = make_cfg("model=dcgan", *NARROW["dcgan"], "data.image_size=16", "callbacks.fast_path.cuda_graph=true")
     with pytest.raises(UserError, match=r"^callbacks.fast_path.cuda_graph=true captures the step on a GPU, and this "
                                         r"run trains on cpu; leave it off there.$"):
-        fit(cfg, make(cfg.callbacks.fast_path, "callbacks.fast_path"))
+        fit(cfg, instantiate_checked(cfg.callbacks.fast_path, "callbacks.fast_path"))
     with pytest.raises(UserError, match=r"callbacks.fast_path.cuda_graph='yes' must be true or false"):
         FastPath(cuda_graph="yes")
     with pytest.raises(UserError, match=r"^callbacks\.fast_path\.graph_warmup=0 must be "):
-        make(make_cfg("callbacks.fast_path.graph_warmup=0").callbacks.fast_path, "callbacks.fast_path")
+        instantiate_checked(make_cfg("callbacks.fast_path.graph_warmup=0").callbacks.fast_path, "callbacks.fast_path")
 
 
 def test_a_variant_deciding_on_the_host_refuses_the_captured_step_before_training(make_cfg):
@@ -357,7 +357,7 @@ def test_the_captured_graph_trains_as_the_eager_step_does(make_cfg, case):
 def test_pggan_captured_through_its_growth_trains_as_the_eager_step_does(make_cfg):
     cfg = make_cfg(*PGGAN_GROWTH, "trainer.accelerator=gpu")
     (eager, _), (captured, _), fast_path = eager_and_captured(
-        cfg, graph_warmup=1, schedule=lambda: [make(cfg.callbacks.growth, "callbacks.growth")])
+        cfg, graph_warmup=1, schedule=lambda: [instantiate_checked(cfg.callbacks.growth, "callbacks.growth")])
     close_state(eager, captured)
     assert captured.phase == eager.phase == (8, 1.0)
     assert fast_path.captures == 3          # 4x4; 8x8 fading in (alpha read on the device); 8x8 grown in

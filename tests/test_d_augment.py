@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from gan_lab.build import build_datamodule, build_model, check_types, make, serve_draws
+from gan_lab.build import build_datamodule, build_model, check_types, instantiate_checked, serve_draws
 from gan_lab.d_augment import (ADA_OPS, ORIENTATION_OPS, AdaptiveAugment, DiffAugment, _affine, ada_pipeline, color,
                                cutout, translation)
 from gan_lab.errors import UserError
@@ -65,7 +65,7 @@ def fit(cfg):
     model = build_model(cfg)
     serve_draws(model, dm)
     # the schedule callbacks a model brings with it (model=pggan: its growth and EMA)
-    callbacks = [make(cfg.callbacks[name], f"callbacks.{name}") for name in ("growth", "ema")
+    callbacks = [instantiate_checked(cfg.callbacks[name], f"callbacks.{name}") for name in ("growth", "ema")
                  if cfg.callbacks.get(name) is not None]
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=3, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

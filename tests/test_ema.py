@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gan_lab.build import build_datamodule, build_model, make
+from gan_lab.build import build_datamodule, build_model, instantiate_checked
 from gan_lab.callbacks.ema import EMA
 from gan_lab.errors import UserError
 from gan_lab.generate import generate
@@ -83,10 +83,10 @@ def test_one_batch_moves_the_ema_by_the_half_life_rule(make_cfg, half_life):
 def test_ema_is_off_by_default_and_refuses_bad_values(make_cfg):
     cfg = make_cfg(*TINY_DCGAN)
     assert cfg.callbacks.ema.half_life_images is None
-    model = fit(cfg, [make(cfg.callbacks.ema, "callbacks.ema")], batches=1)
+    model = fit(cfg, [instantiate_checked(cfg.callbacks.ema, "callbacks.ema")], batches=1)
     assert model.generator_ema is None and not any(k.startswith("generator_ema.") for k in model.state_dict())
     with pytest.raises(UserError, match=r"^callbacks\.ema\.half_life_images=-1 must be "):
-        make(make_cfg(*TINY_DCGAN, "callbacks.ema.half_life_images=-1").callbacks.ema, "callbacks.ema")
+        instantiate_checked(make_cfg(*TINY_DCGAN, "callbacks.ema.half_life_images=-1").callbacks.ema, "callbacks.ema")
     with pytest.raises(UserError, match=r"callbacks.ema averages a GAN's generator, but LightningModule"):
         EMA(10).setup(None, L.LightningModule(), "fit")
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gan_lab.build import build_callbacks, build_datamodule, build_model, make
+from gan_lab.build import build_callbacks, build_datamodule, build_model, instantiate_checked
 from gan_lab.callbacks.curves import TrainingCurves
 from gan_lab.callbacks.growth import Growth
 from gan_lab.errors import TrainingInterrupted, UserError
@@ -221,7 +221,7 @@ def fit_with_growth(cfg, *extra: L.Callback, max_epochs: int):
     L.seed_everything(0, verbose=False)
     dm = build_datamodule(cfg)
     model = build_model(cfg)
-    growth = make(cfg.callbacks.growth, "callbacks.growth")
+    growth = instantiate_checked(cfg.callbacks.growth, "callbacks.growth")
     trainer = L.Trainer(accelerator="cpu", max_epochs=max_epochs, limit_train_batches=cfg.trainer.limit_train_batches,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[growth, *extra], log_every_n_steps=1)

@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
-from gan_lab.callbacks.steps import batches_seen
+from gan_lab.callbacks.cadence import batches_seen
 from gan_lab.constraints import Count, Positive
 from gan_lab.distributed import reduce_over_processes
 from gan_lab.errors import TrainingDiverged

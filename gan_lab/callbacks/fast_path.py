@@ -112,35 +112,35 @@ class GraphedStep:
     the graph, so that the next call captures again; ``capture=False`` runs ``fn`` eagerly on the
     buffers at every call (the CPU's view of what a graph replays).
 
-    ``then`` (no arguments) is a follow-up of ``fn`` that the caller runs after a call, as many times
-    as it decides on the host (:meth:`follow`): eagerly while ``fn`` is, and once ``fn`` is captured, as
+    ``follow_up`` (no arguments) is a follow-up of ``fn`` that the caller runs after a call, as many times
+    as it decides on the host (:meth:`run_follow_up`): eagerly while ``fn`` is, and once ``fn`` is captured, as
     a second graph captured right after it (what it reads of ``fn``'s outputs are static tensors too).
     """
 
     def __init__(self, fn: Callable[..., Any], optimizers: list[torch.optim.Optimizer], warmup: int,
-                 capture: bool = True, then: Callable[[], Any] | None = None) -> None:
+                 capture: bool = True, follow_up: Callable[[], Any] | None = None) -> None:
         self.fn, self.optimizers, self.warmup, self.capture = fn, optimizers, int(warmup), bool(capture)
-        self.then = then
+        self.follow_up = follow_up
         self.inputs: tuple[Tensor, ...] | None = None
         self.output: Any = None
         self.graph: Any = None
-        self.then_output: Any = None
-        self.then_graph: Any = None
+        self.follow_up_output: Any = None
+        self.follow_up_graph: Any = None
         self.calls = 0
-        self.follows = 0
+        self.follow_ups = 0
         self.captures = 0
 
-    def takes(self, *inputs: Tensor) -> bool:
+    def fits(self, *inputs: Tensor) -> bool:
         """Whether inputs fit the static buffers (shapes and dtypes)."""
         return self.inputs is None or all(x.shape == b.shape and x.dtype == b.dtype for x, b in zip(inputs, self.inputs))
 
     def reset(self) -> None:
         """Capture again at the next call (the same buffers; no warm-up)."""
-        self.graph = self.then_graph = None
+        self.graph = self.follow_up_graph = None
 
     def restart(self) -> None:
         """Start over: new buffers from the next call's inputs, ``warmup`` eager calls, a new capture."""
-        self.graph = self.then_graph = self.inputs = self.output = self.then_output = None
+        self.graph = self.follow_up_graph = self.inputs = self.output = self.follow_up_output = None
         self.calls = 0
 
     def __call__(self, *inputs: Tensor) -> Any:
@@ -156,23 +156,23 @@ class GraphedStep:
             self.output = self._on_side_stream(self.fn, *self.inputs)
         else:
             self.graph, self.output = self._capture(self.fn, *self.inputs)
-            if self.then is not None:
-                self.then_graph, self.then_output = self._capture(self.then)
+            if self.follow_up is not None:
+                self.follow_up_graph, self.follow_up_output = self._capture(self.follow_up)
             self.captures += 1
             self.graph.replay()  # capturing records the kernels without running them
         self.calls += 1
         return self.output
 
-    def follow(self) -> Any:
-        """Run ``then`` once after a call; returns its output (static tensors once captured)."""
-        if self.then_graph is not None:
-            self.then_graph.replay()
+    def run_follow_up(self) -> Any:
+        """Run ``follow_up`` once after a call; returns its output (static tensors once captured)."""
+        if self.follow_up_graph is not None:
+            self.follow_up_graph.replay()
         elif not self.capture:
-            self.then_output = self.then()
+            self.follow_up_output = self.follow_up()
         else:
-            self.then_output = self._on_side_stream(self.then)
-        self.follows += 1
-        return self.then_output
+            self.follow_up_output = self._on_side_stream(self.follow_up)
+        self.follow_ups += 1
+        return self.follow_up_output
 
     @staticmethod
     def _on_side_stream(fn: Callable[..., Any], *args: Any) -> Any:
@@ -199,7 +199,7 @@ class CapturedStep:
     (``capture=True``, on a GPU: one CUDA graph per batch): the module's
     :meth:`~gan_lab.models.base.GAN.discriminator_updates` and its ``n_gen``
     :meth:`~gan_lab.models.base.GAN.generator_updates`. Then the module decides on the host
-    (:meth:`~gan_lab.models.base.GAN.g_updates`) whether G gets more updates in this batch (ArtGAN's
+    (:meth:`~gan_lab.models.base.GAN.decide_g_updates`) whether G gets more updates in this batch (ArtGAN's
     ``extra_g_when``), each replayed as a second graph holding one generator update.
 
     The loss terms it returns are the graph's static outputs (the module logs them on logging steps
@@ -222,18 +222,18 @@ class CapturedStep:
         self.wrapped = module.optimizers()       # Lightning's wrappers: they count the steps
         self.optimizers = [opt.optimizer for opt in self.wrapped]
         # the second graph only for a module that may need it: its capture costs time and memory
-        then = self.extra_generator_update if module.may_add_g_updates() else None
-        self.graphed = GraphedStep(self.step, self.optimizers, warmup, capture, then=then)
-        self.after_d: Any = None                 # what the extra generator updates take on from the D updates
+        follow_up = self.extra_generator_update if module.may_add_g_updates() else None
+        self.graphed = GraphedStep(self.step, self.optimizers, warmup, capture, follow_up=follow_up)
+        self.d_phase: Any = None                 # what the extra generator updates take on from the D updates
         self.hyper: list | None = None           # the optimizers' hyper-parameters at the capture
         self.key = module.capture_key()          # what the graph holds besides them (see ready)
         self.restarts = 0
 
-    def takes(self, real: Tensor, labels: Tensor) -> bool:
+    def fits(self, real: Tensor, labels: Tensor) -> bool:
         """Whether a batch fits the static buffers (an epoch's smaller last batch runs eagerly)."""
-        return self.graphed.takes(real, labels)
+        return self.graphed.fits(real, labels)
 
-    def ready(self, real: Tensor, labels: Tensor) -> bool:
+    def accepts(self, real: Tensor, labels: Tensor) -> bool:
         """Whether this batch goes through the captured step. A new capture key of the module
         (:meth:`~gan_lab.models.base.GAN.capture_key`: PGGAN's next resolution, or the end of its
         fade-in) starts the capture over, with buffers of the new shape and eager warm-up batches that
@@ -244,19 +244,19 @@ class CapturedStep:
             self.graphed.restart()
             self.key = key
             self.restarts += 1
-        return self.takes(real, labels)
+        return self.fits(real, labels)
 
     def step(self, real: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """The batch (on the static buffers): the module's D updates and ``n_gen`` G updates."""
         (opt_d, opt_g), module = self.optimizers, self.module
-        terms, self.after_d = module.discriminator_updates(real, labels, opt_d, Tensor.backward)
-        terms.update(module.generator_updates(self.after_d, 0, module.n_gen, opt_g, Tensor.backward))
+        terms, self.d_phase = module.discriminator_updates(real, labels, opt_d, Tensor.backward)
+        terms.update(module.generator_updates(self.d_phase, 0, module.n_gen, opt_g, Tensor.backward))
         return terms
 
     def extra_generator_update(self) -> dict[str, Tensor]:
         """One more G update of the batch (fresh noise), after :meth:`step`."""
         n_gen = self.module.n_gen
-        return self.module.generator_updates(self.after_d, n_gen, n_gen + 1, self.optimizers[1], Tensor.backward)
+        return self.module.generator_updates(self.d_phase, n_gen, n_gen + 1, self.optimizers[1], Tensor.backward)
 
     def hyper_parameters(self) -> list:
         """The optimizers' hyper-parameters, per param group (what a capture bakes in)."""
@@ -270,14 +270,14 @@ class CapturedStep:
         if self.graphed.captures != captures:
             self.hyper = self.hyper_parameters()
         n_gen = self.module.n_gen
-        extra = self.module.g_updates(terms) - n_gen   # decided on the host, from the terms of the D updates
-        if extra < 0 or (extra > 0 and self.graphed.then is None):
-            raise RuntimeError(f"{type(self.module).__name__}.g_updates returned {n_gen + extra} generator updates "
+        extra = self.module.decide_g_updates(terms) - n_gen   # decided on the host, from the terms of the D updates
+        if extra < 0 or (extra > 0 and self.graphed.follow_up is None):
+            raise RuntimeError(f"{type(self.module).__name__}.decide_g_updates returned {n_gen + extra} generator updates "
                                f"with n_gen={n_gen} on a steady batch: fewer cannot be captured (steady_batch), "
                                f"and more need may_add_g_updates() to be true")
         for _ in range(extra):
-            terms = {**terms, **self.graphed.follow()}  # a new dict: the static one stays the graph's
-        for _ in range(self.after_d.updates + n_gen + extra):
+            terms = {**terms, **self.graphed.run_follow_up()}  # a new dict: the static one stays the graph's
+        for _ in range(self.d_phase.updates + n_gen + extra):
             count_optimizer_step(self.wrapped[0])
         return terms
 

@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from gan_lab.callbacks.clock import time_limit, trainer_max_time
 from gan_lab.callbacks.divergence import divergence_guard
 from gan_lab.callbacks.resume import ends_epoch
-from gan_lab.callbacks.steps import batches_seen
+from gan_lab.callbacks.cadence import batches_seen
 from gan_lab.errors import UserError
 
 log = logging.getLogger(__name__)

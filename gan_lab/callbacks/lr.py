@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import lightning as L
 
-from gan_lab.callbacks.steps import batches_seen
+from gan_lab.callbacks.cadence import batches_seen
 
 
 class LearningRateLogger(L.Callback):

@@ -14,7 +14,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
 from gan_lab.callbacks.limit import epoch_cut_short
-from gan_lab.callbacks.steps import epoch_due
+from gan_lab.callbacks.cadence import epoch_due
 from gan_lab.constraints import Count
 from gan_lab.metrics.records import append_evaluation
 from gan_lab.metrics.suite import Evaluator

@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from torch import Tensor
 
-from gan_lab.callbacks.steps import batches_seen, epoch_due
+from gan_lab.callbacks.cadence import batches_seen, epoch_due
 from gan_lab.constraints import Count, NonNegativeInt
 from gan_lab.errors import TrainingInterrupted
 from gan_lab.grids import save_grid

@@ -40,7 +40,7 @@ from lightning.pytorch.callbacks import Checkpoint
 
 from gan_lab.callbacks.divergence import divergence_guard
 from gan_lab.callbacks.resume import ends_epoch
-from gan_lab.callbacks.steps import batches_seen
+from gan_lab.callbacks.cadence import batches_seen
 from gan_lab.distributed import reduce_over_processes
 from gan_lab.errors import TrainingInterrupted
 

@@ -155,7 +155,7 @@ class ArtGAN(ConditionalGAN):
         """D on the real batch: its K+1 logits, the D-side reconstruction term (0 when off) and scores."""
         features = self.discriminator.encoder(self.noisy_real(real))
         logits = self.discriminator.classifier(features)
-        self.saw_real(-logits[:, -1])  # "real" when the fake output is negative
+        self.record_real_outputs(-logits[:, -1])  # "real" when the fake output is negative
         terms = {"d_real": 1.0 - torch.sigmoid(logits.detach()[:, -1].float()).mean(),
                  "d_acc_real": (logits.detach().argmax(1) == labels).float().mean()}
         extra = logits.new_zeros((), dtype=torch.float32)
@@ -218,7 +218,7 @@ class ArtGAN(ConditionalGAN):
     def may_add_g_updates(self) -> bool:
         return self.extra_g_when is not None
 
-    def g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
+    def decide_g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
         """None while pre-training; ``n_gen``, plus one when D is too strong (``extra_g_when``)."""
         if self.pretraining:
             self.pretrain_batches += 1

@@ -5,7 +5,7 @@ objective is a method (``d_step``, ``g_step``) returning a dict of named loss te
 changes the algorithm by overriding those methods (or ``generate`` / ``discriminate`` /
 ``sample_labels`` for conditioning), never through flags in this class. A variant changes *how
 many* updates a batch gets through its schedule hooks (``d_updates``, ``d_sees_fakes``,
-``g_updates``: ArtGAN's pre-training and extra G updates), never by writing another loop.
+``decide_g_updates``: ArtGAN's pre-training and extra G updates), never by writing another loop.
 The D updates of a batch share its real images, or with ``fresh_reals`` each takes its own draw of
 them (the batch then holds ``draws_per_batch`` draws, which the entry point has the DataModule serve).
 
@@ -56,7 +56,7 @@ def frozen(module: nn.Module) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class AfterD:
+class DiscriminatorPhase:
     """What a batch's generator updates take on from its discriminator updates."""
 
     updates: int                   # the discriminator updates made
@@ -203,7 +203,7 @@ class GAN(L.LightningModule):
         """Discriminator objective on a real batch and a detached fake batch; must return ``d_loss``."""
         real_logits = self.discriminate(real, labels)
         fake_logits = self.discriminate(fake, fake_labels)
-        self.saw_real(real_logits)
+        self.record_real_outputs(real_logits)
         return self.d_terms(real, labels, fake, real_logits, fake_logits)
 
     def d_terms(self, real: Tensor, labels: Tensor, fake: Tensor, real_logits: Tensor, fake_logits: Tensor
@@ -243,16 +243,17 @@ class GAN(L.LightningModule):
         ``fake=None``)."""
         return True
 
-    def g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
+    def decide_g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
         """Generator updates in this batch, decided after the discriminator updates from their terms
-        (``n_gen``; a variant may return more when D dominates, or 0 while G must not train). On a
+        (``n_gen``; a variant may return more when D dominates, or 0 while G must not train). Called
+        once per batch: a variant records its decision here (WGAN's warm-up, ArtGAN's counters). On a
         :meth:`steady_batch` it returns at least ``n_gen``: a captured step holds ``n_gen`` generator
         updates, decides once they have run (the terms then hold theirs too), and replays any more
         as a second graph."""
         return self.n_gen
 
     def may_add_g_updates(self) -> bool:
-        """Whether :meth:`g_updates` may return more than ``n_gen`` (a captured step then captures one
+        """Whether :meth:`decide_g_updates` may return more than ``n_gen`` (a captured step then captures one
         more generator update as a second graph, replayed when it does)."""
         return False
 
@@ -263,7 +264,7 @@ class GAN(L.LightningModule):
         real = self.to_model_range(real)
         n = real.shape[0]
         captured = self.captured_step
-        if captured is not None and self.steady_batch() and captured.ready(real, labels):
+        if captured is not None and self.steady_batch() and captured.accepts(real, labels):
             terms = captured(real, labels)  # the same updates, replayed as one CUDA graph
         else:
             opt_d, opt_g = self.optimizers()
@@ -282,14 +283,14 @@ class GAN(L.LightningModule):
         (``callbacks.fast_path.cuda_graph``) runs its two parts (:meth:`discriminator_updates`, then
         :meth:`generator_updates`) with the raw optimizers and ``Tensor.backward`` on static input
         buffers."""
-        terms, after_d = self.discriminator_updates(real, labels, opt_d, backward)
-        terms.update(self.generator_updates(after_d, 0, self.g_updates(terms), opt_g, backward))
+        terms, d_phase = self.discriminator_updates(real, labels, opt_d, backward)
+        terms.update(self.generator_updates(d_phase, 0, self.decide_g_updates(terms), opt_g, backward))
         return terms
 
     def discriminator_updates(self, real: Tensor, labels: Tensor, opt_d, backward: Callable[[Tensor], Any]
-                              ) -> tuple[dict[str, Tensor], AfterD]:
+                              ) -> tuple[dict[str, Tensor], DiscriminatorPhase]:
         """The batch's discriminator updates: their loss terms, and what the generator updates take on
-        from them (:class:`AfterD`)."""
+        from them (:class:`DiscriminatorPhase`)."""
         terms: dict[str, Tensor] = {}
         fake = fake_labels = None
         draws = self.real_draws(real, labels)  # with fresh_reals, one per update
@@ -310,23 +311,23 @@ class GAN(L.LightningModule):
             if with_fakes:
                 fake_d = self.augment_for_d(fake.detach())
             terms.update(self.discriminator_update(opt_d, real_d, draw_labels, fake_d, fake_labels, backward))
-            self.observe_real()
-        return terms, AfterD(n_d, fake, fake_labels, real_d, draw_labels)
+            self.update_ada_statistics()
+        return terms, DiscriminatorPhase(n_d, fake, fake_labels, real_d, draw_labels)
 
-    def generator_updates(self, after_d: AfterD, first: int, stop: int, opt_g, backward: Callable[[Tensor], Any]
+    def generator_updates(self, d_phase: DiscriminatorPhase, first: int, stop: int, opt_g, backward: Callable[[Tensor], Any]
                           ) -> dict[str, Tensor]:
         """The batch's generator updates number ``first`` to ``stop - 1`` (0: the first after the D
         updates, which reuses the fakes of the last one unless ``fresh_fakes``); the last one's loss
         terms ({} when none)."""
         terms: dict[str, Tensor] = {}
-        fake, fake_labels, n = after_d.fake, after_d.fake_labels, after_d.real_d.shape[0]
+        fake, fake_labels, n = d_phase.fake, d_phase.fake_labels, d_phase.real_d.shape[0]
         for j in range(first, stop):
             if j > 0 or fake is None or self.fresh_fakes:
                 z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
                 with self.autocast():
                     fake = self.generate(z, fake_labels)
-            terms.update(self.generator_update(opt_g, self.augment_for_d(fake), fake_labels, after_d.real_d,
-                                               after_d.labels, backward))
+            terms.update(self.generator_update(opt_g, self.augment_for_d(fake), fake_labels, d_phase.real_d,
+                                               d_phase.labels, backward))
         return terms
 
     # --- capturing the batch as one CUDA graph (callbacks.fast_path.cuda_graph) -------------
@@ -364,12 +365,12 @@ class GAN(L.LightningModule):
         outputs, logs its probability and keeps its state in checkpoints."""
         return getattr(self.d_augment, "adaptive", False)
 
-    def saw_real(self, real_outputs: Tensor) -> None:
+    def record_real_outputs(self, real_outputs: Tensor) -> None:
         """A ``d_step`` reports D's raw outputs on the real batch, positive meaning "real" (ADA's signal)."""
         if self.adaptive_augment:
             self._real_outputs = real_outputs.detach()
 
-    def observe_real(self) -> None:
+    def update_ada_statistics(self) -> None:
         """After a D update: ADA adds up the signs of D's outputs on the real batch (on the device)."""
         if self._real_outputs is not None:
             sum_over_ranks = None if self.world_size == 1 else lambda stats: self.over_ranks(stats, "sum")

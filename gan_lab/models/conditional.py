@@ -158,7 +158,7 @@ class ConditionalGAN(GAN):
     def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
         real_logits = self.discriminate(self.noisy_real(real), labels)
         fake_logits = self.discriminate(self.noisy_fake(fake), fake_labels)
-        self.saw_real(real_logits)
+        self.record_real_outputs(real_logits)
         real_side, fake_side = swap_flipped(real_logits, fake_logits, self.label_flip)
         return {"d_loss": self.loss.discriminator(real_side, fake_side),
                 "d_real": self.loss.score(real_logits),

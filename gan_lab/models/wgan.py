@@ -84,13 +84,13 @@ class WGAN(GAN):
         ``critic_updates_waited`` critic updates made since the last one."""
         return self.warming_up(generator_updates) and critic_updates_waited < self.critic_warmup["updates"]
 
-    def g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
+    def decide_g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
         """``n_gen``; none while a warm-up generator update still waits for critic updates."""
         self.critic_updates_waited += self.d_updates()
         if self.waits(self.generator_updates_done, self.critic_updates_waited):
             return 0
         self.critic_updates_waited = 0
-        updates = super().g_updates(d_terms)
+        updates = super().decide_g_updates(d_terms)
         self.generator_updates_done += updates
         return updates
 
