@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 ARGS   ?=
 
-.PHONY: help install run test test-full test-install test-slurm bench gpu-check clean
+.PHONY: help install run test test-full test-install test-slurm bench docs gpu-check clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -39,9 +39,12 @@ test-slurm: $(STAMP)  ## the slurm tests, on a one-node SLURM cluster started he
 bench: $(STAMP)  ## training and data throughput benchmarks (python -m gan_lab.bench)
 	$(PY) -m gan_lab.bench $(ARGS)
 
+docs: $(STAMP)  ## the documentation site of README.md, docs/ and experiments/, built strictly into site/
+	$(PY) -m mkdocs build --strict --site-dir site
+
 gpu-check:  ## on a CUDA machine with torch installed: the gpu-marked tests, then the GPU benchmark suite
 	$(PYTHON) -m pytest -q -m gpu -p no:cacheprovider tests
 	$(PYTHON) -m gan_lab.bench suite --device cuda --repeats 3 --steps 30 $(ARGS)
 
-clean:  ## remove the virtual environment, caches and run outputs
-	rm -rf $(VENV) .pytest_cache runs multiruns outputs *.egg-info
+clean:  ## remove the virtual environment, caches, run outputs and the built site
+	rm -rf $(VENV) .pytest_cache runs multiruns outputs site *.egg-info
