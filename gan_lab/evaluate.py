@@ -19,7 +19,6 @@ from gan_lab import CONFIG_DIR
 from gan_lab.build import instantiate_checked
 from gan_lab.metrics.records import append_evaluation
 from gan_lab.errors import UserError, check_count, check_seed, exit_on_user_error
-from gan_lab.metrics.sampling import is_conditional
 from gan_lab.runs import load_run, pick_device, required_run_dir, write_problem
 
 log = logging.getLogger("gan_lab")
@@ -37,7 +36,7 @@ def check_request(cfg: DictConfig) -> None:
 
 def check_applicable(cfg: DictConfig, metrics: list[str], model, num_classes: int) -> None:
     """Metrics that measure nothing on this model (class accuracy of an unconditional one) alone are refused."""
-    if all(m == "accuracy" for m in metrics) and not is_conditional(model, num_classes, cfg.seed):
+    if all(m == "accuracy" for m in metrics) and not model.conditional:
         raise UserError(f"metrics={metrics!r} measures nothing on run_dir={cfg.run_dir}: class accuracy needs a "
                         f"class-conditional model; choose other metrics, e.g. metrics=[fid,kid].")
 

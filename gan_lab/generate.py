@@ -21,7 +21,7 @@ from torch import Tensor
 from gan_lab import CONFIG_DIR
 from gan_lab.grids import grid_image, save_grid
 from gan_lab.errors import UserError
-from gan_lab.metrics.sampling import ema_weights, interpolate_latents, is_conditional, latents_from_seeds, seeded
+from gan_lab.metrics.sampling import ema_weights, interpolate_latents, latents_from_seeds, seeded
 from gan_lab.errors import check_count, check_flag, check_seed, exit_on_user_error
 from gan_lab.runs import load_run, pick_device, required_run_dir, write_problem
 
@@ -171,8 +171,7 @@ def generate(cfg: DictConfig) -> dict[str, str]:
     up = int(cfg.upscale_to)
     written: dict[str, str] = {}
     with ema_weights(model, cfg.ema):
-        conditional = is_conditional(model, len(names), cfg.seed)
-        if conditional:
+        if model.conditional:
             classes = class_indices(list(cfg.classes) if cfg.classes is not None else None, names)
             labels = torch.tensor(classes).repeat_interleave(int(cfg.per_class))
             images = sample_images(model, labels.numel(), cfg.seed, labels)
@@ -193,7 +192,7 @@ def generate(cfg: DictConfig) -> dict[str, str]:
             written["images"] = str(out / "images")
         inter = cfg.interpolation
         seeds = list(inter.seeds or [])
-        label = class_indices(list(cfg.classes), names)[0] if conditional and cfg.classes is not None else 0
+        label = class_indices(list(cfg.classes), names)[0] if model.conditional and cfg.classes is not None else 0
         if seeds:
             for mode in inter.modes:
                 steps = max(2, int(inter.steps))
@@ -207,7 +206,7 @@ def generate(cfg: DictConfig) -> dict[str, str]:
                     pictures = [grid_image(f[None], 1, upscale_to=max(up, 128)) for f in frames]
                     written[f"interpolation_{mode}_gif"] = str(save_gif(pictures, out / f"interpolation_{mode}.gif",
                                                                         int(inter.frame_ms)))
-        if conditional:
+        if model.conditional:
             classes = class_indices(list(cfg.classes) if cfg.classes is not None else None, names)
             rows = int(inter.rows)
             sweep = class_sweep(model, classes, rows, cfg.seed)

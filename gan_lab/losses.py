@@ -127,13 +127,14 @@ class GANLoss:
 
     ``probability`` says whether the logits are read through a sigmoid (BCE objectives) or as
     raw critic values (Wasserstein, hinge, least squares); it decides what ``score`` reports as
-    D(x) and D(G(z)).
+    D(x) and D(G(z)). ``needs_lipschitz``: the objective estimates a distance only when D is kept
+    Lipschitz (Wasserstein); a model without such a constraint is warned.
     """
 
     def __init__(self, discriminator: Callable[[Tensor, Tensor], Tensor], generator: Callable[[Tensor], Tensor],
-                 probability: bool = True, name: str = "non_saturating") -> None:
+                 probability: bool = True, name: str = "non_saturating", needs_lipschitz: bool = False) -> None:
         self.discriminator, self.generator = plain_partial(discriminator), plain_partial(generator)
-        self.probability, self.name = bool(probability), name
+        self.probability, self.name, self.needs_lipschitz = bool(probability), name, bool(needs_lipschitz)
 
     def __repr__(self) -> str:
         return f"GANLoss({self.name})"

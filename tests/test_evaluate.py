@@ -15,7 +15,7 @@ from PIL import Image
 from gan_lab.errors import UserError
 from gan_lab.evaluate import evaluate
 from gan_lab.generate import class_blend, class_sweep, generate, interpolation_frames, sample_images
-from gan_lab.metrics.sampling import ema_weights, is_conditional
+from gan_lab.metrics.sampling import ema_weights
 from gan_lab.run import train
 from gan_lab.runs import load_run
 from tests.conftest import CONF, TINY, compose_config, run_cli
@@ -116,7 +116,7 @@ def test_conditional_model_generation_and_accuracy(tmp_path, cache):
     write_run_config(cfg, run_dir)
     train(cfg)
     loaded = load_run(run_dir, device="cpu")
-    assert is_conditional(loaded.model, 10)
+    assert loaded.model.conditional
     written = generate(compose_entry("generate", f"run_dir={run_dir}", "classes=[3,'7']", "per_class=4",
                                      "interpolation.seeds=[0,1]", "interpolation.modes=[linear]",
                                      "interpolation.rows=2"))

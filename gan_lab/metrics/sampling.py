@@ -70,17 +70,6 @@ def generate_images(model, n: int, seed: int = 0, batch_size: int = 256,
     return torch.cat(images), torch.cat(all_labels)
 
 
-@torch.no_grad()
-def is_conditional(model, num_classes: int, seed: int = 0) -> bool:
-    """Whether the labels change the samples (same latents, classes 0 and 1)."""
-    if num_classes < 2:
-        return False
-    with seeded(seed, model.device):
-        z = model.noise.sample(2, model.device)
-    zero = torch.zeros(2, dtype=torch.long, device=model.device)
-    return not torch.allclose(model.sample(z, zero), model.sample(z, zero + 1))
-
-
 def latents_from_seeds(model, seeds: list[int]) -> Tensor:
     """One latent per seed (the same latent a one-image run with that seed would draw)."""
     zs = []

@@ -29,7 +29,7 @@ from gan_lab.metrics.fid import frechet_distance, inception_score, kernel_distan
 from gan_lab.metrics.manifold import density_coverage, precision_recall
 from gan_lab.metrics.neighbours import memorisation, nearest_neighbours, neighbour_rows
 from gan_lab.metrics.parzen import DEFAULT_SIGMAS, parzen_evaluate
-from gan_lab.metrics.sampling import ema_weights, generate_images, is_conditional
+from gan_lab.metrics.sampling import ema_weights, generate_images
 from gan_lab.metrics.scores import score_histogram
 from gan_lab.pixels import to_float, to_unit
 
@@ -397,7 +397,7 @@ def accuracy(c: Context) -> dict:
     """How often the dataset's classifier recognises the class a conditional generator was asked for."""
     ev, model = c.evaluator, c.model
     num_classes = int(c.datamodule.num_classes)
-    if not is_conditional(model, num_classes, ev.seed):
+    if not model.conditional:
         return {"skipped": "the model is not class-conditional"}
     classifier = ev.classifier(c.datamodule, c.device)
     per_class = max(1, ev.num_samples // num_classes)

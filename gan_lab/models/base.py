@@ -95,6 +95,8 @@ class GAN(L.LightningModule):
 
     #: whether D has K+1 outputs (K classes + "fake") scored against classes (ArtGAN)
     k_plus_one = False
+    #: whether G and D take class labels (a conditional variant), so that samples can be asked for by class
+    conditional = False
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, noise: Noise, loss: GANLoss,
                  optimizer: Mapping[str, OptimizerFactory],
@@ -535,7 +537,7 @@ class GAN(L.LightningModule):
             raise UserError(f"model.fresh_reals={str(self.fresh_reals).lower()} needs batches of {self.draws_per_batch} draws of "
                             f"data.batch_size images and the DataModule serves {served}; wire them with "
                             f"gan_lab.build.serve_draws(model, datamodule) before fitting.")
-        if getattr(self.loss, "name", None) == "wasserstein" and self.lipschitz_constraint() is None:
+        if self.loss.needs_lipschitz and self.lipschitz_constraint() is None:
             log.warning("loss=wasserstein with nothing keeping D Lipschitz: its outputs can grow without bound and "
                         "the Wasserstein estimate means nothing; use model=wgan (weight clipping), model=wgan_gp "
                         "(gradient penalty) or model.discriminator.spectral_norm=true.")

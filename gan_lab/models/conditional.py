@@ -59,6 +59,7 @@ class ConditionalGAN(GAN):
     """
 
     model_name = "conditional GAN"
+    conditional = True
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, noise: Noise, loss: GANLoss,
                  optimizer: Mapping[str, OptimizerFactory],
