@@ -44,6 +44,7 @@ from gan_lab.fs import DiskFull, probe_writable
 from gan_lab.callbacks.metrics import MetricsCallback
 from gan_lab.metrics.records import read_metrics_json, update_metrics_json
 from gan_lab.metrics.suite import loggable_names
+from gan_lab.models.checkpoint_state import check_nets
 from gan_lab.rundir import (RunDirBackup, RunDirLock, check_overwrite, claim_sweep_dir, keep_run_dir_until_accepted,
                             replaces_run, secondary_process)
 
@@ -397,7 +398,7 @@ def _train(cfg: DictConfig, primary: bool) -> float | None:
     datamodule = build_datamodule(cfg, setup=False)  # the data's facts (classes), nothing decoded
     model = build_model(cfg)
     if resume is not None:
-        model.check_state_dict(resume["state_dict"], source=f"ckpt_path={cfg.ckpt_path}")
+        check_nets(model, resume["state_dict"], source=f"ckpt_path={cfg.ckpt_path}")
         check_resumed_optimizers(resume, model, source=f"ckpt_path={cfg.ckpt_path}")
     serve_draws(model, datamodule)
     setup_datamodule(cfg, datamodule)

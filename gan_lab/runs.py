@@ -21,6 +21,7 @@ from gan_lab.build import build_datamodule, build_model, setup_datamodule
 from gan_lab.callbacks.resume import epochs_completed
 from gan_lab.checkpoint_io import not_a_file, read_checkpoint
 from gan_lab.errors import UserError, yaml_problem
+from gan_lab.models.checkpoint_state import check_nets
 
 #: the sections of a run's config that ``evaluate`` and ``generate`` rebuild the run from
 RUN_SECTIONS = ("model", "data")
@@ -166,7 +167,7 @@ def load_run(run_dir: str | Path, ckpt: str | Path | None = None, device: str | 
     state = read_checkpoint(ckpt_path, what="ckpt")  # CRCs checked: a damaged file is one sentence
     datamodule = build_datamodule(cfg, setup=False)
     model = build_model(cfg)  # the nets check their sizes before any image is decoded
-    model.check_state_dict(state["state_dict"], source=f"ckpt={ckpt_path}")  # the nets this config builds?
+    check_nets(model, state["state_dict"], source=f"ckpt={ckpt_path}")  # the nets this config builds?
     model.on_load_checkpoint(state)  # before the weights, as Lightning does
     model.load_state_dict(state["state_dict"])
     setup_datamodule(cfg, datamodule)

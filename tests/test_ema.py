@@ -15,6 +15,7 @@ from gan_lab.callbacks.ema import EMA
 from gan_lab.errors import UserError
 from gan_lab.generate import generate
 from gan_lab.metrics.sampling import ema_weights
+from gan_lab.models.checkpoint_state import check_nets
 from gan_lab.run import TrainingInterrupted, train
 from gan_lab.runs import load_run
 from tests.conftest import CONF, NARROW_NETS
@@ -197,7 +198,7 @@ def test_checkpoints_with_and_without_ema_load_either_way(make_cfg, tmp_path):
         if with_ema:
             model.attach_generator_ema()
         with pytest.raises(UserError, match=r"holds other nets than this config builds \(generator"):
-            model.check_state_dict(got)
+            check_nets(model, got)
 
 
 def test_default_callbacks_list_ema_before_the_callbacks_that_save_or_read_weights():

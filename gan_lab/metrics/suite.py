@@ -310,125 +310,128 @@ class Metric(NamedTuple):
     samples: str = "num_samples"
 
 
-def fid(c: Context) -> dict:
-    value = frechet_distance(c.real_features, c.fake_features)
-    return {"value": value, **c.base, **c.about}
+def fid(context: Context) -> dict:
+    value = frechet_distance(context.real_features, context.fake_features)
+    return {"value": value, **context.base, **context.about}
 
 
-def kid(c: Context) -> dict:
-    ev = c.evaluator
-    size = min(ev.kid_subset_size, len(c.real_images), c.n_gen)
-    mean, std = kernel_distance(c.real_features, c.fake_features, size, ev.kid_subsets, ev.seed)
-    return {"value": mean, "std": std, **c.base, "subset_size": size, "subsets": ev.kid_subsets, **c.about}
+def kid(context: Context) -> dict:
+    ev = context.evaluator
+    size = min(ev.kid_subset_size, len(context.real_images), context.n_gen)
+    mean, std = kernel_distance(context.real_features, context.fake_features, size, ev.kid_subsets, ev.seed)
+    return {"value": mean, "std": std, **context.base, "subset_size": size, "subsets": ev.kid_subsets, **context.about}
 
 
-def inception(c: Context) -> dict:
-    ev = c.evaluator
-    scorer = c.extractor if c.extractor.num_classes else ev.classifier(c.datamodule, c.device)
+def inception(context: Context) -> dict:
+    ev = context.evaluator
+    scorer = context.extractor if context.extractor.num_classes else ev.classifier(context.datamodule, context.device)
     if scorer is None:
         return {"skipped": "unlabelled data and no Inception weights: no classifier for IS"}
-    logits = c.fake_features_and_logits[1] if scorer is c.extractor else ev.extract(scorer, c.fake, c.device)[1]
+    logits = context.fake_features_and_logits[1] if scorer is context.extractor \
+        else ev.extract(scorer, context.fake, context.device)[1]
     mean, std = inception_score(logits, ev.is_splits, ev.seed)
-    return {"value": mean, "std": std, "num_generated": c.n_gen, "splits": ev.is_splits, "num_real": 0,
+    return {"value": mean, "std": std, "num_generated": context.n_gen, "splits": ev.is_splits, "num_real": 0,
             **scorer.describe()}
 
 
-def _manifold(c: Context, measure: Callable[..., dict], k: int) -> dict:
-    smallest = min(len(c.real_images), c.n_gen)
+def _manifold(context: Context, measure: Callable[..., dict], k: int) -> dict:
+    smallest = min(len(context.real_images), context.n_gen)
     if smallest <= k:
         return {"skipped": f"{smallest} images in the smaller set; need more than k={k}"}
-    return {**measure(c.real_features, c.fake_features, k), **c.base, "space": "features", **c.about}
+    return {**measure(context.real_features, context.fake_features, k), **context.base, "space": "features", **context.about}
 
 
-def precision_and_recall(c: Context) -> dict:
+def precision_and_recall(context: Context) -> dict:
     """Improved precision (realistic samples) and recall (data covered), Kynkäänniemi et al. 2019."""
-    return _manifold(c, precision_recall, c.evaluator.precision_recall_k)
+    return _manifold(context, precision_recall, context.evaluator.precision_recall_k)
 
 
-def density_and_coverage(c: Context) -> dict:
+def density_and_coverage(context: Context) -> dict:
     """Density and coverage, Naeem et al. 2020: the real images' balls alone."""
-    return _manifold(c, density_coverage, c.evaluator.density_coverage_k)
+    return _manifold(context, density_coverage, context.evaluator.density_coverage_k)
 
 
-def parzen(c: Context) -> dict:
-    ev, val = c.evaluator, c.val
+def parzen(context: Context) -> dict:
+    ev, val = context.evaluator, context.val
     half = len(val) // 2
     if half < 2:
         return {"skipped": f"the val split has {len(val)} images; need >= 4"}
-    fake = c.fake_all[:ev.parzen_samples]
+    fake = context.fake_all[:ev.parzen_samples]
     # the val split in two random halves (a split stored class by class would otherwise choose sigma
     # on some classes and score others): sigma chosen on one, the log-likelihood reported on the other
     rows = torch.randperm(len(val), generator=torch.Generator().manual_seed(REFERENCE_SEED))
     sigma_rows, test_rows = rows[:half].sort().values, rows[half:].sort().values
-    res = parzen_evaluate(fake.to(c.device), val.images[sigma_rows], val.images[test_rows], ev.parzen_sigmas,
+    res = parzen_evaluate(fake.to(context.device), val.images[sigma_rows], val.images[test_rows], ev.parzen_sigmas,
                           ev.batch_size)
     return {**res, "num_generated": ev.parzen_samples, "num_real": len(test_rows),
             "split": f"val: {len(test_rows)} of {len(val)} at random (seed {REFERENCE_SEED})",
             "sigma_split": f"val: the other {half}",
             "space": f"pixels in [0, 1], {fake.shape[1]}x{fake.shape[2]}x{fake.shape[3]}",
-            "resize": c.base.get("real_resize", "none"), "extractor": "none"}
+            "resize": context.base.get("real_resize", "none"), "extractor": "none"}
 
 
-def memorisation_rate(c: Context) -> dict:
-    ev = c.evaluator
-    res = memorisation(c.fake_features, c.train_features, c.val_features, ev.memorisation_quantile, seed=ev.seed)
-    return {**res, **c.on_train, "baseline_split": "val", "space": "features", **c.about}
+def memorisation_rate(context: Context) -> dict:
+    ev = context.evaluator
+    res = memorisation(context.fake_features, context.train_features, context.val_features, ev.memorisation_quantile,
+                       seed=ev.seed)
+    return {**res, **context.on_train, "baseline_split": "val", "space": "features", **context.about}
 
 
-def neighbours(c: Context) -> dict:
+def neighbours(context: Context) -> dict:
     """Each of the first generated images beside its nearest training images, in pixel and in feature space."""
-    ev = c.evaluator
-    rows = min(ev.neighbours, c.fake.shape[0])
-    res = {**c.on_train, "num_generated": rows, "k": ev.neighbours_k, **c.about}
-    spaces = (("pixel", pixel_rows(c.fake[:rows]).to(c.device), pixel_rows(c.train_images).to(c.device)),
-              ("feature", c.fake_features[:rows], c.train_features))
+    ev = context.evaluator
+    rows = min(ev.neighbours, context.fake.shape[0])
+    res = {**context.on_train, "num_generated": rows, "k": ev.neighbours_k, **context.about}
+    device = context.device
+    spaces = (("pixel", pixel_rows(context.fake[:rows]).to(device), pixel_rows(context.train_images).to(device)),
+              ("feature", context.fake_features[:rows], context.train_features))
     for space, queries, refs in spaces:
         dist, idx = nearest_neighbours(queries, refs, ev.neighbours_k)
         res[f"{space}_distance"] = [round(float(d), 4) for d in dist[:, 0]]
         res[f"{space}_index"] = [int(i) for i in idx[:, 0]]
-        if c.out_dir is not None:
-            images = neighbour_rows(c.fake[:rows], c.train_images, idx.cpu())
-            path = save_grid(images, c.out_dir / f"neighbours_{space}.png", nrow=idx.shape[1] + 1, upscale_to=64)
+        if context.out_dir is not None:
+            images = neighbour_rows(context.fake[:rows], context.train_images, idx.cpu())
+            path = save_grid(images, context.out_dir / f"neighbours_{space}.png", nrow=idx.shape[1] + 1, upscale_to=64)
             res[f"{space}_grid"] = str(path)
     return res
 
 
-def accuracy(c: Context) -> dict:
+def accuracy(context: Context) -> dict:
     """How often the dataset's classifier recognises the class a conditional generator was asked for."""
-    ev, model = c.evaluator, c.model
-    num_classes = int(c.datamodule.num_classes)
+    ev, model = context.evaluator, context.model
+    num_classes = int(context.datamodule.num_classes)
     if not model.conditional:
         return {"skipped": "the model is not class-conditional"}
-    classifier = ev.classifier(c.datamodule, c.device)
+    classifier = ev.classifier(context.datamodule, context.device)
     per_class = max(1, ev.num_samples // num_classes)
     labels = torch.arange(num_classes).repeat_interleave(per_class)
     images, labels = generate_images(model, labels.numel(), ev.seed, ev.batch_size, labels=labels)
-    predicted = torch.cat([classifier.logits(images[i:i + ev.batch_size].to(c.device)).argmax(1).cpu()
+    predicted = torch.cat([classifier.logits(images[i:i + ev.batch_size].to(context.device)).argmax(1).cpu()
                            for i in range(0, images.shape[0], ev.batch_size)])
-    res = class_accuracy(predicted, labels, list(c.datamodule.class_names))
+    res = class_accuracy(predicted, labels, list(context.datamodule.class_names))
     return {**res, "num_generated": labels.numel(), "per_class_generated": per_class, "num_real": 0,
             **classifier.describe()}
 
 
-def scores(c: Context) -> dict:
+def scores(context: Context) -> dict:
     """D's verdict on held-out real images and on generated ones, one number per image as the
     variant defines it (``model.d_scores``: a probability of being real, or a critic value)."""
-    ev, model, bs = c.evaluator, c.model, c.evaluator.batch_size
+    ev, model, bs = context.evaluator, context.model, context.evaluator.batch_size
 
     def verdicts(images: Tensor, labels: Tensor) -> Tensor:
-        return torch.cat([model.d_scores(to_float(images[i:i + bs].to(c.device)), labels[i:i + bs].to(c.device))
+        return torch.cat([model.d_scores(to_float(images[i:i + bs].to(context.device)), labels[i:i + bs].to(context.device))
                           .float().cpu() for i in range(0, images.shape[0], bs)])
 
-    real_scores = verdicts(*c.val.sample(ev.num_samples))
-    fake_scores = verdicts(c.fake, c.fake_labels)
+    real_scores = verdicts(*context.val.sample(ev.num_samples))
+    fake_scores = verdicts(context.fake, context.fake_labels)
     probability = bool(getattr(getattr(model, "loss", None), "probability", True))
     res = {"d_real": float(real_scores.mean()), "d_fake": float(fake_scores.mean()),
            "num_real": len(real_scores), "num_generated": len(fake_scores), "split": "val",
-           **({"real_chosen": chosen} if (chosen := c.val.chosen(ev.num_samples)) else {}),
+           **({"real_chosen": chosen} if (chosen := context.val.chosen(ev.num_samples)) else {}),
            "discriminator_mode": "eval"}
-    if c.out_dir is not None:
+    if context.out_dir is not None:
         xlabel = "D(x): probability of real" if probability else "D(x): critic value"
-        res["histogram"] = str(score_histogram(real_scores, fake_scores, c.out_dir / "scores.png", xlabel))
+        res["histogram"] = str(score_histogram(real_scores, fake_scores, context.out_dir / "scores.png", xlabel))
     return res
 
 

@@ -33,6 +33,7 @@ from gan_lab.constraints import Count, Positive
 from gan_lab.distributed import reduce_over_processes
 from gan_lab.errors import UserError
 from gan_lab.losses import GANLoss
+from gan_lab.models.checkpoint_state import check_nets, match_generator_ema
 from gan_lab.noise import Noise
 from gan_lab.precision import phase_context
 
@@ -630,42 +631,6 @@ class GAN(L.LightningModule):
 
     # --- checkpoint state ---------------------------------------------------------------
 
-    def check_state_dict(self, state: Mapping[str, Tensor], source: str | None = None) -> None:
-        """One sentence, instead of PyTorch's report of every key, when a checkpoint holds other nets
-        than this config builds (another model, width, image size or latent size); ``source`` names
-        the checkpoint in it (by default the trainer's ``ckpt_path``).
-
-        The EMA generator may be on one side only: a checkpoint's ``generator_ema.*`` weights are
-        attached on loading (:meth:`on_load_checkpoint`), and an EMA the checkpoint lacks starts from
-        its generator's weights; either way they must fit the generator this config builds."""
-        own = dict(self.state_dict())
-        theirs_ema = any(k.startswith(EMA_PREFIX) for k in state)
-        if not theirs_ema:
-            own = {k: v for k, v in own.items() if not k.startswith(EMA_PREFIX)}
-        elif self.generator_ema is None:
-            own.update(ema_keys(own))
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        resized = [(k, list(state[k].shape), list(own[k].shape)) for k in own
-                   if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
-        resized.sort(key=lambda r: r[0].startswith("fixed_"))  # a net's weight names the difference best
-        if not (missing or unexpected or resized):
-            return
-        parts = []
-        if resized:
-            key, theirs, ours = resized[0]
-            more = f", and {len(resized) - 1} more of other shapes" if len(resized) > 1 else ""
-            parts.append(f"{key} is {theirs} there and {ours} here{more}")
-        if missing:
-            parts.append(f"{len(missing)} weights of this model are not in it (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} of its weights are not in this model (e.g. {unexpected[0]})")
-        trainer = attached_trainer(self)
-        if source is None:
-            source = f"ckpt_path={trainer.ckpt_path}" if trainer is not None and trainer.ckpt_path else "the checkpoint"
-        raise UserError(f"{source} holds other nets than this config builds ({'; '.join(parts)}); use it with "
-                        f"the config of the run that wrote it (its model and data overrides, .hydra/overrides.yaml).")
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gan_lab"] = {"batches_seen": self.batches_seen, "images_seen": self.images_seen}
         if self.adaptive_augment:
@@ -673,43 +638,10 @@ class GAN(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # called before the weights are loaded (by Lightning and by gan_lab.runs.load_run)
-        self.check_state_dict(checkpoint.get("state_dict", {}))
-        self.match_generator_ema(checkpoint.get("state_dict", {}))
+        check_nets(self, checkpoint.get("state_dict", {}))
+        match_generator_ema(self, checkpoint.get("state_dict", {}))
         state = checkpoint.get("gan_lab", {})
         self.batches_seen = int(state.get("batches_seen", 0))
         self.images_seen = int(state.get("images_seen", 0))
         if self.adaptive_augment and "d_augment" in state:
             self.d_augment.load_state(state["d_augment"])
-
-    def match_generator_ema(self, state: dict[str, Tensor]) -> None:
-        """Make the module and a checkpoint's ``state_dict`` agree on the EMA generator before the
-        weights are loaded:
-
-        - the checkpoint has one and the module none: outside training (``load_run``: evaluate,
-          generate, explore) it is attached, so samples come from it; in a training run without
-          the EMA callback it is left out (nothing would update it), with a warning;
-        - the module has one (the EMA callback is on) and the checkpoint none: the EMA starts from
-          the checkpoint's generator weights."""
-        theirs = [k for k in state if k.startswith(EMA_PREFIX)]
-        if theirs and self.generator_ema is None:
-            if attached_trainer(self) is None:
-                self.attach_generator_ema()
-            else:
-                log.warning("the checkpoint holds an EMA of the generator but callbacks.ema is off in this run: "
-                            "the EMA is not carried on and samples come from the live generator.")
-                for key in theirs:
-                    del state[key]
-        elif not theirs and self.generator_ema is not None:
-            generator = {k: v for k, v in state.items() if k.startswith("generator.")}
-            if generator:
-                log.info("the checkpoint has no EMA of the generator: it starts from the generator's weights.")
-                state.update({k: v.clone() for k, v in ema_keys(generator).items()})
-
-
-#: the prefix of the EMA generator's weights in a ``state_dict``
-EMA_PREFIX = "generator_ema."
-
-
-def ema_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The generator's entries of a ``state_dict`` under the EMA generator's names."""
-    return {EMA_PREFIX + k[len("generator."):]: v for k, v in state.items() if k.startswith("generator.")}
