@@ -241,7 +241,18 @@ def _targets(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
     return entries
 
 
+#: the callbacks that together make a resumed run equal the uninterrupted one: both or neither
+EXACT_RESUME = ("rng_state", "epoch_position")
+
+
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    callbacks = cfg.get("callbacks") or {}
+    on = [name for name in EXACT_RESUME if callbacks.get(name) is not None]
+    if len(on) == 1:
+        off = next(name for name in EXACT_RESUME if name not in on)
+        raise UserError(f"callbacks.{off}=null with callbacks.{on[0]} on makes a resumed run differ from the "
+                        f"uninterrupted one anyway; turn both off for resumes that need not be exact "
+                        f"(callbacks.{on[0]}=null too), or keep both.")
     return [instantiate_checked(node, f"callbacks.{name}") for name, node in _targets(cfg, "callbacks")]
 
 

@@ -31,7 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lab import CONFIG_DIR, slurm
-from gan_lab.build import (batches_per_epoch, build_callbacks, build_datamodule, build_loggers, build_model,
+from gan_lab.build import (EXACT_RESUME, batches_per_epoch, build_callbacks, build_datamodule, build_loggers, build_model,
                            build_trainer, check_batch_size, resolved, serve_draws, setup_datamodule)
 from gan_lab.callbacks.clock import dhms, time_limit, trained_seconds, trainer_max_time
 from gan_lab.callbacks.history import History
@@ -412,6 +412,9 @@ def _train(cfg: DictConfig, primary: bool) -> float | None:
     check_batch_size(model, datamodule, trainer.world_size, trainer.limit_train_batches)
     if resume is not None:
         check_resumed_position(resume, datamodule)
+        if not any((cfg.get("callbacks") or {}).get(name) is not None for name in EXACT_RESUME):
+            log.warning("callbacks.rng_state and callbacks.epoch_position are off: the continued run draws other "
+                        "noise and images than the uninterrupted run would have.")
     del resume  # mapped tensors: Lightning reads the checkpoint itself
     # every check before training has passed; the run is accepted when its first batch starts
     RunDirBackup.hold(run_dir if primary else None, replace)

@@ -64,6 +64,10 @@ OTHER_INPUTS = [
     ("no _target_", ["logger=none", "+logger.mine.project=x"], "gan_lab: error: logger.mine has no _target_"),
     ("bad piecewise table", ["scheduler=piecewise", "scheduler.discriminator.milestones=[5,10]"],
      "gan_lab: error: scheduler milestones (2) and lrs (10) must be non-empty lists of the same length"),
+    ("half of exact resume", ["callbacks.rng_state=null"],
+     "gan_lab: error: callbacks.rng_state=null with callbacks.epoch_position on makes a resumed run differ"),
+    ("the other half", ["callbacks.epoch_position=null"],
+     "gan_lab: error: callbacks.epoch_position=null with callbacks.rng_state on"),
     # the conditional variant words this message; here: one gan_lab line, exit 2, before training
     ("conditional model on unlabelled data", ["model=cdcgan", "data=monet"], "gan_lab: error:"),
 ]

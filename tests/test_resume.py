@@ -113,6 +113,15 @@ def test_a_resume_cuts_the_history_back_to_its_checkpoint(make_cfg, tmp_path):
     assert history.read_bytes() == uninterrupted
 
 
+def test_a_resume_without_the_exact_resume_callbacks_says_it_is_not_exact(make_cfg, tmp_path, caplog):
+    run, off = tmp_path / "run", ["callbacks.rng_state=null", "callbacks.epoch_position=null"]
+    train(make_cfg(*overrides("dcgan", "trainer.max_epochs=1"), *off, run_dir=run))
+    assert "not exact" not in caplog.text and "would have" not in caplog.text
+    train(make_cfg(*overrides("dcgan", "trainer.max_epochs=2"), *off, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+                   run_dir=run))
+    assert "the continued run draws other noise and images than the uninterrupted run would have" in caplog.text
+
+
 @pytest.mark.slow  # two subprocess runs; the in-process SIGTERM case runs in the default suite
 def test_sigterm_subprocess_writes_resumable_checkpoint(tmp_path):
     """A real SIGTERM to a training process: exit 143, last.ckpt and metrics.json written, resumable."""
