@@ -6,13 +6,16 @@ changes it, so that widening a dependency's pin is this file's work.
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn as nn
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.trainer.states import RunningStage
 from torch import Tensor
 
 from gan_lab.fs import atomic_write
@@ -113,3 +116,39 @@ def appending_experiment(logger: Any) -> AppendingExperimentWriter:
         logger._fs.makedirs(logger.root_dir, exist_ok=True)
         logger._experiment = AppendingExperimentWriter(log_dir=logger.log_dir)
     return logger._experiment
+
+
+#: the start of Lightning's warning on a resume from a mid-epoch checkpoint (its training epoch loop)
+MID_EPOCH_RESUME_WARNING = "You're resuming from a checkpoint that ended before the epoch ended"
+
+
+def silence_mid_epoch_resume_warning() -> Any:
+    """Ignore Lightning's mid-epoch resume warning until :func:`unsilence` is given the returned handle."""
+    warnings.filterwarnings("ignore", message=MID_EPOCH_RESUME_WARNING)
+    return warnings.filters[0]
+
+
+def unsilence(handle: Any) -> None:
+    """Remove the warnings filter ``handle`` (from :func:`silence_mid_epoch_resume_warning`), if installed."""
+    if handle is not None and handle in warnings.filters:
+        warnings.filters.remove(handle)
+
+
+def timer_train_seconds(key: str, state: Any) -> float | None:
+    """The training seconds a checkpoint's ``callbacks[key]`` entry holds when it is Lightning's
+    ``Timer`` state (``{"time_elapsed": {"train": s, ...}}``); ``None`` for another callback's."""
+    if "Timer" not in str(key) or not isinstance(state, dict):
+        return None
+    return float((state.get("time_elapsed") or {}).get(RunningStage.TRAINING.value, 0.0))
+
+
+def set_timer_train_seconds(timer: Timer, seconds: float) -> None:
+    """Make ``timer`` count ``seconds`` of training already done (through its state format)."""
+    timer.load_state_dict({"time_elapsed": {RunningStage.TRAINING.value: float(seconds)}})
+
+
+def reload_dataloaders_every_epoch(trainer: L.Trainer) -> None:
+    """Have a fit in progress rebuild its training DataLoader at every epoch start (the Trainer's
+    ``reload_dataloaders_every_n_epochs=1``, set after the Trainer was built)."""
+    if not trainer.reload_dataloaders_every_n_epochs:
+        trainer.reload_dataloaders_every_n_epochs = 1

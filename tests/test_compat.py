@@ -7,8 +7,9 @@ import lightning as L
 import torch
 import torch.nn as nn
 
-from gan_lab.compat import (attached_trainer, clamp_, count_optimizer_step, lerp_, run_eagerly, sbatch_script,
-                            spectrally_normalised)
+from gan_lab.compat import (MID_EPOCH_RESUME_WARNING, attached_trainer, clamp_, count_optimizer_step, lerp_,
+                            reload_dataloaders_every_epoch, run_eagerly, sbatch_script, set_timer_train_seconds,
+                            silence_mid_epoch_resume_warning, spectrally_normalised, timer_train_seconds, unsilence)
 
 
 def test_submitit_writes_the_sbatch_script_of_an_executors_parameters():
@@ -100,3 +101,56 @@ def test_a_spectrally_normalised_weight_is_recognised_in_a_submodule():
     assert spectrally_normalised(nn.Sequential(nn.ReLU(), spectral_norm(nn.Linear(2, 2)))), \
         "torch's spectral_norm parametrization changed: update gan_lab.compat.spectrally_normalised"
     assert not spectrally_normalised(nn.Sequential(nn.Linear(2, 2), weight_norm(nn.Linear(2, 2))))
+
+
+def test_lightning_still_warns_of_a_mid_epoch_resume_with_the_silenced_text():
+    import inspect
+    import warnings
+
+    from lightning.pytorch.loops import training_epoch_loop
+
+    source = " ".join(inspect.getsource(training_epoch_loop).replace('"', " ").split())
+    assert " ".join(MID_EPOCH_RESUME_WARNING.split()) in source, \
+        "Lightning's mid-epoch resume warning changed: update gan_lab.compat.MID_EPOCH_RESUME_WARNING"
+    handle = silence_mid_epoch_resume_warning()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        warnings.filters.insert(0, handle)
+        warnings.warn(MID_EPOCH_RESUME_WARNING + " and your dataloader is not resumable.")
+        warnings.warn("another warning")
+    unsilence(handle)
+    assert [str(w.message) for w in caught] == ["another warning"]
+    assert handle not in warnings.filters
+
+
+def test_a_timers_state_holds_its_training_seconds_in_the_format_read_and_written():
+    from lightning.pytorch.callbacks import Timer
+
+    timer = Timer(duration="00:01:00:00")
+    set_timer_train_seconds(timer, 7230.5)
+    assert timer.time_elapsed() == 7230.5, "Timer's state format changed: update gan_lab.compat.set_timer_train_seconds"
+    key = Timer.__qualname__ + "{'duration': 3600.0}"
+    assert timer_train_seconds(key, timer.state_dict()) == 7230.5, \
+        "Timer's state format changed: update gan_lab.compat.timer_train_seconds"
+    assert timer_train_seconds("TrainingClock", {"train_seconds": 3.0}) is None
+
+
+class _Loads(_Counted):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loaders = 0
+
+    def on_fit_start(self) -> None:
+        reload_dataloaders_every_epoch(self.trainer)
+
+    def train_dataloader(self):
+        self.loaders += 1
+        return super().train_dataloader()
+
+
+def test_a_fit_told_to_reload_its_dataloaders_rebuilds_them_every_epoch(tmp_path):
+    module = _Loads()
+    L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, default_root_dir=tmp_path).fit(module)
+    assert module.loaders == 3, "Trainer.reload_dataloaders_every_n_epochs set in a fit no longer applies: update " \
+                                "gan_lab.compat.reload_dataloaders_every_epoch"

@@ -14,8 +14,8 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Timer
-from lightning.pytorch.trainer.states import RunningStage
 
+from gan_lab.compat import set_timer_train_seconds, timer_train_seconds
 from gan_lab.errors import UserError
 
 
@@ -46,8 +46,8 @@ def trained_seconds(checkpoint: dict[str, Any]) -> float:
             continue
         if key == TrainingClock.__qualname__:
             seconds = max(seconds, float(state.get("train_seconds", 0.0)))
-        elif "Timer" in str(key):
-            seconds = max(seconds, float((state.get("time_elapsed") or {}).get("train", 0.0)))
+        elif timer_train_seconds(key, state) is not None:
+            seconds = max(seconds, timer_train_seconds(key, state))
     return seconds
 
 
@@ -78,9 +78,9 @@ class TrainingClock(L.Callback):
         if timer is None:
             return
         # Before training starts the Timer's elapsed time is its own record of the earlier parts (from a
-        # part that had a Timer); count every part. Its public load_state_dict sets that record.
+        # part that had a Timer); count every part.
         self.seconds_before = max(self.seconds_before, float(timer.time_elapsed()))
-        timer.load_state_dict({"time_elapsed": {RunningStage.TRAINING.value: self.seconds_before}})
+        set_timer_train_seconds(timer, self.seconds_before)
         if timer.time_remaining() <= 0 and trainer.ckpt_path:
             raise UserError(f"the time limit trainer.max_time ({trainer_max_time(trainer)} of training) is already "
                             f"spent: the run of ckpt_path={trainer.ckpt_path} trained for "

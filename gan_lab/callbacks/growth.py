@@ -34,6 +34,7 @@ from typing import Any
 import lightning as L
 
 from gan_lab.callbacks.resume import written_mid_epoch
+from gan_lab.compat import reload_dataloaders_every_epoch
 from gan_lab.errors import UserError
 from gan_lab.models.growth import GrowthSchedule, Phase
 
@@ -112,8 +113,8 @@ class Growth(L.Callback):
         # the stage wants another batch size, as in the uninterrupted run); otherwise the stage's size
         self.serve(trainer, self._resumed_loader_batch_size or self.batch_size())
         self._resumed_loader_batch_size = None
-        if len(self.schedule.batch_sizes) > 1 and not trainer.reload_dataloaders_every_n_epochs:
-            trainer.reload_dataloaders_every_n_epochs = 1
+        if len(self.schedule.batch_sizes) > 1:
+            reload_dataloaders_every_epoch(trainer)
         log.info("progressive growing: %s; starting at %dx%d, alpha %.3f", self.schedule,
                  phase.resolution, phase.resolution, phase.alpha)
 

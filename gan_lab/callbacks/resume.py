@@ -29,19 +29,16 @@ records their classes, :class:`OptimizerClasses`).
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import lightning as L
 import torch
 
+from gan_lab.compat import silence_mid_epoch_resume_warning, unsilence
 from gan_lab.errors import UserError
 
 log = logging.getLogger(__name__)
 
-#: Lightning's warning on every mid-epoch resume; the resume is exact when the sampler skips what was served
-NOT_RESUMABLE = (r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is "
-                 r"not resumable")
 
 
 def epochs_completed(checkpoint: dict[str, Any]) -> tuple[int, int | None]:
@@ -250,7 +247,7 @@ class EpochPosition(L.Callback):
         self._resume_at: int | None = None  # batches into the epoch of a mid-epoch checkpoint being resumed
         self._resume_batch_images: int | None = None  # the images of each of those batches
         self._resume_order: dict[str, int] | None = None  # what that epoch's order was drawn from
-        self._quiet: tuple | None = None  # the warnings filter of NOT_RESUMABLE, while it is installed
+        self._quiet: Any = None  # the filter silencing Lightning's mid-epoch resume warning, while installed
 
     @property
     def mid_epoch(self) -> bool:
@@ -288,8 +285,7 @@ class EpochPosition(L.Callback):
             redraw_order(trainer)
             # exact, so Lightning's "not resumable ... unreliable results" (warned before the first
             # batch of this fit) is wrong here: silenced until then
-            warnings.filterwarnings("ignore", message=NOT_RESUMABLE)
-            self._quiet = warnings.filters[0]
+            self._quiet = silence_mid_epoch_resume_warning()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.batch_in_epoch = 0  # (not called for the epoch a mid-epoch resume continues)
@@ -314,9 +310,8 @@ class EpochPosition(L.Callback):
     # --- helpers ----------------------------------------------------------------------------
 
     def _warn_again(self) -> None:
-        """Remove the filter of :data:`NOT_RESUMABLE` (another fit in this process may not be exact)."""
-        if self._quiet is not None and self._quiet in warnings.filters:
-            warnings.filters.remove(self._quiet)
+        """Hear Lightning's mid-epoch resume warning again (another fit in this process may not be exact)."""
+        unsilence(self._quiet)
         self._quiet = None
 
     def _skip_served_samples(self, trainer: L.Trainer, batches: int) -> bool:
