@@ -6,7 +6,8 @@ changed in turn (a few candidate values per key, see :func:`candidates`) and a t
 epoch of two batches is trained. What the run records is its weights and buffers, its optimiser
 state (learning rates included), the last logged values and the sample grid's layout. A key passes
 when one of its candidate values changes that record or raises a :class:`UserError`; a key none of
-whose values does either is ignored, and the test names it.
+whose values does either is ignored, and the test names it (a refusal counts only when its sentence
+names the key).
 
 Exempt (listed with the reason): keys that describe rather than compute (``loss.name``) and keys
 about how rather than what (``fused``). The runs include the callbacks that change what a model
@@ -31,6 +32,7 @@ NARROW = NARROW_NETS
 EXEMPT = {
     "loss.name": "the objective's name, used in messages and by models that need a given objective",
     "loss.probability": "how D's output is read for the logged D(x); checked by tests/test_losses_noise.py",
+    "loss.needs_lipschitz": "whether a critic without a Lipschitz constraint is warned of; checked by tests/test_wgan.py",
     "fused": "how the optimizer runs (one fused kernel), not what it computes",
     "critic_warmup.first": "acts after more generator updates than two batches make; tests/test_wgan.py checks it",
     "critic_warmup.every": "acts after more generator updates than two batches make; tests/test_wgan.py checks it",
@@ -146,19 +148,20 @@ def walk(base: list[str], prefixes: tuple[str, ...]) -> list[str]:
     ignored = []
     for prefix in prefixes:
         for path, value in leaves(OmegaConf.select(cfg, prefix), prefix):
-            honoured = False
+            honoured, refusals = False, []
             context = KEY_CONTEXT.get(path.rsplit(".", 1)[-1], [])
             compared = record([*base, *context]) if context else reference
             for new in candidates(path, value):
                 text = "null" if new is None else (str(new).lower() if isinstance(new, bool) else str(new).replace(" ", ""))
                 try:
                     honoured = not same(record([*base, *context, f"{path}={text}"]), compared)
-                except UserError:
-                    honoured = True
+                except UserError as exc:  # a refusal counts only when its sentence names this key
+                    honoured = path.rsplit(".", 1)[-1] in str(exc)
+                    refusals.append(str(exc))
                 if honoured:
                     break
             if not honoured:
-                ignored.append(f"{path}={value!r}")
+                ignored.append(f"{path}={value!r}" + (f" (refused for other reasons: {refusals})" if refusals else ""))
     return ignored
 
 
