@@ -1,13 +1,8 @@
-"""Atomic checkpoint writes: a crash, a kill or a full disk mid-save never corrupts ``last.ckpt`` (a full
-disk is one sentence naming the checkpoint); and a checkpoint that cannot be read (copied halfway,
-corrupted) is one sentence naming it. A checkpoint is a zip archive whose members carry CRC-32s: they
-are checked before it is used, so bytes damaged inside it (which ``torch.load`` would read without a
-word) are caught too.
+"""Atomic checkpoint writes and checked checkpoint reads.
 
-The checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
-over the target with ``os.replace`` (atomic on POSIX and Windows within one file system): readers
-see either the previous complete file or the new complete file. Wired in ``conf/trainer/default.yaml``
-as a Trainer plugin.
+Saves go through :func:`~gan_lab.fs.atomic_write`, so a crash, kill or full disk never corrupts
+``last.ckpt``; reads check the zip members' CRC-32s first. Unreadable checkpoints and full disks
+raise a :class:`UserError` naming the file. Wired in ``conf/trainer/default.yaml`` as a Trainer plugin.
 """
 from __future__ import annotations
 
@@ -31,8 +26,8 @@ def not_a_file(what: str, path: str | Path) -> UserError:
 
 
 def disk_full(path: str | Path, exc: DiskFull) -> DiskFull:
-    """The sentence for a checkpoint that a full disk kept from being written: the path, what is
-    intact, and the ``ckpt_path`` to continue from once there is space."""
+    """The error for a checkpoint a full disk kept from being written: the path, what is intact,
+    and the ``ckpt_path`` to continue from."""
     path = Path(path)
     last = next((p for p in (path, path.parent / "last.ckpt") if p.is_file()), None)
     kept = f", and the previous {path.name} is intact" if path.is_file() else ""
@@ -52,9 +47,8 @@ def _damaged(what: str, path: str | Path, reason: str) -> UserError:
 
 def read_checkpoint(path: str | Path, what: str = "ckpt_path", weights_only: bool = False,
                     run_checkpoint: bool = True, mmap: bool = False, verify: bool = True) -> dict[str, Any]:
-    """A checkpoint's content on the CPU; a truncated or corrupted file is one sentence naming it, and
-    so is a file that is not a run's checkpoint (no ``state_dict``) when ``run_checkpoint``.
-    ``mmap``: map the tensors instead of reading them (a quick check of a large file).
+    """A checkpoint's content on the CPU; :class:`UserError` for a damaged file, or with
+    ``run_checkpoint`` one without ``state_dict``. ``mmap``: map the tensors instead of reading them;
     ``verify``: check every member's CRC-32 first (:func:`~gan_lab.fs.zip_damage`)."""
     if Path(path).is_dir():
         raise not_a_file(what, path)
@@ -97,6 +91,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         ) -> dict[str, Any]:
         if "://" in str(path):
             return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
-        # Lightning also reads its own files through here (ddp_spawn hands the weights back in one);
-        # a resume checkpoint had its CRCs checked by the entry point before training
+        # also Lightning's own files; a resume checkpoint's CRCs were checked by the entry point
         return read_checkpoint(path, weights_only=bool(weights_only), run_checkpoint=False, verify=False)

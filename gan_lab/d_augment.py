@@ -1,27 +1,12 @@
 """Differentiable augmentation of every image D sees (real and generated, in the D and the G update).
 
-Augmenting only the real images (the ``augment`` group, applied by the DataModule) teaches G to
-produce augmented images: what D learns "real" looks like then includes the translations, cut-outs
-and colour shifts. The remedy of DiffAugment (Zhao et al. 2020) and ADA (Karras et al. 2020) is to
-augment the real *and* the generated images with the same differentiable operations just before
-D, so that G receives gradients through them and D never sees an un-augmented image to anchor on.
+* :class:`DiffAugment` (Zhao et al. 2020): ``color``, ``translation`` and ``cutout``, each applied per
+  sample with probability ``p``.
+* :class:`AdaptiveAugment` (ADA, Karras et al. 2020): ADA's geometric and colour pipeline, with ``p``
+  tuned every ``interval`` batches from D's overfitting signal r_t = E[sign(D(x_real))].
 
-* :class:`DiffAugment`: the policies ``color`` (brightness, saturation, contrast), ``translation``
-  (shift by up to 1/8 of the side, zero padding) and ``cutout`` (a square of half the side set to
-  zero), each drawn per sample and applied with probability ``p`` per sample (DiffAugment's own
-  recipe is ``p = 1``).
-* :class:`AdaptiveAugment`: ADA's geometric and colour pipeline (x-flip, 90° rotations,
-  translation, isotropic and anisotropic scaling, rotation, fractional translation; brightness,
-  contrast, saturation; ``ops`` chooses among them), each operation applied per sample with
-  probability ``p``, and ``p`` itself
-  adjusted every ``interval`` batches from D's overfitting signal r_t = E[sign(D(x_real))]: up when
-  r_t is above ``target``, down when below, by ``batch images x interval / speed_images``.
-
-Both are plain ``nn.Module`` s of images ``[N, C, H, W]`` (any range, any size: the operations are
-relative to the side, so Progressive GAN's growing resolution works) and draw from torch's global
-generator, whose state a run's checkpoints already save: a resumed run continues exactly. At
-``p = 0`` they return their input and draw nothing, so training is bit-identical to training without
-them.
+Both are ``nn.Module`` s of images ``[N, C, H, W]`` (any range, any size) drawing from torch's global
+generator; at ``p = 0`` they return their input and draw nothing.
 """
 from __future__ import annotations
 
@@ -142,13 +127,11 @@ def rotation_probability(p: float) -> float:
 
 def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi, ops: Sequence[str] = ADA_OPS,
             on_device: Tensor | None = None) -> Tensor:
-    """Per-sample 2x3 matrices (in normalised [-1, 1] coordinates, mapping output to input) of ADA's
-    geometric operations, each applied with probability ``p``: x-flip, rotation by a multiple of 90°,
-    translation (uniform in [-1/8, 1/8] of the side; ADA rounds it to whole pixels, this does not),
-    isotropic scaling (log-normal, std 0.2 ln 2), rotation (uniform up to ``rot_max``), anisotropic scaling (log-normal,
-    std 0.2 ln 2) and fractional translation (normal, std 1/8 of the side). An operation left out of
-    ``ops`` still draws its random numbers, so that the others draw the same ones, but is not applied.
-    ``on_device``: ``p`` and the rotations' probability as a float32 device tensor (the same numbers)."""
+    """Per-sample 2x3 matrices (normalised coordinates, output to input) of ADA's geometric operations,
+    each applied with probability ``p``: x-flip, 90° rotation, translation (not rounded to whole pixels),
+    isotropic scaling, rotation (up to ``rot_max``), anisotropic scaling, fractional translation.
+    An operation left out of ``ops`` still draws its random numbers but is not applied.
+    ``on_device``: ``p`` and the rotations' probability as a float32 device tensor."""
     p_op, p_rot = (p, rotation_probability(p)) if on_device is None else (on_device[0], on_device[1])
 
     def chosen(op: str) -> Tensor:
@@ -200,14 +183,10 @@ def _rotation(angle: Tensor, eye: Tensor) -> Tensor:
 
 
 def ada_pipeline(x: Tensor, p: float, ops: Sequence[str] = ADA_OPS, on_device: Tensor | None = None) -> Tensor:
-    """ADA's geometric (one resampling with reflection at the borders) and colour operations, each per
-    sample with probability ``p``; colour: brightness (+N(0, 0.2)), contrast (x lognormal(0, 0.5 ln 2))
-    and, for colour images, saturation (x lognormal(0, ln 2) around the grey level). Only the
-    operations named in ``ops`` (of :data:`ADA_OPS`) are applied.
-
-    ``on_device``: for ``0 < p < 1``, ``[p, rotation probability]`` as a float32 device tensor that the
-    kernels read (what a captured step replays with a ``p`` that moves); the same images as with the
-    number, bit for bit (a comparison with a number is made in float32 too)."""
+    """ADA's geometric operations (one resampling, reflection at the borders) and colour operations
+    (brightness, contrast, saturation for colour images), each per sample with probability ``p``; only
+    those named in ``ops`` are applied. ``on_device``: for ``0 < p < 1``, ``[p, rotation probability]``
+    as a float32 device tensor (the same images as with the number)."""
     if p == 0.0:
         return x
     n = x.shape[0]
@@ -235,24 +214,18 @@ def ada_pipeline(x: Tensor, p: float, ops: Sequence[str] = ADA_OPS, on_device: T
 class AdaptiveAugment(nn.Module):
     """ADA (Karras et al. 2020): :func:`ada_pipeline` with a probability ``p`` tuned from D's outputs.
 
-    The model calls :meth:`observe` with D's raw outputs on real images after each D update (it adds
-    their signs up on the device) and :meth:`batch_done` after each batch: every ``interval`` batches,
-    r_t = E[sign(D(x_real))] over those batches moves ``p`` by ``sign(r_t - target) * images /
-    speed_images`` (clamped to [0, 1]), images being those of the batches (ADA: batch size x
-    interval). As in ADA, ``p`` moves after the batch, G's update included. That update reads r_t on
-    the host: one synchronisation every ``interval`` batches. The kernels read ``p`` from a device
-    tensor, so a captured step (``callbacks.fast_path.cuda_graph``) follows it; only reaching 0 (no
-    augmentation) or 1 changes what is drawn (:meth:`capture_key`).
+    The model calls :meth:`observe` after each D update and :meth:`batch_done` after each batch; every
+    ``interval`` batches ``p`` moves by ``sign(r_t - target) * images / speed_images``, clamped to
+    [0, ``max_p``] (one host synchronisation).
 
     Args:
         target: the r_t to hold (ADA: 0.6).
         speed_images: images over which ``p`` can move from 0 to 1 (ADA: 500k; small sets need less).
         interval: batches between adjustments (ADA: 4).
         p: the starting probability (0: start without augmentation).
-        max_p: the ceiling of ``p`` (ADA keeps it below 1 so that D still sees un-augmented images).
-        ops: the operations applied, of :data:`ADA_OPS` (default: all of them, ADA's "bgc" pipeline).
-            Leave out :data:`ORIENTATION_OPS` for images whose meaning depends on their orientation
-            (digits, text): as p approaches 1 those leak into G's samples.
+        max_p: the ceiling of ``p`` (below 1, D still sees some un-augmented images).
+        ops: the operations applied, of :data:`ADA_OPS` (default: all); leave out :data:`ORIENTATION_OPS`
+            for images whose meaning depends on their orientation (digits, text).
     """
 
     adaptive = True
@@ -271,10 +244,8 @@ class AdaptiveAugment(nn.Module):
         self.max_p = float(max_p)
         self.p = min(float(p), self.max_p)
         self.rt = 0.0                       # the last r_t, for logging
-        # Two float32 tensors that follow the images to their device, and not the module's dtype as buffers
-        # would (a module cast to bfloat16 would round the sums): the sign sum and count of D's outputs
-        # since the last adjustment (checkpoints keep them: state), and p with the rotations'
-        # probability as the kernels read them.
+        # float32 tensors on the images' device (not the module's dtype, as buffers would be): the sign sum
+        # and count of D's outputs since the last adjustment, and p with the rotations' probability
         self.stats = torch.zeros(2)
         self.p_device = torch.zeros(2)
         self._fill()
@@ -301,11 +272,8 @@ class AdaptiveAugment(nn.Module):
 
     @torch.no_grad()
     def observe(self, real_outputs: Tensor, sum_over_ranks: Callable[[Tensor], Tensor] | None = None) -> None:
-        """D's raw outputs on a real batch (positive: "real"): their signs and count, added up on the device.
-
-        Under DDP, ``sum_over_ranks`` adds up each batch's sign sum and output count over the ranks
-        (one small collective, no host synchronisation), so that every rank adjusts ``p`` from all
-        ranks' outputs, as ADA's r_t is defined, and holds the same state (which a checkpoint keeps)."""
+        """Add up the signs and the count of D's raw outputs on a real batch (positive: "real"), on the
+        device; under DDP ``sum_over_ranks`` sums them over the ranks, so every rank holds the same state."""
         outputs = real_outputs.detach().float()
         self._follow(outputs.device)
         stats = torch.stack([outputs.sign().sum(), torch.full((), float(outputs.numel()), device=outputs.device)])

@@ -1,9 +1,7 @@
 """Reducing a few numbers over the processes of a multi-process (DDP) run.
 
-What the processes decide from their own batches (ArtGAN's extra G update, ADA's probability, the
-divergence guard's verdict, a stop request) must be decided from values reduced over all of them,
-or they part ways: one process making an update or stopping alone leaves the others waiting in a
-collective that never pairs up.
+What the processes decide from their own batches (ArtGAN's extra G update, ADA's probability, a stop
+request) must be decided from values reduced over all of them, or they wait on each other forever.
 """
 from __future__ import annotations
 
@@ -15,10 +13,8 @@ OPS = ("mean", "sum", "max")
 
 def reduce_over_processes(values: Tensor, world_size: int, op: str = "mean") -> Tensor:
     """``values`` reduced over the ``world_size`` processes in one collective, in place, and returned
-    (``op``: ``mean``, ``sum`` or ``max``); as they are in a single process.
-
-    It calls ``torch.distributed.all_reduce`` directly, without Lightning's ``reduce``, whose barrier
-    makes the host wait for the device under NCCL: the result stays on the device until read."""
+    (``op``: ``mean``, ``sum`` or ``max``); as they are in a single process. Calls
+    ``torch.distributed.all_reduce`` directly, so the result stays on the device until read."""
     if op not in OPS:
         raise ValueError(f"op={op!r} is not one of {OPS}")
     dist = torch.distributed

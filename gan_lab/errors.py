@@ -1,8 +1,7 @@
 """Errors a user can cause and fix.
 
-A ``UserError`` carries one sentence that names the offending value and the fix. The entry
-points print it without a stack trace and exit with status 2; anything else is a bug and keeps
-its traceback.
+A ``UserError`` carries one sentence naming the offending value and the fix; the entry points print
+it without a traceback and exit with status 2. Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -15,8 +14,8 @@ class UserError(ValueError):
 
 
 def unwrap_user_error(exc: BaseException) -> UserError | None:
-    """Return the ``UserError`` behind ``exc`` (Hydra wraps errors raised while instantiating; a
-    process started by a ``ddp_spawn`` strategy hands its error back as the text of its traceback)."""
+    """The ``UserError`` behind ``exc``: through causes and contexts (Hydra wraps them), or parsed
+    from the traceback text of a ``ddp_spawn`` process."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, UserError):
@@ -42,8 +41,8 @@ def user_error_from_traceback(text: str) -> UserError | None:
 
 
 def check_count(value: Any, key: str, minimum: int = 1, example: int = 64) -> int:
-    """A number the user asks for (images, seeds, steps) must be an integer of at least ``minimum``:
-    one sentence naming the key, instead of a traceback from deep inside."""
+    """A requested number (images, seeds, steps): an integer of at least ``minimum``, else a
+    :class:`UserError` naming ``key``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UserError(f"{key}={value!r} must be an integer >= {minimum}; e.g. {key}={example}.")
     return int(value)
@@ -85,15 +84,13 @@ class TrainingInterrupted(Exception):
 
 
 class SetupInterrupted(TrainingInterrupted):
-    """A signal (Ctrl-C) stopped the preparation of the data before training: nothing was trained
-    and nothing half-written was kept; running the command again starts the preparation over."""
+    """Ctrl-C stopped data preparation before training; nothing half-written was kept."""
 
 
 class TrainingDiverged(UserError):
     """A loss or the weights became NaN/Inf, or a loss stayed beyond its bound.
 
-    A ``UserError``: the run ends with one line (the step, the loss, the last good checkpoint and
-    what to change), and a sweep goes on with its next job.
+    A ``UserError``: the run ends with one line, and a sweep goes on with its next job.
     """
 
     def __init__(self, message: str, step: int, values: dict[str, float]) -> None:
@@ -111,9 +108,8 @@ def report_user_error(exc: BaseException) -> bool:
 
 
 def exit_on_user_error(work: Callable[..., Any], *args: Any, interrupted: str | None = None) -> Any:
-    """Run an entry point's ``work``; a user's mistake ends as one line and exit status 2, an
-    interruption (:class:`TrainingInterrupted`) as one line and exit status ``128 + signum``, and
-    Ctrl-C, when ``interrupted`` says what to do then, as that line and exit status 130."""
+    """Run an entry point's ``work``: a :class:`UserError` exits 2, a :class:`TrainingInterrupted`
+    ``128 + signum`` and, when ``interrupted`` is given, Ctrl-C exits 130; each after one line."""
     try:
         return work(*args)
     except TrainingInterrupted as exc:

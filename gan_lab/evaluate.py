@@ -1,10 +1,9 @@
 """Score a trained run: ``python -m gan_lab.evaluate run_dir=<run> [ckpt=...] [metrics=[...]] [num_samples=...]``.
 
-Rebuilds the run from ``<run>/.hydra/config.yaml``, loads the checkpoint (``last.ckpt`` by default;
-EMA generator weights when the model keeps them), runs the :class:`~gan_lab.metrics.Evaluator` and
-appends the record, with its protocol, to ``<run>/metrics.json``. Its ``epoch`` is the number of
-epochs completed when the checkpoint was written, as in the records written during training; a
-mid-epoch checkpoint adds ``batch_in_epoch``, the batches trained into the next epoch.
+Rebuilds the run from ``<run>/.hydra/config.yaml``, loads the checkpoint (``last.ckpt`` by default),
+runs the :class:`~gan_lab.metrics.Evaluator` and appends the record to ``<run>/metrics.json``;
+pictures and ``evaluation.json`` go to ``<run>/evaluation/<checkpoint>/``. The record's ``epoch``
+counts completed epochs; a mid-epoch checkpoint adds ``batch_in_epoch``.
 """
 from __future__ import annotations
 

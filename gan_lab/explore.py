@@ -1,21 +1,9 @@
 """Look at a dataset before training on it: ``python -m gan_lab.explore data=<name>``.
 
-Writes to the run directory (``runs/explore/<data>/<time>/``) what the Monet study made by hand:
-
-- ``channel_stats.png``: per-pixel mean, min, max, standard deviation and variance over the
-  split, one column per channel (the average image, where the dataset never varies, ...), and for
-  colour data a last column with the RGB composite of each statistic;
-- ``composite_<statistic>.png`` (``mean``, ``min``, ``max``, ``std``, ``variance``): each statistic
-  of all channels as one image at ``image_size`` (colour for RGB data): the colour a pixel has on
-  average, at its darkest, ..., which the per-channel views hide. Mean, min and max are pixel values
-  as they are; std and variance are scaled so that their largest value over all channels is 255
-  (one scale for the channels, so hues are kept);
-- ``file_sizes.png``: histogram of the files' sizes on disk (datasets of one file per image);
-- ``image_sizes.png``: histograms of the source widths and heights, before resizing;
-- ``class_counts.png``: images per class, for labelled datasets;
-- ``samples.png``: a grid of random images as served (``image_size``);
-- ``unreadable.txt``: files listed by the dataset but missing or undecodable;
-- ``summary.json``, also printed.
+Writes to the run directory (``runs/explore/<data>/<time>/``): ``channel_stats.png`` and
+``composite_<statistic>.png`` (per-pixel mean, min, max, std, variance), ``file_sizes.png``,
+``image_sizes.png`` (source sizes), ``class_counts.png`` (labelled data), ``samples.png``,
+``unreadable.txt`` (missing or undecodable files) and ``summary.json``, which is also printed.
 """
 from __future__ import annotations
 
@@ -68,12 +56,8 @@ PIXEL_VALUED = ("mean", "min", "max")
 
 
 def composite(name: str, value: torch.Tensor) -> np.ndarray:
-    """A statistic ``[C, H, W]`` as one uint8 image ``[H, W, C]``.
-
-    Mean, min and max keep their pixel values; std and variance are divided by their largest value
-    over all channels (one scale, so the ratio of the channels, i.e. the hue, is kept) and shown
-    up to 255. A statistic that is 0 everywhere stays black.
-    """
+    """A statistic ``[C, H, W]`` as one uint8 image ``[H, W, C]``: mean, min and max as pixel
+    values; std and variance scaled by one maximum over all channels to 255 (hue kept)."""
     if name not in PIXEL_VALUED:
         value = value / max(float(value.max()), 1e-12) * 255
     return value.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()

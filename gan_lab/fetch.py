@@ -1,13 +1,9 @@
 """Download a dataset into ``data.root``: ``python -m gan_lab.fetch data=<name> [fetch.mirror=URL]``.
 
-Each file is checked (the published MD5 where there is one; otherwise its size and SHA-256 are
-recorded in ``<root>/.gan_lab_fetch.json`` on the first download, printed, and checked from then
-on), a download cut short continues where it stopped (HTTP range requests), archives are extracted
-into a temporary folder and moved into place only when complete, and nothing is fetched when the
-data are already there. Then the dataset is read as training would read it and summarised.
-
-``fetch.mirror`` (or the environment variable ``GAN_LAB_MIRROR``) replaces the sources' addresses
-by ``<mirror>/<file name>``: a site's own copy. Training never downloads.
+Files are checked against the published MD5, or else against the size and SHA-256 recorded in
+``<root>/.gan_lab_fetch.json`` at the first download. Interrupted downloads resume; archives are
+extracted into place atomically; files already present are not fetched. The dataset is then read
+and summarised. ``fetch.mirror`` (or ``GAN_LAB_MIRROR``) fetches ``<mirror>/<file name>`` instead.
 """
 from __future__ import annotations
 
@@ -36,9 +32,8 @@ RECORD = ".gan_lab_fetch.json"
 
 @dataclass(frozen=True)
 class Source:
-    """One file of a dataset: its name, the addresses it is served from (tried in order), its
-    published MD5 (``None``: none is published), and what it holds once in place: ``extract`` for
-    an archive unpacked into the root, the paths it creates (relative to the root)."""
+    """One file of a dataset: its name, addresses (tried in order), published MD5 (``None``: none),
+    the paths it provides under the root, and ``extract`` for an archive unpacked there."""
 
     name: str
     urls: tuple[str, ...]
@@ -124,8 +119,8 @@ def partial(target: Path) -> Path:
 
 
 def download(url: str, target: Path) -> None:
-    """Download ``url`` to ``target`` through ``<target>.part``, continuing a ``.part`` left by an
-    interrupted download (HTTP Range); a progress bar on stderr."""
+    """Download ``url`` to ``target`` through ``<target>.part``, continuing a leftover ``.part``
+    (HTTP Range); a progress bar on stderr."""
     part = partial(target)
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
@@ -148,8 +143,8 @@ def download(url: str, target: Path) -> None:
 
 
 def fetch_file(source: Source, root: Path, mirror: str | None, record: dict) -> Path:
-    """The file in ``root``, downloaded (or continued) and checked; a file that fails its check is
-    removed and refused in one sentence."""
+    """The file in ``root``, downloaded (or continued) and checked; a file failing its check is
+    removed (:class:`UserError`)."""
     target = root / source.name
     urls = [mirror.rstrip("/") + "/" + source.name] if mirror else list(source.urls)
     if not target.exists():
@@ -186,8 +181,8 @@ def fetch_file(source: Source, root: Path, mirror: str | None, record: dict) -> 
 
 
 def extract(archive: Path, root: Path) -> None:
-    """Unpack ``archive`` into a temporary folder beside ``root``'s entries, then move each of its
-    top-level entries into place; the archive is removed once its content is in place."""
+    """Unpack ``archive`` into a temporary folder in ``root``, move its top-level entries into place,
+    then remove the archive."""
     from torchvision.datasets.utils import extract_archive
 
     with tempfile.TemporaryDirectory(dir=root, prefix=".extracting-") as tmp:

@@ -1,11 +1,8 @@
 """Filesystem helpers shared by every layer: writability probes, atomic writes, file locks.
 
-Atomic writes go to a temporary file in the target's folder, flushed to disk, then renamed over the
-target with ``os.replace`` (atomic within one file system): readers see either the previous
-complete file or the new one, never half of it. A temporary file is named
-``.<target>.<host>-<pid>.<random>.tmp``, so that one left by a killed writer can be told from one
-being written (:func:`remove_orphan_temp_files`). A write that runs out of space is one sentence
-naming the file (:class:`DiskFull`).
+Atomic writes go to ``.<target>.<host>-<pid>.<random>.tmp`` in the target's folder, are fsynced,
+then ``os.replace``d over the target; the name lets :func:`remove_orphan_temp_files` tell a killed
+writer's file from one being written. A full disk raises :class:`DiskFull`.
 """
 from __future__ import annotations
 
@@ -28,8 +25,8 @@ from gan_lab.errors import UserError
 
 
 class DiskFull(UserError, OSError):
-    """A write ran out of space (or quota); the file it was to replace is intact. An ``OSError`` with
-    the errno and the file, whose text is the sentence for the user."""
+    """A write ran out of space (or quota); the file it was to replace is intact. An ``OSError``
+    (errno, file) whose text is the message for the user."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
@@ -45,8 +42,7 @@ def probe_writable(folder: Path | str) -> Path:
 
 
 def host_tag() -> str:
-    """8 hex digits naming this machine and its process-id namespace (containers on one host have
-    their own): where the pid in a temporary file's name can be looked up."""
+    """8 hex digits naming this machine and its pid namespace (where a temporary file's pid is valid)."""
     try:
         namespace = os.readlink("/proc/self/ns/pid")
     except OSError:
@@ -63,8 +59,8 @@ ORPHAN_AGE_S = 24 * 3600
 
 
 def out_of_space(exc: BaseException | None) -> OSError | None:
-    """The ``OSError`` "no space left" (or "quota exceeded") behind ``exc``, or ``None`` (``torch.save``
-    reports it as a ``RuntimeError`` raised while handling it)."""
+    """The ``OSError`` "no space left" (or "quota exceeded") behind ``exc`` (also through its
+    cause or context), or ``None``."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -118,11 +114,9 @@ def process_alive(pid: int) -> bool:
 
 
 def remove_orphan_temp_files(folder: str | os.PathLike, targets: tuple[str, ...]) -> list[Path]:
-    """Remove the temporary files that :func:`atomic_write` left in ``folder`` for targets whose
-    names end with one of ``targets``, when their writer is gone: a process of this machine that no
-    longer runs (a SIGKILL, a crash, a power cut), or any writer when the file is untouched for
-    :data:`ORPHAN_AGE_S` (one of another machine sharing the folder, or of an older gan_lab). A file
-    being written is never removed. Returns the files removed."""
+    """Remove :func:`atomic_write`'s temporary files in ``folder`` for targets ending with one of
+    ``targets`` whose writer is gone (a dead process of this machine, or untouched for
+    :data:`ORPHAN_AGE_S`). Returns the files removed."""
     removed = []
     try:
         entries = list(os.scandir(folder))
@@ -161,11 +155,8 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
 
 def zip_damage(path: str | os.PathLike) -> str | None:
     """Why the zip archive at ``path`` (``torch.save``'s format) is damaged, or ``None`` when every
-    member matches the CRC-32 stored with it (or the file is not a zip archive at all).
-
-    ``torch.load`` reads tensor bytes without checking their CRC, so bytes overwritten inside a
-    checkpoint or a cache load silently; this reads the whole file once (about 0.5 s per GB from
-    the page cache, measured on 2 cores).
+    member matches its CRC-32 (or the file is not a zip archive). Reads the whole file; ``torch.load``
+    itself does not check CRCs.
     """
     try:
         if not zipfile.is_zipfile(path):
@@ -181,10 +172,8 @@ def zip_damage(path: str | os.PathLike) -> str | None:
 
 @contextmanager
 def locked(path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` (``filelock``: ``flock`` where the file system has
-    it, a lock file of its own elsewhere): processes that update one file read-modify-write it one
-    after the other, so no update is lost. The lock file is left in place (removing it would race
-    with a process about to lock it)."""
+    """Hold an exclusive lock on ``<path>.lock`` (``filelock``) so read-modify-writes of one file
+    do not interleave. The lock file is left in place (removing it would race)."""
     lock_path = Path(f"{path}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock_path):

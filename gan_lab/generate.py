@@ -1,11 +1,9 @@
 """Draw images from a trained run: ``python -m gan_lab.generate run_dir=<run> [key=value ...]``.
 
-Sample grids (one row per class for conditional models, classes chosen by name), individual PNG
-files, and latent interpolations between seeds (linear and spherical) and, for conditional models,
-across classes at fixed latents (every class in turn, and a blend of class weights morphing from one
-class to the next), each as a grid and an animated GIF. Works from any checkpoint,
-on CPU or GPU, with EMA generator weights when the model keeps them
-(see :mod:`gan_lab.metrics.sampling`).
+Writes to ``out_dir`` (default ``<run>/generated``): ``samples.png`` (a row per class for conditional
+models), optional ``images/*.png``, latent interpolations between seeds and, for conditional models,
+class sweeps and class blends, each as a grid and an animated GIF. Uses EMA generator weights when
+the model keeps them.
 """
 from __future__ import annotations
 
@@ -77,9 +75,9 @@ def class_sweep(model, classes: Sequence[int], rows: int, seed: int) -> Tensor:
 @torch.no_grad()
 def class_blend(model, classes: Sequence[int], steps: int, rows: int, seed: int,
                 num_classes: int) -> tuple[Tensor, int]:
-    """Fixed latents (one per row) rendered along a path through ``classes``: between consecutive
-    classes the generator's class weights move linearly from one class to the next in ``steps``
-    frames (endpoints included and shared). Returns the images, row-major, and the frames per row."""
+    """Fixed latents (one per row) rendered along a path through ``classes``, the class weights
+    moving linearly between consecutive classes in ``steps`` frames (shared endpoints).
+    Returns the images, row-major, and the frames per row."""
     eye = torch.eye(num_classes, device=model.device)
     t = torch.linspace(0.0, 1.0, steps, device=model.device)[1:, None]
     weights = torch.cat([eye[classes[0]][None], *((1 - t) * eye[a] + t * eye[b]

@@ -69,9 +69,8 @@ def cut_history(path: str | Path, rows: int) -> int:
 
 
 class CSVLogger(LightningCSVLogger):
-    """``<run>/metrics.csv``; a run resumed into its own directory (``ckpt_path`` and the same
-    ``hydra.run.dir``, e.g. a requeued cluster job) appends to the history instead of replacing it
-    (Lightning's CSVLogger deletes an existing file)."""
+    """``<run>/metrics.csv``; a run resumed into its own directory appends to the history instead
+    of replacing it, as Lightning's CSVLogger does."""
 
     def __init__(self, save_dir: str | Path, name: str | None = "lightning_logs",
                  version: NonNegativeInt | str | None = None, prefix: str = "",

@@ -49,13 +49,9 @@ def categorical_targets(classes: Tensor, num_outputs: int, target: float = 1.0) 
 
 def d_categorical(real: Tensor, fake: Tensor | None, real_classes: Tensor, fake_classes: Tensor | None,
                   real_target: Probability = 1.0) -> Tensor:
-    """ArtGAN's K+1-way objective for D (Tan et al. 2017): each of the K+1 sigmoid outputs is scored by
-    BCE against a one-hot target, a real image of class k against k and a generated image against the
-    last ("fake") output. ``real_target`` below 1 smooths the real side's positive entry.
-
-    The classes are given, not derived, so that label flipping (a variant's choice of targets) needs
-    nothing of this function. Without generated images (``fake=None``: D learning the real classes
-    alone, ArtGAN's pre-training) it is the real side's term."""
+    """ArtGAN's K+1-way objective for D (Tan et al. 2017): BCE of each sigmoid output against a one-hot
+    target, a real image of class k against k and a generated image against the last ("fake") output;
+    ``real_target`` < 1 smooths the real side. ``fake=None`` (pre-training) gives the real side's term."""
     num_outputs = real.shape[1]
     loss = F.binary_cross_entropy_with_logits(real.float(), categorical_targets(real_classes, num_outputs, real_target))
     if fake is None:
@@ -113,10 +109,8 @@ def drift_penalty(real: Tensor) -> Tensor:
 
 
 def plain_partial(fn: Callable) -> Callable:
-    """A ``_partial_: true`` config gives a Hydra partial that re-validates Hydra's target policy
-    (a SHA-256 of it) on every call, about a millisecond each on a CPU: called twice per batch that
-    is a large share of a GPU training step. The same function and arguments as a plain
-    ``functools.partial`` compute the same thing without that per-call cost."""
+    """``fn`` as a plain ``functools.partial`` when it is a subclass of one: Hydra's partial
+    re-validates its target on every call, about a millisecond each on a CPU."""
     if isinstance(fn, functools.partial) and type(fn) is not functools.partial:
         return functools.partial(fn.func, *fn.args, **fn.keywords)
     return fn
@@ -125,10 +119,9 @@ def plain_partial(fn: Callable) -> Callable:
 class GANLoss:
     """An adversarial objective: one discriminator function and one generator function.
 
-    ``probability`` says whether the logits are read through a sigmoid (BCE objectives) or as
-    raw critic values (Wasserstein, hinge, least squares); it decides what ``score`` reports as
-    D(x) and D(G(z)). ``needs_lipschitz``: the objective estimates a distance only when D is kept
-    Lipschitz (Wasserstein); a model without such a constraint is warned.
+    ``probability``: the logits are read through a sigmoid (BCE objectives) rather than as raw critic
+    values; it decides what :meth:`score` reports. ``needs_lipschitz``: the objective needs a Lipschitz
+    D (Wasserstein); a model without such a constraint is warned.
     """
 
     def __init__(self, discriminator: Callable[[Tensor, Tensor], Tensor], generator: Callable[[Tensor], Tensor],

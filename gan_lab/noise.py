@@ -112,13 +112,8 @@ class Gamma(Noise):
 
 
 class Interpolated(Noise):
-    """``alpha * z1 + (1 - alpha) * z2`` with ``z1``, ``z2`` two independent draws of ``base``.
-
-    The DCGAN study trained on such blends of two latents (alpha 0.3 and 0.8) to see whether G
-    behaves differently when every latent it meets lies between two draws of the prior. The blend
-    keeps the base mean and shrinks the spread by ``sqrt(alpha^2 + (1 - alpha)^2)`` (at least
-    ``1/sqrt(2)``, at alpha 0.5), so the analytic moments below tell how far the training latents
-    sit from the base distribution that a plain run would use.
+    """``alpha * z1 + (1 - alpha) * z2`` with ``z1``, ``z2`` two independent draws of ``base`` (the DCGAN
+    study's blended latents): the base mean, with the std scaled by ``sqrt(alpha^2 + (1 - alpha)^2)``.
 
     Args:
         latent_dim: size of each latent; must equal ``base.latent_dim`` (the config interpolates it).

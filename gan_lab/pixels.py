@@ -4,12 +4,8 @@
 - **float [-1, 1]**: the data contract, what every net and loss sees;
 - **float [0, 1]**: the space of pixel distances (nearest neighbours, Parzen windows).
 
-One rounding convention everywhere: float -> uint8 rounds to the nearest level (ties to even, as
-``torch.round``) after clamping, so a saved sample, a sample grid and an image scored by a metric
-hold the same pixel values, and uint8 -> float -> uint8 is the identity.
-
-This module sits below ``data``, ``metrics`` and ``callbacks`` (all of which import it) and imports
-nothing of gan_lab itself.
+float -> uint8 clamps and rounds to the nearest level (ties to even), so uint8 -> float -> uint8 is
+the identity. The module imports nothing of gan_lab.
 """
 from __future__ import annotations
 
@@ -34,8 +30,8 @@ def to_uint8(images: Tensor) -> Tensor:
 
 
 def to_unit(images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """uint8 [0, 255] or float [-1, 1] -> float [0, 1] (in ``dtype``: pixel distances of thousands of
-    dimensions need float64), the space where a distance between two images is a pixel distance."""
+    """uint8 [0, 255] or float [-1, 1] -> float [0, 1] in ``dtype`` (float64 for distances over many
+    pixels), the space of pixel distances."""
     if images.dtype == torch.uint8:
         return images.to(dtype).div_(255.0)
     return images.to(dtype).add(1.0).div_(2.0)

@@ -1,22 +1,11 @@
-"""Mixed precision per phase: autocast around each D or G forward pass and loss, as a plain AMP loop does.
+"""Mixed precision per phase: autocast around each D or G update's forward passes and loss only.
 
-Lightning's ``MixedPrecision`` plugin runs the whole ``training_step`` inside one autocast region.
-With manual optimisation that region also covers ``manual_backward`` and the optimizer steps,
-which PyTorch's AMP guide advises against (on a CPU the backward ops then run in bf16 as well),
-and it must disable autocast's weight-cast cache: weights change in place at every
-``optimizer.step()`` inside the region, so a cached bf16 copy would be stale for the next critic
-update (n_critic > 1). The result is a different, slower computation than the plain loop
-``for batch: with autocast(): forward+loss; loss.backward(); opt.step()``.
-
-:class:`PhaseMixedPrecision` keeps Lightning's plugin (gradient scaler for ``16-mixed``,
-``state_dict``, clipping, validation and prediction contexts) but leaves ``training_step``
-outside autocast; the GAN module opens :meth:`phase_context` around the forward passes and the
-loss of each D or G update (:meth:`gan_lab.models.base.GAN.autocast`). Each region ends before
-its backward pass and optimizer step, so casts are cached within a phase (D sees the real and
-the fake batch with one cast of its weights) and never outlive a weight update.
-:func:`precision_plugins` turns ``trainer.precision=16-mixed`` or ``bf16-mixed`` into this plugin,
-given to the Trainer at construction (``plugins=``) on the device the accelerator runs on; every
-other precision stays Lightning's.
+Lightning's ``MixedPrecision`` runs the whole ``training_step`` in one autocast region, which with
+manual optimisation also covers backward and the optimizer steps. :class:`PhaseMixedPrecision` keeps
+Lightning's plugin but leaves ``training_step`` outside autocast; the GAN module opens
+:func:`phase_context` around each update's forward passes and loss, so weight casts are cached within
+a phase and never outlive a weight update. :func:`precision_plugins` turns ``16-mixed`` and
+``bf16-mixed`` into this plugin; every other precision stays Lightning's.
 """
 from __future__ import annotations
 
@@ -66,9 +55,8 @@ TRUE_DTYPES = {"64": "float64", "64-true": "float64", "16-true": "float16", "bf1
 
 def training_precision(precision: str | int | None) -> str:
     """``trainer.precision`` as one of :data:`PRECISIONS` (Lightning's short names ``32``, ``16``, ``bf16``
-    mapped to theirs, so that ``16`` and ``bf16`` get the per-phase autocast too); one sentence for any
-    other. The models keep their inputs, noise and losses in float32, so precisions that cast the
-    weights themselves (``bf16-true``, ``16-true``, ``64-true``) cannot train them."""
+    mapped to them); a :class:`UserError` for any other, e.g. ``bf16-true``, which casts the weights
+    themselves."""
     value = "32-true" if precision is None else ALIASES.get(str(precision), str(precision))
     if value in PRECISIONS:
         return value

@@ -1,24 +1,9 @@
 """Summarise a sweep: ``python -m gan_lab.report <sweep_dir> [--out DIR]``.
 
-Reads every run below ``sweep_dir`` (a folder with ``.hydra/`` and ``metrics.json``), finds the
-parameters that differ between runs (from each run's ``.hydra/overrides.yaml``), and writes to
-``<sweep_dir>/report/``:
-
-- ``README.md``: one row per setting with the swept parameters as columns and the final metrics;
-  each training term (``train/d_loss``, ``train/g_loss``, ``train/d_real``, ``train/d_fake``) has
-  two columns, ``<term> (final)`` and ``<term> (mean)``, the mean of every value of the run's
-  ``metrics.csv`` (the last value of an oscillating GAN loss says little, and studies compare
-  e.g. the average G loss of two settings); runs that differ only by ``seed`` are aggregated as
-  mean ± std over the runs that finished (completed or reached their time budget), with their number
-  and how every run ended;
-- ``curves.png``: loss, D(x) and D(G(z)) curves of every setting overlaid (against images seen);
-- ``metric_vs_<param>.png``: each column of the table against each numeric swept parameter;
-- ``samples.png``: the final sample grid of each setting side by side.
-
-A run with a file that cannot be read (a truncated ``metrics.json``, a row of ``metrics.csv`` that
-is not numbers, an ``overrides.yaml`` that is not YAML) is left out and listed, with the file and
-what is wrong, in the README and on stderr; one whose ``samples/final.png`` cannot be decoded keeps
-its row and loses its tile in ``samples.png``.
+Reads every run below ``sweep_dir`` (a folder with ``.hydra/`` and ``metrics.json``) and writes to
+``<sweep_dir>/report/``: ``README.md`` (one row per setting of the swept parameters, final and mean
+training terms and metrics, seeds as mean ± std over finished runs), ``curves.png``,
+``metric_vs_<param>.png`` and ``samples.png``. Runs with unreadable files are left out and listed.
 """
 from __future__ import annotations
 
@@ -37,8 +22,7 @@ import yaml
 from gan_lab.errors import UserError, yaml_problem
 from gan_lab.metrics.suite import logged_values
 
-#: training terms shown first, each as its final value and its mean over training (other final
-#: values from metrics.json follow)
+#: training terms shown first, each as its final value and its mean over training
 PREFERRED = ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake")
 CURVES = ("d_loss", "g_loss", "d_real", "d_fake")
 
@@ -68,9 +52,7 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        """Whether the run ended as its config said: all its epochs or batches, or its time budget
-        (``trainer.max_time``, recorded as interrupted for the reason ``max_time``); not one that
-        diverged, was stopped by a signal or crashed. Only these enter a setting's statistics."""
+        """Completed, or interrupted for the reason ``max_time``; only these enter a setting's statistics."""
         return self.status == "completed" or (self.status == "interrupted"
                                                and self.summary.get("reason") == "max_time")
 
@@ -100,8 +82,8 @@ class Damage:
 
 
 def find_runs(sweep_dir: Path, damaged: list[Damage] | None = None) -> list[Run]:
-    """Every run below ``sweep_dir`` that can be read; a damaged one is added to ``damaged`` instead
-    (a run whose only damage is its ``samples/final.png`` is both)."""
+    """Every run below ``sweep_dir`` that can be read; a damaged one goes to ``damaged`` instead
+    (one with only a bad ``samples/final.png`` goes to both)."""
     runs = []
     for cfg in sorted(sweep_dir.rglob(".hydra/config.yaml")):
         path = cfg.parent.parent
@@ -135,8 +117,7 @@ def read_run(path: Path) -> Run:
     summary = read_summary(summary_file) if summary_file.exists() else {"status": "no metrics.json"}
     try:
         metrics = {k: float(v) for k, v in (summary.get("final") or {}).items() if _is_number(v)}
-        # evaluations (training callback or `gan_lab.evaluate`): the newest value of each metric, under
-        # the name it is logged with (per-class accuracies left out: one column per class is too many)
+        # the newest evaluated value of each metric, under its logged name (per-class ones left out)
         for record in summary.get("evaluations", []) or []:
             for k, value in logged_values(record.get("results") or {}).items():
                 if k not in (summary.get("final") or {}) and k.count("/") == 1:
@@ -202,8 +183,7 @@ def grid_problem(grid: Path) -> str | None:
 
 
 def training_means(curves: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
-    """The mean of each training term over every logged step (logging steps are evenly spaced in
-    batches, so this is the mean over training)."""
+    """The mean of each training term over every logged step."""
     return {mean_column(f"train/{name}"): statistics.fmean(v for _, v in points)
             for name, points in curves.items() if points}
 
@@ -250,8 +230,7 @@ def table(runs: list[Run], keys: list[str]) -> tuple[str, list[str]]:
 
 
 def statuses(members: list[Run]) -> str:
-    """How a setting's runs ended, counted: ``2 completed, 1 diverged`` (a time budget reached reads
-    ``completed (max_time)``)."""
+    """How a setting's runs ended, counted: ``2 completed, 1 diverged``."""
     counts: dict[str, int] = defaultdict(int)
     for m in members:
         counts["completed (max_time)" if m.finished and m.status != "completed" else m.status] += 1

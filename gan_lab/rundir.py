@@ -1,28 +1,11 @@
 """A run directory belongs to one run, and stays as it was until a new run in it is accepted.
 
-- **One writer.** A training holds ``<run>/.run.lock`` (``filelock``) while it runs, and records who
-  it is in ``<run>/.run.lock.owner``; a second training into the same directory is refused in one
-  sentence naming the directory and that process (:class:`RunDirLock`). A sweep holds the lock of its
-  ``hydra.sweep.dir`` the same way.
-- **One run.** A new run (no ``ckpt_path``) into a directory that already holds a run (its
-  ``checkpoints/`` or ``metrics.json``), or a resume into another run's directory, is refused unless
-  ``overwrite=true`` (:func:`replaces_run`); a requeued SLURM job continues its own run, and a resume
-  from a checkpoint inside the directory continues that run. With ``overwrite=true`` the old run's
-  files are moved aside when the new run has passed its checks, and deleted when its first batch
-  starts (a refusal decided in between puts them back). A sweep into a ``hydra.sweep.dir`` that holds
-  runs is refused the same way, or emptied first (:func:`claim_sweep_dir`).
-- **Nothing changed by a refusal.** Hydra rewrites ``<run>/.hydra/`` (with the new command) and
-  appends to the job's log before the task function runs, so a refused resume into the run's own
-  directory would leave the run with the refused command's config: ``evaluate`` and ``generate``
-  would rebuild the wrong model. The Hydra callback saves those files first (:meth:`RunDirBackup.take`);
-  once the checks before training have passed, the run's own top-level files and the list of every
-  file are saved too (:meth:`RunDirBackup.hold`), so that a refusal decided as training starts (before
-  its first batch) also puts everything back: files rewritten, files added, Hydra's.
-- **No orphans.** Temporary files of writes that a killed process left (checkpoints of 100s of MB)
-  are removed once the run is accepted.
-
-The state lives in this module, not in the entry point's: ``python -m gan_lab.run`` runs the entry
-point as ``__main__``, while Hydra imports its callbacks as ``gan_lab.run``.
+A training (or sweep) holds ``<dir>/.run.lock`` and names itself in ``.run.lock.owner``
+(:class:`RunDirLock`). A run into a directory holding another run is refused unless
+``overwrite=true`` (:func:`replaces_run`, :func:`claim_sweep_dir`). Until the first batch,
+:class:`RunDirBackup` can put back whatever Hydra and the start of training changed, so a refusal
+leaves the directory as it was. The state lives here, not in ``gan_lab.run``, which is imported
+both as ``__main__`` and by Hydra.
 """
 from __future__ import annotations
 
@@ -54,8 +37,8 @@ SAVED_FILE_LIMIT = 256 * 2**20
 
 
 def secondary_process() -> bool:
-    """Whether this process is an extra process of a multi-process run (DDP rank > 0, started by
-    Lightning, torchrun or SLURM): process 0 owns the run directory."""
+    """Whether this is an extra process of a multi-process run (rank > 0); process 0 owns the run
+    directory."""
     return any(int(os.environ.get(k) or 0) > 0 for k in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK",
                                                          "SLURM_PROCID"))
 
@@ -87,16 +70,16 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 class RunDirLock:
-    """The lock of a run (or sweep) directory, held by this process from the moment it claims the
-    directory until its training ends (a sweep: until the process ends)."""
+    """The lock of a run (or sweep) directory, held from its claim until training ends (a sweep:
+    until the process ends)."""
 
     held: dict[str, tuple[FileLock, bool]] = {}  # resolved folder -> (lock, whether this process created its file)
     _at_exit = False
 
     @classmethod
     def acquire(cls, folder: Path, key: str = "hydra.run.dir") -> bool:
-        """Take ``folder``'s lock (at once: a training never waits for another); refused in one sentence
-        when another process holds it. Returns whether it was taken now (``False``: this process holds it)."""
+        """Take ``folder``'s lock without waiting (:class:`UserError` when another process holds it).
+        Returns whether it was taken now (``False``: this process already holds it)."""
         name = str(folder.resolve())
         if name in cls.held:
             return False
@@ -121,8 +104,7 @@ class RunDirLock:
 
     @classmethod
     def release(cls, folder: Path, discard: bool = False) -> None:
-        """Let ``folder`` go; ``discard``: also remove the lock file when this process created it (a
-        refused run leaves an existing directory as it found it)."""
+        """Let ``folder`` go; ``discard``: also remove the lock file when this process created it."""
         lock, created = cls.held.pop(str(folder.resolve()), (None, False))
         if lock is None:
             return
@@ -185,8 +167,8 @@ def replaces_run(run_dir: Path, ckpt_path: Any, overwrite: Any, key: str = "hydr
                  refuse: bool = True) -> bool:
     """Whether a run starting in ``run_dir`` replaces the run already there (``overwrite=true``).
 
-    A resume from a checkpoint inside ``run_dir`` continues that run, and so does a requeued SLURM
-    job; any other run into a directory that holds a run is refused (``refuse``) unless ``overwrite``."""
+    A resume from a checkpoint inside ``run_dir`` or a requeued SLURM job continues that run; any
+    other run into a directory holding one is refused (with ``refuse``) unless ``overwrite``."""
     overwrite = check_overwrite(overwrite)
     if slurm.requeued() or not holds_run(run_dir):
         return False
@@ -215,8 +197,8 @@ def replaces_run(run_dir: Path, ckpt_path: Any, overwrite: Any, key: str = "hydr
 
 
 def claim_sweep_dir(sweep_dir: Path, overwrite: Any) -> None:
-    """A sweep into a ``hydra.sweep.dir`` that holds runs is refused, or with ``overwrite=true`` starts
-    in an emptied one (refused while one of those runs is still training)."""
+    """Refuse a sweep into a ``hydra.sweep.dir`` holding runs, or with ``overwrite=true`` empty it
+    (refused while one of those runs is still training)."""
     overwrite = check_overwrite(overwrite)
     runs = runs_under(sweep_dir)
     if not runs or slurm.requeued():
@@ -281,11 +263,11 @@ def _rewrite_in_place(path: Path, data: bytes) -> None:
 
 
 class RunDirBackup:
-    """What a run's start changes in its directory, until the run is accepted: the files Hydra rewrites
-    (``.hydra/``, the job's log: :meth:`take`, by :class:`~gan_lab.run.PreflightChecks`), then, once the
-    checks before training have passed, the run's top-level files and the list of every file, and the
-    old run's files moved aside by ``overwrite=true`` (:meth:`hold`). :meth:`restore` puts them back;
-    :meth:`accept` (the first batch) drops them."""
+    """What a run's start changes in its directory, kept until the run is accepted.
+
+    :meth:`take` saves what Hydra rewrites (``.hydra/``, the job's log); :meth:`hold` saves the
+    top-level files and the file list, and moves an overwritten run aside. :meth:`restore` puts them
+    back; :meth:`accept` (the first batch) drops them."""
 
     saved: dict[str, Any] | None = None  # Hydra's part
     held: dict[str, Any] | None = None  # the rest
@@ -309,9 +291,8 @@ class RunDirBackup:
 
     @classmethod
     def hold(cls, run_dir: Path | None, replace: bool = False) -> None:
-        """The checks before training have passed: save what the start of training may change in
-        ``run_dir`` (``None``: a process that does not own it), and with ``replace`` move the old run's
-        files aside (all but this run's ``.hydra/`` and log, and locks)."""
+        """After the checks: save what starting training may change in ``run_dir`` (``None``: not
+        owned by this process); with ``replace``, move the old run's files aside."""
         cls.stage = "checked"
         if run_dir is None:
             return
@@ -339,8 +320,8 @@ class RunDirBackup:
 
     @classmethod
     def refused(cls, exc: BaseException) -> bool:
-        """Whether ``exc`` refuses the run before its first batch: anything during the checks, a
-        ``UserError`` as training starts (not a divergence, not a full disk)."""
+        """Whether ``exc`` refuses the run: anything during the checks, or a ``UserError`` (not a
+        divergence or full disk) before the first batch."""
         if cls.stage == "accepted":
             return False
         if cls.stage != "checked":
@@ -398,8 +379,8 @@ class RunDirBackup:
 
     @classmethod
     def accept(cls) -> None:
-        """The run trains (its first batch starts): what was saved is dropped, the replaced run's files
-        are deleted, and the temporary files a killed writer left in the directory are removed."""
+        """The first batch starts: drop what was saved, delete the replaced run's files and remove
+        temporary files a killed writer left."""
         held = cls.held
         cls.saved = cls.held = None
         cls.stage = "accepted"
@@ -419,8 +400,8 @@ class RunDirBackup:
 
     @classmethod
     def finish(cls) -> None:
-        """The run ended (or was refused): nothing is held any more; a run that ended before its first
-        batch for another reason than a refusal (a crash) keeps what it changed."""
+        """The run ended or was refused: nothing is held any more (a crash before the first batch
+        keeps what it changed)."""
         if cls.stage != "accepted" and cls.held is not None:
             cls.accept()
         cls.saved = cls.held = cls.stage = None
@@ -428,9 +409,8 @@ class RunDirBackup:
 
 @contextmanager
 def keep_run_dir_until_accepted(run_dir: Path | None = None) -> Iterator[None]:
-    """The whole start of a run in ``run_dir`` (``None`` in the extra processes of a multi-process run):
-    its lock is held until the block ends, and until the run is accepted (its first batch, see
-    :meth:`RunDirBackup.accept`) a refusal puts back what was changed in the directory."""
+    """Hold ``run_dir``'s lock for the block (``None`` in extra processes); a refusal before the
+    first batch puts back what was changed in the directory."""
     discard = False
     try:
         if run_dir is not None:

@@ -1,8 +1,7 @@
 """Rebuild a trained run from its directory: config, DataModule, model and checkpoint weights.
 
-``evaluate`` and ``generate`` use this: the run's ``.hydra/config.yaml`` goes through
-:mod:`gan_lab.build` exactly as at training time, so the model class, nets and noise are the ones
-that were trained.
+Used by ``evaluate`` and ``generate``; the run's ``.hydra/config.yaml`` goes through
+:mod:`gan_lab.build` as at training time.
 """
 from __future__ import annotations
 
@@ -58,8 +57,8 @@ def pick_device(device: str | None) -> torch.device:
 
 
 def write_problem(path: str | Path) -> str | None:
-    """Why ``path`` (a folder to write into, created if missing) cannot be written, or ``None``:
-    it, or the nearest of its parents that exists, is a file or is read-only."""
+    """Why the folder ``path`` (created if missing) cannot be written, or ``None``: it, or its
+    nearest existing parent, is a file or read-only."""
     path = Path(path).absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     where = "it" if existing == path else str(existing)
@@ -88,8 +87,8 @@ def check_run_dir(run_dir: str | Path) -> Path:
 
 
 class RunDirCheck(Callback):
-    """Hydra callback of ``evaluate`` and ``generate``: a missing or mistyped ``run_dir`` is one line,
-    before Hydra creates its output folder (``<run_dir>/evaluation``, ``<run_dir>/generated``) there."""
+    """Hydra callback of ``evaluate`` and ``generate``: reports a missing or bad ``run_dir`` in one
+    line before Hydra creates its output folder there."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         try:
@@ -104,9 +103,8 @@ class RunDirCheck(Callback):
 
 
 def keep_hydra_out_of(config: DictConfig) -> None:
-    """Hydra's job folder (``<run_dir>/evaluation``, ``<run_dir>/generated``) cannot be made, e.g. a run
-    archived on read-only storage: Hydra's job folder becomes the run directory itself (which exists)
-    and its log file is left out, so that what writes elsewhere (``generate out_dir=...``) works."""
+    """For a run whose job folder cannot be made (e.g. read-only storage): make the run directory
+    Hydra's job folder and drop Hydra's log file, so output written elsewhere still works."""
     with read_write(config), open_dict(config):
         config.hydra.run.dir = str(Path(config.run_dir).absolute())
         logging = config.hydra.job_logging
@@ -126,8 +124,8 @@ def damaged_config(run_dir: str | Path, reason: str) -> UserError:
 
 
 def run_config(run_dir: str | Path) -> DictConfig:
-    """The training config of a run, with ``run_dir`` pointing at where the run now lies; a file that
-    is not the YAML of a config with ``model`` and ``data`` is one sentence naming it."""
+    """The training config of a run, with ``run_dir`` set to where the run now lies; a damaged file
+    (not YAML, or without ``model`` and ``data``) raises :class:`UserError`."""
     path = check_run_dir(run_dir) / ".hydra" / "config.yaml"
     try:
         cfg = OmegaConf.load(path)

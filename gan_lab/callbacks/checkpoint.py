@@ -1,9 +1,5 @@
-"""``ModelCheckpoint`` whose state key includes its file name pattern.
-
-Lightning keys a checkpoint callback's state by monitor and frequency only, so two of them with the
-same frequency (``last`` every epoch and ``epoch_XXXX`` with ``every_n_epochs=1``) collide and the
-Trainer refuses to start. Adding the file name keeps both apart.
-"""
+"""``ModelCheckpoint`` whose state key includes its file name pattern, so that two checkpoint callbacks
+of the same frequency (``last`` and ``epoch_XXXX``) do not collide."""
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -14,8 +10,8 @@ from gan_lab.constraints import Count
 
 
 class Checkpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint``; 0 as a frequency or as the number kept, which would save nothing
-    without a word, is refused (a run drops a checkpoint callback with ``callbacks.<name>=null``).
+    """Lightning's ``ModelCheckpoint`` that refuses 0 as a frequency or number kept (a run drops a
+    checkpoint callback with ``callbacks.<name>=null``).
 
     Args:
         save_top_k: checkpoints kept (-1: every one).

@@ -1,11 +1,8 @@
-"""Training time of every part of a run; ``trainer.max_time`` counts it.
+"""Training time of every part of a run, saved with every checkpoint; ``trainer.max_time`` counts it.
 
-Lightning's ``Timer`` (``trainer.max_time``) restores its count only from a checkpoint written by a
-part that had a Timer too: a run trained two hours without a limit and resumed with
-``trainer.max_time=00:03:00:00`` would get three more hours. ``TrainingClock`` saves the training
-time of the whole run so far with every checkpoint (``train_seconds``, whether or not a part had a
-time limit) and, on a resume with a time limit, starts the Timer from it; a resume whose limit is
-already spent stops before training with one sentence.
+Lightning's ``Timer`` restores its count only from checkpoints written with a Timer, so
+:class:`TrainingClock` saves ``train_seconds`` always and starts the Timer from it on a resume; a
+resume whose limit is already spent stops before training.
 """
 from __future__ import annotations
 
@@ -38,8 +35,8 @@ def trainer_max_time(trainer: L.Trainer) -> str:
 
 
 def trained_seconds(checkpoint: dict[str, Any]) -> float:
-    """Training time of every part of the run that wrote ``checkpoint``: gan_lab's own count (kept
-    whether or not a part had a time limit) or the ``Timer``'s, whichever is larger."""
+    """Training time of every part of the run that wrote ``checkpoint``: the larger of
+    :class:`TrainingClock`'s count and the ``Timer``'s."""
     seconds = 0.0
     for key, state in (checkpoint.get("callbacks") or {}).items():
         if not isinstance(state, dict):
@@ -66,8 +63,7 @@ class TrainingClock(L.Callback):
         self.seconds_before = float(state_dict.get("train_seconds", 0.0))
 
     def train_seconds(self) -> float:
-        """Training time of the whole run so far (this part and the earlier ones). While a time limit
-        runs, its Timer (set to count the earlier parts, see :meth:`on_fit_start`) is the clock."""
+        """Training time of the whole run so far; while a time limit runs, its Timer is the clock."""
         if self._timer is not None:
             return float(self._timer.time_elapsed())
         now = time.monotonic() - self._train_start if self._train_start is not None else 0.0
@@ -77,8 +73,7 @@ class TrainingClock(L.Callback):
         self._timer = timer = time_limit(trainer)  # restored from the checkpoint by now
         if timer is None:
             return
-        # Before training starts the Timer's elapsed time is its own record of the earlier parts (from a
-        # part that had a Timer); count every part.
+        # before training the Timer's elapsed time covers only earlier parts that had a Timer: count every part
         self.seconds_before = max(self.seconds_before, float(timer.time_elapsed()))
         set_timer_train_seconds(timer, self.seconds_before)
         if timer.time_remaining() <= 0 and trainer.ckpt_path:

@@ -1,9 +1,6 @@
 """Training curves: losses and D scores against images seen, plotted to ``curves.png`` every few
-epochs and at the end, each as a smoothed line over its faint raw values (as TensorBoard and W&B draw
-them).
-
-The history is callback state, so it is saved in checkpoints and a resumed run plots the whole run.
-"""
+epochs and at the end as smoothed lines over faint raw values. The history is saved in checkpoints,
+so a resumed run plots the whole run."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +16,7 @@ from gan_lab.errors import TrainingDiverged, TrainingInterrupted
 
 def smoothed(values: list[float], weight: float) -> list[float]:
     """Exponential moving average of ``values`` with ``weight`` on the past, debiased at the start
-    (TensorBoard's smoothing): a constant stays itself."""
+    (TensorBoard's smoothing)."""
     out, average = [], 0.0
     for i, value in enumerate(values, 1):
         average = weight * average + (1 - weight) * value
@@ -69,8 +66,7 @@ class TrainingCurves(L.Callback):
             self.plot()
 
     def panels(self) -> list[tuple[str, list[str]]]:
-        """(title, keys) of each panel of the figure: losses and penalties, D's scores, and the growth
-        schedule when there is one, each on its own axis (a resolution of 128 would flatten scores)."""
+        """(title, keys) of each panel: losses and penalties, D's scores, and the growth schedule if any."""
         losses = [k for k in self.history if k.endswith("loss") or k.endswith("penalty")]
         growth = [k for k in self.GROWTH_KEYS if k in self.history]
         scores = [k for k in self.history if k not in losses and k not in growth]
@@ -110,8 +106,7 @@ class TrainingCurves(L.Callback):
         return self.path
 
     def _plot_growth(self, ax) -> None:
-        """Progressive growing: resolution (log2 axis) and fade-in alpha (right axis), apart from
-        the scores so that a resolution of 128 does not flatten them."""
+        """Progressive growing panel: resolution (log2 axis) and fade-in alpha (right axis)."""
         if "resolution" in self.history:
             xs, ys = zip(*self.history["resolution"])
             ax.step(xs, ys, where="post", color="tab:blue", linewidth=1)

@@ -1,17 +1,10 @@
-"""Divergence guard: stop a run whose losses or weights blew up, before it overwrites a good checkpoint.
+"""Divergence guard: stops a run whose losses or weights blew up, before it overwrites a good checkpoint.
 
-Checked after every ``check_every_n_batches`` batches (by default the trainer's ``log_every_n_steps``:
-the batches that log anyway; with ``log_every_n_steps=0``, at epoch ends only) and at every epoch end,
-before the epoch checkpoint is written: the loss terms the module returned and the norms of all weights
-are reduced on the device and read back in one transfer, so batches in between add no host
-synchronisation. Under DDP the terms are averaged over the processes first (as they are logged), so
-that all of them stop together or none does.
-
-A NaN or Inf stops at once; a loss whose absolute value exceeds ``max_abs_loss`` stops after
-``patience`` consecutive checks. Stopping raises :class:`~gan_lab.errors.TrainingDiverged`, so no
-later hook saves the diverged weights: ``last.ckpt`` keeps the last good state. The run is marked
-``diverged`` in the loggers (a ``diverged`` metric, and the W&B summary) and, by the entry point,
-in ``metrics.json``; under a Hydra multirun the sweep goes on with its next job.
+Checks every ``check_every_n_batches`` batches and at every epoch end (before the epoch checkpoint),
+reading the loss terms and the weights' norm back in one transfer; under DDP the terms are averaged
+over the processes first, so that all of them stop together. A NaN or Inf stops at once, a loss beyond
+``max_abs_loss`` after ``patience`` consecutive checks: the run is marked ``diverged`` in the loggers
+and :class:`~gan_lab.errors.TrainingDiverged` is raised, so ``last.ckpt`` keeps the last good state.
 """
 from __future__ import annotations
 
@@ -36,7 +29,8 @@ class DivergenceGuard(L.Callback):
     Args:
         max_abs_loss: bound on ``|loss term|`` (``None``: only NaN/Inf are checked).
         patience: consecutive checks beyond ``max_abs_loss`` before stopping.
-        check_every_n_batches: batches between checks (``None``: ``trainer.log_every_n_steps``).
+        check_every_n_batches: batches between checks (``None``: ``trainer.log_every_n_steps``; if that is 0,
+            epoch ends only).
         check_weights: also check that every weight is finite.
         checkpoint: the last good checkpoint, named in the message (``<run>/checkpoints/last.ckpt``).
     """
@@ -84,8 +78,7 @@ class DivergenceGuard(L.Callback):
             values.append(norm.reshape(1).to(values[0].device if values else norm.device))
         if not values:
             return
-        # the processes judge together, from the terms as they are logged (averaged over them; a NaN
-        # anywhere is a NaN everywhere): one of them stopping alone would leave the others waiting
+        # averaged over the processes (a NaN anywhere is a NaN everywhere), so that they all stop together
         read = reduce_over_processes(torch.cat([v.to(values[0].device) for v in values]), trainer.world_size)
         read = read.cpu().tolist()  # the one sync
         found = dict(zip(names, read))

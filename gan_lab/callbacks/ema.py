@@ -1,20 +1,10 @@
 """Exponential moving average of the generator's weights (``callbacks.ema``), for any GAN model.
 
-Averaging G's weights over the last few thousand images gives smoother, better samples than the
-live weights of any single step (Karras et al. 2018; Yazıcı et al. 2019). The callback attaches a
-frozen copy of ``pl_module.generator`` as ``pl_module.generator_ema`` (in its ``setup`` hook, before
-Lightning restores a checkpoint, so a resumed run continues its EMA) and after every training batch
-of ``n`` images (all processes together) updates it as
-
-    ema <- beta * ema + (1 - beta) * live,  beta = 0.5 ** (n / half_life_images),
-
-so the EMA forgets half of its past every ``half_life_images`` images, whatever the batch size
-(``half_life_images: 0`` makes it a copy of the live weights). Buffers (BatchNorm running
-statistics) are copied from the live G. The module's ``sample`` (sample grids, metrics, evaluation,
-generation) draws from ``generator_ema`` when it has one; being a submodule, it is saved in
-checkpoints and comes back with ``gan_lab.runs.load_run`` (``ema=false`` there samples the live G).
-
-Off by default (``half_life_images: null``); on with e.g. ``callbacks.ema.half_life_images=10000``.
+Attaches a frozen copy of ``pl_module.generator`` as ``pl_module.generator_ema`` in ``setup`` (before
+Lightning restores a checkpoint, so a resumed run continues its EMA) and after every batch of ``n``
+images (all processes together) sets ``ema <- beta * ema + (1 - beta) * live`` with
+``beta = 0.5 ** (n / half_life_images)``; buffers are copied from the live G. The module's ``sample``
+draws from ``generator_ema`` when it has one. Off by default (``half_life_images: null``).
 """
 from __future__ import annotations
 
@@ -51,9 +41,8 @@ class EMA(L.Callback):
     """Keeps ``pl_module.generator_ema``, the exponential moving average of ``pl_module.generator``.
 
     Args:
-        half_life_images: training images over which the average forgets half of its past (10,000 in
-            the Progressive GAN preset); 0 makes it a copy of the live generator; ``None`` turns the
-            callback off (no ``generator_ema``: samples come from the live generator).
+        half_life_images: images over which the average forgets half its past (0: a copy of the live
+            generator; ``None``: off, no ``generator_ema``).
     """
 
     def __init__(self, half_life_images: NonNegative | None = None) -> None:

@@ -1,38 +1,11 @@
-"""Memory format and ``torch.compile`` for the nets, as configuration (``callbacks.fast_path``).
+"""Memory format, ``torch.compile`` and CUDA-graph capture of the training step (``callbacks.fast_path``).
 
-Both settings only change how the same computation runs, never what it computes, so they live in
-a callback that works for every GAN variant instead of as flags of the models:
-
-- ``channels_last``: the module's 4-D parameters and buffers are stored NHWC. Convolutions follow
-  the weights' layout, so the image batches are converted by the first convolution that sees
-  them; on a GPU with bf16/fp16 autocast this uses the tensor-core friendly cuDNN kernels.
-- ``compile``: ``torch.compile`` of the ``generator`` and ``discriminator`` modules in place
-  (``nn.Module.compile``), so parameter names, checkpoints and ``state_dict`` keys stay the same
-  as without compilation. ``reduce-overhead`` adds CUDA graphs (GPU only: on CPU it falls back to
-  ``default``).
-
-- ``cuda_graph``: the whole batch (noise, both nets' forward passes, the losses, both backward
-  passes, both optimizer steps, BatchNorm statistics) captured as one CUDA graph after
-  ``graph_warmup`` eager batches, and then replayed with each batch copied into a static input
-  buffer (:class:`CapturedStep`). On a GPU at small batches the eager step is bound by kernel
-  launches and Python; one replay launches them all at once. It computes the same updates as the
-  eager step; what a graph cannot hold is refused before training, in one sentence (a CPU, DDP,
-  ``16-mixed``, a compile mode with CUDA graphs of its own, and the model's own reasons:
-  :meth:`~gan_lab.models.base.GAN.capture_refusal`). A scheduler's new learning rate is captured
-  again at the next batch; a model's new capture key (PGGAN's next resolution, the end of its
-  fade-in: :meth:`~gan_lab.models.base.GAN.capture_key`) starts the capture over, warm-up included.
-  A generator update decided on the host after the batch's updates (ArtGAN's ``extra_g_when``) is
-  a second graph, replayed when it is decided.
-
-``channels_last`` and ``compile`` are applied in ``setup``, before Lightning moves the module to its
-device and wraps it for DDP, and are harmless on CPU.
-
-Compile modes that use CUDA graphs of their own (``reduce-overhead``, ``max-autotune``) are refused
-on a GPU: a GAN batch runs G once and feeds its output to both the D and the G update, and those
-graphs overwrite that output between the two ("accessing tensor output of CUDAGraphs that has been
-overwritten by a subsequent run"). ``max-autotune-no-cudagraphs`` with
-``channels_last`` is refused too (inductor's stride assertion on DCGAN's last 4x4 convolution, also
-measured); ``cuda_graph=true`` is the way to a graphed step.
+These change how a batch runs, never what it computes: ``channels_last`` stores the module's 4-D
+parameters and buffers NHWC; ``compile`` compiles ``generator`` and ``discriminator`` in place (same
+``state_dict`` keys); ``cuda_graph`` captures the whole batch as one CUDA graph after ``graph_warmup``
+eager batches and replays it (:class:`CapturedStep`). ``channels_last`` and ``compile`` are applied in
+``setup``, before Lightning moves the module to its device and wraps it for DDP. Settings that fail on
+this run are refused before training (:func:`compile_refusal`, :meth:`FastPath.capture_refusal`).
 """
 from __future__ import annotations
 
@@ -104,17 +77,11 @@ CAPTURABLE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.op
 
 
 class GraphedStep:
-    """``fn(*inputs)`` on static input buffers, captured as one CUDA graph (``torch.cuda.graphs``'
-    whole-network recipe): each call copies its inputs into the buffers; the first ``warmup`` calls
-    run ``fn`` eagerly on a side stream (lazily created optimizer state, cuDNN's algorithm search),
-    the next one captures it and every later one replays the graph. It returns ``fn``'s output, the
-    graph's static output tensors once captured: read them before the next call. :meth:`reset` drops
-    the graph, so that the next call captures again; ``capture=False`` runs ``fn`` eagerly on the
-    buffers at every call (the CPU's view of what a graph replays).
-
-    ``follow_up`` (no arguments) is a follow-up of ``fn`` that the caller runs after a call, as many times
-    as it decides on the host (:meth:`run_follow_up`): eagerly while ``fn`` is, and once ``fn`` is captured, as
-    a second graph captured right after it (what it reads of ``fn``'s outputs are static tensors too).
+    """``fn(*inputs)`` on static input buffers, captured as one CUDA graph: each call copies its inputs
+    into the buffers; the first ``warmup`` calls run eagerly on a side stream, the next captures and
+    later ones replay. Returns ``fn``'s output (static tensors once captured: read them before the next
+    call). ``capture=False`` always runs eagerly. ``follow_up`` (no arguments), run by
+    :meth:`run_follow_up`, is captured as a second graph right after ``fn``.
     """
 
     def __init__(self, fn: Callable[..., Any], optimizers: list[torch.optim.Optimizer], warmup: int,
@@ -195,26 +162,12 @@ class GraphedStep:
 
 
 class CapturedStep:
-    """One training batch of a GAN module, run with the raw optimizers as a :class:`GraphedStep`
-    (``capture=True``, on a GPU: one CUDA graph per batch): the module's
-    :meth:`~gan_lab.models.base.GAN.discriminator_updates` and its ``n_gen``
-    :meth:`~gan_lab.models.base.GAN.generator_updates`. Then the module decides on the host
-    (:meth:`~gan_lab.models.base.GAN.decide_g_updates`) whether G gets more updates in this batch (ArtGAN's
-    ``extra_g_when``), each replayed as a second graph holding one generator update.
-
-    The loss terms it returns are the graph's static outputs (the module logs them on logging steps
-    only). Random numbers are drawn inside the graph from the device's generator, so a replay draws
-    what the eager step would have drawn from the same generator state.
-
-    A graph holds the optimizers' hyper-parameters (learning rates, betas, ...) as they were at the
-    capture: when a scheduler changes one (once per epoch), the next batch captures the step again.
-
-    Lightning counts optimizer steps (``trainer.global_step``, ``trainer.max_steps``) as its
-    optimizers step; a replay steps the raw optimizers inside the graph, so it counts them on
-    Lightning's optimizer wrappers (their before/after-step hooks) instead.
-
-    With ``capture=False`` every call runs the static-buffer step eagerly: the CPU's way to check it
-    against ``training_step``.
+    """One training batch of a GAN module as a :class:`GraphedStep` with the raw optimizers: its
+    :meth:`~gan_lab.models.base.GAN.discriminator_updates` and ``n_gen`` generator updates, then any
+    extra G updates :meth:`~gan_lab.models.base.GAN.decide_g_updates` decides on the host (the second
+    graph). Returns the graph's static loss terms. A changed optimizer hyper-parameter is captured again
+    at the next batch; replays count their optimizer steps on Lightning's optimizer wrappers.
+    ``capture=False`` runs the step eagerly (to check it against ``training_step`` on CPU).
     """
 
     def __init__(self, module: Any, warmup: int = 3, capture: bool = True) -> None:
@@ -234,11 +187,9 @@ class CapturedStep:
         return self.graphed.fits(real, labels)
 
     def accepts(self, real: Tensor, labels: Tensor) -> bool:
-        """Whether this batch goes through the captured step. A new capture key of the module
-        (:meth:`~gan_lab.models.base.GAN.capture_key`: PGGAN's next resolution, or the end of its
-        fade-in) starts the capture over, with buffers of the new shape and eager warm-up batches that
-        also create optimizer state anew (PGGAN resets it at each resolution); then the batch must fit
-        the buffers."""
+        """Whether this batch goes through the captured step (it must fit the buffers). A new
+        :meth:`~gan_lab.models.base.GAN.capture_key` (e.g. PGGAN's next resolution) first starts the
+        capture over, warm-up included."""
         key = self.module.capture_key()
         if key != self.key:
             self.graphed.restart()
@@ -283,11 +234,9 @@ class CapturedStep:
 
 
 def make_capturable(optimizers: list[torch.optim.Optimizer]) -> list[list[bool]]:
-    """Switch Adam-like optimizers to ``capturable`` (their step count and bias corrections stay on the
-    device) and move step counts a checkpoint restored on the host there; returns the previous flags
-    (per optimizer and param group), which checkpoints keep, so they load anywhere. A fused optimizer
-    keeps its step counts on the device anyway, but its ``step()`` refuses to be captured unless the
-    flag is set too."""
+    """Switch Adam-like optimizers (fused ones too) to ``capturable`` and move step counts restored on
+    the host to the device; returns the previous flags (per optimizer and param group), which
+    checkpoints keep."""
     before = []
     for opt in optimizers:
         before.append([group.get("capturable", False) for group in opt.param_groups])
@@ -306,9 +255,8 @@ class FastPath(L.Callback):
 
     Args:
         channels_last: store the nets NHWC (worth it on GPUs with mixed precision).
-        compile: ``false``, ``true``/``default``, ``reduce-overhead`` (CUDA graphs),
-            ``max-autotune``, ``max-autotune-no-cudagraphs`` (what fails on a GPU is refused:
-            :func:`compile_refusal`).
+        compile: ``false``, ``true``/``default``, ``reduce-overhead``, ``max-autotune`` or
+            ``max-autotune-no-cudagraphs`` (failing ones are refused: :func:`compile_refusal`).
         cuda_graph: replay the whole batch as one CUDA graph (:class:`CapturedStep`; GPU only).
         graph_warmup: eager batches before the capture.
     """

@@ -1,30 +1,12 @@
 """The progressive growing schedule as a callback (``callbacks.growth``, brought by ``model=pggan``).
 
-The schedule (:class:`~gan_lab.models.growth.GrowthSchedule`: per resolution, images to fade in,
-images at full strength, batch size) decides *when*; the model says *what* a phase computes. As in
-pytorch_GAN_zoo, the nets know nothing of the schedule. At the start of training (after a
-checkpoint restored ``images_seen``) and after every batch this callback:
-
-1. computes the phase (resolution, alpha, batch size) from ``pl_module.images_seen``;
-2. calls ``pl_module.set_phase(resolution, alpha)``;
-3. points the DataModule at the resolution (``set_resolution``: area downsampling of the cached
-   full-size images on the device);
-4. when a new stage begins, clears the optimisers' moment estimates (``reset_optimizers_on_growth``,
-   as the paper's code does: the new layers start from fresh statistics).
-
-Batch size per resolution: a DataLoader's batch size is fixed, so when a stage needs another one the
-callback sets ``datamodule.batch_size`` and ends the epoch before the next batch (through
-``pl_module.request_epoch_end()``: only the LightningModule can end an epoch in Lightning; the batch
-is not used), and the Trainer rebuilds the DataLoader at the next epoch (the callback sets
-``reload_dataloaders_every_n_epochs=1`` when the schedule has more than one batch size). Epochs
-therefore end at those growth points as well as after a pass over the data.
-
-The phase is a pure function of the images seen, which checkpoints hold, so a resumed run continues
-the same resolution and alpha; the model also saves its phase, and a schedule that no longer puts the
-checkpoint's images at that phase is said in a warning. The batch size of the DataLoader in use is
-saved too: a run resumed inside an epoch continues it with that DataLoader, which the stage's batch
-size then ends where the uninterrupted run ended it (also when the checkpoint was written by the
-batch that reached a new stage).
+At the start of training (after a checkpoint restored ``images_seen``) and after every batch it
+computes the phase (resolution, alpha, batch size) of a :class:`~gan_lab.models.growth.GrowthSchedule`
+from ``pl_module.images_seen``, passes it to ``pl_module.set_phase`` and the DataModule's
+``set_resolution``, and at a new stage clears the optimisers' state (``reset_optimizers_on_growth``).
+A stage with another batch size ends the epoch (``pl_module.request_epoch_end()``; that batch is not
+used) so that the next epoch's DataLoader is built with it. A mid-epoch resume continues with the
+DataLoader batch size it saved.
 """
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """``metrics.csv`` continues exactly where the checkpoint a run resumes from was written.
 
-Every checkpoint records how many rows the run's history had when it was written. A resume into
-the same run directory cuts the history back to those rows: the rows logged after that checkpoint
-(before a SIGKILL, a crash, or when resuming from an earlier checkpoint) come from batches the
-resumed run trains again, and a row cut short by a kill is dropped with them. The history of an
-uninterrupted run and of a run resumed any number of times are then the same.
+Every checkpoint records the history's row count; a resume into the same run directory cuts the
+history back to it, since the resumed run logs the later rows again.
 """
 from __future__ import annotations
 

@@ -1,21 +1,10 @@
 """Limits that end a run inside an epoch: ``trainer.max_batches``, and the checkpoint of any such limit.
 
-``trainer.max_batches`` stops after a number of training batches (the studies' "iterations").
-Lightning's ``max_steps`` counts optimiser steps, ``n_critic + n_gen`` per batch with manual
-optimisation (and fewer during ArtGAN's D-only pre-training), so a study stated in iterations
-cannot be written with it. :class:`BatchLimit` reads the module's own ``batches_seen`` (saved in
-checkpoints, so a resumed run counts the batches of every part) and asks the Trainer to stop after
-the batch that reaches the limit.
-
-A limit reached in the middle of an epoch (``trainer.max_batches``, or the time limit
-``trainer.max_time`` of Lightning's ``Timer``) ends that epoch early, and Lightning's epoch-end
-checkpoint would resume at the *next* epoch, silently skipping the rest of this one.
-:class:`LimitCheckpoint` writes a mid-epoch checkpoint at the batch where the limit stopped training
-and, once the fit has ended normally (epoch-end hooks, evaluations, final grids), puts it in place of
-``last.ckpt``: a run resumed with a larger limit trains the rest of that epoch and continues exactly.
-It is a Lightning ``Checkpoint`` callback, and Lightning runs checkpoint callbacks after all others:
-at the end of a batch the Timer has decided, and every other callback has done its work on that
-batch, before it saves (no particular place in the config is needed).
+:class:`BatchLimit` stops after ``trainer.max_batches`` training batches, counted by the module's
+``batches_seen`` over every part of a run (Lightning's ``max_steps`` counts optimiser steps).
+:class:`LimitCheckpoint` saves the batch where ``max_batches`` or ``max_time`` cut an epoch short and,
+once the fit has ended, puts it in place of ``last.ckpt``, so that a resume with a larger limit trains
+the rest of that epoch. As a Lightning ``Checkpoint`` callback it runs after all other callbacks.
 """
 from __future__ import annotations
 
@@ -97,8 +86,8 @@ class LimitCheckpoint(Checkpoint):
 
     @staticmethod
     def _limit_reached(trainer: L.Trainer, pl_module: L.LightningModule) -> str | None:
-        """The limit that stops training after this batch, if any. The Timer (an ordinary callback,
-        so it has run by now) decided on process 0 and told every process through ``should_stop``."""
+        """The limit that stops training after this batch, if any (the Timer has already decided, on
+        process 0, and set ``should_stop`` on every process)."""
         timer = time_limit(trainer)
         if trainer.should_stop and timer is not None and trainer.strategy.broadcast(timer.time_remaining() <= 0):
             return "max_time"
@@ -122,10 +111,8 @@ class LimitCheckpoint(Checkpoint):
                   f"the time of every part of the run).", file=sys.stderr)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        # The fit did not end normally after the limit's batch: a signal in that batch (which saved that
-        # batch's state as last.ckpt itself), or a failure in the epoch-end work that followed it (a
-        # full disk writing a grid). Either way the limit's checkpoint is the state to resume from;
-        # an epoch-end last.ckpt written since would resume as if the epoch had been completed.
+        # a signal or failure after the limit's batch: resume from the limit's checkpoint, not from an
+        # epoch-end last.ckpt written since (it would resume as if the epoch had been completed)
         if trainer.is_global_zero and self._written is not None:
             os.replace(self._written, self.path)
         self._written = None
@@ -135,9 +122,8 @@ LIMITS = ("max_time", "max_batches")
 
 
 def cut_checkpoint(path: Path) -> Path:
-    """The checkpoint to continue in place of ``path``: the one a limit wrote mid-epoch beside it when a
-    kill ended the fit after that limit's batch, before it could replace ``path`` (then ``path`` is
-    the epoch-end save of the same step, which would resume as if the epoch were complete)."""
+    """The checkpoint to continue in place of ``path``: the mid-epoch one a limit left beside it when a
+    kill ended the fit before it replaced ``path`` (both at the same step), else ``path``."""
     from gan_lab.checkpoint_io import read_checkpoint
 
     for limit in LIMITS:
@@ -156,9 +142,8 @@ def cut_checkpoint(path: Path) -> Path:
 
 
 def epoch_cut_short(trainer: L.Trainer) -> int | None:
-    """At the end of an epoch that ``trainer.max_time`` or ``trainer.max_batches`` ended early: the
-    batches trained in it (the epoch is not complete); ``None`` otherwise, and for a fit that an
-    exception interrupted before that epoch's end (a signal in the same batch, a divergence)."""
+    """The batches trained in an epoch that ``trainer.max_time`` or ``trainer.max_batches`` ended early
+    (at its end); ``None`` otherwise, or when an exception interrupted the fit."""
     if trainer.interrupted:
         return None
     return next((cb.cut_at for cb in trainer.callbacks if isinstance(cb, LimitCheckpoint)), None)

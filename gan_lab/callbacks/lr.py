@@ -7,8 +7,7 @@ from gan_lab.callbacks.cadence import batches_seen
 
 
 class LearningRateLogger(L.Callback):
-    """Lightning's LearningRateMonitor names manual-optimisation optimisers ``lr-Adam``/``lr-Adam-1``;
-    this logs them under the names used everywhere else in gan_lab."""
+    """Logs the optimisers' learning rates under gan_lab's names (not LearningRateMonitor's ``lr-Adam``)."""
 
     names = ("discriminator", "generator")
 

@@ -1,10 +1,8 @@
 """Runs an :class:`~gan_lab.metrics.Evaluator` every N epochs during training.
 
-Values are logged as ``val/fid``, ``val/kid``, ``val/is``, ``val/parzen_ll``, ... (so
-``optimized_metric=val/fid`` works for sweeps) and each evaluation is appended, with its protocol,
-to the ``evaluations`` list of ``<run>/metrics.json``. Sampling uses a fixed seed in a forked RNG,
-so evaluating does not change the course of training. Under DDP the first process evaluates and the
-others log the values it broadcasts.
+Values are logged as ``val/*`` (e.g. ``val/fid``) and each evaluation is appended to the
+``evaluations`` list of ``<run>/metrics.json``. Sampling uses a fixed seed in a forked RNG, so training
+is unaffected. Under DDP process 0 evaluates and broadcasts the values.
 """
 from __future__ import annotations
 
@@ -21,7 +19,9 @@ from gan_lab.metrics.suite import Evaluator
 
 
 class MetricsCallback(L.Callback):
-    """Args:
+    """Evaluates the module every N epochs, logs the values and records them in ``metrics.json``.
+
+    Args:
         evaluator: what to measure and how.
         run_dir: the run directory (``metrics.json`` and ``evaluation/epoch_XXXX/`` pictures).
         every_n_epochs: evaluate every N epochs (and after the last epoch).

@@ -1,30 +1,11 @@
 """Position in the epoch: a resume continues a half-finished epoch where it stopped.
 
-Lightning restarts a half-finished epoch from the first batch of the DataLoader, so a run resumed
-from a mid-epoch checkpoint would train on the epoch's first batches twice and never on its last
-ones. ``EpochPosition`` saves the number of batches already trained in the epoch in progress with
-every checkpoint and, on a mid-epoch resume, makes the data order's sampler (``EpochSampler``, a
-function of (seed, epoch); under DDP each process's share of it) skip the samples already served.
-With the generator states of :class:`~gan_lab.callbacks.rng.RngState`, training N batches in one go
-and N/2 + resume for N/2 give identical weights.
-
-Lightning warns on every mid-epoch resume that the dataloader "is not resumable ... unreliable
-results"; the resume is exact when the sampler skips what was served, so the warning is silenced for
-that resume (until its first batch).
-
-With DataLoader worker processes (``data.num_workers > 0``, persistent) the iterator Lightning makes
-before ``on_train_start`` has already drawn its first indices from the sampler, at epoch 0 and
-without the skip; on a resume its order is drawn again (:func:`redraw_order`) once the sampler has
-the resumed epoch and the skip.
-
-The checkpoints written inside an epoch come from :class:`~gan_lab.callbacks.signals.GracefulStop`
-(SIGTERM, Ctrl-C) and :class:`~gan_lab.callbacks.limit.LimitCheckpoint` (``trainer.max_time``,
-``trainer.max_batches``).
-
-A resume that could not continue its checkpoint is refused before training, in one sentence: a
-mid-epoch one with batches of another size or another epoch order (:func:`check_resumed_position`),
-and one whose optimisers are not the checkpoint's (:func:`check_resumed_optimizers`; each checkpoint
-records their classes, :class:`OptimizerClasses`).
+Lightning restarts a half-finished epoch from its first batch; :class:`EpochPosition` saves the
+batches trained in the epoch in progress and, on a mid-epoch resume, makes the sampler skip the
+samples already served (exact together with :class:`~gan_lab.callbacks.rng.RngState`), silencing
+Lightning's "not resumable" warning for that resume. A resume that could not continue its checkpoint
+is refused before training: other batches or epoch order (:func:`check_resumed_position`) or other
+optimisers (:func:`check_resumed_optimizers`).
 """
 from __future__ import annotations
 
@@ -42,11 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def epochs_completed(checkpoint: dict[str, Any]) -> tuple[int, int | None]:
-    """(epochs completed, batches trained in the epoch in progress or ``None``) of a checkpoint.
-
-    Lightning saves the 0-based index of the current epoch: an epoch-end checkpoint closes epoch
-    ``epoch`` (so ``epoch + 1`` are complete); a mid-epoch one (a signal, ``trainer.max_time`` or
-    ``trainer.max_batches`` inside an epoch) is ``batch_in_epoch`` batches into epoch ``epoch``."""
+    """(epochs completed, batches trained in the epoch in progress or ``None``) of a checkpoint: an
+    epoch-end one completes ``epoch + 1`` epochs, a mid-epoch one is ``batch_in_epoch`` batches into
+    epoch ``epoch`` (0-based)."""
     epoch = int(checkpoint.get("epoch", 0))
     state = (checkpoint.get("callbacks") or {}).get(EpochPosition.__qualname__)
     if isinstance(state, dict) and state.get("mid_epoch"):
@@ -60,9 +39,8 @@ def written_mid_epoch(checkpoint: dict[str, Any]) -> bool:
 
 
 def ends_epoch(trainer: L.Trainer, batch_idx: int) -> bool:
-    """Whether the batch ``batch_idx`` (Lightning's index in the epoch, which a mid-epoch resume
-    continues) is the last of its epoch: a checkpoint written after it must wait for the epoch-end
-    hooks (scheduler step, epoch checkpoint) to be resumable at the next epoch's start."""
+    """Whether batch ``batch_idx`` is the last of its epoch (a checkpoint after it must wait for the
+    epoch-end hooks to be resumable)."""
     return batch_idx + 1 >= trainer.num_training_batches
 
 
@@ -75,9 +53,8 @@ def order_of(loader: Any) -> dict[str, int] | None:
 
 
 def planned_epoch(datamodule: Any) -> tuple[int | None, dict[str, int] | None]:
-    """The images of each training batch and what the epoch order is drawn from (:func:`order_of`),
-    as the DataModule will serve them (``None`` where a DataModule does not say), before a Trainer
-    exists."""
+    """The images of each training batch and what the epoch order is drawn from (:func:`order_of`), as
+    the DataModule will serve them, before a Trainer exists (``None`` where it does not say)."""
     sampler = datamodule.train_sampler() if hasattr(datamodule, "train_sampler") else None
     seed, n = getattr(sampler, "seed", None), getattr(sampler, "n", None)
     order = None if seed is None or n is None else {"seed": int(seed), "images": int(n)}
@@ -175,10 +152,9 @@ def net_of(optimizer: torch.optim.Optimizer, model: L.LightningModule) -> str:
 
 
 def check_resumed_optimizers(checkpoint: dict[str, Any], model: L.LightningModule, source: str) -> None:
-    """Before training: the checkpoint's optimiser states must be of the optimisers this config builds
-    (a resume loads them; Adam's state in an SGD fails deep inside with ``KeyError: 'momentum'``).
-    Compared by the classes the checkpoint records (:class:`OptimizerClasses`) or, in a checkpoint
-    without them, by the hyper-parameters of their param groups."""
+    """Before training: refuse a checkpoint whose optimiser states are not of the optimisers this
+    config builds, compared by the classes it records (:class:`OptimizerClasses`) or else by the keys
+    of their param groups."""
     saved = checkpoint.get("optimizer_states")
     if not saved:
         return
@@ -222,10 +198,9 @@ def loader_workers(loader: Any) -> int:
 
 
 def redraw_order(trainer: L.Trainer) -> None:
-    """Make the training DataLoader draw the current epoch's order again, when its worker processes
-    drew it before the resume could set the sampler's epoch and skip: a DataLoader with persistent
-    workers resets its one iterator in place (the one Lightning iterates), discarding what the workers
-    had fetched, and draws no new seed from torch's generator."""
+    """Make the training DataLoader's (persistent) workers draw the current epoch's order again, after
+    the resume set the sampler's epoch and skip; resets Lightning's iterator in place without drawing a
+    new seed from torch's generator."""
     loader = trainer.train_dataloader
     if loader_workers(loader) == 0:
         return  # the sampler is read at the first batch, after on_train_start

@@ -1,18 +1,9 @@
 """Random generator states, saved with every checkpoint and restored on resume.
 
-Lightning restores weights, optimiser and scheduler states and its loop counters from a checkpoint,
-but not the global random number generators, so the noise, labels, dropout masks and augmentations
-drawn after a resume would differ from those of the uninterrupted run. ``RngState`` saves the
-Python, NumPy and torch (CPU and CUDA) generator states with every checkpoint and restores them on
-resume; under DDP those of every process (each draws its own noise), and each process restores its
-own.
-
-They are restored where the uninterrupted run was in its stream: a checkpoint written at an epoch end
-before the next epoch's DataLoader iterator is created (it draws its base seed from torch's
-generator, as the uninterrupted run did right after saving); one written inside an epoch (see
-:mod:`gan_lab.callbacks.resume`) once the iterator of that epoch exists, just before training starts.
-With persistent DataLoader workers (``data.num_workers > 0``) the uninterrupted run drew that seed
-only once, for its first epoch, so every resume restores them once the iterator exists.
+:class:`RngState` saves the Python, NumPy and torch (CPU and CUDA) generator states of every process,
+which Lightning does not restore, and each process restores its own where the uninterrupted run was in
+its stream: for an epoch-end checkpoint before the next epoch's DataLoader iterator draws its seed; for
+a mid-epoch one, or with DataLoader workers, just before training starts.
 """
 from __future__ import annotations
 
@@ -84,8 +75,7 @@ class RngState(L.Callback):
         self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        # Lightning asks every rank for the checkpoint's content before rank 0 writes it, so the
-        # ranks' generator states can be gathered here: "rng" holds one state per rank.
+        # Lightning asks every rank for this before rank 0 writes: "rng" gathers one state per rank
         return {"rng": gather(rng_state())}
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -93,8 +83,7 @@ class RngState(L.Callback):
         self._checkpoint_mid_epoch = written_mid_epoch(checkpoint)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # Called after every ``setup`` hook (where the module derives its per-rank streams under
-        # DDP) and before ``on_fit_start``.
+        # called after every setup hook (where the module derives its per-rank streams) and before on_fit_start
         own = self._own_rng_state(state_dict["rng"])
         if own is None:
             return
@@ -109,9 +98,8 @@ class RngState(L.Callback):
             self._pending = None
 
     def _own_rng_state(self, states: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """This rank's generator states among those of a checkpoint (one per rank of the run that
-        wrote it), or ``None`` for a rank the writing run did not have (it keeps the stream the
-        module derived for it)."""
+        """This rank's generator states among a checkpoint's (one per rank), or ``None`` for a rank
+        the writing run did not have."""
         states = list(states)
         rank, world_size = rank_and_world_size(self._trainer)
         if len(states) != world_size and rank == 0:

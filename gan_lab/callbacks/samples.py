@@ -27,11 +27,8 @@ class SampleGrid(L.Callback):
         dirpath: folder of the PNG files (``<run>/samples``).
         every_n_epochs: write a grid every N epochs (and always after the last epoch).
         upscale_to: enlarge images smaller than this side for viewing (0: never).
-        at_batches: also write ``samples/batch_XXXXXXX.png`` after these training batches (counted
-            as the module's ``batches_seen``: 1 is after the first batch, whatever the epoch), e.g.
-            ``[1, 100, 4000]`` for snapshots early in training, where epochs are too coarse. Each
-            batch compares one integer, so the other batches cost nothing; a resumed run continues
-            the count, so batches trained before the checkpoint are not written again.
+        at_batches: also write ``batch_XXXXXXX.png`` after these training batches (the module's
+            ``batches_seen``: 1 is after the first batch), e.g. ``[1, 100, 4000]``.
     """
 
     def __init__(self, dirpath: str, every_n_epochs: Count = 1, upscale_to: NonNegativeInt = 64,

@@ -1,29 +1,12 @@
-"""Graceful interruption: SIGTERM (what SLURM sends before pre-emption), SIGUSR2 (its warning ahead of a
-time limit) and Ctrl-C save a resumable checkpoint.
+"""Graceful interruption: SIGTERM, SIGUSR2 (SLURM's warning ahead of a time limit) and Ctrl-C save a
+resumable checkpoint.
 
-The signal only sets a flag; the batch in progress finishes (an interruption between the D and G
-updates could not be resumed exactly), then ``<dirpath>/last.ckpt`` is written mid-epoch and training
-stops with :class:`~gan_lab.errors.TrainingInterrupted`. Under DDP every process stops after the same
-batch, the first at whose end any process had received the signal, and they save one checkpoint
-together. A signal during the last batch of an epoch is served at the end of the next batch, after
-the epoch-end hooks (scheduler step, epoch checkpoint). A signal that finds the weights non-finite
-ends the run as diverged, without a checkpoint. A second Ctrl-C stops at once.
-
-Lightning 2.6 has its own SIGTERM handling (``trainer.received_sigterm``), which cannot give these
-guarantees: after the batch (even the last of an epoch, before its epoch-end hooks) it raises
-``SIGTERMException``, a ``SystemExit`` with exit status 0, without writing a checkpoint, and it
-checks its flag after every callback's end-of-batch hook, so a signal that arrives after a
-callback's turn finds no one to save; under DDP each process checks its own flag there, and its
-handler calls a DDP broadcast from inside the signal handler, so the processes need not stop after
-the same batch. On Ctrl-C it stops at once, unsaved. ``GracefulStop`` therefore puts its own handler
-in place of Lightning's while training runs (and gives it back when training ends), and serves a
-SIGTERM that Lightning's handler caught before training started (``trainer.received_sigterm``) after
-the first batch (in a single process; under DDP Lightning's own check before the first batch ends
-the run first).
-
-It is a Lightning ``Checkpoint`` callback, and Lightning runs checkpoint callbacks after all others:
-at the end of a batch every other callback (EMA of G, sample grids, limits) has done its work on that
-batch before it saves.
+The signal only sets a flag: the batch in progress finishes, ``<dirpath>/last.ckpt`` is written
+mid-epoch and training stops with :class:`~gan_lab.errors.TrainingInterrupted`; under DDP all processes
+stop after the same batch. A signal in an epoch's last batch is served after the next batch (past the
+epoch-end hooks); one that finds non-finite weights ends the run as diverged; a second Ctrl-C stops at
+once. Lightning's own handlers are replaced while training runs. As a Lightning ``Checkpoint``
+callback it runs after all other callbacks.
 """
 from __future__ import annotations
 
@@ -51,11 +34,9 @@ class GracefulStop(Checkpoint):
     """On a signal, finishes the batch, saves ``last.ckpt`` and stops with ``TrainingInterrupted``.
 
     Args:
-        dirpath: folder of the interruption checkpoint (``<run>/checkpoints``, where
-            ``last.ckpt`` lives, so that ``ckpt_path=<run>/checkpoints/last.ckpt`` always resumes).
+        dirpath: folder of the interruption checkpoint (``<run>/checkpoints``, where ``last.ckpt`` lives).
         filename: name of the interruption checkpoint.
-        signals: signal names that request a graceful stop (``SIGTERM``, ``SIGINT``, and ``SIGUSR2``,
-            SLURM's warning ahead of a time limit, after which the job is requeued: gan_lab.slurm).
+        signals: names of the signals that request a graceful stop.
     """
 
     def __init__(self, dirpath: str, filename: str = "last.ckpt",
@@ -90,8 +71,7 @@ class GracefulStop(Checkpoint):
         name = signal.Signals(agreed).name
         guard = divergence_guard(trainer)
         if guard is not None and not guard.weights_finite(pl_module):
-            # the run diverged (the guard had not checked since): said and recorded as such, and
-            # last.ckpt keeps the last good state
+            # the run diverged since the guard's last check: reported as such; last.ckpt keeps the last good state
             guard.stop(trainer, pl_module, {"weights": math.nan},
                        f"is not finite ({name} received; no checkpoint was written)")
         trainer.save_checkpoint(self.path, weights_only=False)
@@ -109,10 +89,8 @@ class GracefulStop(Checkpoint):
 
     @staticmethod
     def _agreed(trainer: L.Trainer, wanted: int | None) -> int | None:
-        """The stop request, the same on every rank. A signal reaches the DDP processes at slightly
-        different times, so at every batch end they agree (a request on any rank stops them all)
-        before any of them saves: otherwise one rank would wait in the checkpoint's collectives while
-        the others train the next batch. One small all-reduce per batch."""
+        """The stop request, the same on every rank (a request on any rank stops them all, so none
+        waits in the checkpoint's collectives while others train on); one small all-reduce per batch."""
         if trainer.world_size == 1:
             return wanted
         flag = torch.tensor([wanted or 0], device=trainer.strategy.root_device)

@@ -1,10 +1,8 @@
 """Augmentation of float batches in [-1, 1] on the training device, with kornia.
 
-kornia draws parameters per sample (torchvision v2 applies one draw to a whole batch tensor), each
-transform has its own probability, and nothing is written by hand: random resized crop, horizontal
-flip, rotation and colour jitter. Rotation pads with the border pixels: a zero fill would paint the
-corners mid-grey in [-1, 1]. The transforms are built per input size, so the same module serves
-every resolution of a progressive schedule.
+Random resized crop, horizontal flip, rotation and colour jitter, drawn per sample, each with its
+own probability. Transforms are built per input size, so one module serves every resolution of a
+progressive schedule.
 """
 from __future__ import annotations
 
@@ -27,17 +25,15 @@ class Augment(nn.Module):
 
     Args:
         crop_p: probability of a random resized crop (a crop resized back to the served size).
-        crop_scale: range of the crop's area as a share of the image, e.g. ``[0.728, 0.728]`` for a
-            128 crop of an image resized to 150 (the Pokemon study's resize-150-then-crop-128).
+        crop_scale: range of the crop's area as a share of the image, e.g. ``[0.728, 0.728]``.
         crop_ratio: range of the crop's aspect ratio (width / height).
         hflip_p: probability of a horizontal flip.
         rotation_p: probability of a rotation.
         degrees: rotation angle range: ``d`` for [-d, d], or ``[low, high]``.
-        rotation_padding: ``border`` (repeat edge pixels) or ``reflection``; ``zeros`` pads with -1
-            (black), never with 0 (mid-grey).
+        rotation_padding: ``border`` (repeat edge pixels), ``reflection`` or ``zeros`` (black, -1).
         jitter_p: probability of colour jitter.
-        brightness, contrast, saturation, hue: jitter strengths as in kornia ``ColorJitter``
-            (hue in [0, 0.5]); saturation and hue apply to RGB only.
+        brightness, contrast, saturation, hue: kornia ``ColorJitter`` strengths (hue in [0, 0.5]);
+            saturation and hue apply to RGB only.
     """
 
     def __init__(self, crop_p: Probability = 0.0, crop_scale: tuple[AreaShare, AreaShare] = (0.08, 1.0),
@@ -72,8 +68,7 @@ class Augment(nn.Module):
         if key not in self._pipelines:
             ops: list[nn.Module] = []
             if self.crop_p > 0:
-                # "resample": one affine warp of the whole batch; kornia's default "slice" reads every
-                # crop box on the host (a GPU sync per batch) to slice the images one by one
+                # "resample": one affine warp per batch; the default "slice" syncs with the GPU per batch
                 ops.append(K.RandomResizedCrop((height, width), scale=self.crop_scale, ratio=self.crop_ratio,
                                                p=self.crop_p, cropping_mode="resample"))
             if self.hflip_p > 0:

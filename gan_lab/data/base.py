@@ -1,11 +1,9 @@
 """Base DataModule: decoded uint8 images held in memory, served as batches.
 
-Data contract: after transfer to the training device a batch is
-``(images, labels)`` with images float in [-1, 1], NCHW, and labels int64 (zeros for unlabelled
-data). DataLoaders move uint8 (4x fewer bytes); the conversion to float, and augmentation during
-training, run in :meth:`ImageDataModule.on_after_batch_transfer`, i.e. on the GPU when there is one.
-Subclasses only say how to load a split (``load_split``) and what the data is (``channels``,
-``num_classes``, ``class_names``).
+Data contract: after transfer to the device a batch is ``(images, labels)``, float images in
+[-1, 1] NCHW and int64 labels (zeros for unlabelled data). Loaders move uint8; conversion and
+training augmentation run in :meth:`ImageDataModule.on_after_batch_transfer`. Subclasses implement
+``load_split`` and set ``channels``, ``num_classes`` and ``class_names``.
 """
 from __future__ import annotations
 
@@ -25,9 +23,8 @@ from gan_lab.pixels import to_float
 
 
 def take_rows(tensor: Tensor, indices: Sequence[int] | Tensor) -> Tensor:
-    """``tensor[indices]`` along dim 0, fast: on the CPU a single-threaded numpy gather (advanced
-    indexing of uint8 NCHW is ~10x slower, and a multi-threaded gather stalls on busy cores);
-    elsewhere ``index_select``."""
+    """``tensor[indices]`` along dim 0: a single-threaded numpy gather on the CPU, ``index_select``
+    elsewhere."""
     if tensor.device.type == "cpu":
         idx = indices.numpy() if isinstance(indices, Tensor) else np.asarray(indices, dtype=np.int64)
         return torch.from_numpy(tensor.numpy().take(idx, axis=0))
@@ -78,14 +75,11 @@ def collate_batch(batch):
 
 
 class EpochSampler(Sampler[int]):
-    """A permutation that depends only on (seed, epoch): data order is a function of the config,
-    identical after a resume. Lightning calls ``set_epoch`` at the start of every epoch;
-    ``skip_next`` lets a mid-epoch resume continue after the samples already served.
+    """A permutation that depends only on (seed, epoch), so the order is the same after a resume.
 
-    With several processes each rank takes every ``world_size``-th position of the epoch's order,
-    starting at its ``rank``, and all ranks take the same number, ``n // world_size`` (the last
-    ``n % world_size`` positions are left out): disjoint shares whose order is still a function of
-    (seed, epoch). On one process (the default) this is the whole order."""
+    Lightning calls ``set_epoch`` every epoch; ``skip_next`` continues a mid-epoch resume. Each rank
+    takes every ``world_size``-th position from ``rank``, ``n // world_size`` in all (the last
+    ``n % world_size`` are left out)."""
 
     def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
@@ -124,10 +118,8 @@ class ImageDataModule(L.LightningDataModule):
         drop_last: drop the last incomplete training batch (keeps BatchNorm statistics sane).
         seed: seed of the data order (the run's ``seed`` by default).
         augment: a module applied to float training batches on the device, or ``None``.
-        subset: train on part of the training split only: a share (a float in (0, 1)) or a number
-            of images (an integer), drawn once from ``seed`` (the same images for the same seed).
-            The whole split stays available as the split ``train_full`` (e.g. to score a model
-            trained on few images against all of them: ``evaluator.real_split=train_full``).
+        subset: train on part of the training split: a share (float in (0, 1)) or a count (int),
+            drawn from ``seed``; the whole split stays available as ``train_full``.
     """
 
     channels: int = 3
@@ -148,14 +140,12 @@ class ImageDataModule(L.LightningDataModule):
         self.drop_last, self.seed, self.augment = drop_last, int(seed), augment
         self.splits: dict[str, TensorImages] = {}
         self.resolution: int | None = None  # served side when below image_size (progressive growing)
-        #: draws of ``batch_size`` images per training batch: the loader serves ``draws_per_batch *
-        #: batch_size`` images a batch (set by the entry point, for a model that gives each of a batch's
-        #: updates its own draw; see :func:`gan_lab.build.serve_draws`)
+        #: draws of ``batch_size`` images per training batch (set by the entry point, see
+        #: :func:`gan_lab.build.serve_draws`)
         self.draws_per_batch = 1
 
     def set_resolution(self, size: int | None) -> None:
-        """Serve batches downsampled to ``size`` (area averaging on the device, from the cached
-        ``image_size`` images, never decoded again); ``None`` serves ``image_size``."""
+        """Serve batches area-downsampled to ``size`` on the device; ``None`` serves ``image_size``."""
         if size is not None and (size > self.image_size or self.image_size % size):
             raise UserError(f"resolution {size} must divide data.image_size={self.image_size}; "
                             f"use a power of two up to {self.image_size}.")
@@ -166,9 +156,9 @@ class ImageDataModule(L.LightningDataModule):
         return type(self).__name__.lower()
 
     def check(self) -> None:
-        """Learn what the data is (its classes) and fail on missing data, cheaply, without decoding
-        any image: the entry points build the model from these facts before :meth:`setup` decodes.
-        In-memory datasets know their facts already; on-disk ones read their class lists here."""
+        """Learn the data's facts (its classes) and fail on missing data, without decoding any image.
+
+        The entry points build the model from these facts before :meth:`setup` decodes."""
 
     @abstractmethod
     def load_split(self, split: str) -> tuple[Tensor, Tensor]:
@@ -223,11 +213,10 @@ class ImageDataModule(L.LightningDataModule):
         return self.splits[split]
 
     def train_sampler(self) -> EpochSampler:
-        """The training order of this process: its rank's share of the epoch under DDP.
+        """This process's training order: its rank's share of the epoch under DDP.
 
-        The DataModule shards the data itself (the Trainer is built with
-        ``use_distributed_sampler: false``, see :func:`gan_lab.build.build_trainer`), so that a
-        mid-epoch resume can skip exactly the samples each rank already served."""
+        The DataModule shards the data itself (the Trainer has ``use_distributed_sampler: false``),
+        so a mid-epoch resume can skip exactly the samples each rank served."""
         n = len(self.dataset("train"))
         trainer = self.trainer
         if trainer is None or trainer.world_size == 1:

@@ -1,20 +1,11 @@
 """Decode once: a split of an on-disk dataset becomes one uint8 tensor file, served from memory.
 
-Decoding and resizing JPEGs every epoch made a WikiArt epoch take ~50 minutes in one study; here a
-split is decoded and resized once, in parallel (threads: Pillow releases the GIL while decoding and
-resizing), into ``<cache_dir>/<dataset>-<split>-<size>-<key>.pt``. The key hashes everything the result
-depends on: dataset, split, image size, crop, channels, background and the source file list (names,
-sizes, modification times), so renaming, adding, removing or touching a file rebuilds the cache.
-Files are written to a temporary name and moved into place (``os.replace``), so an interrupted
-build never leaves a half-written cache, and the temporary files of a writer that was killed are
-removed by the next load. Every load checks the CRC-32 that the zip format of ``torch.save`` keeps
-beside each member (about 0.5 s per GB from the page cache, on top of ~3 s per GB for the load itself;
-measured on 2 cores) and the structure of what it holds (keys, dtypes, shapes): a damaged cache is
-rebuilt with a warning, never served. Ctrl-C during a build ends as
-:class:`~gan_lab.errors.SetupInterrupted` (one line from the entry points).
-
-A file that is missing or cannot be decoded is skipped: the count goes to the log and the list to
-``<cache_dir>/<dataset>-<split>-skipped.txt``; training never crashes mid-epoch on a bad file.
+A split is decoded and resized once, in threads, into ``<cache_dir>/<dataset>-<split>-<size>-<key>.pt``;
+the key hashes everything the result depends on, including the source files' names, sizes and
+mtimes. Writes are atomic; each load checks the zip CRCs and the content's structure, and a damaged
+cache is rebuilt with a warning. Missing or unreadable files are skipped and listed in
+``<cache_dir>/<dataset>-<split>-skipped.txt``. Ctrl-C during a build raises
+:class:`~gan_lab.errors.SetupInterrupted`.
 """
 from __future__ import annotations
 
@@ -92,16 +83,13 @@ def parse_background(background: str | Sequence[int]) -> tuple[int, int, int]:
     return rgb  # type: ignore[return-value]
 
 
-#: Pillow's modes of one channel wider than 8 bits: 16-bit integers, 32-bit integers (16-bit PNGs
-#: in some Pillow versions) and 32-bit floats
+#: Pillow's one-channel modes wider than 8 bits: 16- and 32-bit integers, 32-bit floats
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 def eight_bit(img: Image.Image) -> Image.Image:
-    """A one-channel image wider than 8 bits as 8-bit grey (``L``), scaled, not clipped: 16-bit and
-    32-bit integers from 0..65535 (a 16-bit PNG or TIFF) to 0..255, floats from 0..1 when they stay
-    in it, else taken as 0..255. Pillow's own ``convert('L')`` clips such values at 255, which turns
-    a 16-bit image almost white. Other images are returned as they are."""
+    """A one-channel image wider than 8 bits as 8-bit grey (``L``), scaled, not clipped: integers
+    from 0..65535, floats from 0..1 when they stay in it (else 0..255). Other images pass unchanged."""
     if img.mode not in WIDE_MODES:
         return img
     values = np.asarray(img, dtype=np.float64)
@@ -116,10 +104,8 @@ def decode_image(path: str | Path, image_size: int, channels: int = 3, crop: str
                  background: tuple[int, int, int] = (255, 255, 255)) -> tuple[np.ndarray, tuple[int, int]]:
     """One file -> uint8 ``[channels, image_size, image_size]`` and its source (width, height).
 
-    Transparent pixels (an alpha channel, or a colour a PNG marks transparent) are composited on
-    ``background`` (white for the Pokemon sprites, not the black that a plain ``convert('RGB')``
-    gives); 16-bit and float images are scaled to 8 bits (:func:`eight_bit`). JPEGs are decoded at a reduced DCT scale when the
-    target is much smaller than the file (``Image.draft``), which is most of the decoding time.
+    Transparent pixels are composited on ``background``; wide images are scaled to 8 bits
+    (:func:`eight_bit`); large JPEGs are decoded at a reduced DCT scale (``Image.draft``).
     """
     with Image.open(path) as img:
         width, height = img.size
@@ -134,8 +120,7 @@ def decode_image(path: str | Path, image_size: int, channels: int = 3, crop: str
         if img.format == "JPEG" and side > 2 * image_size:
             factor = image_size / side
             img.draft("RGB" if channels == 3 else "L", (max(1, int(width * factor)), max(1, int(height * factor))))
-            # the DCT scale (1, 2, 4 or 8): the reduced image is ceil(width / scale) pixels wide, so the
-            # crop box scales by 1 / scale, not by the (rounded-up) size ratio
+            # the DCT scale (1, 2, 4 or 8): the crop box scales by 1 / scale, not by the size ratio
             scale = round(width / img.size[0])
             box = tuple(v / scale for v in box)
         img.load()
@@ -175,8 +160,8 @@ def user_cache_dir() -> Path:
 
 
 def fallback_cache_dir(dataset: str, root: Path) -> Path:
-    """The user cache folder of a dataset whose root is read-only: one per root (two read-only copies
-    of a dataset must not share a folder, where each would delete the other's caches as stale)."""
+    """The user cache folder of a dataset whose root is read-only, one per root (so two copies
+    never delete each other's caches as stale)."""
     resolved = str(Path(root).expanduser().resolve())
     return user_cache_dir() / dataset / hashlib.sha256(resolved.encode()).hexdigest()[:12]
 
@@ -299,13 +284,10 @@ def load_cache(path: Path, channels: int | None = None, image_size: int | None =
 
 def cached_split(cache_dir: Path, dataset: str, split: str, key_parts: dict,
                  build: Callable[[], Split]) -> Split:
-    """Load ``<dataset>-<split>-<size>-<key>.pt`` from ``cache_dir``, or ``build()`` and save it
-    atomically.
+    """Load ``<dataset>-<split>-<size>-<key>.pt`` from ``cache_dir``, or ``build()`` and save it atomically.
 
-    Older caches of the same dataset, split and size are removed when a new one is written, and the
-    skip report is (re)written on every load so that it always describes the served split.
-    Temporary files of killed writers in ``cache_dir`` are removed first; Ctrl-C (``KeyboardInterrupt``)
-    becomes :class:`SetupInterrupted`.
+    Removes orphan temporary files first, and older caches at the same size when writing; rewrites
+    the skip report on every load. Ctrl-C becomes :class:`SetupInterrupted`.
     """
     key = cache_key(dataset=dataset, split=split, **key_parts)
     stem = f"{dataset}-{split}-{key_parts.get('image_size', 'x')}"

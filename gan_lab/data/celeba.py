@@ -1,7 +1,6 @@
 """CelebA (Liu et al., 2015), aligned and cropped faces: ``img_align_celeba/*.jpg`` (178x218) with
-``list_eval_partition.txt`` (``<file> <0|1|2>``: train, val, test). Unlabelled: a centred square crop
-(``data.crop``: ``center`` by default, or a side such as 140 or 108 as in many GAN papers), resized
-to ``image_size`` (32 or 64 in the DCGAN course) once, and cached.
+``list_eval_partition.txt`` (``<file> <0|1|2>``: train, val, test). Unlabelled; a centred square crop
+(``data.crop``: ``center`` or a side such as 108), resized to ``image_size`` once and cached.
 """
 from __future__ import annotations
 
@@ -53,8 +52,8 @@ class CelebA(FileImageDataModule):
         self.partition()
 
     def partition(self) -> dict[str, list[str]]:
-        """The image names of each split: ``<file>.jpg <0|1|2>`` lines, one per image, each named once,
-        a training image at least."""
+        """The image names of each split, from ``<file>.jpg <0|1|2>`` lines (each image once, at
+        least one training image)."""
         if self._partition is None:
             parts: dict[str, list[str]] = {k: [] for k in PARTITIONS}
             codes = {str(v): k for k, v in PARTITIONS.items()}

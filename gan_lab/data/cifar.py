@@ -1,7 +1,6 @@
-"""CIFAR-10 from the python pickles of ``cifar-10-batches-py`` (Krizhevsky, 2009): 50,000 training
-images in ``data_batch_1..5`` and 10,000 test images in ``test_batch`` (served as ``val``), 32x32
-RGB, 10 classes named in ``batches.meta``. Served at 32 or resized (bicubic, antialiased) to e.g. 64
-once, and cached.
+"""CIFAR-10 from the python pickles of ``cifar-10-batches-py`` (Krizhevsky, 2009): ``data_batch_1..5``
+for training, ``test_batch`` served as ``val``, 32x32 RGB, 10 classes named in ``batches.meta``.
+Served at 32 or resized once to ``image_size``, and cached.
 """
 from __future__ import annotations
 

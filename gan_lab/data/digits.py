@@ -1,9 +1,7 @@
 """scikit-learn's bundled digits (UCI optical recognition of handwritten digits, CC BY 4.0).
 
-1,797 grey 8x8 images with 17 intensity levels and 10 classes, shipped with the package
-(``assets/digits.csv.gz``, 57 kB, the file scikit-learn distributes) so that ``make run`` and the
-tests need neither a download nor scikit-learn. Served upscaled to ``image_size`` (bilinear) with
-a fixed held-out validation split.
+1,797 grey 8x8 images in 0..16, 10 classes, shipped as ``assets/digits.csv.gz`` (no download
+needed). Served upscaled to ``image_size`` (bilinear) with a fixed validation split.
 """
 from __future__ import annotations
 
@@ -32,8 +30,7 @@ class Digits(ImageDataModule):
     """Bundled handwritten digits; 1 channel, 10 classes.
 
     Args:
-        val_fraction: share of images held out for validation (a fixed split, independent of the
-            run's seed, so every run is scored on the same images).
+        val_fraction: share of images held out for validation (a fixed split, independent of the seed).
     """
 
     channels = 1

@@ -1,10 +1,8 @@
 """DataModules over datasets on disk: a root folder, a decoded-once cache, GPU-resident serving.
 
-Subclasses say which files a split depends on (``source_files``) and how to turn them into a
+Subclasses list the files a split depends on (``source_files``) and decode them into a
 :class:`~gan_lab.data.cache.Split` (``build_split``); image-per-file datasets only list
-``(path, label)`` items (:class:`FileImageDataModule`). Everything else is shared: the cache folder
-(``data.cache_dir``, default ``<root>/.gan_lab_cache``, a user cache folder when the root is
-read-only), the missing-data message, and ``data.on_device``.
+``(path, label)`` items (:class:`FileImageDataModule`).
 """
 from __future__ import annotations
 
@@ -27,17 +25,14 @@ from gan_lab.errors import UserError
 
 log = logging.getLogger("gan_lab")
 
-#: ``on_device=auto`` keeps the training split on the GPU when it takes at most this share of the
-#: free GPU memory (the rest is left to the networks and their activations)
+#: ``on_device=auto`` keeps the training split on the GPU when it takes at most this share of free memory
 ON_DEVICE_SHARE = 0.25
 
 
 class DeviceLoader:
     """Serves batches by indexing a tensor that already lives on the training device.
 
-    The order is the :class:`EpochSampler`'s (with several processes, its rank's share), so a run is
-    identical with or without it. Lightning finds ``sampler.set_epoch`` and calls it at every epoch;
-    a mid-epoch resume calls ``sampler.skip_next``.
+    The order is the :class:`EpochSampler`'s, so a run is identical with or without it.
     """
 
     def __init__(self, dataset: TensorImages, batch_size: int, device: torch.device | str,
@@ -77,16 +72,15 @@ class DiskImageDataModule(ImageDataModule):
     Args:
         root: folder of the dataset (``${oc.env:GAN_LAB_DATA,data}/<name>`` in the configs).
         image_size: side of the served square images (decoded and resized once, at this size).
-        crop: ``center`` (largest centred square, then resize), ``none`` (squash the whole image)
-            or a side in source pixels (centred square of that side, then resize).
+        crop: ``center`` (largest centred square), ``none`` (squash the whole image) or a side in
+            source pixels (centred square of that side); then resized.
         background: colour under transparent pixels (``white``, ``black``, ``grey`` or [r, g, b]).
         cache_dir: folder of the decoded caches; ``None`` is ``<root>/.gan_lab_cache``, or a
             user cache folder when the root is read-only.
         decode_workers: threads decoding files when a cache is built (0: CPU count + 2).
-        on_device: ``auto`` keeps the uint8 training split on the GPU (when training on CUDA and
-            it uses at most a quarter of the free memory) and serves batches by indexing there,
-            without DataLoader workers; ``true`` always does it on the training device (also a
-            CPU); ``false`` always uses a DataLoader.
+        on_device: ``auto`` serves the training split from GPU memory when on CUDA and it fits
+            :data:`ON_DEVICE_SHARE` of free memory; ``true`` always serves from the training
+            device; ``false`` always uses a DataLoader.
     """
 
     #: where the dataset is published, for the missing-data message

@@ -82,8 +82,7 @@ class ImageFolder(FileImageDataModule):
         return self._files
 
     def report_unread(self, files: list[tuple[Path, int]]) -> None:
-        """Warn of the image files under the folder that the layout leaves out: nested deeper than
-        the class folders, or in a sub-folder of a flat folder (never silently dropped)."""
+        """Warn of image files under the folder that the layout leaves out (nested too deep)."""
         read = {f for f, _ in files}
         unread = sorted(p for p in self.folder.rglob("*")
                         if p.suffix.lower() in IMAGE_EXTENSIONS and p not in read and p.is_file()
@@ -115,13 +114,11 @@ class Monet(ImageFolder):
 class Pokemon(ImageFolder):
     """Kaggle Pokemon sprites (png with transparency, composited on white), one per Pokemon.
 
-    Labels: with ``pokemon.csv`` (``Name,Type1,Type2``; in ``root`` or given as ``csv_path``) the
-    primary type (18 classes); without it, unlabelled. Sprites without a row in the csv are skipped
-    and reported.
+    Labelled by primary type (18 classes) from ``pokemon.csv`` (``Name,Type1,Type2``), else
+    unlabelled; sprites without a row are skipped and reported.
 
     Args:
-        types: train on these primary types only (e.g. ``[Fire, Water]``); the classes are then
-            these types, in this order (null: all 18 types).
+        types: train on these primary types only, as the classes in this order (null: all 18).
         csv_path: the type table when it is not ``root/pokemon.csv``.
     """
 
@@ -145,10 +142,8 @@ class Pokemon(ImageFolder):
         return []
 
     def type_table(self) -> dict[str, str] | None:
-        """lower-case Name -> canonical primary type, or ``None`` without a csv.
-
-        Every row has at least the columns up to Type1 and no more than the header, a known type, and
-        a name that no other row gives another type."""
+        """lower-case Name -> canonical primary type, or ``None`` without a csv; malformed rows,
+        unknown types and conflicting rows raise :class:`UserError`."""
         if self._names is None and self.csv_path.is_file():
             path, expected = self.csv_path, "expected the Kaggle pokemon.csv (Name,Type1,Type2)"
             canonical = {t.lower(): t for t in POKEMON_TYPES}

@@ -1,13 +1,9 @@
-"""MNIST from its four IDX files (plain or gzip), as published by LeCun et al. and mirrored by
-torchvision: 60,000 training and 10,000 test images of 28x28 grey digits, 10 classes.
+"""MNIST from its four IDX files (plain or gzip), as published by LeCun et al.: 28x28 grey digits,
+10 classes.
 
-The files are found under the names and folders users have them in: the official dashed names
-(``train-images-idx3-ubyte``), the dotted names of the widespread Kaggle copy
-(``train-images.idx3-ubyte``), each plain or ``.gz``, in ``root`` itself or in torchvision's
-``root/MNIST/raw/`` (or ``root/raw/``), so an existing download is used where it lies.
-
-The test set (``t10k-*``) is served as the ``val`` split. Images are resized (bilinear, antialiased)
-to ``image_size`` once and cached.
+Files are found under the official (``train-images-idx3-ubyte``) or Kaggle
+(``train-images.idx3-ubyte``) names, plain or ``.gz``, in ``root``, ``root/MNIST/raw/`` or
+``root/raw/``. The test set (``t10k-*``) is served as ``val``; images are resized once and cached.
 """
 from __future__ import annotations
 
@@ -38,7 +34,7 @@ REDOWNLOAD = "re-download it from http://yann.lecun.com/exdb/mnist/ or a torchvi
 
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (``.gz`` or plain): 2 zero bytes, a type code, the number of dimensions, the
-    big-endian int32 sizes, then exactly the data those sizes announce."""
+    big-endian int32 sizes, then exactly that much data."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as fh:
@@ -79,8 +75,8 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class MNIST(DiskImageDataModule):
-    """MNIST digits; 1 channel, 10 classes. ``root`` holds the IDX files, under their official or
-    Kaggle names, directly or in ``root/MNIST/raw/`` or ``root/raw/`` (torchvision's layout)."""
+    """MNIST digits; 1 channel, 10 classes. ``root`` holds the IDX files, directly or in
+    ``root/MNIST/raw/`` or ``root/raw/``."""
 
     channels = 1
     num_classes = 10
@@ -103,7 +99,7 @@ class MNIST(DiskImageDataModule):
         return [self.root, self.root / "MNIST" / "raw", self.root / "raw"]
 
     def check(self) -> None:
-        # all four files up front: one message names every place looked in, also for an absent root
+        # all four files up front, also for an absent root
         for split in PREFIX:
             self.files(split)
 

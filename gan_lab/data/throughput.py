@@ -11,11 +11,10 @@ from gan_lab.pixels import to_float
 
 def measure_throughput(datamodule: ImageDataModule, seconds: float = 5.0,
                        device: torch.device | str = "cpu", convert: bool = True) -> dict:
-    """Iterate the training loader for about ``seconds`` (whole epochs restart as needed).
+    """Iterate the training loader for about ``seconds``, moving batches to ``device`` (and with
+    ``convert`` to float [-1, 1]); returns images per second and what was measured.
 
-    Counts images delivered by ``train_dataloader()``, moved to ``device`` and, with ``convert``,
-    turned into float [-1, 1] as ``on_after_batch_transfer`` does. Returns images per second and
-    what was measured. The DataModule must be set up (``setup("fit")``).
+    The DataModule must be set up (``setup("fit")``).
     """
     loader = datamodule.train_dataloader()
     sampler = getattr(loader, "sampler", None)

@@ -1,21 +1,10 @@
 """WikiArt with the genre / style / artist splits published with ArtGAN (Tan et al., 2017).
 
-Expected under ``root`` (``${GAN_LAB_DATA}/wikiart``, shared by the three tasks):
-
-- the images, one folder per style (``Impressionism/claude-monet_....jpg``), directly in ``root`` or
-  in ``root/wikiart/`` (as ``wikiart.zip`` unpacks);
-- the split files of ArtGAN's ``WikiArt Dataset/`` folder, in ``root`` or ``root/WikiArt Dataset/``
-  (or ``data.splits_dir``): ``Genre/genre_train.csv``, ``genre_val.csv``, ``genre_class`` (10
-  classes); ``Style/style_train.csv``, ``style_val.csv``, ``style_class.txt`` (27);
-  ``Artist/artist_train``, ``artist_val``, ``artist_class`` (23).
-
-Split rows are ``Folder/file.jpg,<class>`` (genre, style) or ``Folder/file.jpg,,<class>`` after a
-``(Path to image),, (Groundtruth class)`` header (artist); class files are ``<index> <Name>`` lines.
-Read tolerantly: CRLF line ends, blank lines, a byte-order mark, parentheses or commas in file
-names, split files with or without an extension, folder and task names in any case. Folders come
-from the path in each row and class names from the class file, which differ (style
-``Art_Nouveau`` lives in folder ``Art_Nouveau_Modern``). A listed image that is missing or
-unreadable is skipped and reported.
+Reads one image folder per style (``Impressionism/*.jpg``) in ``root`` or ``root/wikiart/``, and
+ArtGAN's split files (``Genre/genre_train.csv``, ``genre_val.csv``, ``genre_class``; likewise
+``Style/``, ``Artist/``) in ``root``, ``root/WikiArt Dataset/`` or ``data.splits_dir``. Split rows are
+``Folder/file.jpg,<class>`` or ``Folder/file.jpg,,<class>`` (artist, after a header); class files are
+``<index> <Name>`` lines. Missing or unreadable images are skipped and reported.
 """
 from __future__ import annotations
 
@@ -82,8 +71,8 @@ def is_image_path(name: str) -> bool:
 
 
 def read_split_file(path: Path, num_classes: int) -> list[tuple[str, int]]:
-    """Rows ``path,<class>`` or ``path,,<class>`` -> (relative path, class); a header is skipped.
-    Every row names an image file under the images folder; a file of no row is refused."""
+    """Rows ``path,<class>`` or ``path,,<class>`` -> (relative path, class); a header is skipped,
+    and a file without rows is refused."""
     rows = []
     for position, (number, line) in enumerate(read_lines(path)):
         head, _, last = line.rpartition(",")

@@ -1,11 +1,9 @@
 """Feature extractors for FID, KID, IS, nearest neighbours and class accuracy.
 
-Inception-v3 (the FID standard, torch-fidelity's network) is used only when its weights are
-already on disk: nothing downloads. Otherwise the metrics use a *domain* extractor: a
-small CNN classifier trained on the dataset's labelled training split (or an auto-encoder's
-encoder for unlabelled data), trained once and cached. Numbers from different extractors are not
-comparable, so every extractor carries a ``name`` and a ``checksum`` of its weights, and every
-metric record stores both.
+Inception-v3 (torch-fidelity's) when its weights are already on disk (nothing downloads), else a
+*domain* extractor: a small CNN classifier (or auto-encoder, for unlabelled data) trained on the
+training split once and cached. Each extractor has a ``name`` and a weights ``checksum``, which
+every metric record stores.
 """
 from __future__ import annotations
 
@@ -28,8 +26,7 @@ from gan_lab.pixels import to_float, to_uint8
 
 log = logging.getLogger(__name__)
 
-#: where torch-fidelity (and so torchmetrics' FID) downloads the FID Inception-v3 weights from, and the
-#: file name they then have in the torch hub cache (``<torch hub dir>/checkpoints/``)
+#: torch-fidelity's FID Inception-v3 weights, and their file name in ``<torch hub dir>/checkpoints/``
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth")
 INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
@@ -84,8 +81,7 @@ class FeatureExtractor(nn.Module, ABC):
 
 def conv_trunk(channels: int, num_features: int) -> nn.Sequential:
     """32x32 -> ``num_features``: three strided convolutions, one more at 4x4, global average
-    pooling. Narrow on purpose: it is trained on the CPU in seconds and only has to separate the
-    dataset's classes (or reconstruct its images)."""
+    pooling; narrow, so it trains on the CPU in seconds."""
     def block(cin, cout, stride):
         return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2)]
     return nn.Sequential(*block(channels, 16, 2), *block(16, 32, 2), *block(32, 64, 2),
@@ -152,10 +148,8 @@ class DomainAutoencoder(FeatureExtractor):
 
 
 class InceptionExtractor(FeatureExtractor):
-    """The FID Inception-v3 of torch-fidelity (what torchmetrics' FID uses) from a weights file on
-    disk: 2048 pool features and, from the same forward pass, the 1008 unbiased logits of the
-    Inception Score. Inputs are resized to 299px with torch-fidelity's TF1-compatible bilinear
-    interpolation, as the original FID code does, so values can be compared with published ones."""
+    """torch-fidelity's FID Inception-v3 from a weights file on disk: 2048 pool features and the
+    1008 unbiased IS logits in one pass, inputs resized to 299px as the original FID code does."""
 
     num_classes = 1008
 
@@ -293,9 +287,8 @@ def evaluate_extractor(net: FeatureExtractor, val: tuple[Tensor, Tensor], device
 def load_cached_extractor(net: FeatureExtractor, path: Path) -> str | None:
     """Load the cached weights at ``path`` into ``net``; what is wrong with the file, or ``None``.
 
-    As the data cache: the CRC-32 of every zip member (``torch.load`` reads damaged bytes without a
-    word, e.g. as NaN weights), then the structure: the keys, every tensor of the net with its shape,
-    finite values, and the quality record."""
+    Checks the zip CRCs, then the keys, every tensor's shape and dtype, finite values and the
+    quality record."""
     damage = zip_damage(path)
     if damage is not None:
         return damage
@@ -326,8 +319,7 @@ def load_extractor(dataset: str, train: tuple[Tensor, Tensor], val: tuple[Tensor
                    input_size: int = 32, steps: int = 300, seed: int = 0,
                    device: str | torch.device = "cpu") -> FeatureExtractor:
     """The extractor for a dataset: Inception when asked for (or found, with ``kind=auto``), else the
-    cached domain extractor, trained on first use and saved to ``cache_dir`` (trained again, with a
-    warning, when that file is damaged).
+    domain extractor cached in ``cache_dir``, trained on first use or when the file is damaged.
 
     Args:
         dataset: a name for the data (part of the extractor's name and cache file).
@@ -352,9 +344,8 @@ def load_extractor(dataset: str, train: tuple[Tensor, Tensor], val: tuple[Tensor
     path = Path(cache_dir) / f"{name}.pt"
     remove_orphan_temp_files(cache_dir, (".pt",))
     if path.is_file():
-        with torch.random.fork_rng(devices=[]):  # the nets' initial weights (overwritten) must not consume
-            # the caller's random stream: a training run evaluating on a cached extractor continues as
-            # one that trained the extractor (forked too) or did not evaluate at all
+        with torch.random.fork_rng(devices=[]):  # the (overwritten) initial weights must not consume
+            # the caller's random stream
             net = (DomainClassifier(train[0].shape[1], num_classes, input_size, name=name) if num_classes > 1
                    else DomainAutoencoder(train[0].shape[1], input_size, name=name))
         damage = load_cached_extractor(net, path)

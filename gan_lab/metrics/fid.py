@@ -1,11 +1,7 @@
 """FID, KID and Inception Score through torchmetrics, from features computed beforehand.
 
-The caller extracts the features (and class logits) of each image set once, with an explicit
-extractor (see :mod:`gan_lab.metrics.features`), and every metric reuses them: with Inception,
-FID + KID + IS + nearest neighbours cost one pass over the generated images, and the real images'
-features are computed once per evaluator. torchmetrics gets the features through a pass-through
-``feature`` module, so nothing downloads. KID and IS draw random subsets: they run under a fixed
-seed in a forked RNG, so a score is reproducible and training's random stream is untouched.
+torchmetrics gets the features through a pass-through ``feature`` module, so nothing downloads.
+KID and IS run under a fixed seed in a forked RNG: reproducible, and training's RNG is untouched.
 """
 from __future__ import annotations
 
@@ -77,8 +73,8 @@ def kernel_distance(real: Tensor, fake: Tensor, subset_size: int = 1000, subsets
 
 @torch.no_grad()
 def inception_score(logits: Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
-    """Inception Score (mean, std over ``splits``; std 0 with a single split, i.e. fewer than 4
-    images) from the class logits ``[N, C]`` of generated images."""
+    """Inception Score (mean, std over ``splits``; std 0 with one split) from the class logits
+    ``[N, C]`` of generated images."""
     splits = max(1, min(splits, logits.shape[0] // 2))
     metric = _quiet(InceptionScore, feature=_Given(logits.shape[1]), splits=splits).to(logits.device)
     for x in _chunks(logits):

@@ -1,22 +1,9 @@
-"""Fidelity and diversity as two numbers each, from k-nearest-neighbour balls in feature space.
+"""Fidelity and diversity from k-nearest-neighbour balls in feature space.
 
-FID mixes how realistic the generated images are with how much of the data they cover. These
-metrics separate the two:
-
-- **precision / recall** (Kynkäänniemi et al. 2019, "Improved Precision and Recall Metric for
-  Assessing Generative Models"): each real feature vector carries a ball reaching its ``k``-th
-  nearest other real vector (``k`` = 3 in the paper). Precision is the share of generated vectors
-  inside at least one real ball (realistic images); recall is the share of real vectors inside at
-  least one ball of the generated set (the data the generator covers). Points on a ball's surface
-  count as inside, as in the paper's code.
-- **density / coverage** (Naeem et al. 2020, "Reliable Fidelity and Diversity Metrics for Generative
-  Models"): only the real balls (``k`` = 5 in the paper), which outliers among the generated images
-  cannot inflate. Density counts the real balls around each generated vector, divided by ``k``
-  (about 1 when the two sets come from one distribution, more when the samples crowd around
-  typical real images); coverage is the share of real vectors whose ball holds at least one
-  generated vector. Strict inequalities, as in the paper's code.
-
-All distances are Euclidean, computed in blocks (no full distance matrix is kept).
+Each vector carries a ball reaching its ``k``-th nearest other vector of its set. Precision /
+recall (Kynkäänniemi et al. 2019) count points inside balls of the other set, surfaces included;
+density / coverage (Naeem et al. 2020) use the real balls only, with strict inequalities, as in
+the papers' code. Distances are Euclidean, computed in blocks.
 """
 from __future__ import annotations
 

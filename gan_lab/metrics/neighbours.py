@@ -1,10 +1,8 @@
-"""Nearest training neighbours of generated images: the memorisation check of the ArtGAN study.
+"""Nearest training neighbours of generated images: a memorisation check.
 
-In pixel space and in a feature space; as pictures (generated image first in each row, then its
-closest training images) and as a number: the share of generated images whose nearest training
-image is closer than the typical distance between a training image and its nearest *other*
-training image. The same rate computed for held-out real images is the baseline a generator that
-does not copy should match; a copying generator scores well above it.
+As pictures (generated image, then its closest training images) and as a rate: the share of
+generated images closer to a training image than the typical train-to-train nearest distance,
+with the same rate for held-out real images as the baseline.
 """
 from __future__ import annotations
 
@@ -16,9 +14,8 @@ from torch import Tensor
 def nearest_neighbours(queries: Tensor, references: Tensor, k: int = 1, batch_size: int = 512,
                        exclude_self: bool = False, self_rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Euclidean distances [M, k] and indices [M, k] of the ``k`` nearest rows of ``references``
-    [N, D] for each row of ``queries`` [M, D]. ``exclude_self`` skips index i for query i (when the
-    queries are the references); ``self_rows`` [M] skips, for each query, the reference row it is
-    (when the queries are some of the references)."""
+    [N, D] for each row of ``queries`` [M, D]. ``exclude_self`` skips index i for query i;
+    ``self_rows`` [M] gives, per query, a reference row to skip."""
     queries, references = queries.float().flatten(1), references.float().flatten(1)
     if exclude_self and self_rows is None:
         self_rows = torch.arange(queries.shape[0])
@@ -40,10 +37,8 @@ def memorisation(generated: Tensor, train: Tensor, held_out: Tensor | None = Non
     """Share of ``generated`` feature vectors closer to their nearest ``train`` vector than the
     ``quantile`` of train-to-nearest-other-train distances (the median by default).
 
-    ``max_reference`` caps the training images whose distance to their nearest other training image
-    estimates that quantile (a random subset, seeded; their nearest other image is sought among all
-    of ``train``, as the generated images' nearest image is). With ``held_out`` real vectors, the
-    same share for them is returned as ``baseline``.
+    ``max_reference`` caps the (seeded, random) training rows that estimate the quantile, each
+    searched against all of ``train``. With ``held_out``, their share is returned as ``baseline``.
     """
     n = train.shape[0]
     rows = torch.arange(n) if n <= max_reference else \

@@ -1,14 +1,10 @@
-"""Parzen-window log-likelihood (Breuleux et al. 2011; the protocol of the GAN and ArtGAN papers).
+"""Parzen-window log-likelihood (Breuleux et al. 2011), the protocol of the GAN papers.
 
-An isotropic Gaussian kernel of width ``sigma`` sits on every generated sample; the test images'
-log-likelihood under that mixture is averaged and reported with its standard error. ``sigma`` is
-picked from a grid on a held-out set disjoint from the reported one. Pixels are flattened and
-scaled to [0, 1], as in the papers, so values depend on the image size: compare only equal protocols.
+Gaussian kernels of width ``sigma`` (picked on a disjoint held-out set) sit on the generated
+samples; the test images' mean log-likelihood is reported with its standard error. Pixels are
+flattened in [0, 1], so values depend on the image size. Computed in float64, in chunks:
 
     log p(x) = logsumexp_i(-|x - mu_i|^2 / (2 sigma^2)) - log N - (D / 2) log(2 pi sigma^2)
-
-Computed in float64, in batches of test points and chunks of kernels with a running logsumexp,
-on whatever device the tensors are on (the GPU when there is one).
 """
 from __future__ import annotations
 
@@ -25,8 +21,8 @@ DEFAULT_SIGMAS = tuple(float(s) for s in torch.logspace(-1, 0, 10, dtype=torch.f
 
 
 def flatten_unit(images: Tensor) -> Tensor:
-    """Images -> rows [N, D] in the [0, 1] pixel space: uint8 stays uint8 (a view, converted chunk
-    by chunk later, so 10,000 large images never exist as float64 at once); float [-1, 1] is scaled."""
+    """Images -> rows [N, D] in [0, 1] pixel space: uint8 stays uint8 (converted chunk by chunk
+    later); float [-1, 1] is scaled."""
     x = images if images.dtype == torch.uint8 else to_unit(images)
     return x.reshape(x.shape[0], -1)
 
@@ -42,8 +38,7 @@ def parzen_log_likelihood(x: Tensor, centers: Tensor, sigma: float, batch_size: 
     """Log-density of each row of ``x`` [M, D] under Gaussian kernels on ``centers`` [N, D]: [M]
     (float64). uint8 rows are read as pixels / 255; float rows as they are."""
     n, d = centers.shape
-    # float64 and centred data: |x|^2 + |c|^2 - 2 x.c cancels badly in float32 (or TF32) for
-    # thousands of pixels, and the error is divided by 2 sigma^2
+    # float64 and centred data: |x|^2 + |c|^2 - 2 x.c cancels badly in float32
     mean = sum(unit_rows64(centers[j:j + chunk_size]).sum(0) for j in range(0, n, chunk_size)) / n
     out = []
     for i in range(0, x.shape[0], batch_size):

@@ -1,10 +1,8 @@
 """``metrics.json`` of a run: several writers (training summary, evaluations) share one file.
 
-Every write is a read-modify-write of the keys it owns, done under an exclusive lock on
-``metrics.json.lock`` (so an evaluation during training, or two evaluations at once, lose no
-record) and ended by an atomic replace (so a reader never sees half a file). A file that cannot be
-parsed is never overwritten: it is kept aside as ``metrics.json.unreadable-<time>``, a warning names
-it, and the new record starts a fresh file.
+Every write is a read-modify-write under an exclusive lock on ``metrics.json.lock``, ended by an
+atomic replace. An unparseable file is never overwritten: it is kept aside as
+``metrics.json.unreadable-<time>`` with a warning, and a fresh file is started.
 """
 from __future__ import annotations
 
@@ -26,7 +24,7 @@ class UnreadableMetrics(ValueError):
 
 def _parse(path: Path) -> dict:
     """The file's content; ``{}`` when it does not exist; :class:`UnreadableMetrics` when it cannot
-    be parsed (truncated, edited by hand, another format)."""
+    be parsed."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -43,8 +41,7 @@ def _parse(path: Path) -> dict:
 
 
 def read_metrics_json(path: str | Path) -> dict:
-    """The file's content (``{}`` when it does not exist or cannot be parsed: reading never changes it;
-    the next update keeps the unreadable file aside and says so)."""
+    """The file's content; ``{}`` when it does not exist or cannot be parsed (reading never changes it)."""
     try:
         return _parse(Path(path))
     except UnreadableMetrics as exc:

@@ -1,14 +1,8 @@
 """Drawing images from a trained GAN for evaluation and generation.
 
-Only the module's public hooks are used (``noise.sample``, ``sample(z, labels)``,
-``sample_labels``), so every variant works. Sampling runs under a fixed seed in a forked RNG: the
-same seed gives the same images, and a callback that samples mid-training leaves training's random
-stream untouched.
-
-EMA convention: a model that keeps an exponential moving average of its generator exposes it as
-the attribute ``generator_ema`` (a module with the generator's call signature and state, attached by
-the EMA callback or by loading a checkpoint that has one), and its ``sample`` draws from it;
-:func:`ema_weights` chooses between it and the live generator.
+Uses only the model's public hooks (``noise.sample``, ``sample(z, labels)``, ``sample_labels``).
+Sampling runs under a fixed seed in a forked RNG, leaving training's RNG untouched. A model with
+an EMA generator exposes it as ``generator_ema``, which its ``sample`` draws from when set.
 """
 from __future__ import annotations
 
@@ -29,8 +23,7 @@ def uses_ema(model) -> bool:
 @contextmanager
 def ema_weights(model, enabled: bool = True) -> Iterator[str]:
     """Sample from ``generator_ema`` when the model has one and ``enabled``, else from the live
-    generator (yields ``"ema"`` or ``"live"``). The model's ``sample`` uses ``generator_ema`` when
-    it is set, so the live generator is chosen by unsetting it for the duration."""
+    generator (by unsetting ``generator_ema`` for the duration); yields ``"ema"`` or ``"live"``."""
     if not uses_ema(model):
         yield "live"
         return

@@ -1,11 +1,8 @@
 """One evaluation of a GAN: the chosen metrics, each stored with the protocol that produced it.
 
-:class:`Evaluator` is what both the training callback and ``python -m gan_lab.evaluate`` run. It
-reads images from the DataModule (``dataset(split).images``), draws samples through the module's
-public hooks, and returns a record for ``metrics.json`` plus flat ``val/...`` values for the logger.
-A record says, for each value: the numbers of real and generated images, the split, the resize
-method, the feature extractor's name and weights checksum, and (filled in by the caller) the
-checkpoint, epoch and step.
+:class:`Evaluator` is run by the training callback and by ``python -m gan_lab.evaluate``; it returns
+a record for ``metrics.json`` (image counts, split, resize, extractor name and checksum per value)
+and flat ``val/...`` values for the loggers.
 """
 from __future__ import annotations
 
@@ -46,8 +43,7 @@ def default_cache_dir(datamodule) -> Path:
 
 
 def match_resolution(images: Tensor, size: int) -> Tensor:
-    """uint8 images area-downsampled to ``size`` (what a DataModule serves at a lower resolution,
-    e.g. while a progressive GAN grows)."""
+    """uint8 images area-downsampled to ``size``, as a DataModule serves a lower resolution."""
     if images.shape[-1] == size:
         return images
     x = torch.nn.functional.adaptive_avg_pool2d(images.float(), size)
@@ -59,16 +55,13 @@ def pixel_rows(images: Tensor) -> Tensor:
     return to_unit(images).flatten(1)
 
 
-#: the seed of the random choice of a split's reference images when a metric takes fewer than the
-#: split holds: fixed, so that every evaluation of every run compares with the same real images
+#: seed of the random choice of a split's reference images (fixed: every run compares with the same)
 REFERENCE_SEED = 0
 
 
 def reference_rows(n: int, cap: int) -> Tensor:
-    """Which rows of a split of ``n`` images a metric compares with, in the split's order: all of
-    them, or ``cap`` drawn at random (seeded by :data:`REFERENCE_SEED`). Not the first ``cap``: a
-    split stored class by class (folders of classes, WikiArt's split files) would leave out whole
-    classes."""
+    """Rows of a split of ``n`` images that a metric compares with, in order: all, or ``cap`` drawn
+    at random (seeded by :data:`REFERENCE_SEED`, not the first ``cap``, which may miss classes)."""
     if n <= cap:
         return torch.arange(n)
     return torch.randperm(n, generator=torch.Generator().manual_seed(REFERENCE_SEED))[:cap].sort().values
@@ -104,18 +97,16 @@ class Evaluator:
         metrics: any of ``fid, kid, is, precision_recall, density_coverage, parzen, neighbours,
             memorisation, accuracy, scores``.
         num_samples: generated images for FID/KID/IS/memorisation/scores (and per-class total for accuracy).
-        num_real: cap on the real images of a split (FID/KID statistics, memorisation reference); a
-            larger split is represented by a fixed random sample (:func:`reference_rows`).
-        real_split: split FID, KID, precision/recall and density/coverage compare the generated set
-            with (``train``, the GAN's data); nearest neighbours and memorisation always use ``train``.
+        num_real: cap on the real images of a split (a fixed random sample, :func:`reference_rows`).
+        real_split: split that FID, KID, precision/recall and density/coverage compare with;
+            nearest neighbours and memorisation always use ``train``.
         parzen_samples: generated images that carry a Parzen kernel (10,000 in the papers).
         parzen_sigmas: bandwidth grid (default ``logspace(-1, 0, 10)``).
         kid_subset_size, kid_subsets: KID subsets (the size is capped by the set sizes).
         is_splits: Inception Score splits.
         neighbours, neighbours_k: rows and neighbours per row of the nearest-neighbour grids.
         memorisation_quantile: quantile of train-to-train nearest distances used as threshold.
-        precision_recall_k, density_coverage_k: the neighbour whose distance is a feature vector's ball
-            radius (3 and 5, as in the papers).
+        precision_recall_k, density_coverage_k: the neighbour that sets a ball's radius (3 and 5).
         extractor: ``kind`` (auto | inception | domain), ``input_size``, ``steps``,
             ``inception_weights`` and ``cache_dir`` (default: next to the data, else the user cache).
         batch_size: images per forward pass.
@@ -158,8 +149,7 @@ class Evaluator:
         kind = kind or cfg.pop("kind", "auto")
         cfg.pop("kind", None)
         if kind not in self._extractors:
-            # the whole training split, also when the GAN trains on a part of it (data.subset): the
-            # feature space must not depend on which part a run drew
+            # the whole training split, also with data.subset: the feature space must not depend on it
             full = "train_full" if getattr(datamodule, "subset", None) is not None else "train"
             train, val = datamodule.dataset(full), datamodule.dataset("val")
             cache_dir = cfg.pop("cache_dir", None) or default_cache_dir(datamodule)
@@ -183,9 +173,8 @@ class Evaluator:
         return extract_all(extractor, images, self.batch_size, device)
 
     def real_features(self, extractor: FeatureExtractor, datamodule, split: str, images: Tensor, device) -> Tensor:
-        """Features of ``images`` of a real split, extracted once per evaluator (a training run evaluates
-        every few epochs against the same images); keyed by extractor, the split's storage and the
-        images' shape (a growing generator's resolution)."""
+        """Features of ``images`` of a real split, extracted once per evaluator; keyed by extractor,
+        the split's storage and the images' shape."""
         source = datamodule.dataset(split).images
         key = (extractor.name, extractor.checksum, split, source.data_ptr(), tuple(images.shape))
         if key not in self._real_features:  # kept in host memory: a growing model adds a size per resolution
@@ -225,19 +214,14 @@ class Evaluator:
 
 
 class Context:
-    """What the metrics of one evaluation share, each computed at most once and only when a metric
-    asks for it: the generated images (drawn once, for the metric that needs the most), the real
-    splits at the generator's resolution, the feature extractor and the features of each image set.
+    """What the metrics of one evaluation share, each computed at most once, when first asked for:
+    generated images, real splits at the generator's resolution, the extractor and features.
 
-    Real image sets: ``real_images`` (``evaluator.real_split``, at most ``evaluator.num_real`` of it:
-    FID, KID, precision/recall, density/coverage), ``train_images`` (the training split the GAN
-    learnt from, likewise capped: nearest neighbours and memorisation, whatever ``real_split``) and
-    the val split (memorisation's baseline, Parzen, D's scores). A cap takes a fixed random sample
-    (:func:`reference_rows`).
+    ``real_images`` come from ``evaluator.real_split``, ``train_images`` from ``train``, both
+    capped at ``evaluator.num_real``; ``val`` serves baselines, Parzen and D's scores.
 
     Args:
-        num_drawn: generated images drawn; metrics use the first ``evaluator.num_samples`` of them
-            (Parzen all of them), so every metric scores the same images.
+        num_drawn: generated images drawn; metrics use the first ``evaluator.num_samples`` (Parzen all).
     """
 
     def __init__(self, evaluator: Evaluator, model, datamodule, device, out_dir: Path | None, num_drawn: int) -> None:
@@ -257,8 +241,7 @@ class Context:
         self.on_train = self.comparison(self.train, "train")
 
     def comparison(self, split: _Split, name: str) -> dict:
-        """The protocol fields every record of a comparison of the generated images with ``split``
-        (called ``name``) carries."""
+        """The protocol fields of a record comparing the generated images with ``split`` (``name``)."""
         cap = self.evaluator.num_real
         fields = {"num_generated": self.n_gen, "split": name, "num_real": min(len(split), cap),
                   "image_size": self.fake.shape[-1]}
@@ -357,8 +340,7 @@ def parzen(context: Context) -> dict:
     if half < 2:
         return {"skipped": f"the val split has {len(val)} images; need >= 4"}
     fake = context.fake_all[:ev.parzen_samples]
-    # the val split in two random halves (a split stored class by class would otherwise choose sigma
-    # on some classes and score others): sigma chosen on one, the log-likelihood reported on the other
+    # the val split in two random halves: sigma chosen on one, the log-likelihood reported on the other
     rows = torch.randperm(len(val), generator=torch.Generator().manual_seed(REFERENCE_SEED))
     sigma_rows, test_rows = rows[:half].sort().values, rows[half:].sort().values
     res = parzen_evaluate(fake.to(context.device), val.images[sigma_rows], val.images[test_rows], ev.parzen_sigmas,
@@ -435,8 +417,7 @@ def scores(context: Context) -> dict:
     return res
 
 
-#: every metric by its name in ``metrics=[...]``, in the order they run and are stored; a new metric
-#: is one function here
+#: every metric by its name in ``metrics=[...]``, in the order they run and are stored
 REGISTRY: dict[str, Metric] = {
     "fid": Metric(fid),
     "kid": Metric(kid),
@@ -472,9 +453,8 @@ def loggable_names(metrics: Sequence[str], class_names: Sequence[str] = ()) -> s
 
 
 def logged_values(results: dict[str, dict]) -> dict[str, float]:
-    """An evaluation's ``results`` (metric name -> record) as the flat ``{"val/<name>": value}`` that goes
-    to the loggers: each ``value`` (with its ``_std`` / ``_stderr``), the fields of
-    :data:`LOGGED_FIELDS` and per-class accuracies. A skipped metric logs nothing."""
+    """An evaluation's ``results`` (metric name -> record) as flat ``{"val/<name>": value}`` for the
+    loggers: values with ``_std`` / ``_stderr``, :data:`LOGGED_FIELDS` and per-class accuracies."""
     flat = {}
     for name, res in results.items():
         if "value" in res:

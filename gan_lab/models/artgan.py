@@ -1,34 +1,12 @@
 """ArtGAN (Tan, Chan, Aguirre & Tanaka, ICIP 2017): a conditional categorical GAN.
 
-D has K+1 sigmoid outputs (K classes + "fake") and is trained with binary cross-entropy against
-one-hot targets: a real image of class k -> k, a generated image -> K+1. G draws a class k and is
-trained so that D classifies its image as k. That objective is ``loss=categorical``
-(:func:`gan_lab.losses.d_categorical`, :func:`~gan_lab.losses.g_categorical`), preset by
-``conf/model/artgan.yaml``; its ``real_target`` is one-sided label smoothing. D = Enc + clsNet and
-G = zNet + Dec meet at the same 8x8 feature space, so Dec(Enc(x)) is an autoencoder whose decoder is the generator's; its L2 error
-on real images, weighted by ``reconstruction_weight``, is the reconstruction term.
-
-Which parameters the reconstruction term updates (``reconstruction_updates``):
-  * ``generator`` (default): it is part of G's objective, L_G = L_adv + w * L_L2, as in the
-    paper's algorithm and both study reports; its gradient reaches Dec (and so the generator) only.
-    As in the reports, G's step runs Enc again on the clean real batch, after D's update (without
-    gradients: Enc stays D's, trained by the classification loss alone).
-  * ``discriminator``: it is added to D's objective and trains Enc only (Dec held fixed), i.e. the
-    encoder learns features the generator's decoder can invert.
-  * ``both``: both of the above.
-With instance noise on, the D-side term reconstructs the clean batch from Enc's features of the noisy
-one (a denoising reconstruction); the G-side term reconstructs the clean batch from its own features.
-
-The studies' knobs, each off by default: dropout in D (``discriminator.dropout``) and G
-(``generator.dropout``), D pre-training on real images for ``pretrain_epochs`` epochs before the
-adversarial ones (no G updates, no fakes; the lr schedule does not advance during them), an extra
-G update when D is too strong (``extra_g_when`` = ``d_loss`` or ``d_adv_loss`` below /
-``d_acc`` above ``extra_g_threshold``; ``d_adv_loss`` is the BCE of the "fake" output alone, real
-against generated, whose scale does not shrink with K as the K+1-way loss's does), label flipping (``label_flip``: a real sample gets the
-fake target, a fake sample a random real class), instance noise (``instance_noise``,
-``instance_noise_decay``, ``instance_noise_on``: real images only or every D input), a sigmoid
-generator output (``generator.output=sigmoid``: the nets work on images in [0, 1]) and Kaiming
-dense + DCGAN conv init (``init``).
+D = Enc + clsNet has K+1 sigmoid outputs (K classes + "fake"), trained with ``loss=categorical``;
+G = zNet + Dec draws a class k and is trained so that D classifies its image as k. Dec(Enc(x)) is an
+autoencoder sharing G's decoder: its L2 error on real images, weighted by ``reconstruction_weight``, is
+the reconstruction term, added to G's objective (``reconstruction_updates=generator``, the default:
+it trains Dec), to D's (``discriminator``: it trains Enc) or to both (``both``).
+The studies' knobs, each off by default: dropout, D pre-training (``pretrain_epochs``), an extra G
+update when D is too strong (``extra_g_when``), label flipping, instance noise, a sigmoid output, ``init``.
 """
 from __future__ import annotations
 
@@ -57,8 +35,8 @@ def reconstruction_loss(reconstruction: Tensor, images: Tensor) -> Tensor:
 
 
 def adversarial_loss(real_fake_logit: Tensor, fake_fake_logit: Tensor) -> Tensor:
-    """D's real-vs-generated loss: the BCE of its "fake" output, 0 for real and 1 for generated images,
-    averaged over both batches (the part of the K+1-way loss that does not depend on K)."""
+    """D's real-vs-generated loss: the BCE of its "fake" output (0 for real, 1 for generated images),
+    averaged over both batches; unlike the K+1-way loss it does not depend on K."""
     real, fake = real_fake_logit.float(), fake_fake_logit.float()
     return 0.5 * (F.binary_cross_entropy_with_logits(real, torch.zeros_like(real))
                   + F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake)))
@@ -115,8 +93,7 @@ class ArtGAN(ConditionalGAN):
         return self.discriminator(images)
 
     def d_scores(self, images: Tensor, labels: Tensor) -> Tensor:
-        """D(x) of ArtGAN: the probability of *not* being fake, 1 - sigmoid(fake logit), per image (as
-        the logged ``train/d_real`` and ``train/d_fake``)."""
+        """D(x) of ArtGAN: the probability of *not* being fake, 1 - sigmoid(fake logit), per image."""
         logits = self.discriminate(self.to_model_range(images), labels).float()
         return 1.0 - torch.sigmoid(logits[:, -1])
 
@@ -196,8 +173,7 @@ class ArtGAN(ConditionalGAN):
     # --- the schedule of updates: pre-training and adaptive generator updates ----------------
 
     def d_updates(self) -> int:
-        """One D update per draw of real images while pre-training (on the real images alone: one per
-        batch, or ``n_critic`` with ``fresh_reals``), ``n_critic`` afterwards."""
+        """One D update per draw of real images while pre-training, ``n_critic`` afterwards."""
         return self.draws_per_batch if self.pretraining else self.n_critic
 
     def d_sees_fakes(self) -> bool:
@@ -229,10 +205,8 @@ class ArtGAN(ConditionalGAN):
         return self.n_gen
 
     def discriminator_too_strong(self, terms: Mapping[str, Tensor]) -> bool:
-        """Whether D dominates, judged on the last D update's terms, averaged over the DDP ranks (every
-        rank takes the same decision, so all make the same updates): one host synchronisation per
-        batch when ``extra_g_when`` is set (the decision needs D's loss or accuracy on the host),
-        none otherwise."""
+        """Whether D dominates, judged on the last D update's terms averaged over the DDP ranks (so every
+        rank decides alike); one host synchronisation per batch when ``extra_g_when`` is set."""
         if self.extra_g_when is None:
             return False
         if self.extra_g_when in ("d_loss", "d_adv_loss"):
@@ -243,8 +217,7 @@ class ArtGAN(ConditionalGAN):
         return value > self.extra_g_threshold if self.extra_g_when == "d_acc" else value < self.extra_g_threshold
 
     def on_train_epoch_end(self) -> None:
-        """The lr schedule counts adversarial epochs: pre-training epochs run at the schedule's
-        first learning rate and do not advance it (the study's table starts after pre-training)."""
+        """Step the lr schedule after adversarial epochs only: pre-training epochs do not advance it."""
         if not self.pretraining:
             super().on_train_epoch_end()
 

@@ -1,18 +1,10 @@
 """The base GAN LightningModule: manual optimisation with alternating D and G phases.
 
-Per batch, ``n_critic`` discriminator updates then ``n_gen`` generator updates. Each phase's
-objective is a method (``d_step``, ``g_step``) returning a dict of named loss terms; a variant
-changes the algorithm by overriding those methods (or ``generate`` / ``discriminate`` /
-``sample_labels`` for conditioning), never through flags in this class. A variant changes *how
-many* updates a batch gets through its schedule hooks (``d_updates``, ``d_sees_fakes``,
-``decide_g_updates``: ArtGAN's pre-training and extra G updates), never by writing another loop.
-The D updates of a batch share its real images, or with ``fresh_reals`` each takes its own draw of
-them (the batch then holds ``draws_per_batch`` draws, which the entry point has the DataModule serve).
-
-Step counting: with manual optimisation Lightning's ``trainer.global_step`` counts every
-``optimizer.step()``, i.e. ``n_critic + n_gen`` per batch, and ``trainer.max_steps`` uses the same
-unit. The module therefore keeps its own ``batches_seen`` and ``images_seen`` counters (saved in
-checkpoints) and logs them.
+Per batch, ``n_critic`` discriminator updates then ``n_gen`` generator updates. A variant changes the
+objectives by overriding ``d_step`` / ``g_step`` (or the conditioning hooks) and the number of updates
+through the schedule hooks (``d_updates``, ``d_sees_fakes``, ``decide_g_updates``), never through
+flags or another loop. Lightning's ``global_step`` counts optimizer steps (``n_critic + n_gen`` per
+batch), so the module keeps its own ``batches_seen`` and ``images_seen`` (saved in checkpoints).
 """
 from __future__ import annotations
 
@@ -80,18 +72,14 @@ class GAN(L.LightningModule):
         n_critic: discriminator updates per batch.
         n_gen: generator updates per batch.
         num_samples: size of the fixed-noise sample grid.
-        d_augment: differentiable augmentation of every image D sees during training, real and
-            generated, in the D and the G update (:mod:`gan_lab.d_augment`), or ``None``.
-        gradient_clip_norm: before every optimizer step, scale the gradients of that optimizer's
-            parameters so that their joint L2 norm is at most this (``None``: no clipping).
-        fresh_reals: give each of a batch's ``n_critic`` discriminator updates its own real images,
-            as the WGAN and WGAN-GP algorithms draw them: a training batch then holds
-            ``draws_per_batch = n_critic`` draws of ``data.batch_size`` images (the entry point
-            makes the DataModule serve them), split in order among the updates. ``False``: every
-            update of a batch sees the batch's real images.
-        fresh_fakes: give the batch's first generator update its own generated images (new noise and
-            labels), as the later ones get, instead of the last discriminator update's (which keeps
-            G's graph for it, so that G runs once per batch with the default one update each).
+        d_augment: differentiable augmentation of every image D sees in training
+            (:mod:`gan_lab.d_augment`), or ``None``.
+        gradient_clip_norm: clip each optimizer's gradients to this joint L2 norm before its step
+            (``None``: no clipping).
+        fresh_reals: each discriminator update of a batch gets its own draw of real images (the batch
+            then holds ``n_critic`` draws); ``False``: they share the batch's real images.
+        fresh_fakes: the first generator update generates its own images instead of reusing the last
+            discriminator update's.
     """
 
     #: whether D has K+1 outputs (K classes + "fake") scored against classes (ArtGAN)
@@ -130,8 +118,7 @@ class GAN(L.LightningModule):
         self.num_samples = int(num_samples)
         self.gradient_clip_norm = None if gradient_clip_norm is None else float(gradient_clip_norm)
         self.fresh_reals, self.fresh_fakes = fresh_reals, fresh_fakes
-        # Fixed noise and labels for sample grids: drawn once (after seeding) and saved with the
-        # checkpoint, so a resumed run keeps drawing the same grid.
+        # the sample grid's latents and labels: drawn once and saved in checkpoints (a resume keeps the grid)
         self.register_buffer("fixed_noise", noise.sample(self.num_samples, "cpu"))
         self.register_buffer("fixed_labels", self.grid_labels(self.num_samples))
         self.d_augment = d_augment
@@ -140,12 +127,10 @@ class GAN(L.LightningModule):
         self.images_seen = 0
         #: the ``train/*`` values of the last logging step, on the host (see :meth:`log_terms`)
         self.logged: dict[str, float] = {}
-        #: the exponential moving average of G that draws the samples, attached by the EMA callback
-        #: (``callbacks.ema``) or by loading a checkpoint that has one; ``None`` without
+        #: the EMA of G that draws the samples (attached by ``callbacks.ema`` or a checkpoint), or ``None``
         self.generator_ema: nn.Module | None = None
         self._epoch_end_requested = False
-        #: the batch replayed as one CUDA graph, attached by ``callbacks.fast_path.cuda_graph`` (a
-        #: :class:`~gan_lab.callbacks.fast_path.CapturedStep`); ``None``: every batch runs eagerly
+        #: the batch replayed as one CUDA graph (``callbacks.fast_path.cuda_graph``); ``None``: eager
         self.captured_step: Any = None
 
     # --- conditioning hooks (a conditional variant overrides these three) ----------------
@@ -159,9 +144,8 @@ class GAN(L.LightningModule):
         return self.discriminator(images)
 
     def d_scores(self, images: Tensor, labels: Tensor) -> Tensor:
-        """D's per-image verdict ``[N]`` on images in the data range [-1, 1], as a researcher reads
-        D(x): a probability of being real for a BCE objective, the raw critic value otherwise. A
-        variant whose discriminator says more than one number (ArtGAN's K+1 outputs) overrides it."""
+        """D's per-image verdict ``[N]`` on images in [-1, 1]: a probability of being real for a BCE
+        objective, the raw critic value otherwise. A variant whose D outputs more than one number overrides it."""
         logits = self.discriminate(self.to_model_range(images), labels).float().reshape(images.shape[0])
         return torch.sigmoid(logits) if self.loss.probability else logits
 
@@ -169,9 +153,8 @@ class GAN(L.LightningModule):
 
     @property
     def unit_range(self) -> bool:
-        """Whether the nets work on images in [0, 1] (a generator with ``output="sigmoid"``) rather than
-        in the data's [-1, 1]: real batches enter and generated images leave through the two
-        conversions below, so grids, metrics and evaluation always see [-1, 1]."""
+        """Whether the nets work on images in [0, 1] (a ``sigmoid`` generator) rather than the data's
+        [-1, 1]; images enter and leave the nets through the two conversions below."""
         return getattr(self.generator, "output", "tanh") == "sigmoid"
 
     def to_model_range(self, images: Tensor) -> Tensor:
@@ -229,35 +212,29 @@ class GAN(L.LightningModule):
 
     @property
     def draws_per_batch(self) -> int:
-        """Draws of ``data.batch_size`` real images a training batch holds: ``n_critic`` with
-        ``fresh_reals`` (one per discriminator update), else 1. The entry point makes the DataModule
-        serve batches of ``draws_per_batch * data.batch_size`` images (:func:`gan_lab.build.serve_draws`)."""
+        """Draws of ``data.batch_size`` real images per training batch: ``n_critic`` with ``fresh_reals``,
+        else 1 (the DataModule serves them, :func:`gan_lab.build.serve_draws`)."""
         return self.n_critic if self.fresh_reals else 1
 
     def real_draws(self, real: Tensor, labels: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """A batch's draws of real images and their labels, in order (views: no copy); one draw, the
-        whole batch, without ``fresh_reals``. A variant that shows D its real images otherwise than as
-        the data serves them does it here (PGGAN fades them during a fade-in)."""
+        """A batch's draws of real images and their labels, in order (views). A variant that shows D its
+        real images otherwise overrides this (PGGAN fades them)."""
         return list(zip(real.tensor_split(self.draws_per_batch), labels.tensor_split(self.draws_per_batch)))
 
     def d_sees_fakes(self) -> bool:
-        """Whether this batch's discriminator updates see generated images (``False`` for an update on
-        real images alone, e.g. ArtGAN's pre-training: no latents are drawn and ``d_step`` gets
-        ``fake=None``)."""
+        """Whether this batch's discriminator updates see generated images (``False``: no latents are
+        drawn and ``d_step`` gets ``fake=None``)."""
         return True
 
     def decide_g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
-        """Generator updates in this batch, decided after the discriminator updates from their terms
-        (``n_gen``; a variant may return more when D dominates, or 0 while G must not train). Called
-        once per batch: a variant records its decision here (WGAN's warm-up, ArtGAN's counters). On a
-        :meth:`steady_batch` it returns at least ``n_gen``: a captured step holds ``n_gen`` generator
-        updates, decides once they have run (the terms then hold theirs too), and replays any more
-        as a second graph."""
+        """Generator updates in this batch (``n_gen``), decided from the discriminator updates' terms.
+        Called once per batch: a variant records its decision here. On a :meth:`steady_batch` it returns
+        at least ``n_gen`` (a captured step replays any more as a second graph)."""
         return self.n_gen
 
     def may_add_g_updates(self) -> bool:
-        """Whether :meth:`decide_g_updates` may return more than ``n_gen`` (a captured step then captures one
-        more generator update as a second graph, replayed when it does)."""
+        """Whether :meth:`decide_g_updates` may return more than ``n_gen`` (a captured step then captures
+        one more generator update as a second graph)."""
         return False
 
     # --- the loop -----------------------------------------------------------------------
@@ -279,13 +256,8 @@ class GAN(L.LightningModule):
         return {k: v.detach() for k, v in terms.items()}
 
     def updates(self, real: Tensor, labels: Tensor, opt_d, opt_g, backward: Callable[[Tensor], Any]) -> dict[str, Tensor]:
-        """One batch's discriminator and generator updates (real images already in the nets' range);
-        returns the loss terms, on the device.
-
-        ``training_step`` runs it with Lightning's optimizers and ``manual_backward``; a captured step
-        (``callbacks.fast_path.cuda_graph``) runs its two parts (:meth:`discriminator_updates`, then
-        :meth:`generator_updates`) with the raw optimizers and ``Tensor.backward`` on static input
-        buffers."""
+        """One batch's discriminator and generator updates (real images in the nets' range); returns the
+        loss terms, on the device. Also run by a captured step, with raw optimizers and ``Tensor.backward``."""
         terms, d_phase = self.discriminator_updates(real, labels, opt_d, backward)
         terms.update(self.generator_updates(d_phase, 0, self.decide_g_updates(terms), opt_g, backward))
         return terms
@@ -336,36 +308,31 @@ class GAN(L.LightningModule):
     # --- capturing the batch as one CUDA graph (callbacks.fast_path.cuda_graph) -------------
 
     def capture_refusal(self) -> str | None:
-        """Why this model's batch cannot be captured as one CUDA graph, as the one sentence that
-        refuses ``callbacks.fast_path.cuda_graph=true``; ``None`` when it can. A graph replays the same
-        kernels with the same host-side numbers every batch, so a variant whose batch depends on
-        values decided on the host between batches, and that are not read from a device tensor nor
-        part of its :meth:`capture_key`, says so here (and asks ``super()`` too)."""
+        """Why this model's batch cannot be captured as one CUDA graph (the sentence refusing
+        ``callbacks.fast_path.cuda_graph=true``), or ``None``. A variant whose batch depends on host-side
+        values outside its :meth:`capture_key` says so here and asks ``super()``."""
         return None
 
     def capture_key(self) -> Hashable:
-        """What a captured graph of this batch bakes in besides the optimizers' hyper-parameters: when it
-        changes, the step is captured anew after warm-up batches (PGGAN: its resolution, and whether it
-        is fading in; ADA: whether it augments at all). ``None``: one graph for the whole run."""
+        """What a captured graph bakes in besides the optimizers' hyper-parameters; when it changes the
+        step is captured anew. ``None``: one graph for the whole run."""
         return self.d_augment.capture_key() if self.adaptive_augment else None
 
     def steady_batch(self) -> bool:
         """Whether this batch runs the schedule a captured step holds (a variant returns ``False`` for
-        batches that update differently, e.g. ArtGAN's pre-training: they run eagerly)."""
+        batches that update differently: they run eagerly)."""
         return True
 
     # --- augmentation of D's inputs -------------------------------------------------------
 
     def augment_for_d(self, images: Tensor) -> Tensor:
-        """An image batch as D sees it in training: through ``d_augment`` (differentiably, so that G's
-        gradients pass through it), or as it is. The gradient penalty, the reconstruction term and the
-        D-update/G-update losses all see these images."""
+        """An image batch as D sees it in training: through ``d_augment`` (differentiably), or as it is."""
         return images if self.d_augment is None else self.d_augment(images)
 
     @property
     def adaptive_augment(self) -> bool:
-        """Whether D's inputs go through an augmentation that adapts to D (ADA): it observes D's real
-        outputs, logs its probability and keeps its state in checkpoints."""
+        """Whether ``d_augment`` adapts to D (ADA): it observes D's real outputs, logs ``p`` and is saved
+        in checkpoints."""
         return getattr(self.d_augment, "adaptive", False)
 
     def record_real_outputs(self, real_outputs: Tensor) -> None:
@@ -428,12 +395,9 @@ class GAN(L.LightningModule):
         return terms
 
     def clip_gradient_norm(self, opt) -> None:
-        """With ``gradient_clip_norm``: scale the gradients of ``opt``'s parameters so that their joint L2
-        norm is at most it (on the device, no host synchronisation: a captured step holds it too).
-
-        A raw torch optimizer (a captured step, which runs without a scaler) is clipped here; a wrapper
-        whose ``step()`` calls :meth:`on_before_optimizer_step` once a gradient scaler has unscaled the
-        gradients (Lightning's, the bench's ``16-mixed`` plain loop) is clipped there."""
+        """With ``gradient_clip_norm``: clip the gradients of ``opt``'s parameters to that joint L2 norm,
+        on the device. Only a raw torch optimizer (a captured step) is clipped here; Lightning's is
+        clipped in :meth:`on_before_optimizer_step`, once its scaler has unscaled the gradients."""
         if self.gradient_clip_norm is not None and isinstance(opt, torch.optim.Optimizer) \
                 and not isinstance(opt, LightningOptimizer):
             self._clip(opt)
@@ -448,22 +412,17 @@ class GAN(L.LightningModule):
         torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_norm)
 
     def is_logging_step(self) -> bool:
-        """Whether this batch logs: after every ``log_every_n_steps`` batches (never when it is 0), the
-        batches on which Lightning writes to the loggers, so what is logged is written at once and
-        never as a stale copy on a later batch."""
+        """Whether this batch logs: every ``log_every_n_steps`` batches (never when 0), the batches on
+        which Lightning writes to the loggers."""
         every = self.trainer.log_every_n_steps
         return every > 0 and self.batches_seen % every == 0
 
     def log_terms(self, terms: Mapping[str, Tensor]) -> None:
-        """Log ``train/<term>`` on logging steps only: the host waits for the device on no other batch.
+        """Log ``train/<term>`` on logging steps only, so the host waits for the device on no other batch.
 
-        The terms (averaged over the DDP ranks in one collective) come to the host in one transfer,
-        are kept as :attr:`logged` (what the training curves and the run summary read) and go to the
-        loggers at ``step = batches_seen``, the step of every gan_lab log. They are written to the
-        loggers directly: Lightning's ``self.log`` costs about a millisecond per key in bookkeeping, a
-        tenth of a small model's step. Only ``d_loss`` and ``g_loss`` also go through ``self.log``,
-        for the progress bar, when there is one (as host values: Lightning converts every progress-bar value to a Python
-        number at the end of *every* batch, and a device tensor there would stall each batch).
+        The terms are averaged over the DDP ranks, brought to the host in one transfer, kept as
+        :attr:`logged` and written to the loggers at ``step = batches_seen``; only ``d_loss`` and
+        ``g_loss`` also go through ``self.log``, as host values, for the progress bar.
         """
         if not self.is_logging_step():
             return
@@ -490,18 +449,13 @@ class GAN(L.LightningModule):
         return 1 if trainer is None else trainer.world_size
 
     def over_ranks(self, values: Tensor, op: str = "mean") -> Tensor:
-        """``values`` reduced over the DDP ranks in one collective, in place (``op``: ``mean`` or
-        ``sum``); as they are in one process. What the ranks decide from their own batches (ADA's
-        probability, ArtGAN's extra G update) must be decided from these, or they part ways: a
-        different number of updates on each rank mismatches DDP's gradient collectives."""
+        """``values`` reduced over the DDP ranks in one collective, in place (``op``: ``mean`` or ``sum``);
+        as they are in one process. What ranks decide from their own batches must be decided from these."""
         return reduce_over_processes(values, self.world_size, op)
 
     def setup(self, stage: str) -> None:
-        """Under DDP every rank was seeded alike; give each rank its own noise (and augmentation)
-        stream, derived from that common state, so the run stays a function of seed and world size.
-
-        Done in ``setup``, before a checkpoint is restored: on a resume ``RngState`` then sets
-        each rank's own saved generator states over these."""
+        """Under DDP, give each rank its own noise (and augmentation) stream, derived from the common seed.
+        Runs before a checkpoint is restored, so on a resume ``RngState`` sets the saved states over these."""
         if stage == "fit" and self.trainer.world_size > 1:
             common = int(torch.randint(0, 2**31 - 1, (1,)).item())  # identical on every rank
             torch.manual_seed(common + 1_000_003 * self.trainer.global_rank)
@@ -514,11 +468,9 @@ class GAN(L.LightningModule):
         return "spectral normalisation" if spectrally_normalised(self.discriminator) else None
 
     def precision_refusal(self, precision: str, optimizers: Sequence[torch.optim.Optimizer] = ()) -> str | None:
-        """Why this model cannot train under the trainer's ``precision`` with these ``optimizers``, in
-        one sentence, or ``None`` (a variant adds its own reasons). Here: ``gradient_clip_norm``. Under
-        ``16-mixed`` the gradients are loss-scaled
-        until Lightning unscales them before the step; a fused optimizer unscales them inside its own
-        step instead, so they could only be clipped while still scaled."""
+        """Why this model cannot train under ``precision`` with these ``optimizers``, in one sentence, or
+        ``None`` (a variant adds its reasons and asks ``super()``). Here: ``gradient_clip_norm`` under
+        ``16-mixed`` with a fused optimizer, which unscales the gradients inside its own step."""
         if self.gradient_clip_norm is None or precision != "16-mixed":
             return None
         for name, opt in zip(("discriminator", "generator"), optimizers):
@@ -546,13 +498,10 @@ class GAN(L.LightningModule):
     # --- ending an epoch early (the way a schedule callback ends one) ----------------------
 
     def request_epoch_end(self) -> None:
-        """End the current epoch before the batch that is about to train (that batch is not used).
+        """End the current epoch before the batch about to train (that batch is not used).
 
-        Lightning lets only the LightningModule end an epoch, by returning -1 from its
-        ``on_train_batch_start``. A schedule callback that needs a new epoch (the growth schedule,
-        when the batch size changes and the DataLoader must be rebuilt) calls this from its own
-        ``on_train_batch_start``, which Lightning runs just before the module's: the callback
-        decides, the module obeys. A request made elsewhere applies at the next batch."""
+        A schedule callback calls this from its ``on_train_batch_start``, which Lightning runs just before
+        the module's; a request made elsewhere applies at the next batch."""
         self._epoch_end_requested = True
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
@@ -589,17 +538,12 @@ class GAN(L.LightningModule):
     # --- sampling -----------------------------------------------------------------------
 
     def attach_generator_ema(self) -> nn.Module:
-        """Give the module an exponential moving average of G (``generator_ema``), a frozen copy of the
-        generator as it is now, unless it has one; returns it.
-
-        The EMA callback (``callbacks.ema``) attaches it in its ``setup`` hook, before Lightning restores
-        a checkpoint, and updates it after every batch; loading a checkpoint that holds one attaches it
-        too (:meth:`on_load_checkpoint`). Being a submodule, it is saved in every checkpoint's
-        ``state_dict`` (as ``generator_ema.*``) and moves with the module between devices."""
+        """Attach ``generator_ema``, a frozen copy of the generator as it is now, unless there is one;
+        returns it. Called by the EMA callback's ``setup`` and on loading a checkpoint that holds one;
+        saved in the ``state_dict`` as ``generator_ema.*``."""
         if self.generator_ema is None:
             ema = copy.deepcopy(self.generator).requires_grad_(False)
-            # a generator compiled in place (callbacks.fast_path.compile) keeps its compiled call, which
-            # a copy shares and which would run the *live* weights: the copy runs eagerly
+            # a copy of a generator compiled in place would run the live weights: the copy runs eagerly
             run_eagerly(ema)
             self.generator_ema = ema
         return self.generator_ema
@@ -607,8 +551,7 @@ class GAN(L.LightningModule):
     @torch.no_grad()
     def sample(self, z: Tensor | None = None, labels: Tensor | None = None, n: int | None = None) -> Tensor:
         """Images in [-1, 1] from the generator in eval mode (training mode restored after): from
-        ``generator_ema`` when the module has one (sample grids, metrics, evaluation and generation
-        all draw through here), else from the live generator."""
+        ``generator_ema`` when there is one, else from the live generator."""
         if z is None:
             z = self.noise.sample(n or self.num_samples, self.device)
         if labels is None:

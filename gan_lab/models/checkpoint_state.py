@@ -23,13 +23,9 @@ def ema_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def check_nets(module: L.LightningModule, state: Mapping[str, Tensor], source: str | None = None) -> None:
-    """One sentence, instead of PyTorch's report of every key, when a checkpoint holds other nets
-    than this config builds (another model, width, image size or latent size); ``source`` names
-    the checkpoint in it (by default the trainer's ``ckpt_path``).
-
-    The EMA generator may be on one side only: a checkpoint's ``generator_ema.*`` weights are
-    attached on loading (:func:`match_generator_ema`), and an EMA the checkpoint lacks starts from
-    its generator's weights; either way they must fit the generator this config builds."""
+    """Raise one sentence, instead of PyTorch's report of every key, when ``state`` holds other nets
+    than ``module`` builds; ``source`` names the checkpoint (default: the trainer's ``ckpt_path``).
+    The EMA generator may be on one side only (:func:`match_generator_ema`)."""
     own = dict(module.state_dict())
     theirs_ema = any(k.startswith(EMA_PREFIX) for k in state)
     if not theirs_ema:
@@ -60,14 +56,9 @@ def check_nets(module: L.LightningModule, state: Mapping[str, Tensor], source: s
 
 
 def match_generator_ema(module: L.LightningModule, state: dict[str, Tensor]) -> None:
-    """Make the module and a checkpoint's ``state_dict`` agree on the EMA generator before the
-    weights are loaded:
-
-    - the checkpoint has one and the module none: outside training (``load_run``: evaluate,
-      generate, explore) it is attached, so samples come from it; in a training run without
-      the EMA callback it is left out (nothing would update it), with a warning;
-    - the module has one (the EMA callback is on) and the checkpoint none: the EMA starts from
-      the checkpoint's generator weights."""
+    """Make the module and a checkpoint's ``state`` agree on the EMA generator before loading, editing
+    ``state`` in place: a checkpoint's EMA is attached outside training, or dropped with a warning in a
+    run without the EMA callback; an EMA the checkpoint lacks starts from its generator's weights."""
     theirs = [k for k in state if k.startswith(EMA_PREFIX)]
     if theirs and module.generator_ema is None:
         if attached_trainer(module) is None:

@@ -51,11 +51,10 @@ class ConditionalGAN(GAN):
         label_flip: probability that a real and a fake sample swap targets in D's loss (0: off).
         instance_noise: std of Gaussian noise added to D's inputs (0: off).
         instance_noise_decay: batches over which that std falls linearly to 0 (0: constant).
-        instance_noise_on: ``real`` (the real images only, as the ArtGAN CIFAR-10 study) or
-            ``real_and_fake`` (every D input: real and generated images, in the D and the G update;
-            ``None`` means this one). Only with ``instance_noise`` > 0.
-        init: re-initialise both nets with ``dcgan`` or ``kaiming_dense_dcgan_conv`` (Kaiming for
-            dense layers, DCGAN N(0, 0.02) for convolutions); ``None`` keeps the nets' own init.
+        instance_noise_on: ``real`` (real images only) or ``real_and_fake`` (every D input; ``None``
+            means this one); only with ``instance_noise`` > 0.
+        init: re-initialise both nets with ``dcgan`` or ``kaiming_dense_dcgan_conv``; ``None`` keeps
+            the nets' own init.
     """
 
     model_name = "conditional GAN"
@@ -90,8 +89,7 @@ class ConditionalGAN(GAN):
         self.label_flip = float(label_flip)
         self.instance_noise = InstanceNoise(instance_noise, instance_noise_decay)
         self.instance_noise_on = instance_noise_on
-        # the decaying std on the device as well (filled before every training batch, not saved), so
-        # that a captured step's graph follows it from batch to batch
+        # the decaying std on the device too (filled before every batch, not saved), for a captured step
         self.register_buffer("instance_noise_std", torch.full((), self.instance_noise.std_at(0)), persistent=False)
         if init is not None:
             self.generator.apply(INITS[init])
@@ -130,8 +128,8 @@ class ConditionalGAN(GAN):
         return self.instance_noise.decay_batches > 0 and self.instance_noise.std_at(self.batches_seen) > 0
 
     def capture_key(self) -> Hashable:
-        """A captured step holds the noise while it decays (its std read from
-        :attr:`instance_noise_std`) and is captured again, without it, once it has reached 0."""
+        """While the noise decays a captured step reads its std from :attr:`instance_noise_std`; once it
+        reaches 0 the step is captured again, without it."""
         return super().capture_key(), self.noise_decaying()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:

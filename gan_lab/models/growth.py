@@ -1,11 +1,8 @@
 """The progressive growing schedule as data: per resolution, images to fade in, images to train
 at full strength, and the batch size.
 
-The phase (resolution, alpha, batch size) is a pure function of the number of training images
-seen, so a checkpoint that holds ``images_seen`` resumes the same phase, and a test can ask where
-the schedule stands after any number of images. The growth callback
-(:class:`gan_lab.callbacks.growth.Growth`, ``callbacks.growth``) holds the schedule and drives the
-model's phase with it; the model knows nothing of the schedule.
+The phase is a pure function of the images seen, so a checkpoint's ``images_seen`` resumes it. The
+growth callback (``callbacks.growth``) holds the schedule and drives the model's phase with it.
 """
 from __future__ import annotations
 
@@ -45,12 +42,10 @@ class Phase:
 
 
 class GrowthSchedule:
-    """Resolutions 4, 8, ..., ``target_resolution`` with a fade-in and a stable phase each.
+    """Resolutions 4, 8, ..., ``target_resolution``, each with a fade-in and a stable phase.
 
-    At each new resolution alpha rises linearly from 0 to 1 over ``fade_images`` images, then the
-    net trains at alpha = 1 for ``stable_images``. After the last stage training goes on at the
-    target resolution until the trainer stops. Stages listed beyond ``target_resolution`` are not
-    used (one list serves every data.image_size up to its last resolution).
+    alpha rises linearly from 0 to 1 over ``fade_images``, then stays 1 for ``stable_images``; after the
+    last stage training goes on at the target resolution. Stages beyond ``target_resolution`` are ignored.
 
     Args:
         stages: mappings with ``resolution``, ``fade_images``, ``stable_images`` and ``batch_size``

@@ -1,25 +1,9 @@
 """Progressive GAN (Karras et al. 2018): WGAN-GP with drift, grown from 4x4 with fade-ins.
 
-The module says *what* a phase computes: its nets (:mod:`gan_lab.nets.progressive`) run at the
-phase's ``resolution`` and fade-in weight ``alpha``, and the critic step adds gradient penalty and
-drift. While a resolution fades in, the real images D sees fade as G's output does (see
-:meth:`PGGAN.real_draws`). *When* the phase changes is the growth schedule's business: the
-:class:`~gan_lab.callbacks.growth.Growth` callback (``callbacks.growth``, brought by
-``conf/model/pggan.yaml``) computes the phase from the images seen and calls :meth:`PGGAN.set_phase`;
-it also points the DataModule at the resolution, changes the batch size and resets the optimisers.
-The module never reads the Trainer or the DataModule.
-
-Without that callback the phase would never change, so the module refuses to train without it
-(one sentence naming the fix). Outside training (evaluation, generation) no callback is needed: the
-phase is saved in the checkpoint and restored with it, so a loaded model samples at the resolution
-and alpha it had when the checkpoint was written.
-
-Captured as CUDA graphs (``callbacks.fast_path.cuda_graph``), one per phase kind: each resolution
-while it fades in, and once it is grown in (:meth:`PGGAN.capture_key`). A fade-in's graph reads alpha
-from :attr:`alpha_tensor`, which every new alpha fills on the device.
-
-The EMA of G that draws the samples is the generic :class:`~gan_lab.callbacks.ema.EMA` callback
-(``callbacks.ema.half_life_images``, 10,000 in the PGGAN preset), as for every other model.
+The nets (:mod:`gan_lab.nets.progressive`) run at the phase's ``resolution`` and fade-in weight
+``alpha``, and the real images D sees fade as G's output does. The growth callback (``callbacks.growth``,
+brought by ``conf/model/pggan.yaml``) sets the phase through :meth:`PGGAN.set_phase`; the module refuses
+to train without it. The phase is saved in checkpoints, so a loaded model samples where it stopped.
 """
 from __future__ import annotations
 
@@ -59,8 +43,7 @@ class PGGAN(WGANGP):
                             f"max_resolution from data.image_size.")
         super().__init__(generator, discriminator, *args, gp_weight=gp_weight, drift_weight=drift_weight,
                          **kwargs)
-        # alpha on the device as well (filled with every new alpha, not saved): the fade-in weight the
-        # nets read while training, so that a captured step's graph follows it from batch to batch
+        # alpha on the device too (filled with every new alpha, not saved), read by a captured step
         self.register_buffer("alpha_tensor", torch.ones(()), persistent=False)
         self.resolution, self.alpha = 4, 1.0
         self._phase_set_in_fit = False
@@ -89,9 +72,8 @@ class PGGAN(WGANGP):
         return self.resolution, self.alpha
 
     def capture_key(self) -> tuple[Hashable, int, bool]:
-        """A captured step holds one resolution, fading in or fully grown: the graph reads alpha from
-        :attr:`alpha_tensor` while fading, and is captured again (after warm-up batches that also
-        create the optimizers' reset state) at each new resolution and when the fade-in ends."""
+        """One captured graph per resolution, fading in or fully grown; while fading it reads alpha
+        from :attr:`alpha_tensor`."""
         return super().capture_key(), self.resolution, self.alpha < 1.0
 
     def fade_weight(self) -> float | Tensor:
@@ -128,13 +110,8 @@ class PGGAN(WGANGP):
         return self.discriminator(images, self.resolution, self.fade_weight())
 
     def real_draws(self, real: Tensor, labels: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """The batch's real images as the critic updates take them, faded as G's output is: while
-        the resolution fades in, ``alpha * x + (1 - alpha) * up(down(x))``, the same blend of the
-        image and its half-resolution copy (2x2 means, repeated) that G's output makes of its newest
-        and previous layers, so that D cannot tell fakes by their blockiness alone (Karras et al.
-        2018, Figure 2: "during a resolution transition, we interpolate between two resolutions of
-        the real images"; the official code's ``process_reals``). Fully grown in, the images as
-        they are."""
+        """The batch's real images faded as G's output is: during a fade-in
+        ``alpha * x + (1 - alpha) * up(down(x))`` (Karras et al. 2018, Figure 2); as they are once grown in."""
         alpha = self.fade_weight()
         if fading(alpha):
             low = F.interpolate(F.avg_pool2d(real, 2), scale_factor=2, mode="nearest")

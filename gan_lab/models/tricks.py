@@ -1,10 +1,7 @@
-"""Discriminator-side stabilisation tricks of the ArtGAN studies, as small testable helpers.
+"""Discriminator-side stabilisation tricks of the ArtGAN studies: instance noise and label flipping.
 
-They act on the discriminator's inputs and targets only, so any variant can use them from its
-``d_step``: instance noise (Gaussian noise added to real and fake images, optionally annealed to
-zero), label flipping (a fraction of real and fake samples swap sides) and one-sided label
-smoothing (real targets below 1). The plain :class:`~gan_lab.models.base.GAN` gets label
-smoothing from its loss config (``loss.discriminator.real_target``).
+They act on D's inputs and targets only, so any variant can use them from its ``d_step``. One-sided
+label smoothing comes from the loss config (``loss.discriminator.real_target``).
 """
 from __future__ import annotations
 
@@ -22,11 +19,7 @@ FlipProbability = Annotated[float, Field(ge=0, lt=1)]
 
 class InstanceNoise:
     """N(0, std_t^2) added to every discriminator input; ``std_t`` falls linearly from ``std`` to 0
-    over ``decay_batches`` batches (0: constant ``std``). ``std=0`` turns it off.
-
-    Annealing matters: noise blurs the two distributions together early, when they barely overlap
-    (Sonderby et al. 2016), and must vanish so that D finally sees clean images.
-    """
+    over ``decay_batches`` batches (0: constant ``std``). ``std=0`` turns it off."""
 
     def __init__(self, std: float = 0.0, decay_batches: int = 0) -> None:
         if decay_batches and not std:
@@ -41,8 +34,7 @@ class InstanceNoise:
 
     def __call__(self, images: Tensor, batches_seen: int, on_device: Tensor | None = None) -> Tensor:
         """``images`` with noise of std ``std_at(batches_seen)``. ``on_device``: that std as a 0-dim
-        float32 tensor, read by the kernels (what a captured step replays while the std decays); the
-        noise is the same, bit for bit, as with the number (both scale it in float32)."""
+        float32 tensor (what a captured step reads), giving the same noise bit for bit."""
         std = self.std_at(batches_seen)
         if std <= 0:
             return images
@@ -61,13 +53,8 @@ def flip_mask(n: int, p: float, device: torch.device | str = "cpu") -> Tensor:
 
 
 def swap_flipped(real_logits: Tensor, fake_logits: Tensor, p: float) -> tuple[Tensor, Tensor]:
-    """Label flipping for a binary discriminator whose loss takes (real logits, fake logits).
-
-    With probability ``p`` the i-th real and the i-th fake sample trade sides: the real one is
-    scored against the fake target and the fake one against the real target. Every objective of
-    :mod:`gan_lab.losses` thus gets flipping without per-sample targets, and the sides keep their
-    size (no host synchronisation, unlike boolean indexing).
-    """
+    """Label flipping for a binary D loss of (real logits, fake logits): with probability ``p`` the
+    i-th real and the i-th fake sample trade sides. The sides keep their size (no host synchronisation)."""
     if p <= 0:
         return real_logits, fake_logits
     n = min(real_logits.shape[0], fake_logits.shape[0])

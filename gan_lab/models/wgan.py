@@ -1,17 +1,9 @@
 """WGAN (Arjovsky et al. 2017): a Wasserstein critic kept K-Lipschitz by clipping its weights.
 
-The critic minimises ``loss.discriminator(real, fake)`` (``loss=wasserstein``: E[D(G(z))] - E[D(x)]),
-and after every critic update each of its parameters is clamped to ``[-weight_clip, weight_clip]``
-(0.01 in the paper), which bounds the critic's Lipschitz constant. The logged
-``train/wasserstein`` = E[D(x)] - E[D(G(z))] is the critic's estimate of the Wasserstein distance
-(up to that constant). The gradient penalty of :class:`~gan_lab.models.wgan_gp.WGANGP` is the other
-way to keep the critic Lipschitz; it derives from this class, with clipping off by default.
-
-The critic warm-up of the paper's code (``critic_warmup``): for the first 25 generator updates, and
-for every 500th, the critic makes 100 updates, not ``n_critic``, before the generator updates. A
-batch still makes ``n_critic`` critic updates (each on its own draw of real images with
-``fresh_reals``): a warm-up generator update waits, with no generator update in the batches between,
-until the critic has made ``critic_warmup.updates`` since the last one.
+After every critic update each critic parameter is clamped to ``[-weight_clip, weight_clip]``; the
+logged ``train/wasserstein`` = E[D(x)] - E[D(G(z))] is the critic's estimate of the distance.
+The optional ``critic_warmup`` is the paper code's: the first 25 generator updates, and every 500th,
+each wait until the critic has made 100 updates (the batches in between make no generator update).
 """
 from __future__ import annotations
 
@@ -58,6 +50,7 @@ class WGAN(GAN):
     Args:
         weight_clip: after every critic update, clamp each critic parameter to ``[-c, c]`` (0.01 in
             the paper); ``None``: no clipping.
+        critic_warmup: ``{updates, first, every}`` of the warm-up (100, 25, 500 in the paper's code); ``None``: off.
         *args, **kwargs: as :class:`GAN` (``n_critic`` 5 in the preset).
     """
 
@@ -139,7 +132,7 @@ class WGAN(GAN):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("wgan", {})
-        # a checkpoint written before the warm-up existed: every batch made n_gen generator updates
+        # a checkpoint without the warm-up's state: every batch made n_gen generator updates
         self.generator_updates_done = int(state.get("generator_updates_done", self.batches_seen * self.n_gen))
         self.critic_updates_waited = int(state.get("critic_updates_waited", 0))
 
@@ -162,7 +155,7 @@ class WGAN(GAN):
 
     @torch.no_grad()
     def clip_critic_weights(self) -> None:
-        """Clamp every critic parameter to ``[-weight_clip, weight_clip]``, in place (two kernels per
-        device and dtype, no host synchronisation: a captured step holds them too)."""
+        """Clamp every critic parameter to ``[-weight_clip, weight_clip]``, in place, with no host
+        synchronisation (a captured step holds it too)."""
         params = [p for p in self.discriminator_parameters() if p.requires_grad]
         clamp_(params, -self.weight_clip, self.weight_clip)

@@ -1,10 +1,8 @@
 """WGAN-GP (Gulrajani et al. 2017): a Wasserstein critic kept 1-Lipschitz by a gradient penalty.
 
-The critic minimises ``loss.discriminator(real, fake) + gp_weight * GP (+ drift_weight * E[D(x)^2])``
-where GP is :func:`gan_lab.losses.gradient_penalty` on random interpolates of the real batch and
-the detached fakes. With ``loss=wasserstein`` (the preset of ``model=wgan_gp``) the logged
-``train/wasserstein`` = E[D(x)] - E[D(G(z))] is the critic's estimate of the Wasserstein distance.
-The drift term (0 here, 0.001 in Progressive GAN) keeps the critic's output from wandering off.
+The critic minimises ``loss.discriminator(real, fake) + gp_weight * GP (+ drift_weight * E[D(x)^2])``,
+GP being :func:`gan_lab.losses.gradient_penalty` on random interpolates of the real batch and the
+detached fakes. The drift term (0 here, 0.001 in Progressive GAN) keeps the critic's output near zero.
 """
 from __future__ import annotations
 
@@ -33,9 +31,8 @@ class WGANGP(WGAN):
         self.gp_weight, self.drift_weight = float(gp_weight), float(drift_weight)
 
     def precision_refusal(self, precision: str, optimizers=()) -> str | None:
-        """The penalty's ``autograd.grad`` is of the critic's unscaled output: under ``16-mixed`` its
-        small float16 gradients would underflow (AMP's recipe scales that output and unscales the
-        gradients, which Lightning's scaler does not do for a gradient inside the loss)."""
+        """Refuses ``16-mixed`` with the gradient penalty (its ``autograd.grad`` of the unscaled critic
+        output would underflow in float16), then asks ``super()``."""
         if self.gp_weight and precision == "16-mixed":
             return ("trainer.precision=16-mixed cannot take the gradient penalty (model.gp_weight="
                     f"{self.gp_weight:g}) without loss scaling inside the loss; use trainer.precision=bf16-mixed "

@@ -1,14 +1,9 @@
 """ArtGAN nets (Tan et al., ICIP 2017): G = zNet + Dec, D = Enc + clsNet with K+1 outputs.
 
-Both halves meet at an 8x8 feature map of ``4 * width`` channels: zNet maps ``[z, one_hot(k)]``
-to it, Dec decodes it into an image, Enc encodes an image into it and clsNet classifies it into
-K classes + "fake". Because Enc's output and zNet's output live in the same space, Dec(Enc(x)) is
-an autoencoder sharing its decoder with the generator (the L2 reconstruction term of ArtGAN).
-
-Channels at resolution ``r`` are ``max(width, 32 * width / r)``: 8x8 -> 4w, 16x16 -> 2w, 32x32 and
-above -> w. With ``width=128`` and 64x64 images this is the shape table of the paper and of the
-two study reports (zNet 1024@4x4 -> 512@8x8; Dec 256@16, 128@32, 3x3 deconv, 3@64; Enc 128@32,
-3x3 conv, 256@16, 512@8; clsNet 1024@4 -> dense K+1).
+zNet and Enc both map to an 8x8 feature map of ``4 * width`` channels, which Dec decodes into an
+image and clsNet classifies into K classes + "fake"; Dec(Enc(x)) is the reconstruction autoencoder.
+Channels at resolution ``r``: ``max(width, 32 * width / r)``. With ``width=128`` and 64x64 images this
+is the shape table of the paper and of the two study reports.
 """
 from __future__ import annotations
 
@@ -62,12 +57,8 @@ class ZNet(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Dec: features ``[N, 4w, 8, 8]`` -> image ``[N, C, S, S]``: in [-1, 1] with ``output="tanh"``,
-    in [0, 1] with ``output="sigmoid"`` (the studies' choice).
-
-    Doubling transposed convs up to S/2, a 3x3 stride-1 transposed conv, and a last transposed conv
-    to the image: with zNet's two, the six transposed convolutions of the report's generator.
-    """
+    """Dec: features ``[N, 4w, 8, 8]`` -> image ``[N, C, S, S]``, in [-1, 1] (``output="tanh"``) or
+    [0, 1] (``"sigmoid"``): doubling transposed convs, a 3x3 stride-1 one, then one to the image."""
 
     def __init__(self, image_size: int = 64, channels: int = 3, width: int = 128, dropout: float = 0.0,
                  output: str = "tanh") -> None:
@@ -127,10 +118,7 @@ class ClsNet(nn.Module):
 
 class ArtGANGenerator(nn.Module):
     """(z, label) -> image: ``decoder(znet(z, label))``; ``decoder`` is shared with the reconstruction.
-
-    ``output`` is the last activation: ``sigmoid`` (images in [0, 1], as both study reports) or
-    ``tanh`` (images in [-1, 1]); the model converts real batches to that range (see
-    :meth:`gan_lab.models.base.GAN.to_model_range`)."""
+    ``output``: ``sigmoid`` (images in [0, 1], as both study reports) or ``tanh`` (in [-1, 1])."""
 
     def __init__(self, latent_dim: Count, num_classes: Count, image_size: Count = 64, channels: Count = 3,
                  width: Count = 128, dropout: DropoutRate = 0.0, init: bool = True, output: str = "tanh") -> None:
@@ -149,8 +137,7 @@ class ArtGANGenerator(nn.Module):
 
 class ArtGANDiscriminator(nn.Module):
     """image -> K+1 logits ``[N, K+1]``: ``classifier(encoder(x))``; ``dropout`` follows every encoder
-    block, ``classifier_dropout`` clsNet's convolution block (the French study's artist model had
-    dropout in the encoder and the decoder only; its conclusion proposes extending it to every module)."""
+    block, ``classifier_dropout`` clsNet's convolution block."""
 
     def __init__(self, num_classes: Count, image_size: Count = 64, channels: Count = 3, width: Count = 128,
                  dropout: DropoutRate = 0.0, classifier_dropout: DropoutRate = 0.0, init: bool = True) -> None:

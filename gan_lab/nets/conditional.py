@@ -1,25 +1,11 @@
 """Label-conditioned generators and discriminators: the MLP cGAN and the conditional DCGAN.
 
-Every net here takes the class labels (int64 ``[N]``, or float class weights ``[N, K]``, see
-:func:`class_codes`) as a second forward argument: ``generator(z, labels) -> images`` and
-``discriminator(images, labels) -> logits [N]``.
-
-* MLP cGAN (Mirza & Osindero 2014, the course's MNIST model): the label is one-hot encoded (or
-  embedded) and joined to the latent of G and to the flattened image of D.
-* Conditional DCGAN: the one-hot label joins G's latent (``latent_dim + num_classes`` input
-  channels of the first transposed conv) and, as constant one-hot maps, D's input
-  (``channels + num_classes`` input channels); the rest are the DCGAN blocks of
-  :mod:`gan_lab.nets.dcgan`.
-
-Where the label joins is the ``conditioning`` option of every net:
-
-* ``concat``: the label code is concatenated to the input and the first layer sees both at once.
-* ``branch``: the first layer is split in two, one part on the input and one on the label (e.g. the
-  classic MNIST cDCGAN: ``ConvT(100, 256)`` on z and ``ConvT(10, 256)`` on y, joined into 512 maps),
-  so the label gets its own learned features (for the conv nets, its own spatial maps) before the
-  two meet. It is the same net as ``concat`` with the first weight constrained to be block-diagonal
-  (input -> the first maps only, label -> the last ``branch_channels`` / ``branch_width`` only), which
-  is why it is an option rather than another net: everything after the first layer is shared.
+Every net takes the class labels (int64 ``[N]`` or class weights ``[N, K]``, see :func:`class_codes`)
+as a second argument: ``generator(z, labels)`` and ``discriminator(images, labels) -> logits [N]``.
+The MLP cGAN (Mirza & Osindero 2014) joins the label code to G's latent and D's flattened image; the
+conditional DCGAN joins the one-hot label to G's latent and, as constant maps, to D's input channels.
+``conditioning`` says how: ``concat`` (joined before the first layer) or ``branch`` (the first layer
+split in two, one part on the input and one on the label, joined after it; the rest is shared).
 """
 from __future__ import annotations
 
@@ -92,10 +78,7 @@ class LabelEncoder(nn.Module):
 
 class LabelBranch(nn.Module):
     """The first layer of a ``conditioning=branch`` net: ``[input, label code]`` (joined on dim 1, as
-    the ``concat`` nets receive them) -> ``[input_layer(input), label_layer(code)]``.
-
-    Taking the joined tensor keeps the nets' forward identical in both modes, so a branch net is
-    the concat net with this module in place of its first layer."""
+    the ``concat`` nets receive them) -> ``[input_layer(input), label_layer(code)]``."""
 
     def __init__(self, input_layer: nn.Module, label_layer: nn.Module, split: int) -> None:
         super().__init__()
@@ -130,9 +113,7 @@ def split_first_layer(net: nn.Module, kind: type[nn.Module], input_dim: int, lab
                       wrap: Callable[[nn.Module], nn.Module] = lambda m: m) -> LabelBranch:
     """Replace the first ``kind`` layer of ``net`` (which reads ``[input, label code]``) by a
     :class:`LabelBranch` with the same kernel, stride, padding and bias: ``input_dim`` inputs go to
-    ``out - label_out`` outputs, the rest to ``label_out``. ``wrap`` re-applies e.g. spectral norm.
-
-    Works on the built net so that every option of the DCGAN nets stays available in branch mode."""
+    ``out - label_out`` outputs, the rest to ``label_out``. ``wrap`` re-applies e.g. spectral norm."""
     for name, layer in net.named_modules():
         if isinstance(layer, kind):
             break
@@ -179,15 +160,13 @@ class MLPConditionalGenerator(nn.Module):
 
     Args:
         hidden: widths of the hidden dense layers (the course's MNIST model: 256, 512, 1024); with
-            ``conditioning=branch`` the first is the joined width of the two branches (the classic
-            MNIST cGAN: 512, 512, 1024, i.e. 256 on z and 256 on the label, then 512 and 1024).
+            ``conditioning=branch`` the first is the two branches' joined width (the classic MNIST
+            cGAN: 512, 512, 1024).
         label_encoding: ``one_hot`` (concatenated as is) or ``embedding`` (learned, ``embedding_dim``).
-        norm: BatchNorm1d after every hidden layer but the first; with ``conditioning=branch`` the
-            branches are normalised too, as in the classic MNIST cGAN (per-feature, so one
-            BatchNorm1d over the joined branches is exactly one per branch).
+        norm: BatchNorm1d after every hidden layer but the first (with ``conditioning=branch``, on
+            the branches too).
         activation: ``leaky_relu`` (slope 0.2) or ``relu`` (the classic MNIST cGAN's generator).
-        conditioning: ``concat`` (the label code joins z before the first layer) or ``branch`` (a
-            dense layer of its own on the label, see the module docstring).
+        conditioning: ``concat`` or ``branch`` (a dense layer of its own on the label, see the module docstring).
         branch_width: outputs of the label branch (``None``: half of ``hidden[0]``); z's branch
             gets the rest of ``hidden[0]``.
     """
@@ -222,12 +201,10 @@ class MLPConditionalDiscriminator(nn.Module):
     """(image, label) -> logit ``[N]``: dense layers on ``[flat image, code(label)]``, dropout after each.
 
     Args:
-        hidden: widths of the hidden dense layers; with ``conditioning=branch`` the first is the
-            joined width of the two branches (the classic MNIST cGAN: 2048, 512, 256, i.e. 1024 on
-            the image and 1024 on the label, then 512 and 256).
+        hidden: widths of the hidden dense layers; with ``conditioning=branch`` the first is the two
+            branches' joined width (the classic MNIST cGAN: 2048, 512, 256).
         dropout: after every hidden layer (0: none).
-        norm: BatchNorm1d after every hidden layer but the first (never on the layer that reads
-            the image, as in DCGAN discriminators); the classic MNIST cGAN uses it.
+        norm: BatchNorm1d after every hidden layer but the first (never on the layer that reads the image).
         conditioning, branch_width: as for :class:`MLPConditionalGenerator`; the image's branch
             gets ``hidden[0] - branch_width`` outputs.
     """
@@ -267,10 +244,9 @@ class ConditionalDCGANGenerator(nn.Module):
     """(z, label) -> image: a :class:`DCGANGenerator` whose latent is ``[z, one_hot(label)]``.
 
     Args (beyond :class:`DCGANGenerator`'s):
-        conditioning: ``concat`` (the one-hot label joins z as extra input channels of the first
-            transposed conv) or ``branch`` (a transposed conv of its own on the label, see the
-            module docstring): the classic MNIST cDCGAN is ``branch`` with ``width=128`` at 32x32,
-            i.e. ``ConvT(100, 256)`` on z and ``ConvT(10, 256)`` on y, joined into 512 maps at 4x4.
+        conditioning: ``concat`` (the one-hot label joins z as extra input channels) or ``branch`` (a
+            transposed conv of its own on the label, see the module docstring; the classic MNIST
+            cDCGAN is ``branch`` with ``width=128`` at 32x32).
         branch_channels: maps of the label branch (``None``: half of the first block's
             ``width * 2^k``); z's branch gets the rest.
     """
@@ -302,9 +278,8 @@ class ConditionalDCGANDiscriminator(nn.Module):
 
     Args (beyond :class:`DCGANDiscriminator`'s):
         conditioning: ``concat`` (the label maps are extra input channels of the first conv) or
-            ``branch`` (a conv of its own on the label maps): the classic MNIST cDCGAN is
-            ``branch`` with ``width=128`` at 32x32, i.e. ``Conv(1, 64)`` on x and ``Conv(10, 64)``
-            on y, joined into 128 maps at 16x16.
+            ``branch`` (a conv of its own on the label maps; the classic MNIST cDCGAN is ``branch``
+            with ``width=128`` at 32x32).
         branch_channels: maps of the label branch (``None``: half of ``width``); the image's
             branch gets the rest.
     """

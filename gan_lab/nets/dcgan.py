@@ -1,14 +1,8 @@
 """DCGAN generator and discriminator (Radford et al. 2016), configured by data.
 
-By default the number of up/down-sampling blocks follows from ``image_size``: the generator starts
-at 4x4 from a 1x1 latent and doubles the resolution per block; the discriminator mirrors it down
-to 4x4 and ends in one logit. Widths follow the paper: ``width * 2^k`` channels, capped at
-``width * max_mult``.
-
-A study's own net is data, not a class: ``block_channels`` lists the channels of every block,
-``norm`` may name one normalisation per block, the discriminator's first convolution (its *stem*)
-takes a ``stem_kernel`` and ``stem_stride`` (e.g. the Pokemon study's 6x6 stride-4 stem), and the
-generator's ``output`` activation is ``tanh`` (images in [-1, 1]) or ``sigmoid`` (in [0, 1]).
+The block count follows from ``image_size`` (G from 4x4 upwards, D mirrored down to 4x4); widths are
+``width * 2^k``, capped at ``width * max_mult``. A study's own net is data too: ``block_channels``,
+one ``norm`` per block, D's ``stem_kernel`` / ``stem_stride`` and G's ``output`` activation.
 """
 from __future__ import annotations
 
@@ -131,11 +125,8 @@ class DCGANGenerator(nn.Module):
 
 
 def stem_geometry(image_size: int, kernel: int, stride: int, net: str) -> tuple[int, int]:
-    """Padding of the stem convolution and its output side, which must be a power of two >= 4.
-
-    The padding ``(kernel - stride) / 2`` makes the stem divide the side exactly by ``stride``
-    (4x4 stride 2 -> padding 1, as in DCGAN; 6x6 stride 4 -> padding 1, as in the Pokemon study).
-    """
+    """Padding ``(kernel - stride) / 2`` of the stem convolution, which divides the side exactly by
+    ``stride``, and its output side, which must be a power of two >= 4."""
     check_image_size(image_size, net)
     if stride < 1 or kernel < stride or (kernel - stride) % 2:
         raise UserError(f"stem_kernel={kernel} with stem_stride={stride} cannot divide the image side exactly; "

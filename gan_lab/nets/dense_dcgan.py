@@ -1,20 +1,9 @@
 """The Pokemon study's WGAN-GP generator: a dense layer before DCGAN-style transposed convolutions.
 
-The study added a fully connected layer (with BatchNorm1d) between the latent and the first
-transposed convolution so that samples stop copying features of training images, and dropout
-after the first blocks. Its 128x128 generator (latent 64) is, block by block:
-
-    Linear(64 -> 4096) + BatchNorm1d          -> view [256, 4, 4]
-    ConvT 5x5 stride 1   -> [512, 4, 4]   BN, ReLU, Dropout
-    ConvT 5x5 stride 2   -> [256, 8, 8]   BN, ReLU, Dropout
-    ConvT 5x5 stride 2   -> [128, 16, 16] BN, ReLU
-    ConvT 5x5 stride 2   -> [64, 32, 32]  BN, ReLU
-    ConvT 5x5 stride 2   -> [32, 64, 64]  BN, ReLU
-    ConvT 4x4 stride 2   -> [3, 128, 128] Tanh
-
-which is ``DenseDCGANGenerator(64, 128, 3, width=32, max_mult=16, dense_channels=256)``. As in the
-study there is no activation between the dense layer and the first convolution. Other sizes add or
-remove stride-2 blocks, exactly like :class:`~gan_lab.nets.dcgan.DCGANGenerator`.
+The dense layer (Linear + BatchNorm1d, no activation) makes ``dense_channels`` 4x4 maps from the
+latent; dropout follows the first blocks. The study's 128x128 generator (latent 64; 256@4 -> 512@4 ->
+256@8 -> 128@16 -> 64@32 -> 32@64 -> 3@128, 5x5 transposed convs and a last 4x4 one) is
+``DenseDCGANGenerator(64, 128, 3, width=32, max_mult=16, dense_channels=256)``.
 """
 from __future__ import annotations
 

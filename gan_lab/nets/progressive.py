@@ -1,22 +1,10 @@
 """Progressive GAN nets (Karras et al. 2018): built whole, run at any resolution with a fade-in.
 
-Both nets hold every block from 4x4 to ``max_resolution`` from the start; ``forward`` takes the
-current ``resolution`` and the fade-in weight ``alpha`` and runs only the blocks up to it, so the
-optimisers see one fixed parameter set and a checkpoint restores any phase. The growth schedule
-(when to grow, how fast alpha rises) belongs to the model that trains them, not to the nets.
-
-Fade-in: while a new resolution ``R`` blends in, the generator outputs
-``alpha * to_rgb_R(block_R(h)) + (1 - alpha) * upsample(to_rgb_{R/2}(h))`` and the discriminator
-reads ``alpha * block_R(from_rgb_R(x)) + (1 - alpha) * from_rgb_{R/2}(downsample(x))``; at
-``alpha = 0`` each net equals its ``R/2`` net (up/downsampled), at ``alpha = 1`` the new path alone.
-``alpha`` is a number, or a 0-dim float32 tensor on the nets' device (a fade-in read by the kernels:
-what a captured training step replays while alpha changes every batch). Both give the same images;
-their gradients may differ in the last bit (the ``1 - alpha`` of the backward pass is rounded once
-in float32 rather than from a double).
-
-Layers use the equalized learning rate: weights are drawn from N(0, 1) and multiplied at run time
-by He's constant ``gain / sqrt(fan_in)``, so Adam's per-parameter step size is the same for every
-layer whatever its fan-in. Channels per resolution follow the paper: ``min(fmap_base / R, fmap_max)``.
+Both nets hold every block from 4x4 to ``max_resolution``; ``forward`` takes the current
+``resolution`` and fade-in weight ``alpha`` (a number, or a 0-dim float32 device tensor) and runs the
+blocks up to it, blending the newest resolution's path with the previous one's by ``alpha``. Layers
+use the equalized learning rate (weights N(0, 1), scaled by ``gain / sqrt(fan_in)`` at run time);
+channels per resolution follow the paper: ``min(fmap_base / R, fmap_max)``.
 """
 from __future__ import annotations
 
@@ -113,12 +101,8 @@ class PixelNorm(nn.Module):
 
 
 class MinibatchStddev(nn.Module):
-    """Appends one feature map: the standard deviation of each feature over a group of samples,
-    averaged over features and pixels, so D can see a lack of variety in a batch.
-
-    ``group_size`` is the largest divisor of the batch not above the configured size (the study's
-    batches of 2 and 4 work as they are).
-    """
+    """Appends one feature map: each feature's standard deviation over a group of samples, averaged
+    over features and pixels. The group is the largest divisor of the batch not above ``group_size``."""
 
     def __init__(self, group_size: int = 4, eps: float = 1e-8) -> None:
         super().__init__()
