@@ -1,21 +1,12 @@
 """Throughput benchmarks: ``python -m gan_lab.bench [train|data|all] [options] [config overrides]``.
 
-``train`` runs the gan_lab GAN module (built from the composed config, as ``gan_lab.run`` builds
-it) under a real Lightning Trainer, and a plain PyTorch loop that calls the module's own batch
-(``GAN.updates``) with raw optimizers and ``Tensor.backward`` (same nets and initial weights, noise,
-batch, autocast, memory format and compilation), in one process, alternating repetitions so that
-the ratio of the two, Lightning's cost, is stable on a busy machine. With ``--cuda-graph`` both
-loops replay each batch as one captured CUDA graph (``callbacks.fast_path.cuda_graph`` and the plain
-loop's own capture). Data is synthetic uint8 held on the training device, so only the training step
-is measured.
-
-``data`` measures how fast an :class:`~gan_lab.data.base.ImageDataModule` serves training
-batches from its in-memory uint8 images (DataLoader + ``on_after_batch_transfer``, i.e. the
-conversion to float in [-1, 1]).
-
-The results are printed as a markdown table and appended to ``experiments/bench/README.md``
-together with the machine, the date and the command. ``train --profile N`` then profiles N batches of
-each loop (torch.profiler) and appends where their time went to ``experiments/bench/profiles.md``.
+``train`` times the GAN module (built as ``gan_lab.run`` builds it) under a Lightning Trainer
+against a plain PyTorch loop running the module's own batch (``GAN.updates``) with raw optimizers,
+alternating repetitions in one process, on synthetic uint8 data held on the device (``--cuda-graph``:
+both loops replay each batch as one CUDA graph). ``data`` measures how fast an
+:class:`~gan_lab.data.base.ImageDataModule` serves batches from its in-memory uint8 images. Results
+are printed as a markdown table and appended to ``experiments/bench/README.md``; ``train --profile N``
+appends N profiled batches of each loop to ``experiments/bench/profiles.md``.
 """
 from __future__ import annotations
 
@@ -183,12 +174,9 @@ class ScaledOptimizer:
 class PlainLoop:
     """The module's batch without Lightning: :meth:`gan_lab.models.base.GAN.updates` with raw
     optimizers, ``Tensor.backward`` and the per-phase autocast of ``precision`` (``16-mixed``: a
-    ``GradScaler``), as a hand-written training loop would run it.
-
-    ``graphed``: the plain twin of ``callbacks.fast_path.cuda_graph``: capturable optimizers and the
-    same capture (:class:`~gan_lab.callbacks.fast_path.GraphedStep`: ``GRAPH_WARMUP`` eager batches
-    on a side stream, then the whole batch captured once and replayed with each batch copied into
-    static buffers)."""
+    ``GradScaler``). ``graphed``: the batch captured as one CUDA graph, as
+    ``callbacks.fast_path.cuda_graph`` does (:class:`~gan_lab.callbacks.fast_path.GraphedStep`, after
+    ``GRAPH_WARMUP`` eager batches)."""
 
     GRAPH_WARMUP = 3
 
@@ -244,10 +232,9 @@ def profiler_for(device: torch.device):
 
 @dataclass
 class Profile:
-    """Where a loop's time went over ``batches`` batches: ``ops`` maps each top-level aten op (one
-    not called by another aten op; a backward op under its autograd node counts) to ``[calls, host
-    us, device us]``, the device time being that of the kernels it launched. ``kernels`` counts the
-    device's kernels and copies and ``device_us`` their summed time (0 on a CPU)."""
+    """Where a loop's time went over ``batches`` batches: ``ops`` maps each top-level aten op (not
+    called by another aten op) to ``[calls, host us, device us of the kernels it launched]``;
+    ``kernels`` counts the device's kernels and copies, ``device_us`` their time (0 on a CPU)."""
 
     batches: int
     wall_s: float
@@ -396,8 +383,7 @@ def one_epoch(cfg: DictConfig, batches: int | None = None, as_run: bool = False)
 
 def compare_rates(ours: Sequence[tuple[int, float]], plain: Sequence[tuple[int, float]]) -> tuple[float, float, float]:
     """(images, seconds) of each repetition of the two loops -> median images/s of each and the median
-    of the paired ratios: repetition k of one loop is divided by repetition k of the other, measured
-    next to it, so a machine that speeds up or slows down over the repetitions cancels in each pair."""
+    of the ratios of repetition k of one loop to repetition k of the other."""
     if not ours or len(ours) != len(plain):
         raise ValueError(f"need as many timings of each loop, at least one ({len(ours)} and {len(plain)})")
     rates_ours = [n / seconds for n, seconds in ours]
@@ -426,8 +412,7 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
     gan = fresh_model(cfg, device, phase)
     served = args.batch_size * gan.draws_per_batch  # real images a batch (model.fresh_reals: one draw per D update)
     held = [] if phase is None else [FixedPhase(phase)]
-    # one instance: compiles once, in the first fit (a captured step is captured again in each fit,
-    # within the untimed warm-up batches)
+    # one instance: compiles once, in the first fit (a graph is captured again in each fit's warm-up)
     fast_path = FastPath(args.channels_last, mode, cuda_graph=args.cuda_graph,
                          graph_warmup=PlainLoop.GRAPH_WARMUP)
 
@@ -444,8 +429,7 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
         if not as_run:
             build_trainer(cfg, [*held, clock, fast_path], []).fit(gan, datamodule=feed)
             return clock.timed * served, clock.end - clock.start
-        # the callbacks and loggers of a training run (their epoch-end work is not timed), writing
-        # into a run directory of their own that is removed afterwards
+        # a training run's callbacks and loggers, writing into a temporary run directory
         with tempfile.TemporaryDirectory(prefix="gan_lab_bench_run_") as run_dir:
             with open_dict(cfg):
                 cfg.run_dir = run_dir
@@ -558,8 +542,8 @@ def section_header(command: str) -> str:
 
 # --- suites ---------------------------------------------------------------------------------
 
-#: ``python -m gan_lab.bench suite``: every row the project tracks on this kind of device, each
-#: as the options of one ``train`` or ``data`` benchmark (they override the suite's own options).
+#: ``python -m gan_lab.bench suite``: the tracked rows per device, each the options of one benchmark
+#: (they override the suite's own options).
 SUITES: dict[str, list[str]] = {
     "cuda": [
         *(f"train --model dcgan --image-size 64 --batch-size {b} {opts}"
@@ -588,8 +572,7 @@ SUITES: dict[str, list[str]] = {
                                 "optimizer.discriminator.fused=true optimizer.generator.fused=true"))),
         *(f"train --model artgan --image-size 64 --batch-size {b} --precision bf16-mixed --channels-last "
           f"--cuda-graph --epoch-images 45503 --profile 10" for b in (128, 512)),
-        # PGGAN with the Pokemon preset's nets (512-d latent) at its batch sizes, held at a phase halfway
-        # through a fade-in (alpha read from the device when captured), eager then captured
+        # PGGAN with the Pokemon preset's nets (512-d latent), held halfway through a fade-in, eager then captured
         *(f"train --model pggan --image-size 128 --batch-size {b} --phase {r} --alpha 0.5{graph} noise.latent_dim=512"
           for b, r in ((4, 8), (4, 32), (2, 128)) for graph in ("", " --cuda-graph")),
         # compilation last: each row compiles both loops (minutes with max-autotune)
@@ -743,8 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     out = None if args.output == "-" else Path(args.output)
 
     def emit(text: str) -> None:
-        """Print a line of the report and append it to the output file at once: a long suite
-        cut short keeps the rows it measured."""
+        """Print a line of the report and append it to the output file at once."""
         print(text, flush=True)
         if out is not None:
             with out.open("a") as f:
@@ -761,8 +743,7 @@ def main(argv: list[str] | None = None) -> int:
     profiled = False
 
     def emit_profile(text: str) -> None:
-        """Print a profile and append it to the profiles file next to the output (its own section:
-        the rows' table stays one table)."""
+        """Print a profile and append it to the profiles file next to the output."""
         nonlocal profiled
         print("\n" + text + "\n", flush=True)
         if profiles_out is None:

@@ -1,8 +1,7 @@
 """Wiring shared by the entry points: config -> DataModule, model, callbacks, loggers, Trainer.
 
-This is the only place that turns config nodes into objects; everything below receives objects
-and plain values. ``run``, ``evaluate`` and ``generate`` all build through here so that a run
-directory's ``.hydra/config.yaml`` always rebuilds the same model.
+The only place that turns config nodes into objects (everything below receives objects and plain
+values); ``run``, ``evaluate`` and ``generate`` all build through here.
 """
 from __future__ import annotations
 
@@ -29,9 +28,8 @@ DATA_FACTS = ("channels", "num_classes", "class_names")
 
 
 def check_types(node: Any, what: str) -> None:
-    """Values of a ``_target_`` node must fit the declared type and range of the arguments they go to
-    (:mod:`gan_lab.constraints`), checked before the object is built: ``data.batch_size=abc`` or
-    ``noise.std=inf`` is one sentence naming the key, the value, the constraint and an example."""
+    """Refuse, before building, a value of a ``_target_`` node (``what``: its key) that does not fit its
+    argument's declared type and range (:mod:`gan_lab.constraints`), in one sentence with an example."""
     if isinstance(node, ListConfig):
         for i, item in enumerate(node):
             check_types(item, f"{what}[{i}]")
@@ -52,7 +50,7 @@ def check_types(node: Any, what: str) -> None:
             continue
         value = node[key]
         if isinstance(value, DictConfig) or (isinstance(value, ListConfig) and _holds_nodes(value)):
-            # a node interpolated from elsewhere (data.augment: ${augment}) is named where the user sets it
+            # an interpolated node (data.augment: ${augment}) is named where the user sets it
             source = OmegaConf.to_container(node, resolve=False)[key] if OmegaConf.is_interpolation(node, key) else ""
             found = re.fullmatch(r"\$\{([\w.]+)\}", str(source))
             check_types(value, found.group(1) if found else f"{what}.{key}")
@@ -113,11 +111,9 @@ def publish_data_facts(cfg: DictConfig, dm: L.LightningDataModule) -> dict:
 
 
 def build_datamodule(cfg: DictConfig, setup: bool = True) -> L.LightningDataModule:
-    """Instantiate the DataModule, learn its facts without decoding (``check``: class lists, missing
-    data) and publish them into ``cfg.data``; with ``setup``, also decode the data (:func:`setup_datamodule`).
-
-    The entry points build the model between the two steps: the nets check the image size (and
-    everything else they are given) before a single image is decoded at that size."""
+    """Instantiate the DataModule, learn its facts without decoding (its ``check``) and publish them
+    into ``cfg.data``; with ``setup``, also decode the data (:func:`setup_datamodule`). The entry
+    points build the model between the two steps."""
     dm = instantiate_checked(cfg.data, "data")
     dm.prepare_data()
     check = getattr(dm, "check", None)
@@ -142,8 +138,8 @@ def setup_datamodule(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningD
 
 def serve_draws(model: torch.nn.Module, dm: L.LightningDataModule) -> None:
     """Make the DataModule serve the draws of real images a training batch of ``model`` takes
-    (``model.fresh_reals``: one draw of ``data.batch_size`` images per discriminator update), before
-    its data are decoded; refused in one sentence where it cannot."""
+    (``model.fresh_reals``: one per discriminator update), before its data are decoded; refused in
+    one sentence where it cannot."""
     draws = getattr(model, "draws_per_batch", 1)
     if draws == 1:
         return
@@ -169,9 +165,8 @@ def batches_per_epoch(dm: L.LightningDataModule, world_size: int = 1) -> int | N
 
 def check_batch_size(model: torch.nn.Module, dm: L.LightningDataModule, world_size: int = 1,
                      limit_train_batches: int | float | None = None) -> None:
-    """BatchNorm1d cannot train on a batch of one image ("Expected more than 1 value per channel"):
-    refuse, before training, a batch size (or a last incomplete batch that the epoch serves,
-    ``limit_train_batches`` as the Trainer counts it) of one for nets that have it."""
+    """Refuse, for nets with BatchNorm1d, a batch of one image: ``data.batch_size`` < 2 or a last
+    incomplete batch of one that the epoch serves (``limit_train_batches`` as the Trainer counts it)."""
     layers = [name for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm1d)]
     batch = getattr(dm, "batch_size", None)
     if not layers or batch is None:

@@ -1,7 +1,6 @@
 """The private parts of other libraries that gan_lab relies on, each in one function or class.
 
-Each has a test in ``tests/test_compat.py`` that fails with a clear message when an upgrade
-changes it, so that widening a dependency's pin is this file's work.
+Each has a test in ``tests/test_compat.py`` that fails with a clear message when an upgrade changes it.
 """
 from __future__ import annotations
 
@@ -22,9 +21,8 @@ from gan_lab.fs import atomic_write
 
 
 def sbatch_script(folder: str | Path, parameters: dict[str, Any]) -> str:
-    """The sbatch script submitit writes for an executor's ``parameters`` (``executor.parameters``),
-    with ``true`` as its command: what the cluster is asked for, for ``sbatch --test-only`` and for
-    showing a job's script before it is submitted (submitit's ``_make_sbatch_string``)."""
+    """The sbatch script submitit writes for an executor's ``parameters``, with ``true`` as its
+    command, e.g. for ``sbatch --test-only`` (submitit's private ``_make_sbatch_string``)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     return _make_sbatch_string(command="true", folder=folder, **parameters)
@@ -47,9 +45,8 @@ def clamp_(tensors: list[Tensor], low: float, high: float) -> None:
 
 
 def run_eagerly(module: nn.Module) -> None:
-    """Make ``module`` and its submodules run their own ``forward`` again: a copy of a module compiled in
-    place (``Module.compile``) keeps the compiled call of the original, which runs the original's
-    weights (``_compiled_call_impl``)."""
+    """Make ``module`` and its submodules run their own ``forward`` again, e.g. a copy of a module
+    compiled in place, which would run the original's weights (``Module._compiled_call_impl``)."""
     for m in module.modules():
         if getattr(m, "_compiled_call_impl", None) is not None:
             m._compiled_call_impl = None
@@ -74,16 +71,15 @@ def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
 
 def count_optimizer_step(optimizer: Any) -> None:
     """Count one optimiser step of a Lightning-wrapped optimizer (``trainer.global_step``) without
-    stepping it: a replayed CUDA graph stepped the wrapped optimizer itself
-    (``LightningOptimizer._on_before_step`` / ``_on_after_step``)."""
+    stepping it, e.g. after a CUDA graph replay (``LightningOptimizer._on_before_step`` / ``_on_after_step``)."""
     optimizer._on_before_step()
     optimizer._on_after_step()
 
 
 class AppendingExperimentWriter(ExperimentWriter):
     """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted, and
-    that the rewrite a new column needs (the first ``val/*`` or ``lr/*`` value) replaces the file
-    atomically: a run killed during it leaves the whole history, not a truncated file."""
+    the rewrite a new column needs replaces it atomically (overrides the private
+    ``ExperimentWriter._rewrite_with_new_header`` and ``_check_log_dir_exists``)."""
 
     def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
         with open(self.metrics_file_path, "r", newline="") as file:

@@ -1,11 +1,9 @@
 """Declared constraints of the arguments that config nodes give to their ``_target_``.
 
-An argument declares its type and range where it is declared, with pydantic's annotations
-(``Annotated[float, Field(ge=0, le=1)]``, or an alias below); :func:`problem` validates a config
-value against it (pydantic, floats finite unless an argument allows otherwise) and :func:`describe`
-and :func:`example` say the constraint in words for the one-sentence refusal. Classes and functions
-of other libraries that configs name (``torch.optim.Adam``, ``lightning.Trainer``, ...) get their
-constraints from :data:`EXTERNAL`.
+An argument declares its type and range with pydantic's annotations
+(``Annotated[float, Field(ge=0, le=1)]``, or an alias below); :func:`fits` checks a config value
+against it (floats finite unless allowed otherwise), and :func:`describe` and :func:`example` word
+it for the refusal. Other libraries' targets get their constraints from :data:`EXTERNAL`.
 """
 from __future__ import annotations
 

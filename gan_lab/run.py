@@ -1,15 +1,10 @@
 """Train a GAN: ``python -m gan_lab.run [group=option ...] [key=value ...]``.
 
-``train(cfg)`` does the work (tests call it with a composed config); ``main`` is the Hydra entry
-point, which turns a :class:`~gan_lab.errors.UserError` into one line on stderr and exit status 2,
-and returns ``optimized_metric`` to sweepers.
-
-Everything a user can get wrong is checked before training starts, and a refused run leaves an
-existing run directory as it was: Hydra rewrites ``<run>/.hydra/`` and appends to the job's log
-before ``main`` runs, so :class:`PreflightChecks` saves them first and :func:`train` puts them back
-when it refuses the run (e.g. a resume into the run's own directory with an incompatible override).
-A run directory belongs to one run (:mod:`gan_lab.rundir`): a second training into it at once, or a
-new run over the run it holds (without ``overwrite=true``), is refused before anything is written.
+``train(cfg)`` does the work; ``main`` is the Hydra entry point: it turns a
+:class:`~gan_lab.errors.UserError` into one line on stderr and exit status 2, and returns
+``optimized_metric`` to sweepers. Everything a user can get wrong is checked before training; a
+refused run leaves an existing run directory as it was (:class:`PreflightChecks` saves the files
+Hydra rewrites, :func:`train` puts them back). A run directory belongs to one run (:mod:`gan_lab.rundir`).
 """
 from __future__ import annotations
 
@@ -53,8 +48,7 @@ log = logging.getLogger("gan_lab")
 # Validation data feeds the metric callbacks, not a Lightning validation loop.
 warnings.filterwarnings("ignore", message=r".*val_dataloader.* but have no .*validation_step")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-# gan_lab logs every trainer.log_every_n_steps batches counted over epochs (batches_seen): an epoch
-# shorter than that interval (few images, or model.fresh_reals) still logs
+# gan_lab counts the logging interval over epochs (batches_seen): a short epoch still logs
 warnings.filterwarnings("ignore", message=r".*number of training batches .* is smaller than the logging interval")
 
 
@@ -62,9 +56,8 @@ warnings.filterwarnings("ignore", message=r".*number of training batches .* is s
 
 @functools.lru_cache(maxsize=None)
 def defined_top_level_keys(config_name: str = "config") -> frozenset[str]:
-    """The top-level keys gan_lab's configs define for the entry point of ``config_name``: those of
-    conf/config.yaml and of the entry point's own config (``explore``, ``evaluate``, ``generate``),
-    the config groups, and those that global presets (experiments, sweeps) set."""
+    """The top-level keys gan_lab's configs define for the entry point ``config_name``: those of
+    conf/config.yaml and of its own config, the config groups, and those global presets set."""
     keys = set(OmegaConf.load(CONFIG_DIR / "config.yaml").keys())
     own = CONFIG_DIR / f"{config_name}.yaml"
     if own.is_file():
@@ -85,9 +78,8 @@ def _leaf_paths(node: Any, prefix: str = "") -> Iterator[str]:
 
 
 def check_top_level_keys(cfg: DictConfig, overrides: list[str], config_name: str = "config") -> None:
-    """A top-level key added on the command line (``+lr=0.1``) that no config defines is read by
-    nothing: refuse it, naming the override and the keys it was probably meant for. ``config_name``
-    is the entry point's config (``config`` for training)."""
+    """Refuse a top-level key added on the command line (``+lr=0.1``) that no config defines, naming
+    the override and the keys it was probably meant for; ``config_name``: the entry point's config."""
     defined = defined_top_level_keys(config_name)
     unknown = sorted(str(k) for k in cfg.keys() if k != "hydra" and k not in defined)
     if not unknown:
@@ -110,12 +102,10 @@ def check_top_level_keys(cfg: DictConfig, overrides: list[str], config_name: str
 
 
 class PreflightChecks(Callback):
-    """Hydra callback, run before Hydra creates or writes anything: a top-level key the config does not
-    define is one line; so are a SLURM request the cluster cannot satisfy and an unwritable
-    ``hydra.run.dir``/``hydra.sweep.dir`` (not Hydra's traceback); the directory is claimed (its lock
-    taken, a new run over the run it holds refused unless ``overwrite=true``, see
-    :mod:`gan_lab.rundir`); and the files Hydra is about to rewrite in an existing run directory are
-    saved (:class:`RunDirBackup`)."""
+    """Hydra callback, run before Hydra creates or writes anything: refuses in one line an undefined
+    top-level key, a SLURM request the cluster cannot satisfy and an unwritable run or sweep directory;
+    claims the directory (its lock; a new run over the run it holds needs ``overwrite=true``) and saves
+    the files Hydra is about to rewrite in it (:class:`RunDirBackup`)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config, "run")
@@ -149,8 +139,7 @@ class PreflightChecks(Callback):
     def _check(cls, config: DictConfig, kind: str) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        # the default directory names the run after ${hydra:runtime.choices...}, which resolves only
-        # once Hydra's own config is published (Hydra does this itself right after this hook)
+        # the default directory uses ${hydra:runtime.choices...}, which needs Hydra's config published
         HydraConfig.instance().set_config(config)
         try:
             check_top_level_keys(config, list(config.hydra.overrides.task), config.hydra.job.config_name)
@@ -172,8 +161,8 @@ class PreflightChecks(Callback):
 
 
 def check_paths(cfg: DictConfig) -> tuple[Path, dict | None]:
-    """The run directory must be writable and a resume checkpoint must exist and be intact (every
-    CRC checked), before any work; returns the run directory and the checkpoint (tensors mapped)."""
+    """Check that the run directory is writable and a resume checkpoint exists and is intact (every
+    CRC); returns the run directory and the checkpoint (tensors mapped) or ``None``."""
     run_dir = Path(cfg.run_dir)
     try:
         probe_writable(run_dir)
@@ -192,9 +181,9 @@ def check_paths(cfg: DictConfig) -> tuple[Path, dict | None]:
 
 def check_training_length(trainer: L.Trainer, cfg: DictConfig, resume: dict | None,
                           epoch_batches: int | None = None) -> None:
-    """Refuse a run that would train nothing: no epochs, no steps, no batches, no time, or a resume
-    whose limits its checkpoint has already reached (Lightning would end at once, "completed").
-    ``epoch_batches``: the batches of an epoch, against which a share ``limit_train_batches`` counts."""
+    """Refuse a run that would train nothing: no epochs, steps, batches or time, or a resume whose
+    checkpoint already reached its limits. ``epoch_batches``: the batches of an epoch, against which a
+    share ``limit_train_batches`` counts."""
     if trainer.max_epochs == 0:
         raise UserError("trainer.max_epochs=0 trains nothing; use trainer.max_epochs>=1 (or -1 with "
                         "trainer.max_batches or trainer.max_steps), e.g. trainer.max_epochs=25.")
@@ -245,15 +234,11 @@ def final_metrics(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str,
 
 
 class RunSummary(L.Callback):
-    """Writes the training summary into ``metrics.json`` from process 0 of the processes that train.
-
-    With ``ddp_spawn`` strategies training happens in worker processes, and Lightning hands back to
-    the main process only the weights, the trainer state and the logged metrics: the main process's
-    trainer never counted epochs or optimiser steps, nor its module batches or images. Writing from
-    the training processes keeps the summary true for every strategy.
+    """Writes the training summary into ``metrics.json`` from process 0 of the processes that train
+    (under ``ddp_spawn``, worker processes: the main process never counted the training).
 
     Args:
-        path: the run's ``metrics.json`` (other keys of the file, such as evaluations, are kept).
+        path: the run's ``metrics.json`` (its other keys, such as evaluations, are kept).
         start: ``time.time()`` when training was started, for ``train_seconds``.
     """
 
@@ -268,8 +253,7 @@ class RunSummary(L.Callback):
         if not stopped_by_time_limit(trainer):
             self.write(trainer, pl_module, "completed")
             return
-        # trainer.max_time ended the run (mid-epoch or at an epoch end): resumable as an interruption,
-        # as LimitCheckpoint says
+        # trainer.max_time ended the run: resumable, as an interruption (as LimitCheckpoint says)
         self.write(trainer, pl_module, "interrupted", reason="max_time")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exc: BaseException) -> None:
@@ -309,9 +293,8 @@ class RunSummary(L.Callback):
 
 
 def check_optimized_metric(name: str | None, callbacks: list, class_names) -> None:
-    """``optimized_metric`` must be something the run logs: a ``val/`` name one of the evaluations
-    of ``callbacks.metrics`` gives, checked here; the training terms are checked by
-    :class:`OptimizedMetricLogged` once the first batch has made them."""
+    """Refuse a ``val/`` ``optimized_metric`` that none of the run's evaluations logs; other names
+    are checked by :class:`OptimizedMetricLogged` after the first batch."""
     if name is None or not str(name).startswith("val/"):
         return
     evaluations = [cb.evaluator for cb in callbacks if isinstance(cb, MetricsCallback)]
@@ -324,7 +307,7 @@ def check_optimized_metric(name: str | None, callbacks: list, class_names) -> No
 
 class OptimizedMetricLogged(L.Callback):
     """Stops a run after its first batch when ``optimized_metric`` (not a ``val/`` name) is not one of
-    the values the run logs (``train/<term>``, ``lr/<optimizer>``), rather than after the whole run."""
+    the values the run logs (``train/<term>``, ``lr/<optimizer>``)."""
 
     def __init__(self, name: str | None) -> None:
         self.name, self.checked = name, name is None or str(name).startswith("val/")
@@ -341,8 +324,7 @@ class OptimizedMetricLogged(L.Callback):
 
 
 class RunAccepted(L.Callback):
-    """The run's first batch starts: the run directory is the new run's (:meth:`RunDirBackup.accept`);
-    a refusal decided before (as training starts) had put everything back."""
+    """At the first batch, accepts the run directory as the new run's (:meth:`RunDirBackup.accept`)."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if RunDirBackup.stage == "checked":
@@ -359,10 +341,8 @@ def job_overrides() -> list[str] | None:
 def train(cfg: DictConfig) -> float | None:
     """Build everything from ``cfg``, train, write ``metrics.json`` and return ``optimized_metric``.
 
-    Every check comes before training, and before anything is written into the run directory; the
-    model is built before the data are decoded, so its nets check the image size first. The run
-    directory's lock is held throughout; with ``overwrite=true`` the run there is replaced. A requeued
-    SLURM job continues its run from the run's last checkpoint."""
+    Every check comes before anything is written into the run directory, whose lock is held
+    throughout; ``overwrite=true`` replaces the run there; a requeued SLURM job continues its run."""
     primary = not secondary_process()
     with keep_run_dir_until_accepted(Path(cfg.run_dir) if primary else None):
         return _train(cfg, primary)
@@ -423,8 +403,7 @@ def _train(cfg: DictConfig, primary: bool) -> float | None:
     log.info("run directory: %s", run_dir.resolve())
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     if trainer.is_global_zero:
-        # Under ddp_spawn the module trained in worker processes and came back with their weights
-        # only: take its counters from the summary their process 0 wrote (a no-op otherwise).
+        # under ddp_spawn the counters are the workers': take them from the summary (a no-op otherwise)
         written = read_metrics_json(summary.path)
         model.batches_seen = written.get("batches_seen", model.batches_seen)
         model.images_seen = written.get("images_seen", model.images_seen)
@@ -447,10 +426,9 @@ def in_multirun() -> bool:
 
 
 def failed_job_value() -> float:
-    """What a sweep's job that failed (a refused config, a diverged run, a metric it did not log or
-    that is NaN) returns: the worst value for the sweeper's ``direction`` (+inf when it minimises,
-    -inf when it maximises), which an Optuna study records as a bad trial and learns from. NaN,
-    which Optuna refuses, would end the whole sweep."""
+    """What a failed sweep job (refused config, diverged run, metric missing or NaN) returns: the
+    worst value for the sweeper's ``direction`` (+inf minimising, -inf maximising); NaN would end an
+    Optuna sweep."""
     from hydra.core.hydra_config import HydraConfig
 
     return slurm.failed_value(OmegaConf.select(HydraConfig.get(), "sweeper.direction"))

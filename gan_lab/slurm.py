@@ -1,18 +1,12 @@
 """Runs on a SLURM cluster: the Hydra launcher (``hydra/launcher=slurm``) and what a job does when
 the cluster stops it.
 
-- :class:`SlurmLauncher` submits one job per run through submitit, waits until the controller says
-  each has ended, and reports every job that failed (an error, killed, cancelled) with its logs, in
-  the log and in the run's ``metrics.json``; the sweep goes on. Before anything is written,
-  :func:`check_request` (called by the entry point's Hydra callback) asks the cluster whether it
-  could run the jobs (``sbatch --test-only``).
-- A job is warned ahead of its time limit (or of a pre-emption) by ``SIGUSR2`` (the launcher's
-  ``signal_delay_s``); :class:`~gan_lab.callbacks.GracefulStop` finishes the batch and saves
-  ``last.ckpt``, and :func:`requeue` puts the job back in the queue, at most
-  ``hydra.launcher.max_num_timeout`` times. A job that SLURM itself requeues (pre-emption,
-  ``scontrol requeue``) is stopped by ``SIGTERM`` the same way.
-- A requeued job runs the same command in the same run directory and continues the run from its
-  last checkpoint (:func:`checkpoint_to_continue`).
+:class:`SlurmLauncher` submits one job per run through submitit, waits until each has ended and
+records every failed job, with its logs, in the log and its run's ``metrics.json``; the sweep goes on.
+:func:`check_request` first asks the cluster whether it could run the jobs (``sbatch --test-only``).
+A job warned by ``SIGUSR2`` (or stopped by ``SIGTERM``) saves ``last.ckpt``
+(:class:`~gan_lab.callbacks.GracefulStop`); :func:`requeue` puts it back in the queue, and the
+requeued job continues its run (:func:`checkpoint_to_continue`).
 """
 from __future__ import annotations
 
@@ -38,8 +32,7 @@ log = logging.getLogger("gan_lab")
 
 
 def job_id() -> str | None:
-    """The SLURM job this process runs in (``<array>_<task>`` in a job array, as squeue shows it),
-    or ``None`` outside SLURM."""
+    """The SLURM job this process runs in (``<array>_<task>`` in a job array), or ``None``."""
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
@@ -56,7 +49,7 @@ def requeued() -> bool:
 
 def requeue_limit() -> int:
     """How many requeues a job may ask for: ``hydra.launcher.max_num_timeout`` (0 without a
-    submitit launcher: a job started by hand is not requeued by gan_lab)."""
+    submitit launcher)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
@@ -86,9 +79,8 @@ def requeue() -> bool:
 
 
 def checkpoint_to_continue(run_dir: Path) -> Path | None:
-    """For a requeued job, the checkpoint its run continues from: ``<run>/checkpoints/last.ckpt``,
-    or ``None`` when the first part wrote none (the run starts again, its history cleared).
-    Outside SLURM, or for a job's first start, ``None``."""
+    """For a requeued job, the checkpoint its run continues from (``<run>/checkpoints/last.ckpt``);
+    ``None`` outside SLURM, for a first start, or when none was written (then ``metrics.csv`` is deleted)."""
     if not requeued():
         return None
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -161,9 +153,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         return Singleton.get_state()
 
     def result(self, job: Any, state: str, idx: int, overrides: list[str]) -> JobReturn:
-        """The job's return; a job that failed (an error, or ended without a result: killed, out of
-        memory, cancelled) is said in the log with its logs' paths and recorded in its run's
-        ``metrics.json``, and returns the worst value for the sweeper, so that the sweep goes on."""
+        """The job's return; a failed job (an error, killed, cancelled) is logged with its logs' paths,
+        recorded in its run's ``metrics.json`` and returns the worst value for the sweeper."""
         try:
             ret = job.results()[0]
             ret.return_value  # noqa: B018 - raises the job's error
@@ -212,9 +203,8 @@ ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "COMP
 
 
 def wait_until_ended(jobs: Sequence[Any], poll_s: float = 2.0) -> dict[str, str]:
-    """Wait until every job has ended for good, as the controller says (a job that requeues itself
-    ends one start and is pending again at once, which accounting may not show yet); returns each
-    job's final state (from accounting once the controller has forgotten the job)."""
+    """Wait until every job has ended for good, as the controller (``squeue``) says: a requeued job
+    is pending again at once. Returns each job's final state (from accounting once forgotten)."""
     ended: dict[str, str] = {}
     while len(ended) < len(jobs):
         ids = [j.job_id for j in jobs if j.job_id not in ended]
@@ -235,10 +225,9 @@ def wait_until_ended(jobs: Sequence[Any], poll_s: float = 2.0) -> dict[str, str]
 
 
 def check_request(config: DictConfig) -> None:
-    """Before a sweep on SLURM writes anything (``config``: the sweep's, with its ``hydra`` node):
-    ``sbatch`` exists, a cluster answers, the partition is one of its, the trainer uses the tasks
-    and nodes the jobs ask for, and the cluster accepts the request (CPUs, GPUs, memory, time):
-    ``sbatch --test-only`` on the script the jobs will be submitted with."""
+    """Before a SLURM sweep writes anything (``config``: with its ``hydra`` node), check that ``sbatch``
+    exists, a cluster answers, the partition exists, the trainer uses the jobs' tasks and nodes, and
+    ``sbatch --test-only`` accepts the jobs' script."""
     launcher = {k: OmegaConf.select(config, f"hydra.launcher.{k}") for k in config.hydra.launcher
                 if k not in ("_target_", "submitit_folder", "max_num_timeout")}
     parameters = sbatch_parameters(OmegaConf.to_container(OmegaConf.create(launcher)))
@@ -280,8 +269,8 @@ MIN_WORK_S = 120
 
 
 def check_warning_time(timeout_min: Any, signal_delay_s: Any) -> None:
-    """Refuses a time limit that leaves a job less than :data:`MIN_WORK_S` before its SIGUSR2 warning:
-    such a job would be warned, and killed by the signal's default action, while it starts."""
+    """Refuses a time limit that leaves a job less than :data:`MIN_WORK_S` before its SIGUSR2 warning
+    (it would be killed while starting)."""
     if timeout_min is None or signal_delay_s is None:
         return
     left = int(timeout_min) * 60 - int(signal_delay_s)
@@ -304,5 +293,5 @@ def sbatch_parameters(launcher: dict[str, Any]) -> dict[str, Any]:
 
 def failed_value(direction: Any) -> float:
     """What a failed job returns to the sweeper: the worst value for its ``direction`` (+inf when it
-    minimises, -inf when it maximises); an Optuna study records it as a bad trial (NaN would end it)."""
+    minimises, -inf when it maximises); NaN would end an Optuna sweep."""
     return -float("inf") if "max" in str(direction).lower() else float("inf")

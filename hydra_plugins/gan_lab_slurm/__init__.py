@@ -1,7 +1,7 @@
 """gan_lab's SLURM launcher (``hydra/launcher=slurm``), where Hydra looks for launcher plugins.
 
-The launcher is :class:`gan_lab.slurm.SlurmLauncher`; Hydra accepts only plugin classes defined
-under the ``hydra_plugins`` package, hence this subclass.
+The launcher is :class:`gan_lab.slurm.SlurmLauncher`, subclassed here: Hydra accepts only plugin
+classes defined under ``hydra_plugins``.
 """
 try:
     from gan_lab.slurm import SlurmLauncher as _SlurmLauncher
