@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ import torch.nn as nn
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
+
+from gan_lab.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -116,6 +119,15 @@ def one_error_line(res: subprocess.CompletedProcess, *expected: str) -> str:
     assert len(errors) == 1, res.stderr[-3000:]
     assert all(e in errors[0] for e in expected), errors[0]
     return errors[0]
+
+
+@contextmanager
+def refused(*named: str, error: type[Exception] = UserError):
+    """Expect ``error`` whose message names every string of ``named`` (the key, its value, the fix's key or
+    value): what a one-sentence error must hold, whatever its wording."""
+    with pytest.raises(error) as info:
+        yield info
+    assert all(n in str(info.value) for n in named), str(info.value)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300, module: str = "gan_lab.run",

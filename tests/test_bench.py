@@ -10,6 +10,7 @@ from gan_lab import bench
 from gan_lab.callbacks.fast_path import compile_mode
 from gan_lab.errors import UserError
 from gan_lab.run import train
+from tests.conftest import refused
 
 TINY_BENCH = ["--image-size", "16", "--batch-size", "8", "--steps", "2", "--warmup", "1", "--repeats", "2",
               "--data-size", "16", "--data-images", "64", "noise.latent_dim=8", "model.generator.width=8",
@@ -23,6 +24,12 @@ def table_rows(text: str) -> list[list[str]]:
 
 def number(cell: str) -> float:
     return float(cell.replace(",", ""))
+
+
+def printed_error_names(capsys, *named: str) -> None:
+    """What the bench printed on stderr (its one error line) names every string of ``named``."""
+    err = capsys.readouterr().err
+    assert all(n in err for n in named), err
 
 
 def test_bench_prints_and_appends_a_table(tmp_path, capsys):
@@ -108,22 +115,22 @@ def test_bench_holds_a_growing_model_at_one_phase(tmp_path, capsys):
     assert convs["0.5"] > convs["1"]
     capsys.readouterr()
     assert bench.main(["train", *TINY_PGGAN, "--output", "-"]) == 2
-    assert "grows through resolutions (callbacks.growth); time one of its phases with --phase" in capsys.readouterr().err
+    printed_error_names(capsys, "model=pggan", "callbacks.growth", "--phase 16")
     assert bench.main(["train", *TINY_PGGAN, "--phase", "32", "--output", "-"]) == 2
-    assert "resolution=32 must be a power of two between 4 and 16" in capsys.readouterr().err
+    printed_error_names(capsys, "resolution=32", "4 and 16")
     assert bench.main(["train", *TINY_PGGAN, "--phase", "8", "--alpha", "1.5", "--output", "-"]) == 2
     assert "--alpha 1.5 must lie in [0, 1]" in capsys.readouterr().err
     assert bench.main(["train", *TINY_BENCH, "--phase", "8", "--output", "-"]) == 2
-    assert "model=dcgan trains at one resolution: drop --phase" in capsys.readouterr().err
+    printed_error_names(capsys, "--phase 8", "model=dcgan", "drop --phase")
 
 
 def test_bench_user_errors(capsys):
     assert bench.main(["train", "--compile", "fastest", "--output", "-"]) == 2
     assert "compile='fastest' is unknown" in capsys.readouterr().err
     assert bench.main(["train", "--steps", "5", "--profile", "6", "--output", "-"]) == 2
-    assert "--profile 6 must be between 0 (off) and --steps 5" in capsys.readouterr().err
+    printed_error_names(capsys, "--profile 6", "--steps 5")
     assert bench.main(["train", "--cuda-graph", "--device", "cpu", "--output", "-"]) == 2
-    assert "--cuda-graph captures the step on a GPU; use it with --device cuda." in capsys.readouterr().err
+    printed_error_names(capsys, "--cuda-graph", "--device cuda")
     with pytest.raises(SystemExit):
         bench.main(["train", "--precision", "64"])
     assert compile_mode("false") is None and compile_mode(True) == "default"
@@ -178,7 +185,7 @@ def test_bench_suites_parse(capsys):
     for row in bench.SUITES["cuda"]:  # the GPU rows are valid options (checked here with the CPU)
         options = row.split()
         if "--cuda-graph" in options:  # a GPU-only option: refused on the CPU, parsed without it
-            with pytest.raises(UserError, match="--cuda-graph captures the step on a GPU"):
+            with refused("--cuda-graph", "--device cuda"):
                 bench.parse_args([*options, "--device", "cpu"])
             options.remove("--cuda-graph")
         parsed = bench.parse_args([*options, "--device", "cpu"])
@@ -187,13 +194,13 @@ def test_bench_suites_parse(capsys):
             assert bench.bench_config(parsed).model._target_.startswith("gan_lab.models.")
     assert bench.suite_rows("0-1,3", 5) == [0, 1, 3] and bench.suite_rows(None, 2) == [0, 1]
     for bad in ("7", "a-b", "2-1", ""):
-        with pytest.raises(UserError, match="--list shows them"):
+        with refused(f"--rows {bad} ", "--list"):
             bench.suite_rows(bad, 5)
     chosen = bench.suite_jobs(bench.parse_args(["suite", "--device", "cpu", "--rows", "4-5"]))
     assert [job.what for job in chosen] == ["data", "data"] and chosen[1].on_device
     assert bench.main(["suite", "--list", "--device", "cuda"]) == 0  # listing needs no GPU
     assert capsys.readouterr().out.splitlines()[0].startswith("  0  train --model dcgan")
-    with pytest.raises(UserError, match="no config overrides"):
+    with refused("noise.latent_dim=8", "python -m gan_lab.bench train"):
         bench.suite_jobs(bench.parse_args(["suite", "--device", "cpu", "noise.latent_dim=8"]))
 
 
@@ -224,7 +231,7 @@ def test_the_bench_refuses_what_its_captured_plain_twin_cannot_reproduce(extra, 
                              *extra])
     bench.bench_config(args)  # eager: both loops run the module's updates
     args.cuda_graph = True  # as --cuda-graph sets it on a GPU
-    with pytest.raises(UserError, match=f"{what} decides the updates on the host"):
+    with refused("--cuda-graph", what):
         bench.bench_config(args)
 
 

@@ -26,7 +26,7 @@ from gan_lab.models.tricks import InstanceNoise, flip_mask, swap_flipped
 from gan_lab.nets import (ConditionalDCGANDiscriminator, ConditionalDCGANGenerator, LabelBranch,
                           MLPConditionalDiscriminator, MLPConditionalGenerator)
 from gan_lab.run import train
-from tests.conftest import compose_config, layer_table
+from tests.conftest import compose_config, layer_table, refused
 
 
 class UnlabelledDigits(Digits):
@@ -100,10 +100,10 @@ def test_instance_noise_anneals_linearly_to_zero():
     ["model=cgan_mlp", "model.generator.hidden=[]"], ["model=cgan_mlp", "model.discriminator.hidden=[0,4]"],
     ["model=cgan_mlp", "model.generator.embedding_dim=0"], ["model=cdcgan", "model.discriminator.dropout=1.0"]])
 def test_bad_values_of_conditional_models_are_refused(make_cfg, overrides):
-    refused = overrides[-1].replace("[", r"\[").replace("]", r"\]")
+    bad = overrides[-1].replace("[", r"\[").replace("]", r"\]")
     cfg = make_cfg(*overrides)
     build_datamodule(cfg, setup=False)  # the data's facts the nets take
-    with pytest.raises(UserError, match=rf"^{refused} must be "):
+    with pytest.raises(UserError, match=rf"^{bad} must be "):
         build_model(cfg)
 
 
@@ -147,7 +147,7 @@ def test_grid_rows_carry_class_names(make_cfg):
 
 def test_conditional_model_on_unlabelled_data_is_a_user_error(make_cfg):
     cfg = make_cfg("model=cdcgan", "data._target_=tests.test_conditional.UnlabelledDigits")
-    with pytest.raises(UserError, match="num_classes=1.*labelled dataset"):
+    with refused("num_classes=1", "data=digits"):
         train(cfg)
 
 
@@ -365,24 +365,24 @@ def test_branch_width_defaults_to_half_the_first_layer():
     assert (branch(m).input_layer.out_features, branch(m).label_layer.out_features) == (20, 10)
 
 
-@pytest.mark.parametrize("build,match", [
+@pytest.mark.parametrize("build,named", [
     (lambda: ConditionalDCGANGenerator(8, 10, 16, 1, width=4, conditioning="stack"),
-     r"model\.generator\.conditioning='stack' is unknown; use one of concat, branch\."),
+     ("model.generator.conditioning='stack'", "concat, branch")),
     (lambda: ConditionalDCGANGenerator(8, 10, 16, 1, width=4, branch_channels=4),
-     r"model\.generator\.branch_channels=4 only applies with conditioning=branch"),
+     ("model.generator.branch_channels=4", "conditioning=branch")),
     (lambda: ConditionalDCGANGenerator(8, 10, 16, 1, width=4, conditioning="branch", branch_channels=8),
-     r"model\.generator\.branch_channels=8 must be an integer from 1 to 7"),
+     ("model.generator.branch_channels=8", "1 to 7")),
     (lambda: ConditionalDCGANDiscriminator(10, 16, 1, width=4, conditioning="branch", branch_channels=0),
-     r"model\.discriminator\.branch_channels=0 must be an integer from 1 to 3"),
+     ("model.discriminator.branch_channels=0", "1 to 3")),
     (lambda: MLPConditionalDiscriminator(10, 8, 1, hidden=(32, 16), branch_width=8),
-     r"model\.discriminator\.branch_width=8 only applies with conditioning=branch"),
+     ("model.discriminator.branch_width=8", "conditioning=branch")),
     (lambda: MLPConditionalGenerator(8, 10, 8, 1, hidden=(16, 32), conditioning="branch", branch_width=16),
-     r"model\.generator\.branch_width=16 must be an integer from 1 to 15"),
+     ("model.generator.branch_width=16", "1 to 15")),
     (lambda: MLPConditionalGenerator(8, 10, 8, 1, activation="gelu"),
-     r"model\.generator\.activation='gelu' is unknown; use one of leaky_relu, relu\."),
+     ("model.generator.activation='gelu'", "leaky_relu, relu")),
 ])
-def test_invalid_conditioning_options_are_one_sentence_user_errors(build, match):
-    with pytest.raises(UserError, match=match) as info:
+def test_invalid_conditioning_options_are_one_sentence_user_errors(build, named):
+    with refused(*named) as info:
         build()
     message = str(info.value)
     assert message.endswith(".") and message.replace("e.g. ", "").count(". ") == 0 and "\n" not in message

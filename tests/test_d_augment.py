@@ -14,7 +14,7 @@ from gan_lab.d_augment import (ADA_OPS, ORIENTATION_OPS, AdaptiveAugment, DiffAu
                                cutout, translation)
 from gan_lab.errors import UserError
 from gan_lab.run import train
-from tests.conftest import NARROW_NETS, compose_config
+from tests.conftest import NARROW_NETS, compose_config, refused
 
 NARROW = NARROW_NETS
 
@@ -215,15 +215,15 @@ def test_bf16_inputs_stay_bf16_and_finite():
 
 
 def test_bad_values_are_one_sentence():
-    with pytest.raises(UserError, match=r"d_augment.policy=\['blur'\] must list some of color, translation, cutout"):
+    with refused("d_augment.policy=['blur']", "color, translation, cutout"):
         DiffAugment(["blur"])
     for overrides in (["d_augment=diffaugment", "d_augment.p=1.5"], ["d_augment=ada", "d_augment.target=1.2"],
                       ["d_augment=ada", "d_augment.interval=0"]):
         with pytest.raises(UserError, match=rf"^{overrides[-1]} must be "):
             check_types(compose_config(overrides).d_augment, "d_augment")
-    with pytest.raises(UserError, match=r"d_augment.ops names unknown operation\(s\) \['flip'\]; choose among"):
+    with refused("d_augment.ops", "['flip']", "'xint'"):
         AdaptiveAugment(ops=["xint", "flip"])
-    with pytest.raises(UserError, match=r"d_augment.ops=\[\] must be a non-empty list of operation names"):
+    with refused("d_augment.ops=[]", "d_augment.ops=[xint,"):
         AdaptiveAugment(ops=[])
 
 
@@ -239,7 +239,7 @@ def test_subset_is_drawn_from_the_seed_and_keeps_the_full_split(make_cfg):
     assert len(train_labels("data.subset=160")[1]) == 160
     with pytest.raises(UserError, match=r"^data\.subset=1\.5 must be "):
         build_datamodule(make_cfg("data.subset=1.5"))
-    with pytest.raises(UserError, match=r"data.subset=100000 selects 100000 of the"):
+    with refused("data.subset=100000", "(0, 1)"):
         build_datamodule(make_cfg("data.subset=100000"))
 
 

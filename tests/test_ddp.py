@@ -246,8 +246,9 @@ def test_ddp_time_limit_mid_epoch_resumes_exactly(tmp_path):
     clock = ["+callbacks.clock._target_=tests.test_resume.BatchClock"]
     res = ddp_cpu_cli(tmp_path / "cut", *clock, "+callbacks.clock.seconds=2")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert ("the time limit trainer.max_time (0:00:02 of training) was reached after batch 2, saved in "
-            f"{tmp_path / 'cut' / 'checkpoints' / 'last.ckpt'}; continue with ckpt_path=") in res.stderr
+    cut_last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    assert all(s in res.stderr for s in ("trainer.max_time", "0:00:02", "batch 2", f"ckpt_path={cut_last}")), \
+        res.stderr[-3000:]
     summary = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert (summary["status"], summary["reason"], summary["batches_seen"]) == ("interrupted", "max_time", 2)
     resumed = ddp_cpu_run(tmp_path / "resumed", tmp_path / "probe_resumed", *clock, "+callbacks.clock.seconds=100",

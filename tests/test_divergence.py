@@ -11,7 +11,7 @@ import torch
 from gan_lab.build import build_callbacks
 from gan_lab.errors import TrainingDiverged, UserError
 from gan_lab.run import train
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, refused, run_cli
 
 SMALL = ["model.generator.width=8", "model.discriminator.width=8", "data.image_size=16",
          "data.batch_size=16", "callbacks.sample_grid=null"]
@@ -51,9 +51,8 @@ def test_nan_weights_stop_and_keep_last_good_checkpoint(make_cfg, tmp_path):
         train(make_cfg(*SMALL, *poison, run_dir=run))
     message = str(info.value)
     # poisoned after batch 4 (after the guard's check of that batch): found at the check of batch 5
-    assert message.startswith("training diverged at batch 5 (epoch 1): train/d_loss=nan, ")
-    assert "weights=nan is not finite;" in message
-    assert f"the last good checkpoint {run / 'checkpoints' / 'last.ckpt'} was kept" in message
+    kept = str(run / "checkpoints" / "last.ckpt")  # the last good checkpoint
+    assert all(s in message for s in ("batch 5 (epoch 1)", "train/d_loss=nan", "weights=nan", kept)), message
     assert "\n" not in message
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["gan_lab"]["batches_seen"] == 3  # the epoch-0 checkpoint, never overwritten
@@ -69,12 +68,10 @@ def test_nan_weights_stop_and_keep_last_good_checkpoint(make_cfg, tmp_path):
 
 def test_nan_loss_and_loss_bound(make_cfg, tmp_path):
     # NaN latents make NaN fakes and losses at the first check, before any checkpoint exists
-    with pytest.raises(TrainingDiverged, match=r"at batch 1 \(epoch 0\): train/d_loss=nan, .*"
-                                               r"no checkpoint had been written yet"):
+    with refused("batch 1 (epoch 0)", "train/d_loss=nan", "no checkpoint", error=TrainingDiverged):
         train(make_cfg(*SMALL, NAN_LATENTS, run_dir=tmp_path / "nan"))
     # a finite loss beyond the bound stops only after `patience` consecutive checks
-    with pytest.raises(TrainingDiverged, match=r"at batch 2 \(epoch 0\): train/d_loss=.* stayed beyond "
-                                               r"max_abs_loss=0.001 for 2 checks"):
+    with refused("batch 2 (epoch 0)", "train/d_loss=", "max_abs_loss=0.001", "2 checks", error=TrainingDiverged):
         train(make_cfg(*SMALL, "callbacks.divergence.max_abs_loss=1e-3", "callbacks.divergence.patience=2",
                        run_dir=tmp_path / "bound"))
     assert json.loads((tmp_path / "bound" / "metrics.json").read_text())["status"] == "diverged"
@@ -83,7 +80,7 @@ def test_nan_loss_and_loss_bound(make_cfg, tmp_path):
 def test_checks_only_every_n_batches(make_cfg, tmp_path):
     """Between checks no loss is read back: a bound violated on every batch is seen every 2nd one
     (after batches 2, 4 and 6)."""
-    with pytest.raises(TrainingDiverged, match=r"at batch 6 \(epoch 1\)"):
+    with refused("batch 6 (epoch 1)", error=TrainingDiverged):
         train(make_cfg(*SMALL, "callbacks.divergence.max_abs_loss=1e-3", "callbacks.divergence.patience=3",
                        "callbacks.divergence.check_every_n_batches=2", run_dir=tmp_path / "r"))
 

@@ -197,7 +197,7 @@ def test_a_run_on_read_only_storage_generates_elsewhere_and_evaluate_says_why_no
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "samples.png").is_file()
     res = read_only(run, "gan_lab.evaluate", f"run_dir={run}", "device=cpu", "metrics=[scores]", "num_samples=16")
-    one_error_line(res, f"run_dir={run} cannot be written (it is on a read-only file system)")
+    one_error_line(res, f"run_dir={run} ", "read-only file system")
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
 
 
@@ -220,5 +220,5 @@ def test_ctrl_c_during_evaluate_is_one_line(run, tmp_path):
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
     lines = [line for line in err.splitlines() if line.startswith("gan_lab:")]
-    assert lines == ["gan_lab: evaluate interrupted (Ctrl-C); run the same command again to score the checkpoint."]
+    assert len(lines) == 1 and all(s in lines[0] for s in ("gan_lab: evaluate", "Ctrl-C")), lines
     assert json.loads((run / "metrics.json").read_text()) == before

@@ -8,11 +8,11 @@ import logging
 
 import pytest
 
-from gan_lab.errors import UserError
 from gan_lab.loggers import wandb_logger
-from tests.conftest import CONF, TINY, run_main
+from tests.conftest import CONF, TINY, refused, run_main
 
-#: (group, overrides, expected text); exit status 2 for gan_lab's own messages, Hydra's are 1
+#: (group, overrides, expected text, or that text and further pieces its line must name); exit status 2 for
+#: gan_lab's own messages, Hydra's are 1
 PER_GROUP = [
     ("model", ["model=nonexistent"], "Could not find 'model/nonexistent'"),
     ("data", ["data.batch_size=abc"],
@@ -25,11 +25,8 @@ PER_GROUP = [
      "gan_lab: error: scheduler.generator.gamma='fast' must be a"),
     ("noise", ["noise.latent_dim=0"],
      "gan_lab: error: noise.latent_dim=0 must be "),
-    ("trainer", ["+trainer.max_epoch=3"],
-     "gan_lab: error: trainer: Trainer.__init__() got an unexpected keyword argument 'max_epoch'; "
-     "check the keys under `trainer` (see conf/trainer/)."),
-    ("logger", ["+logger.csv.flush_every=5"],
-     "gan_lab: error: logger.csv: CSVLogger.__init__() got an unexpected keyword argument 'flush_every'"),
+    ("trainer", ["+trainer.max_epoch=3"], ("gan_lab: error: trainer: ", "'max_epoch'", "conf/trainer/")),
+    ("logger", ["+logger.csv.flush_every=5"], ("gan_lab: error: logger.csv: ", "CSVLogger", "'flush_every'")),
     ("callbacks", ["callbacks.divergence.patience=0"],
      "gan_lab: error: callbacks.divergence.patience=0 must be "),
     ("experiment", ["experiment=nonexistent"], "Could not find 'experiment/nonexistent'"),
@@ -37,22 +34,21 @@ PER_GROUP = [
      "gan_lab: error: augment.hflip_p=2 must be "),
     ("hparams_search", ["hparams_search=nonexistent"], "Could not find 'hparams_search/nonexistent'"),
     ("d_augment", ["d_augment=diffaugment", "d_augment.policy=[blur]"],
-     "gan_lab: error: d_augment.policy=['blur'] must list some of color, translation, cutout; "
-     "e.g. d_augment.policy=[color,translation,cutout]."),
+     ("gan_lab: error: d_augment.policy=['blur']", "color, translation, cutout",
+      "d_augment.policy=[color,translation,cutout]")),
     ("evaluator", ["callbacks=with_metrics", "callbacks.metrics.evaluator.metrics=[fid,fidd]"],
-     "gan_lab: error: evaluator.metrics=['fidd'] unknown; choose from fid, kid, is,"),
+     ("gan_lab: error: evaluator.metrics=['fidd']", "fid, kid, is")),
 ]
 
 OTHER_INPUTS = [
     ("unknown data", ["data=nonexistent"], "Could not find 'data/nonexistent'"),
     ("unknown noise", ["noise=nonexistent"], "Could not find 'noise/nonexistent'"),
     ("unknown key", ["trainer.max_epoch=3"], "Could not override 'trainer.max_epoch'"),
-    ("image size", ["data.image_size=48"], "gan_lab: error: image_size=48 is not supported by the DCGAN "
-                                           "generator; use one of 16, 32, 64, 128, 256"),
+    ("image size", ["data.image_size=48"],
+     ("gan_lab: error: image_size=48", "DCGAN generator", "16, 32, 64, 128, 256")),
     ("negative latent_dim", ["noise.latent_dim=-4"], "gan_lab: error: noise.latent_dim=-4 must be "),
     ("batch > dataset", ["data.batch_size=5000"],
-     "gan_lab: error: data.batch_size=5000 is larger than the 1617 training images of digits and "
-     "drop_last is on, so no batch would be served; use data.batch_size<=1617."),
+     ("gan_lab: error: data.batch_size=5000", "1617", "digits", "data.batch_size<=1617")),
     ("missing checkpoint", ["ckpt_path=/nonexistent/last.ckpt"],
      "gan_lab: error: ckpt_path=/nonexistent/last.ckpt does not exist;"),
     ("unwritable run directory", ["hydra.run.dir=/proc/gan_lab_run"],
@@ -63,29 +59,33 @@ OTHER_INPUTS = [
      "gan_lab: error: optimizer.discriminator.betas=[2,0.9] must be "),
     ("no _target_", ["logger=none", "+logger.mine.project=x"], "gan_lab: error: logger.mine has no _target_"),
     ("bad piecewise table", ["scheduler=piecewise", "scheduler.discriminator.milestones=[5,10]"],
-     "gan_lab: error: scheduler milestones (2) and lrs (10) must be non-empty lists of the same length"),
+     ("gan_lab: error: scheduler milestones (2)", "lrs (10)", "scheduler.*.milestones/lrs")),
     ("half of exact resume", ["callbacks.rng_state=null"],
-     "gan_lab: error: callbacks.rng_state=null with callbacks.epoch_position on makes a resumed run differ"),
+     ("gan_lab: error: callbacks.rng_state=null", "callbacks.epoch_position=null")),
     ("the other half", ["callbacks.epoch_position=null"],
-     "gan_lab: error: callbacks.epoch_position=null with callbacks.rng_state on"),
+     ("gan_lab: error: callbacks.epoch_position=null", "callbacks.rng_state=null")),
     # the conditional variant words this message; here: one gan_lab line, exit 2, before training
     ("conditional model on unlabelled data", ["model=cdcgan", "data=monet"], "gan_lab: error:"),
 ]
 
 
-def check(args: list[str], expected: str, tmp_path, capsys) -> str:
-    """Runs the entry point with ``args``; returns the line that reports the error."""
+def check(args: list[str], expected: str | tuple[str, ...], tmp_path, capsys) -> str:
+    """Runs the entry point with ``args``; returns the line that reports the error, which holds ``expected``
+    (its first text, and every further one)."""
+    first, *named = (expected,) if isinstance(expected, str) else expected
     run_dir = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir={tmp_path / 'run'}"]
     res = run_main("gan_lab.run", *TINY, *run_dir, *args, capsys=capsys)
     assert res.returncode != 0, res.stdout[-2000:]
-    assert expected in res.stderr, res.stderr[-3000:]
+    assert first in res.stderr, res.stderr[-3000:]
     assert "Traceback" not in res.stderr
-    if expected.startswith("gan_lab: error:"):
+    if first.startswith("gan_lab: error:"):
         assert res.returncode == 2
         line = next(l for l in res.stderr.splitlines() if l.startswith("gan_lab: error:"))
         assert line.endswith(".") and line.count("gan_lab: error:") == 1
     assert not (tmp_path / "run" / "checkpoints").exists()  # failed before training
-    return next(line for line in res.stderr.splitlines() if line.startswith("gan_lab: error:") or expected in line)
+    line = next(line for line in res.stderr.splitlines() if line.startswith("gan_lab: error:") or first in line)
+    assert all(n in line for n in named), line
+    return line
 
 
 @pytest.mark.parametrize("group,args,expected", PER_GROUP, ids=[c[0] for c in PER_GROUP])
@@ -144,9 +144,9 @@ def test_user_error_from_a_spawned_worker_is_one_line(capsys):
 def test_lightning_rejecting_trainer_values_is_one_sentence(make_cfg):
     from gan_lab.build import build_trainer
 
-    for override, words in (("trainer.strategy=fastest", "invalid strategy name"),
-                            ("trainer.accelerator=tpu9", "invalid accelerator name")):
-        with pytest.raises(UserError, match=words) as info:
+    for override, named in (("trainer.strategy=fastest", "strategy='fastest'"),
+                            ("trainer.accelerator=tpu9", "accelerator='tpu9'")):
+        with refused(named) as info:
             build_trainer(make_cfg(override), [], [])
         assert str(info.value).startswith("trainer: ") and str(info.value).endswith("(see conf/trainer/).")
 
@@ -162,24 +162,23 @@ def test_progress_bar_off_drops_the_configured_bar(make_cfg):
     assert not any(isinstance(c, ProgressBar) for c in trainer.callbacks)
 
 
-@pytest.mark.parametrize("override, words, ending", [
-    ("+trainer.gradient_clip_val=1.0", r"^trainer.gradient_clip_val=1.0 belongs to Lightning's automatic optimisation",
-     "; remove trainer.gradient_clip_val; model.gradient_clip_norm clips each net's gradients."),
-    ("+trainer.accumulate_grad_batches=2", r"^trainer.accumulate_grad_batches=2 belongs to Lightning's automatic",
-     "; remove trainer.accumulate_grad_batches."),
+@pytest.mark.parametrize("override, named", [
+    ("+trainer.gradient_clip_val=1.0",
+     ("trainer.gradient_clip_val=1.0", "remove trainer.gradient_clip_val", "model.gradient_clip_norm")),
+    ("+trainer.accumulate_grad_batches=2",
+     ("trainer.accumulate_grad_batches=2", "remove trainer.accumulate_grad_batches")),
 ])
-def test_automatic_optimisation_keys_are_refused_before_training(make_cfg, override, words, ending):
+def test_automatic_optimisation_keys_are_refused_before_training(make_cfg, override, named):
     """Lightning raises on these only when fit starts, with a stack trace; gan_lab says it first."""
     from gan_lab.build import build_trainer
 
-    with pytest.raises(UserError, match=words) as info:
+    with refused(*named):
         build_trainer(make_cfg(override), [], [])
-    assert str(info.value).endswith(ending)
     build_trainer(make_cfg("+trainer.gradient_clip_val=0", "+trainer.accumulate_grad_batches=1"), [], [])
 
 
 def test_negative_data_workers_are_refused_in_one_sentence(make_cfg):
     from gan_lab.build import build_datamodule
 
-    with pytest.raises(UserError, match=r"^data\.num_workers=-1 must be .*; e\.g\. data\.num_workers=0\.$"):
+    with refused("data.num_workers=-1", "data.num_workers=0"):
         build_datamodule(make_cfg("data.num_workers=-1"))

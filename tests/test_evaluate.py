@@ -18,7 +18,7 @@ from gan_lab.generate import class_blend, class_sweep, generate, interpolation_f
 from gan_lab.metrics.sampling import ema_weights
 from gan_lab.run import train
 from gan_lab.runs import load_run
-from tests.conftest import CONF, TINY, compose_config, run_cli
+from tests.conftest import CONF, TINY, compose_config, refused, run_cli
 from tests.test_host_sync import MODELS as TINY_NETS
 
 
@@ -104,7 +104,7 @@ def test_generate_writes_grids_pngs_and_gifs(digits_run, tmp_path):
     gif = Image.open(written["interpolation_spherical_gif"])
     assert gif.n_frames == 7 + 5  # 7 frames forward, then back without repeating the ends
     assert (out / "interpolation_linear.png").is_file() and (out / "interpolation_linear.gif").is_file()
-    with pytest.raises(UserError, match="not class-conditional"):
+    with refused("classes=[3]", "class-conditional"):
         generate(compose_entry("generate", f"run_dir={digits_run}", "classes=[3]"))
 
 

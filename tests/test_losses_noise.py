@@ -14,7 +14,7 @@ from gan_lab.errors import UserError
 from gan_lab.noise import Gamma, Interpolated, Normal, Uniform
 from gan_lab.run import train
 from gan_lab.schedulers import ExponentialLR, PiecewiseLR
-from tests.conftest import compose_config
+from tests.conftest import compose_config, refused
 
 LOG2 = math.log(2.0)
 
@@ -106,15 +106,14 @@ def test_interpolated_latents_keep_the_mean_and_shrink_the_spread(alpha, std):
 
 @pytest.mark.parametrize("alpha", [1.5, -0.1])
 def test_interpolated_alpha_outside_unit_interval_is_one_sentence(alpha):
-    with pytest.raises(UserError, match=rf"^noise\.alpha={alpha} must be .*; e\.g\. noise\.alpha=0\.3\.$"):
+    with refused(f"noise.alpha={alpha}", "noise.alpha=0.3"):
         check_types(compose_config(["noise=interpolated", f"noise.alpha={alpha}"]).noise, "noise")
 
 
 def test_interpolated_base_must_match_the_latent_size():
-    with pytest.raises(UserError, match=r"noise\.base\.latent_dim=8 differs from noise\.latent_dim=16"):
+    with refused("noise.base.latent_dim=8", "noise.latent_dim=16"):
         Interpolated(16, Normal(8), 0.3)
-    with pytest.raises(UserError, match=r"noise\.base='uniform' is not a latent distribution; pick one with "
-                                        r"noise@noise\.base=normal"):
+    with refused("noise.base='uniform'", "noise@noise.base=normal"):
         Interpolated(16, "uniform", 0.3)
 
 
@@ -149,16 +148,16 @@ def test_gamma_support_is_positive():
     assert (Gamma(16, 2.0, 1.0).sample(1000) > 0).all()
 
 
-@pytest.mark.parametrize("overrides,refused", [
+@pytest.mark.parametrize("overrides,bad", [
     (["noise.latent_dim=0"], "noise.latent_dim=0"), (["noise.std=0"], "noise.std=0"),
     (["noise=gamma", "noise.concentration=-1.0"], "noise.concentration=-1.0")])
-def test_noise_rejects_bad_parameters(overrides, refused):
-    with pytest.raises(UserError, match=rf"^{refused} must be "):
+def test_noise_rejects_bad_parameters(overrides, bad):
+    with pytest.raises(UserError, match=rf"^{bad} must be "):
         check_types(compose_config(overrides).noise, "noise")
 
 
 def test_uniform_noise_needs_low_below_high():
-    with pytest.raises(UserError, match=r"noise\.low=1 must be below noise\.high=-1"):
+    with refused("noise.low=1", "noise.high=-1"):
         Uniform(8, 1, -1)
 
 

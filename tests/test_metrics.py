@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from gan_lab.data.digits import Digits
-from gan_lab.errors import UserError
 from gan_lab.metrics import (DomainAutoencoder, DomainClassifier, class_accuracy, frechet_distance,
                              inception_score, kernel_distance, load_extractor, memorisation, nearest_neighbours,
                              parzen_evaluate, parzen_log_likelihood, select_sigma)
@@ -17,6 +16,7 @@ from gan_lab.metrics import extract_all
 from gan_lab.pixels import to_float
 from gan_lab.metrics.neighbours import neighbour_rows
 from gan_lab.metrics.records import append_evaluation, read_metrics_json, update_metrics_json
+from tests.conftest import refused
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ def test_inception_extractor_reads_torch_fidelity_weights_and_gives_features_and
     hub = tmp_path / "hub"
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    with pytest.raises(UserError, match=f"needs the FID Inception weights {INCEPTION_FILE} in .*hub/checkpoints"):
+    with refused("kind=inception", INCEPTION_FILE, str(hub / "checkpoints"), "kind=domain"):
         load_extractor("digits", *splits, 10, cache_dir=tmp_path, kind="inception")
     (hub / "checkpoints").mkdir(parents=True)
     (hub / "checkpoints" / INCEPTION_FILE).write_bytes(weights.read_bytes())
@@ -180,7 +180,7 @@ def test_inception_extractor_reads_torch_fidelity_weights_and_gives_features_and
 
     broken = tmp_path / "broken.pth"
     broken.write_bytes(weights.read_bytes()[:1000])  # an interrupted download
-    with pytest.raises(UserError, match="broken.pth is not torch-fidelity's Inception-v3 weights file"):
+    with refused(f"inception_weights={broken}", INCEPTION_FILE, "kind=domain"):
         InceptionExtractor(broken)
 
 

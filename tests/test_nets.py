@@ -9,6 +9,7 @@ from gan_lab.nets import DCGANDiscriminator, DCGANGenerator
 from gan_lab.nets.artgan import ArtGANGenerator
 from gan_lab.nets.conditional import ConditionalDCGANGenerator, MLPConditionalGenerator
 from gan_lab.nets.dcgan import SUPPORTED_SIZES
+from tests.conftest import refused
 
 
 @pytest.mark.parametrize("size", SUPPORTED_SIZES)
@@ -47,7 +48,7 @@ def test_discriminator_norm_options(norm):
 
 
 def test_unsupported_size_names_the_allowed_sizes():
-    with pytest.raises(UserError, match=r"image_size=48 .* 16, 32, 64, 128, 256"):
+    with refused("image_size=48", "16, 32, 64, 128, 256"):
         DCGANGenerator(latent_dim=8, image_size=48, channels=3)
     with pytest.raises(UserError, match="norm='group'"):
         DCGANDiscriminator(image_size=32, norm="group")

@@ -9,9 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gan_lab.errors import UserError
 from gan_lab.run import train
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, refused, run_cli
 
 
 def read_metrics(path):
@@ -92,7 +91,7 @@ def test_sample_grids_at_chosen_batches_and_not_again_after_resume(make_cfg, tmp
 
 
 def test_sample_grid_at_batches_must_be_batch_numbers(make_cfg):
-    with pytest.raises(UserError, match=r"callbacks.sample_grid.at_batches=\[0,100\] must be .*integers >= 1"):
+    with refused("callbacks.sample_grid.at_batches=[0,100]", "integers >= 1"):
         train(make_cfg("callbacks.sample_grid.at_batches=[0,100]"))
 
 
@@ -102,13 +101,13 @@ def test_sample_grid_at_batches_must_be_batch_numbers(make_cfg):
      "val/d_real"),
 ])
 def test_an_optimized_metric_no_evaluation_logs_is_refused_before_training(make_cfg, tmp_path, overrides, named):
-    with pytest.raises(UserError, match=f"optimized_metric={overrides[0].split('=')[1]} .*{named}"):
+    with refused(overrides[0], named):
         train(make_cfg(*overrides))
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_an_optimized_metric_training_does_not_log_stops_the_run_after_its_first_batch(make_cfg, tmp_path):
-    with pytest.raises(UserError, match="optimized_metric=train/foo is not logged by this run; use one of .*train/d_loss"):
+    with refused("optimized_metric=train/foo", "train/d_loss"):
         train(make_cfg("optimized_metric=train/foo"))
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert summary["status"] == "failed" and summary["batches_seen"] == 1
@@ -116,6 +115,6 @@ def test_an_optimized_metric_training_does_not_log_stops_the_run_after_its_first
 
 
 def test_several_devices_without_a_ddp_trainer_are_refused_before_training(make_cfg, tmp_path):
-    with pytest.raises(UserError, match="trainer.devices=3 with trainer.strategy=auto .* trainer=ddp_cpu"):
+    with refused("trainer.devices=3", "trainer.strategy=auto", "trainer=ddp_cpu"):
         train(make_cfg("trainer.devices=3"))
     assert not (tmp_path / "run" / "metrics.json").exists()

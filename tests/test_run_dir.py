@@ -29,9 +29,8 @@ from hydra.core.hydra_config import HydraConfig
 
 from gan_lab import run as gan_run
 from gan_lab.checkpoint_io import AtomicCheckpointIO
-from gan_lab.errors import UserError
 from gan_lab.fs import HOST_TAG
-from tests.conftest import ROOT, TINY, one_error_line, run_main
+from tests.conftest import ROOT, TINY, one_error_line, refused, run_main
 
 #: a tiny run: 2 epochs of 3 batches of narrow DCGAN nets on the bundled digits
 SMALL = [*TINY, "model.generator.width=8", "model.discriminator.width=8"]
@@ -107,7 +106,7 @@ def test_a_second_training_into_a_run_directory_in_use_is_refused(tmp_path, caps
         time.sleep(0.2)  # Hydra has written the first run's .hydra/
         config = {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()}
         res = main("seed=1", f"hydra.run.dir={run}", capsys=capsys)
-        one_error_line(res, f"the run directory {run} is in use by another training (process {first.pid} on ")
+        one_error_line(res, f"run directory {run} ", f"process {first.pid} ")
         assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == config
         assert first.poll() is None, first.stderr.read().decode()[-3000:]
     finally:
@@ -158,26 +157,24 @@ def test_a_requeued_slurm_job_starts_again_in_its_own_directory(tmp_path, monkey
 
 #: refused resumes of a run stopped inside an epoch: (override, what the sentence names)
 REFUSED_RESUMES = {
-    "batch size": ("data.batch_size=32", "batches held 64 images, and this run's batches hold 32"),
-    "seed": ("seed=9", "drawn with seed 0 over 1617 training images, and this run draws it with seed 9"),
-    "optimizer": ("optimizer=sgd", "holds the state of a torch.optim.Adam optimiser for the discriminator, and "
-                                   "this config builds torch.optim.SGD (optimizer.discriminator)"),
-    "model": ("model=wgan", "torch.optim.Adam optimiser for the discriminator, and this config builds "
-                            "torch.optim.RMSprop"),
-    "refused as training starts": ("callbacks.fast_path.cuda_graph=true", "callbacks.fast_path.cuda_graph=true "
-                                                                          "captures the step on a GPU"),
+    "batch size": ("data.batch_size=32", ("64 images", "hold 32", "data.batch_size")),
+    "seed": ("seed=9", ("seed 0", "1617", "seed 9")),
+    "optimizer": ("optimizer=sgd", ("torch.optim.Adam", "discriminator", "torch.optim.SGD", "optimizer.discriminator")),
+    "model": ("model=wgan", ("torch.optim.Adam", "discriminator", "torch.optim.RMSprop")),
+    "refused as training starts": ("callbacks.fast_path.cuda_graph=true",
+                                   ("callbacks.fast_path.cuda_graph=true", "GPU")),
 }
 
 
-@pytest.mark.parametrize("override,expected", list(REFUSED_RESUMES.values()), ids=list(REFUSED_RESUMES))
-def test_a_refused_resume_leaves_every_byte_of_the_run(run_copy, capsys, override, expected):
+@pytest.mark.parametrize("override,named", list(REFUSED_RESUMES.values()), ids=list(REFUSED_RESUMES))
+def test_a_refused_resume_leaves_every_byte_of_the_run(run_copy, capsys, override, named):
     """Resumed into its own directory with an override it cannot continue with: one sentence, and every
     file of the run (its .hydra/, run.log, hparams.yaml, metrics, checkpoints, locks) as it was."""
     run = run_copy
     ckpt = run / "checkpoints" / "last.ckpt"
     before = every_byte(run)
     res = main("trainer.max_batches=4", f"ckpt_path={ckpt}", override, f"hydra.run.dir={run}", capsys=capsys)
-    one_error_line(res, expected)
+    one_error_line(res, *named)
     assert every_byte(run) == before
     if override == "optimizer=sgd":  # the start of a fresh run that the sentence advises
         res = main(override, f"hydra.run.dir={run.parent / 'fresh'}", capsys=capsys)
@@ -219,7 +216,7 @@ def test_a_sweep_into_a_sweep_directory_with_runs_is_refused_unless_overwrite(tm
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
     before = every_byte(sweep)
     res = main("-m", *fast, "seed=2", capsys=capsys)
-    one_error_line(res, f"hydra.sweep.dir={sweep} already holds the runs of a sweep (0, 1)", "overwrite=true")
+    one_error_line(res, f"hydra.sweep.dir={sweep} ", "(0, 1)", "overwrite=true")
     assert every_byte(sweep) == before
     res = main("-m", *fast, "seed=2", "overwrite=true", capsys=capsys)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -242,9 +239,7 @@ def test_a_full_disk_at_the_save_site_names_the_checkpoint_and_keeps_the_last(tm
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(UserError, match=rf"the disk holding {path} is full \(No space left on device\): the "
-                                        rf"checkpoint could not be written, and the previous last.ckpt is intact; "
-                                        rf"free space there, then continue with ckpt_path={path}.") as info:
+    with refused(str(path), "No space left on device", f"ckpt_path={path}") as info:
         io.save_checkpoint({"step": 2}, path)
     assert isinstance(info.value, OSError) and info.value.errno == errno.ENOSPC
     monkeypatch.undo()
@@ -284,7 +279,7 @@ def test_a_full_disk_during_a_checkpoint_save_is_one_sentence_and_keeps_last_ckp
     fill = ["+callbacks.fill._target_=tests.test_run_dir.FillDisk", f"+callbacks.fill.filler={small_disk / 'filler'}"]
     res = main(*fill, f"hydra.run.dir={run}", capsys=capsys)
     last = run / "checkpoints" / "last.ckpt"
-    one_error_line(res, f"the disk holding {last} is full (No space left on device)", f"ckpt_path={last}")
+    one_error_line(res, str(last), "No space left on device", f"ckpt_path={last}")
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0  # the first epoch's, intact
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # no temporary file left
     summary = json.loads((run / "metrics.json").read_text())

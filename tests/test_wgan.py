@@ -12,6 +12,7 @@ import torch
 from gan_lab.build import build_datamodule, build_model
 from gan_lab.errors import UserError
 from gan_lab.run import train
+from tests.conftest import refused
 
 NARROW = ["model.generator.width=8", "model.discriminator.width=8"]
 
@@ -157,16 +158,16 @@ def test_a_run_resumed_inside_a_warmup_equals_one_without_the_break(make_cfg, tm
     assert all(torch.equal(full["state_dict"][k], resumed["state_dict"][k]) for k in full["state_dict"])
 
 
-@pytest.mark.parametrize("value, message", [
-    ("{updates:0,first:25,every:500}", r"model.critic_warmup.updates=0 must be an integer >= 1"),
-    ("{updates:100,first:-1,every:500}", r"model.critic_warmup.first=-1 must be an integer >= 0"),
-    ("7", r"model.critic_warmup=7 must be a mapping or null for WGAN; e.g. model.critic_warmup=\{key:value\}"),
-    ("{updates:100,first:25,every:0}", r"model.critic_warmup.every=0 must be an integer >= 1"),
+@pytest.mark.parametrize("value, named", [
+    ("{updates:0,first:25,every:500}", ("model.critic_warmup.updates=0", ">= 1")),
+    ("{updates:100,first:-1,every:500}", ("model.critic_warmup.first=-1", ">= 0")),
+    ("7", ("model.critic_warmup=7", "model.critic_warmup={key:value}")),
+    ("{updates:100,first:25,every:0}", ("model.critic_warmup.every=0", ">= 1")),
 ])
-def test_a_bad_critic_warmup_is_refused(make_cfg, value, message):
+def test_a_bad_critic_warmup_is_refused(make_cfg, value, named):
     cfg = make_cfg("model=wgan", *NARROW, f"model.critic_warmup={value}")
     build_datamodule(cfg)
-    with pytest.raises(UserError, match=message):
+    with refused(*named):
         build_model(cfg)
 
 
