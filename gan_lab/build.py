@@ -5,6 +5,7 @@ values); ``run``, ``evaluate`` and ``generate`` all build through here.
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -305,6 +306,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     plugins = precision_plugins(precision, node.get("accelerator"))
     node = node.copy()
     with open_dict(node):
+        node.max_time = max_time_text(node.get("max_time"))
         if plugins:  # a mixed precision is gan_lab's plugin, given with the others instead of the flag
             node.pop("precision")
             node.plugins = [*(node.get("plugins") or []), *plugins]
@@ -315,6 +317,30 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
                                                              "auto_requeue": False}]
     trainer = instantiate_checked(node, "trainer", callbacks=callbacks, logger=loggers or False)
     return trainer
+
+
+#: the units ``trainer.max_time`` may be given in as a mapping, as Lightning's Timer takes them
+TIME_UNITS = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
+
+
+def max_time_text(value: Any) -> str | None:
+    """``trainer.max_time`` (``"DD:HH:MM:SS"`` or ``{days, hours, minutes, seconds}``) as ``DD:HH:MM:SS``,
+    the form Lightning's Timer reads from a config; one sentence for anything else."""
+    if value is None:
+        return None
+    given = OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
+    seconds = None
+    if isinstance(given, str) and re.fullmatch(r"\d+:\d+:\d+:\d+", given.strip()):
+        seconds = sum(int(n) * u for n, u in zip(given.strip().split(":"), TIME_UNITS.values()))
+    elif isinstance(given, dict) and given and set(given) <= set(TIME_UNITS) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+            for v in given.values()):
+        seconds = int(sum(v * TIME_UNITS[k] for k, v in given.items()))
+    if not seconds:
+        raise UserError(f"trainer.max_time={given!r} is not a time limit; give DD:HH:MM:SS or days, hours, minutes, "
+                        f"seconds >= 0 adding up to at least a second, e.g. trainer.max_time=00:12:00:00 or "
+                        f"trainer.max_time={{hours:12}}.")
+    return f"{seconds // 86400:02d}:{seconds % 86400 // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def resolved(cfg: DictConfig) -> dict:

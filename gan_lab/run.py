@@ -200,9 +200,6 @@ def check_training_length(trainer: L.Trainer, cfg: DictConfig, resume: dict | No
                         f"(e.g. trainer.limit_train_batches=1).")
     timer = time_limit(trainer)
     spent = trained_seconds(resume) if resume is not None else 0.0
-    if timer is not None and resume is None and timer.time_remaining() <= 0:
-        raise UserError(f"trainer.max_time={cfg.trainer.max_time} allows no training time; give a duration "
-                        f"DD:HH:MM:SS, e.g. trainer.max_time=00:12:00:00.")
     if resume is None:
         return
     if timer is not None and spent >= timer.time_remaining():

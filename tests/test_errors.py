@@ -60,6 +60,8 @@ OTHER_INPUTS = [
     ("no _target_", ["logger=none", "+logger.mine.project=x"], "gan_lab: error: logger.mine has no _target_"),
     ("bad piecewise table", ["scheduler=piecewise", "scheduler.discriminator.milestones=[5,10]"],
      ("gan_lab: error: scheduler milestones (2)", "lrs (10)", "scheduler.*.milestones/lrs")),
+    ("negative time limit", ["trainer.max_time={hours:-1}"], "gan_lab: error: trainer.max_time={'hours': -1} is not a time limit"),
+    ("no time at all", ["trainer.max_time=00:00:00:00"], "gan_lab: error: trainer.max_time='00:00:00:00' is not a time limit"),
     ("half of exact resume", ["callbacks.rng_state=null"],
      ("gan_lab: error: callbacks.rng_state=null", "callbacks.epoch_position=null")),
     ("the other half", ["callbacks.epoch_position=null"],

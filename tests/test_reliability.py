@@ -192,8 +192,8 @@ def test_time_limit_counts_parts_trained_without_one(make_cfg, tmp_path):
                        "logger=none", run_dir=tmp_path / "spent"))
     assert not (tmp_path / "spent" / "checkpoints").exists()
     resumed = tmp_path / "resumed"
-    train(make_cfg(*SMALL[len(TINY):], "trainer.max_time=00:03:00:00", f"ckpt_path={long_ago}", "logger=none",
-                   run_dir=resumed))
+    train(make_cfg(*SMALL[len(TINY):], "trainer.max_time={hours:2,minutes:60}", f"ckpt_path={long_ago}", "logger=none",
+                   run_dir=resumed))  # Lightning's mapping form of 3 hours
     after = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     timer = next(v for k, v in after["callbacks"].items() if "Timer" in k)
     assert 7200 < timer["time_elapsed"]["train"] < 7300
