@@ -66,7 +66,7 @@ COMMANDS = documented_commands()
 SHOWN = {
     ("README.md", "python -m gan_lab.run model=dcgan data=digits noise=uniform loss=hinge"),
     ("README.md", "python -m gan_lab.run -m noise=uniform,normal,gamma"),
-    ("README.md", "python -m gan_lab.run callbacks.sample_grid.at_batches=[1,100,4000]"),
+    ("docs/runs.md", "python -m gan_lab.run callbacks.sample_grid.at_batches=[1,100,4000]"),
     ("docs/sweeps.md", "python -m gan_lab.run -m hparams_search=optuna experiment=digits"),
     ("docs/evaluation.md", "python -m gan_lab.generate run_dir=<run> interpolation.seeds=[0,1,2] interpolation.steps=10"),
     ("experiments/wasserstein_digits/README.md", "python -m gan_lab.run -m experiment=digits model=dcgan,wgan,wgan_gp "
