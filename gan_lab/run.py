@@ -395,6 +395,8 @@ def _train(cfg: DictConfig, primary: bool) -> float | None:
     del resume  # mapped tensors: Lightning reads the checkpoint itself
     # every check before training has passed; the run is accepted when its first batch starts
     RunDirBackup.hold(run_dir if primary else None, replace)
+    if primary and cfg.ckpt_path is None:
+        slurm.clear_history_of_a_restart(run_dir)  # kept by RunDirBackup until the first batch
     for logger in loggers:
         logger.log_hyperparams(resolved(cfg))
     log.info("run directory: %s", run_dir.resolve())

@@ -80,19 +80,24 @@ def requeue() -> bool:
 
 def checkpoint_to_continue(run_dir: Path) -> Path | None:
     """For a requeued job, the checkpoint its run continues from (``<run>/checkpoints/last.ckpt``);
-    ``None`` outside SLURM, for a first start, or when none was written (then ``metrics.csv`` is deleted)."""
+    ``None`` outside SLURM, for a first start, or when none was written."""
     if not requeued():
         return None
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         log.info("SLURM job %s, start %d: continuing the run from %s", job_id(), restarts() + 1, last)
         return last
+    return None
+
+
+def clear_history_of_a_restart(run_dir: Path) -> None:
+    """For a requeued job whose first part wrote no checkpoint, once its checks have passed: the run
+    starts again, so its ``metrics.csv`` (the part that left nothing to continue from) is deleted."""
     history = run_dir / "metrics.csv"
-    if history.is_file():
+    if requeued() and history.is_file() and not (run_dir / "checkpoints" / "last.ckpt").is_file():
         log.warning("SLURM job %s, start %d: no checkpoint was written before the requeue; the run starts "
                     "again and its history %s is cleared", job_id(), restarts() + 1, history)
         history.unlink()
-    return None
 
 
 def completed_run(run_dir: Path) -> dict | None:

@@ -150,9 +150,16 @@ def test_a_requeued_slurm_job_starts_again_in_its_own_directory(tmp_path, monkey
         monkeypatch.delenv(key)
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    stale = "step,train/d_loss\n0,0.5\n1,0.4\n"  # the first part's history: it left no checkpoint
+    (run / "metrics.csv").write_text(stale)
+    res = main(f"hydra.run.dir={run}", "data.batch_size=5000", capsys=capsys)  # refused by its checks
+    one_error_line(res, "data.batch_size=5000")
+    assert (run / "metrics.csv").read_text() == stale  # a refused start keeps it
     res = main(f"hydra.run.dir={run}", capsys=capsys)
     assert res.returncode == 0, res.stderr[-3000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 1
+    assert "step,train/d_loss\n0,0.5" not in (run / "metrics.csv").read_text()  # the run's own history only
+    assert "its history" in res.stderr + (run / "run.log").read_text()
 
 
 #: refused resumes of a run stopped inside an epoch: (override, what the sentence names)
