@@ -12,7 +12,6 @@ from __future__ import annotations
 from contextlib import contextmanager, nullcontext
 from typing import ContextManager, Generator
 
-import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
@@ -37,10 +36,9 @@ class PhaseMixedPrecision(MixedPrecision):
         return torch.autocast(self.device, dtype=dtype, cache_enabled=self.cache_enabled)
 
 
-def phase_context(trainer: L.Trainer | None) -> ContextManager:
-    """The autocast region of one phase under ``trainer``'s precision (a no-op unless it is
+def phase_context(plugin: object | None) -> ContextManager:
+    """The autocast region of one phase under a precision plugin (a no-op unless it is
     :class:`PhaseMixedPrecision`: full precision, or Lightning's own whole-step autocast)."""
-    plugin = None if trainer is None else trainer.strategy.precision_plugin
     return plugin.phase_context() if isinstance(plugin, PhaseMixedPrecision) else nullcontext()
 
 

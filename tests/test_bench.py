@@ -256,3 +256,16 @@ def test_the_bench_leaves_no_run_directory_behind():
     assert done.returncode == 0, done.stderr
     run_dir = Path(done.stdout.strip().splitlines()[-1])
     assert run_dir.name.startswith("gan_lab_bench_") and not run_dir.exists()
+
+
+def test_the_plain_loop_runs_the_modules_updates_under_its_precisions_per_phase_autocast():
+    args = bench.parse_args(["train", "--image-size", "16", "--batch-size", "8", "--device", "cpu", "--output", "-",
+                             "--precision", "bf16-mixed"])
+    module = bench.fresh_model(bench.bench_config(args), torch.device("cpu"))
+    assert not torch.is_autocast_enabled("cpu")
+    with module.autocast():
+        assert not torch.is_autocast_enabled("cpu")  # no Trainer and no loop: full precision
+    bench.PlainLoop(module, "bf16-mixed", torch.device("cpu"))
+    with module.autocast():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    assert not torch.is_autocast_enabled("cpu")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack, nullcontext
-from typing import Callable, ContextManager, Iterator
+from contextlib import ExitStack
+from typing import ContextManager, Iterator
 
 import torch
 from torch import Tensor
@@ -12,6 +12,7 @@ from torch.utils.data import IterableDataset
 
 from gan_lab.callbacks.fast_path import GraphedStep, make_capturable
 from gan_lab.pixels import to_float
+from gan_lab.precision import MIXED, PhaseMixedPrecision
 
 
 class DeviceBatches(IterableDataset):
@@ -29,15 +30,6 @@ class DeviceBatches(IterableDataset):
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def autocast_for(precision: str, device: torch.device, cache: bool = True) -> Callable[[], object]:
-    """A hand-written loop's autocast: around the forward passes of one phase only (without the
-    weight-cast cache when the loop is captured as a CUDA graph)."""
-    if precision == "32-true":
-        return nullcontext
-    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
-    return lambda: torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
 
 
 class ScaledOptimizer:
@@ -71,8 +63,10 @@ class PlainLoop:
     def __init__(self, model, precision: str, device: torch.device, graphed: bool = False) -> None:
         self.model, self.device = model, device
         (self.opt_d, self.opt_g), _ = model.configure_optimizers()
-        model.loop_autocast = autocast_for(precision, device, cache=not graphed)
-        self.scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
+        model.loop_precision = plugin = PhaseMixedPrecision(precision, device.type) if precision in MIXED else None
+        if plugin is not None:
+            plugin.cache_enabled = not graphed  # as callbacks.fast_path.cuda_graph sets it
+        self.scaler = None if plugin is None else plugin.scaler  # 16-mixed's
         self.graphed: GraphedStep | None = None
         if graphed:
             make_capturable([self.opt_d, self.opt_g])

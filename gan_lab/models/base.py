@@ -359,16 +359,14 @@ class GAN(L.LightningModule):
             return {}
         return {"ada_p": self.d_augment.p, "ada_rt": self.d_augment.rt}
 
-    #: outside a Trainer, the autocast of a hand-written loop that runs :meth:`updates` (the bench's)
-    loop_autocast: Callable[[], ContextManager] | None = None
+    #: outside a Trainer, the precision plugin of a hand-written loop that runs :meth:`updates` (the bench's)
+    loop_precision: Any = None
 
     def autocast(self) -> ContextManager:
         """The mixed-precision region of one update's forward passes and loss (a no-op in full
         precision); backward and optimizer steps stay outside it (see :mod:`gan_lab.precision`)."""
         trainer = attached_trainer(self)
-        if trainer is None and self.loop_autocast is not None:
-            return self.loop_autocast()
-        return phase_context(trainer)
+        return phase_context(self.loop_precision if trainer is None else trainer.strategy.precision_plugin)
 
     def discriminator_update(self, opt, real, labels, fake, fake_labels, backward) -> dict[str, Tensor]:
         with self.autocast():
