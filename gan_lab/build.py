@@ -241,7 +241,9 @@ def _targets(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
 EXACT_RESUME = ("rng_state", "epoch_position")
 
 
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+def exact_resume(cfg: DictConfig) -> bool:
+    """Whether a resume continues the run exactly: both :data:`EXACT_RESUME` callbacks are on (one alone
+    is refused in one sentence)."""
     callbacks = cfg.get("callbacks") or {}
     on = [name for name in EXACT_RESUME if callbacks.get(name) is not None]
     if len(on) == 1:
@@ -249,6 +251,11 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
         raise UserError(f"callbacks.{off}=null with callbacks.{on[0]} on makes a resumed run differ from the "
                         f"uninterrupted one anyway; turn both off for resumes that need not be exact "
                         f"(callbacks.{on[0]}=null too), or keep both.")
+    return bool(on)
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    exact_resume(cfg)
     return [instantiate_checked(node, f"callbacks.{name}") for name, node in _targets(cfg, "callbacks")]
 
 

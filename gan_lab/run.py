@@ -26,8 +26,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lab import CONFIG_DIR, slurm
-from gan_lab.build import (EXACT_RESUME, batches_per_epoch, build_callbacks, build_datamodule, build_loggers, build_model,
-                           build_trainer, check_batch_size, resolved, serve_draws, setup_datamodule)
+from gan_lab.build import (batches_per_epoch, build_callbacks, build_datamodule, build_loggers, build_model,
+                           build_trainer, check_batch_size, exact_resume, resolved, serve_draws, setup_datamodule)
 from gan_lab.callbacks.clock import dhms, time_limit, trained_seconds, trainer_max_time
 from gan_lab.callbacks.history import History
 from gan_lab.callbacks.limit import cut_checkpoint, epoch_cut_short, stopped_by_time_limit
@@ -389,7 +389,7 @@ def _train(cfg: DictConfig, primary: bool) -> float | None:
     check_batch_size(model, datamodule, trainer.world_size, trainer.limit_train_batches)
     if resume is not None:
         check_resumed_position(resume, datamodule)
-        if not any((cfg.get("callbacks") or {}).get(name) is not None for name in EXACT_RESUME):
+        if not exact_resume(cfg):
             log.warning("callbacks.rng_state and callbacks.epoch_position are off: the continued run draws other "
                         "noise and images than the uninterrupted run would have.")
     del resume  # mapped tensors: Lightning reads the checkpoint itself

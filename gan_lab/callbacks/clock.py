@@ -43,8 +43,8 @@ def trained_seconds(checkpoint: dict[str, Any]) -> float:
             continue
         if key == TrainingClock.__qualname__:
             seconds = max(seconds, float(state.get("train_seconds", 0.0)))
-        elif timer_train_seconds(key, state) is not None:
-            seconds = max(seconds, timer_train_seconds(key, state))
+        elif (timer := timer_train_seconds(key, state)) is not None:
+            seconds = max(seconds, timer)
     return seconds
 
 
