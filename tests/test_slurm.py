@@ -47,7 +47,7 @@ def wait_for(condition, timeout: float, what: str, step: float = 0.5, sweep_dir:
         if value:
             return value
         time.sleep(step)
-    logs = "".join(f"\n{p}:\n{p.read_text()[-1500:]}" for p in sorted((sweep_dir or Path("/nonexistent")).rglob("*_log.*")))
+    logs = "".join(f"\n{p}:\n{p.read_text()[-1500:]}" for p in (sorted(sweep_dir.rglob("*_log.*")) if sweep_dir else []))
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; the queue:\n"
                          f"{slurm('squeue', '-h', '--states=all')}{logs}")
 
