@@ -19,8 +19,6 @@ from gan_lab.errors import UserError
 class Noise(ABC):
     """Base class; subclasses draw ``[n, latent_dim]`` samples on a device."""
 
-    name = "noise"
-
     def __init__(self, latent_dim: Count) -> None:
         self.latent_dim = int(latent_dim)
 
@@ -46,8 +44,6 @@ class Noise(ABC):
 class Normal(Noise):
     """N(mean, std^2) per coordinate; N(0, 1) is the DCGAN default."""
 
-    name = "normal"
-
     def __init__(self, latent_dim: Count = 100, mean: AnyFloat = 0.0, std: Positive = 1.0) -> None:
         super().__init__(latent_dim)
         self.loc, self.scale = float(mean), float(std)
@@ -67,8 +63,6 @@ class Normal(Noise):
 
 class Uniform(Noise):
     """U(low, high) per coordinate; U(-1, 1) is one setting of the Monet study."""
-
-    name = "uniform"
 
     def __init__(self, latent_dim: Count = 100, low: AnyFloat = -1.0, high: AnyFloat = 1.0) -> None:
         super().__init__(latent_dim)
@@ -91,8 +85,6 @@ class Uniform(Noise):
 
 class Gamma(Noise):
     """Gamma(concentration, rate) per coordinate; Gamma(2, 1) is one setting of the Monet study."""
-
-    name = "gamma"
 
     def __init__(self, latent_dim: Count = 100, concentration: Positive = 2.0, rate: Positive = 1.0) -> None:
         super().__init__(latent_dim)
@@ -121,8 +113,6 @@ class Interpolated(Noise):
         alpha: weight of the first draw, in [0, 1]; 0 and 1 give the base distribution itself.
     """
 
-    name = "interpolated"
-
     def __init__(self, latent_dim: Count, base: Noise, alpha: Probability = 0.3) -> None:
         super().__init__(latent_dim)
         if not isinstance(base, Noise):
@@ -134,8 +124,7 @@ class Interpolated(Noise):
         self.base, self.alpha = base, float(alpha)
 
     def sample(self, n, device="cpu"):
-        z1 = self.base.sample(n, device)
-        z2 = self.base.sample(n, device)
+        z1, z2 = self.base.sample(n, device), self.base.sample(n, device)
         return z1.mul_(self.alpha).add_(z2, alpha=1.0 - self.alpha)
 
     @property

@@ -4,9 +4,7 @@ from __future__ import annotations
 import bisect
 from typing import Annotated, Sequence
 
-from torch.optim import Optimizer
-from torch.optim import lr_scheduler
-from torch.optim.lr_scheduler import LRScheduler
+from torch.optim import Optimizer, lr_scheduler
 
 from pydantic import Field
 
@@ -17,7 +15,7 @@ from gan_lab.errors import UserError
 LastEpoch = Annotated[int, Field(ge=-1)]
 
 
-class PiecewiseLR(LRScheduler):
+class PiecewiseLR(lr_scheduler.LRScheduler):
     """Sets the learning rate to ``lrs[i]`` from epoch ``milestones[i]`` on (absolute values).
 
     ``milestones`` must start at 0 and increase; e.g. the ArtGAN study's table
@@ -36,11 +34,9 @@ class PiecewiseLR(LRScheduler):
         self.milestones, self.lrs = milestones, lrs
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch: int) -> float:
-        return self.lrs[bisect.bisect_right(self.milestones, epoch) - 1]
-
     def get_lr(self) -> list[float]:
-        return [self.lr_at(max(self.last_epoch, 0)) for _ in self.optimizer.param_groups]
+        lr = self.lrs[bisect.bisect_right(self.milestones, max(self.last_epoch, 0)) - 1]
+        return [lr] * len(self.optimizer.param_groups)
 
 
 class ExponentialLR(lr_scheduler.ExponentialLR):

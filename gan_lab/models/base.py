@@ -100,12 +100,6 @@ class GAN(L.LightningModule):
                 "its discriminator's K+1 outputs train with loss=categorical; drop the loss override."
                 if self.k_plus_one else "loss=categorical scores K+1 class outputs, which only model=artgan's "
                 "discriminator has; use another loss (e.g. loss=non_saturating) or model=artgan."))
-        if not isinstance(fresh_reals, bool):
-            raise UserError(f"model.fresh_reals={fresh_reals!r} must be true (each critic update draws its own real "
-                            f"images) or false (the updates of a batch share its real images).")
-        if not isinstance(fresh_fakes, bool):
-            raise UserError(f"model.fresh_fakes={fresh_fakes!r} must be true (the first generator update of a batch "
-                            f"generates its own images) or false (it takes the last discriminator update's).")
         missing = {"discriminator", "generator"} - set(optimizer)
         if missing:
             raise UserError(f"optimizer is missing {sorted(missing)}; an optimizer config needs both "
@@ -153,8 +147,7 @@ class GAN(L.LightningModule):
 
     @property
     def unit_range(self) -> bool:
-        """Whether the nets work on images in [0, 1] (a ``sigmoid`` generator) rather than the data's
-        [-1, 1]; images enter and leave the nets through the two conversions below."""
+        """Whether the nets work on images in [0, 1] (a ``sigmoid`` generator) rather than the data's [-1, 1]."""
         return getattr(self.generator, "output", "tanh") == "sigmoid"
 
     def to_model_range(self, images: Tensor) -> Tensor:
@@ -274,7 +267,6 @@ class GAN(L.LightningModule):
         for i in range(n_d):
             draw, draw_labels = draws[i % len(draws)]
             n = draw.shape[0]
-            fake_d = None
             if with_fakes:
                 # The last critic step's fakes keep G's graph so the first G update reuses them:
                 # G runs once per batch when n_critic = n_gen = 1 (unless fresh_fakes).
@@ -283,8 +275,7 @@ class GAN(L.LightningModule):
                 with torch.set_grad_enabled(keep), self.autocast():
                     fake = self.generate(z, fake_labels)
             real_d = self.augment_for_d(draw)
-            if with_fakes:
-                fake_d = self.augment_for_d(fake.detach())
+            fake_d = self.augment_for_d(fake.detach()) if with_fakes else None
             terms.update(self.discriminator_update(opt_d, real_d, draw_labels, fake_d, fake_labels, backward))
             self.update_ada_statistics()
         return terms, DiscriminatorPhase(n_d, fake, fake_labels, real_d, draw_labels)
@@ -416,12 +407,8 @@ class GAN(L.LightningModule):
         return every > 0 and self.batches_seen % every == 0
 
     def log_terms(self, terms: Mapping[str, Tensor]) -> None:
-        """Log ``train/<term>`` on logging steps only, so the host waits for the device on no other batch.
-
-        The terms are averaged over the DDP ranks, brought to the host in one transfer, kept as
-        :attr:`logged` and written to the loggers at ``step = batches_seen``; only ``d_loss`` and
-        ``g_loss`` also go through ``self.log``, as host values, for the progress bar.
-        """
+        """On logging steps only, the terms averaged over the DDP ranks, brought to the host in one transfer,
+        kept as :attr:`logged` and written to the loggers as ``train/<term>`` at ``step = batches_seen``."""
         if not self.is_logging_step():
             return
         names = list(terms)
@@ -496,10 +483,8 @@ class GAN(L.LightningModule):
     # --- ending an epoch early (the way a schedule callback ends one) ----------------------
 
     def request_epoch_end(self) -> None:
-        """End the current epoch before the batch about to train (that batch is not used).
-
-        A schedule callback calls this from its ``on_train_batch_start``, which Lightning runs just before
-        the module's; a request made elsewhere applies at the next batch."""
+        """End the current epoch before the batch about to train (that batch is not used); called from a
+        callback's ``on_train_batch_start``, a request made elsewhere applies at the next batch."""
         self._epoch_end_requested = True
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
@@ -509,9 +494,7 @@ class GAN(L.LightningModule):
         return None
 
     def on_train_epoch_end(self) -> None:
-        schedulers = self.lr_schedulers()
-        if schedulers is None:
-            return
+        schedulers = self.lr_schedulers() or []
         for sch in schedulers if isinstance(schedulers, list) else [schedulers]:
             sch.step()
 

@@ -104,12 +104,10 @@ class GrowthSchedule:
 
     def phase(self, images_seen: int) -> Phase:
         """The phase after ``images_seen`` training images."""
-        for i, stage in enumerate(self.stages):
-            if images_seen < stage.end or i == len(self.stages) - 1:
-                into = images_seen - stage.start
-                alpha = 1.0 if stage.fade_images == 0 or into >= stage.fade_images else into / stage.fade_images
-                return Phase(stage.resolution, float(alpha), stage.batch_size, i)
-        raise AssertionError("unreachable: the last stage always matches")
+        i = next((i for i, stage in enumerate(self.stages) if images_seen < stage.end), len(self.stages) - 1)
+        stage, into = self.stages[i], images_seen - self.stages[i].start
+        alpha = 1.0 if stage.fade_images == 0 or into >= stage.fade_images else into / stage.fade_images
+        return Phase(stage.resolution, float(alpha), stage.batch_size, i)
 
     def __repr__(self) -> str:
         body = ", ".join(f"{s.resolution}:{s.fade_images}+{s.stable_images}@{s.batch_size}" for s in self.stages)
