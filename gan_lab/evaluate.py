@@ -8,19 +8,15 @@ counts completed epochs; a mid-epoch checkpoint adds ``batch_in_epoch``.
 from __future__ import annotations
 
 import json
-import logging
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, ListConfig
 
 from gan_lab import CONFIG_DIR
 from gan_lab.build import instantiate_checked
-from gan_lab.metrics.records import append_evaluation
 from gan_lab.errors import UserError, check_count, check_seed, exit_on_user_error
+from gan_lab.metrics.records import append_evaluation
 from gan_lab.runs import load_run, pick_device, required_run_dir, write_problem
-
-log = logging.getLogger("gan_lab")
 
 
 def check_request(cfg: DictConfig) -> None:
@@ -33,7 +29,7 @@ def check_request(cfg: DictConfig) -> None:
     pick_device(cfg.device)
 
 
-def check_applicable(cfg: DictConfig, metrics: list[str], model, num_classes: int) -> None:
+def check_applicable(cfg: DictConfig, metrics: list[str], model) -> None:
     """Metrics that measure nothing on this model (class accuracy of an unconditional one) alone are refused."""
     if all(m == "accuracy" for m in metrics) and not model.conditional:
         raise UserError(f"metrics={metrics!r} measures nothing on run_dir={cfg.run_dir}: class accuracy needs a "
@@ -50,19 +46,19 @@ def evaluate(cfg: DictConfig) -> dict:
         raise UserError(f"run_dir={run_dir} cannot be written ({problem}), and evaluate appends its record to "
                         f"{run_dir / 'metrics.json'}; evaluate a writable copy of the run.")
     run = load_run(run_dir, cfg.ckpt, cfg.device)
-    check_applicable(cfg, evaluator.metrics, run.model, int(run.datamodule.num_classes))
-    out_dir = Path(cfg.run_dir) / "evaluation" / run.checkpoint.stem
+    check_applicable(cfg, evaluator.metrics, run.model)
+    out_dir = run_dir / "evaluation" / run.checkpoint.stem
     record, flat = evaluator.evaluate(run.model, run.datamodule, out_dir)
     where = {} if run.batch_in_epoch is None else {"batch_in_epoch": run.batch_in_epoch}
     record = {"source": "evaluate", "checkpoint": str(run.checkpoint.resolve()), "epoch": run.epoch, **where,
               "step": run.step, "batches_seen": getattr(run.model, "batches_seen", None),
               "images_seen": getattr(run.model, "images_seen", None), **record}
-    append_evaluation(Path(cfg.run_dir) / "metrics.json", record)
-    (out_dir / "evaluation.json").parent.mkdir(parents=True, exist_ok=True)
+    append_evaluation(run_dir / "metrics.json", record)
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "evaluation.json").write_text(json.dumps(record, indent=2))
     for key, value in flat.items():
         print(f"{key} = {value:.6g}")
-    print(f"gan_lab: evaluation of {run.checkpoint} appended to {Path(cfg.run_dir) / 'metrics.json'}")
+    print(f"gan_lab: evaluation of {run.checkpoint} appended to {run_dir / 'metrics.json'}")
     return record
 
 

@@ -8,7 +8,6 @@ Writes to the run directory (``runs/explore/<data>/<time>/``): ``channel_stats.p
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import hydra
@@ -23,11 +22,8 @@ from PIL import Image  # noqa: E402
 
 from gan_lab import CONFIG_DIR
 from gan_lab.build import build_datamodule  # noqa: E402
+from gan_lab.errors import UserError, check_count, exit_on_user_error  # noqa: E402
 from gan_lab.grids import save_grid  # noqa: E402
-from gan_lab.errors import UserError  # noqa: E402
-from gan_lab.errors import check_count, exit_on_user_error  # noqa: E402
-
-log = logging.getLogger("gan_lab")
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
@@ -63,10 +59,10 @@ def composite(name: str, value: torch.Tensor) -> np.ndarray:
     return value.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def save_composite(name: str, value: torch.Tensor, path: Path) -> Path:
-    array = composite(name, value)
-    Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(path)
-    return path
+def save_figure(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_channel_stats(stats: dict[str, torch.Tensor], path: Path, channel_names: list[str]) -> None:
@@ -87,18 +83,14 @@ def plot_channel_stats(stats: dict[str, torch.Tensor], path: Path, channel_names
             ax.imshow(composite(name, value))
             ax.set_title(f"{name} RGB", fontsize=9)
             ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def histogram(values, path: Path, title: str, xlabel: str, bins: int = 40) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(values, bins=bins, color="tab:blue", edgecolor="white")
     ax.set(title=title, xlabel=xlabel, ylabel="images")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def explore(cfg: DictConfig) -> dict:
@@ -125,14 +117,15 @@ def explore(cfg: DictConfig) -> dict:
     stats = channel_stats(images)
     plot_channel_stats(stats, out / "channel_stats.png", channel_names)
     for name, value in stats.items():
-        save_composite(name, value, out / f"composite_{name}.png")
+        array = composite(name, value)
+        Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(out / f"composite_{name}.png")
     summary["channel_mean"] = [round(float(v), 2) for v in stats["mean"].mean((1, 2))]
     # per-channel std over all pixels, from the per-pixel mean and std: E[x^2] - E[x]^2
     second = (stats["std"].double().square() + stats["mean"].double().square()).mean((1, 2))
     first = stats["mean"].double().mean((1, 2))
     summary["channel_std"] = [round(float(v), 2) for v in (second - first.square()).clamp_min(0).sqrt()]
 
-    file_sizes = info.file_sizes if info is not None else None
+    file_sizes = getattr(info, "file_sizes", None)
     if file_sizes is not None and len(file_sizes):
         kb = (file_sizes.double() / 1024).numpy()
         histogram(kb, out / "file_sizes.png", f"{dm.name} {split}: file sizes", "kB")
@@ -141,16 +134,14 @@ def explore(cfg: DictConfig) -> dict:
     else:
         summary["file_kb"] = "not applicable (images stored in array files)"
 
-    source = info.source_sizes if info is not None and info.source_sizes is not None else None
+    source = getattr(info, "source_sizes", None)
     if source is None:
         source = torch.tensor([[size, size]]).expand(n, 2)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, column, name in zip(axes, (0, 1), ("width", "height")):
         ax.hist(source[:, column].numpy(), bins=40, color="tab:green", edgecolor="white")
         ax.set(title=f"source {name}", xlabel="pixels", ylabel="images")
-    fig.tight_layout()
-    fig.savefig(out / "image_sizes.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "image_sizes.png")
     pairs, counts = torch.unique(source, dim=0, return_counts=True)
     top = counts.argsort(descending=True)[:5]
     summary["source_sizes"] = {f"{int(pairs[i, 0])}x{int(pairs[i, 1])}": int(counts[i]) for i in top}
@@ -162,13 +153,10 @@ def explore(cfg: DictConfig) -> dict:
         ax.set_xticks(range(dm.num_classes), [str(c) for c in dm.class_names], rotation=60, ha="right",
                       fontsize=8)
         ax.set(title=f"{dm.name} {split}: images per class", ylabel="images")
-        fig.tight_layout()
-        fig.savefig(out / "class_counts.png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, out / "class_counts.png")
         summary["class_counts"] = {str(c): int(k) for c, k in zip(dm.class_names, per_class)}
 
-    k = min(samples, n)
-    pick = torch.randperm(n, generator=torch.Generator().manual_seed(int(cfg.seed)))[:k]
+    pick = torch.randperm(n, generator=torch.Generator().manual_seed(int(cfg.seed)))[:samples]
     save_grid(images[pick], out / "samples.png", nrow=nrow, upscale_to=64)
 
     skipped = list(info.skipped) if info is not None else []

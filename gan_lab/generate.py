@@ -17,10 +17,9 @@ from PIL import Image
 from torch import Tensor
 
 from gan_lab import CONFIG_DIR
+from gan_lab.errors import UserError, check_count, check_flag, check_seed, exit_on_user_error
 from gan_lab.grids import grid_image, save_grid
-from gan_lab.errors import UserError
-from gan_lab.metrics.sampling import ema_weights, interpolate_latents, latents_from_seeds, seeded
-from gan_lab.errors import check_count, check_flag, check_seed, exit_on_user_error
+from gan_lab.metrics.sampling import ema_weights, interpolate_latents, latents_from_seeds, seeded_latents
 from gan_lab.runs import load_run, pick_device, required_run_dir, write_problem
 
 #: the latent paths of ``interpolation.modes``
@@ -46,8 +45,7 @@ def class_indices(classes: Sequence | None, class_names: Sequence[str]) -> list[
 @torch.no_grad()
 def sample_images(model, n: int, seed: int, labels: Tensor | None = None) -> Tensor:
     """``n`` images in [-1, 1] from seeded latents (labels: the class of each image, or zeros)."""
-    with seeded(seed, model.device):
-        z = model.noise.sample(n, model.device)
+    z = seeded_latents(model, n, seed)
     if labels is None:
         labels = torch.zeros(n, dtype=torch.long)
     return model.sample(z, labels.to(model.device)).cpu()
@@ -65,9 +63,7 @@ def interpolation_frames(model, seeds: Sequence[int], steps: int, mode: str = "l
 @torch.no_grad()
 def class_sweep(model, classes: Sequence[int], rows: int, seed: int) -> Tensor:
     """Fixed latents (one per row) rendered as every class in ``classes``: [rows * len(classes), ...]."""
-    with seeded(seed, model.device):
-        z = model.noise.sample(rows, model.device)
-    z = z.repeat_interleave(len(classes), dim=0)
+    z = seeded_latents(model, rows, seed).repeat_interleave(len(classes), dim=0)
     labels = torch.tensor(list(classes), dtype=torch.long, device=model.device).repeat(rows)
     return model.sample(z, labels).cpu()
 
@@ -83,9 +79,8 @@ def class_blend(model, classes: Sequence[int], steps: int, rows: int, seed: int,
     weights = torch.cat([eye[classes[0]][None], *((1 - t) * eye[a] + t * eye[b]
                                                   for a, b in zip(classes[:-1], classes[1:]))])
     frames = weights.shape[0]
-    with seeded(seed, model.device):
-        z = model.noise.sample(rows, model.device)
-    return model.sample(z.repeat_interleave(frames, dim=0), weights.repeat(rows, 1)).cpu(), frames
+    z = seeded_latents(model, rows, seed).repeat_interleave(frames, dim=0)
+    return model.sample(z, weights.repeat(rows, 1)).cpu(), frames
 
 
 @torch.no_grad()
@@ -108,12 +103,6 @@ def save_gif(frames: Sequence[Image.Image], path: Path, frame_ms: int = 120) -> 
     return path
 
 
-def save_png(image: Tensor, path: Path, upscale_to: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid_image(image[None], nrow=1, upscale_to=upscale_to).save(path)
-    return path
-
-
 def as_list(value) -> list | None:
     """A list of the config (``ListConfig``) as a Python list; ``None`` for anything else."""
     return list(value) if isinstance(value, (list, ListConfig)) else None
@@ -130,17 +119,18 @@ def output_folder(cfg: DictConfig) -> Path:
 
 def check_request(cfg: DictConfig) -> None:
     """The values of a request, checked before the run is loaded (as ``evaluate`` does its own)."""
+    inter = cfg.interpolation
     check_seed(cfg.seed)
     check_flag(cfg.ema, "ema")
     check_flag(cfg.individual, "individual")
-    check_flag(cfg.interpolation.gif, "interpolation.gif")
-    check_flag(cfg.interpolation.class_blend, "interpolation.class_blend")
+    check_flag(inter.gif, "interpolation.gif")
+    check_flag(inter.class_blend, "interpolation.class_blend")
     if cfg.classes is not None and not as_list(cfg.classes):
         raise UserError(f"classes={cfg.classes!r} must list one or more classes (names or indices), or be null "
                         f"for every class; e.g. classes=[0,1].")
-    modes = as_list(cfg.interpolation.modes)
+    modes = as_list(inter.modes)
     if modes is None or any(str(m) not in MODES for m in modes):
-        raise UserError(f"interpolation.modes={modes if modes is not None else cfg.interpolation.modes!r} must "
+        raise UserError(f"interpolation.modes={modes if modes is not None else inter.modes!r} must "
                         f"list some of {', '.join(MODES)}; e.g. interpolation.modes=[linear,spherical].")
     pick_device(cfg.device)
     check_count(cfg.num_samples, "num_samples", 1, 64)
@@ -148,7 +138,6 @@ def check_request(cfg: DictConfig) -> None:
     if cfg.nrow is not None:
         check_count(cfg.nrow, "nrow", 1, 8)
     check_count(cfg.upscale_to, "upscale_to", 0, 64)
-    inter = cfg.interpolation
     check_count(inter.steps, "interpolation.steps", 2, 8)
     check_count(inter.rows, "interpolation.rows", 1, 4)
     check_count(inter.frame_ms, "interpolation.frame_ms", 1, 120)
@@ -173,9 +162,8 @@ def generate(cfg: DictConfig) -> dict[str, str]:
             classes = class_indices(list(cfg.classes) if cfg.classes is not None else None, names)
             labels = torch.tensor(classes).repeat_interleave(int(cfg.per_class))
             images = sample_images(model, labels.numel(), cfg.seed, labels)
-            nrow, row_names = int(cfg.nrow or cfg.per_class), None
-            if nrow == int(cfg.per_class):
-                row_names = [names[c] for c in classes]
+            nrow = int(cfg.nrow or cfg.per_class)
+            row_names = [names[c] for c in classes] if nrow == int(cfg.per_class) else None
         else:
             if cfg.classes is not None:
                 raise UserError(f"classes={list(cfg.classes)} but this model is not class-conditional; drop classes.")
@@ -186,14 +174,14 @@ def generate(cfg: DictConfig) -> dict[str, str]:
         if cfg.individual:
             for i, image in enumerate(images):
                 suffix = f"_{names[int(labels[i])]}" if labels is not None else ""
-                save_png(image, out / "images" / f"{i:05d}{suffix}.png")
+                save_grid(image[None], out / "images" / f"{i:05d}{suffix}.png", nrow=1)
             written["images"] = str(out / "images")
         inter = cfg.interpolation
         seeds = list(inter.seeds or [])
-        label = class_indices(list(cfg.classes), names)[0] if model.conditional and cfg.classes is not None else 0
+        steps, frame_ms = int(inter.steps), int(inter.frame_ms)
         if seeds:
+            label = classes[0] if model.conditional and cfg.classes is not None else 0
             for mode in inter.modes:
-                steps = max(2, int(inter.steps))
                 frames = interpolation_frames(model, seeds, steps, str(mode), label)
                 # the grid: one row per pair of seeds, both ends shown; the GIF: the path once
                 rows = torch.cat([frames[r * (steps - 1):r * (steps - 1) + steps] for r in range(len(seeds) - 1)])
@@ -203,28 +191,26 @@ def generate(cfg: DictConfig) -> dict[str, str]:
                 if inter.gif:
                     pictures = [grid_image(f[None], 1, upscale_to=max(up, 128)) for f in frames]
                     written[f"interpolation_{mode}_gif"] = str(save_gif(pictures, out / f"interpolation_{mode}.gif",
-                                                                        int(inter.frame_ms)))
+                                                                        frame_ms))
         if model.conditional:
-            classes = class_indices(list(cfg.classes) if cfg.classes is not None else None, names)
             rows = int(inter.rows)
             sweep = class_sweep(model, classes, rows, cfg.seed)
             written["classes"] = str(save_grid(sweep, out / "classes.png", nrow=len(classes), upscale_to=up))
             if inter.gif:
                 pictures = [grid_image(sweep[i::len(classes)], nrow=rows, upscale_to=up) for i in range(len(classes))]
-                written["classes_gif"] = str(save_gif(pictures, out / "classes.gif", int(inter.frame_ms)))
+                written["classes_gif"] = str(save_gif(pictures, out / "classes.gif", frame_ms))
             blend_wanted = inter.class_blend and len(classes) > 1
             if blend_wanted and not accepts_class_weights(model, len(names)):
                 print("class_blend: skipped, this model's generator takes class indices only "
                       "(gan_lab's conditional generators also take class weights [N, num_classes]).")
             elif blend_wanted:
-                blend, frames = class_blend(model, classes, max(2, int(inter.steps)), rows, cfg.seed, len(names))
+                blend, frames = class_blend(model, classes, steps, rows, cfg.seed, len(names))
                 path = " -> ".join(names[c] for c in classes)
                 written["class_blend"] = str(save_grid(blend, out / "class_blend.png", nrow=frames,
                                                        row_names=[path] * rows, upscale_to=up))
                 if inter.gif:
                     pictures = [grid_image(blend[i::frames], nrow=rows, upscale_to=up) for i in range(frames)]
-                    written["class_blend_gif"] = str(save_gif(pictures, out / "class_blend.gif",
-                                                              int(inter.frame_ms)))
+                    written["class_blend_gif"] = str(save_gif(pictures, out / "class_blend.gif", frame_ms))
     for key, path in written.items():
         print(f"{key}: {path}")
     return written

@@ -1,9 +1,5 @@
 """Image grids as PNG files: training's sample grids, ``generate``'s pictures and the metrics'
-nearest-neighbour grids are drawn by this one function, so they show the same pixels a saved
-sample holds (:func:`gan_lab.pixels.to_uint8`).
-
-Sits beside :mod:`gan_lab.pixels`, below ``metrics`` and ``callbacks``; imports nothing else of gan_lab.
-"""
+nearest-neighbour grids all show the pixels a saved sample holds (:func:`gan_lab.pixels.to_uint8`)."""
 from __future__ import annotations
 
 from pathlib import Path

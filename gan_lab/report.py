@@ -13,7 +13,7 @@ import json
 import math
 import statistics
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,11 +95,12 @@ def find_runs(sweep_dir: Path, damaged: list[Damage] | None = None) -> list[Run]
             if damaged is not None:
                 damaged.append(Damage(path, exc.file, exc.reason))
             continue
-        problem = grid_problem(path / "samples" / "final.png")
+        grid = path / "samples" / "final.png"
+        problem = grid_problem(grid)
         if problem is not None and damaged is not None:
             damaged.append(Damage(path, "samples/final.png", problem, left_out=False))
-        elif problem is None and (path / "samples" / "final.png").is_file():
-            run.grid = path / "samples" / "final.png"
+        elif problem is None and grid.is_file():
+            run.grid = grid
         runs.append(run)
     return runs
 
@@ -115,12 +116,13 @@ def read_run(path: Path) -> Run:
             overrides[key] = value
     summary_file = path / "metrics.json"
     summary = read_summary(summary_file) if summary_file.exists() else {"status": "no metrics.json"}
+    final = summary.get("final") or {}
     try:
-        metrics = {k: float(v) for k, v in (summary.get("final") or {}).items() if _is_number(v)}
+        metrics = {k: float(v) for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         # the newest evaluated value of each metric, under its logged name (per-class ones left out)
-        for record in summary.get("evaluations", []) or []:
+        for record in summary.get("evaluations") or []:
             for k, value in logged_values(record.get("results") or {}).items():
-                if k not in (summary.get("final") or {}) and k.count("/") == 1:
+                if k not in final and k.count("/") == 1:
                     metrics[k] = value
     except (AttributeError, TypeError, ValueError) as exc:
         raise DamagedFile("metrics.json", f"is not in the format gan_lab writes ({type(exc).__name__}: "
@@ -188,10 +190,6 @@ def training_means(curves: dict[str, list[tuple[float, float]]]) -> dict[str, fl
             for name, points in curves.items() if points}
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def swept_keys(runs: list[Run]) -> list[str]:
     """Override keys whose value differs between runs (``seed`` excluded: it is aggregated)."""
     keys = sorted({k for r in runs for k in r.overrides})
@@ -231,9 +229,7 @@ def table(runs: list[Run], keys: list[str]) -> tuple[str, list[str]]:
 
 def statuses(members: list[Run]) -> str:
     """How a setting's runs ended, counted: ``2 completed, 1 diverged``."""
-    counts: dict[str, int] = defaultdict(int)
-    for m in members:
-        counts["completed (max_time)" if m.finished and m.status != "completed" else m.status] += 1
+    counts = Counter("completed (max_time)" if m.finished and m.status != "completed" else m.status for m in members)
     return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
 

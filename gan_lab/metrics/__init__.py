@@ -12,6 +12,5 @@ from gan_lab.metrics.suite import METRICS, Evaluator
 
 __all__ = ["class_accuracy", "DomainAutoencoder", "DomainClassifier", "FeatureExtractor", "extract_all", "load_extractor",
            "weights_checksum", "frechet_distance", "inception_score", "kernel_distance", "precision_recall",
-           "density_coverage", "memorisation",
-           "nearest_neighbours", "parzen_evaluate", "parzen_log_likelihood", "select_sigma",
-           "append_evaluation", "update_metrics_json", "METRICS", "Evaluator"]
+           "density_coverage", "memorisation", "nearest_neighbours", "parzen_evaluate", "parzen_log_likelihood",
+           "select_sigma", "append_evaluation", "update_metrics_json", "METRICS", "Evaluator"]

@@ -10,9 +10,6 @@ def class_accuracy(predicted: Tensor, labels: Tensor, class_names: Sequence[str]
     """Overall accuracy and accuracy per class name (classes without samples are left out)."""
     predicted, labels = predicted.cpu(), labels.cpu()
     correct = predicted == labels
-    per_class = {}
-    for c, name in enumerate(class_names):
-        mask = labels == c
-        if mask.any():
-            per_class[str(name)] = round(float(correct[mask].double().mean()), 4)
+    per_class = {str(name): round(float(correct[labels == c].double().mean()), 4)
+                 for c, name in enumerate(class_names) if (labels == c).any()}
     return {"value": float(correct.double().mean()), "per_class": per_class}

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 import logging
 import os
 import time
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -67,11 +68,9 @@ class FeatureExtractor(nn.Module, ABC):
         """Features and class logits (``None`` without a head) of one batch, in one pass."""
         return self(images), None
 
-    @property
+    @cached_property
     def checksum(self) -> str:
-        if not hasattr(self, "_checksum"):
-            self._checksum = weights_checksum(self)
-        return self._checksum
+        return weights_checksum(self)
 
     def describe(self) -> dict:
         """What a metric record stores about the extractor."""
@@ -88,16 +87,13 @@ def conv_trunk(channels: int, num_features: int) -> nn.Sequential:
                          *block(64, num_features, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
-class DomainClassifier(FeatureExtractor):
-    """A small CNN classifier of the dataset's classes; its penultimate layer gives the features."""
+class _DomainNet(FeatureExtractor):
+    """A small CNN trained on the dataset (:func:`conv_trunk`): its trunk gives the features."""
 
-    def __init__(self, channels: int, num_classes: int, input_size: int = 32, num_features: int = 64,
-                 name: str = "classifier") -> None:
+    def __init__(self, channels: int, input_size: int, num_features: int, name: str) -> None:
         super().__init__()
         self.trunk = conv_trunk(channels, num_features)
-        self.head = nn.Linear(num_features, num_classes)
-        self.input_size, self.num_features, self.num_classes = int(input_size), int(num_features), int(num_classes)
-        self.name = name
+        self.input_size, self.num_features, self.name = int(input_size), int(num_features), name
         self.resize = f"bilinear-antialias to {input_size}px"
         self.quality = {}
 
@@ -110,6 +106,16 @@ class DomainClassifier(FeatureExtractor):
     def forward(self, images: Tensor) -> Tensor:
         return self.trunk(self.prepare(images))
 
+
+class DomainClassifier(_DomainNet):
+    """A small CNN classifier of the dataset's classes; its penultimate layer gives the features."""
+
+    def __init__(self, channels: int, num_classes: int, input_size: int = 32, num_features: int = 64,
+                 name: str = "classifier") -> None:
+        super().__init__(channels, input_size, num_features, name)
+        self.head = nn.Linear(num_features, num_classes)
+        self.num_classes = int(num_classes)
+
     def logits(self, images: Tensor) -> Tensor:
         return self.head(self(images))
 
@@ -118,30 +124,20 @@ class DomainClassifier(FeatureExtractor):
         return features, self.head(features)
 
 
-class DomainAutoencoder(FeatureExtractor):
+class DomainAutoencoder(_DomainNet):
     """Encoder features of an auto-encoder trained to reconstruct the (unlabelled) training images."""
 
     def __init__(self, channels: int, input_size: int = 32, num_features: int = 64,
                  name: str = "autoencoder") -> None:
-        super().__init__()
-        self.trunk = conv_trunk(channels, num_features)
+        if input_size != 32:
+            raise UserError(f"an auto-encoder feature extractor works at 32px, not input_size={input_size}; "
+                            f"set metrics extractor input_size=32.")
+        super().__init__(channels, 32, num_features, name)
         self.decoder = nn.Sequential(
             nn.Linear(num_features, 64 * 4 * 4), nn.Unflatten(1, (64, 4, 4)), nn.LeakyReLU(0.2),
             nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.BatchNorm2d(32), nn.LeakyReLU(0.2),
             nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.BatchNorm2d(16), nn.LeakyReLU(0.2),
             nn.ConvTranspose2d(16, channels, 4, 2, 1), nn.Tanh())
-        self.input_size, self.num_features = 32, int(num_features)
-        if input_size != 32:
-            raise UserError(f"an auto-encoder feature extractor works at 32px, not input_size={input_size}; "
-                            f"set metrics extractor input_size=32.")
-        self.name = name
-        self.resize = "bilinear-antialias to 32px"
-        self.quality = {}
-
-    prepare = DomainClassifier.prepare
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.trunk(self.prepare(images))
 
     def reconstruct(self, images: Tensor) -> Tensor:
         return self.decoder(self(images))
@@ -168,11 +164,8 @@ class InceptionExtractor(FeatureExtractor):
         self.num_features, self.name = 2048, "inception-v3-compat"
         self.resize = "torch-fidelity bilinear (TF1-compatible) to 299px"
         self.quality = {}
-        h = hashlib.sha256()
         with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        self._checksum = h.hexdigest()[:16]
+            self.checksum = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
 
     @staticmethod
     def prepare(images: Tensor) -> Tensor:
@@ -230,18 +223,20 @@ def data_key(images: Tensor, labels: Tensor, *parts) -> str:
     return h.hexdigest()[:12]
 
 
+def domain_net(channels: int, num_classes: int, input_size: int, name: str) -> FeatureExtractor:
+    """A classifier of ``num_classes > 1`` classes, else an auto-encoder (untrained)."""
+    if num_classes > 1:
+        return DomainClassifier(channels, num_classes, input_size, name=name)
+    return DomainAutoencoder(channels, input_size, name=name)
+
+
 def train_domain_extractor(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], num_classes: int,
                            name: str, input_size: int = 32, steps: int = 300, batch_size: int = 64,
                            lr: float = 2e-3, seed: int = 0, device: str | torch.device = "cpu") -> FeatureExtractor:
     """Train a classifier (``num_classes > 1``) or an auto-encoder on uint8 images; measure it on ``val``."""
     images, labels = train
-    channels = images.shape[1]
     with seeded(seed, device), torch.enable_grad():  # callers may run under no_grad
-        if num_classes > 1:
-            net: FeatureExtractor = DomainClassifier(channels, num_classes, input_size, name=name)
-        else:
-            net = DomainAutoencoder(channels, input_size, name=name)
-        net.to(device)
+        net = domain_net(images.shape[1], num_classes, input_size, name).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
         g = torch.Generator().manual_seed(seed)
@@ -258,9 +253,7 @@ def train_domain_extractor(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tens
             loss.backward()
             opt.step()
             sched.step()
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
+    net.eval().requires_grad_(False)
     net.quality = evaluate_extractor(net, val, device)
     net.quality["train_steps"] = steps
     log.info("trained feature extractor %s in %.1f s: %s", name, time.time() - start, net.quality)
@@ -271,14 +264,13 @@ def train_domain_extractor(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tens
 def evaluate_extractor(net: FeatureExtractor, val: tuple[Tensor, Tensor], device, batch_size: int = 512) -> dict:
     """Held-out accuracy of a classifier, or mean squared reconstruction error of an auto-encoder."""
     images, labels = val
-    correct, err, n = 0, 0.0, 0
-    for i in range(0, images.shape[0], batch_size):
+    correct, err, n = 0, 0.0, images.shape[0]
+    for i in range(0, n, batch_size):
         x, y = images[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
         if isinstance(net, DomainAutoencoder):
             err += F.mse_loss(net.reconstruct(x), net.prepare(x), reduction="sum").item() / x[0].numel()
         else:
             correct += (net.logits(x).argmax(1) == y).sum().item()
-        n += x.shape[0]
     if isinstance(net, DomainAutoencoder):
         return {"val_mse": round(err / max(n, 1), 6)}
     return {"val_accuracy": round(correct / max(n, 1), 4)}
@@ -346,13 +338,10 @@ def load_extractor(dataset: str, train: tuple[Tensor, Tensor], val: tuple[Tensor
     if path.is_file():
         with torch.random.fork_rng(devices=[]):  # the (overwritten) initial weights must not consume
             # the caller's random stream
-            net = (DomainClassifier(train[0].shape[1], num_classes, input_size, name=name) if num_classes > 1
-                   else DomainAutoencoder(train[0].shape[1], input_size, name=name))
+            net = domain_net(train[0].shape[1], num_classes, input_size, name)
         damage = load_cached_extractor(net, path)
         if damage is None:
-            for p in net.parameters():
-                p.requires_grad_(False)
-            return net.eval().to(device)
+            return net.requires_grad_(False).eval().to(device)
         log.warning("feature extractor cache %s is damaged (%s); training it again", path, damage)
     net = train_domain_extractor(train, val, num_classes, name, input_size, steps, seed=seed, device=device)
     atomic_torch_save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "quality": net.quality},

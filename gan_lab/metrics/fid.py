@@ -6,7 +6,6 @@ KID and IS run under a fixed seed in a forked RNG: reproducible, and training's 
 from __future__ import annotations
 
 import warnings
-from typing import Iterable
 
 import torch
 import torch.nn as nn
@@ -39,18 +38,20 @@ def _quiet(metric_class, **kwargs):
         return metric_class(**kwargs)
 
 
-def _chunks(features: Tensor) -> Iterable[Tensor]:
-    return features.split(CHUNK)
+def _fed(metric, real: Tensor, fake: Tensor):
+    """``metric`` on ``real``'s device, updated with both sets of features a chunk at a time."""
+    metric = metric.to(real.device)
+    for x in real.split(CHUNK):
+        metric.update(x, real=True)
+    for x in fake.to(real.device).split(CHUNK):
+        metric.update(x, real=False)
+    return metric
 
 
 @torch.no_grad()
 def frechet_distance(real: Tensor, fake: Tensor) -> float:
     """FID between two sets of features ``[N, F]`` (e.g. :func:`~gan_lab.metrics.features.extract_all`)."""
-    metric = FrechetInceptionDistance(feature=_Given(real.shape[1]), reset_real_features=True).to(real.device)
-    for x in _chunks(real):
-        metric.update(x, real=True)
-    for x in _chunks(fake.to(real.device)):
-        metric.update(x, real=False)
+    metric = _fed(FrechetInceptionDistance(feature=_Given(real.shape[1]), reset_real_features=True), real, fake)
     return float(metric.compute().clamp_min(0.0))
 
 
@@ -60,12 +61,8 @@ def kernel_distance(real: Tensor, fake: Tensor, subset_size: int = 1000, subsets
     """KID (mean, std over ``subsets`` random subsets) between two sets of features; ``subset_size``
     is capped by both set sizes."""
     size = min(subset_size, real.shape[0], fake.shape[0])
-    metric = _quiet(KernelInceptionDistance, feature=_Given(real.shape[1]), subsets=subsets,
-                    subset_size=size).to(real.device)
-    for x in _chunks(real):
-        metric.update(x, real=True)
-    for x in _chunks(fake.to(real.device)):
-        metric.update(x, real=False)
+    metric = _fed(_quiet(KernelInceptionDistance, feature=_Given(real.shape[1]), subsets=subsets, subset_size=size),
+                  real, fake)
     with seeded(seed, real.device):
         mean, std = metric.compute()
     return float(mean), float(std)
@@ -77,7 +74,7 @@ def inception_score(logits: Tensor, splits: int = 10, seed: int = 0) -> tuple[fl
     ``[N, C]`` of generated images."""
     splits = max(1, min(splits, logits.shape[0] // 2))
     metric = _quiet(InceptionScore, feature=_Given(logits.shape[1]), splits=splits).to(logits.device)
-    for x in _chunks(logits):
+    for x in logits.split(CHUNK):
         metric.update(x)
     with seeded(seed, logits.device), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*degrees of freedom.*")  # std of one split

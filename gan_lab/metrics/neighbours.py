@@ -57,5 +57,5 @@ def memorisation(generated: Tensor, train: Tensor, held_out: Tensor | None = Non
 def neighbour_rows(generated: Tensor, train_images: Tensor, indices: Tensor) -> Tensor:
     """Images for a grid with one row per generated image: the generated image, then its
     neighbours in order (``indices`` [M, k] into ``train_images``)."""
-    rows = [torch.cat([generated[i:i + 1].to(train_images.device), train_images[indices[i]]]) for i in range(indices.shape[0])]
-    return torch.cat(rows)
+    return torch.cat([torch.cat([generated[i:i + 1].to(train_images.device), train_images[indices[i]]])
+                      for i in range(indices.shape[0])])

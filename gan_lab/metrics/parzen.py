@@ -54,12 +54,6 @@ def parzen_log_likelihood(x: Tensor, centers: Tensor, sigma: float, batch_size: 
     return torch.cat(out).sub(log_norm)
 
 
-def mean_and_stderr(values: Tensor) -> tuple[float, float]:
-    values = values.double()
-    stderr = values.std(unbiased=True) / math.sqrt(values.numel()) if values.numel() > 1 else torch.tensor(0.0)
-    return float(values.mean()), float(stderr)
-
-
 def select_sigma(centers: Tensor, x: Tensor, sigmas: Sequence[float] = DEFAULT_SIGMAS,
                  batch_size: int = 256) -> tuple[float, dict[float, float]]:
     """The grid bandwidth maximising the mean log-likelihood of ``x``; also the whole curve."""
@@ -75,6 +69,6 @@ def parzen_evaluate(generated: Tensor, select_on: Tensor, report_on: Tensor,
     centers = flatten_unit(generated)
     sigma, curve = select_sigma(centers, flatten_unit(select_on.to(device)), sigmas, batch_size)
     ll = parzen_log_likelihood(flatten_unit(report_on.to(device)), centers, sigma, batch_size)
-    mean, stderr = mean_and_stderr(ll)
-    return {"value": mean, "stderr": stderr, "sigma": sigma,
+    stderr = float(ll.std() / math.sqrt(ll.numel())) if ll.numel() > 1 else 0.0
+    return {"value": float(ll.mean()), "stderr": stderr, "sigma": sigma,
             "sigma_curve": {f"{s:.4g}": round(v, 4) for s, v in curve.items()}}

@@ -49,7 +49,7 @@ def read_metrics_json(path: str | Path) -> dict:
         return {}
 
 
-def _keep_aside(path: Path, reason: str) -> Path:
+def _keep_aside(path: Path, reason: str) -> None:
     """Rename an unreadable ``metrics.json`` to ``metrics.json.unreadable-<time>`` (never overwritten)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = path.with_name(f"{path.name}.unreadable-{stamp}")
@@ -60,7 +60,6 @@ def _keep_aside(path: Path, reason: str) -> Path:
     os.replace(path, aside)
     log.warning("%s could not be read (%s): kept as %s, and a new %s was started; merge what you need "
                 "from it by hand.", path, reason, aside.name, path.name)
-    return aside
 
 
 def modify_metrics_json(path: str | Path, change: Callable[[dict], dict]) -> dict:

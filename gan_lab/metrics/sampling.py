@@ -16,26 +16,21 @@ from torch import Tensor
 from gan_lab.pixels import to_uint8
 
 
-def uses_ema(model) -> bool:
-    return isinstance(getattr(model, "generator_ema", None), nn.Module)
-
-
 @contextmanager
 def ema_weights(model, enabled: bool = True) -> Iterator[str]:
     """Sample from ``generator_ema`` when the model has one and ``enabled``, else from the live
     generator (by unsetting ``generator_ema`` for the duration); yields ``"ema"`` or ``"live"``."""
-    if not uses_ema(model):
+    ema = getattr(model, "generator_ema", None)
+    if not isinstance(ema, nn.Module):
         yield "live"
-        return
-    if enabled:
+    elif enabled:
         yield "ema"
-        return
-    ema = model.generator_ema
-    model.generator_ema = None
-    try:
-        yield "live"
-    finally:
-        model.generator_ema = ema
+    else:
+        model.generator_ema = None
+        try:
+            yield "live"
+        finally:
+            model.generator_ema = ema
 
 
 @contextmanager
@@ -63,13 +58,15 @@ def generate_images(model, n: int, seed: int = 0, batch_size: int = 256,
     return torch.cat(images), torch.cat(all_labels)
 
 
+def seeded_latents(model, n: int, seed: int) -> Tensor:
+    """``n`` latents of the model's noise drawn under ``seed`` (training's RNG untouched)."""
+    with seeded(seed, model.device):
+        return model.noise.sample(n, model.device)
+
+
 def latents_from_seeds(model, seeds: list[int]) -> Tensor:
     """One latent per seed (the same latent a one-image run with that seed would draw)."""
-    zs = []
-    for s in seeds:
-        with seeded(int(s), model.device):
-            zs.append(model.noise.sample(1, model.device))
-    return torch.cat(zs)
+    return torch.cat([seeded_latents(model, 1, int(s)) for s in seeds])
 
 
 def lerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
@@ -99,7 +96,4 @@ def interpolate_latents(latents: Tensor, steps: int, mode: str = "linear") -> Te
         raise ValueError(f"interpolation mode {mode} is not linear or spherical")
     fn = lerp if mode == "linear" else slerp
     t = torch.linspace(0, 1, max(2, steps), device=latents.device)
-    frames = [latents[:1]]
-    for a, b in zip(latents[:-1], latents[1:]):
-        frames.append(fn(a, b, t)[1:])
-    return torch.cat(frames)
+    return torch.cat([latents[:1], *(fn(a, b, t)[1:] for a, b in zip(latents[:-1], latents[1:]))])

@@ -6,12 +6,11 @@ and flat ``val/...`` values for the loggers.
 """
 from __future__ import annotations
 
-import logging
 import os
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Callable, NamedTuple, Sequence
+from typing import Annotated, Callable, Sequence
 
 import torch
 from pydantic import Field
@@ -29,8 +28,6 @@ from gan_lab.metrics.parzen import DEFAULT_SIGMAS, parzen_evaluate
 from gan_lab.metrics.sampling import ema_weights, generate_images
 from gan_lab.metrics.scores import score_histogram
 from gan_lab.pixels import to_float, to_unit
-
-log = logging.getLogger(__name__)
 
 
 def default_cache_dir(datamodule) -> Path:
@@ -145,9 +142,8 @@ class Evaluator:
     # --- feature extractors --------------------------------------------------------------
 
     def extractor(self, datamodule, device, kind: str | None = None) -> FeatureExtractor:
-        cfg = dict(self.extractor_cfg)
-        kind = kind or cfg.pop("kind", "auto")
-        cfg.pop("kind", None)
+        cfg = {k: v for k, v in self.extractor_cfg.items() if k != "kind"}
+        kind = kind or self.extractor_cfg.get("kind", "auto")
         if kind not in self._extractors:
             # the whole training split, also with data.subset: the feature space must not depend on it
             full = "train_full" if getattr(datamodule, "subset", None) is not None else "train"
@@ -164,13 +160,7 @@ class Evaluator:
         if int(datamodule.num_classes) < 2:
             return None
         main = self.extractor(datamodule, device)
-        if main.num_classes == int(datamodule.num_classes):
-            return main
-        return self.extractor(datamodule, device, kind="domain")
-
-    def extract(self, extractor: FeatureExtractor, images: Tensor, device) -> tuple[Tensor, Tensor | None]:
-        """Features and logits of generated images: one pass, shared by every metric."""
-        return extract_all(extractor, images, self.batch_size, device)
+        return main if main.num_classes == int(datamodule.num_classes) else self.extractor(datamodule, device, "domain")
 
     def real_features(self, extractor: FeatureExtractor, datamodule, split: str, images: Tensor, device) -> Tensor:
         """Features of ``images`` of a real split, extracted once per evaluator; keyed by extractor,
@@ -196,18 +186,14 @@ class Evaluator:
         model.eval()
         try:
             with ema_weights(model, self.ema) as weights:
-                results = self._run(model, datamodule, device, out_dir)
+                num_drawn = max(self.num_samples, self.parzen_samples if "parzen" in self.metrics else 0)
+                context = Context(self, model, datamodule, device, out_dir, num_drawn)
+                results = {name: compute(context) for name, compute in REGISTRY.items() if name in self.metrics}
         finally:
             model.train(was_training)
         record = {"generator_weights": weights, "seed": self.seed, "device": str(device),
                   "seconds": round(time.time() - start, 2), "results": results}
         return record, logged_values(results)
-
-    def _run(self, model, datamodule, device, out_dir: Path | None) -> dict:
-        chosen = [name for name in REGISTRY if name in self.metrics]
-        context = Context(self, model, datamodule, device, out_dir,
-                          num_drawn=max([self.num_samples, *(getattr(self, REGISTRY[n].samples) for n in chosen)]))
-        return {name: REGISTRY[name].compute(context) for name in chosen}
 
 
 # --- the metrics: one function each over a shared context ------------------------------------
@@ -262,7 +248,8 @@ class Context:
 
     @cached_property
     def fake_features_and_logits(self) -> tuple[Tensor, Tensor | None]:
-        return self.evaluator.extract(self.extractor, self.fake, self.device)
+        """Features and logits of the generated images: one pass, shared by every metric."""
+        return extract_all(self.extractor, self.fake, self.evaluator.batch_size, self.device)
 
     @property
     def fake_features(self) -> Tensor:
@@ -285,14 +272,6 @@ class Context:
                                             self.val.sample(self.evaluator.num_real)[0], self.device)
 
 
-class Metric(NamedTuple):
-    """A metric: ``compute(context) -> record``; ``samples`` names the Evaluator setting of how many
-    generated images it scores."""
-
-    compute: Callable[[Context], dict]
-    samples: str = "num_samples"
-
-
 def fid(context: Context) -> dict:
     value = frechet_distance(context.real_features, context.fake_features)
     return {"value": value, **context.base, **context.about}
@@ -311,7 +290,7 @@ def inception(context: Context) -> dict:
     if scorer is None:
         return {"skipped": "unlabelled data and no Inception weights: no classifier for IS"}
     logits = context.fake_features_and_logits[1] if scorer is context.extractor \
-        else ev.extract(scorer, context.fake, context.device)[1]
+        else extract_all(scorer, context.fake, ev.batch_size, context.device)[1]
     mean, std = inception_score(logits, ev.is_splits, ev.seed)
     return {"value": mean, "std": std, "num_generated": context.n_gen, "splits": ev.is_splits, "num_real": 0,
             **scorer.describe()}
@@ -417,18 +396,12 @@ def scores(context: Context) -> dict:
     return res
 
 
-#: every metric by its name in ``metrics=[...]``, in the order they run and are stored
-REGISTRY: dict[str, Metric] = {
-    "fid": Metric(fid),
-    "kid": Metric(kid),
-    "is": Metric(inception),
-    "precision_recall": Metric(precision_and_recall),
-    "density_coverage": Metric(density_and_coverage),
-    "parzen": Metric(parzen, samples="parzen_samples"),
-    "memorisation": Metric(memorisation_rate),
-    "neighbours": Metric(neighbours),
-    "accuracy": Metric(accuracy),
-    "scores": Metric(scores),
+#: every metric (``compute(context) -> record``) by its name in ``metrics=[...]``, in the order they run and
+#: are stored; each scores the first ``num_samples`` generated images, Parzen ``parzen_samples``
+REGISTRY: dict[str, Callable[[Context], dict]] = {
+    "fid": fid, "kid": kid, "is": inception, "precision_recall": precision_and_recall,
+    "density_coverage": density_and_coverage, "parzen": parzen, "memorisation": memorisation_rate,
+    "neighbours": neighbours, "accuracy": accuracy, "scores": scores,
 }
 
 METRICS = tuple(REGISTRY)
@@ -457,11 +430,9 @@ def logged_values(results: dict[str, dict]) -> dict[str, float]:
     loggers: values with ``_std`` / ``_stderr``, :data:`LOGGED_FIELDS` and per-class accuracies."""
     flat = {}
     for name, res in results.items():
-        if "value" in res:
-            flat[f"val/{LOG_NAMES.get(name, name)}"] = float(res["value"])
-        for extra in ("std", "stderr"):
-            if extra in res:
-                flat[f"val/{LOG_NAMES.get(name, name)}_{extra}"] = float(res[extra])
+        for field, suffix in (("value", ""), ("std", "_std"), ("stderr", "_stderr")):
+            if field in res:
+                flat[f"val/{LOG_NAMES.get(name, name)}{suffix}"] = float(res[field])
         for field in LOGGED_FIELDS.get(name, ()):
             if field in res:
                 flat[f"val/{field}"] = float(res[field])
