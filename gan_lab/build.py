@@ -12,7 +12,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -50,7 +52,8 @@ def check_types(node: Any, what: str) -> None:
         if str(key).startswith("_"):
             continue
         value = node[key]
-        if isinstance(value, DictConfig) or (isinstance(value, ListConfig) and _holds_nodes(value)):
+        if isinstance(value, DictConfig) or (
+                isinstance(value, ListConfig) and any(isinstance(v, (DictConfig, ListConfig)) for v in value)):
             # an interpolated node (data.augment: ${augment}) is named where the user sets it
             source = OmegaConf.to_container(node, resolve=False)[key] if OmegaConf.is_interpolation(node, key) else ""
             found = re.fullmatch(r"\$\{([\w.]+)\}", str(source))
@@ -62,10 +65,6 @@ def check_types(node: Any, what: str) -> None:
             shown = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else repr(value)
             raise UserError(f"{what}.{key}={shown} must be {describe(hints[key])} for "
                             f"{target.rsplit('.', 1)[-1]}; e.g. {what}.{key}={example(hints[key], defaults.get(key))}.")
-
-
-def _holds_nodes(items: ListConfig) -> bool:
-    return any(isinstance(item, (DictConfig, ListConfig)) for item in items)
 
 
 def instantiate_checked(node: DictConfig | None, what: str, **kwargs: Any) -> Any:
@@ -83,22 +82,17 @@ def instantiate_checked(node: DictConfig | None, what: str, **kwargs: Any) -> An
         if isinstance(cause, TypeError) and "argument" in str(cause):
             raise UserError(f"{what}: {cause}; check the keys under `{what}` "
                             f"(see conf/{what.split('.')[0]}/).") from None
-        if isinstance(cause, (RuntimeError, MemoryError)) and "allocate" in str(cause):
-            raise UserError(too_large(what, cause)) from None
+        if isinstance(cause, (RuntimeError, MemoryError)) and "allocate" in str(cause):  # an absurd size or width
+            found = re.search(r"allocate (\d+) bytes", str(cause))
+            need = f" ({int(found.group(1)) / 2**30:,.0f} GiB for one tensor)" if found else ""
+            raise UserError(f"{what} cannot be built: it needs more memory than this machine has{need}; use a smaller "
+                            f"data.image_size or narrower nets (the widths or hidden sizes under `{what}`).") from None
         # Lightning's own check of its arguments (an unknown precision, strategy or accelerator, ...)
         if isinstance(cause, MisconfigurationException) or (what == "trainer" and isinstance(cause, ValueError)):
             message = " ".join(str(cause).split()).rstrip(".")
             raise UserError(f"{what}: {message}; fix the values under `{what}` "
                             f"(see conf/{what.split('.')[0]}/).") from None
         raise
-
-
-def too_large(what: str, cause: BaseException) -> str:
-    """The sentence for a net too large to allocate (an absurd image size or width)."""
-    found = re.search(r"allocate (\d+) bytes", str(cause))
-    need = f" ({int(found.group(1)) / 2**30:,.0f} GiB for one tensor)" if found else ""
-    return (f"{what} cannot be built: it needs more memory than this machine has{need}; use a smaller "
-            f"data.image_size or narrower nets (the widths or hidden sizes under `{what}`).")
 
 
 def publish_data_facts(cfg: DictConfig, dm: L.LightningDataModule) -> dict:
@@ -196,35 +190,25 @@ def build_model(cfg: DictConfig) -> L.LightningModule:
     optimizer = {k: instantiate_checked(v, f"optimizer.{k}") for k, v in cfg.optimizer.items()}
     scheduler = {k: instantiate_checked(v, f"scheduler.{k}") for k, v in (cfg.get("scheduler") or {}).items()}
     for key, factory in optimizer.items():
-        probe_optimizer(factory, f"optimizer.{key}")
+        probe(factory, f"optimizer.{key}", [torch.nn.Parameter(torch.zeros(1))])
     for key, factory in scheduler.items():
         if factory is not None:
-            probe_scheduler(factory, f"scheduler.{key}")
+            probe(factory, f"scheduler.{key}", torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0))
     node = cfg.get("d_augment")
     d_augment = instantiate_checked(node, "d_augment") if node is not None and node.get("_target_") else None
     return instantiate_checked(cfg.model, "model", noise=noise, loss=loss, optimizer=optimizer, scheduler=scheduler,
                 d_augment=d_augment)
 
 
-def probe_optimizer(factory: Any, what: str) -> None:
-    """Build the optimiser once on a probe parameter: a negative lr or bad betas fail here, in one
-    sentence, rather than inside ``Trainer.fit``."""
+def probe(factory: Any, what: str, target: Any) -> None:
+    """Build an optimiser or scheduler once on a probe ``target``: a negative lr, bad betas or milestones
+    fail here, in one sentence, rather than inside ``Trainer.fit``."""
     try:
-        factory([torch.nn.Parameter(torch.zeros(1))])
+        factory(target)
     except UserError:
         raise
     except (ValueError, TypeError) as exc:
-        raise UserError(f"{what}: {exc}; fix the values under `{what}` (see conf/optimizer/).") from None
-
-
-def probe_scheduler(factory: Any, what: str) -> None:
-    """Build the scheduler once on a probe optimiser (bad milestones, gamma, ... fail before training)."""
-    try:
-        factory(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0))
-    except UserError:
-        raise
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"{what}: {exc}; fix the values under `{what}` (see conf/scheduler/).") from None
+        raise UserError(f"{what}: {exc}; fix the values under `{what}` (see conf/{what.split('.')[0]}/).") from None
 
 
 def _targets(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
@@ -269,12 +253,14 @@ def build_loggers(cfg: DictConfig) -> list:
     return loggers
 
 
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def sweep_name() -> str | None:
     """``<run_name>/<date_time>`` of the multirun this job belongs to, or ``None``."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not in_multirun():
         return None
     sweep_dir = Path(HydraConfig.get().sweep.dir)
     return f"{sweep_dir.parent.name}/{sweep_dir.name}"
@@ -286,13 +272,11 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     ``trainer.max_batches`` (training batches) becomes a :class:`BatchLimit`."""
     if cfg.trainer.get("enable_progress_bar") is False:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    node = cfg.trainer
-    if "max_batches" in node:  # gan_lab's own key (training batches), not a Trainer argument
-        node = node.copy()
-        with open_dict(node):
-            max_batches = node.pop("max_batches")
-        if max_batches is not None:
-            callbacks = [BatchLimit(max_batches), *callbacks]
+    node = cfg.trainer.copy()
+    with open_dict(node):
+        max_batches = node.pop("max_batches", None)  # gan_lab's own key (training batches), not a Trainer argument
+    if max_batches is not None:
+        callbacks = [BatchLimit(max_batches), *callbacks]
     if node.get("use_distributed_sampler", False):
         raise UserError("trainer.use_distributed_sampler=true would shard the training data twice under DDP (gan_lab's "
                         "data modules give each process its share of the epoch themselves, so that a mid-epoch "
@@ -311,7 +295,6 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
                         f"refuses; use trainer=ddp (GPUs) or trainer=ddp_cpu (CPU processes) with trainer.devices={devices}.")
     precision = training_precision(node.get("precision"))
     plugins = precision_plugins(precision, node.get("accelerator"))
-    node = node.copy()
     with open_dict(node):
         node.max_time = max_time_text(node.get("max_time"))
         if plugins:  # a mixed precision is gan_lab's plugin, given with the others instead of the flag
@@ -322,8 +305,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
         if SLURMEnvironment.detect():  # ranks from SLURM; its requeue is gan_lab's (gan_lab.slurm), not Lightning's
             node.plugins = [*(node.get("plugins") or []), {"_target_": f"{SLURMEnvironment.__module__}.SLURMEnvironment",
                                                              "auto_requeue": False}]
-    trainer = instantiate_checked(node, "trainer", callbacks=callbacks, logger=loggers or False)
-    return trainer
+    return instantiate_checked(node, "trainer", callbacks=callbacks, logger=loggers or False)
 
 
 #: the units ``trainer.max_time`` may be given in as a mapping, as Lightning's Timer takes them

@@ -138,17 +138,14 @@ _SEQUENCES = (list, tuple, collections.abc.Sequence)
 _MAPPINGS = (dict, collections.abc.Mapping)
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
 _PLURAL = {int: "integers", float: "numbers", bool: "true/false values", str: "strings"}
-_BOUNDS = ((at.Ge, "ge", ">="), (at.Gt, "gt", ">"), (at.Le, "le", "<="), (at.Lt, "lt", "<"))
+_SIGNS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 
 def _bounds(meta: list) -> dict[str, float]:
     found = {}
     for m in meta:
-        for cls, key, _ in _BOUNDS:
-            if isinstance(m, cls):
-                found[key] = getattr(m, key)
-        if isinstance(m, at.Interval):
-            found.update({k: getattr(m, k) for k in ("ge", "gt", "le", "lt") if getattr(m, k) is not None})
+        if isinstance(m, (at.Ge, at.Gt, at.Le, at.Lt, at.Interval)):
+            found.update({k: getattr(m, k) for k in _SIGNS if getattr(m, k, None) is not None})
     return found
 
 
@@ -157,8 +154,7 @@ def _range_words(bounds: dict[str, float]) -> str:
     high = (bounds["le"], "]") if "le" in bounds else (bounds["lt"], ")") if "lt" in bounds else None
     if low and high:
         return f"in {low[0]}{low[1]:g}, {high[0]:g}{high[1]}"
-    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-    return " and ".join(f"{signs[k]} {v:g}" for k, v in bounds.items())
+    return " and ".join(f"{_SIGNS[k]} {v:g}" for k, v in bounds.items())
 
 
 def describe(hint: Any, plural: bool = False) -> str:
@@ -181,11 +177,10 @@ def describe(hint: Any, plural: bool = False) -> str:
         return "a mapping"
     words = (_PLURAL if plural else _NAMES).get(base) or getattr(base, "__name__", str(base))
     bounds = _bounds(meta)
-    finite = base is float and not bounds
     if bounds:
-        words += " " + _range_words(bounds)
-    elif finite:
-        words = "finite numbers" if plural else "a finite number"
+        return f"{words} {_range_words(bounds)}"
+    if base is float:
+        return "finite numbers" if plural else "a finite number"
     return words
 
 

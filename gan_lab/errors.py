@@ -30,10 +30,7 @@ def unwrap_user_error(exc: BaseException) -> UserError | None:
 
 def user_error_from_traceback(text: str) -> UserError | None:
     """The ``UserError`` (or subclass) a traceback's text ends with, or ``None``."""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    if not lines:
-        return None
-    name, _, message = lines[-1].partition(": ")
+    name, _, message = (text.strip().splitlines() or [""])[-1].partition(": ")
     cls = globals().get(name.rsplit(".", 1)[-1]) if name.startswith(f"{__name__}.") else None
     if isinstance(cls, type) and issubclass(cls, UserError) and message:
         return UserError(message)

@@ -60,7 +60,7 @@ def cut_history(path: str | Path, rows: int) -> int:
         lines = file.read().splitlines(keepends=True)
     keep, removed = lines[:rows + 1], len(lines) - rows - 1
     if removed <= 0:
-        if rows + 1 > len(lines):
+        if removed < 0:
             log.warning("%s has %d rows, fewer than the %d its checkpoint recorded; it is kept as it is",
                         path, len(lines) - 1, rows)
         return 0

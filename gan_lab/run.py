@@ -21,13 +21,15 @@ from typing import Any, Iterator
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lab import CONFIG_DIR, slurm
 from gan_lab.build import (batches_per_epoch, build_callbacks, build_datamodule, build_loggers, build_model,
-                           build_trainer, check_batch_size, exact_resume, resolved, serve_draws, setup_datamodule)
+                           build_trainer, check_batch_size, exact_resume, in_multirun, resolved, serve_draws,
+                           setup_datamodule)
 from gan_lab.callbacks.clock import dhms, time_limit, trained_seconds, trainer_max_time
 from gan_lab.callbacks.history import History
 from gan_lab.callbacks.limit import cut_checkpoint, epoch_cut_short, stopped_by_time_limit
@@ -50,8 +52,6 @@ warnings.filterwarnings("ignore", message=r".*val_dataloader.* but have no .*val
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 # gan_lab counts the logging interval over epochs (batches_seen): a short epoch still logs
 warnings.filterwarnings("ignore", message=r".*number of training batches .* is smaller than the logging interval")
-
-
 
 
 @functools.lru_cache(maxsize=None)
@@ -135,10 +135,8 @@ class PreflightChecks(Callback):
             print(f"gan_lab: error: {exc}", file=sys.stderr)
             sys.exit(2)
 
-    @classmethod
-    def _check(cls, config: DictConfig, kind: str) -> None:
-        from hydra.core.hydra_config import HydraConfig
-
+    @staticmethod
+    def _check(config: DictConfig, kind: str) -> None:
         # the default directory uses ${hydra:runtime.choices...}, which needs Hydra's config published
         HydraConfig.instance().set_config(config)
         try:
@@ -148,15 +146,12 @@ class PreflightChecks(Callback):
         except UserError as exc:
             print(f"gan_lab: error: {exc}", file=sys.stderr)
             sys.exit(2)
-        cls._probe(config.hydra[kind].dir, f"hydra.{kind}.dir")
-
-    @staticmethod
-    def _probe(path: str, key: str) -> None:
+        path = config.hydra[kind].dir
         try:
             probe_writable(path)
         except OSError as exc:
             print(f"gan_lab: error: the run directory {path} cannot be written ({exc.strerror}); choose "
-                  f"another with {key}=<path>.", file=sys.stderr)
+                  f"another with hydra.{kind}.dir=<path>.", file=sys.stderr)
             sys.exit(2)
 
 
@@ -198,10 +193,9 @@ def check_training_length(trainer: L.Trainer, cfg: DictConfig, resume: dict | No
         raise UserError(f"trainer.limit_train_batches={limit} of the {epoch_batches} batches of an epoch is less "
                         f"than one batch; use at least {1 / epoch_batches:.2g}, or a number of batches "
                         f"(e.g. trainer.limit_train_batches=1).")
-    timer = time_limit(trainer)
-    spent = trained_seconds(resume) if resume is not None else 0.0
     if resume is None:
         return
+    timer, spent = time_limit(trainer), trained_seconds(resume)
     if timer is not None and spent >= timer.time_remaining():
         raise UserError(f"the time limit trainer.max_time ({trainer_max_time(trainer)} of training) is already "
                         f"spent: the run of ckpt_path={cfg.ckpt_path} trained for {dhms(spent)}; raise "
@@ -227,7 +221,7 @@ def final_metrics(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str,
     went through Lightning's ``log`` (evaluations)."""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                if "/" in k and torch.is_tensor(v) and v.numel() == 1}
-    return {**dict(getattr(pl_module, "logged", {})), **metrics}
+    return {**getattr(pl_module, "logged", {}), **metrics}
 
 
 class RunSummary(L.Callback):
@@ -247,11 +241,10 @@ class RunSummary(L.Callback):
             update_metrics_json(self.path, {"status": "running", **slurm.job_record()})
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not stopped_by_time_limit(trainer):
+        if stopped_by_time_limit(trainer):  # resumable, as an interruption (as LimitCheckpoint says)
+            self.write(trainer, pl_module, "interrupted", reason="max_time")
+        else:
             self.write(trainer, pl_module, "completed")
-            return
-        # trainer.max_time ended the run: resumable, as an interruption (as LimitCheckpoint says)
-        self.write(trainer, pl_module, "interrupted", reason="max_time")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exc: BaseException) -> None:
         if isinstance(exc, TrainingDiverged):
@@ -328,13 +321,6 @@ class RunAccepted(L.Callback):
             RunDirBackup.accept()
 
 
-def job_overrides() -> list[str] | None:
-    """The command line's overrides of this Hydra job, or ``None`` outside one (a test's ``train``)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
-
-
 def train(cfg: DictConfig) -> float | None:
     """Build everything from ``cfg``, train, write ``metrics.json`` and return ``optimized_metric``.
 
@@ -349,13 +335,13 @@ def _train(cfg: DictConfig, primary: bool) -> float | None:
     """:func:`train`'s work; ``primary``: this process owns the run directory (not a DDP rank > 0)."""
     check_seed(cfg.seed)
     overwrite = check_overwrite(cfg.get("overwrite", False))
-    overrides = job_overrides()
-    if overrides is not None:
-        check_top_level_keys(cfg, overrides)  # (a multirun's jobs; a single run was checked by Hydra's callback)
+    if HydraConfig.initialized():  # (a multirun's jobs; a single run was checked by Hydra's callback)
+        check_top_level_keys(cfg, list(HydraConfig.get().overrides.task))
+    name = cfg.get("optimized_metric")
     done = slurm.completed_run(Path(cfg.run_dir))
     if done is not None:
         log.info("SLURM job %s was requeued after its run completed: nothing to do", slurm.job_id())
-        return (done.get("final") or {}).get(cfg.get("optimized_metric"))
+        return (done.get("final") or {}).get(name)
     continued = slurm.checkpoint_to_continue(Path(cfg.run_dir)) if cfg.ckpt_path is None else None
     if continued is not None:
         cfg.ckpt_path = str(continued)
@@ -382,9 +368,9 @@ def _train(cfg: DictConfig, primary: bool) -> float | None:
     loggers = build_loggers(cfg)
     summary = RunSummary(run_dir / "metrics.json", start=time.time())
     callbacks = build_callbacks(cfg)
-    check_optimized_metric(cfg.get("optimized_metric"), callbacks, cfg.data.get("class_names"))
+    check_optimized_metric(name, callbacks, cfg.data.get("class_names"))
     trainer = build_trainer(cfg, [*callbacks, History(), OptimizerClasses(), summary, RunAccepted(),
-                                  OptimizedMetricLogged(cfg.get("optimized_metric"))], loggers)
+                                  OptimizedMetricLogged(name)], loggers)
     check_training_length(trainer, cfg, resume, batches_per_epoch(datamodule, trainer.world_size))
     check_batch_size(model, datamodule, trainer.world_size, trainer.limit_train_batches)
     if resume is not None:
@@ -401,14 +387,12 @@ def _train(cfg: DictConfig, primary: bool) -> float | None:
         logger.log_hyperparams(resolved(cfg))
     log.info("run directory: %s", run_dir.resolve())
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    if trainer.is_global_zero:
-        # under ddp_spawn the counters are the workers': take them from the summary (a no-op otherwise)
-        written = read_metrics_json(summary.path)
+    # what process 0 of the training processes wrote (under ddp_spawn they are not this process)
+    written = read_metrics_json(summary.path)
+    if trainer.is_global_zero:  # under ddp_spawn the counters are the workers' (a no-op otherwise)
         model.batches_seen = written.get("batches_seen", model.batches_seen)
         model.images_seen = written.get("images_seen", model.images_seen)
-    # what process 0 of the training processes wrote (under ddp_spawn they are not this process)
-    metrics = read_metrics_json(summary.path).get("final") or final_metrics(trainer, model)
-    name = cfg.get("optimized_metric")
+    metrics = written.get("final") or final_metrics(trainer, model)
     if name is None:
         return None
     if name not in metrics:
@@ -417,19 +401,10 @@ def _train(cfg: DictConfig, primary: bool) -> float | None:
     return metrics[name]
 
 
-def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def failed_job_value() -> float:
     """What a failed sweep job (refused config, diverged run, metric missing or NaN) returns: the
     worst value for the sweeper's ``direction`` (+inf minimising, -inf maximising); NaN would end an
     Optuna sweep."""
-    from hydra.core.hydra_config import HydraConfig
-
     return slurm.failed_value(OmegaConf.select(HydraConfig.get(), "sweeper.direction"))
 
 

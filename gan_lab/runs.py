@@ -92,8 +92,7 @@ class RunDirCheck(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         try:
-            if OmegaConf.is_missing(config, "run_dir") or config.run_dir is None:
-                raise UserError("run_dir is not set; pass run_dir=<a run directory of python -m gan_lab.run>.")
+            required_run_dir(config)
             run_config(config.run_dir)  # also a damaged config is one line, before any folder is made
         except UserError as exc:
             print(f"gan_lab: error: {exc}", file=sys.stderr)
