@@ -53,8 +53,7 @@ def read_checkpoint(path: str | Path, what: str = "ckpt_path", weights_only: boo
     if Path(path).is_dir():
         raise not_a_file(what, path)
     try:
-        damage = zip_damage(path) if verify else None
-        if damage is not None:
+        if verify and (damage := zip_damage(path)) is not None:
             raise _damaged(what, path, damage)
         state = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
     except (FileNotFoundError, PermissionError) as exc:
@@ -85,7 +84,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             atomic_torch_save(checkpoint, path)
         except DiskFull as exc:
             raise disk_full(path, exc) from None
-        return None
 
     def load_checkpoint(self, path, map_location: Callable | None = None, weights_only: bool | None = None
                         ) -> dict[str, Any]:

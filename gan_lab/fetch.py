@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -66,11 +67,10 @@ def _cifar10() -> Dataset:
 def _celeba() -> Dataset:
     from torchvision.datasets import CelebA
 
-    drive = {name: (f"https://drive.google.com/uc?export=download&id={fid}", md5) for fid, md5, name in CelebA.file_list}
-    return Dataset((Source("img_align_celeba.zip", (drive["img_align_celeba.zip"][0],), drive["img_align_celeba.zip"][1],
-                           ("img_align_celeba",), True),
-                    Source("list_eval_partition.txt", (drive["list_eval_partition.txt"][0],),
-                           drive["list_eval_partition.txt"][1], ("list_eval_partition.txt",))))
+    wanted = ("img_align_celeba.zip", "list_eval_partition.txt")  # the images (unpacked) and the splits
+    return Dataset(tuple(Source(name, (f"https://drive.google.com/uc?export=download&id={fid}",), md5,
+                                (name.removesuffix(".zip"),), name.endswith(".zip"))
+                         for fid, md5, name in CelebA.file_list if name in wanted))
 
 
 ARTGAN = "http://web.fsktm.um.edu.my/~cschan/source/ICIP2017/"
@@ -99,14 +99,9 @@ def dataset_name(choice: str) -> str:
     return "wikiart" if choice.startswith("wikiart") else choice
 
 
-def md5_of(path: Path) -> str:
-    from torchvision.datasets.utils import calculate_md5
-
-    return calculate_md5(str(path))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def digest_of(path: Path, algorithm: str) -> str:
+    """The hex digest of the file at ``path`` (``algorithm``: ``"md5"``, ``"sha256"``)."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
@@ -160,13 +155,13 @@ def fetch_file(source: Source, root: Path, mirror: str | None, record: dict) -> 
             raise UserError(f"{source.name} could not be downloaded from {'; '.join(errors)}; check the network or "
                             f"give a mirror that has it with fetch.mirror=<url>.")
     if source.md5 is not None:
-        found = md5_of(target)
+        found = digest_of(target, "md5")
         if found != source.md5:
             target.unlink()
             raise UserError(f"{source.name} from {urls[0]} has MD5 {found}, not the published {source.md5} (a damaged "
                             f"or altered file); it was removed: fetch again, or use another mirror.")
         return target
-    size, digest = target.stat().st_size, sha256_of(target)
+    size, digest = target.stat().st_size, digest_of(target, "sha256")
     known = record.get(source.name)
     if known and (known["size"], known["sha256"]) != (size, digest):
         target.unlink()
@@ -265,8 +260,6 @@ def summary(cfg: DictConfig) -> str:
 
 
 def run(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
     choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else cfg.data.get("name")
     name = dataset_name(str(choice))
     mirror = cfg.fetch.get("mirror") or os.environ.get("GAN_LAB_MIRROR") or None

@@ -3,9 +3,8 @@
 A training (or sweep) holds ``<dir>/.run.lock`` and names itself in ``.run.lock.owner``
 (:class:`RunDirLock`). A run into a directory holding another run is refused unless
 ``overwrite=true`` (:func:`replaces_run`, :func:`claim_sweep_dir`). Until the first batch,
-:class:`RunDirBackup` can put back whatever Hydra and the start of training changed, so a refusal
-leaves the directory as it was. The state lives here, not in ``gan_lab.run``, which is imported
-both as ``__main__`` and by Hydra.
+:class:`RunDirBackup` can put back whatever Hydra and the start of training changed. The state
+lives here because ``gan_lab.run`` is imported both as ``__main__`` and by Hydra.
 """
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from filelock import FileLock, Timeout
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from gan_lab import slurm
@@ -62,11 +62,7 @@ def runs_under(folder: Path) -> list[Path]:
 
 
 def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 class RunDirLock:
@@ -184,8 +180,7 @@ def replaces_run(run_dir: Path, ckpt_path: Any, overwrite: Any, key: str = "hydr
         return True
     if not refuse:
         return False
-    holds = " and ".join(n for n, p in (("checkpoints/", run_dir / "checkpoints"), ("metrics.json", run_dir /
-                                                                                     "metrics.json")) if p.exists())
+    holds = " and ".join(n for n in ("checkpoints/", "metrics.json") if (run_dir / n).exists())
     last = run_dir / "checkpoints" / "last.ckpt"
     if ckpt_path is None:
         resume = f", continue it with ckpt_path={last}" if last.is_file() else ""
@@ -239,17 +234,13 @@ def _every_path(folder: Path, skip: Path | None = None) -> set[Path]:
 
 def _job_log(run_dir: Path) -> Path | None:
     """The log file Hydra writes for this job in ``run_dir`` (open while the run trains), if any."""
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return None
     path = Path(HydraConfig.get().runtime.output_dir) / f"{HydraConfig.get().job.name}.log"
     return path if _inside(path, run_dir) else None
 
 
-def _hydra_folder(run_dir: Path) -> str | None:
-    from hydra.core.hydra_config import HydraConfig
-
+def _hydra_folder() -> str | None:
     if not HydraConfig.initialized() or HydraConfig.get().output_subdir is None:
         return None
     return str(HydraConfig.get().output_subdir)
@@ -301,7 +292,7 @@ class RunDirBackup:
         if replace:
             aside = held["aside"] = run_dir / f"{ASIDE_PREFIX}{os.getpid()}"
             aside.mkdir()
-            keep = {LOCK_NAME, OWNER_NAME, "metrics.json.lock", _hydra_folder(run_dir),
+            keep = {LOCK_NAME, OWNER_NAME, "metrics.json.lock", _hydra_folder(),
                     job_log.name if job_log is not None else None}
             for entry in sorted(run_dir.iterdir()):
                 if entry.name not in keep and not entry.name.startswith(ASIDE_PREFIX):

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from omegaconf import DictConfig, OmegaConf
@@ -50,8 +52,6 @@ def requeued() -> bool:
 def requeue_limit() -> int:
     """How many requeues a job may ask for: ``hydra.launcher.max_num_timeout`` (0 without a
     submitit launcher)."""
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return 0
     return int(OmegaConf.select(HydraConfig.get(), "launcher.max_num_timeout", default=0) or 0)
@@ -81,13 +81,11 @@ def requeue() -> bool:
 def checkpoint_to_continue(run_dir: Path) -> Path | None:
     """For a requeued job, the checkpoint its run continues from (``<run>/checkpoints/last.ckpt``);
     ``None`` outside SLURM, for a first start, or when none was written."""
-    if not requeued():
-        return None
     last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        log.info("SLURM job %s, start %d: continuing the run from %s", job_id(), restarts() + 1, last)
-        return last
-    return None
+    if not (requeued() and last.is_file()):
+        return None
+    log.info("SLURM job %s, start %d: continuing the run from %s", job_id(), restarts() + 1, last)
+    return last
 
 
 def clear_history_of_a_restart(run_dir: Path) -> None:
@@ -138,7 +136,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         numbers = [initial_job_idx + i for i in range(len(job_overrides))]
         for idx, overrides in zip(numbers, job_overrides):
             log.info("\t#%d : %s", idx, " ".join(overrides))
-        arguments = [(list(o), "hydra.sweep.dir", idx, f"job_id_for_{idx}", self.singleton_state())
+        arguments = [(list(o), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
                      for idx, o in zip(numbers, job_overrides)]
         try:
             jobs = executor.map_array(self, *zip(*arguments))
@@ -150,12 +148,6 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                  Path(folder).parent)
         states = wait_until_ended(jobs)
         return [self.result(job, states[job.job_id], idx, list(o)) for job, idx, o in zip(jobs, numbers, job_overrides)]
-
-    @staticmethod
-    def singleton_state() -> dict:
-        from hydra.core.singleton import Singleton
-
-        return Singleton.get_state()
 
     def result(self, job: Any, state: str, idx: int, overrides: list[str]) -> JobReturn:
         """The job's return; a failed job (an error, killed, cancelled) is logged with its logs' paths,
