@@ -11,13 +11,7 @@ from gan_lab.constraints import Count
 
 class Checkpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` that refuses 0 as a frequency or number kept (a run drops a
-    checkpoint callback with ``callbacks.<name>=null``).
-
-    Args:
-        save_top_k: checkpoints kept (-1: every one).
-        every_n_epochs: save every N epochs (null: every epoch, unless ``every_n_train_steps``).
-        every_n_train_steps: save every N training steps (null: by epochs).
-    """
+    checkpoint callback with ``callbacks.<name>=null``)."""
 
     def __init__(self, *args: Any, save_top_k: Literal[-1] | Count = 1, every_n_epochs: Count | None = None,
                  every_n_train_steps: Count | None = None, **kwargs: Any) -> None:

@@ -48,10 +48,9 @@ class TrainingCurves(L.Callback):
             return  # nothing new was logged on this batch
         self._last_batch = pl_module.batches_seen
         x = float(pl_module.images_seen)
-        logged = {key[len("train/"):]: value for key, value in getattr(pl_module, "logged", {}).items()
-                  if key.startswith("train/") and not key.endswith("_seen")}
-        for key, value in logged.items():  # host values already (the module's logging step)
-            self.history.setdefault(key, []).append((x, value))
+        for key, value in getattr(pl_module, "logged", {}).items():  # host values already (the module's logging step)
+            if key.startswith("train/") and not key.endswith("_seen"):
+                self.history.setdefault(key.removeprefix("train/"), []).append((x, value))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
@@ -67,7 +66,7 @@ class TrainingCurves(L.Callback):
 
     def panels(self) -> list[tuple[str, list[str]]]:
         """(title, keys) of each panel: losses and penalties, D's scores, and the growth schedule if any."""
-        losses = [k for k in self.history if k.endswith("loss") or k.endswith("penalty")]
+        losses = [k for k in self.history if k.endswith(("loss", "penalty"))]
         growth = [k for k in self.GROWTH_KEYS if k in self.history]
         scores = [k for k in self.history if k not in losses and k not in growth]
         return [(title, keys) for title, keys in (("losses", losses), ("scores", scores), ("growth", growth)) if keys]

@@ -46,8 +46,6 @@ class DivergenceGuard(L.Callback):
         self.strikes = 0
         self._batches = 0
 
-    # --- hooks ------------------------------------------------------------------------------
-
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._batches += 1
         seen = getattr(pl_module, "batches_seen", self._batches)  # the unit the module logs in
@@ -61,8 +59,6 @@ class DivergenceGuard(L.Callback):
         # runs before the epoch checkpoint (ModelCheckpoint hooks come last): never save NaN weights
         self.check(trainer, pl_module, {}, bound=False)
 
-    # --- checks -----------------------------------------------------------------------------
-
     def weights_finite(self, pl_module: L.LightningModule) -> bool:
         """True when every parameter and buffer is finite (one host synchronisation)."""
         norm = self._weights_norm(pl_module)
@@ -75,13 +71,12 @@ class DivergenceGuard(L.Callback):
         norm = self._weights_norm(pl_module) if self.check_weights else None
         if norm is not None:
             names.append("weights")
-            values.append(norm.reshape(1).to(values[0].device if values else norm.device))
+            values.append(norm.reshape(1))
         if not values:
             return
         # averaged over the processes (a NaN anywhere is a NaN everywhere), so that they all stop together
         read = reduce_over_processes(torch.cat([v.to(values[0].device) for v in values]), trainer.world_size)
-        read = read.cpu().tolist()  # the one sync
-        found = dict(zip(names, read))
+        found = dict(zip(names, read.cpu().tolist()))  # the one sync
         bad = {k: v for k, v in found.items() if not math.isfinite(v)}
         if bad:
             self.stop(trainer, pl_module, bad, "is not finite")
@@ -118,8 +113,6 @@ class DivergenceGuard(L.Callback):
             f"training diverged at batch {step} (epoch {trainer.current_epoch}): {shown} {what}; {kept}; "
             f"lower the learning rates (e.g. optimizer.discriminator.lr=1e-4 optimizer.generator.lr=1e-4) "
             f"or change the loss, then start again.", step=step, values=values)
-
-    # --- checkpoint state -------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         return {"strikes": self.strikes, "batches": self._batches}

@@ -40,8 +40,6 @@ class Growth(L.Callback):
         self._resumed_loader_batch_size: int | None = None  # that of a mid-epoch checkpoint being resumed
         self._checkpoint_mid_epoch = False  # whether the checkpoint being resumed was written inside an epoch
 
-    # --- checks --------------------------------------------------------------------------
-
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not callable(getattr(pl_module, "set_phase", None)):
             raise UserError(f"callbacks.growth grows a progressive model, but {type(pl_module).__name__} has no "
@@ -50,8 +48,6 @@ class Growth(L.Callback):
         if size != self.schedule.target_resolution:
             raise UserError(f"the model grows to {size} but callbacks.growth.schedule's target resolution is "
                             f"{self.schedule.target_resolution}; set both from data.image_size.")
-
-    # --- the phase -----------------------------------------------------------------------
 
     def batch_size(self) -> int | None:
         """The batch size the current stage wants (``None``: whatever the DataModule has)."""
@@ -66,8 +62,6 @@ class Growth(L.Callback):
             datamodule.set_resolution(self.phase.resolution)
         return self.phase
 
-    # --- checkpoint state ----------------------------------------------------------------
-
     def state_dict(self) -> dict[str, Any]:
         return {"loader_batch_size": self._loader_batch_size}
 
@@ -78,14 +72,11 @@ class Growth(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resumed_loader_batch_size = state_dict.get("loader_batch_size") if self._checkpoint_mid_epoch else None
 
-    # --- hooks ---------------------------------------------------------------------------
-
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after a checkpoint restored images_seen (and the model's saved phase), before the
         # DataLoader is built
         saved = pl_module.phase
-        datamodule = getattr(trainer, "datamodule", None)
-        self._data_batch_size = getattr(datamodule, "batch_size", None)
+        self._data_batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
         phase = self.update(trainer, pl_module)
         if trainer.ckpt_path and pl_module.images_seen and saved != (phase.resolution, phase.alpha):
             log.warning("the growth schedule changed since the checkpoint: it was at %dx%d alpha %.3f, the "

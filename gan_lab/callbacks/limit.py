@@ -48,10 +48,6 @@ class BatchLimit(L.Callback):
             trainer.should_stop = True
 
 
-def batch_limit(trainer: L.Trainer) -> BatchLimit | None:
-    return next((cb for cb in trainer.callbacks if isinstance(cb, BatchLimit)), None)
-
-
 class LimitCheckpoint(Checkpoint):
     """Saves the batch where ``trainer.max_time`` or ``trainer.max_batches`` cut an epoch short, as ``last.ckpt``.
 
@@ -91,10 +87,8 @@ class LimitCheckpoint(Checkpoint):
         timer = time_limit(trainer)
         if trainer.should_stop and timer is not None and trainer.strategy.broadcast(timer.time_remaining() <= 0):
             return "max_time"
-        limit = batch_limit(trainer)
-        if limit is not None and limit.reached(pl_module):
-            return "max_batches"
-        return None
+        limit = next((cb for cb in trainer.callbacks if isinstance(cb, BatchLimit)), None)
+        return "max_batches" if limit is not None and limit.reached(pl_module) else None
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
 
 from gan_lab.callbacks.limit import epoch_cut_short
 from gan_lab.callbacks.cadence import epoch_due
@@ -29,7 +28,6 @@ class MetricsCallback(L.Callback):
 
     def __init__(self, evaluator: Evaluator, run_dir: str, every_n_epochs: Count = 5) -> None:
         self.evaluator, self.run_dir, self.every_n_epochs = evaluator, Path(run_dir), int(every_n_epochs)
-        self.last_record: dict | None = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not epoch_due(trainer, self.every_n_epochs):
@@ -46,10 +44,6 @@ class MetricsCallback(L.Callback):
         record = {"source": "training", "checkpoint": None, **done,
                   "step": trainer.global_step, "batches_seen": getattr(pl_module, "batches_seen", None),
                   "images_seen": getattr(pl_module, "images_seen", None), **record}
-        self.last_record = record
         pl_module.log_dict(flat, on_step=False, on_epoch=True, sync_dist=False)
-        self._write(record)
-
-    @rank_zero_only
-    def _write(self, record: dict) -> None:
-        append_evaluation(self.run_dir / "metrics.json", record)
+        if trainer.is_global_zero:
+            append_evaluation(self.run_dir / "metrics.json", record)

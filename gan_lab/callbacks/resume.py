@@ -21,7 +21,6 @@ from gan_lab.errors import UserError
 log = logging.getLogger(__name__)
 
 
-
 def epochs_completed(checkpoint: dict[str, Any]) -> tuple[int, int | None]:
     """(epochs completed, batches trained in the epoch in progress or ``None``) of a checkpoint: an
     epoch-end one completes ``epoch + 1`` epochs, a mid-epoch one is ``batch_in_epoch`` batches into
@@ -44,22 +43,11 @@ def ends_epoch(trainer: L.Trainer, batch_idx: int) -> bool:
     return batch_idx + 1 >= trainer.num_training_batches
 
 
-def order_of(loader: Any) -> dict[str, int] | None:
-    """What the training order of ``loader``'s epochs is drawn from: the sampler's seed and number of
-    images (``None`` for a sampler that is not gan_lab's)."""
-    sampler = getattr(loader, "sampler", None)
+def order_of(sampler: Any) -> dict[str, int] | None:
+    """What the training order of the epochs is drawn from: the sampler's seed and number of images
+    (``None`` for a sampler that is not gan_lab's)."""
     seed, n = getattr(sampler, "seed", None), getattr(sampler, "n", None)
     return None if seed is None or n is None else {"seed": int(seed), "images": int(n)}
-
-
-def planned_epoch(datamodule: Any) -> tuple[int | None, dict[str, int] | None]:
-    """The images of each training batch and what the epoch order is drawn from (:func:`order_of`), as
-    the DataModule will serve them, before a Trainer exists (``None`` where it does not say)."""
-    sampler = datamodule.train_sampler() if hasattr(datamodule, "train_sampler") else None
-    seed, n = getattr(sampler, "seed", None), getattr(sampler, "n", None)
-    order = None if seed is None or n is None else {"seed": int(seed), "images": int(n)}
-    images = getattr(datamodule, "train_batch_size", None)
-    return (int(images) if images is not None else None), order
 
 
 def check_epoch_continues(batches: int, saved_images: int | None, images: int | None,
@@ -88,9 +76,11 @@ def check_resumed_position(checkpoint: dict[str, Any], datamodule: Any) -> None:
         return
     if any(str(key).startswith("Growth") for key in callbacks):
         return  # the batch size is the growth stage's, known once the Growth callback has restored it
-    images, order = planned_epoch(datamodule)
-    check_epoch_continues(int(state.get("batch_in_epoch", 0)), state.get("batch_images"), images,
-                          state.get("order"), order)
+    # as the DataModule will serve the batches, before a Trainer exists
+    sampler = datamodule.train_sampler() if hasattr(datamodule, "train_sampler") else None
+    images = getattr(datamodule, "train_batch_size", None)
+    check_epoch_continues(int(state.get("batch_in_epoch", 0)), state.get("batch_images"),
+                          None if images is None else int(images), state.get("order"), order_of(sampler))
 
 
 # --- optimisers ---------------------------------------------------------------------------------
@@ -192,8 +182,7 @@ class OptimizerClasses(L.Callback):
 
 
 def loader_workers(loader: Any) -> int:
-    """The worker processes of a DataLoader, or of the DataModule that makes it (0: it loads in the
-    training process)."""
+    """The worker processes of a DataLoader, or of the DataModule that makes it (0: none)."""
     return int(getattr(loader, "num_workers", 0) or 0)
 
 
@@ -219,9 +208,7 @@ class EpochPosition(L.Callback):
     def __init__(self) -> None:
         self.batch_in_epoch = 0
         self._trainer: L.Trainer | None = None
-        self._resume_at: int | None = None  # batches into the epoch of a mid-epoch checkpoint being resumed
-        self._resume_batch_images: int | None = None  # the images of each of those batches
-        self._resume_order: dict[str, int] | None = None  # what that epoch's order was drawn from
+        self._resumed: dict[str, Any] | None = None  # the state of a mid-epoch checkpoint being resumed
         self._quiet: Any = None  # the filter silencing Lightning's mid-epoch resume warning, while installed
 
     @property
@@ -230,37 +217,41 @@ class EpochPosition(L.Callback):
         trainer = self._trainer
         return trainer is not None and 0 < self.batch_in_epoch < trainer.num_training_batches
 
-    # --- checkpoint state -------------------------------------------------------------------
-
     def state_dict(self) -> dict[str, Any]:
-        trainer = self._trainer
-        loader = trainer.train_dataloader if trainer is not None else None
+        loader = self._trainer.train_dataloader if self._trainer is not None else None
         return {"batch_in_epoch": self.batch_in_epoch, "mid_epoch": self.mid_epoch,
-                "batch_images": getattr(loader, "batch_size", None), "order": order_of(loader)}
+                "batch_images": getattr(loader, "batch_size", None),
+                "order": order_of(getattr(loader, "sampler", None))}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # applied in on_train_start, once the DataLoader (and its sampler) exists
-        self._resume_at = int(state_dict["batch_in_epoch"]) if state_dict.get("mid_epoch") else None
-        self._resume_batch_images = state_dict.get("batch_images")
-        self._resume_order = state_dict.get("order")
-
-    # --- hooks ------------------------------------------------------------------------------
+        self._resumed = state_dict if state_dict.get("mid_epoch") else None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.batch_in_epoch = 0
-        if self._resume_at is None:
+        resumed, self._resumed = self._resumed, None
+        if resumed is None:
+            self.batch_in_epoch = 0
             if trainer.current_epoch > 0:  # resumed at an epoch's start
                 redraw_order(trainer)
             return
-        self.batch_in_epoch, self._resume_at = self._resume_at, None
-        if self._skip_served_samples(trainer, self.batch_in_epoch):
-            redraw_order(trainer)
-            # exact, so Lightning's "not resumable ... unreliable results" (warned before the first
-            # batch of this fit) is wrong here: silenced until then
-            self._quiet = silence_mid_epoch_resume_warning()
+        # a mid-epoch resume: the sampler skips what the interrupted part served
+        self.batch_in_epoch = int(resumed["batch_in_epoch"])
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        check_epoch_continues(self.batch_in_epoch, resumed.get("batch_images"), getattr(loader, "batch_size", None),
+                              resumed.get("order"), order_of(sampler))
+        if not hasattr(sampler, "skip_next"):
+            log.warning("resuming mid-epoch with a sampler that cannot skip served samples (%s): the "
+                        "rest of this epoch repeats its first batches.", type(sampler).__name__)
+            return
+        sampler.skip_next(self.batch_in_epoch * loader.batch_size)
+        redraw_order(trainer)
+        # exact, so Lightning's "not resumable ... unreliable results" (warned before the first
+        # batch of this fit) is wrong here: silenced until then
+        self._quiet = silence_mid_epoch_resume_warning()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.batch_in_epoch = 0  # (not called for the epoch a mid-epoch resume continues)
@@ -282,22 +273,7 @@ class EpochPosition(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._warn_again()
 
-    # --- helpers ----------------------------------------------------------------------------
-
     def _warn_again(self) -> None:
         """Hear Lightning's mid-epoch resume warning again (another fit in this process may not be exact)."""
         unsilence(self._quiet)
         self._quiet = None
-
-    def _skip_served_samples(self, trainer: L.Trainer, batches: int) -> bool:
-        """Make the sampler skip what the interrupted part served; whether it could (an exact resume)."""
-        loader = trainer.train_dataloader
-        sampler = getattr(loader, "sampler", None)
-        check_epoch_continues(batches, self._resume_batch_images, getattr(loader, "batch_size", None),
-                              self._resume_order, order_of(loader))
-        if not hasattr(sampler, "skip_next"):
-            log.warning("resuming mid-epoch with a sampler that cannot skip served samples (%s): the "
-                        "rest of this epoch repeats its first batches.", type(sampler).__name__)
-            return False
-        sampler.skip_next(batches * loader.batch_size)
-        return True

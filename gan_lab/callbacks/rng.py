@@ -84,26 +84,20 @@ class RngState(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # called after every setup hook (where the module derives its per-rank streams) and before on_fit_start
-        own = self._own_rng_state(state_dict["rng"])
-        if own is None:
-            return
-        if self._checkpoint_mid_epoch or loader_workers(getattr(self._trainer, "datamodule", None)) > 0:
-            self._pending = own  # the epoch's DataLoader iterator is created before on_train_start
-        else:
-            set_rng_state(own)  # before Lightning creates the next epoch's DataLoader iterator
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._pending is not None:
-            set_rng_state(self._pending)
-            self._pending = None
-
-    def _own_rng_state(self, states: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """This rank's generator states among a checkpoint's (one per rank), or ``None`` for a rank
-        the writing run did not have."""
-        states = list(states)
+        states = list(state_dict["rng"])
         rank, world_size = rank_and_world_size(self._trainer)
         if len(states) != world_size and rank == 0:
             log.warning("the checkpoint was written by %d process(es) and training resumes with %d: the "
                         "data shards and the batch differ, so the run is not an exact continuation.",
                         len(states), world_size)
-        return states[rank] if rank < len(states) else None
+        if rank >= len(states):
+            return  # a rank the writing run did not have
+        if self._checkpoint_mid_epoch or loader_workers(getattr(self._trainer, "datamodule", None)) > 0:
+            self._pending = states[rank]  # the epoch's DataLoader iterator is created before on_train_start
+        else:
+            set_rng_state(states[rank])  # before Lightning creates the next epoch's DataLoader iterator
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is not None:
+            set_rng_state(self._pending)
+            self._pending = None

@@ -34,8 +34,9 @@ class SampleGrid(L.Callback):
     def __init__(self, dirpath: str, every_n_epochs: Count = 1, upscale_to: NonNegativeInt = 64,
                  at_batches: Sequence[Count] | Count | None = ()) -> None:
         self.dirpath, self.every_n_epochs, self.upscale_to = Path(dirpath), int(every_n_epochs), upscale_to
-        self.at_batches = parse_at_batches(at_batches)
-        self.last_path: Path | None = None
+        if isinstance(at_batches, int):  # a single number is accepted
+            at_batches = [at_batches]
+        self.at_batches = frozenset(int(b) for b in at_batches or ())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         seen = batches_seen(trainer, pl_module)  # a Python int: no device read
@@ -65,7 +66,6 @@ class SampleGrid(L.Callback):
     def _save(self, trainer, pl_module, images: Tensor, tag: str) -> None:
         path = save_grid(images, self.dirpath / f"{tag}.png", pl_module.grid_nrow,
                          pl_module.grid_row_names, self.upscale_to)
-        self.last_path = path
         step = batches_seen(trainer, pl_module)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
@@ -73,8 +73,3 @@ class SampleGrid(L.Callback):
             elif isinstance(logger, TensorBoardLogger):
                 img = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)
                 logger.experiment.add_image("samples", img, global_step=step)
-
-
-def parse_at_batches(value: Sequence[int] | int | None) -> frozenset[int]:
-    """``callbacks.sample_grid.at_batches`` as a set of batch numbers (a single number is accepted)."""
-    return frozenset([] if value is None else [value] if isinstance(value, int) else [int(b) for b in value])

@@ -52,11 +52,12 @@ class GracefulStop(Checkpoint):
         log.warning("%s received: finishing the current batch, then saving %s.", signal.Signals(signum).name,
                     self.path)
 
-    # --- hooks ------------------------------------------------------------------------------
-
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.requested = None
-        self._install_handlers()
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.signals:
+                self._previous_handlers[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._handle)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         wanted = self.requested
@@ -85,8 +86,6 @@ class GracefulStop(Checkpoint):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore_handlers()
 
-    # --- helpers ----------------------------------------------------------------------------
-
     @staticmethod
     def _agreed(trainer: L.Trainer, wanted: int | None) -> int | None:
         """The stop request, the same on every rank (a request on any rank stops them all, so none
@@ -100,13 +99,6 @@ class GracefulStop(Checkpoint):
         if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: stop now
         self.request(signum)
-
-    def _install_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum in self.signals:
-            self._previous_handlers[signum] = signal.getsignal(signum)
-            signal.signal(signum, self._handle)
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous_handlers.items():
