@@ -99,8 +99,7 @@ class DiffAugment(nn.Module):
         if unknown or not policy:
             raise UserError(f"d_augment.policy={policy} must list some of {', '.join(POLICIES)}; "
                             f"e.g. d_augment.policy=[color,translation,cutout].")
-        self.policy = policy
-        self.p = float(p)
+        self.policy, self.p = policy, float(p)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.p == 0.0:
@@ -137,49 +136,40 @@ def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi, ops: Sequ
     def chosen(op: str) -> Tensor:
         return (torch.rand(n, device=device) < p_op).to(dtype) * float(op in ops)
 
+    def rotation_angle() -> Tensor:
+        return ((torch.rand(n, device=device) < p_rot).to(dtype) * float("rotate" in ops)
+                * (torch.rand(n, device=device, dtype=dtype) * 2 - 1) * rot_max)
+
     eye = torch.eye(3, device=device, dtype=dtype).expand(n, 3, 3).clone()
-    m = eye.clone()
 
-    def compose(t: Tensor) -> None:
-        nonlocal m
-        m = m @ t
+    def linear(a: Tensor | float, b: Tensor | float, c: Tensor | float, d: Tensor | float) -> Tensor:
+        t = eye.clone()
+        t[:, 0, 0], t[:, 0, 1], t[:, 1, 0], t[:, 1, 1] = a, b, c, d
+        return t
 
+    def rotation(angle: Tensor) -> Tensor:
+        c, s = torch.cos(angle), torch.sin(angle)
+        return linear(c, -s, s, c)
+
+    def shifted(shift: Tensor) -> Tensor:
+        t = eye.clone()
+        t[:, :2, 2] = shift
+        return t
+
+    # the random numbers, in ADA's order, then the matrices, composed left to right
     flip = 1 - 2 * (chosen("xflip") * torch.randint(0, 2, (n,), device=device).to(dtype))
-    t = eye.clone()
-    t[:, 0, 0] = flip
-    compose(t)
     quarter = chosen("rotate90") * torch.randint(0, 4, (n,), device=device).to(dtype) * (math.pi / 2)
-    compose(_rotation(quarter, eye))
     shift = chosen("xint")[:, None] * (torch.rand(n, 2, device=device, dtype=dtype) * 2 - 1) * 0.125 * 2
-    t = eye.clone()
-    t[:, :2, 2] = shift
-    compose(t)
     iso = torch.exp2(chosen("scale") * torch.randn(n, device=device, dtype=dtype) * 0.2)
-    t = eye.clone()
-    t[:, 0, 0], t[:, 1, 1] = iso, iso
-    compose(t)
-    angle = ((torch.rand(n, device=device) < p_rot).to(dtype) * float("rotate" in ops)
-             * (torch.rand(n, device=device, dtype=dtype) * 2 - 1) * rot_max)
-    compose(_rotation(angle, eye))
+    angle = rotation_angle()
     aniso = torch.exp2(chosen("aniso") * torch.randn(n, device=device, dtype=dtype) * 0.2)
-    t = eye.clone()
-    t[:, 0, 0], t[:, 1, 1] = aniso, 1 / aniso
-    compose(t)
-    angle = ((torch.rand(n, device=device) < p_rot).to(dtype) * float("rotate" in ops)
-             * (torch.rand(n, device=device, dtype=dtype) * 2 - 1) * rot_max)
-    compose(_rotation(angle, eye))
+    angle2 = rotation_angle()
     frac = chosen("xfrac")[:, None] * torch.randn(n, 2, device=device, dtype=dtype) * 0.125 * 2
-    t = eye.clone()
-    t[:, :2, 2] = frac
-    compose(t)
+    m = eye
+    for t in (linear(flip, 0, 0, 1), rotation(quarter), shifted(shift), linear(iso, 0, 0, iso),
+              rotation(angle), linear(aniso, 0, 0, 1 / aniso), rotation(angle2), shifted(frac)):
+        m = m @ t
     return m[:, :2, :]
-
-
-def _rotation(angle: Tensor, eye: Tensor) -> Tensor:
-    t = eye.clone()
-    c, s = torch.cos(angle), torch.sin(angle)
-    t[:, 0, 0], t[:, 0, 1], t[:, 1, 0], t[:, 1, 1] = c, -s, s, c
-    return t
 
 
 def ada_pipeline(x: Tensor, p: float, ops: Sequence[str] = ADA_OPS, on_device: Tensor | None = None) -> Tensor:
@@ -249,8 +239,7 @@ class AdaptiveAugment(nn.Module):
         self.stats = torch.zeros(2)
         self.p_device = torch.zeros(2)
         self._fill()
-        self._batches = 0
-        self._images = 0
+        self._batches, self._images = 0, 0
 
     def _fill(self) -> None:
         """Write ``p`` (and the rotations' probability) into :attr:`p_device`: kernels, no host wait."""

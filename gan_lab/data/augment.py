@@ -27,11 +27,8 @@ class Augment(nn.Module):
         crop_p: probability of a random resized crop (a crop resized back to the served size).
         crop_scale: range of the crop's area as a share of the image, e.g. ``[0.728, 0.728]``.
         crop_ratio: range of the crop's aspect ratio (width / height).
-        hflip_p: probability of a horizontal flip.
-        rotation_p: probability of a rotation.
         degrees: rotation angle range: ``d`` for [-d, d], or ``[low, high]``.
         rotation_padding: ``border`` (repeat edge pixels), ``reflection`` or ``zeros`` (black, -1).
-        jitter_p: probability of colour jitter.
         brightness, contrast, saturation, hue: kornia ``ColorJitter`` strengths (hue in [0, 0.5]);
             saturation and hue apply to RGB only.
     """
@@ -74,14 +71,10 @@ class Augment(nn.Module):
             if self.hflip_p > 0:
                 ops.append(K.RandomHorizontalFlip(p=self.hflip_p))
             if self.rotation_p > 0 and self.degrees != (0.0, 0.0):
-                fill = None
-                if self.rotation_padding == "zeros":  # in [0, 1] space (see forward): 0 is black
-                    fill = torch.zeros(channels)
-                ops.append(K.RandomAffine(self.degrees, padding_mode=self.rotation_padding if fill is None
-                                          else "fill", fill_value=fill, p=self.rotation_p))
-            jitter = dict(self.jitter)
-            if channels != 3:
-                jitter.update(saturation=0.0, hue=0.0)
+                zeros = self.rotation_padding == "zeros"  # in [0, 1] space (see forward): 0 is black
+                ops.append(K.RandomAffine(self.degrees, padding_mode="fill" if zeros else self.rotation_padding,
+                                          fill_value=torch.zeros(channels) if zeros else None, p=self.rotation_p))
+            jitter = self.jitter if channels == 3 else {**self.jitter, "saturation": 0.0, "hue": 0.0}
             if self.jitter_p > 0 and any(jitter.values()):
                 ops.append(K.ColorJitter(**jitter, p=self.jitter_p))
             self._pipelines[key] = nn.Sequential(*ops)

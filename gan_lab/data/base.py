@@ -40,14 +40,6 @@ MAX_IMAGE_SIZE = 4096
 ValFraction = Annotated[float, Field(ge=0, lt=1)]
 
 
-def check_val_fraction(val_fraction: float) -> float:
-    """The share of a dataset held out for validation, in [0, 1) (0: no validation split)."""
-    if isinstance(val_fraction, bool) or not 0.0 <= float(val_fraction) < 1.0:
-        raise UserError(f"data.val_fraction={val_fraction} must be in [0, 1) (the share of the images held out "
-                        f"for validation, 0 for none); e.g. data.val_fraction=0.1.")
-    return float(val_fraction)
-
-
 class TensorImages(Dataset):
     """uint8 images and int64 labels in memory; ``__getitems__`` slices a whole batch at once."""
 
@@ -68,10 +60,7 @@ class TensorImages(Dataset):
 
 def collate_batch(batch):
     """Identity collate: ``TensorImages.__getitems__`` already returns a stacked batch."""
-    if isinstance(batch, tuple):
-        return batch
-    images, labels = zip(*batch)
-    return torch.stack(images), torch.stack(labels)
+    return batch
 
 
 class EpochSampler(Sampler[int]):
@@ -84,9 +73,8 @@ class EpochSampler(Sampler[int]):
     def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not one of the {world_size} ranks")
-        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+        self.n, self.seed, self.shuffle, self.epoch, self.skip = n, seed, shuffle, 0, 0
         self.rank, self.world_size = int(rank), int(world_size)
-        self.skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -113,7 +101,6 @@ class ImageDataModule(L.LightningDataModule):
 
     Args:
         image_size: side of the square images served.
-        batch_size: training batch size.
         num_workers: DataLoader workers (0 is fastest for in-memory data).
         drop_last: drop the last incomplete training batch (keeps BatchNorm statistics sane).
         seed: seed of the data order (the run's ``seed`` by default).
@@ -168,8 +155,7 @@ class ImageDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val"):
             if split not in self.splits:
-                images, labels = self.load_split(split)
-                self.splits[split] = TensorImages(images, labels)
+                self.splits[split] = TensorImages(*self.load_split(split))
                 if split == "train" and self.subset is not None:
                     self.splits["train_full"] = self.splits["train"]
                     self.splits["train"] = self.subset_of(self.splits["train"])
@@ -224,15 +210,13 @@ class ImageDataModule(L.LightningDataModule):
         return EpochSampler(n, self.seed, rank=trainer.global_rank, world_size=trainer.world_size)
 
     def train_dataloader(self) -> DataLoader:
-        ds = self.dataset("train")
-        return DataLoader(ds, batch_size=self.train_batch_size, sampler=self.train_sampler(),
+        return DataLoader(self.dataset("train"), batch_size=self.train_batch_size, sampler=self.train_sampler(),
                           drop_last=self.drop_last, num_workers=self.num_workers,
                           collate_fn=collate_batch, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
-        ds = self.dataset("val")
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                          collate_fn=collate_batch)
+        return DataLoader(self.dataset("val"), batch_size=self.batch_size, shuffle=False,
+                          num_workers=self.num_workers, collate_fn=collate_batch)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

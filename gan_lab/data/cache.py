@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -48,17 +48,15 @@ class Split:
     skipped: list[str] = field(default_factory=list)       # "name: reason" per skipped source
 
     def to_dict(self) -> dict:
-        return {"images": self.images, "labels": self.labels, "files": self.files,
-                "file_sizes": self.file_sizes, "source_sizes": self.source_sizes,
-                "skipped": self.skipped}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def parse_crop(crop: str | int | None) -> str | int:
     """``center`` (largest centred square), ``none`` (whole image squashed to a square) or a side in
     source pixels (centred square of that side)."""
-    if crop is None or (isinstance(crop, str) and crop.lower() in ("none", "resize")):
+    if str(crop).lower() in ("none", "resize"):  # also None
         return "none"
-    if isinstance(crop, str) and crop.lower() == "center":
+    if str(crop).lower() == "center":
         return "center"
     try:
         side = int(crop)
@@ -109,13 +107,10 @@ def decode_image(path: str | Path, image_size: int, channels: int = 3, crop: str
     """
     with Image.open(path) as img:
         width, height = img.size
-        if crop == "center":
-            side = min(width, height)
-            box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
-        elif crop == "none":
+        if crop == "none":
             side, box = min(width, height), (0, 0, width, height)
         else:
-            side = min(int(crop), width, height)
+            side = min(width, height) if crop == "center" else min(int(crop), width, height)
             box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
         if img.format == "JPEG" and side > 2 * image_size:
             factor = image_size / side
@@ -155,15 +150,12 @@ def cache_key(**parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def user_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan_lab"
-
-
 def fallback_cache_dir(dataset: str, root: Path) -> Path:
     """The user cache folder of a dataset whose root is read-only, one per root (so two copies
     never delete each other's caches as stale)."""
     resolved = str(Path(root).expanduser().resolve())
-    return user_cache_dir() / dataset / hashlib.sha256(resolved.encode()).hexdigest()[:12]
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan_lab"
+    return user_cache / dataset / hashlib.sha256(resolved.encode()).hexdigest()[:12]
 
 
 def writable_dir(preferred: Path, fallback: Path) -> Path:

@@ -136,6 +136,5 @@ class CIFAR10(DiskImageDataModule):
             labels.extend(values.tolist())
             names.extend(f"{f.name}[{i}]" for i in range(len(data)))
         x = resize_uint8(torch.from_numpy(np.concatenate(images)), self.image_size)
-        n = x.shape[0]
         return Split(images=x, labels=torch.tensor(labels, dtype=torch.long), files=names,
-                     source_sizes=torch.tensor([[32, 32]], dtype=torch.long).expand(n, 2).clone())
+                     source_sizes=torch.tensor([[32, 32]], dtype=torch.long).expand(len(x), 2).clone())

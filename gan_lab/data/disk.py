@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import abstractmethod
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Iterator
 
@@ -18,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from gan_lab.constraints import Count, NonNegativeInt
-from gan_lab.data.base import EpochSampler, ImageDataModule, TensorImages, check_val_fraction, take_rows
+from gan_lab.data.base import EpochSampler, ImageDataModule, TensorImages, take_rows
 from gan_lab.data.cache import (IMAGE_EXTENSIONS, Split, cached_split, decode_files, fallback_cache_dir,
                                 file_signature, parse_background, parse_crop, writable_dir)
 from gan_lab.errors import UserError
@@ -97,14 +98,11 @@ class DiskImageDataModule(ImageDataModule):
         self._cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.decode_workers, self.on_device = int(decode_workers), parse_on_device(on_device)
         self.info: dict[str, Split] = {}
-        self._cache_folder: Path | None = None
 
-    @property
+    @cached_property
     def cache_folder(self) -> Path:
-        if self._cache_folder is None:
-            preferred = self._cache_dir or self.root / ".gan_lab_cache"
-            self._cache_folder = writable_dir(preferred, fallback_cache_dir(self.name, self.root))
-        return self._cache_folder
+        preferred = self._cache_dir or self.root / ".gan_lab_cache"
+        return writable_dir(preferred, fallback_cache_dir(self.name, self.root))
 
     def missing(self, path: Path, what: str = "the dataset") -> UserError:
         """``what`` was not found at ``path``; or, for ``what`` such as "no image file", ``path`` holds none."""
@@ -188,7 +186,6 @@ class DiskImageDataModule(ImageDataModule):
 
 def held_out(n: int, val_fraction: float, split: str, seed: int = 1234) -> list[int]:
     """Indices of a fixed validation split (independent of the run's seed) or of the rest."""
-    check_val_fraction(val_fraction)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_val = int(round(n * val_fraction))
     return sorted(perm[:n_val] if split == "val" else perm[n_val:])
@@ -216,13 +213,9 @@ class FileImageDataModule(DiskImageDataModule):
 
     def build_split(self, split: str) -> Split:
         items = self.items(split)
-        names = [self.display_name(p) for p, _ in items]
         return decode_files([p for p, _ in items], [label for _, label in items], self.image_size,
                             self.channels, self.crop, self.background, self.decode_workers,
-                            desc=f"{self.name}/{split}", names=names)
+                            desc=f"{self.name}/{split}", names=[self.display_name(p) for p, _ in items])
 
     def display_name(self, path: Path) -> str:
-        try:
-            return str(path.relative_to(self.root))
-        except ValueError:
-            return str(path)
+        return str(path.relative_to(self.root) if path.is_relative_to(self.root) else path)

@@ -21,6 +21,8 @@ log = logging.getLogger("gan_lab")
 #: the 18 Pokemon types, alphabetical: label i is POKEMON_TYPES[i] (without a ``types`` subset)
 POKEMON_TYPES = ["Bug", "Dark", "Dragon", "Electric", "Fairy", "Fighting", "Fire", "Flying", "Ghost",
                  "Grass", "Ground", "Ice", "Normal", "Poison", "Psychic", "Rock", "Steel", "Water"]
+#: lower-case type -> its spelling in POKEMON_TYPES
+CANONICAL_TYPES = {t.lower(): t for t in POKEMON_TYPES}
 
 
 class ImageFolder(FileImageDataModule):
@@ -137,7 +139,6 @@ class Pokemon(ImageFolder):
         self._names: dict[str, str] | None = None
         self._unlisted: list[Path] = []
 
-
     def classes(self):
         return []
 
@@ -146,7 +147,6 @@ class Pokemon(ImageFolder):
         unknown types and conflicting rows raise :class:`UserError`."""
         if self._names is None and self.csv_path.is_file():
             path, expected = self.csv_path, "expected the Kaggle pokemon.csv (Name,Type1,Type2)"
-            canonical = {t.lower(): t for t in POKEMON_TYPES}
             try:
                 text = path.read_bytes().decode("utf-8-sig")
                 lines = [(n, row) for n, row in enumerate(csv.reader(text.splitlines()), 1) if any(map(str.strip, row))]
@@ -170,10 +170,10 @@ class Pokemon(ImageFolder):
                 name, kind = row[at_name].strip(), row[at_type].strip()
                 if not name:
                     continue
-                if kind.lower() not in canonical:
+                if kind.lower() not in CANONICAL_TYPES:
                     raise UserError(f"{path} line {number}: {name} has type {kind!r}, not one of the 18 "
                                     f"types ({', '.join(POKEMON_TYPES)}).")
-                kind = canonical[kind.lower()]
+                kind = CANONICAL_TYPES[kind.lower()]
                 if table.get(name.lower(), kind) != kind:
                     raise UserError(f"{path} line {number} gives {name} the type {kind} where line "
                                     f"{first[name.lower()]} gave {table[name.lower()]}; keep one row per Pokemon.")
@@ -196,23 +196,17 @@ class Pokemon(ImageFolder):
             self._files = [(f, 0) for f in files]
             return self._files
         if self.types:
-            canonical = {t.lower(): t for t in POKEMON_TYPES}
-            unknown = [t for t in self.types if str(t).lower() not in canonical]
+            unknown = [t for t in self.types if str(t).lower() not in CANONICAL_TYPES]
             if unknown:
                 raise UserError(f"data.types has {unknown}, not Pokemon types; use some of "
                                 f"{', '.join(POKEMON_TYPES)}.")
-            self.class_names = [canonical[str(t).lower()] for t in self.types]
+            self.class_names = [CANONICAL_TYPES[str(t).lower()] for t in self.types]
         else:
             self.class_names = list(POKEMON_TYPES)
         self.num_classes = len(self.class_names)
         index = {name: i for i, name in enumerate(self.class_names)}
-        self._files, self._unlisted = [], []
-        for f in files:
-            kind = table.get(f.stem.lower())
-            if kind is None:
-                self._unlisted.append(f)
-            elif kind in index:
-                self._files.append((f, index[kind]))
+        self._unlisted = [f for f in files if f.stem.lower() not in table]
+        self._files = [(f, index[table[f.stem.lower()]]) for f in files if table.get(f.stem.lower()) in index]
         if not self._files:
             raise UserError(f"no sprite in {self.folder} has a primary type among {self.class_names} in "
                             f"{self.csv_path}; check data.types and that file names match the Name column.")

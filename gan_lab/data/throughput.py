@@ -20,8 +20,7 @@ def measure_throughput(datamodule: ImageDataModule, seconds: float = 5.0,
     sampler = getattr(loader, "sampler", None)
     device = torch.device(device)
     images_seen = batches = epoch = 0
-    first = next(iter(loader))  # warm-up: workers started, caches touched
-    shape = tuple(first[0].shape[1:])
+    shape = tuple(next(iter(loader))[0].shape[1:])  # warm-up: workers started, caches touched
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         if hasattr(sampler, "set_epoch"):
