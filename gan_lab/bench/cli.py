@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib
 import logging
 import os
 import platform
@@ -35,6 +34,7 @@ PROFILES_HEADER = ("# Profiles\n\nWritten by `python -m gan_lab.bench train --pr
                    "logging), on a GPU the device's busy time and kernel count; then the ops that cost most, "
                    "each a top-level aten op (with the kernels it launched).\n")
 COLUMNS = ("benchmark", "setting", "gan_lab (img/s)", "plain PyTorch (img/s)", "ratio", "goal")
+TABLE_HEADER = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
 
 
 def cpu_name() -> str:
@@ -54,13 +54,15 @@ def machine() -> str:
             f"lightning {L.__version__}, Python {platform.python_version()}")
 
 
-def table_header() -> str:
-    return "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
-
-
 def section_header(command: str) -> str:
+    """A report's heading: the time, the machine and the command."""
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    return f"## {when}\n\nMachine: {machine()}\n\nCommand: `{command}`\n\n{table_header()}"
+    return f"## {when}\n\nMachine: {machine()}\n\nCommand: `{command}`"
+
+
+def reopened(path: Path, header: str) -> str:
+    """The text of ``path`` (``header`` when there is none yet), ending in one blank line."""
+    return (path.read_text() if path.is_file() else header).rstrip("\n") + "\n\n"
 
 
 #: ``python -m gan_lab.bench suite``: the tracked rows per device, each the options of one benchmark
@@ -132,8 +134,7 @@ def suite_jobs(args: argparse.Namespace) -> list[argparse.Namespace]:
     for option in SUITE_OPTIONS:
         base += [option, str(getattr(args, option[2:].replace("-", "_")))]
     rows = SUITES[args.device]
-    chosen = suite_rows(args.rows, len(rows))
-    return [parse_args([*base, *rows[i].split()]) for i in chosen]
+    return [parse_args([*base, *rows[i].split()]) for i in suite_rows(args.rows, len(rows))]
 
 
 def suite_rows(spec: str | None, n: int) -> list[int]:
@@ -161,7 +162,8 @@ def failed_row(args: argparse.Namespace, exc: Exception) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m gan_lab.bench", description=importlib.import_module("gan_lab.bench").__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m gan_lab.bench",
+                                description=sys.modules["gan_lab.bench"].__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("what", nargs="?", default="all", choices=("train", "data", "all", "suite"),
                    help="suite: every tracked row for the device (see SUITES in gan_lab/bench/cli.py)")
@@ -218,11 +220,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_benchmark(args: argparse.Namespace) -> tuple[list[str], str | None]:
-    """A benchmark's table row, and its profile (markdown) when one was asked for."""
-    return bench_train(args) if args.what == "train" else bench_data(args)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the table readable
@@ -245,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
     out = None if args.output == "-" else Path(args.output)
+    profiles_out = None if out is None else out.with_name(PROFILES_NAME)
+    command = "python -m gan_lab.bench " + " ".join(argv)
+    profiled = False
 
     def emit(text: str) -> None:
         """Print a line of the report and append it to the output file at once."""
@@ -253,31 +253,10 @@ def main(argv: list[str] | None = None) -> int:
             with out.open("a") as f:
                 f.write(text + "\n")
 
-    def start_section() -> None:
-        if out is not None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            previous = out.read_text() if out.is_file() else HEADER
-            out.write_text(previous.rstrip("\n") + "\n\n")
-        emit(section_header("python -m gan_lab.bench " + " ".join(argv)))
-
-    profiles_out = None if out is None else out.with_name(PROFILES_NAME)
-    profiled = False
-
-    def emit_profile(text: str) -> None:
-        """Print a profile and append it to the profiles file next to the output."""
-        nonlocal profiled
-        print("\n" + text + "\n", flush=True)
-        if profiles_out is None:
-            return
-        previous = profiles_out.read_text() if profiles_out.is_file() else PROFILES_HEADER
-        head = "" if profiled else section_header("python -m gan_lab.bench " + " ".join(argv)).rsplit("\n\n", 1)[0]
-        profiles_out.write_text(previous.rstrip("\n") + "\n\n" + (head + "\n\n" if head else "") + text + "\n")
-        profiled = True
-
     for i, job in enumerate(jobs):
         profile = None
         try:
-            row, profile = run_benchmark(job)
+            row, profile = (bench_train if job.what == "train" else bench_data)(job)
         except Exception as exc:  # a suite reports a failing setting (e.g. a compile mode) and goes on
             if args.what == "suite":
                 row = failed_row(job, exc)
@@ -286,9 +265,16 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             else:
                 raise
-        if i == 0:
-            start_section()  # only once a row exists: a setting refused up front writes nothing
+        if i == 0:  # only once a row exists: a setting refused up front writes nothing
+            if out is not None:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(reopened(out, HEADER))
+            emit(f"{section_header(command)}\n\n{TABLE_HEADER}")
         emit(table_row(row))
         if profile is not None:
-            emit_profile(profile)
+            print("\n" + profile + "\n", flush=True)
+            if profiles_out is not None:  # the section's heading comes before its first profile
+                head = "" if profiled else section_header(command) + "\n\n"
+                profiles_out.write_text(reopened(profiles_out, PROFILES_HEADER) + head + profile + "\n")
+                profiled = True
     return 0

@@ -75,9 +75,7 @@ def profile_table(setting: str, ours: Profile, plain: Profile, top: int = 15) ->
              f"| op | gan_lab calls | gan_lab {unit} | plain calls | plain {unit} |", "|---|---|---|---|---|"]
 
     def cells(p: Profile, chosen: Sequence[str]) -> list[str]:
-        calls = sum(p.ops[n][0] for n in chosen if n in p.ops)
-        host = sum(p.ops[n][1] for n in chosen if n in p.ops)
-        dev = sum(p.ops[n][2] for n in chosen if n in p.ops)
+        calls, host, dev = (sum(p.ops[n][k] for n in chosen if n in p.ops) for k in range(3))
         times = f"{p.per_batch(host) / 1000:.3f}" + (f" / {p.per_batch(dev) / 1000:.3f}" if on_device else "")
         return [f"{p.per_batch(calls):.1f}", times]
 

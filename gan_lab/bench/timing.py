@@ -209,17 +209,16 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
         serve_draws(gan, feed)
         if not as_run:
             build_trainer(cfg, [*held, clock, fast_path], []).fit(gan, datamodule=feed)
-            return clock.timed * served, clock.end - clock.start
-        # a training run's callbacks and loggers, writing into a temporary run directory
-        with tempfile.TemporaryDirectory(prefix="gan_lab_bench_run_") as run_dir:
-            with open_dict(cfg):
-                cfg.run_dir = run_dir
-            trainer = build_trainer(cfg, [*held, *build_callbacks(cfg), fast_path, clock], build_loggers(cfg))
-            trainer.fit(gan, datamodule=feed)
+        else:  # a training run's callbacks and loggers, writing into a temporary run directory
+            with tempfile.TemporaryDirectory(prefix="gan_lab_bench_run_") as run_dir:
+                with open_dict(cfg):
+                    cfg.run_dir = run_dir
+                trainer = build_trainer(cfg, [*held, *build_callbacks(cfg), fast_path, clock], build_loggers(cfg))
+                trainer.fit(gan, datamodule=feed)
         return clock.timed * served, clock.end - clock.start
 
-    def plain_run() -> tuple[int, float]:
-        return plain.run(iter(DeviceBatches(images, labels, served, count)), args.warmup)
+    def plain_run(stop: int = count, around: ContextManager | None = None) -> tuple[int, float]:
+        return plain.run(iter(DeviceBatches(images, labels, served, stop)), args.warmup, around)
 
     timings: dict[str, list[tuple[int, float]]] = {"gan_lab": [], "plain": []}
     for rep in range(args.repeats):
@@ -243,17 +242,14 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
     row = ["train", setting, f"{ours:,.0f}", f"{theirs:,.0f}", f"{ratio:.3f}", ">= 0.97"]
     if not args.profile:
         return row, None
-    # one more run of each loop, after the timed ones, with the profiler on over `--profile` batches
-    stop = args.warmup + args.profile
 
-    def profiled(run: Callable[[ContextManager], tuple[int, float]]) -> Profile:
+    def profiled(run: Callable[[int, ContextManager], tuple[int, float]]) -> Profile:
+        """One more run of a loop, after the timed ones, with the profiler on over ``--profile`` batches."""
         prof = profiler_for(device)
-        images_timed, seconds = run(prof)
+        images_timed, seconds = run(args.warmup + args.profile, prof)
         return Profile.of(prof, images_timed // served, seconds)
 
-    return row, profile_table(setting, profiled(lambda prof: lightning_run(stop, prof)),
-                              profiled(lambda prof: plain.run(iter(DeviceBatches(images, labels, served, stop)),
-                                                              args.warmup, prof)))
+    return row, profile_table(setting, profiled(lightning_run), profiled(plain_run))
 
 
 def bench_data(args: argparse.Namespace) -> tuple[list[str], None]:

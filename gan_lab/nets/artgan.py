@@ -7,28 +7,21 @@ is the shape table of the paper and of the two study reports.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from gan_lab.constraints import Count
-from gan_lab.errors import UserError
 from gan_lab.nets.conditional import check_num_classes, class_codes
-from gan_lab.nets.dcgan import DropoutRate, output_layer
+from gan_lab.nets.dcgan import DropoutRate, check_image_size, output_layer
 from gan_lab.nets.init import dcgan_init
 
-SUPPORTED_SIZES = (16, 32, 64, 128, 256)
 FEATURE_SIZE = 8  # side of the shared feature map between zNet/Enc and Dec/clsNet
 
 
 def check_artgan_size(image_size: int, net: str) -> int:
     """Number of doublings between the 8x8 features and the image; clear error otherwise."""
-    if image_size not in SUPPORTED_SIZES:
-        raise UserError(f"image_size={image_size} is not supported by the ArtGAN {net}; use one of "
-                        f"{', '.join(map(str, SUPPORTED_SIZES))} (e.g. data.image_size=64).")
-    return int(math.log2(image_size // FEATURE_SIZE))
+    return check_image_size(image_size, f"ArtGAN {net}") - 1  # the first doubling from 4x4 gives the 8x8 features
 
 
 def channels_at(resolution: int, width: int) -> int:

@@ -20,10 +20,10 @@ from torch import Tensor
 from gan_lab.constraints import Count
 from gan_lab.errors import UserError
 from gan_lab.nets.dcgan import DCGANDiscriminator, DCGANGenerator, DropoutRate
+from gan_lab.nets.init import dcgan_init
 
 #: the widths of an MLP's hidden dense layers, at least one
 Hidden = Annotated[Sequence[Count], Field(min_length=1)]
-from gan_lab.nets.init import dcgan_init
 
 LABEL_ENCODINGS = ("one_hot", "embedding")
 CONDITIONINGS = ("concat", "branch")
@@ -58,14 +58,13 @@ class LabelEncoder(nn.Module):
         super().__init__()
         if encoding not in LABEL_ENCODINGS:
             raise UserError(f"label_encoding={encoding!r} is unknown; use one of {', '.join(LABEL_ENCODINGS)}.")
-        if encoding == "embedding":
-            embedding_dim = 10 if embedding_dim is None else int(embedding_dim)
-        elif embedding_dim is not None:
+        if encoding == "one_hot" and embedding_dim is not None:
             raise UserError(f"{key}={embedding_dim} has no effect with label_encoding=one_hot (the code is the "
                             f"one-hot itself); set model.generator.label_encoding=embedding or {key}=null.")
         self.num_classes, self.encoding = num_classes, encoding
-        self.embedding = nn.Embedding(num_classes, embedding_dim) if encoding == "embedding" else None
-        self.dim = embedding_dim if encoding == "embedding" else num_classes
+        self.embedding = (nn.Embedding(num_classes, 10 if embedding_dim is None else int(embedding_dim))
+                          if encoding == "embedding" else None)
+        self.dim = num_classes if self.embedding is None else self.embedding.embedding_dim
 
     def forward(self, labels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         if self.embedding is not None:

@@ -18,7 +18,9 @@ from gan_lab.errors import UserError
 from gan_lab.nets.init import dcgan_init
 
 SUPPORTED_SIZES = (16, 32, 64, 128, 256)
-NORMS = ("batch", "instance", "layer", "none")
+NORM_LAYERS = {"batch": nn.BatchNorm2d, "instance": lambda c: nn.InstanceNorm2d(c, affine=True),
+               "layer": lambda c: nn.GroupNorm(1, c),  # LayerNorm over (C, H, W), independent of the resolution
+               "none": lambda c: nn.Identity()}
 OUTPUTS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
@@ -36,15 +38,9 @@ def check_image_size(image_size: int, net: str, sizes: tuple[int, ...] = SUPPORT
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
     """Normalisation after a conv: ``batch`` (DCGAN), ``instance``, ``layer`` (WGAN-GP critic), ``none``."""
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
-    if kind == "layer":
-        return nn.GroupNorm(1, channels)  # LayerNorm over (C, H, W), independent of the resolution
-    if kind == "none":
-        return nn.Identity()
-    raise UserError(f"norm={kind!r} is unknown; use one of {', '.join(NORMS)}.")
+    if kind not in NORM_LAYERS:
+        raise UserError(f"norm={kind!r} is unknown; use one of {', '.join(NORM_LAYERS)}.")
+    return NORM_LAYERS[kind](channels)
 
 
 def output_layer(kind: str, key: str) -> nn.Module:
@@ -65,23 +61,23 @@ def widths_per_block(given: Sequence[int] | None, default: list[int], key: str) 
     return [int(c) for c in widths]
 
 
-def norms_per_block(norm: str | Sequence[str], blocks: int, key: str, first: str) -> list[str]:
+def norms_per_block(norm: str | Sequence[str], blocks: int, key: str, first: str | None = None) -> list[str]:
     """One normalisation name per block: a list as given, or ``norm`` for every block but the first,
-    which gets ``first``."""
+    which gets ``first`` (when given)."""
     if isinstance(norm, str):
-        norms = [first] + [norm] * (blocks - 1)
+        norms = [first or norm] + [norm] * (blocks - 1)
     else:
         norms = [str(n) for n in norm]
         if len(norms) != blocks:
             raise UserError(f"{key}={norms} names {len(norms)} normalisations for {blocks} blocks; give one "
                             f"per block or a single name (e.g. {key}=batch).")
-    unknown = [n for n in norms if n not in NORMS]
+    unknown = [n for n in norms if n not in NORM_LAYERS]
     if unknown:
-        raise UserError(f"{key}: norm={unknown[0]!r} is unknown; use one of {', '.join(NORMS)}.")
+        raise UserError(f"{key}: norm={unknown[0]!r} is unknown; use one of {', '.join(NORM_LAYERS)}.")
     return norms
 
 
-def _mults(blocks: int, max_mult: int) -> list[int]:
+def channel_mults(blocks: int, max_mult: int) -> list[int]:
     """Channel multipliers from the 4x4 end outwards: e.g. 64px -> [8, 4, 2, 1]."""
     return [min(2 ** (blocks - 1 - i), max_mult) for i in range(blocks)]
 
@@ -102,10 +98,9 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         blocks = check_image_size(image_size, "DCGAN generator")
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
-        widths = widths_per_block(block_channels, [width * m for m in _mults(blocks, max_mult)],
+        widths = widths_per_block(block_channels, [width * m for m in channel_mults(blocks, max_mult)],
                                   "model.generator.block_channels")
-        first = norm if isinstance(norm, str) else "none"
-        norms = norms_per_block(norm, blocks, "model.generator.norm", first)
+        norms = norms_per_block(norm, blocks, "model.generator.norm")
         layers: list[nn.Module] = []
         in_ch = latent_dim
         for i, (out_ch, kind) in enumerate(zip(widths, norms)):

@@ -11,7 +11,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from gan_lab.constraints import Count, NonNegativeInt
-from gan_lab.nets.dcgan import DropoutRate, check_image_size, norm_layer
+from gan_lab.nets.dcgan import DropoutRate, channel_mults, check_image_size, norm_layer
 from gan_lab.nets.init import dcgan_init
 
 
@@ -19,15 +19,9 @@ class DenseDCGANGenerator(nn.Module):
     """z [N, latent_dim] -> image [N, channels, image_size, image_size] in [-1, 1] (tanh).
 
     Args:
-        latent_dim: size of z.
-        image_size: side of the output (16 to 256, a power of two).
-        channels: image channels.
-        width: channels of the last block before the image; block ``i`` from the 4x4 end has
-            ``width * min(2^(blocks-1-i), max_mult)`` channels.
-        max_mult: cap of the channel multiplier.
+        width, max_mult: block ``i`` from the 4x4 end has ``width * min(2^(blocks-1-i), max_mult)`` channels.
         dense_channels: the dense layer outputs ``dense_channels * 4 * 4`` features.
-        dropout: dropout probability after each of the first ``dropout_blocks`` blocks.
-        dropout_blocks: how many blocks (from the 4x4 end) are followed by dropout.
+        dropout: dropout probability after each of the first ``dropout_blocks`` blocks (from the 4x4 end).
         norm: normalisation of the conv blocks (``batch`` as in the study, ``none``, ...).
     """
 
@@ -38,19 +32,14 @@ class DenseDCGANGenerator(nn.Module):
         blocks = check_image_size(image_size, "dense DCGAN generator")
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         self.dense_channels = dense_channels
-        mults = [min(2 ** (blocks - 1 - i), max_mult) for i in range(blocks)]
         self.dense = nn.Sequential(nn.Linear(latent_dim, dense_channels * 16),
                                    nn.BatchNorm1d(dense_channels * 16))  # -> view [dense_channels, 4, 4]
         layers: list[nn.Module] = []
-        in_ch, res = dense_channels, 4
-        for i, mult in enumerate(mults):
-            out_ch = width * mult
-            if i == 0:  # 4x4 -> 4x4
-                layers.append(nn.ConvTranspose2d(in_ch, out_ch, 5, 1, 2, bias=False))
-            else:       # doubles the side
-                res *= 2
-                layers.append(nn.ConvTranspose2d(in_ch, out_ch, 5, 2, 2, output_padding=1, bias=False))
-            layers += [norm_layer(norm, out_ch), nn.ReLU(True)]
+        in_ch = dense_channels
+        for i, mult in enumerate(channel_mults(blocks, max_mult)):
+            out_ch, stride = width * mult, (1 if i == 0 else 2)  # 4x4 -> 4x4, then doubling the side
+            layers += [nn.ConvTranspose2d(in_ch, out_ch, 5, stride, 2, output_padding=stride - 1, bias=False),
+                       norm_layer(norm, out_ch), nn.ReLU(True)]
             if dropout and i < dropout_blocks:
                 layers.append(nn.Dropout(dropout))
             in_ch = out_ch

@@ -117,9 +117,9 @@ class MinibatchStddev(nn.Module):
         return torch.cat([x, y], dim=1)
 
 
-def channels_at(resolution: int, fmap_base: int, fmap_max: int) -> int:
-    """Feature maps at a resolution: ``min(fmap_base / resolution, fmap_max)`` (at least 1)."""
-    return max(1, min(fmap_base // resolution, fmap_max))
+def feature_maps(resolutions: list[int], fmap_base: int, fmap_max: int) -> list[int]:
+    """Feature maps at each resolution R: ``min(fmap_base / R, fmap_max)`` (at least 1)."""
+    return [max(1, min(int(fmap_base) // r, int(fmap_max))) for r in resolutions]
 
 
 class ProgressiveGenerator(nn.Module):
@@ -138,8 +138,7 @@ class ProgressiveGenerator(nn.Module):
         super().__init__()
         self.latent_dim, self.max_resolution, self.channels = latent_dim, max_resolution, channels
         self.resolutions = resolutions(max_resolution)
-        fmap_base, fmap_max = int(fmap_base), int(fmap_max)
-        ch = [channels_at(r, fmap_base, fmap_max) for r in self.resolutions]
+        ch = feature_maps(self.resolutions, fmap_base, fmap_max)
         self.ch0 = ch[0]
         self.input = nn.Sequential(PixelNorm(), EqualizedLinear(latent_dim, ch[0] * 16, gain=math.sqrt(2) / 4))
         self.start = nn.Sequential(nn.LeakyReLU(LRELU), PixelNorm(),          # [ch0, 4, 4]
@@ -181,8 +180,7 @@ class ProgressiveDiscriminator(nn.Module):
         super().__init__()
         self.max_resolution, self.channels = max_resolution, channels
         self.resolutions = resolutions(max_resolution)
-        fmap_base, fmap_max = int(fmap_base), int(fmap_max)
-        ch = [channels_at(r, fmap_base, fmap_max) for r in self.resolutions]
+        ch = feature_maps(self.resolutions, fmap_base, fmap_max)
         self.from_rgb = nn.ModuleList([nn.Sequential(EqualizedConv2d(channels, c, 1), nn.LeakyReLU(LRELU))
                                        for c in ch])
         self.blocks = nn.ModuleList([nn.Identity()])  # index i maps resolution 4 * 2^i to half of it
