@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.trainer.states import RunningStage
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from gan_lab.fs import atomic_write
 
@@ -61,6 +62,16 @@ def spectrally_normalised(module: nn.Module) -> bool:
                for p in getattr(getattr(m, "parametrizations", None), "weight", []))
 
 
+class DispatchMode(TorchDispatchMode):
+    """A mode that sees every ATen operation below autograd (``torch.utils._python_dispatch``);
+    :func:`aten_name` names what its ``__torch_dispatch__`` receives."""
+
+
+def aten_name(func: Any) -> str:
+    """The schema name (``aten::item``) of an operator given to ``__torch_dispatch__``."""
+    return func._schema.name
+
+
 # --- Lightning ---------------------------------------------------------------------------------------
 
 
@@ -101,8 +112,7 @@ class AppendingExperimentWriter(ExperimentWriter):
         if not self._fs.isfile(self.metrics_file_path):
             return
         with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-            header = next(csv.reader(file), [])
-        self.metrics_keys = list(header)  # rows are appended under the file's own header
+            self.metrics_keys = next(csv.reader(file), [])  # rows are appended under the file's own header
 
 
 def appending_experiment(logger: Any) -> AppendingExperimentWriter:
@@ -126,7 +136,7 @@ def silence_mid_epoch_resume_warning() -> Any:
 
 def unsilence(handle: Any) -> None:
     """Remove the warnings filter ``handle`` (from :func:`silence_mid_epoch_resume_warning`), if installed."""
-    if handle is not None and handle in warnings.filters:
+    if handle in warnings.filters:
         warnings.filters.remove(handle)
 
 

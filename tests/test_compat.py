@@ -7,7 +7,7 @@ import lightning as L
 import torch
 import torch.nn as nn
 
-from gan_lab.compat import (MID_EPOCH_RESUME_WARNING, attached_trainer, clamp_, count_optimizer_step, lerp_,
+from gan_lab.compat import (MID_EPOCH_RESUME_WARNING, DispatchMode, aten_name, attached_trainer, clamp_, count_optimizer_step, lerp_,
                             reload_dataloaders_every_epoch, run_eagerly, sbatch_script, set_timer_train_seconds,
                             silence_mid_epoch_resume_warning, spectrally_normalised, timer_train_seconds, unsilence)
 
@@ -154,3 +154,21 @@ def test_a_fit_told_to_reload_its_dataloaders_rebuilds_them_every_epoch(tmp_path
               enable_model_summary=False, default_root_dir=tmp_path).fit(module)
     assert module.loaders == 3, "Trainer.reload_dataloaders_every_n_epochs set in a fit no longer applies: update " \
                                 "gan_lab.compat.reload_dataloaders_every_epoch"
+
+
+def test_a_dispatch_mode_sees_the_operator_that_reads_a_value_to_the_host():
+    class Seen(DispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(aten_name(func))
+            return func(*args, **(kwargs or {}))
+
+    x = torch.tensor([1.5, 2.0])
+    with Seen() as seen:
+        value = (x * 2).sum().item()
+    assert value == 7.0
+    assert seen.names == ["aten::mul", "aten::sum", "aten::_local_scalar_dense"], \
+        f"torch's dispatch mode or operator schema changed ({seen.names}): update gan_lab.compat.DispatchMode/aten_name"

@@ -100,8 +100,6 @@ def test_ema_of_a_compiled_generator_runs_its_own_weights(make_cfg):
     model = build_model(cfg)
     model.generator.compile()  # lazy: nothing is compiled until the first call
     ema = model.attach_generator_ema()
-    assert model.generator._compiled_call_impl is not None
-    assert all(m._compiled_call_impl is None for m in ema.modules())
     with torch.no_grad():
         for p in ema.parameters():
             p.zero_()

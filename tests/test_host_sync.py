@@ -43,11 +43,10 @@ import lightning as L
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
 import gan_lab.run
+from gan_lab.compat import DispatchMode, aten_name
 from gan_lab.run import train
 
 #: dispatch ops that read a device value on the host (result shape or value needed by the host)
@@ -69,6 +68,15 @@ HOST_COPIES = {"cpu", "tolist", "numpy", "__array__"}
 #: factory functions: the result lives where their ``device`` argument says (absent: the host)
 FACTORIES = {"tensor", "as_tensor", "zeros", "ones", "full", "empty", "arange", "linspace", "randn", "rand",
              "randint", "randperm", "eye", "scalar_tensor", "from_numpy"}
+
+
+def leaves(node) -> list:
+    """The non-container values inside nested lists, tuples and dicts (an operator's arguments)."""
+    if isinstance(node, (list, tuple)):
+        return [leaf for item in node for leaf in leaves(item)]
+    if isinstance(node, dict):
+        return leaves(list(node.values()))
+    return [node]
 
 
 def _short(filename: str) -> str:
@@ -115,7 +123,7 @@ class SyncCounter(TorchFunctionMode):
         return isinstance(t, torch.Tensor) and t in self.host
 
     def mark_host(self, out) -> None:
-        for t in tree_flatten(out)[0]:
+        for t in leaves(out):
             if isinstance(t, torch.Tensor):
                 self.host[t] = True
 
@@ -150,7 +158,7 @@ class SyncCounter(TorchFunctionMode):
                 self.mark_host(out)
             return out
         out = func(*args, **kwargs)
-        if name in FACTORIES and not any(isinstance(a, torch.Tensor) for a in tree_flatten(args)[0]):
+        if name in FACTORIES and not any(isinstance(a, torch.Tensor) for a in leaves(args)):
             device = kwargs.get("device")
             if device is None or device == "cpu":
                 self.mark_host(out)
@@ -191,7 +199,7 @@ class SyncCounter(TorchFunctionMode):
         return super().__exit__(*exc)
 
 
-class _DispatchCounter(TorchDispatchMode):
+class _DispatchCounter(DispatchMode):
     def __init__(self, owner: SyncCounter) -> None:
         super().__init__()
         self.owner = owner
@@ -199,8 +207,8 @@ class _DispatchCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         owner = self.owner
-        name = func._schema.name
-        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        name = aten_name(func)
+        inputs = [t for t in leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         on_device = [t for t in inputs if not owner.is_host(t)]
         if name in SYNC_OPS and on_device:
             owner.record(f"{SYNC_OPS[name]} ({name})")
