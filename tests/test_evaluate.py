@@ -18,7 +18,7 @@ from gan_lab.generate import class_blend, class_sweep, generate, interpolation_f
 from gan_lab.metrics.sampling import ema_weights
 from gan_lab.run import train
 from gan_lab.runs import load_run
-from tests.conftest import CONF, TINY, compose_config, refused, run_cli
+from tests.conftest import CONF, TINY, compose_config, refused, run_main
 from tests.test_host_sync import MODELS as TINY_NETS
 
 
@@ -224,8 +224,8 @@ def test_scores_of_every_model_are_one_verdict_per_image(model, tmp_path):
     assert all(map(math.isfinite, (res["d_real"], res["d_fake"])))
 
 
-def test_entry_points_report_a_missing_run_in_one_line(tmp_path):
-    res = run_cli(f"run_dir={tmp_path / 'nowhere'}", module="gan_lab.evaluate")
+def test_entry_points_report_a_missing_run_in_one_line(tmp_path, capsys):
+    res = run_main("gan_lab.evaluate", f"run_dir={tmp_path / 'nowhere'}", capsys=capsys)
     assert res.returncode == 2, res.stderr[-2000:]
     assert "has no .hydra/config.yaml" in res.stderr and "Traceback" not in res.stderr
     for entry, name in ((evaluate, "evaluate"), (generate, "generate")):

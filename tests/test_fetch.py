@@ -18,7 +18,7 @@ import pytest
 from gan_lab.errors import UserError
 from gan_lab.fetch import DATASETS, RECORD, fetch
 from gan_lab.run import train
-from tests.conftest import refused, run_cli
+from tests.conftest import refused, run_main
 from tests.datasets import make_celeba, make_cifar10, make_mnist, make_wikiart
 
 
@@ -186,16 +186,17 @@ def test_a_download_cut_in_the_middle_continues_where_it_stopped(server, tmp_pat
     assert sorted(p.name for p in (root / "cifar-10-batches-py").iterdir())[0] == "batches.meta"
 
 
-def test_the_command_fetches_records_a_checksum_and_summarises(server, tmp_path):
+def test_the_command_fetches_records_a_checksum_and_summarises(server, tmp_path, capsys, monkeypatch):
     """WikiArt publishes no checksum: the first download records one; the summary is what training reads."""
     server.files = archives("wikiart", tmp_path / "src")
-    env = {"GAN_LAB_DATA": str(tmp_path / "data")}
-    res = run_cli("data=wikiart_style", f"fetch.mirror={server.url}", module="gan_lab.fetch", env=env)
+    monkeypatch.setenv("GAN_LAB_DATA", str(tmp_path / "data"))
+    res = run_main("gan_lab.fetch", "data=wikiart_style", f"fetch.mirror={server.url}", capsys=capsys)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "no checksum is published; recorded" in res.stderr and (tmp_path / "data" / "wikiart" / RECORD).is_file()
     assert "gan_lab: fetched wikiart.zip, wikiart_csv.zip" in res.stdout
     assert "wikiart_style: 2 train, 1 val images, 3 class(es)" in res.stdout
-    again = run_cli("data=wikiart_style", module="gan_lab.fetch", env={**env, "GAN_LAB_MIRROR": server.url})
+    monkeypatch.setenv("GAN_LAB_MIRROR", server.url)
+    again = run_main("gan_lab.fetch", "data=wikiart_style", capsys=capsys)
     assert again.returncode == 0 and "is already in" in again.stdout
 
 

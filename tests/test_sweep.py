@@ -14,13 +14,13 @@ FAST = [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "model.g
         "model.discriminator.width=4"]
 
 
-def test_multirun_report_one_row_per_setting_seeds_aggregated(tmp_path):
+def test_multirun_report_one_row_per_setting_seeds_aggregated(tmp_path, capsys):
     sweep = tmp_path / "sweep"
-    res = run_cli("-m", *FAST, "noise=uniform,normal", "seed=0,1", f"hydra.sweep.dir={sweep}")
+    res = run_main("gan_lab.run", "-m", *FAST, "noise=uniform,normal", "seed=0,1", f"hydra.sweep.dir={sweep}",
+                   capsys=capsys)
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
-    res = run_cli(str(sweep), module="gan_lab.report")
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert report_main([str(sweep)]) == 0, capsys.readouterr().err[-3000:]
     text = (sweep / "report" / "README.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     header, body = rows[0], rows[1:]
@@ -113,29 +113,29 @@ def test_report_metric_vs_numeric_parameter(tmp_path):
     assert (sweep / "report" / "metric_vs_noise_latent_dim.png").is_file()
 
 
-def test_report_of_a_missing_folder_is_one_line(tmp_path):
-    res = run_cli(str(tmp_path / "nope"), module="gan_lab.report")
-    assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr
+def test_report_of_a_missing_folder_is_one_line(tmp_path, capsys):
+    assert report_main([str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
-def test_optuna_sweep_two_trials(tmp_path):
+def test_optuna_sweep_two_trials(tmp_path, capsys):
     sweep = tmp_path / "optuna"
-    res = run_cli("-m", *FAST, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-                  "hydra.sweeper.sampler.n_startup_trials=2", "optimized_metric=train/d_loss", "callbacks=default",
-                  f"hydra.sweep.dir={sweep}")
+    res = run_main("gan_lab.run", "-m", *FAST, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                   "hydra.sweeper.sampler.n_startup_trials=2", "optimized_metric=train/d_loss", "callbacks=default",
+                   f"hydra.sweep.dir={sweep}", capsys=capsys)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (sweep / "optimization_results.yaml").is_file()
     lrs = {(sweep / str(i) / ".hydra" / "overrides.yaml").read_text() for i in (0, 1)}
     assert len(lrs) == 2  # two different sampled settings
 
 
-def test_optuna_sweep_goes_on_past_failed_trials(tmp_path):
+def test_optuna_sweep_goes_on_past_failed_trials(tmp_path, capsys):
     """A trial that fails (here: it does not log the optimised metric) is recorded as the worst value for
     the direction, and the study goes on to its end; NaN would make Optuna end the sweep."""
     sweep = tmp_path / "optuna"
-    res = run_cli("-m", *FAST, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-                  "hydra.sweeper.sampler.n_startup_trials=2", "optimized_metric=val/fid", "callbacks=default",
-                  f"hydra.sweep.dir={sweep}")
+    res = run_main("gan_lab.run", "-m", *FAST, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                   "hydra.sweeper.sampler.n_startup_trials=2", "optimized_metric=val/fid", "callbacks=default",
+                   f"hydra.sweep.dir={sweep}", capsys=capsys)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stderr.count("optimized_metric=val/fid is not among what this run's evaluations log") == 2
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
