@@ -1,7 +1,6 @@
 """Wiring shared by the entry points: config -> DataModule, model, callbacks, loggers, Trainer.
 
-The only place that turns config nodes into objects (everything below receives objects and plain
-values); ``run``, ``evaluate`` and ``generate`` all build through here.
+The only place config nodes become objects; ``run``, ``evaluate`` and ``generate`` build through here.
 """
 from __future__ import annotations
 
@@ -31,8 +30,8 @@ DATA_FACTS = ("channels", "num_classes", "class_names")
 
 
 def check_types(node: Any, what: str) -> None:
-    """Refuse, before building, a value of a ``_target_`` node (``what``: its key) that does not fit its
-    argument's declared type and range (:mod:`gan_lab.constraints`), in one sentence with an example."""
+    """Refuse a value of a ``_target_`` node (``what``: its key) that does not fit its argument's declared type
+    and range (:mod:`gan_lab.constraints`)."""
     if isinstance(node, ListConfig):
         for i, item in enumerate(node):
             check_types(item, f"{what}[{i}]")
@@ -106,9 +105,8 @@ def publish_data_facts(cfg: DictConfig, dm: L.LightningDataModule) -> dict:
 
 
 def build_datamodule(cfg: DictConfig, setup: bool = True) -> L.LightningDataModule:
-    """Instantiate the DataModule, learn its facts without decoding (its ``check``) and publish them
-    into ``cfg.data``; with ``setup``, also decode the data (:func:`setup_datamodule`). The entry
-    points build the model between the two steps."""
+    """Instantiate the DataModule, learn its facts without decoding (its ``check``) and publish them into
+    ``cfg.data``; with ``setup``, also decode the data (:func:`setup_datamodule`)."""
     dm = instantiate_checked(cfg.data, "data")
     dm.prepare_data()
     check = getattr(dm, "check", None)
@@ -132,9 +130,8 @@ def setup_datamodule(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningD
 
 
 def serve_draws(model: torch.nn.Module, dm: L.LightningDataModule) -> None:
-    """Make the DataModule serve the draws of real images a training batch of ``model`` takes
-    (``model.fresh_reals``: one per discriminator update), before its data are decoded; refused in
-    one sentence where it cannot."""
+    """Make the DataModule serve the real-image draws a training batch of ``model`` takes (with
+    ``model.fresh_reals``, one per discriminator update); refused where it cannot."""
     draws = getattr(model, "draws_per_batch", 1)
     if draws == 1:
         return
@@ -160,8 +157,8 @@ def batches_per_epoch(dm: L.LightningDataModule, world_size: int = 1) -> int | N
 
 def check_batch_size(model: torch.nn.Module, dm: L.LightningDataModule, world_size: int = 1,
                      limit_train_batches: int | float | None = None) -> None:
-    """Refuse, for nets with BatchNorm1d, a batch of one image: ``data.batch_size`` < 2 or a last
-    incomplete batch of one that the epoch serves (``limit_train_batches`` as the Trainer counts it)."""
+    """For nets with BatchNorm1d, refuse a batch of one image: ``data.batch_size`` < 2 or a last incomplete
+    batch of one that the epoch serves under ``limit_train_batches``."""
     layers = [name for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm1d)]
     batch = getattr(dm, "batch_size", None)
     if not layers or batch is None:
@@ -201,8 +198,7 @@ def build_model(cfg: DictConfig) -> L.LightningModule:
 
 
 def probe(factory: Any, what: str, target: Any) -> None:
-    """Build an optimiser or scheduler once on a probe ``target``: a negative lr, bad betas or milestones
-    fail here, in one sentence, rather than inside ``Trainer.fit``."""
+    """Build an optimiser or scheduler once on a probe ``target``; a bad value (negative lr, betas) is refused."""
     try:
         factory(target)
     except UserError:
@@ -212,7 +208,7 @@ def probe(factory: Any, what: str, target: Any) -> None:
 
 
 def _targets(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
-    """The non-null entries of a group of named objects; each must say what to build."""
+    """The non-null entries of a group of named objects; refuses one without ``_target_``."""
     entries = [(name, node) for name, node in (cfg.get(group) or {}).items() if node is not None]
     for name, node in entries:
         if not isinstance(node, DictConfig) or "_target_" not in node:
@@ -226,8 +222,7 @@ EXACT_RESUME = ("rng_state", "epoch_position")
 
 
 def exact_resume(cfg: DictConfig) -> bool:
-    """Whether a resume continues the run exactly: both :data:`EXACT_RESUME` callbacks are on (one alone
-    is refused in one sentence)."""
+    """Whether a resume continues the run exactly: both :data:`EXACT_RESUME` callbacks are on; one alone is refused."""
     callbacks = cfg.get("callbacks") or {}
     on = [name for name in EXACT_RESUME if callbacks.get(name) is not None]
     if len(on) == 1:
@@ -267,9 +262,8 @@ def sweep_name() -> str | None:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
-    """The Trainer; mixed precision autocasts each D/G update, not the whole step (gan_lab.precision).
-    ``trainer.enable_progress_bar=false`` drops the configured progress bar callback;
-    ``trainer.max_batches`` (training batches) becomes a :class:`BatchLimit`."""
+    """The Trainer; mixed precision autocasts each D/G update (:mod:`gan_lab.precision`). ``trainer.max_batches``
+    becomes a :class:`BatchLimit`; ``trainer.enable_progress_bar=false`` drops the progress bar callback."""
     if cfg.trainer.get("enable_progress_bar") is False:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     node = cfg.trainer.copy()
@@ -313,8 +307,8 @@ TIME_UNITS = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
 
 
 def max_time_text(value: Any) -> str | None:
-    """``trainer.max_time`` (``"DD:HH:MM:SS"`` or ``{days, hours, minutes, seconds}``) as ``DD:HH:MM:SS``,
-    the form Lightning's Timer reads from a config; one sentence for anything else."""
+    """``trainer.max_time`` (``"DD:HH:MM:SS"`` or ``{days, hours, minutes, seconds}``) as ``DD:HH:MM:SS``;
+    refuses anything else."""
     if value is None:
         return None
     given = OmegaConf.to_container(value) if isinstance(value, DictConfig) else value

@@ -1,8 +1,6 @@
-"""Atomic checkpoint writes and checked checkpoint reads.
+"""Atomic checkpoint writes and CRC-checked reads (a Trainer plugin, see ``conf/trainer/default.yaml``).
 
-Saves go through :func:`~gan_lab.fs.atomic_write`, so a crash, kill or full disk never corrupts
-``last.ckpt``; reads check the zip members' CRC-32s first. Unreadable checkpoints and full disks
-raise a :class:`UserError` naming the file. Wired in ``conf/trainer/default.yaml`` as a Trainer plugin.
+A damaged checkpoint or a full disk raises a :class:`UserError` naming the file.
 """
 from __future__ import annotations
 

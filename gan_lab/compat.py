@@ -1,6 +1,6 @@
-"""The private parts of other libraries that gan_lab relies on, each in one function or class.
+"""The private parts of other libraries gan_lab relies on, each in one function or class.
 
-Each has a test in ``tests/test_compat.py`` that fails with a clear message when an upgrade changes it.
+Each has a test in ``tests/test_compat.py`` that fails when an upgrade changes it.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from gan_lab.fs import atomic_write
 
 
 def sbatch_script(folder: str | Path, parameters: dict[str, Any]) -> str:
-    """The sbatch script submitit writes for an executor's ``parameters``, with ``true`` as its
-    command, e.g. for ``sbatch --test-only`` (submitit's private ``_make_sbatch_string``)."""
+    """The sbatch script submitit writes for an executor's ``parameters``, with ``true`` as its command
+    (submitit's private ``_make_sbatch_string``)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     return _make_sbatch_string(command="true", folder=folder, **parameters)
@@ -33,29 +33,26 @@ def sbatch_script(folder: str | Path, parameters: dict[str, Any]) -> str:
 
 
 def lerp_(tensors: list[Tensor], targets: list[Tensor], weight: float) -> None:
-    """``t <- t + weight * (target - t)`` for each pair, in place, in one kernel per device and dtype
-    (``torch._foreach_lerp_``)."""
+    """``t <- t + weight * (target - t)`` for each pair, in place (``torch._foreach_lerp_``)."""
     torch._foreach_lerp_(tensors, targets, weight)
 
 
 def clamp_(tensors: list[Tensor], low: float, high: float) -> None:
-    """Clamp each tensor to ``[low, high]`` in place, two kernels per device and dtype
-    (``torch._foreach_clamp_min_`` / ``_max_``)."""
+    """Clamp each tensor to ``[low, high]`` in place (``torch._foreach_clamp_min_`` / ``_max_``)."""
     torch._foreach_clamp_min_(tensors, low)
     torch._foreach_clamp_max_(tensors, high)
 
 
 def run_eagerly(module: nn.Module) -> None:
-    """Make ``module`` and its submodules run their own ``forward`` again, e.g. a copy of a module
-    compiled in place, which would run the original's weights (``Module._compiled_call_impl``)."""
+    """Make ``module`` and its submodules run their own ``forward`` again, e.g. a copy of a module compiled
+    in place (``Module._compiled_call_impl``)."""
     for m in module.modules():
         if getattr(m, "_compiled_call_impl", None) is not None:
             m._compiled_call_impl = None
 
 
 def spectrally_normalised(module: nn.Module) -> bool:
-    """Whether a weight of ``module`` or of a submodule is parametrised by
-    ``torch.nn.utils.parametrizations.spectral_norm`` (whose class, ``_SpectralNorm``, is private)."""
+    """Whether a weight of ``module`` or a submodule is spectrally normalised (private ``_SpectralNorm``)."""
     from torch.nn.utils.parametrizations import _SpectralNorm
 
     return any(isinstance(p, _SpectralNorm) for m in module.modules()
@@ -88,9 +85,8 @@ def count_optimizer_step(optimizer: Any) -> None:
 
 
 class AppendingExperimentWriter(ExperimentWriter):
-    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted, and
-    the rewrite a new column needs replaces it atomically (overrides the private
-    ``ExperimentWriter._rewrite_with_new_header`` and ``_check_log_dir_exists``)."""
+    """Lightning's CSV writer, continuing an existing ``metrics.csv`` and rewriting it atomically for a new column
+    (overrides the private ``_rewrite_with_new_header`` and ``_check_log_dir_exists``)."""
 
     def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
         with open(self.metrics_file_path, "r", newline="") as file:
@@ -154,7 +150,6 @@ def set_timer_train_seconds(timer: Timer, seconds: float) -> None:
 
 
 def reload_dataloaders_every_epoch(trainer: L.Trainer) -> None:
-    """Have a fit in progress rebuild its training DataLoader at every epoch start (the Trainer's
-    ``reload_dataloaders_every_n_epochs=1``, set after the Trainer was built)."""
+    """Make a fit in progress rebuild its training DataLoader every epoch (``reload_dataloaders_every_n_epochs=1``)."""
     if not trainer.reload_dataloaders_every_n_epochs:
         trainer.reload_dataloaders_every_n_epochs = 1

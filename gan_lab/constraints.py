@@ -1,9 +1,7 @@
-"""Declared constraints of the arguments that config nodes give to their ``_target_``.
+"""Declared constraints of the arguments config nodes give to their ``_target_``.
 
-An argument declares its type and range with pydantic's annotations
-(``Annotated[float, Field(ge=0, le=1)]``, or an alias below); :func:`fits` checks a config value
-against it (floats finite unless allowed otherwise), and :func:`describe` and :func:`example` word
-it for the refusal. Other libraries' targets get their constraints from :data:`EXTERNAL`.
+Pydantic annotations (``Annotated[float, Field(ge=0, le=1)]`` or an alias below), or :data:`EXTERNAL` for
+other libraries; :func:`fits` checks a value, :func:`describe` and :func:`example` word the refusal.
 """
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 
 class Unbounded:
-    """Marks a number whose every finite value is meaningful (a seed, a mean): declared, not forgotten."""
+    """Marks a number whose every finite value is meaningful (a seed, a mean)."""
 
     def __repr__(self) -> str:
         return "Unbounded()"
@@ -68,8 +66,8 @@ EXTERNAL: dict[str, dict[str, Any]] = {
 
 
 def argument_hints(target: Any, name: str | None = None) -> dict[str, Any]:
-    """The declared type of each argument of a class (its ``__init__`` along the MRO) or function, with
-    :data:`EXTERNAL`'s constraints for other libraries' (``name``: the ``_target_`` it was found by)."""
+    """The declared type of each argument of a class (``__init__`` along the MRO) or function, with
+    :data:`EXTERNAL`'s constraints (``name``: the ``_target_`` it was found by)."""
     hints: dict[str, Any] = {}
     functions = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if isinstance(target, type) else [target]
     for fn in functions:
@@ -109,7 +107,7 @@ def _adapter(hint: Any) -> TypeAdapter | None:
 
 
 def fits(value: Any, hint: Any) -> bool:
-    """Whether a config value satisfies a declared type and constraint (a hint pydantic cannot check: yes)."""
+    """Whether a config value satisfies a declared type (floats finite; a hint pydantic cannot check: yes)."""
     try:
         adapter = _adapter(hint)
     except TypeError:  # unhashable metadata

@@ -1,13 +1,7 @@
-"""Differentiable augmentation of every image D sees (real and generated, in the D and the G update).
+"""Differentiable augmentation of every image D sees: :class:`DiffAugment` and :class:`AdaptiveAugment` (ADA).
 
-* :class:`DiffAugment` (Zhao et al. 2020): ``color``, ``translation`` and ``cutout``, each applied per
-  sample with probability ``p``.
-* :class:`AdaptiveAugment` (ADA, Karras et al. 2020): ADA's geometric and colour pipeline, with ``p``
-  tuned every ``interval`` batches from D's overfitting signal r_t = E[sign(D(x_real))].
-
-Both are ``nn.Module`` s of images ``[N, C, H, W]`` (any range, any size) drawing from torch's global
-generator; at ``p = 0`` they return their input and draw nothing.
-"""
+Both map images ``[N, C, H, W]`` (any range, any size) drawing from torch's global generator; at ``p = 0`` they
+return their input and draw nothing."""
 from __future__ import annotations
 
 import math
@@ -25,8 +19,8 @@ POLICIES = ("color", "translation", "cutout")
 
 
 def _chosen(n: int, p: float | Tensor, like: Tensor) -> Tensor:
-    """Per-sample mask ``[N, 1, 1, 1]`` (float, 0/1): which samples an operation applies to (``p``: a
-    number, or a 0-d float32 device tensor below 1 that holds the same number)."""
+    """Per-sample 0/1 float mask ``[N, 1, 1, 1]``, 1 with probability ``p`` (a number, or a 0-d float32 device
+    tensor below 1)."""
     if not isinstance(p, Tensor) and p >= 1.0:
         return like.new_ones(n, 1, 1, 1)
     return (torch.rand(n, 1, 1, 1, device=like.device) < p).to(like.dtype)
@@ -83,12 +77,8 @@ OPERATIONS = {"color": color, "translation": translation, "cutout": cutout}
 
 
 class DiffAugment(nn.Module):
-    """DiffAugment (Zhao et al. 2020): ``policy`` operations in order, each per sample with probability ``p``.
-
-    Args:
-        policy: a subset of ``color``, ``translation``, ``cutout`` (DiffAugment's full recipe: all three).
-        p: probability that an operation applies to a sample (1: always, as DiffAugment).
-    """
+    """DiffAugment (Zhao et al. 2020): the ``policy`` operations (some of ``color``, ``translation``, ``cutout``)
+    in order, each applied per sample with probability ``p``."""
 
     adaptive = False
 
@@ -120,16 +110,14 @@ ORIENTATION_OPS = ("xflip", "rotate90", "rotate")
 
 
 def rotation_probability(p: float) -> float:
-    """The probability of each of ADA's two rotations: two chances, so the total probability is ``p``."""
+    """Probability of each of ADA's two rotations, ``1 - sqrt(1 - p)``: together they apply with probability ``p``."""
     return 1 - math.sqrt(max(0.0, 1 - p))
 
 
 def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi, ops: Sequence[str] = ADA_OPS,
             on_device: Tensor | None = None) -> Tensor:
-    """Per-sample 2x3 matrices (normalised coordinates, output to input) of ADA's geometric operations,
-    each applied with probability ``p``: x-flip, 90° rotation, translation (not rounded to whole pixels),
-    isotropic scaling, rotation (up to ``rot_max``), anisotropic scaling, fractional translation.
-    An operation left out of ``ops`` still draws its random numbers but is not applied.
+    """Per-sample 2x3 matrices (normalised coordinates, output to input) of ADA's geometric operations, each with
+    probability ``p`` (rotation up to ``rot_max``). An operation left out of ``ops`` still draws its random numbers.
     ``on_device``: ``p`` and the rotations' probability as a float32 device tensor."""
     p_op, p_rot = (p, rotation_probability(p)) if on_device is None else (on_device[0], on_device[1])
 
@@ -173,10 +161,9 @@ def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi, ops: Sequ
 
 
 def ada_pipeline(x: Tensor, p: float, ops: Sequence[str] = ADA_OPS, on_device: Tensor | None = None) -> Tensor:
-    """ADA's geometric operations (one resampling, reflection at the borders) and colour operations
-    (brightness, contrast, saturation for colour images), each per sample with probability ``p``; only
-    those named in ``ops`` are applied. ``on_device``: for ``0 < p < 1``, ``[p, rotation probability]``
-    as a float32 device tensor (the same images as with the number)."""
+    """ADA's geometric (one resampling, reflected borders) and colour operations named in ``ops``, each per sample
+    with probability ``p``. ``on_device``: for ``0 < p < 1``, ``[p, rotation probability]`` as a float32 device
+    tensor (the same images as with the number)."""
     if p == 0.0:
         return x
     n = x.shape[0]
@@ -202,20 +189,11 @@ def ada_pipeline(x: Tensor, p: float, ops: Sequence[str] = ADA_OPS, on_device: T
 
 
 class AdaptiveAugment(nn.Module):
-    """ADA (Karras et al. 2020): :func:`ada_pipeline` with a probability ``p`` tuned from D's outputs.
+    """ADA (Karras et al. 2020): :func:`ada_pipeline` with a probability ``p`` tuned from r_t = E[sign(D(x_real))].
 
-    The model calls :meth:`observe` after each D update and :meth:`batch_done` after each batch; every
-    ``interval`` batches ``p`` moves by ``sign(r_t - target) * images / speed_images``, clamped to
-    [0, ``max_p``] (one host synchronisation).
-
-    Args:
-        target: the r_t to hold (ADA: 0.6).
-        speed_images: images over which ``p`` can move from 0 to 1 (ADA: 500k; small sets need less).
-        interval: batches between adjustments (ADA: 4).
-        p: the starting probability (0: start without augmentation).
-        max_p: the ceiling of ``p`` (below 1, D still sees some un-augmented images).
-        ops: the operations applied, of :data:`ADA_OPS` (default: all); leave out :data:`ORIENTATION_OPS`
-            for images whose meaning depends on their orientation (digits, text).
+    Call :meth:`observe` after each D update and :meth:`batch_done` after each batch; every ``interval`` batches
+    ``p`` moves by ``sign(r_t - target) * images / speed_images``, clamped to [0, ``max_p``] (one host sync).
+    ``ops``: a subset of :data:`ADA_OPS`; leave out :data:`ORIENTATION_OPS` for digits, text and the like.
     """
 
     adaptive = True
@@ -234,15 +212,14 @@ class AdaptiveAugment(nn.Module):
         self.max_p = float(max_p)
         self.p = min(float(p), self.max_p)
         self.rt = 0.0                       # the last r_t, for logging
-        # float32 tensors on the images' device (not the module's dtype, as buffers would be): the sign sum
-        # and count of D's outputs since the last adjustment, and p with the rotations' probability
+        # float32, on the images' device: D's sign sum and count since the last adjustment; p and the rotations' p
         self.stats = torch.zeros(2)
         self.p_device = torch.zeros(2)
         self._fill()
         self._batches, self._images = 0, 0
 
     def _fill(self) -> None:
-        """Write ``p`` (and the rotations' probability) into :attr:`p_device`: kernels, no host wait."""
+        """Write ``p`` and the rotations' probability into :attr:`p_device`, with no host wait."""
         self.p_device[0].fill_(self.p)
         self.p_device[1].fill_(rotation_probability(self.p))
 
@@ -255,14 +232,13 @@ class AdaptiveAugment(nn.Module):
         return ada_pipeline(x, self.p, self.ops, self.p_device if 0.0 < self.p < 1.0 else None)
 
     def capture_key(self) -> tuple[bool, bool]:
-        """What a graph of the pipeline bakes in: whether it augments at all (p > 0) and whether every
-        operation applies (p = 1, no draws for the choice); any other p is read on the device."""
+        """What a graph of the pipeline bakes in: ``(p > 0, p >= 1)``; any other ``p`` is read on the device."""
         return self.p > 0.0, self.p >= 1.0
 
     @torch.no_grad()
     def observe(self, real_outputs: Tensor, sum_over_ranks: Callable[[Tensor], Tensor] | None = None) -> None:
-        """Add up the signs and the count of D's raw outputs on a real batch (positive: "real"), on the
-        device; under DDP ``sum_over_ranks`` sums them over the ranks, so every rank holds the same state."""
+        """Add the signs and count of D's raw outputs on a real batch (positive: "real") to the device stats;
+        ``sum_over_ranks`` sums them over DDP ranks."""
         outputs = real_outputs.detach().float()
         self._follow(outputs.device)
         stats = torch.stack([outputs.sign().sum(), torch.full((), float(outputs.numel()), device=outputs.device)])
@@ -271,7 +247,7 @@ class AdaptiveAugment(nn.Module):
         self.stats.add_(stats)
 
     def batch_done(self, images: int) -> None:
-        """After a training batch of ``images`` (over all ranks): adjusts ``p`` every ``interval`` batches."""
+        """Count a training batch of ``images`` (over all ranks); adjusts ``p`` every ``interval`` batches."""
         self._batches += 1
         self._images += images
         if self._batches < self.interval:
@@ -286,7 +262,7 @@ class AdaptiveAugment(nn.Module):
         self._batches, self._images = 0, 0
 
     def state(self) -> dict[str, Any]:
-        """What a checkpoint keeps (exact resume): p, r_t and the partial interval."""
+        """What a checkpoint keeps for an exact resume: p, r_t and the partial interval."""
         sign_sum, count = self.stats.tolist()
         return {"p": self.p, "rt": self.rt, "sign_sum": sign_sum, "count": int(count), "batches": self._batches,
                 "images": self._images}

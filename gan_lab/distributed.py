@@ -1,8 +1,5 @@
-"""Reducing a few numbers over the processes of a multi-process (DDP) run.
-
-What the processes decide from their own batches (ArtGAN's extra G update, ADA's probability, a stop
-request) must be decided from values reduced over all of them, or they wait on each other forever.
-"""
+"""Reducing a few numbers over the processes of a DDP run, for decisions every process must take alike
+(ArtGAN's extra G update, ADA's probability, a stop request)."""
 from __future__ import annotations
 
 import torch
@@ -12,9 +9,8 @@ OPS = ("mean", "sum", "max")
 
 
 def reduce_over_processes(values: Tensor, world_size: int, op: str = "mean") -> Tensor:
-    """``values`` reduced over the ``world_size`` processes in one collective, in place, and returned
-    (``op``: ``mean``, ``sum`` or ``max``); as they are in a single process. Calls
-    ``torch.distributed.all_reduce`` directly, so the result stays on the device until read."""
+    """``values`` reduced in place over the ``world_size`` processes (``op``: mean, sum or max) and returned;
+    unchanged in a single process. One ``all_reduce``; the result stays on the device."""
     if op not in OPS:
         raise ValueError(f"op={op!r} is not one of {OPS}")
     dist = torch.distributed

@@ -1,7 +1,6 @@
 """Errors a user can cause and fix.
 
-A ``UserError`` carries one sentence naming the offending value and the fix; the entry points print
-it without a traceback and exit with status 2. Anything else is a bug and keeps its traceback.
+Entry points print a ``UserError`` as one line and exit with status 2; anything else keeps its traceback.
 """
 from __future__ import annotations
 
@@ -14,8 +13,7 @@ class UserError(ValueError):
 
 
 def unwrap_user_error(exc: BaseException) -> UserError | None:
-    """The ``UserError`` behind ``exc``: through causes and contexts (Hydra wraps them), or parsed
-    from the traceback text of a ``ddp_spawn`` process."""
+    """The ``UserError`` behind ``exc``, through causes and contexts, or parsed from a ``ddp_spawn`` traceback."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, UserError):
@@ -38,15 +36,14 @@ def user_error_from_traceback(text: str) -> UserError | None:
 
 
 def check_count(value: Any, key: str, minimum: int = 1, example: int = 64) -> int:
-    """A requested number (images, seeds, steps): an integer of at least ``minimum``, else a
-    :class:`UserError` naming ``key``."""
+    """A requested count (images, seeds, steps): an integer >= ``minimum``, else a :class:`UserError` naming ``key``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UserError(f"{key}={value!r} must be an integer >= {minimum}; e.g. {key}={example}.")
     return int(value)
 
 
 def check_flag(value: Any, key: str) -> bool:
-    """A switch is true or false; not a word such as ``maybe`` that Python would take as true."""
+    """A switch: true or false, not a word such as ``maybe``."""
     if not isinstance(value, bool):
         raise UserError(f"{key}={value!r} must be true or false; e.g. {key}=true.")
     return value
@@ -63,17 +60,14 @@ def yaml_problem(exc: BaseException) -> str:
 
 
 def check_seed(value: Any, key: str = "seed") -> int:
-    """A seed is an integer (any sign); not a word, a fraction or true/false."""
+    """A seed: an integer (any sign), not a word, a fraction or true/false."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise UserError(f"{key}={value!r} must be an integer; e.g. {key}=0.")
     return int(value)
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped on a signal (SIGTERM, Ctrl-C) after writing a resumable checkpoint.
-
-    The entry point prints the message and exits with ``128 + signum``, the shell's convention.
-    """
+    """Training stopped on a signal (SIGTERM, Ctrl-C) after writing a resumable checkpoint; exits ``128 + signum``."""
 
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
@@ -85,10 +79,7 @@ class SetupInterrupted(TrainingInterrupted):
 
 
 class TrainingDiverged(UserError):
-    """A loss or the weights became NaN/Inf, or a loss stayed beyond its bound.
-
-    A ``UserError``: the run ends with one line, and a sweep goes on with its next job.
-    """
+    """A loss or the weights became NaN/Inf, or a loss stayed beyond its bound; a sweep goes on with its next job."""
 
     def __init__(self, message: str, step: int, values: dict[str, float]) -> None:
         super().__init__(message)

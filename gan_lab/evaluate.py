@@ -1,10 +1,7 @@
 """Score a trained run: ``python -m gan_lab.evaluate run_dir=<run> [ckpt=...] [metrics=[...]] [num_samples=...]``.
 
-Rebuilds the run from ``<run>/.hydra/config.yaml``, loads the checkpoint (``last.ckpt`` by default),
-runs the :class:`~gan_lab.metrics.Evaluator` and appends the record to ``<run>/metrics.json``;
-pictures and ``evaluation.json`` go to ``<run>/evaluation/<checkpoint>/``. The record's ``epoch``
-counts completed epochs; a mid-epoch checkpoint adds ``batch_in_epoch``.
-"""
+Appends the checkpoint's record (default ``last.ckpt``; ``epoch``: completed epochs, plus ``batch_in_epoch``
+mid-epoch) to ``<run>/metrics.json``; pictures and ``evaluation.json`` go to ``<run>/evaluation/<checkpoint>/``."""
 from __future__ import annotations
 
 import json
@@ -30,7 +27,7 @@ def check_request(cfg: DictConfig) -> None:
 
 
 def check_applicable(cfg: DictConfig, metrics: list[str], model) -> None:
-    """Metrics that measure nothing on this model (class accuracy of an unconditional one) alone are refused."""
+    """Refuse metrics that measure nothing on this model (only class accuracy, on an unconditional one)."""
     if all(m == "accuracy" for m in metrics) and not model.conditional:
         raise UserError(f"metrics={metrics!r} measures nothing on run_dir={cfg.run_dir}: class accuracy needs a "
                         f"class-conditional model; choose other metrics, e.g. metrics=[fid,kid].")

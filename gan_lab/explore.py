@@ -1,10 +1,8 @@
 """Look at a dataset before training on it: ``python -m gan_lab.explore data=<name>``.
 
-Writes to the run directory (``runs/explore/<data>/<time>/``): ``channel_stats.png`` and
-``composite_<statistic>.png`` (per-pixel mean, min, max, std, variance), ``file_sizes.png``,
-``image_sizes.png`` (source sizes), ``class_counts.png`` (labelled data), ``samples.png``,
-``unreadable.txt`` (missing or undecodable files) and ``summary.json``, which is also printed.
-"""
+Writes to ``runs/explore/<data>/<time>/``: ``channel_stats.png``, ``composite_<statistic>.png``, ``file_sizes.png``,
+``image_sizes.png``, ``class_counts.png`` (labelled data), ``samples.png``, ``unreadable.txt`` and ``summary.json``
+(also printed)."""
 from __future__ import annotations
 
 import json
@@ -27,8 +25,7 @@ from gan_lab.grids import save_grid  # noqa: E402
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
-    """Per-pixel mean, min, max, std and variance ``[C, H, W]`` (pixel values 0..255, variance in
-    their square) of uint8 images, in chunks."""
+    """Per-pixel mean, min, max, std and variance ``[C, H, W]`` of uint8 images (0..255; variance in its square)."""
     n = images.shape[0]
     total = torch.zeros(images.shape[1:], dtype=torch.float64)
     squares = torch.zeros_like(total)
@@ -94,7 +91,7 @@ def histogram(values, path: Path, title: str, xlabel: str, bins: int = 40) -> No
 
 
 def explore(cfg: DictConfig) -> dict:
-    """Build the DataModule from ``cfg``, write the exploration files to ``cfg.run_dir``."""
+    """Write the exploration files of ``cfg``'s dataset to ``cfg.run_dir``; returns the summary."""
     out = Path(cfg.run_dir)
     options = cfg.get("explore") or {}
     split = options.get("split", "train")

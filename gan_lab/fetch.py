@@ -1,9 +1,7 @@
 """Download a dataset into ``data.root``: ``python -m gan_lab.fetch data=<name> [fetch.mirror=URL]``.
 
-Files are checked against the published MD5, or else against the size and SHA-256 recorded in
-``<root>/.gan_lab_fetch.json`` at the first download. Interrupted downloads resume; archives are
-extracted into place atomically; files already present are not fetched. The dataset is then read
-and summarised. ``fetch.mirror`` (or ``GAN_LAB_MIRROR``) fetches ``<mirror>/<file name>`` instead.
+Checks each file (published MD5, or size and SHA-256 recorded at the first download), resumes downloads and
+extracts archives atomically; ``fetch.mirror`` (or ``GAN_LAB_MIRROR``) fetches ``<mirror>/<file name>`` instead.
 """
 from __future__ import annotations
 
@@ -114,8 +112,7 @@ def partial(target: Path) -> Path:
 
 
 def download(url: str, target: Path) -> None:
-    """Download ``url`` to ``target`` through ``<target>.part``, continuing a leftover ``.part``
-    (HTTP Range); a progress bar on stderr."""
+    """Download ``url`` to ``target`` through ``<target>.part``, continuing a leftover one (HTTP Range)."""
     part = partial(target)
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
@@ -219,7 +216,7 @@ def fetch(name: str, root: Path, mirror: str | None = None, dataset: Dataset | N
 
 
 def fetch_from_kaggle(name: str, dataset: Dataset, root: Path) -> list[str]:
-    """Monet and Pokemon come from Kaggle: through the ``kaggle`` package when credentials are set."""
+    """Fetch a Kaggle dataset (Monet, Pokemon) with the ``kaggle`` package; refused without Kaggle credentials."""
     has_credentials = (Path.home() / ".kaggle" / "kaggle.json").is_file() or (
         os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"))
     if not has_credentials:

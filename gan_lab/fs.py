@@ -1,8 +1,7 @@
 """Filesystem helpers shared by every layer: writability probes, atomic writes, file locks.
 
-Atomic writes go to ``.<target>.<host>-<pid>.<random>.tmp`` in the target's folder, are fsynced,
-then ``os.replace``d over the target; the name lets :func:`remove_orphan_temp_files` tell a killed
-writer's file from one being written. A full disk raises :class:`DiskFull`.
+An atomic write fsyncs ``.<target>.<host>-<pid>.<random>.tmp`` beside the target, then ``os.replace``s it over
+the target; a full disk raises :class:`DiskFull`.
 """
 from __future__ import annotations
 
@@ -25,8 +24,7 @@ from gan_lab.errors import UserError
 
 
 class DiskFull(UserError, OSError):
-    """A write ran out of space (or quota); the file it was to replace is intact. An ``OSError``
-    (errno, file) whose text is the message for the user."""
+    """A write ran out of space (or quota); the file it was to replace is intact. Also an ``OSError`` (errno, file)."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
@@ -52,15 +50,14 @@ def host_tag() -> str:
 
 #: this machine in temporary file names
 HOST_TAG = host_tag()
-#: ``.<target>.<host>-<pid>.<random>.tmp`` of :func:`atomic_write` (host and pid absent in older names)
+#: ``.<target>.<host>-<pid>.<random>.tmp`` of :func:`atomic_write` (host and pid optional)
 TEMP_NAME = re.compile(r"^\.(?P<target>.+?)\.(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp$")
-#: a temporary file untouched for this long has no writer, wherever it was written (a writer keeps writing)
+#: a temporary file untouched for this long has no writer, wherever it was written
 ORPHAN_AGE_S = 24 * 3600
 
 
 def out_of_space(exc: BaseException | None) -> OSError | None:
-    """The ``OSError`` "no space left" (or "quota exceeded") behind ``exc`` (also through its
-    cause or context), or ``None``."""
+    """The "no space left" (or "quota exceeded") ``OSError`` behind ``exc``, through causes and contexts, or None."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -114,9 +111,8 @@ def process_alive(pid: int) -> bool:
 
 
 def remove_orphan_temp_files(folder: str | os.PathLike, targets: tuple[str, ...]) -> list[Path]:
-    """Remove :func:`atomic_write`'s temporary files in ``folder`` for targets ending with one of
-    ``targets`` whose writer is gone (a dead process of this machine, or untouched for
-    :data:`ORPHAN_AGE_S`). Returns the files removed."""
+    """Remove :func:`atomic_write`'s temporary files in ``folder`` for targets ending with one of ``targets``
+    whose writer is gone (a dead process here, or untouched for :data:`ORPHAN_AGE_S`); returns the files removed."""
     removed = []
     try:
         entries = list(os.scandir(folder))
@@ -154,10 +150,8 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
 
 
 def zip_damage(path: str | os.PathLike) -> str | None:
-    """Why the zip archive at ``path`` (``torch.save``'s format) is damaged, or ``None`` when every
-    member matches its CRC-32 (or the file is not a zip archive). Reads the whole file; ``torch.load``
-    itself does not check CRCs.
-    """
+    """Why the zip archive at ``path`` (``torch.save``'s format) is damaged, or ``None`` when every member
+    matches its CRC-32 (or the file is not a zip archive). Reads the whole file."""
     try:
         if not zipfile.is_zipfile(path):
             return None
@@ -172,8 +166,7 @@ def zip_damage(path: str | os.PathLike) -> str | None:
 
 @contextmanager
 def locked(path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` (``filelock``) so read-modify-writes of one file
-    do not interleave. The lock file is left in place (removing it would race)."""
+    """Hold an exclusive lock on ``<path>.lock`` for a read-modify-write of ``path``; the lock file stays."""
     lock_path = Path(f"{path}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock_path):

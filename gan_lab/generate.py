@@ -1,10 +1,7 @@
 """Draw images from a trained run: ``python -m gan_lab.generate run_dir=<run> [key=value ...]``.
 
-Writes to ``out_dir`` (default ``<run>/generated``): ``samples.png`` (a row per class for conditional
-models), optional ``images/*.png``, latent interpolations between seeds and, for conditional models,
-class sweeps and class blends, each as a grid and an animated GIF. Uses EMA generator weights when
-the model keeps them.
-"""
+Writes ``samples.png``, optional ``images/*.png``, interpolations between seeds and (conditional models) class
+sweeps and blends, as grids and GIFs, to ``out_dir`` (default ``<run>/generated``); EMA weights with ``ema``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -71,9 +68,8 @@ def class_sweep(model, classes: Sequence[int], rows: int, seed: int) -> Tensor:
 @torch.no_grad()
 def class_blend(model, classes: Sequence[int], steps: int, rows: int, seed: int,
                 num_classes: int) -> tuple[Tensor, int]:
-    """Fixed latents (one per row) rendered along a path through ``classes``, the class weights
-    moving linearly between consecutive classes in ``steps`` frames (shared endpoints).
-    Returns the images, row-major, and the frames per row."""
+    """Fixed latents (one per row) along a path through ``classes``, class weights moving linearly between
+    consecutive classes in ``steps`` frames; returns the images, row-major, and the frames per row."""
     eye = torch.eye(num_classes, device=model.device)
     t = torch.linspace(0.0, 1.0, steps, device=model.device)[1:, None]
     weights = torch.cat([eye[classes[0]][None], *((1 - t) * eye[a] + t * eye[b]
@@ -109,7 +105,7 @@ def as_list(value) -> list | None:
 
 
 def output_folder(cfg: DictConfig) -> Path:
-    """``out_dir`` (default ``<run_dir>/generated``), refused in one sentence when it cannot be written."""
+    """``out_dir`` (default ``<run_dir>/generated``); refused when it cannot be written."""
     out = Path(cfg.out_dir) if cfg.out_dir else Path(cfg.run_dir) / "generated"
     problem = write_problem(out)
     if problem is not None:
@@ -118,7 +114,7 @@ def output_folder(cfg: DictConfig) -> Path:
 
 
 def check_request(cfg: DictConfig) -> None:
-    """The values of a request, checked before the run is loaded (as ``evaluate`` does its own)."""
+    """The values of a request, checked before the run is loaded."""
     inter = cfg.interpolation
     check_seed(cfg.seed)
     check_flag(cfg.ema, "ema")

@@ -1,5 +1,4 @@
-"""Image grids as PNG files: training's sample grids, ``generate``'s pictures and the metrics'
-nearest-neighbour grids all show the pixels a saved sample holds (:func:`gan_lab.pixels.to_uint8`)."""
+"""PNG image grids, showing the pixels a saved sample holds (:func:`gan_lab.pixels.to_uint8`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,12 +17,8 @@ PADDING = 2
 
 def grid_image(images: Tensor, nrow: int, row_names: Sequence[str] | None = None,
                upscale_to: int = 0) -> Image.Image:
-    """An RGB picture of ``images`` (uint8, or float in [-1, 1]), ``nrow`` per row; with
-    ``row_names`` each row is labelled on the left.
-
-    ``upscale_to`` enlarges smaller images (nearest neighbour, so pixels stay sharp) so that e.g. a
-    4x4 Progressive GAN stage or 8x8 digits stay readable.
-    """
+    """An RGB picture of ``images`` (uint8, or float in [-1, 1]), ``nrow`` per row, rows labelled on the left
+    with ``row_names``; ``upscale_to`` enlarges smaller images (nearest neighbour) to that side in pixels."""
     pixels = to_uint8(images.detach().cpu())
     if upscale_to and pixels.shape[-1] < upscale_to:
         pixels = torch.nn.functional.interpolate(pixels, size=upscale_to, mode="nearest")

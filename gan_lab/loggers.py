@@ -53,8 +53,8 @@ def history_rows(path: str | Path) -> int:
 
 
 def cut_history(path: str | Path, rows: int) -> int:
-    """Keep the header and the first ``rows`` complete rows of a ``metrics.csv`` (an atomic
-    replace); returns how many rows (complete or cut short) were removed."""
+    """Keep the header and the first ``rows`` complete rows of a ``metrics.csv`` (atomic replace);
+    returns how many rows (complete or cut short) were removed."""
     path = Path(path)
     with open(path, newline="") as file:
         lines = file.read().splitlines(keepends=True)
@@ -69,8 +69,7 @@ def cut_history(path: str | Path, rows: int) -> int:
 
 
 class CSVLogger(LightningCSVLogger):
-    """``<run>/metrics.csv``; a run resumed into its own directory appends to the history instead
-    of replacing it, as Lightning's CSVLogger does."""
+    """``<run>/metrics.csv``; a run resumed into its own directory appends to the history, not replaces it."""
 
     def __init__(self, save_dir: str | Path, name: str | None = "lightning_logs",
                  version: NonNegativeInt | str | None = None, prefix: str = "",

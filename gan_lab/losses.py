@@ -1,10 +1,7 @@
 """Adversarial objectives as small pure functions of discriminator logits.
 
-Each ``d_*`` function maps (real logits, fake logits) to the discriminator's loss, each ``g_*``
-function maps fake logits to the generator's loss. A config in ``conf/loss/`` pairs one of each
-(``_partial_: true``) into a :class:`GANLoss`. Penalties (gradient penalty, drift) are separate
-functions so that the variant that needs them can add them.
-"""
+``d_*`` map (real logits, fake logits) to D's loss and ``g_*`` map fake logits to G's; a ``conf/loss/`` config pairs
+one of each into a :class:`GANLoss`. Penalties (gradient penalty, drift) are separate functions."""
 from __future__ import annotations
 
 import functools
@@ -42,16 +39,15 @@ def d_least_squares(real: Tensor, fake: Tensor, real_target: AnyFloat = 1.0, fak
 
 
 def categorical_targets(classes: Tensor, num_outputs: int, target: float = 1.0) -> Tensor:
-    """One-hot ``[N, num_outputs]`` BCE targets whose positive entry is ``target`` (one-sided smoothing
-    below 1: the other entries stay 0)."""
+    """One-hot ``[N, num_outputs]`` BCE targets whose positive entry is ``target`` (below 1: one-sided smoothing)."""
     return F.one_hot(classes, num_outputs).float() * target
 
 
 def d_categorical(real: Tensor, fake: Tensor | None, real_classes: Tensor, fake_classes: Tensor | None,
                   real_target: Probability = 1.0) -> Tensor:
-    """ArtGAN's K+1-way objective for D (Tan et al. 2017): BCE of each sigmoid output against a one-hot
-    target, a real image of class k against k and a generated image against the last ("fake") output;
-    ``real_target`` < 1 smooths the real side. ``fake=None`` (pre-training) gives the real side's term."""
+    """ArtGAN's K+1-way D objective (Tan et al. 2017): per-output BCE against one-hot targets, k for a real
+    image of class k and the last ("fake") output for a generated one; ``real_target`` < 1 smooths the real side.
+    ``fake=None`` (pre-training) gives the real term alone."""
     num_outputs = real.shape[1]
     loss = F.binary_cross_entropy_with_logits(real.float(), categorical_targets(real_classes, num_outputs, real_target))
     if fake is None:
@@ -73,8 +69,7 @@ def g_non_saturating(fake: Tensor, target: Probability = 1.0) -> Tensor:
 
 
 def g_categorical(fake: Tensor, classes: Tensor, target: Probability = 1.0) -> Tensor:
-    """ArtGAN's objective for G: D should classify the image of class k as k (BCE of the K+1 outputs
-    against the one-hot of k)."""
+    """ArtGAN's G objective: BCE of the K+1 outputs against the one-hot of the image's class k."""
     return F.binary_cross_entropy_with_logits(fake.float(), categorical_targets(classes, fake.shape[1], target))
 
 
@@ -109,8 +104,7 @@ def drift_penalty(real: Tensor) -> Tensor:
 
 
 def plain_partial(fn: Callable) -> Callable:
-    """``fn`` as a plain ``functools.partial`` when it is a subclass of one: Hydra's partial
-    re-validates its target on every call, about a millisecond each on a CPU."""
+    """``fn`` as a plain ``functools.partial`` when it is a subclass of one (e.g. Hydra's, slower per call)."""
     if isinstance(fn, functools.partial) and type(fn) is not functools.partial:
         return functools.partial(fn.func, *fn.args, **fn.keywords)
     return fn
@@ -119,9 +113,8 @@ def plain_partial(fn: Callable) -> Callable:
 class GANLoss:
     """An adversarial objective: one discriminator function and one generator function.
 
-    ``probability``: the logits are read through a sigmoid (BCE objectives) rather than as raw critic
-    values; it decides what :meth:`score` reports. ``needs_lipschitz``: the objective needs a Lipschitz
-    D (Wasserstein); a model without such a constraint is warned.
+    ``probability``: logits are read through a sigmoid (BCE objectives), not as raw critic values (see :meth:`score`).
+    ``needs_lipschitz``: the objective needs a Lipschitz D (Wasserstein); a model without one is warned.
     """
 
     def __init__(self, discriminator: Callable[[Tensor, Tensor], Tensor], generator: Callable[[Tensor], Tensor],

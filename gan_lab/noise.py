@@ -1,9 +1,5 @@
-"""Latent distributions: an object with ``sample(n, device) -> Tensor[n, latent_dim]``.
-
-The distribution is a config group (``noise=normal|uniform|gamma|interpolated``) so that a study over
-distributions is one multirun. Parameters are plain floats so that every setting of the Monet
-noise study is an override (``noise=normal noise.mean=-1``).
-"""
+"""Latent distributions: objects with ``sample(n, device) -> Tensor[n, latent_dim]``, chosen by the config group
+``noise=normal|uniform|gamma|interpolated`` and set by plain-float overrides (``noise=normal noise.mean=-1``)."""
 from __future__ import annotations
 
 import math
@@ -29,7 +25,7 @@ class Noise(ABC):
     @property
     @abstractmethod
     def mean(self) -> float:
-        """Analytic mean of one coordinate (used by tests and reports)."""
+        """Analytic mean of one coordinate."""
 
     @property
     @abstractmethod
@@ -108,8 +104,8 @@ class Interpolated(Noise):
     study's blended latents): the base mean, with the std scaled by ``sqrt(alpha^2 + (1 - alpha)^2)``.
 
     Args:
-        latent_dim: size of each latent; must equal ``base.latent_dim`` (the config interpolates it).
-        base: the distribution blended, any :class:`Noise` (``noise@noise.base=uniform`` swaps it).
+        latent_dim: size of each latent; must equal ``base.latent_dim``.
+        base: the distribution blended (``noise@noise.base=uniform`` swaps it).
         alpha: weight of the first draw, in [0, 1]; 0 and 1 give the base distribution itself.
     """
 

@@ -1,12 +1,7 @@
 """Mixed precision per phase: autocast around each D or G update's forward passes and loss only.
 
-Lightning's ``MixedPrecision`` runs the whole ``training_step`` in one autocast region, which with
-manual optimisation also covers backward and the optimizer steps. :class:`PhaseMixedPrecision` keeps
-Lightning's plugin but leaves ``training_step`` outside autocast; the GAN module opens
-:func:`phase_context` around each update's forward passes and loss, so weight casts are cached within
-a phase and never outlive a weight update. :func:`precision_plugins` turns ``16-mixed`` and
-``bf16-mixed`` into this plugin; every other precision stays Lightning's.
-"""
+:class:`PhaseMixedPrecision` keeps backward and optimizer steps out of autocast; :func:`precision_plugins` uses it for
+``16-mixed`` and ``bf16-mixed``, and every other precision stays Lightning's."""
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
@@ -37,8 +32,7 @@ class PhaseMixedPrecision(MixedPrecision):
 
 
 def phase_context(plugin: object | None) -> ContextManager:
-    """The autocast region of one phase under a precision plugin (a no-op unless it is
-    :class:`PhaseMixedPrecision`: full precision, or Lightning's own whole-step autocast)."""
+    """The autocast region of one phase under ``plugin``: a no-op unless it is a :class:`PhaseMixedPrecision`."""
     return plugin.phase_context() if isinstance(plugin, PhaseMixedPrecision) else nullcontext()
 
 
@@ -52,9 +46,8 @@ TRUE_DTYPES = {"64": "float64", "64-true": "float64", "16-true": "float16", "bf1
 
 
 def training_precision(precision: str | int | None) -> str:
-    """``trainer.precision`` as one of :data:`PRECISIONS` (Lightning's short names ``32``, ``16``, ``bf16``
-    mapped to them); a :class:`UserError` for any other, e.g. ``bf16-true``, which casts the weights
-    themselves."""
+    """``trainer.precision`` as one of :data:`PRECISIONS` (Lightning's short names mapped to them); a
+    :class:`UserError` for any other, e.g. ``bf16-true``."""
     value = "32-true" if precision is None else ALIASES.get(str(precision), str(precision))
     if value in PRECISIONS:
         return value
@@ -77,9 +70,8 @@ def mixed_precision_device(accelerator: str | None) -> str:
 
 
 def precision_plugins(precision: str | int | None, accelerator: str | None) -> list[dict[str, str]]:
-    """The Trainer ``plugins`` entries (configs to instantiate) for ``trainer.precision``: one
-    :class:`PhaseMixedPrecision` for a mixed precision, given instead of the ``precision`` flag; none
-    for every other precision (Lightning's own)."""
+    """The Trainer ``plugins`` configs for ``trainer.precision``: one :class:`PhaseMixedPrecision` for a
+    mixed precision (given instead of the ``precision`` flag), none otherwise; ``16-mixed`` on a CPU is refused."""
     if str(precision) not in MIXED:
         return []
     device = mixed_precision_device(accelerator)

@@ -1,10 +1,8 @@
 """Summarise a sweep: ``python -m gan_lab.report <sweep_dir> [--out DIR]``.
 
-Reads every run below ``sweep_dir`` (a folder with ``.hydra/`` and ``metrics.json``) and writes to
-``<sweep_dir>/report/``: ``README.md`` (one row per setting of the swept parameters, final and mean
-training terms and metrics, seeds as mean ± std over finished runs), ``curves.png``,
-``metric_vs_<param>.png`` and ``samples.png``. Runs with unreadable files are left out and listed.
-"""
+Writes ``README.md`` (a row per swept setting: mean ± std over finished seeds), ``curves.png``,
+``metric_vs_<param>.png`` and ``samples.png`` to ``--out`` (default ``<sweep_dir>/report/``); unreadable runs are
+left out and listed."""
 from __future__ import annotations
 
 import argparse
@@ -52,7 +50,7 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        """Completed, or interrupted for the reason ``max_time``; only these enter a setting's statistics."""
+        """Completed, or interrupted by ``max_time``; only these enter a setting's statistics."""
         return self.status == "completed" or (self.status == "interrupted"
                                                and self.summary.get("reason") == "max_time")
 
@@ -191,7 +189,7 @@ def training_means(curves: dict[str, list[tuple[float, float]]]) -> dict[str, fl
 
 
 def swept_keys(runs: list[Run]) -> list[str]:
-    """Override keys whose value differs between runs (``seed`` excluded: it is aggregated)."""
+    """Override keys whose value differs between runs, ``seed`` excluded."""
     keys = sorted({k for r in runs for k in r.overrides})
     return [k for k in keys if k != "seed" and len({r.overrides.get(k) for r in runs}) > 1]
 

@@ -1,10 +1,6 @@
 """Train a GAN: ``python -m gan_lab.run [group=option ...] [key=value ...]``.
 
-``train(cfg)`` does the work; ``main`` is the Hydra entry point: it turns a
-:class:`~gan_lab.errors.UserError` into one line on stderr and exit status 2, and returns
-``optimized_metric`` to sweepers. Everything a user can get wrong is checked before training; a
-refused run leaves an existing run directory as it was (:class:`PreflightChecks` saves the files
-Hydra rewrites, :func:`train` puts them back). A run directory belongs to one run (:mod:`gan_lab.rundir`).
+:func:`train` does the work; ``main``, the Hydra entry point, returns ``optimized_metric`` to sweepers.
 """
 from __future__ import annotations
 
@@ -56,8 +52,7 @@ warnings.filterwarnings("ignore", message=r".*number of training batches .* is s
 
 @functools.lru_cache(maxsize=None)
 def defined_top_level_keys(config_name: str = "config") -> frozenset[str]:
-    """The top-level keys gan_lab's configs define for the entry point ``config_name``: those of
-    conf/config.yaml and of its own config, the config groups, and those global presets set."""
+    """Top-level keys defined for entry point ``config_name``: by config.yaml, its config, groups, global presets."""
     keys = set(OmegaConf.load(CONFIG_DIR / "config.yaml").keys())
     own = CONFIG_DIR / f"{config_name}.yaml"
     if own.is_file():
@@ -78,8 +73,7 @@ def _leaf_paths(node: Any, prefix: str = "") -> Iterator[str]:
 
 
 def check_top_level_keys(cfg: DictConfig, overrides: list[str], config_name: str = "config") -> None:
-    """Refuse a top-level key added on the command line (``+lr=0.1``) that no config defines, naming
-    the override and the keys it was probably meant for; ``config_name``: the entry point's config."""
+    """Refuse a top-level key added on the command line (``+lr=0.1``) that no config defines; suggests the key meant."""
     defined = defined_top_level_keys(config_name)
     unknown = sorted(str(k) for k in cfg.keys() if k != "hydra" and k not in defined)
     if not unknown:
@@ -102,10 +96,9 @@ def check_top_level_keys(cfg: DictConfig, overrides: list[str], config_name: str
 
 
 class PreflightChecks(Callback):
-    """Hydra callback, run before Hydra creates or writes anything: refuses in one line an undefined
-    top-level key, a SLURM request the cluster cannot satisfy and an unwritable run or sweep directory;
-    claims the directory (its lock; a new run over the run it holds needs ``overwrite=true``) and saves
-    the files Hydra is about to rewrite in it (:class:`RunDirBackup`)."""
+    """Hydra callback run before Hydra writes anything: refuses an undefined top-level key, an unsatisfiable SLURM
+    request and an unwritable directory; locks the run or sweep directory (replacing a run needs ``overwrite=true``)
+    and backs up the files Hydra rewrites (:class:`RunDirBackup`)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config, "run")
@@ -156,8 +149,8 @@ class PreflightChecks(Callback):
 
 
 def check_paths(cfg: DictConfig) -> tuple[Path, dict | None]:
-    """Check that the run directory is writable and a resume checkpoint exists and is intact (every
-    CRC); returns the run directory and the checkpoint (tensors mapped) or ``None``."""
+    """Check the run directory is writable and the resume checkpoint exists and is intact (every CRC);
+    return the run directory and the checkpoint (tensors memory-mapped) or ``None``."""
     run_dir = Path(cfg.run_dir)
     try:
         probe_writable(run_dir)
@@ -176,9 +169,8 @@ def check_paths(cfg: DictConfig) -> tuple[Path, dict | None]:
 
 def check_training_length(trainer: L.Trainer, cfg: DictConfig, resume: dict | None,
                           epoch_batches: int | None = None) -> None:
-    """Refuse a run that would train nothing: no epochs, steps, batches or time, or a resume whose
-    checkpoint already reached its limits. ``epoch_batches``: the batches of an epoch, against which a
-    share ``limit_train_batches`` counts."""
+    """Refuse a run that would train nothing, or a resume whose checkpoint already reached its limits.
+    ``epoch_batches``: batches per epoch, against which a fractional ``limit_train_batches`` counts."""
     if trainer.max_epochs == 0:
         raise UserError("trainer.max_epochs=0 trains nothing; use trainer.max_epochs>=1 (or -1 with "
                         "trainer.max_batches or trainer.max_steps), e.g. trainer.max_epochs=25.")
@@ -217,21 +209,15 @@ def check_training_length(trainer: L.Trainer, cfg: DictConfig, resume: dict | No
 
 
 def final_metrics(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-    """The last logged value of every ``group/name`` metric: the module's training terms and what
-    went through Lightning's ``log`` (evaluations)."""
+    """The last value of every ``group/name`` metric: the module's training terms and Lightning-logged evaluations."""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                if "/" in k and torch.is_tensor(v) and v.numel() == 1}
     return {**getattr(pl_module, "logged", {}), **metrics}
 
 
 class RunSummary(L.Callback):
-    """Writes the training summary into ``metrics.json`` from process 0 of the processes that train
-    (under ``ddp_spawn``, worker processes: the main process never counted the training).
-
-    Args:
-        path: the run's ``metrics.json`` (its other keys, such as evaluations, are kept).
-        start: ``time.time()`` when training was started, for ``train_seconds``.
-    """
+    """Writes the training summary into ``path`` (``metrics.json``, other keys kept) from process 0 of the
+    training processes (under ``ddp_spawn``, a worker); ``start``: ``time.time()`` at the start of training."""
 
     def __init__(self, path: str | Path, start: float) -> None:
         self.path, self.start = Path(path), start
@@ -283,8 +269,7 @@ class RunSummary(L.Callback):
 
 
 def check_optimized_metric(name: str | None, callbacks: list, class_names) -> None:
-    """Refuse a ``val/`` ``optimized_metric`` that none of the run's evaluations logs; other names
-    are checked by :class:`OptimizedMetricLogged` after the first batch."""
+    """Refuse a ``val/`` ``optimized_metric`` that none of the run's evaluations logs."""
     if name is None or not str(name).startswith("val/"):
         return
     evaluations = [cb.evaluator for cb in callbacks if isinstance(cb, MetricsCallback)]
@@ -296,8 +281,7 @@ def check_optimized_metric(name: str | None, callbacks: list, class_names) -> No
 
 
 class OptimizedMetricLogged(L.Callback):
-    """Stops a run after its first batch when ``optimized_metric`` (not a ``val/`` name) is not one of
-    the values the run logs (``train/<term>``, ``lr/<optimizer>``)."""
+    """Refuses, after the first batch, a non-``val/`` ``optimized_metric`` the run does not log."""
 
     def __init__(self, name: str | None) -> None:
         self.name, self.checked = name, name is None or str(name).startswith("val/")
@@ -322,10 +306,9 @@ class RunAccepted(L.Callback):
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Build everything from ``cfg``, train, write ``metrics.json`` and return ``optimized_metric``.
+    """Build everything from ``cfg``, train, write ``metrics.json`` and return ``optimized_metric``'s value.
 
-    Every check comes before anything is written into the run directory, whose lock is held
-    throughout; ``overwrite=true`` replaces the run there; a requeued SLURM job continues its run."""
+    All checks precede any write to the run directory, locked throughout; a requeued SLURM job continues its run."""
     primary = not secondary_process()
     with keep_run_dir_until_accepted(Path(cfg.run_dir) if primary else None):
         return _train(cfg, primary)
@@ -402,9 +385,7 @@ def _train(cfg: DictConfig, primary: bool) -> float | None:
 
 
 def failed_job_value() -> float:
-    """What a failed sweep job (refused config, diverged run, metric missing or NaN) returns: the
-    worst value for the sweeper's ``direction`` (+inf minimising, -inf maximising); NaN would end an
-    Optuna sweep."""
+    """A failed sweep job's value: the worst for the sweeper's ``direction`` (+inf minimising, -inf maximising)."""
     return slurm.failed_value(OmegaConf.select(HydraConfig.get(), "sweeper.direction"))
 
 

@@ -1,10 +1,6 @@
 """A run directory belongs to one run, and stays as it was until a new run in it is accepted.
 
-A training (or sweep) holds ``<dir>/.run.lock`` and names itself in ``.run.lock.owner``
-(:class:`RunDirLock`). A run into a directory holding another run is refused unless
-``overwrite=true`` (:func:`replaces_run`, :func:`claim_sweep_dir`). Until the first batch,
-:class:`RunDirBackup` can put back whatever Hydra and the start of training changed. The state
-lives here because ``gan_lab.run`` is imported both as ``__main__`` and by Hydra.
+:class:`RunDirLock` locks it; replacing a run needs ``overwrite=true``; :class:`RunDirBackup` undoes a refused start.
 """
 from __future__ import annotations
 
@@ -37,8 +33,7 @@ SAVED_FILE_LIMIT = 256 * 2**20
 
 
 def secondary_process() -> bool:
-    """Whether this is an extra process of a multi-process run (rank > 0); process 0 owns the run
-    directory."""
+    """Whether this is an extra process (rank > 0) of a multi-process run; process 0 owns the run directory."""
     return any(int(os.environ.get(k) or 0) > 0 for k in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK",
                                                          "SLURM_PROCID"))
 
@@ -66,16 +61,15 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 class RunDirLock:
-    """The lock of a run (or sweep) directory, held from its claim until training ends (a sweep:
-    until the process ends)."""
+    """The lock of a run (or sweep) directory, held from its claim until training (a sweep: the process) ends."""
 
     held: dict[str, tuple[FileLock, bool]] = {}  # resolved folder -> (lock, whether this process created its file)
     _at_exit = False
 
     @classmethod
     def acquire(cls, folder: Path, key: str = "hydra.run.dir") -> bool:
-        """Take ``folder``'s lock without waiting (:class:`UserError` when another process holds it).
-        Returns whether it was taken now (``False``: this process already holds it)."""
+        """Take ``folder``'s lock without waiting (:class:`UserError` when another process holds it);
+        ``False`` when this process already held it."""
         name = str(folder.resolve())
         if name in cls.held:
             return False
@@ -152,7 +146,7 @@ def check_overwrite(value: Any) -> bool:
 
 
 def _check_clearable(folder: Path, key: str) -> None:
-    """``overwrite=true`` deletes a directory's content: never the working, home or root directory's."""
+    """Refuse ``overwrite=true`` on the working, home or root directory (or one holding the working directory)."""
     resolved = folder.resolve()
     if resolved in (Path.home().resolve(), Path(resolved.anchor)) or _inside(Path.cwd(), resolved):
         raise UserError(f"overwrite=true would delete everything in {folder}, which is (or holds) the working, home "
@@ -391,8 +385,7 @@ class RunDirBackup:
 
     @classmethod
     def finish(cls) -> None:
-        """The run ended or was refused: nothing is held any more (a crash before the first batch
-        keeps what it changed)."""
+        """The run ended or was refused: drop what is held (a crash before the first batch keeps its changes)."""
         if cls.stage != "accepted" and cls.held is not None:
             cls.accept()
         cls.saved = cls.held = cls.stage = None

@@ -1,8 +1,4 @@
-"""Rebuild a trained run from its directory: config, DataModule, model and checkpoint weights.
-
-Used by ``evaluate`` and ``generate``; the run's ``.hydra/config.yaml`` goes through
-:mod:`gan_lab.build` as at training time.
-"""
+"""Rebuild a trained run from its directory for ``evaluate`` and ``generate``: config, DataModule, model, weights."""
 from __future__ import annotations
 
 import os
@@ -87,8 +83,8 @@ def check_run_dir(run_dir: str | Path) -> Path:
 
 
 class RunDirCheck(Callback):
-    """Hydra callback of ``evaluate`` and ``generate``: reports a missing or bad ``run_dir`` in one
-    line before Hydra creates its output folder there."""
+    """Hydra callback of ``evaluate`` and ``generate``: refuses a missing or bad ``run_dir`` before Hydra makes
+    its output folder."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         try:
@@ -102,8 +98,8 @@ class RunDirCheck(Callback):
 
 
 def keep_hydra_out_of(config: DictConfig) -> None:
-    """For a run whose job folder cannot be made (e.g. read-only storage): make the run directory
-    Hydra's job folder and drop Hydra's log file, so output written elsewhere still works."""
+    """Make the run directory Hydra's job folder and drop Hydra's log file, for a job folder that cannot be
+    made (e.g. read-only storage)."""
     with read_write(config), open_dict(config):
         config.hydra.run.dir = str(Path(config.run_dir).absolute())
         logging = config.hydra.job_logging

@@ -16,11 +16,8 @@ LastEpoch = Annotated[int, Field(ge=-1)]
 
 
 class PiecewiseLR(lr_scheduler.LRScheduler):
-    """Sets the learning rate to ``lrs[i]`` from epoch ``milestones[i]`` on (absolute values).
-
-    ``milestones`` must start at 0 and increase; e.g. the ArtGAN study's table
-    ``milestones=[0, 25, 40, ...]``, ``lrs=[1e-3, 2e-4, 4e-5, ...]``.
-    """
+    """Sets the learning rate to ``lrs[i]`` from epoch ``milestones[i]`` on; ``milestones`` start at 0 and
+    increase (e.g. the ArtGAN study's ``[0, 25, 40, ...]`` with ``lrs=[1e-3, 2e-4, 4e-5, ...]``)."""
 
     def __init__(self, optimizer: Optimizer, milestones: Annotated[Sequence[NonNegativeInt], Field(min_length=1)],
                  lrs: Annotated[Sequence[Positive], Field(min_length=1)], last_epoch: LastEpoch = -1) -> None:
@@ -40,8 +37,7 @@ class PiecewiseLR(lr_scheduler.LRScheduler):
 
 
 class ExponentialLR(lr_scheduler.ExponentialLR):
-    """``lr_epoch = lr_0 * gamma^epoch`` (torch's ``ExponentialLR``); ``gamma`` is declared positive: a
-    negative or zero factor would turn the updates into gradient ascent or stop them without a word."""
+    """``lr_epoch = lr_0 * gamma^epoch`` (torch's ``ExponentialLR``), with ``gamma`` > 0."""
 
     def __init__(self, optimizer: Optimizer, gamma: Positive, last_epoch: LastEpoch = -1) -> None:
         super().__init__(optimizer, float(gamma), last_epoch)

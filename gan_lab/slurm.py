@@ -1,12 +1,7 @@
-"""Runs on a SLURM cluster: the Hydra launcher (``hydra/launcher=slurm``) and what a job does when
-the cluster stops it.
+"""Runs on a SLURM cluster: the Hydra launcher (``hydra/launcher=slurm``) and what a job does when the cluster stops it.
 
-:class:`SlurmLauncher` submits one job per run through submitit, waits until each has ended and
-records every failed job, with its logs, in the log and its run's ``metrics.json``; the sweep goes on.
-:func:`check_request` first asks the cluster whether it could run the jobs (``sbatch --test-only``).
-A job warned by ``SIGUSR2`` (or stopped by ``SIGTERM``) saves ``last.ckpt``
-(:class:`~gan_lab.callbacks.GracefulStop`); :func:`requeue` puts it back in the queue, and the
-requeued job continues its run (:func:`checkpoint_to_continue`).
+:class:`SlurmLauncher` submits one job per run and records failed ones; a job warned by ``SIGUSR2`` saves
+``last.ckpt``, is requeued (:func:`requeue`) and continues its run (:func:`checkpoint_to_continue`).
 """
 from __future__ import annotations
 
@@ -50,16 +45,15 @@ def requeued() -> bool:
 
 
 def requeue_limit() -> int:
-    """How many requeues a job may ask for: ``hydra.launcher.max_num_timeout`` (0 without a
-    submitit launcher)."""
+    """How many requeues a job may ask for: ``hydra.launcher.max_num_timeout`` (0 without a submitit launcher)."""
     if not HydraConfig.initialized():
         return 0
     return int(OmegaConf.select(HydraConfig.get(), "launcher.max_num_timeout", default=0) or 0)
 
 
 def requeue() -> bool:
-    """Put this job back in SLURM's queue (after its checkpoint was saved), unless it has been
-    requeued ``requeue_limit()`` times already; returns whether it was. Only process 0 asks."""
+    """Put this job back in SLURM's queue unless it was requeued ``requeue_limit()`` times already; returns
+    whether it was. Only process 0 asks."""
     if job_id() is None or int(os.environ.get("SLURM_PROCID") or 0) != 0:
         return False
     limit = requeue_limit()
@@ -89,8 +83,7 @@ def checkpoint_to_continue(run_dir: Path) -> Path | None:
 
 
 def clear_history_of_a_restart(run_dir: Path) -> None:
-    """For a requeued job whose first part wrote no checkpoint, once its checks have passed: the run
-    starts again, so its ``metrics.csv`` (the part that left nothing to continue from) is deleted."""
+    """Delete the ``metrics.csv`` of a requeued job whose first part wrote no checkpoint (its run starts again)."""
     history = run_dir / "metrics.csv"
     if requeued() and history.is_file() and not (run_dir / "checkpoints" / "last.ckpt").is_file():
         log.warning("SLURM job %s, start %d: no checkpoint was written before the requeue; the run starts "
@@ -200,8 +193,8 @@ ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "COMP
 
 
 def wait_until_ended(jobs: Sequence[Any], poll_s: float = 2.0) -> dict[str, str]:
-    """Wait until every job has ended for good, as the controller (``squeue``) says: a requeued job
-    is pending again at once. Returns each job's final state (from accounting once forgotten)."""
+    """Wait until every job has ended for good per ``squeue`` (a requeued job is pending again); returns each
+    job's final state (from accounting once the controller forgot the job)."""
     ended: dict[str, str] = {}
     while len(ended) < len(jobs):
         ids = [j.job_id for j in jobs if j.job_id not in ended]
@@ -222,9 +215,8 @@ def wait_until_ended(jobs: Sequence[Any], poll_s: float = 2.0) -> dict[str, str]
 
 
 def check_request(config: DictConfig) -> None:
-    """Before a SLURM sweep writes anything (``config``: with its ``hydra`` node), check that ``sbatch``
-    exists, a cluster answers, the partition exists, the trainer uses the jobs' tasks and nodes, and
-    ``sbatch --test-only`` accepts the jobs' script."""
+    """Refuse a SLURM sweep (``config`` with its ``hydra`` node) unless ``sbatch`` exists, a cluster answers, the
+    partition exists, the trainer uses the jobs' tasks and nodes, and ``sbatch --test-only`` accepts the script."""
     launcher = {k: OmegaConf.select(config, f"hydra.launcher.{k}") for k in config.hydra.launcher
                 if k not in ("_target_", "submitit_folder", "max_num_timeout")}
     parameters = sbatch_parameters(OmegaConf.to_container(OmegaConf.create(launcher)))
@@ -266,8 +258,7 @@ MIN_WORK_S = 120
 
 
 def check_warning_time(timeout_min: Any, signal_delay_s: Any) -> None:
-    """Refuses a time limit that leaves a job less than :data:`MIN_WORK_S` before its SIGUSR2 warning
-    (it would be killed while starting)."""
+    """Refuse a time limit that leaves a job less than :data:`MIN_WORK_S` before its SIGUSR2 warning."""
     if timeout_min is None or signal_delay_s is None:
         return
     left = int(timeout_min) * 60 - int(signal_delay_s)
@@ -289,6 +280,5 @@ def sbatch_parameters(launcher: dict[str, Any]) -> dict[str, Any]:
 
 
 def failed_value(direction: Any) -> float:
-    """What a failed job returns to the sweeper: the worst value for its ``direction`` (+inf when it
-    minimises, -inf when it maximises); NaN would end an Optuna sweep."""
+    """A failed job's value for the sweeper: the worst for ``direction`` (+inf minimising, -inf maximising)."""
     return -float("inf") if "max" in str(direction).lower() else float("inf")

@@ -155,7 +155,7 @@ def suite_rows(spec: str | None, n: int) -> list[int]:
 
 
 def failed_row(args: argparse.Namespace, exc: Exception) -> list[str]:
-    """A suite row whose benchmark raised: its options and the error, so the other rows still run."""
+    """A suite row for a benchmark that raised: its options and the error."""
     options = " ".join(a for a in args.argv if a not in ("--device", args.device, "--output", "-"))
     message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
     return [args.what, options, f"failed: {type(exc).__name__}: {message}", "", "", ""]
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     profiled = False
 
     def emit(text: str) -> None:
-        """Print a line of the report and append it to the output file at once."""
+        """Print a report line and append it to the output file."""
         print(text, flush=True)
         if out is not None:
             with out.open("a") as f:

@@ -33,9 +33,8 @@ def sync(device: torch.device) -> None:
 
 
 class ScaledOptimizer:
-    """A raw optimizer stepped through a ``GradScaler`` (``16-mixed``): its gradients unscaled, clipped
-    by the module's :meth:`~gan_lab.models.base.GAN.on_before_optimizer_step`, then stepped, as
-    Lightning steps its optimizers."""
+    """A raw optimizer stepped through a ``GradScaler`` (``16-mixed``) as Lightning steps it: unscale, the module's
+    :meth:`~gan_lab.models.base.GAN.on_before_optimizer_step` (clipping), step."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, model) -> None:
         self.optimizer, self.scaler, self.model = optimizer, scaler, model
@@ -52,11 +51,9 @@ class ScaledOptimizer:
 
 
 class PlainLoop:
-    """The module's batch without Lightning: :meth:`gan_lab.models.base.GAN.updates` with raw
-    optimizers, ``Tensor.backward`` and the per-phase autocast of ``precision`` (``16-mixed``: a
-    ``GradScaler``). ``graphed``: the batch captured as one CUDA graph, as
-    ``callbacks.fast_path.cuda_graph`` does (:class:`~gan_lab.callbacks.fast_path.GraphedStep`, after
-    ``GRAPH_WARMUP`` eager batches)."""
+    """The module's batch without Lightning: :meth:`gan_lab.models.base.GAN.updates` with raw optimizers,
+    ``Tensor.backward`` and ``precision``'s per-phase autocast (``16-mixed``: a ``GradScaler``). ``graphed``: the
+    batch captured as one CUDA graph (:class:`~gan_lab.callbacks.fast_path.GraphedStep`) after ``GRAPH_WARMUP``."""
 
     GRAPH_WARMUP = 3
 

@@ -140,8 +140,7 @@ def fresh_model(cfg: DictConfig, device: torch.device, phase: tuple[int, float] 
 
 
 class FixedPhase(L.Callback):
-    """Holds a growing model at one phase (``(resolution, alpha)``) through a fit, in place of its
-    growth schedule."""
+    """Holds a growing model at one phase ``(resolution, alpha)`` through a fit, in place of its growth schedule."""
 
     def __init__(self, phase: tuple[int, float]) -> None:
         self.phase = phase
@@ -151,8 +150,8 @@ class FixedPhase(L.Callback):
 
 
 def one_epoch(cfg: DictConfig, batches: int | None = None, as_run: bool = False) -> None:
-    """Trainer settings of a measured fit: one epoch (of ``batches``), no model summary, and a
-    progress bar and checkpoints only when timed as a training run has them."""
+    """Trainer settings of a measured fit: one epoch (of ``batches``), no model summary, a progress bar and
+    checkpoints only ``as_run``."""
     with open_dict(cfg):
         cfg.trainer.max_epochs = 1
         if batches is not None:

@@ -1,6 +1,4 @@
-"""Callbacks: sample grids, training curves, learning rates, metrics (rank zero writes files), exact
-resume (generator states, position in the epoch), interruption by signal, limit checkpoints, training
-time, divergence guard, fast path, the EMA of G, progressive growth."""
+"""Lightning callbacks: samples, curves, metrics, checkpoints, exact resume, limits, divergence, EMA, growth."""
 from gan_lab.callbacks.checkpoint import Checkpoint
 from gan_lab.callbacks.clock import TrainingClock
 from gan_lab.callbacks.curves import TrainingCurves

@@ -1,5 +1,4 @@
-"""``ModelCheckpoint`` whose state key includes its file name pattern, so that two checkpoint callbacks
-of the same frequency (``last`` and ``epoch_XXXX``) do not collide."""
+"""``ModelCheckpoint`` whose state key includes its file name pattern (``last`` and ``epoch_XXXX`` do not collide)."""
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -10,8 +9,7 @@ from gan_lab.constraints import Count
 
 
 class Checkpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` that refuses 0 as a frequency or number kept (a run drops a
-    checkpoint callback with ``callbacks.<name>=null``)."""
+    """Lightning's ``ModelCheckpoint`` refusing 0 as a frequency or number kept (drop it: ``callbacks.<name>=null``)."""
 
     def __init__(self, *args: Any, save_top_k: Literal[-1] | Count = 1, every_n_epochs: Count | None = None,
                  every_n_train_steps: Count | None = None, **kwargs: Any) -> None:

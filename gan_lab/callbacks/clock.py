@@ -1,9 +1,4 @@
-"""Training time of every part of a run, saved with every checkpoint; ``trainer.max_time`` counts it.
-
-Lightning's ``Timer`` restores its count only from checkpoints written with a Timer, so
-:class:`TrainingClock` saves ``train_seconds`` always and starts the Timer from it on a resume; a
-resume whose limit is already spent stops before training.
-"""
+"""Training time of every part of a run, saved with every checkpoint; ``trainer.max_time`` counts it."""
 from __future__ import annotations
 
 import time
@@ -35,8 +30,7 @@ def trainer_max_time(trainer: L.Trainer) -> str:
 
 
 def trained_seconds(checkpoint: dict[str, Any]) -> float:
-    """Training time of every part of the run that wrote ``checkpoint``: the larger of
-    :class:`TrainingClock`'s count and the ``Timer``'s."""
+    """Training time of the run that wrote ``checkpoint``: the larger of :class:`TrainingClock`'s and the Timer's."""
     seconds = 0.0
     for key, state in (checkpoint.get("callbacks") or {}).items():
         if not isinstance(state, dict):
@@ -49,7 +43,8 @@ def trained_seconds(checkpoint: dict[str, Any]) -> float:
 
 
 class TrainingClock(L.Callback):
-    """Counts the training time of every part of a run and makes ``trainer.max_time`` count it too."""
+    """Counts the training time of every part of a run and makes ``trainer.max_time`` count it too; a resume
+    whose limit is already spent is refused before training."""
 
     def __init__(self) -> None:
         self.seconds_before = 0.0  # training time of the earlier parts of the run (from the checkpoint)

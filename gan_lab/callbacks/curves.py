@@ -1,6 +1,5 @@
-"""Training curves: losses and D scores against images seen, plotted to ``curves.png`` every few
-epochs and at the end as smoothed lines over faint raw values. The history is saved in checkpoints,
-so a resumed run plots the whole run."""
+"""Training curves: losses and D scores against images seen, plotted to ``curves.png`` as smoothed lines over
+faint raw values; the history is saved in checkpoints."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +14,7 @@ from gan_lab.errors import TrainingDiverged, TrainingInterrupted
 
 
 def smoothed(values: list[float], weight: float) -> list[float]:
-    """Exponential moving average of ``values`` with ``weight`` on the past, debiased at the start
-    (TensorBoard's smoothing)."""
+    """Exponential moving average of ``values`` with ``weight`` on the past, debiased at the start (as TensorBoard)."""
     out, average = [], 0.0
     for i, value in enumerate(values, 1):
         average = weight * average + (1 - weight) * value
@@ -29,7 +27,6 @@ class TrainingCurves(L.Callback):
 
     Args:
         path: the PNG (``<run>/curves.png``), redrawn every ``every_n_epochs`` epochs and at the end.
-        every_n_epochs: how often it is redrawn during training (the sample grids' cadence by default).
         smoothing: weight on the past of the smoothed line drawn over the raw values (0: raw only).
     """
 

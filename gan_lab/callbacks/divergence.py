@@ -1,11 +1,4 @@
-"""Divergence guard: stops a run whose losses or weights blew up, before it overwrites a good checkpoint.
-
-Checks every ``check_every_n_batches`` batches and at every epoch end (before the epoch checkpoint),
-reading the loss terms and the weights' norm back in one transfer; under DDP the terms are averaged
-over the processes first, so that all of them stop together. A NaN or Inf stops at once, a loss beyond
-``max_abs_loss`` after ``patience`` consecutive checks: the run is marked ``diverged`` in the loggers
-and :class:`~gan_lab.errors.TrainingDiverged` is raised, so ``last.ckpt`` keeps the last good state.
-"""
+"""Divergence guard: stops a run whose losses or weights blew up, before it overwrites a good checkpoint."""
 from __future__ import annotations
 
 import math
@@ -24,7 +17,9 @@ from gan_lab.errors import TrainingDiverged
 
 
 class DivergenceGuard(L.Callback):
-    """Stops training on NaN/Inf losses or weights, or on losses beyond a bound.
+    """Stops training on NaN/Inf losses or weights, or on losses beyond a bound: marks the run ``diverged`` in the
+    loggers and raises :class:`~gan_lab.errors.TrainingDiverged` (all DDP processes together). Also checks at every
+    epoch end, before the epoch checkpoint.
 
     Args:
         max_abs_loss: bound on ``|loss term|`` (``None``: only NaN/Inf are checked).

@@ -1,11 +1,5 @@
-"""Exponential moving average of the generator's weights (``callbacks.ema``), for any GAN model.
-
-Attaches a frozen copy of ``pl_module.generator`` as ``pl_module.generator_ema`` in ``setup`` (before
-Lightning restores a checkpoint, so a resumed run continues its EMA) and after every batch of ``n``
-images (all processes together) sets ``ema <- beta * ema + (1 - beta) * live`` with
-``beta = 0.5 ** (n / half_life_images)``; buffers are copied from the live G. The module's ``sample``
-draws from ``generator_ema`` when it has one. Off by default (``half_life_images: null``).
-"""
+"""Exponential moving average of the generator's weights (``callbacks.ema``, off by default), for any GAN model.
+The module's ``sample`` draws from ``generator_ema`` when it has one."""
 from __future__ import annotations
 
 from typing import Any
@@ -38,7 +32,9 @@ def update_ema(ema: nn.Module, live: nn.Module, beta: float) -> None:
 
 
 class EMA(L.Callback):
-    """Keeps ``pl_module.generator_ema``, the exponential moving average of ``pl_module.generator``.
+    """Keeps ``pl_module.generator_ema``, the exponential moving average of ``pl_module.generator``: attached in
+    ``setup`` (before a checkpoint restores it), updated after every batch of ``n`` images (all processes) with
+    ``beta = 0.5 ** (n / half_life_images)``.
 
     Args:
         half_life_images: images over which the average forgets half its past (0: a copy of the live

@@ -1,12 +1,5 @@
 """Memory format, ``torch.compile`` and CUDA-graph capture of the training step (``callbacks.fast_path``).
-
-These change how a batch runs, never what it computes: ``channels_last`` stores the module's 4-D
-parameters and buffers NHWC; ``compile`` compiles ``generator`` and ``discriminator`` in place (same
-``state_dict`` keys); ``cuda_graph`` captures the whole batch as one CUDA graph after ``graph_warmup``
-eager batches and replays it (:class:`CapturedStep`). ``channels_last`` and ``compile`` are applied in
-``setup``, before Lightning moves the module to its device and wraps it for DDP. Settings that fail on
-this run are refused before training (:func:`compile_refusal`, :meth:`FastPath.capture_refusal`).
-"""
+They change how a batch runs, never what it computes."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -77,12 +70,10 @@ CAPTURABLE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.op
 
 
 class GraphedStep:
-    """``fn(*inputs)`` on static input buffers, captured as one CUDA graph: each call copies its inputs
-    into the buffers; the first ``warmup`` calls run eagerly on a side stream, the next captures and
-    later ones replay. Returns ``fn``'s output (static tensors once captured: read them before the next
-    call). ``capture=False`` always runs eagerly. ``follow_up`` (no arguments), run by
-    :meth:`run_follow_up`, is captured as a second graph right after ``fn``.
-    """
+    """``fn(*inputs)`` as one CUDA graph on static input buffers: the first ``warmup`` calls run eagerly on a side
+    stream, the next captures, later ones replay (``capture=False``: always eager). Returns ``fn``'s output, static
+    tensors once captured (read them before the next call). ``follow_up`` (no arguments, :meth:`run_follow_up`) is
+    captured as a second graph right after ``fn``."""
 
     def __init__(self, fn: Callable[..., Any], optimizers: list[torch.optim.Optimizer], warmup: int,
                  capture: bool = True, follow_up: Callable[[], Any] | None = None) -> None:
@@ -162,13 +153,10 @@ class GraphedStep:
 
 
 class CapturedStep:
-    """One training batch of a GAN module as a :class:`GraphedStep` with the raw optimizers: its
-    :meth:`~gan_lab.models.base.GAN.discriminator_updates` and ``n_gen`` generator updates, then any
-    extra G updates :meth:`~gan_lab.models.base.GAN.decide_g_updates` decides on the host (the second
-    graph). Returns the graph's static loss terms. A changed optimizer hyper-parameter is captured again
-    at the next batch; replays count their optimizer steps on Lightning's optimizer wrappers.
-    ``capture=False`` runs the step eagerly (to check it against ``training_step`` on CPU).
-    """
+    """One GAN training batch as a :class:`GraphedStep` on the raw optimizers: the D updates and ``n_gen`` G
+    updates, then any extra G updates ``decide_g_updates`` asks for on the host (the second graph). Returns the static
+    loss terms. A changed optimizer hyper-parameter is captured again at the next batch; replays count their optimizer
+    steps on Lightning's wrappers. ``capture=False`` runs the step eagerly."""
 
     def __init__(self, module: Any, warmup: int = 3, capture: bool = True) -> None:
         self.module = module
@@ -179,7 +167,7 @@ class CapturedStep:
         self.graphed = GraphedStep(self.step, self.optimizers, warmup, capture, follow_up=follow_up)
         self.d_phase: Any = None                 # what the extra generator updates take on from the D updates
         self.hyper: list | None = None           # the optimizers' hyper-parameters at the capture
-        self.key = module.capture_key()          # what the graph holds besides them (see ready)
+        self.key = module.capture_key()          # what the graph holds besides them (see accepts)
         self.restarts = 0
 
     def fits(self, real: Tensor, labels: Tensor) -> bool:
@@ -187,9 +175,8 @@ class CapturedStep:
         return self.graphed.fits(real, labels)
 
     def accepts(self, real: Tensor, labels: Tensor) -> bool:
-        """Whether this batch goes through the captured step (it must fit the buffers). A new
-        :meth:`~gan_lab.models.base.GAN.capture_key` (e.g. PGGAN's next resolution) first starts the
-        capture over, warm-up included."""
+        """Whether this batch goes through the captured step (it must fit the buffers); a new ``capture_key``
+        (e.g. PGGAN's next resolution) first restarts the capture, warm-up included."""
         key = self.module.capture_key()
         if key != self.key:
             self.graphed.restart()
@@ -234,9 +221,8 @@ class CapturedStep:
 
 
 def make_capturable(optimizers: list[torch.optim.Optimizer]) -> list[list[bool]]:
-    """Switch Adam-like optimizers (fused ones too) to ``capturable`` and move step counts restored on
-    the host to the device; returns the previous flags (per optimizer and param group), which
-    checkpoints keep."""
+    """Switch Adam-like optimizers (fused ones too) to ``capturable`` and move host step counts to the device;
+    returns the previous flags per optimizer and param group (what checkpoints keep)."""
     before = []
     for opt in optimizers:
         before.append([group.get("capturable", False) for group in opt.param_groups])
@@ -251,7 +237,8 @@ def make_capturable(optimizers: list[torch.optim.Optimizer]) -> list[list[bool]]
 
 
 class FastPath(L.Callback):
-    """Applies ``channels_last``, ``torch.compile`` and the captured step to the GAN module.
+    """Applies ``channels_last``, ``torch.compile`` (both in ``setup``, before the module moves to its device) and
+    the captured step to the GAN module; settings that fail on this run are refused before training.
 
     Args:
         channels_last: store the nets NHWC (worth it on GPUs with mixed precision).
@@ -302,8 +289,7 @@ class FastPath(L.Callback):
         return pl_module.capture_refusal()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """After a checkpoint's optimizer state is restored: make the optimizers capturable and attach
-        the captured step."""
+        """Makes the optimizers capturable (after a checkpoint restored their state) and attaches the captured step."""
         if not self.cuda_graph:
             return
         raw = [opt.optimizer for opt in pl_module.optimizers()]
@@ -323,7 +309,7 @@ class FastPath(L.Callback):
             pl_module.captured_step = None  # frees the graph and its memory pool
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        """Checkpoints keep the optimizers' own ``capturable`` flags, so they resume without the graph too."""
+        """Writes the optimizers' own ``capturable`` flags into the checkpoint (it resumes without the graph too)."""
         if self._flags is None:
             return
         for state, flags in zip(checkpoint.get("optimizer_states", []), self._flags):

@@ -1,13 +1,4 @@
-"""The progressive growing schedule as a callback (``callbacks.growth``, brought by ``model=pggan``).
-
-At the start of training (after a checkpoint restored ``images_seen``) and after every batch it
-computes the phase (resolution, alpha, batch size) of a :class:`~gan_lab.models.growth.GrowthSchedule`
-from ``pl_module.images_seen``, passes it to ``pl_module.set_phase`` and the DataModule's
-``set_resolution``, and at a new stage clears the optimisers' state (``reset_optimizers_on_growth``).
-A stage with another batch size ends the epoch (``pl_module.request_epoch_end()``; that batch is not
-used) so that the next epoch's DataLoader is built with it. A mid-epoch resume continues with the
-DataLoader batch size it saved.
-"""
+"""The progressive growing schedule as a callback (``callbacks.growth``, brought by ``model=pggan``)."""
 from __future__ import annotations
 
 import logging
@@ -24,7 +15,10 @@ log = logging.getLogger("gan_lab")
 
 
 class Growth(L.Callback):
-    """Drives a growing model's phase from the images it has seen.
+    """Drives a growing model's phase (resolution, alpha, batch size) from ``pl_module.images_seen``, at the start
+    of training and after every batch, via ``pl_module.set_phase`` and the DataModule's ``set_resolution``. A stage
+    with another batch size ends the epoch (that batch unused) and the next epoch's DataLoader takes it; a mid-epoch
+    resume keeps the DataLoader batch size it saved.
 
     Args:
         schedule: the growth schedule (its target resolution must be the model's ``max_resolution``).

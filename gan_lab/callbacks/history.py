@@ -1,8 +1,4 @@
-"""``metrics.csv`` continues exactly where the checkpoint a run resumes from was written.
-
-Every checkpoint records the history's row count; a resume into the same run directory cuts the
-history back to it, since the resumed run logs the later rows again.
-"""
+"""``metrics.csv`` continues exactly where the checkpoint a run resumes from was written."""
 from __future__ import annotations
 
 import logging
@@ -17,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 class History(L.Callback):
-    """Records the history's length in each checkpoint, and cuts the history back to it on a resume."""
+    """Records the history's row count in each checkpoint; a resume into the same run directory cuts it back."""
 
     @staticmethod
     def _csv(trainer: L.Trainer) -> Path | None:

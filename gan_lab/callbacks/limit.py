@@ -1,11 +1,4 @@
-"""Limits that end a run inside an epoch: ``trainer.max_batches``, and the checkpoint of any such limit.
-
-:class:`BatchLimit` stops after ``trainer.max_batches`` training batches, counted by the module's
-``batches_seen`` over every part of a run (Lightning's ``max_steps`` counts optimiser steps).
-:class:`LimitCheckpoint` saves the batch where ``max_batches`` or ``max_time`` cut an epoch short and,
-once the fit has ended, puts it in place of ``last.ckpt``, so that a resume with a larger limit trains
-the rest of that epoch. As a Lightning ``Checkpoint`` callback it runs after all other callbacks.
-"""
+"""Limits that end a run inside an epoch: ``trainer.max_batches``, and the checkpoint of any such limit."""
 from __future__ import annotations
 
 import logging
@@ -26,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class BatchLimit(L.Callback):
-    """Stops training once ``pl_module.batches_seen`` reaches ``max_batches``."""
+    """Stops training once ``pl_module.batches_seen`` (over every part of a run) reaches ``max_batches``; a resume
+    that already reached it is refused."""
 
     def __init__(self, max_batches: int) -> None:
         if isinstance(max_batches, bool) or int(max_batches) != max_batches or max_batches < 1:
@@ -49,7 +43,8 @@ class BatchLimit(L.Callback):
 
 
 class LimitCheckpoint(Checkpoint):
-    """Saves the batch where ``trainer.max_time`` or ``trainer.max_batches`` cut an epoch short, as ``last.ckpt``.
+    """Saves the batch where ``trainer.max_time`` or ``trainer.max_batches`` cut an epoch short and, once the fit
+    has ended, puts it in place of ``last.ckpt``. As a Lightning ``Checkpoint`` it runs after all other callbacks.
 
     Args:
         dirpath: folder of ``last.ckpt`` (``<run>/checkpoints``).
@@ -82,8 +77,7 @@ class LimitCheckpoint(Checkpoint):
 
     @staticmethod
     def _limit_reached(trainer: L.Trainer, pl_module: L.LightningModule) -> str | None:
-        """The limit that stops training after this batch, if any (the Timer has already decided, on
-        process 0, and set ``should_stop`` on every process)."""
+        """The limit that stops training after this batch, if any."""
         timer = time_limit(trainer)
         if trainer.should_stop and timer is not None and trainer.strategy.broadcast(timer.time_remaining() <= 0):
             return "max_time"
@@ -116,8 +110,8 @@ LIMITS = ("max_time", "max_batches")
 
 
 def cut_checkpoint(path: Path) -> Path:
-    """The checkpoint to continue in place of ``path``: the mid-epoch one a limit left beside it when a
-    kill ended the fit before it replaced ``path`` (both at the same step), else ``path``."""
+    """The checkpoint to continue in place of ``path``: the mid-epoch one a limit left beside it at the same step
+    (a kill ended the fit before it replaced ``path``), else ``path``."""
     from gan_lab.checkpoint_io import read_checkpoint
 
     for limit in LIMITS:

@@ -1,9 +1,4 @@
-"""Runs an :class:`~gan_lab.metrics.Evaluator` every N epochs during training.
-
-Values are logged as ``val/*`` (e.g. ``val/fid``) and each evaluation is appended to the
-``evaluations`` list of ``<run>/metrics.json``. Sampling uses a fixed seed in a forked RNG, so training
-is unaffected. Under DDP process 0 evaluates and broadcasts the values.
-"""
+"""Runs an :class:`~gan_lab.metrics.Evaluator` every N epochs during training."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,10 +13,10 @@ from gan_lab.metrics.suite import Evaluator
 
 
 class MetricsCallback(L.Callback):
-    """Evaluates the module every N epochs, logs the values and records them in ``metrics.json``.
+    """Evaluates the module every N epochs, logs the values as ``val/*`` and appends them to the ``evaluations``
+    of ``<run>/metrics.json``. Process 0 evaluates (fixed seed, forked RNG) and broadcasts the values.
 
     Args:
-        evaluator: what to measure and how.
         run_dir: the run directory (``metrics.json`` and ``evaluation/epoch_XXXX/`` pictures).
         every_n_epochs: evaluate every N epochs (and after the last epoch).
     """

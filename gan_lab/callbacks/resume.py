@@ -1,12 +1,5 @@
-"""Position in the epoch: a resume continues a half-finished epoch where it stopped.
-
-Lightning restarts a half-finished epoch from its first batch; :class:`EpochPosition` saves the
-batches trained in the epoch in progress and, on a mid-epoch resume, makes the sampler skip the
-samples already served (exact together with :class:`~gan_lab.callbacks.rng.RngState`), silencing
-Lightning's "not resumable" warning for that resume. A resume that could not continue its checkpoint
-is refused before training: other batches or epoch order (:func:`check_resumed_position`) or other
-optimisers (:func:`check_resumed_optimizers`).
-"""
+"""Position in the epoch: a resume continues a half-finished epoch where it stopped, and one that could not
+continue its checkpoint (other batches, epoch order or optimisers) is refused before training."""
 from __future__ import annotations
 
 import logging
@@ -22,9 +15,8 @@ log = logging.getLogger(__name__)
 
 
 def epochs_completed(checkpoint: dict[str, Any]) -> tuple[int, int | None]:
-    """(epochs completed, batches trained in the epoch in progress or ``None``) of a checkpoint: an
-    epoch-end one completes ``epoch + 1`` epochs, a mid-epoch one is ``batch_in_epoch`` batches into
-    epoch ``epoch`` (0-based)."""
+    """(epochs completed, batches into the epoch in progress or ``None``) of a checkpoint: an epoch-end one
+    completes ``epoch + 1`` epochs, a mid-epoch one is ``batch_in_epoch`` batches into epoch ``epoch`` (0-based)."""
     epoch = int(checkpoint.get("epoch", 0))
     state = (checkpoint.get("callbacks") or {}).get(EpochPosition.__qualname__)
     if isinstance(state, dict) and state.get("mid_epoch"):
@@ -38,22 +30,19 @@ def written_mid_epoch(checkpoint: dict[str, Any]) -> bool:
 
 
 def ends_epoch(trainer: L.Trainer, batch_idx: int) -> bool:
-    """Whether batch ``batch_idx`` is the last of its epoch (a checkpoint after it must wait for the
-    epoch-end hooks to be resumable)."""
+    """Whether batch ``batch_idx`` is the last of its epoch."""
     return batch_idx + 1 >= trainer.num_training_batches
 
 
 def order_of(sampler: Any) -> dict[str, int] | None:
-    """What the training order of the epochs is drawn from: the sampler's seed and number of images
-    (``None`` for a sampler that is not gan_lab's)."""
+    """The sampler's seed and number of images, from which the epochs' order is drawn (``None``: not gan_lab's)."""
     seed, n = getattr(sampler, "seed", None), getattr(sampler, "n", None)
     return None if seed is None or n is None else {"seed": int(seed), "images": int(n)}
 
 
 def check_epoch_continues(batches: int, saved_images: int | None, images: int | None,
                           saved_order: dict[str, int] | None, order: dict[str, int] | None) -> None:
-    """A checkpoint written ``batches`` batches into an epoch continues that epoch only with batches of
-    as many images and the same epoch order: refuse otherwise, in one sentence."""
+    """Refuses to continue an epoch cut ``batches`` batches in with batches of another size or another order."""
     if saved_images is not None and images is not None and saved_images != images:
         raise UserError(f"the checkpoint stopped {batches} batches into an epoch whose batches held {saved_images} "
                         f"images, and this run's batches hold {images} (data.batch_size, times model.n_critic with "
@@ -68,8 +57,8 @@ def check_epoch_continues(batches: int, saved_images: int | None, images: int | 
 
 
 def check_resumed_position(checkpoint: dict[str, Any], datamodule: Any) -> None:
-    """Before training: a mid-epoch ``checkpoint`` must be continued with the batches and the epoch
-    order it was written with (checked again by :class:`EpochPosition` once the DataLoader exists)."""
+    """Before training, refuses to continue a mid-epoch ``checkpoint`` with other batches or another epoch order
+    (:class:`EpochPosition` checks again once the DataLoader exists)."""
     callbacks = checkpoint.get("callbacks") or {}
     state = callbacks.get(EpochPosition.__qualname__)
     if not isinstance(state, dict) or not state.get("mid_epoch"):
@@ -85,8 +74,7 @@ def check_resumed_position(checkpoint: dict[str, Any], datamodule: Any) -> None:
 
 # --- optimisers ---------------------------------------------------------------------------------
 
-#: param-group keys that say how an optimiser runs, not which one it is (torch adds such keys over its
-#: versions), and those that learning-rate schedulers add
+#: param-group keys that say how an optimiser runs, not which one it is, and those that learning-rate schedulers add
 NOT_THE_KIND = frozenset({"params", "foreach", "fused", "capturable", "differentiable", "maximize",
                           "decoupled_weight_decay", "initial_lr", "base_lr", "max_lr", "min_lr",
                           "max_momentum", "base_momentum"})
@@ -104,8 +92,7 @@ def group_keys(group: dict[str, Any]) -> frozenset[str]:
 
 
 def optimizers_with_keys(keys: frozenset[str]) -> list[str]:
-    """The torch.optim optimisers whose param groups hold ``keys`` (the most specific first): what a
-    checkpoint that does not record its optimisers' classes was trained with."""
+    """The torch.optim optimisers whose param groups hold ``keys``, the most specific only, sorted by name."""
     found: list[tuple[int, str]] = []
     for name in dir(torch.optim):
         cls = getattr(torch.optim, name)
@@ -122,8 +109,7 @@ def optimizers_with_keys(keys: frozenset[str]) -> list[str]:
 
 
 def configured_optimizers(model: L.LightningModule) -> list[torch.optim.Optimizer]:
-    """The optimisers ``model.configure_optimizers`` builds (on the module's own parameters, before
-    any Trainer; nothing is stepped)."""
+    """The optimisers ``model.configure_optimizers`` builds, without a Trainer (nothing is stepped)."""
     conf = model.configure_optimizers()
     if isinstance(conf, torch.optim.Optimizer):
         return [conf]
@@ -142,9 +128,8 @@ def net_of(optimizer: torch.optim.Optimizer, model: L.LightningModule) -> str:
 
 
 def check_resumed_optimizers(checkpoint: dict[str, Any], model: L.LightningModule, source: str) -> None:
-    """Before training: refuse a checkpoint whose optimiser states are not of the optimisers this
-    config builds, compared by the classes it records (:class:`OptimizerClasses`) or else by the keys
-    of their param groups."""
+    """Before training, refuses a checkpoint whose optimiser states are not of the optimisers this config builds
+    (compared by the classes :class:`OptimizerClasses` records, else by their param-group keys)."""
     saved = checkpoint.get("optimizer_states")
     if not saved:
         return
@@ -187,9 +172,8 @@ def loader_workers(loader: Any) -> int:
 
 
 def redraw_order(trainer: L.Trainer) -> None:
-    """Make the training DataLoader's (persistent) workers draw the current epoch's order again, after
-    the resume set the sampler's epoch and skip; resets Lightning's iterator in place without drawing a
-    new seed from torch's generator."""
+    """Make the training DataLoader's persistent workers draw the current epoch's order again (after a resume set
+    the sampler's epoch and skip), without drawing a new seed from torch's generator; refuses non-persistent ones."""
     loader = trainer.train_dataloader
     if loader_workers(loader) == 0:
         return  # the sampler is read at the first batch, after on_train_start
@@ -203,7 +187,9 @@ def redraw_order(trainer: L.Trainer) -> None:
 
 
 class EpochPosition(L.Callback):
-    """Saves the batches trained in the epoch in progress; a mid-epoch resume skips the samples they used."""
+    """Saves the batches trained in the epoch in progress; a mid-epoch resume makes the sampler skip the samples
+    they used (exact with :class:`~gan_lab.callbacks.rng.RngState`) and silences Lightning's "not resumable"
+    warning for that fit."""
 
     def __init__(self) -> None:
         self.batch_in_epoch = 0
@@ -274,6 +260,6 @@ class EpochPosition(L.Callback):
         self._warn_again()
 
     def _warn_again(self) -> None:
-        """Hear Lightning's mid-epoch resume warning again (another fit in this process may not be exact)."""
+        """Hear Lightning's mid-epoch resume warning again."""
         unsilence(self._quiet)
         self._quiet = None

@@ -1,10 +1,4 @@
-"""Random generator states, saved with every checkpoint and restored on resume.
-
-:class:`RngState` saves the Python, NumPy and torch (CPU and CUDA) generator states of every process,
-which Lightning does not restore, and each process restores its own where the uninterrupted run was in
-its stream: for an epoch-end checkpoint before the next epoch's DataLoader iterator draws its seed; for
-a mid-epoch one, or with DataLoader workers, just before training starts.
-"""
+"""Random generator states (Python, NumPy, torch CPU and CUDA), saved with every checkpoint and restored on resume."""
 from __future__ import annotations
 
 import logging
@@ -64,7 +58,8 @@ def gather(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class RngState(L.Callback):
-    """Saves every process's generator states with each checkpoint; on resume each process restores its own."""
+    """Saves every process's generator states with each checkpoint; on resume each process restores its own at
+    the point where the uninterrupted run was in its stream."""
 
     def __init__(self) -> None:
         self._trainer: L.Trainer | None = None

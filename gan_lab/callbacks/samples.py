@@ -1,5 +1,4 @@
-"""Sample grids from the fixed noise, every N epochs and after chosen batches: a PNG in
-``<run>/samples/`` and the logger."""
+"""Sample grids from the fixed noise, every N epochs and after chosen batches: PNGs and the logger."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,21 +19,21 @@ from gan_lab.grids import save_grid
 
 
 class SampleGrid(L.Callback):
-    """Writes ``samples/epoch_XXXX.png`` (and ``batch_XXXXXXX.png`` at chosen batches) from the
-    module's fixed noise and sends it to the logger (process 0 writes, at step ``batches_seen``).
+    """Writes ``samples/epoch_XXXX.png`` (``batch_XXXXXXX.png`` at chosen batches, ``final.png`` at the end) from
+    the module's fixed noise and sends it to the logger (process 0 writes, at step ``batches_seen``).
 
     Args:
         dirpath: folder of the PNG files (``<run>/samples``).
         every_n_epochs: write a grid every N epochs (and always after the last epoch).
         upscale_to: enlarge images smaller than this side for viewing (0: never).
-        at_batches: also write ``batch_XXXXXXX.png`` after these training batches (the module's
-            ``batches_seen``: 1 is after the first batch), e.g. ``[1, 100, 4000]``.
+        at_batches: ``batches_seen`` values after which ``batch_XXXXXXX.png`` is written (1: after the first batch),
+            e.g. ``[1, 100, 4000]``.
     """
 
     def __init__(self, dirpath: str, every_n_epochs: Count = 1, upscale_to: NonNegativeInt = 64,
                  at_batches: Sequence[Count] | Count | None = ()) -> None:
         self.dirpath, self.every_n_epochs, self.upscale_to = Path(dirpath), int(every_n_epochs), upscale_to
-        if isinstance(at_batches, int):  # a single number is accepted
+        if isinstance(at_batches, int):
             at_batches = [at_batches]
         self.at_batches = frozenset(int(b) for b in at_batches or ())
 

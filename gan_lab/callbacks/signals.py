@@ -1,13 +1,5 @@
 """Graceful interruption: SIGTERM, SIGUSR2 (SLURM's warning ahead of a time limit) and Ctrl-C save a
-resumable checkpoint.
-
-The signal only sets a flag: the batch in progress finishes, ``<dirpath>/last.ckpt`` is written
-mid-epoch and training stops with :class:`~gan_lab.errors.TrainingInterrupted`; under DDP all processes
-stop after the same batch. A signal in an epoch's last batch is served after the next batch (past the
-epoch-end hooks); one that finds non-finite weights ends the run as diverged; a second Ctrl-C stops at
-once. Lightning's own handlers are replaced while training runs. As a Lightning ``Checkpoint``
-callback it runs after all other callbacks.
-"""
+resumable checkpoint."""
 from __future__ import annotations
 
 import logging
@@ -31,10 +23,13 @@ log = logging.getLogger(__name__)
 
 
 class GracefulStop(Checkpoint):
-    """On a signal, finishes the batch, saves ``last.ckpt`` and stops with ``TrainingInterrupted``.
+    """On a signal, finishes the batch, saves ``last.ckpt`` mid-epoch and stops with ``TrainingInterrupted``; DDP
+    processes stop after the same batch. A signal in an epoch's last batch is served after the next batch; one that
+    finds non-finite weights ends the run as diverged; a second Ctrl-C stops at once. Replaces Lightning's signal
+    handlers while training; as a Lightning ``Checkpoint`` it runs after all other callbacks.
 
     Args:
-        dirpath: folder of the interruption checkpoint (``<run>/checkpoints``, where ``last.ckpt`` lives).
+        dirpath: folder of the interruption checkpoint (``<run>/checkpoints``).
         filename: name of the interruption checkpoint.
         signals: names of the signals that request a graceful stop.
     """
@@ -88,8 +83,7 @@ class GracefulStop(Checkpoint):
 
     @staticmethod
     def _agreed(trainer: L.Trainer, wanted: int | None) -> int | None:
-        """The stop request, the same on every rank (a request on any rank stops them all, so none
-        waits in the checkpoint's collectives while others train on); one small all-reduce per batch."""
+        """The stop request, the same on every rank (any rank's request stops them all); one all-reduce per batch."""
         if trainer.world_size == 1:
             return wanted
         flag = torch.tensor([wanted or 0], device=trainer.strategy.root_device)

@@ -1,9 +1,4 @@
-"""Augmentation of float batches in [-1, 1] on the training device, with kornia.
-
-Random resized crop, horizontal flip, rotation and colour jitter, drawn per sample, each with its
-own probability. Transforms are built per input size, so one module serves every resolution of a
-progressive schedule.
-"""
+"""Kornia augmentation of float batches in [-1, 1] on the training device, per sample, at any input size."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -24,8 +19,8 @@ class Augment(nn.Module):
     """Random resized crop, horizontal flip, rotation and colour jitter, each with a probability.
 
     Args:
-        crop_p: probability of a random resized crop (a crop resized back to the served size).
-        crop_scale: range of the crop's area as a share of the image, e.g. ``[0.728, 0.728]``.
+        crop_p: probability of a random resized crop (resized back to the served size).
+        crop_scale: range of the crop's area as a share of the image.
         crop_ratio: range of the crop's aspect ratio (width / height).
         degrees: rotation angle range: ``d`` for [-d, d], or ``[low, high]``.
         rotation_padding: ``border`` (repeat edge pixels), ``reflection`` or ``zeros`` (black, -1).

@@ -1,9 +1,6 @@
-"""Base DataModule: decoded uint8 images held in memory, served as batches.
+"""Base DataModule: uint8 images in memory, converted and augmented on the device.
 
-Data contract: after transfer to the device a batch is ``(images, labels)``, float images in
-[-1, 1] NCHW and int64 labels (zeros for unlabelled data). Loaders move uint8; conversion and
-training augmentation run in :meth:`ImageDataModule.on_after_batch_transfer`. Subclasses implement
-``load_split`` and set ``channels``, ``num_classes`` and ``class_names``.
+Data contract: a transferred batch is ``(images, labels)``, float NCHW in [-1, 1] and int64 labels (0 if unlabelled).
 """
 from __future__ import annotations
 
@@ -23,8 +20,7 @@ from gan_lab.pixels import to_float
 
 
 def take_rows(tensor: Tensor, indices: Sequence[int] | Tensor) -> Tensor:
-    """``tensor[indices]`` along dim 0: a single-threaded numpy gather on the CPU, ``index_select``
-    elsewhere."""
+    """``tensor[indices]`` along dim 0 (a numpy gather on the CPU)."""
     if tensor.device.type == "cpu":
         idx = indices.numpy() if isinstance(indices, Tensor) else np.asarray(indices, dtype=np.int64)
         return torch.from_numpy(tensor.numpy().take(idx, axis=0))
@@ -64,11 +60,9 @@ def collate_batch(batch):
 
 
 class EpochSampler(Sampler[int]):
-    """A permutation that depends only on (seed, epoch), so the order is the same after a resume.
+    """An order that depends only on (seed, epoch); ``skip_next`` resumes mid-epoch.
 
-    Lightning calls ``set_epoch`` every epoch; ``skip_next`` continues a mid-epoch resume. Each rank
-    takes every ``world_size``-th position from ``rank``, ``n // world_size`` in all (the last
-    ``n % world_size`` are left out)."""
+    Rank ``r`` takes positions ``r, r + world_size, ...``: ``n // world_size`` indices in all."""
 
     def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
@@ -80,7 +74,7 @@ class EpochSampler(Sampler[int]):
         self.epoch = epoch
 
     def skip_next(self, n: int) -> None:
-        """The next iteration (only) starts at position ``n`` of this rank's share of the epoch."""
+        """Start the next iteration (only) at position ``n`` of this rank's share."""
         self.skip = int(n)
 
     def __iter__(self) -> Iterator[int]:
@@ -97,16 +91,15 @@ class EpochSampler(Sampler[int]):
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Serves a labelled or unlabelled image dataset following the data contract.
+    """Serves an image dataset following the data contract.
 
     Args:
-        image_size: side of the square images served.
-        num_workers: DataLoader workers (0 is fastest for in-memory data).
-        drop_last: drop the last incomplete training batch (keeps BatchNorm statistics sane).
-        seed: seed of the data order (the run's ``seed`` by default).
-        augment: a module applied to float training batches on the device, or ``None``.
-        subset: train on part of the training split: a share (float in (0, 1)) or a count (int),
-            drawn from ``seed``; the whole split stays available as ``train_full``.
+        image_size: side of the served square images.
+        drop_last: drop the last incomplete training batch.
+        seed: seed of the data order.
+        augment: applied to float training batches on the device, or ``None``.
+        subset: train on a share (float in (0, 1)) or a count (int) of the training split, drawn from
+            ``seed``; the whole split stays available as ``train_full``.
     """
 
     channels: int = 3
@@ -143,14 +136,12 @@ class ImageDataModule(L.LightningDataModule):
         return type(self).__name__.lower()
 
     def check(self) -> None:
-        """Learn the data's facts (its classes) and fail on missing data, without decoding any image.
-
-        The entry points build the model from these facts before :meth:`setup` decodes."""
+        """Read the data's facts (its classes) and fail on missing data, without decoding any image."""
 
     @abstractmethod
     def load_split(self, split: str) -> tuple[Tensor, Tensor]:
-        """uint8 images ``[N, channels, image_size, image_size]`` and int64 labels ``[N]`` of a split
-        (``train`` or ``val``); raise :class:`UserError` naming the path when data is missing."""
+        """uint8 images ``[N, channels, image_size, image_size]`` and int64 labels ``[N]`` of a split;
+        raises :class:`UserError` naming the path when data is missing."""
 
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val"):
@@ -199,10 +190,7 @@ class ImageDataModule(L.LightningDataModule):
         return self.splits[split]
 
     def train_sampler(self) -> EpochSampler:
-        """This process's training order: its rank's share of the epoch under DDP.
-
-        The DataModule shards the data itself (the Trainer has ``use_distributed_sampler: false``),
-        so a mid-epoch resume can skip exactly the samples each rank served."""
+        """This process's training order: its rank's share of the epoch (sharded here, not by the Trainer)."""
         n = len(self.dataset("train"))
         trainer = self.trainer
         if trainer is None or trainer.world_size == 1:

@@ -1,11 +1,6 @@
-"""Decode once: a split of an on-disk dataset becomes one uint8 tensor file, served from memory.
+"""Decode once: a split of an on-disk dataset becomes one uint8 tensor file, keyed by its inputs.
 
-A split is decoded and resized once, in threads, into ``<cache_dir>/<dataset>-<split>-<size>-<key>.pt``;
-the key hashes everything the result depends on, including the source files' names, sizes and
-mtimes. Writes are atomic; each load checks the zip CRCs and the content's structure, and a damaged
-cache is rebuilt with a warning. Missing or unreadable files are skipped and listed in
-``<cache_dir>/<dataset>-<split>-skipped.txt``. Ctrl-C during a build raises
-:class:`~gan_lab.errors.SetupInterrupted`.
+Damaged caches are rebuilt; unreadable sources are skipped and listed in ``<dataset>-<split>-skipped.txt``.
 """
 from __future__ import annotations
 
@@ -38,7 +33,7 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is reported as unrea
 
 @dataclass
 class Split:
-    """A decoded split: images, labels and what is known of the sources (for exploration)."""
+    """A decoded split: images, labels and what is known of the sources."""
 
     images: Tensor                      # uint8 [N, C, S, S]
     labels: Tensor                      # int64 [N]
@@ -52,8 +47,7 @@ class Split:
 
 
 def parse_crop(crop: str | int | None) -> str | int:
-    """``center`` (largest centred square), ``none`` (whole image squashed to a square) or a side in
-    source pixels (centred square of that side)."""
+    """``data.crop`` as ``"center"``, ``"none"`` (also for ``None`` and ``resize``) or a side in source pixels."""
     if str(crop).lower() in ("none", "resize"):  # also None
         return "none"
     if str(crop).lower() == "center":
@@ -102,8 +96,7 @@ def decode_image(path: str | Path, image_size: int, channels: int = 3, crop: str
                  background: tuple[int, int, int] = (255, 255, 255)) -> tuple[np.ndarray, tuple[int, int]]:
     """One file -> uint8 ``[channels, image_size, image_size]`` and its source (width, height).
 
-    Transparent pixels are composited on ``background``; wide images are scaled to 8 bits
-    (:func:`eight_bit`); large JPEGs are decoded at a reduced DCT scale (``Image.draft``).
+    Transparency is composited on ``background``; large JPEGs are decoded at a reduced scale (``Image.draft``).
     """
     with Image.open(path) as img:
         width, height = img.size
@@ -151,8 +144,7 @@ def cache_key(**parts) -> str:
 
 
 def fallback_cache_dir(dataset: str, root: Path) -> Path:
-    """The user cache folder of a dataset whose root is read-only, one per root (so two copies
-    never delete each other's caches as stale)."""
+    """The user cache folder for a read-only root: ``<XDG cache>/gan_lab/<dataset>/<root hash>``."""
     resolved = str(Path(root).expanduser().resolve())
     user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan_lab"
     return user_cache / dataset / hashlib.sha256(resolved.encode()).hexdigest()[:12]
@@ -222,8 +214,7 @@ def decode_files(files: Sequence[Path], labels: Sequence[int], image_size: int, 
 
 
 def split_damage(data: object, channels: int | None = None, image_size: int | None = None) -> str | None:
-    """What is wrong with a loaded cache's content (``Split.to_dict()``), or ``None``: its keys, the
-    dtypes and shapes of its tensors, and the lengths of its per-image lists."""
+    """What is wrong with a loaded cache's content (``Split.to_dict()``), or ``None`` when it is sound."""
     if not isinstance(data, dict):
         return f"it holds a {type(data).__name__}, not a decoded split"
     expected = set(Split.__dataclass_fields__)
@@ -278,8 +269,8 @@ def cached_split(cache_dir: Path, dataset: str, split: str, key_parts: dict,
                  build: Callable[[], Split]) -> Split:
     """Load ``<dataset>-<split>-<size>-<key>.pt`` from ``cache_dir``, or ``build()`` and save it atomically.
 
-    Removes orphan temporary files first, and older caches at the same size when writing; rewrites
-    the skip report on every load. Ctrl-C becomes :class:`SetupInterrupted`.
+    Removes orphan temporary files, and older caches at that size when writing; rewrites the skip
+    report. Ctrl-C raises :class:`SetupInterrupted`.
     """
     key = cache_key(dataset=dataset, split=split, **key_parts)
     stem = f"{dataset}-{split}-{key_parts.get('image_size', 'x')}"

@@ -1,6 +1,5 @@
-"""CelebA (Liu et al., 2015), aligned and cropped faces: ``img_align_celeba/*.jpg`` (178x218) with
-``list_eval_partition.txt`` (``<file> <0|1|2>``: train, val, test). Unlabelled; a centred square crop
-(``data.crop``: ``center`` or a side such as 108), resized to ``image_size`` once and cached.
+"""CelebA (Liu et al., 2015) aligned faces, ``img_align_celeba/*.jpg``, split by ``list_eval_partition.txt``
+(``<file> <0|1|2>``: train, val, test); unlabelled, cropped and resized once, cached.
 """
 from __future__ import annotations
 
@@ -15,8 +14,7 @@ PARTITIONS = {"train": 0, "val": 1, "test": 2}
 
 
 class CelebA(FileImageDataModule):
-    """CelebA faces; 3 channels, unlabelled. ``root`` holds ``img_align_celeba/`` and
-    ``list_eval_partition.txt`` (also found under ``root/celeba/``, torchvision's layout)."""
+    """CelebA faces; 3 channels, unlabelled. ``root`` or ``root/celeba/`` holds the images and partition file."""
 
     channels = 3
     num_classes = 1
@@ -52,8 +50,7 @@ class CelebA(FileImageDataModule):
         self.partition()
 
     def partition(self) -> dict[str, list[str]]:
-        """The image names of each split, from ``<file>.jpg <0|1|2>`` lines (each image once, at
-        least one training image)."""
+        """The image names of each split; refuses repeated names and a file without training images."""
         if self._partition is None:
             parts: dict[str, list[str]] = {k: [] for k in PARTITIONS}
             codes = {str(v): k for k, v in PARTITIONS.items()}

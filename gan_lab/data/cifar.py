@@ -1,6 +1,5 @@
-"""CIFAR-10 from the python pickles of ``cifar-10-batches-py`` (Krizhevsky, 2009): ``data_batch_1..5``
-for training, ``test_batch`` served as ``val``, 32x32 RGB, 10 classes named in ``batches.meta``.
-Served at 32 or resized once to ``image_size``, and cached.
+"""CIFAR-10 (Krizhevsky, 2009) from the pickles of ``cifar-10-batches-py``: ``data_batch_1..5`` train,
+``test_batch`` served as ``val``; 32x32 RGB resized once to ``image_size``, cached.
 """
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""scikit-learn's bundled digits (UCI optical recognition of handwritten digits, CC BY 4.0).
-
-1,797 grey 8x8 images in 0..16, 10 classes, shipped as ``assets/digits.csv.gz`` (no download
-needed). Served upscaled to ``image_size`` (bilinear) with a fixed validation split.
+"""scikit-learn's bundled digits (UCI, CC BY 4.0): 1,797 grey 8x8 images, 10 classes, in ``assets/digits.csv.gz``;
+upscaled to ``image_size`` (bilinear), with a fixed validation split.
 """
 from __future__ import annotations
 
@@ -27,11 +25,7 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 class Digits(ImageDataModule):
-    """Bundled handwritten digits; 1 channel, 10 classes.
-
-    Args:
-        val_fraction: share of images held out for validation (a fixed split, independent of the seed).
-    """
+    """Bundled handwritten digits; 1 channel, 10 classes; ``val_fraction`` held out, independent of the seed."""
 
     channels = 1
     num_classes = 10

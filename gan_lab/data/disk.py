@@ -1,9 +1,4 @@
-"""DataModules over datasets on disk: a root folder, a decoded-once cache, GPU-resident serving.
-
-Subclasses list the files a split depends on (``source_files``) and decode them into a
-:class:`~gan_lab.data.cache.Split` (``build_split``); image-per-file datasets only list
-``(path, label)`` items (:class:`FileImageDataModule`).
-"""
+"""DataModules over datasets on disk: a root folder, a decoded-once cache, GPU-resident serving."""
 from __future__ import annotations
 
 import logging
@@ -31,10 +26,7 @@ ON_DEVICE_SHARE = 0.25
 
 
 class DeviceLoader:
-    """Serves batches by indexing a tensor that already lives on the training device.
-
-    The order is the :class:`EpochSampler`'s, so a run is identical with or without it.
-    """
+    """Serves batches by indexing tensors on the training device, in the :class:`EpochSampler`'s order."""
 
     def __init__(self, dataset: TensorImages, batch_size: int, device: torch.device | str,
                  sampler: EpochSampler, drop_last: bool = True) -> None:
@@ -71,17 +63,15 @@ class DiskImageDataModule(ImageDataModule):
     """A dataset read from ``root`` and served from its decoded-once cache.
 
     Args:
-        root: folder of the dataset (``${oc.env:GAN_LAB_DATA,data}/<name>`` in the configs).
-        image_size: side of the served square images (decoded and resized once, at this size).
+        root: dataset folder (``${oc.env:GAN_LAB_DATA,data}/<name>`` in the configs).
         crop: ``center`` (largest centred square), ``none`` (squash the whole image) or a side in
             source pixels (centred square of that side); then resized.
         background: colour under transparent pixels (``white``, ``black``, ``grey`` or [r, g, b]).
         cache_dir: folder of the decoded caches; ``None`` is ``<root>/.gan_lab_cache``, or a
             user cache folder when the root is read-only.
         decode_workers: threads decoding files when a cache is built (0: CPU count + 2).
-        on_device: ``auto`` serves the training split from GPU memory when on CUDA and it fits
-            :data:`ON_DEVICE_SHARE` of free memory; ``true`` always serves from the training
-            device; ``false`` always uses a DataLoader.
+        on_device: ``auto`` serves the training split from CUDA memory when it fits :data:`ON_DEVICE_SHARE`
+            of the free memory; ``true`` always from the training device; ``false`` through a DataLoader.
     """
 
     #: where the dataset is published, for the missing-data message
@@ -113,7 +103,7 @@ class DiskImageDataModule(ImageDataModule):
                          f"(or the GAN_LAB_DATA folder) at it.")
 
     def check(self) -> None:
-        """Fail early, with the layout and the source, when the root is absent; read class lists."""
+        """Fail when the root is absent (subclasses also read their class lists)."""
         if not self.root.is_dir():
             raise self.missing(self.root)
 
@@ -148,7 +138,7 @@ class DiskImageDataModule(ImageDataModule):
         return data.images, data.labels
 
     def check_labels(self, split: str, labels: Tensor) -> None:
-        """Every label names one of the ``num_classes`` classes (a conditional model indexes by it)."""
+        """Refuse labels outside ``0..num_classes-1``."""
         bad = ((labels < 0) | (labels >= self.num_classes)).nonzero()
         if len(bad):
             i = int(bad[0])

@@ -28,9 +28,7 @@ CANONICAL_TYPES = {t.lower(): t for t in POKEMON_TYPES}
 class ImageFolder(FileImageDataModule):
     """Any folder of images: flat (unlabelled) or one sub-folder per class (sorted names).
 
-    Args:
-        channels: 3 (RGB) or 1 (grey).
-        val_fraction: share of the images held out as a fixed ``val`` split (0: none).
+    ``val_fraction`` of the images is held out as a fixed ``val`` split (0: none).
     """
 
     published = "your own images"
@@ -100,8 +98,7 @@ class ImageFolder(FileImageDataModule):
 
 
 class Monet(ImageFolder):
-    """Kaggle "I'm Something of a Painter Myself" ``monet_jpg``: 300 Monet paintings, 256x256;
-    unlabelled. ``root`` is the folder of jpg files or its parent holding ``monet_jpg/``."""
+    """Kaggle ``monet_jpg``: 300 Monet paintings, 256x256, unlabelled; ``root`` is that folder or its parent."""
 
     published = ("published as monet_jpg in the Kaggle competition 'gan-getting-started' "
                  "(https://www.kaggle.com/competitions/gan-getting-started/data)")
@@ -114,13 +111,12 @@ class Monet(ImageFolder):
 
 
 class Pokemon(ImageFolder):
-    """Kaggle Pokemon sprites (png with transparency, composited on white), one per Pokemon.
+    """Kaggle Pokemon sprites, labelled by primary type from ``pokemon.csv`` (``Name,Type1,Type2``) if present.
 
-    Labelled by primary type (18 classes) from ``pokemon.csv`` (``Name,Type1,Type2``), else
-    unlabelled; sprites without a row are skipped and reported.
+    Sprites without a row are skipped and reported.
 
     Args:
-        types: train on these primary types only, as the classes in this order (null: all 18).
+        types: only these primary types, as the classes in this order (null: all 18).
         csv_path: the type table when it is not ``root/pokemon.csv``.
     """
 

@@ -1,9 +1,6 @@
-"""MNIST from its four IDX files (plain or gzip), as published by LeCun et al.: 28x28 grey digits,
-10 classes.
+"""MNIST (LeCun et al.) from its four IDX files, official or Kaggle names, plain or ``.gz``: 28x28 grey, 10 classes.
 
-Files are found under the official (``train-images-idx3-ubyte``) or Kaggle
-(``train-images.idx3-ubyte``) names, plain or ``.gz``, in ``root``, ``root/MNIST/raw/`` or
-``root/raw/``. The test set (``t10k-*``) is served as ``val``; images are resized once and cached.
+The test set (``t10k-*``) is served as ``val``; images are resized once and cached.
 """
 from __future__ import annotations
 
@@ -33,8 +30,7 @@ REDOWNLOAD = "re-download it from http://yann.lecun.com/exdb/mnist/ or a torchvi
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (``.gz`` or plain): 2 zero bytes, a type code, the number of dimensions, the
-    big-endian int32 sizes, then exactly that much data."""
+    """An IDX file (``.gz`` or plain) as an array; refuses a bad header or a data size that differs from it."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as fh:
@@ -75,8 +71,7 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class MNIST(DiskImageDataModule):
-    """MNIST digits; 1 channel, 10 classes. ``root`` holds the IDX files, directly or in
-    ``root/MNIST/raw/`` or ``root/raw/``."""
+    """MNIST digits; 1 channel, 10 classes; IDX files in ``root``, ``root/MNIST/raw/`` or ``root/raw/``."""
 
     channels = 1
     num_classes = 10

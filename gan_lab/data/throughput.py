@@ -11,11 +11,8 @@ from gan_lab.pixels import to_float
 
 def measure_throughput(datamodule: ImageDataModule, seconds: float = 5.0,
                        device: torch.device | str = "cpu", convert: bool = True) -> dict:
-    """Iterate the training loader for about ``seconds``, moving batches to ``device`` (and with
-    ``convert`` to float [-1, 1]); returns images per second and what was measured.
-
-    The DataModule must be set up (``setup("fit")``).
-    """
+    """Time the set-up DataModule's training loader for about ``seconds``, batches moved to ``device``
+    (with ``convert``, made float); returns images per second and what was measured."""
     loader = datamodule.train_dataloader()
     sampler = getattr(loader, "sampler", None)
     device = torch.device(device)

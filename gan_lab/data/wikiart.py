@@ -1,11 +1,4 @@
-"""WikiArt with the genre / style / artist splits published with ArtGAN (Tan et al., 2017).
-
-Reads one image folder per style (``Impressionism/*.jpg``) in ``root`` or ``root/wikiart/``, and
-ArtGAN's split files (``Genre/genre_train.csv``, ``genre_val.csv``, ``genre_class``; likewise
-``Style/``, ``Artist/``) in ``root``, ``root/WikiArt Dataset/`` or ``data.splits_dir``. Split rows are
-``Folder/file.jpg,<class>`` or ``Folder/file.jpg,,<class>`` (artist, after a header); class files are
-``<index> <Name>`` lines. Missing or unreadable images are skipped and reported.
-"""
+"""WikiArt with the genre / style / artist splits published with ArtGAN (Tan et al., 2017)."""
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
@@ -71,8 +64,7 @@ def is_image_path(name: str) -> bool:
 
 
 def read_split_file(path: Path, num_classes: int) -> list[tuple[str, int]]:
-    """Rows ``path,<class>`` or ``path,,<class>`` -> (relative path, class); a header is skipped,
-    and a file without rows is refused."""
+    """Rows ``path,<class>`` or ``path,,<class>`` -> (relative path, class); skips a header, refuses an empty file."""
     rows = []
     for position, (number, line) in enumerate(read_lines(path)):
         head, _, last = line.rpartition(",")
@@ -99,12 +91,10 @@ def read_split_file(path: Path, num_classes: int) -> list[tuple[str, int]]:
 
 
 class WikiArt(FileImageDataModule):
-    """WikiArt paintings labelled by ``task`` (genre, style or artist); 3 channels.
+    """WikiArt paintings labelled by ``task``: ``genre`` (10 classes), ``style`` (27) or ``artist`` (23); 3 channels.
 
-    Args:
-        task: ``genre`` (10 classes), ``style`` (27) or ``artist`` (23).
-        splits_dir: folder holding ``Genre/``, ``Style/``, ``Artist/`` when it is neither ``root``
-            nor ``root/WikiArt Dataset``.
+    Images: one folder per style in ``root`` or ``root/wikiart/``. Split files (``Genre/genre_train.csv``, ...):
+    in ``root``, ``root/WikiArt Dataset/`` or ``splits_dir``.
     """
 
     channels = 3

@@ -1,5 +1,4 @@
-"""Evaluation metrics: FID/KID/IS, precision/recall, density/coverage, Parzen log-likelihood, nearest neighbours,
-class accuracy, D scores."""
+"""Evaluation metrics: FID/KID/IS, precision/recall, density/coverage, Parzen, neighbours, class accuracy, D scores."""
 from gan_lab.metrics.classes import class_accuracy
 from gan_lab.metrics.features import (DomainAutoencoder, DomainClassifier, FeatureExtractor, extract_all,
                                       load_extractor, weights_checksum)

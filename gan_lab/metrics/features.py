@@ -1,10 +1,6 @@
-"""Feature extractors for FID, KID, IS, nearest neighbours and class accuracy.
-
-Inception-v3 (torch-fidelity's) when its weights are already on disk (nothing downloads), else a
-*domain* extractor: a small CNN classifier (or auto-encoder, for unlabelled data) trained on the
-training split once and cached. Each extractor has a ``name`` and a weights ``checksum``, which
-every metric record stores.
-"""
+"""Feature extractors for the metrics: torch-fidelity's Inception-v3 when its weights are on disk (nothing downloads),
+else a small CNN classifier (auto-encoder for unlabelled data) trained once on the training split and cached.
+Each has a ``name`` and a weights ``checksum``, stored in every metric record."""
 from __future__ import annotations
 
 import hashlib
@@ -79,8 +75,7 @@ class FeatureExtractor(nn.Module, ABC):
 
 
 def conv_trunk(channels: int, num_features: int) -> nn.Sequential:
-    """32x32 -> ``num_features``: three strided convolutions, one more at 4x4, global average
-    pooling; narrow, so it trains on the CPU in seconds."""
+    """32x32 -> ``num_features``: three strided convolutions, one more at 4x4, global average pooling."""
     def block(cin, cout, stride):
         return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2)]
     return nn.Sequential(*block(channels, 16, 2), *block(16, 32, 2), *block(32, 64, 2),
@@ -144,8 +139,8 @@ class DomainAutoencoder(_DomainNet):
 
 
 class InceptionExtractor(FeatureExtractor):
-    """torch-fidelity's FID Inception-v3 from a weights file on disk: 2048 pool features and the
-    1008 unbiased IS logits in one pass, inputs resized to 299px as the original FID code does."""
+    """torch-fidelity's FID Inception-v3 from a weights file: 2048 pool features and 1008 unbiased IS logits
+    in one pass, inputs resized to 299px."""
 
     num_classes = 1008
 
@@ -185,8 +180,7 @@ class InceptionExtractor(FeatureExtractor):
 @torch.no_grad()
 def extract_all(extractor: FeatureExtractor, images: Tensor, batch_size: int,
                 device: str | torch.device) -> tuple[Tensor, Tensor | None]:
-    """Features ``[N, num_features]`` and logits ``[N, num_classes]`` (``None`` without a head) of
-    uint8 or float images, in batches of ``batch_size`` on ``device``: one pass over the images."""
+    """Features ``[N, num_features]`` and logits ``[N, num_classes]`` (``None`` without a head), batched on device."""
     parts = [extractor.extract(images[i:i + batch_size].to(device)) for i in range(0, images.shape[0], batch_size)]
     features = torch.cat([f for f, _ in parts])
     logits = None if parts[0][1] is None else torch.cat([logit for _, logit in parts])
@@ -277,10 +271,8 @@ def evaluate_extractor(net: FeatureExtractor, val: tuple[Tensor, Tensor], device
 
 
 def load_cached_extractor(net: FeatureExtractor, path: Path) -> str | None:
-    """Load the cached weights at ``path`` into ``net``; what is wrong with the file, or ``None``.
-
-    Checks the zip CRCs, then the keys, every tensor's shape and dtype, finite values and the
-    quality record."""
+    """Load the cached weights at ``path`` into ``net`` after checking zip CRCs, keys, shapes, dtypes, finite
+    values and the quality record; returns what is wrong with the file, or ``None``."""
     damage = zip_damage(path)
     if damage is not None:
         return damage
@@ -310,15 +302,9 @@ def load_extractor(dataset: str, train: tuple[Tensor, Tensor], val: tuple[Tensor
                    cache_dir: str | Path, kind: str = "auto", inception_weights: str | None = None,
                    input_size: int = 32, steps: int = 300, seed: int = 0,
                    device: str | torch.device = "cpu") -> FeatureExtractor:
-    """The extractor for a dataset: Inception when asked for (or found, with ``kind=auto``), else the
-    domain extractor cached in ``cache_dir``, trained on first use or when the file is damaged.
-
-    Args:
-        dataset: a name for the data (part of the extractor's name and cache file).
-        train, val: uint8 images and int64 labels of the training and held-out splits.
-        num_classes: classes of the labels (1: unlabelled, an auto-encoder is trained).
-        kind: ``auto`` | ``inception`` | ``domain``.
-    """
+    """The extractor for a dataset (``kind``: auto | inception | domain): Inception when asked for (or found, with
+    auto), else the domain extractor cached in ``cache_dir`` (named after ``dataset``), trained on first use or when
+    damaged. ``train``, ``val``: uint8 images and int64 labels; ``num_classes`` 1 gives an auto-encoder."""
     if kind not in ("auto", "inception", "domain"):
         raise UserError(f"extractor kind={kind} is not one of auto, inception, domain.")
     if kind in ("auto", "inception"):

@@ -1,8 +1,6 @@
-"""FID, KID and Inception Score through torchmetrics, from features computed beforehand.
+"""FID, KID and Inception Score through torchmetrics, from precomputed features (nothing downloads).
 
-torchmetrics gets the features through a pass-through ``feature`` module, so nothing downloads.
-KID and IS run under a fixed seed in a forked RNG: reproducible, and training's RNG is untouched.
-"""
+KID and IS are seeded in a forked RNG, leaving training's RNG untouched."""
 from __future__ import annotations
 
 import warnings
@@ -21,7 +19,7 @@ CHUNK = 4096
 
 
 class _Given(nn.Module):
-    """torchmetrics' ``feature`` module for features already extracted: passes them through."""
+    """Pass-through ``feature`` module for torchmetrics."""
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
@@ -32,7 +30,7 @@ class _Given(nn.Module):
 
 
 def _quiet(metric_class, **kwargs):
-    """torchmetrics warns that KID and IS keep all features in memory: expected here, sets are capped."""
+    """``metric_class(**kwargs)`` without torchmetrics' warning that all features stay in memory."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
         return metric_class(**kwargs)
@@ -58,8 +56,7 @@ def frechet_distance(real: Tensor, fake: Tensor) -> float:
 @torch.no_grad()
 def kernel_distance(real: Tensor, fake: Tensor, subset_size: int = 1000, subsets: int = 100,
                     seed: int = 0) -> tuple[float, float]:
-    """KID (mean, std over ``subsets`` random subsets) between two sets of features; ``subset_size``
-    is capped by both set sizes."""
+    """KID (mean, std over ``subsets`` random subsets); ``subset_size`` is capped by both set sizes."""
     size = min(subset_size, real.shape[0], fake.shape[0])
     metric = _fed(_quiet(KernelInceptionDistance, feature=_Given(real.shape[1]), subsets=subsets, subset_size=size),
                   real, fake)
@@ -70,8 +67,7 @@ def kernel_distance(real: Tensor, fake: Tensor, subset_size: int = 1000, subsets
 
 @torch.no_grad()
 def inception_score(logits: Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
-    """Inception Score (mean, std over ``splits``; std 0 with one split) from the class logits
-    ``[N, C]`` of generated images."""
+    """Inception Score (mean, std over ``splits``; std 0 with one split) from class logits ``[N, C]``."""
     splits = max(1, min(splits, logits.shape[0] // 2))
     metric = _quiet(InceptionScore, feature=_Given(logits.shape[1]), splits=splits).to(logits.device)
     for x in logits.split(CHUNK):

@@ -1,10 +1,7 @@
-"""Fidelity and diversity from k-nearest-neighbour balls in feature space.
+"""Fidelity and diversity from balls reaching each feature vector's ``k``-th nearest neighbour in its set.
 
-Each vector carries a ball reaching its ``k``-th nearest other vector of its set. Precision /
-recall (Kynkäänniemi et al. 2019) count points inside balls of the other set, surfaces included;
-density / coverage (Naeem et al. 2020) use the real balls only, with strict inequalities, as in
-the papers' code. Distances are Euclidean, computed in blocks.
-"""
+Precision/recall (Kynkäänniemi et al. 2019) count points inside the other set's balls, surfaces included;
+density/coverage (Naeem et al. 2020) use the real balls only, surfaces excluded."""
 from __future__ import annotations
 
 import torch

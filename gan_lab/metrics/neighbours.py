@@ -1,9 +1,4 @@
-"""Nearest training neighbours of generated images: a memorisation check.
-
-As pictures (generated image, then its closest training images) and as a rate: the share of
-generated images closer to a training image than the typical train-to-train nearest distance,
-with the same rate for held-out real images as the baseline.
-"""
+"""Nearest training neighbours of generated images: grids, and a memorisation rate with a held-out baseline."""
 from __future__ import annotations
 
 import torch
@@ -34,11 +29,9 @@ def nearest_neighbours(queries: Tensor, references: Tensor, k: int = 1, batch_si
 
 def memorisation(generated: Tensor, train: Tensor, held_out: Tensor | None = None, quantile: float = 0.5,
                  max_reference: int = 5000, seed: int = 0) -> dict:
-    """Share of ``generated`` feature vectors closer to their nearest ``train`` vector than the
-    ``quantile`` of train-to-nearest-other-train distances (the median by default).
+    """Share of ``generated`` vectors closer to ``train`` than the ``quantile`` of train-to-train nearest distances.
 
-    ``max_reference`` caps the (seeded, random) training rows that estimate the quantile, each
-    searched against all of ``train``. With ``held_out``, their share is returned as ``baseline``.
+    ``max_reference`` caps the seeded random train rows estimating the quantile; ``held_out``'s share is ``baseline``.
     """
     n = train.shape[0]
     rows = torch.arange(n) if n <= max_reference else \

@@ -1,11 +1,6 @@
-"""Parzen-window log-likelihood (Breuleux et al. 2011), the protocol of the GAN papers.
-
-Gaussian kernels of width ``sigma`` (picked on a disjoint held-out set) sit on the generated
-samples; the test images' mean log-likelihood is reported with its standard error. Pixels are
-flattened in [0, 1], so values depend on the image size. Computed in float64, in chunks:
-
-    log p(x) = logsumexp_i(-|x - mu_i|^2 / (2 sigma^2)) - log N - (D / 2) log(2 pi sigma^2)
-"""
+"""Parzen-window log-likelihood (Breuleux et al. 2011) under Gaussian kernels on generated samples, in float64
+over [0, 1] pixels (values depend on the image size):
+``log p(x) = logsumexp_i(-|x - mu_i|^2 / (2 sigma^2)) - log N - (D / 2) log(2 pi sigma^2)``."""
 from __future__ import annotations
 
 import math
@@ -21,14 +16,13 @@ DEFAULT_SIGMAS = tuple(float(s) for s in torch.logspace(-1, 0, 10, dtype=torch.f
 
 
 def flatten_unit(images: Tensor) -> Tensor:
-    """Images -> rows [N, D] in [0, 1] pixel space: uint8 stays uint8 (converted chunk by chunk
-    later); float [-1, 1] is scaled."""
+    """Images as rows [N, D]: uint8 kept (see :func:`unit_rows64`), float [-1, 1] scaled to [0, 1]."""
     x = images if images.dtype == torch.uint8 else to_unit(images)
     return x.reshape(x.shape[0], -1)
 
 
 def unit_rows64(rows: Tensor) -> Tensor:
-    """Rows of :func:`flatten_unit` in float64 [0, 1] (uint8 rows are converted here, a chunk at a time)."""
+    """Rows of :func:`flatten_unit` as float64 in [0, 1]."""
     return to_unit(rows, torch.float64) if rows.dtype == torch.uint8 else rows.to(torch.float64)
 
 

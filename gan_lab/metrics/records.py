@@ -1,9 +1,6 @@
-"""``metrics.json`` of a run: several writers (training summary, evaluations) share one file.
+"""A run's ``metrics.json``, shared by several writers: each write is locked (``metrics.json.lock``) and atomic.
 
-Every write is a read-modify-write under an exclusive lock on ``metrics.json.lock``, ended by an
-atomic replace. An unparseable file is never overwritten: it is kept aside as
-``metrics.json.unreadable-<time>`` with a warning, and a fresh file is started.
-"""
+An unparseable file is kept aside as ``metrics.json.unreadable-<time>`` (with a warning) and a new one started."""
 from __future__ import annotations
 
 import json
@@ -23,8 +20,7 @@ class UnreadableMetrics(ValueError):
 
 
 def _parse(path: Path) -> dict:
-    """The file's content; ``{}`` when it does not exist; :class:`UnreadableMetrics` when it cannot
-    be parsed."""
+    """The file's content; ``{}`` when missing; :class:`UnreadableMetrics` when unparseable."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -41,7 +37,7 @@ def _parse(path: Path) -> dict:
 
 
 def read_metrics_json(path: str | Path) -> dict:
-    """The file's content; ``{}`` when it does not exist or cannot be parsed (reading never changes it)."""
+    """The file's content; ``{}`` when missing or unparseable (the file is left as it is)."""
     try:
         return _parse(Path(path))
     except UnreadableMetrics as exc:
@@ -63,8 +59,7 @@ def _keep_aside(path: Path, reason: str) -> None:
 
 
 def modify_metrics_json(path: str | Path, change: Callable[[dict], dict]) -> dict:
-    """Apply ``change`` (the current content -> the new content) to the file under its lock, and
-    replace the file atomically; returns the new content."""
+    """Apply ``change`` (content -> new content) under the file's lock and replace it atomically; returns the result."""
     path = Path(path)
     with locked(path):
         try:

@@ -1,9 +1,6 @@
-"""Drawing images from a trained GAN for evaluation and generation.
+"""Drawing images from a trained GAN through its hooks (``noise.sample``, ``sample(z, labels)``, ``sample_labels``).
 
-Uses only the model's public hooks (``noise.sample``, ``sample(z, labels)``, ``sample_labels``).
-Sampling runs under a fixed seed in a forked RNG, leaving training's RNG untouched. A model with
-an EMA generator exposes it as ``generator_ema``, which its ``sample`` draws from when set.
-"""
+Seeded in a forked RNG (training's RNG untouched); ``sample`` draws from ``generator_ema`` when it is set."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -76,8 +73,7 @@ def lerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
 
 
 def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
-    """Spherical interpolation (on the great circle through ``a`` and ``b``, norms interpolated
-    linearly); falls back to linear when the two are (anti)parallel."""
+    """Spherical interpolation (great circle through ``a`` and ``b``, norms linear); linear when (anti)parallel."""
     t = t.to(a).view(-1, *([1] * a.dim()))
     na, nb = a.norm(), b.norm()
     cos = ((a / na) * (b / nb)).sum().clamp(-1.0, 1.0)

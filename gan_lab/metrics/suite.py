@@ -1,9 +1,5 @@
-"""One evaluation of a GAN: the chosen metrics, each stored with the protocol that produced it.
-
-:class:`Evaluator` is run by the training callback and by ``python -m gan_lab.evaluate``; it returns
-a record for ``metrics.json`` (image counts, split, resize, extractor name and checksum per value)
-and flat ``val/...`` values for the loggers.
-"""
+"""One evaluation of a GAN (:class:`Evaluator`): a ``metrics.json`` record storing each metric with its protocol
+(image counts, split, resize, extractor name and checksum), and flat ``val/...`` values for the loggers."""
 from __future__ import annotations
 
 import os
@@ -57,8 +53,8 @@ REFERENCE_SEED = 0
 
 
 def reference_rows(n: int, cap: int) -> Tensor:
-    """Rows of a split of ``n`` images that a metric compares with, in order: all, or ``cap`` drawn
-    at random (seeded by :data:`REFERENCE_SEED`, not the first ``cap``, which may miss classes)."""
+    """Sorted rows of a split of ``n`` images that a metric compares with: all, or ``cap`` at random
+    (:data:`REFERENCE_SEED`)."""
     if n <= cap:
         return torch.arange(n)
     return torch.randperm(n, generator=torch.Generator().manual_seed(REFERENCE_SEED))[:cap].sort().values
@@ -97,17 +93,15 @@ class Evaluator:
         num_real: cap on the real images of a split (a fixed random sample, :func:`reference_rows`).
         real_split: split that FID, KID, precision/recall and density/coverage compare with;
             nearest neighbours and memorisation always use ``train``.
-        parzen_samples: generated images that carry a Parzen kernel (10,000 in the papers).
+        parzen_samples: generated images that carry a Parzen kernel.
         parzen_sigmas: bandwidth grid (default ``logspace(-1, 0, 10)``).
-        kid_subset_size, kid_subsets: KID subsets (the size is capped by the set sizes).
-        is_splits: Inception Score splits.
+        kid_subset_size: capped by the set sizes.
         neighbours, neighbours_k: rows and neighbours per row of the nearest-neighbour grids.
         memorisation_quantile: quantile of train-to-train nearest distances used as threshold.
-        precision_recall_k, density_coverage_k: the neighbour that sets a ball's radius (3 and 5).
+        precision_recall_k, density_coverage_k: the neighbour that sets a ball's radius.
         extractor: ``kind`` (auto | inception | domain), ``input_size``, ``steps``,
             ``inception_weights`` and ``cache_dir`` (default: next to the data, else the user cache).
-        batch_size: images per forward pass.
-        seed: seed of the sampled latents and labels (same seed, same images).
+        seed: seed of the sampled latents and labels.
         ema: sample from ``generator_ema`` when the module has one.
     """
 
@@ -163,8 +157,7 @@ class Evaluator:
         return main if main.num_classes == int(datamodule.num_classes) else self.extractor(datamodule, device, "domain")
 
     def real_features(self, extractor: FeatureExtractor, datamodule, split: str, images: Tensor, device) -> Tensor:
-        """Features of ``images`` of a real split, extracted once per evaluator; keyed by extractor,
-        the split's storage and the images' shape."""
+        """Features of ``images`` of a real split, cached by extractor, split storage and image shape."""
         source = datamodule.dataset(split).images
         key = (extractor.name, extractor.checksum, split, source.data_ptr(), tuple(images.shape))
         if key not in self._real_features:  # kept in host memory: a growing model adds a size per resolution
@@ -176,9 +169,7 @@ class Evaluator:
     @torch.no_grad()
     def evaluate(self, model, datamodule, out_dir: str | Path | None = None) -> tuple[dict, dict[str, float]]:
         """Run the metrics; returns (record for ``metrics.json``, ``{"val/<name>": value}``).
-
-        Pictures (nearest-neighbour grids, score histogram) go to ``out_dir`` when given.
-        """
+        Pictures (neighbour grids, score histogram) go to ``out_dir`` when given."""
         start = time.time()
         device = model.device
         out_dir = Path(out_dir) if out_dir is not None else None
@@ -200,15 +191,9 @@ class Evaluator:
 
 
 class Context:
-    """What the metrics of one evaluation share, each computed at most once, when first asked for:
-    generated images, real splits at the generator's resolution, the extractor and features.
-
-    ``real_images`` come from ``evaluator.real_split``, ``train_images`` from ``train``, both
-    capped at ``evaluator.num_real``; ``val`` serves baselines, Parzen and D's scores.
-
-    Args:
-        num_drawn: generated images drawn; metrics use the first ``evaluator.num_samples`` (Parzen all).
-    """
+    """What one evaluation's metrics share, each computed once when first asked for: ``num_drawn`` generated images
+    (metrics use the first ``num_samples``, Parzen all); real splits at the generator's resolution (``real_images``
+    from ``real_split``, ``train_images`` from ``train``, capped at ``num_real``; ``val``); the extractor, features."""
 
     def __init__(self, evaluator: Evaluator, model, datamodule, device, out_dir: Path | None, num_drawn: int) -> None:
         self.evaluator, self.model, self.datamodule, self.device, self.out_dir = evaluator, model, datamodule, device, out_dir

@@ -1,13 +1,7 @@
 """ArtGAN (Tan, Chan, Aguirre & Tanaka, ICIP 2017): a conditional categorical GAN.
 
-D = Enc + clsNet has K+1 sigmoid outputs (K classes + "fake"), trained with ``loss=categorical``;
-G = zNet + Dec draws a class k and is trained so that D classifies its image as k. Dec(Enc(x)) is an
-autoencoder sharing G's decoder: its L2 error on real images, weighted by ``reconstruction_weight``, is
-the reconstruction term, added to G's objective (``reconstruction_updates=generator``, the default:
-it trains Dec), to D's (``discriminator``: it trains Enc) or to both (``both``).
-The studies' knobs, each off by default: dropout, D pre-training (``pretrain_epochs``), an extra G
-update when D is too strong (``extra_g_when``), label flipping, instance noise, a sigmoid output, ``init``.
-"""
+D = Enc + clsNet has K+1 outputs (K classes + "fake"); G = zNet + Dec. Dec(Enc(x))'s L2 error on real images,
+times ``reconstruction_weight``, joins G's loss (trains Dec), D's (trains Enc) or both (``reconstruction_updates``)."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -30,13 +24,12 @@ EXTRA_G_WHEN = ("d_loss", "d_adv_loss", "d_acc")
 
 
 def reconstruction_loss(reconstruction: Tensor, images: Tensor) -> Tensor:
-    """Mean squared pixel error ||Dec(Enc(x)) - x||^2 (per pixel, as the studies' ``MSELoss``)."""
+    """Mean squared per-pixel error ||Dec(Enc(x)) - x||^2."""
     return F.mse_loss(reconstruction.float(), images.float())
 
 
 def adversarial_loss(real_fake_logit: Tensor, fake_fake_logit: Tensor) -> Tensor:
-    """D's real-vs-generated loss: the BCE of its "fake" output (0 for real, 1 for generated images),
-    averaged over both batches; unlike the K+1-way loss it does not depend on K."""
+    """D's real-vs-generated BCE on its "fake" output (0 for real, 1 for generated), averaged over both batches."""
     real, fake = real_fake_logit.float(), fake_fake_logit.float()
     return 0.5 * (F.binary_cross_entropy_with_logits(real, torch.zeros_like(real))
                   + F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake)))
@@ -93,7 +86,7 @@ class ArtGAN(ConditionalGAN):
         return self.discriminator(images)
 
     def d_scores(self, images: Tensor, labels: Tensor) -> Tensor:
-        """D(x) of ArtGAN: the probability of *not* being fake, 1 - sigmoid(fake logit), per image."""
+        """D(x): the probability of *not* being fake, 1 - sigmoid(fake logit), per image."""
         logits = self.discriminate(self.to_model_range(images), labels).float()
         return 1.0 - torch.sigmoid(logits[:, -1])
 
@@ -177,11 +170,11 @@ class ArtGAN(ConditionalGAN):
         return self.draws_per_batch if self.pretraining else self.n_critic
 
     def d_sees_fakes(self) -> bool:
-        """Pre-training draws no fakes: D learns the real classes alone."""
+        """``False`` while pre-training: D learns the real classes alone."""
         return not self.pretraining
 
     def steady_batch(self) -> bool:
-        """Pre-training batches (D alone, on the real images) run eagerly; a captured step holds the rest."""
+        """``False`` for pre-training batches, which run eagerly."""
         return not self.pretraining
 
     def host_terms(self) -> dict[str, float]:
@@ -195,7 +188,7 @@ class ArtGAN(ConditionalGAN):
         return self.extra_g_when is not None
 
     def decide_g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
-        """None while pre-training; ``n_gen``, plus one when D is too strong (``extra_g_when``)."""
+        """0 while pre-training, else ``n_gen``, plus one when D is too strong (``extra_g_when``)."""
         if self.pretraining:
             self.pretrain_batches += 1
             return 0
@@ -205,8 +198,8 @@ class ArtGAN(ConditionalGAN):
         return self.n_gen
 
     def discriminator_too_strong(self, terms: Mapping[str, Tensor]) -> bool:
-        """Whether D dominates, judged on the last D update's terms averaged over the DDP ranks (so every
-        rank decides alike); one host synchronisation per batch when ``extra_g_when`` is set."""
+        """Whether D dominates by ``extra_g_when``, judged on the last D update's terms averaged
+        over the DDP ranks."""
         if self.extra_g_when is None:
             return False
         if self.extra_g_when in ("d_loss", "d_adv_loss"):
@@ -217,7 +210,7 @@ class ArtGAN(ConditionalGAN):
         return value > self.extra_g_threshold if self.extra_g_when == "d_acc" else value < self.extra_g_threshold
 
     def on_train_epoch_end(self) -> None:
-        """Step the lr schedule after adversarial epochs only: pre-training epochs do not advance it."""
+        """Step the lr schedule after adversarial epochs only, not pre-training ones."""
         if not self.pretraining:
             super().on_train_epoch_end()
 

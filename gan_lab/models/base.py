@@ -1,11 +1,6 @@
-"""The base GAN LightningModule: manual optimisation with alternating D and G phases.
+"""The base GAN LightningModule: per batch, ``n_critic`` discriminator then ``n_gen`` generator updates.
 
-Per batch, ``n_critic`` discriminator updates then ``n_gen`` generator updates. A variant changes the
-objectives by overriding ``d_step`` / ``g_step`` (or the conditioning hooks) and the number of updates
-through the schedule hooks (``d_updates``, ``d_sees_fakes``, ``decide_g_updates``), never through
-flags or another loop. Lightning's ``global_step`` counts optimizer steps (``n_critic + n_gen`` per
-batch), so the module keeps its own ``batches_seen`` and ``images_seen`` (saved in checkpoints).
-"""
+Variants override its phase, conditioning and schedule hooks; ``batches_seen`` and ``images_seen`` count progress."""
 from __future__ import annotations
 
 import copy
@@ -37,7 +32,7 @@ SchedulerFactory = Callable[..., Any]
 
 @contextmanager
 def frozen(module: nn.Module) -> Iterator[None]:
-    """Stop gradients into ``module``'s parameters (D during a G update) and restore them after."""
+    """Stop gradients into ``module``'s parameters within the block (D during a G update)."""
     params = [p for p in module.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
@@ -65,21 +60,16 @@ class GAN(L.LightningModule):
     Args:
         generator: ``z -> image`` module.
         discriminator: ``image -> logits [N]`` module.
-        noise: latent distribution (``sample(n, device)``).
-        loss: the adversarial objective (a :class:`GANLoss`).
+        noise: the latent distribution.
+        loss: the adversarial objective.
         optimizer: ``{"discriminator": factory, "generator": factory}``, each ``params -> Optimizer``.
         scheduler: same keys, ``optimizer -> LR scheduler`` stepped once per epoch, or ``None``.
-        n_critic: discriminator updates per batch.
-        n_gen: generator updates per batch.
+        n_critic, n_gen: discriminator and generator updates per batch.
         num_samples: size of the fixed-noise sample grid.
-        d_augment: differentiable augmentation of every image D sees in training
-            (:mod:`gan_lab.d_augment`), or ``None``.
-        gradient_clip_norm: clip each optimizer's gradients to this joint L2 norm before its step
-            (``None``: no clipping).
-        fresh_reals: each discriminator update of a batch gets its own draw of real images (the batch
-            then holds ``n_critic`` draws); ``False``: they share the batch's real images.
-        fresh_fakes: the first generator update generates its own images instead of reusing the last
-            discriminator update's.
+        d_augment: differentiable augmentation of every image D sees in training, or ``None``.
+        gradient_clip_norm: clip each optimizer's gradients to this joint L2 norm (``None``: no clipping).
+        fresh_reals: each D update gets its own draw of real images (a batch holds ``n_critic`` draws).
+        fresh_fakes: the first G update generates its own images instead of reusing the last D update's.
     """
 
     #: whether D has K+1 outputs (K classes + "fake") scored against classes (ArtGAN)
@@ -138,8 +128,8 @@ class GAN(L.LightningModule):
         return self.discriminator(images)
 
     def d_scores(self, images: Tensor, labels: Tensor) -> Tensor:
-        """D's per-image verdict ``[N]`` on images in [-1, 1]: a probability of being real for a BCE
-        objective, the raw critic value otherwise. A variant whose D outputs more than one number overrides it."""
+        """D's per-image verdict ``[N]`` on images in [-1, 1]: the probability of being real for a BCE
+        objective, the raw critic value otherwise."""
         logits = self.discriminate(self.to_model_range(images), labels).float().reshape(images.shape[0])
         return torch.sigmoid(logits) if self.loss.probability else logits
 
@@ -147,7 +137,7 @@ class GAN(L.LightningModule):
 
     @property
     def unit_range(self) -> bool:
-        """Whether the nets work on images in [0, 1] (a ``sigmoid`` generator) rather than the data's [-1, 1]."""
+        """Whether the nets work in [0, 1] (a ``sigmoid`` generator) rather than the data's [-1, 1]."""
         return getattr(self.generator, "output", "tanh") == "sigmoid"
 
     def to_model_range(self, images: Tensor) -> Tensor:
@@ -187,8 +177,7 @@ class GAN(L.LightningModule):
 
     def d_terms(self, real: Tensor, labels: Tensor, fake: Tensor, real_logits: Tensor, fake_logits: Tensor
                 ) -> dict[str, Tensor]:
-        """The discriminator's loss terms from its outputs on the real and the fake batch: the objective and
-        the mean verdicts (a variant adds its own terms, e.g. a penalty, and asks ``super()``)."""
+        """The discriminator's loss terms from its real and fake outputs: ``d_loss`` and the mean verdicts."""
         return {"d_loss": self.loss.discriminator(real_logits, fake_logits),
                 "d_real": self.loss.score(real_logits),
                 "d_fake": self.loss.score(fake_logits)}
@@ -205,29 +194,24 @@ class GAN(L.LightningModule):
 
     @property
     def draws_per_batch(self) -> int:
-        """Draws of ``data.batch_size`` real images per training batch: ``n_critic`` with ``fresh_reals``,
-        else 1 (the DataModule serves them, :func:`gan_lab.build.serve_draws`)."""
+        """Draws of ``data.batch_size`` real images per batch: ``n_critic`` with ``fresh_reals``, else 1."""
         return self.n_critic if self.fresh_reals else 1
 
     def real_draws(self, real: Tensor, labels: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """A batch's draws of real images and their labels, in order (views). A variant that shows D its
-        real images otherwise overrides this (PGGAN fades them)."""
+        """A batch's draws of real images and their labels, in order (views)."""
         return list(zip(real.tensor_split(self.draws_per_batch), labels.tensor_split(self.draws_per_batch)))
 
     def d_sees_fakes(self) -> bool:
-        """Whether this batch's discriminator updates see generated images (``False``: no latents are
-        drawn and ``d_step`` gets ``fake=None``)."""
+        """Whether this batch's D updates see generated images (``False``: ``d_step`` gets ``fake=None``)."""
         return True
 
     def decide_g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
-        """Generator updates in this batch (``n_gen``), decided from the discriminator updates' terms.
-        Called once per batch: a variant records its decision here. On a :meth:`steady_batch` it returns
-        at least ``n_gen`` (a captured step replays any more as a second graph)."""
+        """Generator updates in this batch (``n_gen``), decided once per batch from the D updates'
+        terms; at least ``n_gen`` on a :meth:`steady_batch`."""
         return self.n_gen
 
     def may_add_g_updates(self) -> bool:
-        """Whether :meth:`decide_g_updates` may return more than ``n_gen`` (a captured step then captures
-        one more generator update as a second graph)."""
+        """Whether :meth:`decide_g_updates` may return more than ``n_gen``."""
         return False
 
     # --- the loop -----------------------------------------------------------------------
@@ -249,16 +233,15 @@ class GAN(L.LightningModule):
         return {k: v.detach() for k, v in terms.items()}
 
     def updates(self, real: Tensor, labels: Tensor, opt_d, opt_g, backward: Callable[[Tensor], Any]) -> dict[str, Tensor]:
-        """One batch's discriminator and generator updates (real images in the nets' range); returns the
-        loss terms, on the device. Also run by a captured step, with raw optimizers and ``Tensor.backward``."""
+        """One batch's D and G updates on real images in the nets' range; returns the loss terms, on the
+        device. ``backward``: ``manual_backward``, or ``Tensor.backward`` in a captured step."""
         terms, d_phase = self.discriminator_updates(real, labels, opt_d, backward)
         terms.update(self.generator_updates(d_phase, 0, self.decide_g_updates(terms), opt_g, backward))
         return terms
 
     def discriminator_updates(self, real: Tensor, labels: Tensor, opt_d, backward: Callable[[Tensor], Any]
                               ) -> tuple[dict[str, Tensor], DiscriminatorPhase]:
-        """The batch's discriminator updates: their loss terms, and what the generator updates take on
-        from them (:class:`DiscriminatorPhase`)."""
+        """The batch's D updates: their loss terms and the :class:`DiscriminatorPhase`."""
         terms: dict[str, Tensor] = {}
         fake = fake_labels = None
         draws = self.real_draws(real, labels)  # with fresh_reals, one per update
@@ -282,9 +265,8 @@ class GAN(L.LightningModule):
 
     def generator_updates(self, d_phase: DiscriminatorPhase, first: int, stop: int, opt_g, backward: Callable[[Tensor], Any]
                           ) -> dict[str, Tensor]:
-        """The batch's generator updates number ``first`` to ``stop - 1`` (0: the first after the D
-        updates, which reuses the fakes of the last one unless ``fresh_fakes``); the last one's loss
-        terms ({} when none)."""
+        """The batch's G updates ``first`` to ``stop - 1`` (update 0 reuses the last D update's
+        fakes unless ``fresh_fakes``); returns the last one's loss terms ({} when none)."""
         terms: dict[str, Tensor] = {}
         fake, fake_labels, n = d_phase.fake, d_phase.fake_labels, d_phase.real_d.shape[0]
         for j in range(first, stop):
@@ -299,19 +281,16 @@ class GAN(L.LightningModule):
     # --- capturing the batch as one CUDA graph (callbacks.fast_path.cuda_graph) -------------
 
     def capture_refusal(self) -> str | None:
-        """Why this model's batch cannot be captured as one CUDA graph (the sentence refusing
-        ``callbacks.fast_path.cuda_graph=true``), or ``None``. A variant whose batch depends on host-side
-        values outside its :meth:`capture_key` says so here and asks ``super()``."""
+        """Why this model's batch cannot be captured as one CUDA graph, in one sentence, or ``None``."""
         return None
 
     def capture_key(self) -> Hashable:
-        """What a captured graph bakes in besides the optimizers' hyper-parameters; when it changes the
-        step is captured anew. ``None``: one graph for the whole run."""
+        """What a captured graph bakes in besides the optimizers' hyper-parameters; a change recaptures.
+        ``None``: one graph for the run."""
         return self.d_augment.capture_key() if self.adaptive_augment else None
 
     def steady_batch(self) -> bool:
-        """Whether this batch runs the schedule a captured step holds (a variant returns ``False`` for
-        batches that update differently: they run eagerly)."""
+        """Whether this batch runs the schedule a captured step holds (``False``: it runs eagerly)."""
         return True
 
     # --- augmentation of D's inputs -------------------------------------------------------
@@ -322,30 +301,28 @@ class GAN(L.LightningModule):
 
     @property
     def adaptive_augment(self) -> bool:
-        """Whether ``d_augment`` adapts to D (ADA): it observes D's real outputs, logs ``p`` and is saved
-        in checkpoints."""
+        """Whether ``d_augment`` is adaptive (ADA): it observes D's real outputs and is checkpointed."""
         return getattr(self.d_augment, "adaptive", False)
 
     def record_real_outputs(self, real_outputs: Tensor) -> None:
-        """A ``d_step`` reports D's raw outputs on the real batch, positive meaning "real" (ADA's signal)."""
+        """Keep D's raw outputs on the real batch (positive: "real") as ADA's signal."""
         if self.adaptive_augment:
             self._real_outputs = real_outputs.detach()
 
     def update_ada_statistics(self) -> None:
-        """After a D update: ADA adds up the signs of D's outputs on the real batch (on the device)."""
+        """After a D update, feed ADA the signs of D's outputs on the real batch."""
         if self._real_outputs is not None:
             sum_over_ranks = None if self.world_size == 1 else lambda stats: self.over_ranks(stats, "sum")
             self.d_augment.observe(self._real_outputs, sum_over_ranks)
             self._real_outputs = None
 
     def adapt_augmentation(self, n: int) -> None:
-        """After a batch of ``n`` images (per process): ADA's ``p`` moves every ``interval`` batches."""
+        """Count a batch of ``n`` images per process towards ADA's next ``p`` adjustment."""
         if self.adaptive_augment:
             self.d_augment.batch_done(n * self.world_size)
 
     def host_terms(self) -> dict[str, float]:
-        """Numbers the module keeps on the host, logged with the loss terms as ``train/<name>``: ``ada_p``
-        and ``ada_rt`` when the augmentation adapts (a variant adds its own, and asks ``super()``)."""
+        """Host-side numbers logged as ``train/<name>``: ``ada_p`` and ``ada_rt`` under ADA."""
         if not self.adaptive_augment:
             return {}
         return {"ada_p": self.d_augment.p, "ada_rt": self.d_augment.rt}
@@ -354,8 +331,8 @@ class GAN(L.LightningModule):
     loop_precision: Any = None
 
     def autocast(self) -> ContextManager:
-        """The mixed-precision region of one update's forward passes and loss (a no-op in full
-        precision); backward and optimizer steps stay outside it (see :mod:`gan_lab.precision`)."""
+        """The mixed-precision context of one update's forward passes and loss (a no-op in full precision);
+        backward and optimizer steps run outside it."""
         trainer = attached_trainer(self)
         return phase_context(self.loop_precision if trainer is None else trainer.strategy.precision_plugin)
 
@@ -370,8 +347,7 @@ class GAN(L.LightningModule):
         return terms
 
     def after_discriminator_step(self) -> None:
-        """What follows every discriminator optimizer step (a variant's constraint on D's weights,
-        e.g. WGAN's clipping); nothing here."""
+        """Hook after every D optimizer step (e.g. WGAN's weight clipping); a no-op here."""
 
     def generator_update(self, opt, fake, fake_labels, real, labels, backward) -> dict[str, Tensor]:
         with frozen(self.discriminator):
@@ -384,15 +360,14 @@ class GAN(L.LightningModule):
         return terms
 
     def clip_gradient_norm(self, opt) -> None:
-        """With ``gradient_clip_norm``: clip the gradients of ``opt``'s parameters to that joint L2 norm,
-        on the device. Only a raw torch optimizer (a captured step) is clipped here; Lightning's is
-        clipped in :meth:`on_before_optimizer_step`, once its scaler has unscaled the gradients."""
+        """With ``gradient_clip_norm``, clip a raw torch optimizer's gradients (a captured step's);
+        Lightning's optimizers are clipped in :meth:`on_before_optimizer_step`."""
         if self.gradient_clip_norm is not None and isinstance(opt, torch.optim.Optimizer) \
                 and not isinstance(opt, LightningOptimizer):
             self._clip(opt)
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        """Lightning's hook between the (unscaled) gradients and the step: clip them here."""
+        """Clip the unscaled gradients before Lightning's optimizer step (``gradient_clip_norm``)."""
         if self.gradient_clip_norm is not None:
             self._clip(optimizer)
 
@@ -401,14 +376,13 @@ class GAN(L.LightningModule):
         torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_norm)
 
     def is_logging_step(self) -> bool:
-        """Whether this batch logs: every ``log_every_n_steps`` batches (never when 0), the batches on
-        which Lightning writes to the loggers."""
+        """Whether this batch logs: every ``log_every_n_steps`` batches (never when 0)."""
         every = self.trainer.log_every_n_steps
         return every > 0 and self.batches_seen % every == 0
 
     def log_terms(self, terms: Mapping[str, Tensor]) -> None:
-        """On logging steps only, the terms averaged over the DDP ranks, brought to the host in one transfer,
-        kept as :attr:`logged` and written to the loggers as ``train/<term>`` at ``step = batches_seen``."""
+        """On logging steps, average the terms over DDP ranks, keep them in :attr:`logged` and write them
+        to the loggers as ``train/<term>`` at ``step = batches_seen``."""
         if not self.is_logging_step():
             return
         names = list(terms)
@@ -434,13 +408,11 @@ class GAN(L.LightningModule):
         return 1 if trainer is None else trainer.world_size
 
     def over_ranks(self, values: Tensor, op: str = "mean") -> Tensor:
-        """``values`` reduced over the DDP ranks in one collective, in place (``op``: ``mean`` or ``sum``);
-        as they are in one process. What ranks decide from their own batches must be decided from these."""
+        """``values`` reduced in place over the DDP ranks in one collective (``op``: ``mean`` or ``sum``)."""
         return reduce_over_processes(values, self.world_size, op)
 
     def setup(self, stage: str) -> None:
-        """Under DDP, give each rank its own noise (and augmentation) stream, derived from the common seed.
-        Runs before a checkpoint is restored, so on a resume ``RngState`` sets the saved states over these."""
+        """Under DDP, reseed each rank from a common seed and its rank (a resume then restores saved RNG states)."""
         if stage == "fit" and self.trainer.world_size > 1:
             common = int(torch.randint(0, 2**31 - 1, (1,)).item())  # identical on every rank
             torch.manual_seed(common + 1_000_003 * self.trainer.global_rank)
@@ -448,14 +420,12 @@ class GAN(L.LightningModule):
     # --- the critic's Lipschitz constraint (what loss=wasserstein needs) ----------------------
 
     def lipschitz_constraint(self) -> str | None:
-        """What keeps D Lipschitz, in words, or ``None``: spectral normalisation here; a variant adds
-        its own (weight clipping, the gradient penalty) and asks ``super()``."""
+        """What keeps D Lipschitz, in words (here: spectral normalisation), or ``None``."""
         return "spectral normalisation" if spectrally_normalised(self.discriminator) else None
 
     def precision_refusal(self, precision: str, optimizers: Sequence[torch.optim.Optimizer] = ()) -> str | None:
-        """Why this model cannot train under ``precision`` with these ``optimizers``, in one sentence, or
-        ``None`` (a variant adds its reasons and asks ``super()``). Here: ``gradient_clip_norm`` under
-        ``16-mixed`` with a fused optimizer, which unscales the gradients inside its own step."""
+        """Why this model cannot train under ``precision`` with these ``optimizers``, or ``None``;
+        here: ``gradient_clip_norm`` under ``16-mixed`` with a fused optimizer."""
         if self.gradient_clip_norm is None or precision != "16-mixed":
             return None
         for name, opt in zip(("discriminator", "generator"), optimizers):
@@ -483,8 +453,8 @@ class GAN(L.LightningModule):
     # --- ending an epoch early (the way a schedule callback ends one) ----------------------
 
     def request_epoch_end(self) -> None:
-        """End the current epoch before the batch about to train (that batch is not used); called from a
-        callback's ``on_train_batch_start``, a request made elsewhere applies at the next batch."""
+        """End the current epoch at the next batch start, skipping that batch (from a callback's
+        ``on_train_batch_start``: the batch about to train)."""
         self._epoch_end_requested = True
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
@@ -519,9 +489,8 @@ class GAN(L.LightningModule):
     # --- sampling -----------------------------------------------------------------------
 
     def attach_generator_ema(self) -> nn.Module:
-        """Attach ``generator_ema``, a frozen copy of the generator as it is now, unless there is one;
-        returns it. Called by the EMA callback's ``setup`` and on loading a checkpoint that holds one;
-        saved in the ``state_dict`` as ``generator_ema.*``."""
+        """Attach ``generator_ema``, a frozen copy of the generator as it is now, unless there is
+        one; returns it. Saved in the ``state_dict`` as ``generator_ema.*``."""
         if self.generator_ema is None:
             ema = copy.deepcopy(self.generator).requires_grad_(False)
             # a copy of a generator compiled in place would run the live weights: the copy runs eagerly
@@ -531,8 +500,7 @@ class GAN(L.LightningModule):
 
     @torch.no_grad()
     def sample(self, z: Tensor | None = None, labels: Tensor | None = None, n: int | None = None) -> Tensor:
-        """Images in [-1, 1] from the generator in eval mode (training mode restored after): from
-        ``generator_ema`` when there is one, else from the live generator."""
+        """Images in [-1, 1] from ``generator_ema`` if attached, else the live generator, run in eval mode."""
         if z is None:
             z = self.noise.sample(n or self.num_samples, self.device)
         if labels is None:

@@ -1,5 +1,4 @@
-"""What a checkpoint's weights must match before a GAN module loads them: the nets this config
-builds (:func:`check_nets`), and the EMA generator on both sides or neither (:func:`match_generator_ema`)."""
+"""What a checkpoint's weights must match before a GAN module loads them: this config's nets and its EMA generator."""
 from __future__ import annotations
 
 import logging
@@ -23,9 +22,8 @@ def ema_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def check_nets(module: L.LightningModule, state: Mapping[str, Tensor], source: str | None = None) -> None:
-    """Raise one sentence, instead of PyTorch's report of every key, when ``state`` holds other nets
-    than ``module`` builds; ``source`` names the checkpoint (default: the trainer's ``ckpt_path``).
-    The EMA generator may be on one side only (:func:`match_generator_ema`)."""
+    """Raise a one-sentence :class:`UserError` when ``state`` holds other nets than ``module`` builds (the EMA
+    generator aside); ``source`` names the checkpoint (default: the trainer's ``ckpt_path``)."""
     own = dict(module.state_dict())
     theirs_ema = any(k.startswith(EMA_PREFIX) for k in state)
     if not theirs_ema:
@@ -56,9 +54,8 @@ def check_nets(module: L.LightningModule, state: Mapping[str, Tensor], source: s
 
 
 def match_generator_ema(module: L.LightningModule, state: dict[str, Tensor]) -> None:
-    """Make the module and a checkpoint's ``state`` agree on the EMA generator before loading, editing
-    ``state`` in place: a checkpoint's EMA is attached outside training, or dropped with a warning in a
-    run without the EMA callback; an EMA the checkpoint lacks starts from its generator's weights."""
+    """Reconcile ``state`` (edited in place) with the module's EMA generator: attach the checkpoint's EMA outside
+    training, drop it with a warning in a run without the EMA callback, or start a missing one from the generator."""
     theirs = [k for k in state if k.startswith(EMA_PREFIX)]
     if theirs and module.generator_ema is None:
         if attached_trainer(module) is None:

@@ -1,10 +1,6 @@
-"""Class-conditional GAN (Mirza & Osindero 2014): G and D both receive the label.
+"""Class-conditional GAN (Mirza & Osindero 2014): G and D both receive the label (``model=cgan_mlp``, ``cdcgan``).
 
-Used by ``model=cgan_mlp`` (dense nets) and ``model=cdcgan`` (DCGAN nets with one-hot maps); the
-nets take ``(input, labels)``. Generated images get uniformly drawn classes during training; the
-sample grid has one row per class (labelled with the class names) and ``samples_per_class``
-columns, each column sharing one fixed latent so that a column shows one "style" across classes.
-"""
+Its sample grid has one row per class and ``samples_per_class`` columns, each column sharing one fixed latent."""
 from __future__ import annotations
 
 from typing import Any, Hashable, Mapping, Sequence
@@ -45,16 +41,15 @@ class ConditionalGAN(GAN):
     """A GAN whose generator is ``G(z, label)`` and discriminator ``D(image, label) -> logits [N]``.
 
     Args (beyond :class:`GAN`'s):
-        num_classes: number of classes (``${data.num_classes}``); at least 2.
-        class_names: one name per class (``${data.class_names}``), shown beside the grid rows.
-        samples_per_class: images per grid row; the grid has ``num_classes`` rows.
+        num_classes: number of classes, at least 2.
+        class_names: one name per class, shown beside the grid rows.
+        samples_per_class: images per grid row (one row per class).
         label_flip: probability that a real and a fake sample swap targets in D's loss (0: off).
         instance_noise: std of Gaussian noise added to D's inputs (0: off).
         instance_noise_decay: batches over which that std falls linearly to 0 (0: constant).
-        instance_noise_on: ``real`` (real images only) or ``real_and_fake`` (every D input; ``None``
-            means this one); only with ``instance_noise`` > 0.
-        init: re-initialise both nets with ``dcgan`` or ``kaiming_dense_dcgan_conv``; ``None`` keeps
-            the nets' own init.
+        instance_noise_on: D's inputs that get it, ``real`` or ``real_and_fake`` (``None``: the latter); needs
+            ``instance_noise`` > 0.
+        init: re-initialise both nets with ``dcgan`` or ``kaiming_dense_dcgan_conv`` (``None``: keep theirs).
     """
 
     model_name = "conditional GAN"
@@ -109,7 +104,7 @@ class ConditionalGAN(GAN):
         return torch.randint(0, self.num_classes, (n,), device=self.device)
 
     def grid_labels(self, n: int) -> Tensor:
-        """Class k fills grid row k: ``[0]*per_row + [1]*per_row + ...`` (``n`` labels, cycling)."""
+        """Class k fills grid row k (``n`` labels, cycling over the classes)."""
         per_row = max(1, n // self.num_classes)
         return torch.arange(n, dtype=torch.long) // per_row % self.num_classes
 
@@ -128,8 +123,7 @@ class ConditionalGAN(GAN):
         return self.instance_noise.decay_batches > 0 and self.instance_noise.std_at(self.batches_seen) > 0
 
     def capture_key(self) -> Hashable:
-        """While the noise decays a captured step reads its std from :attr:`instance_noise_std`; once it
-        reaches 0 the step is captured again, without it."""
+        """Adds whether the instance noise still decays (a captured step then reads :attr:`instance_noise_std`)."""
         return super().capture_key(), self.noise_decaying()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
@@ -138,8 +132,7 @@ class ConditionalGAN(GAN):
         return super().on_train_batch_start(batch, batch_idx)
 
     def noise_std(self) -> Tensor | None:
-        """The std as the noise takes it: the device tensor while training through the decay, else
-        ``None`` (the number)."""
+        """The std tensor on the device while training through the decay, else ``None`` (use the number)."""
         return self.instance_noise_std if self.training and self.noise_decaying() else None
 
     # --- phases -------------------------------------------------------------------------

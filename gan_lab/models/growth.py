@@ -1,9 +1,6 @@
-"""The progressive growing schedule as data: per resolution, images to fade in, images to train
-at full strength, and the batch size.
+"""The progressive growing schedule: per resolution, images to fade in, images to train stably, and the batch size.
 
-The phase is a pure function of the images seen, so a checkpoint's ``images_seen`` resumes it. The
-growth callback (``callbacks.growth``) holds the schedule and drives the model's phase with it.
-"""
+The phase is a function of the images seen alone, so a checkpoint's ``images_seen`` resumes it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,12 +41,12 @@ class Phase:
 class GrowthSchedule:
     """Resolutions 4, 8, ..., ``target_resolution``, each with a fade-in and a stable phase.
 
-    alpha rises linearly from 0 to 1 over ``fade_images``, then stays 1 for ``stable_images``; after the
-    last stage training goes on at the target resolution. Stages beyond ``target_resolution`` are ignored.
+    alpha rises linearly from 0 to 1 over ``fade_images``, then stays 1 for ``stable_images``; after the last stage
+    training goes on at the target resolution. Stages beyond ``target_resolution`` are ignored.
 
     Args:
-        stages: mappings with ``resolution``, ``fade_images``, ``stable_images`` and ``batch_size``
-            (``null``: data.batch_size), from 4x4 upwards without gaps.
+        stages: ``{resolution, fade_images, stable_images, batch_size}`` mappings from 4x4 upwards without gaps
+            (``batch_size`` null: data.batch_size).
         target_resolution: the final resolution (``data.image_size``).
     """
 

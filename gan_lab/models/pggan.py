@@ -1,10 +1,7 @@
 """Progressive GAN (Karras et al. 2018): WGAN-GP with drift, grown from 4x4 with fade-ins.
 
-The nets (:mod:`gan_lab.nets.progressive`) run at the phase's ``resolution`` and fade-in weight
-``alpha``, and the real images D sees fade as G's output does. The growth callback (``callbacks.growth``,
-brought by ``conf/model/pggan.yaml``) sets the phase through :meth:`PGGAN.set_phase`; the module refuses
-to train without it. The phase is saved in checkpoints, so a loaded model samples where it stopped.
-"""
+The growth callback (``callbacks.growth``) sets the phase through :meth:`PGGAN.set_phase`; the module refuses to
+train without it. The phase is saved in checkpoints."""
 from __future__ import annotations
 
 import logging
@@ -28,8 +25,7 @@ class PGGAN(WGANGP):
 
     Args:
         generator: a :class:`~gan_lab.nets.progressive.ProgressiveGenerator`.
-        discriminator: a :class:`~gan_lab.nets.progressive.ProgressiveDiscriminator`; both grow to the
-            same ``max_resolution``.
+        discriminator: a :class:`~gan_lab.nets.progressive.ProgressiveDiscriminator` of the same ``max_resolution``.
         gp_weight, drift_weight: as :class:`~gan_lab.models.wgan_gp.WGANGP` (10 and 0.001).
         **kwargs: as :class:`~gan_lab.models.base.GAN`.
     """
@@ -67,23 +63,19 @@ class PGGAN(WGANGP):
 
     @property
     def phase(self) -> tuple[int, float]:
-        """``(resolution, alpha)``: the side of the images G makes and D sees, and the fade-in weight
-        of that resolution's newest layers (1: fully grown in)."""
+        """``(resolution, alpha)``: the side of the images G makes and D sees, and the fade-in weight."""
         return self.resolution, self.alpha
 
     def capture_key(self) -> tuple[Hashable, int, bool]:
-        """One captured graph per resolution, fading in or fully grown; while fading it reads alpha
-        from :attr:`alpha_tensor`."""
+        """One captured graph per resolution, fading in or fully grown (a fading one reads :attr:`alpha_tensor`)."""
         return super().capture_key(), self.resolution, self.alpha < 1.0
 
     def fade_weight(self) -> float | Tensor:
-        """alpha as the nets take it: while training through a fade-in, the device tensor (the same
-        number, read by the kernels); otherwise the number."""
+        """alpha as the nets take it: the device tensor while training through a fade-in, else the number."""
         return self.alpha_tensor if self.training and self.alpha < 1.0 else self.alpha
 
     def set_phase(self, resolution: int, alpha: float) -> None:
-        """Train, sample and score at ``resolution`` with fade-in weight ``alpha``; the growth schedule
-        (a callback) calls this at the start of training and after every batch."""
+        """Train, sample and score at ``resolution`` and fade-in ``alpha`` in [0, 1] (set by the growth callback)."""
         check_resolution(int(resolution), self.max_resolution)
         if not 0.0 <= float(alpha) <= 1.0:
             raise ValueError(f"alpha={alpha} must lie in [0, 1]")
@@ -110,8 +102,8 @@ class PGGAN(WGANGP):
         return self.discriminator(images, self.resolution, self.fade_weight())
 
     def real_draws(self, real: Tensor, labels: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """The batch's real images faded as G's output is: during a fade-in
-        ``alpha * x + (1 - alpha) * up(down(x))`` (Karras et al. 2018, Figure 2); as they are once grown in."""
+        """The batch's real images faded as G's output is: ``alpha * x + (1 - alpha) * up(down(x))`` during a
+        fade-in (Karras et al. 2018, Figure 2)."""
         alpha = self.fade_weight()
         if fading(alpha):
             low = F.interpolate(F.avg_pool2d(real, 2), scale_factor=2, mode="nearest")

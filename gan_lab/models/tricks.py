@@ -1,8 +1,6 @@
-"""Discriminator-side stabilisation tricks of the ArtGAN studies: instance noise and label flipping.
+"""Discriminator-side tricks of the ArtGAN studies: instance noise and label flipping.
 
-They act on D's inputs and targets only, so any variant can use them from its ``d_step``. One-sided
-label smoothing comes from the loss config (``loss.discriminator.real_target``).
-"""
+One-sided label smoothing is the loss config's ``loss.discriminator.real_target``."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -33,8 +31,8 @@ class InstanceNoise:
         return self.std * max(0.0, 1.0 - batches_seen / self.decay_batches)
 
     def __call__(self, images: Tensor, batches_seen: int, on_device: Tensor | None = None) -> Tensor:
-        """``images`` with noise of std ``std_at(batches_seen)``. ``on_device``: that std as a 0-dim
-        float32 tensor (what a captured step reads), giving the same noise bit for bit."""
+        """``images`` plus noise of std ``std_at(batches_seen)``; ``on_device``: that std as a 0-dim
+        float32 tensor (a captured step's), giving the same noise bit for bit."""
         std = self.std_at(batches_seen)
         if std <= 0:
             return images
@@ -53,8 +51,8 @@ def flip_mask(n: int, p: float, device: torch.device | str = "cpu") -> Tensor:
 
 
 def swap_flipped(real_logits: Tensor, fake_logits: Tensor, p: float) -> tuple[Tensor, Tensor]:
-    """Label flipping for a binary D loss of (real logits, fake logits): with probability ``p`` the
-    i-th real and the i-th fake sample trade sides. The sides keep their size (no host synchronisation)."""
+    """Label flipping for a binary D loss: with probability ``p`` the i-th real and the i-th fake logit
+    trade sides; both sides keep their size."""
     if p <= 0:
         return real_logits, fake_logits
     n = min(real_logits.shape[0], fake_logits.shape[0])

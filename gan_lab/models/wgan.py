@@ -1,10 +1,7 @@
 """WGAN (Arjovsky et al. 2017): a Wasserstein critic kept K-Lipschitz by clipping its weights.
 
-After every critic update each critic parameter is clamped to ``[-weight_clip, weight_clip]``; the
-logged ``train/wasserstein`` = E[D(x)] - E[D(G(z))] is the critic's estimate of the distance.
-The optional ``critic_warmup`` is the paper code's: the first 25 generator updates, and every 500th,
-each wait until the critic has made 100 updates (the batches in between make no generator update).
-"""
+Logs ``train/wasserstein`` = E[D(x)] - E[D(G(z))]. The optional ``critic_warmup`` (the paper code's) makes the first
+25 generator updates, and every 500th, wait for 100 critic updates."""
 from __future__ import annotations
 
 import logging
@@ -48,8 +45,8 @@ class WGAN(GAN):
     """A :class:`GAN` whose critic logs the Wasserstein estimate and whose weights may be clipped.
 
     Args:
-        weight_clip: after every critic update, clamp each critic parameter to ``[-c, c]`` (0.01 in
-            the paper); ``None``: no clipping.
+        weight_clip: clamp each critic parameter to ``[-c, c]`` after every critic update (0.01 in the paper);
+            ``None``: no clipping.
         critic_warmup: ``{updates, first, every}`` of the warm-up (100, 25, 500 in the paper's code); ``None``: off.
         *args, **kwargs: as :class:`GAN` (``n_critic`` 5 in the preset).
     """
@@ -66,15 +63,15 @@ class WGAN(GAN):
     # --- the critic warm-up: batches without a generator update -----------------------------
 
     def warming_up(self, generator_updates: int | None = None) -> bool:
-        """Whether the generator update after ``generator_updates`` (by default those made so far) is a
-        warm-up one (it waits for ``critic_warmup.updates``)."""
+        """Whether the generator update after ``generator_updates`` (default: those made so far) waits for
+        ``critic_warmup.updates`` critic updates."""
         w = self.critic_warmup
         g = self.generator_updates_done if generator_updates is None else generator_updates
         return w is not None and (g < w["first"] or g % w["every"] == 0)
 
     def waits(self, generator_updates: int, critic_updates_waited: int) -> bool:
         """Whether the next generator update still waits, after ``generator_updates`` and with
-        ``critic_updates_waited`` critic updates made since the last one."""
+        ``critic_updates_waited`` critic updates since the last one."""
         return self.warming_up(generator_updates) and critic_updates_waited < self.critic_warmup["updates"]
 
     def decide_g_updates(self, d_terms: Mapping[str, Tensor]) -> int:
@@ -97,8 +94,8 @@ class WGAN(GAN):
         return g - self.generator_updates_done
 
     def on_fit_start(self) -> None:
-        """Warn when the run is too short for the warm-up: a run of ``model=wgan`` shorter than its first
-        ``first * updates / n_critic`` batches (500 with the paper's numbers) makes few generator updates."""
+        """Warn when the run is shorter than the warm-up's first ``first * updates / n_critic`` batches
+        (500 with the paper's numbers): it would make few generator updates."""
         super().on_fit_start()
         w = self.critic_warmup
         if w is None or self.generator_updates_done >= w["first"]:
@@ -114,11 +111,11 @@ class WGAN(GAN):
                     planned, made, "" if made == 1 else "s")
 
     def steady_batch(self) -> bool:
-        """Warm-up batches run eagerly (most make no generator update); a captured step holds the rest."""
+        """Warm-up batches run eagerly; a captured step holds the rest."""
         return not self.warming_up() and super().steady_batch()
 
     def host_terms(self) -> dict[str, float]:
-        """``generator_updates`` (made so far) when the critic warms up: the warm-up batches make none."""
+        """``generator_updates`` (made so far) when the critic warms up."""
         terms = super().host_terms()
         if self.critic_warmup is not None:
             terms["generator_updates"] = self.generator_updates_done
@@ -155,7 +152,6 @@ class WGAN(GAN):
 
     @torch.no_grad()
     def clip_critic_weights(self) -> None:
-        """Clamp every critic parameter to ``[-weight_clip, weight_clip]``, in place, with no host
-        synchronisation (a captured step holds it too)."""
+        """Clamp every critic parameter to ``[-weight_clip, weight_clip]`` in place, on the device."""
         params = [p for p in self.discriminator_parameters() if p.requires_grad]
         clamp_(params, -self.weight_clip, self.weight_clip)

@@ -1,9 +1,7 @@
 """WGAN-GP (Gulrajani et al. 2017): a Wasserstein critic kept 1-Lipschitz by a gradient penalty.
 
-The critic minimises ``loss.discriminator(real, fake) + gp_weight * GP (+ drift_weight * E[D(x)^2])``,
-GP being :func:`gan_lab.losses.gradient_penalty` on random interpolates of the real batch and the
-detached fakes. The drift term (0 here, 0.001 in Progressive GAN) keeps the critic's output near zero.
-"""
+The critic minimises ``loss.discriminator(real, fake) + gp_weight * GP (+ drift_weight * E[D(x)^2])``, GP taken on
+random interpolates of the real batch and the detached fakes."""
 from __future__ import annotations
 
 from typing import Any
@@ -16,8 +14,8 @@ from gan_lab.models.wgan import WGAN
 
 
 class WGANGP(WGAN):
-    """A :class:`~gan_lab.models.wgan.WGAN` whose critic step adds the gradient penalty (and no weight
-    clipping unless ``weight_clip`` is given).
+    """A :class:`~gan_lab.models.wgan.WGAN` whose critic step adds the gradient penalty (no weight clipping
+    unless ``weight_clip`` is given).
 
     Args:
         gp_weight: lambda of the gradient penalty (10 in the paper).
@@ -31,8 +29,7 @@ class WGANGP(WGAN):
         self.gp_weight, self.drift_weight = float(gp_weight), float(drift_weight)
 
     def precision_refusal(self, precision: str, optimizers=()) -> str | None:
-        """Refuses ``16-mixed`` with the gradient penalty (its ``autograd.grad`` of the unscaled critic
-        output would underflow in float16), then asks ``super()``."""
+        """Refuses ``16-mixed`` with the gradient penalty (float16 underflow), then asks ``super()``."""
         if self.gp_weight and precision == "16-mixed":
             return ("trainer.precision=16-mixed cannot take the gradient penalty (model.gp_weight="
                     f"{self.gp_weight:g}) without loss scaling inside the loss; use trainer.precision=bf16-mixed "

@@ -1,10 +1,6 @@
-"""ArtGAN nets (Tan et al., ICIP 2017): G = zNet + Dec, D = Enc + clsNet with K+1 outputs.
+"""ArtGAN nets (Tan et al., ICIP 2017): G = zNet + Dec, D = Enc + clsNet with K+1 outputs (K classes + "fake").
 
-zNet and Enc both map to an 8x8 feature map of ``4 * width`` channels, which Dec decodes into an
-image and clsNet classifies into K classes + "fake"; Dec(Enc(x)) is the reconstruction autoencoder.
-Channels at resolution ``r``: ``max(width, 32 * width / r)``. With ``width=128`` and 64x64 images this
-is the shape table of the paper and of the two study reports.
-"""
+zNet and Enc map to ``[N, 4 * width, 8, 8]`` features; Dec(Enc(x)) is the reconstruction autoencoder."""
 from __future__ import annotations
 
 import torch
@@ -20,7 +16,7 @@ FEATURE_SIZE = 8  # side of the shared feature map between zNet/Enc and Dec/clsN
 
 
 def check_artgan_size(image_size: int, net: str) -> int:
-    """Number of doublings between the 8x8 features and the image; clear error otherwise."""
+    """Number of doublings from the 8x8 features to ``image_size``; raises UserError for unsupported sizes."""
     return check_image_size(image_size, f"ArtGAN {net}") - 1  # the first doubling from 4x4 gives the 8x8 features
 
 
@@ -50,8 +46,7 @@ class ZNet(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Dec: features ``[N, 4w, 8, 8]`` -> image ``[N, C, S, S]``, in [-1, 1] (``output="tanh"``) or
-    [0, 1] (``"sigmoid"``): doubling transposed convs, a 3x3 stride-1 one, then one to the image."""
+    """Dec: features ``[N, 4w, 8, 8]`` -> image ``[N, C, S, S]``, in [-1, 1] (``output="tanh"``) or [0, 1]."""
 
     def __init__(self, image_size: int = 64, channels: int = 3, width: int = 128, dropout: float = 0.0,
                  output: str = "tanh") -> None:
@@ -111,7 +106,7 @@ class ClsNet(nn.Module):
 
 class ArtGANGenerator(nn.Module):
     """(z, label) -> image: ``decoder(znet(z, label))``; ``decoder`` is shared with the reconstruction.
-    ``output``: ``sigmoid`` (images in [0, 1], as both study reports) or ``tanh`` (in [-1, 1])."""
+    ``output``: ``tanh`` (images in [-1, 1]) or ``sigmoid`` (in [0, 1])."""
 
     def __init__(self, latent_dim: Count, num_classes: Count, image_size: Count = 64, channels: Count = 3,
                  width: Count = 128, dropout: DropoutRate = 0.0, init: bool = True, output: str = "tanh") -> None:
@@ -129,8 +124,7 @@ class ArtGANGenerator(nn.Module):
 
 
 class ArtGANDiscriminator(nn.Module):
-    """image -> K+1 logits ``[N, K+1]``: ``classifier(encoder(x))``; ``dropout`` follows every encoder
-    block, ``classifier_dropout`` clsNet's convolution block."""
+    """image -> K+1 logits ``[N, K+1]``; ``dropout`` follows every encoder block, ``classifier_dropout`` clsNet's."""
 
     def __init__(self, num_classes: Count, image_size: Count = 64, channels: Count = 3, width: Count = 128,
                  dropout: DropoutRate = 0.0, classifier_dropout: DropoutRate = 0.0, init: bool = True) -> None:

@@ -1,12 +1,6 @@
-"""Label-conditioned generators and discriminators: the MLP cGAN and the conditional DCGAN.
-
-Every net takes the class labels (int64 ``[N]`` or class weights ``[N, K]``, see :func:`class_codes`)
-as a second argument: ``generator(z, labels)`` and ``discriminator(images, labels) -> logits [N]``.
-The MLP cGAN (Mirza & Osindero 2014) joins the label code to G's latent and D's flattened image; the
-conditional DCGAN joins the one-hot label to G's latent and, as constant maps, to D's input channels.
-``conditioning`` says how: ``concat`` (joined before the first layer) or ``branch`` (the first layer
-split in two, one part on the input and one on the label, joined after it; the rest is shared).
-"""
+"""Label-conditioned nets, the MLP cGAN (Mirza & Osindero 2014) and the conditional DCGAN: ``generator(z, labels)``
+and ``discriminator(images, labels) -> logits [N]``, labels int64 ``[N]`` or class weights ``[N, K]``.
+``conditioning``: ``concat`` (label joined to the input) or ``branch`` (first layer split: :class:`LabelBranch`)."""
 from __future__ import annotations
 
 from typing import Annotated, Callable, Sequence
@@ -31,7 +25,7 @@ ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.2, True), "relu": lambda: nn
 
 
 def check_num_classes(num_classes: int, net: str) -> int:
-    """Conditional nets need at least two classes; a clear error names the fix."""
+    """``num_classes`` as an int; raises UserError unless it is an integer >= 2."""
     if int(num_classes) != num_classes or num_classes < 2:
         raise UserError(f"num_classes={num_classes}: the {net} is conditioned on class labels and needs a "
                         f"labelled dataset with at least 2 classes (e.g. data=digits), or use an "
@@ -40,8 +34,8 @@ def check_num_classes(num_classes: int, net: str) -> int:
 
 
 def class_codes(labels: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """int64 labels ``[N]`` -> one-hot ``[N, K]``; float class weights ``[N, K]`` (a blend of classes,
-    e.g. ``0.3 * one_hot(a) + 0.7 * one_hot(b)``) are used as they are."""
+    """int64 labels ``[N]`` -> one-hot ``[N, K]`` in ``dtype``; float class weights ``[N, K]`` (a blend of classes,
+    e.g. ``0.3 * one_hot(a) + 0.7 * one_hot(b)``) are only cast."""
     if labels.is_floating_point():
         if labels.dim() != 2 or labels.shape[1] != num_classes:
             raise ValueError(f"class weights must have shape [N, {num_classes}], got {list(labels.shape)}")
@@ -50,8 +44,8 @@ def class_codes(labels: Tensor, num_classes: int, dtype: torch.dtype = torch.flo
 
 
 class LabelEncoder(nn.Module):
-    """int64 labels ``[N]`` (or class weights ``[N, K]``, see :func:`class_codes`) -> float codes
-    ``[N, dim]``: a fixed one-hot or a learned embedding (a weighted mean of class embeddings)."""
+    """Labels ``[N]`` or class weights ``[N, K]`` -> codes ``[N, dim]``: a fixed one-hot or a learned embedding
+    (class weights give the weighted mean of class embeddings)."""
 
     def __init__(self, num_classes: int, encoding: str = "one_hot", embedding_dim: int | None = None,
                  key: str = "model.generator.embedding_dim") -> None:
@@ -76,8 +70,8 @@ class LabelEncoder(nn.Module):
 
 
 class LabelBranch(nn.Module):
-    """The first layer of a ``conditioning=branch`` net: ``[input, label code]`` (joined on dim 1, as
-    the ``concat`` nets receive them) -> ``[input_layer(input), label_layer(code)]``."""
+    """First layer of a ``conditioning=branch`` net: ``[input, code]`` (joined on dim 1) ->
+    ``[input_layer(input), label_layer(code)]``."""
 
     def __init__(self, input_layer: nn.Module, label_layer: nn.Module, split: int) -> None:
         super().__init__()
@@ -88,9 +82,8 @@ class LabelBranch(nn.Module):
 
 
 def check_conditioning(conditioning: str, branch: int | None, key: str, first: int) -> int | None:
-    """Validate ``conditioning`` and the width of the label branch, ``branch`` (``key`` names it in
-    the config), against the ``first`` outputs of the first layer; returns that width (``None`` for
-    concat; half of ``first`` when not given, the split of the classic MNIST designs)."""
+    """Validate ``conditioning`` and the label branch's width ``branch`` (config key ``key``) against the first
+    layer's ``first`` outputs; returns the width: ``None`` for concat, ``first // 2`` when not given."""
     net = key.rsplit(".", 1)[0]
     if conditioning not in CONDITIONINGS:
         raise UserError(f"{net}.conditioning={conditioning!r} is unknown; use one of {', '.join(CONDITIONINGS)}.")
@@ -110,9 +103,9 @@ def check_conditioning(conditioning: str, branch: int | None, key: str, first: i
 
 def split_first_layer(net: nn.Module, kind: type[nn.Module], input_dim: int, label_out: int,
                       wrap: Callable[[nn.Module], nn.Module] = lambda m: m) -> LabelBranch:
-    """Replace the first ``kind`` layer of ``net`` (which reads ``[input, label code]``) by a
-    :class:`LabelBranch` with the same kernel, stride, padding and bias: ``input_dim`` inputs go to
-    ``out - label_out`` outputs, the rest to ``label_out``. ``wrap`` re-applies e.g. spectral norm."""
+    """Replace the first ``kind`` layer of ``net`` by a :class:`LabelBranch` of the same kernel, stride, padding
+    and bias, and return it: ``input_dim`` inputs go to ``out - label_out`` outputs, the rest to ``label_out``.
+    ``wrap`` re-applies e.g. spectral norm."""
     for name, layer in net.named_modules():
         if isinstance(layer, kind):
             break
@@ -148,7 +141,7 @@ def _mlp(sizes: Sequence[int], activation: nn.Module, norm: bool, dropout: float
 
 
 def check_activation(activation: str, key: str) -> nn.Module:
-    """The activation named by ``activation`` (``key`` names it in the config)."""
+    """The activation module named ``activation``; ``key`` is its config key, for the error."""
     if activation not in ACTIVATIONS:
         raise UserError(f"{key}={activation!r} is unknown; use one of {', '.join(ACTIVATIONS)}.")
     return ACTIVATIONS[activation]()
@@ -158,16 +151,12 @@ class MLPConditionalGenerator(nn.Module):
     """(z, label) -> image: dense layers on ``[z, code(label)]``, tanh output reshaped to an image.
 
     Args:
-        hidden: widths of the hidden dense layers (the course's MNIST model: 256, 512, 1024); with
-            ``conditioning=branch`` the first is the two branches' joined width (the classic MNIST
-            cGAN: 512, 512, 1024).
-        label_encoding: ``one_hot`` (concatenated as is) or ``embedding`` (learned, ``embedding_dim``).
-        norm: BatchNorm1d after every hidden layer but the first (with ``conditioning=branch``, on
-            the branches too).
-        activation: ``leaky_relu`` (slope 0.2) or ``relu`` (the classic MNIST cGAN's generator).
-        conditioning: ``concat`` or ``branch`` (a dense layer of its own on the label, see the module docstring).
-        branch_width: outputs of the label branch (``None``: half of ``hidden[0]``); z's branch
-            gets the rest of ``hidden[0]``.
+        hidden: hidden widths; with ``conditioning=branch`` the first is the two branches' joined width.
+        label_encoding: ``one_hot`` or ``embedding`` (learned, ``embedding_dim`` wide, default 10).
+        norm: BatchNorm1d after every hidden layer but the first (with ``conditioning=branch``, on the branches too).
+        activation: ``leaky_relu`` (slope 0.2) or ``relu``.
+        conditioning, branch_width: ``concat``, or ``branch``: a dense layer of its own on the label with
+            ``branch_width`` outputs (``None``: half of ``hidden[0]``); z's branch gets the rest.
     """
 
     def __init__(self, latent_dim: Count, num_classes: Count, image_size: Count = 28, channels: Count = 1,
@@ -197,15 +186,10 @@ class MLPConditionalGenerator(nn.Module):
 
 
 class MLPConditionalDiscriminator(nn.Module):
-    """(image, label) -> logit ``[N]``: dense layers on ``[flat image, code(label)]``, dropout after each.
+    """(image, label) -> logit ``[N]``: dense layers on ``[flat image, code(label)]``, ``dropout`` after each.
 
-    Args:
-        hidden: widths of the hidden dense layers; with ``conditioning=branch`` the first is the two
-            branches' joined width (the classic MNIST cGAN: 2048, 512, 256).
-        dropout: after every hidden layer (0: none).
-        norm: BatchNorm1d after every hidden layer but the first (never on the layer that reads the image).
-        conditioning, branch_width: as for :class:`MLPConditionalGenerator`; the image's branch
-            gets ``hidden[0] - branch_width`` outputs.
+    ``hidden``, ``conditioning``, ``branch_width``: as for :class:`MLPConditionalGenerator`; ``norm``: BatchNorm1d
+    after every hidden layer but the first (never on the layer that reads the image).
     """
 
     def __init__(self, num_classes: Count, image_size: Count = 28, channels: Count = 1,
@@ -235,19 +219,15 @@ class MLPConditionalDiscriminator(nn.Module):
 
 
 def _first(net: nn.Module, kind: type[nn.Module]) -> nn.Module:
-    """The first layer of type ``kind`` in ``net`` (the one that reads ``[input, label]``)."""
+    """The first ``kind`` layer in ``net``."""
     return next(m for m in net.modules() if isinstance(m, kind))
 
 
 class ConditionalDCGANGenerator(nn.Module):
     """(z, label) -> image: a :class:`DCGANGenerator` whose latent is ``[z, one_hot(label)]``.
 
-    Args (beyond :class:`DCGANGenerator`'s):
-        conditioning: ``concat`` (the one-hot label joins z as extra input channels) or ``branch`` (a
-            transposed conv of its own on the label, see the module docstring; the classic MNIST
-            cDCGAN is ``branch`` with ``width=128`` at 32x32).
-        branch_channels: maps of the label branch (``None``: half of the first block's
-            ``width * 2^k``); z's branch gets the rest.
+    ``conditioning``: ``concat`` (the one-hot joins z as extra input channels) or ``branch`` (a transposed conv of
+    its own on the label, ``branch_channels`` maps, default half of the first block's; z's branch gets the rest).
     """
 
     def __init__(self, latent_dim: Count, num_classes: Count, image_size: Count = 64, channels: Count = 3,
@@ -275,12 +255,8 @@ class ConditionalDCGANDiscriminator(nn.Module):
     """(image, label) -> logit ``[N]``: a :class:`DCGANDiscriminator` on the image stacked with
     ``num_classes`` constant maps holding the one-hot label (or the class weights).
 
-    Args (beyond :class:`DCGANDiscriminator`'s):
-        conditioning: ``concat`` (the label maps are extra input channels of the first conv) or
-            ``branch`` (a conv of its own on the label maps; the classic MNIST cDCGAN is ``branch``
-            with ``width=128`` at 32x32).
-        branch_channels: maps of the label branch (``None``: half of ``width``); the image's
-            branch gets the rest.
+    ``conditioning``: ``concat`` (the label maps are extra input channels of the first conv) or ``branch`` (a conv
+    of its own on the label maps, ``branch_channels`` maps, default half of ``width``; the image's gets the rest).
     """
 
     def __init__(self, num_classes: Count, image_size: Count = 64, channels: Count = 3, width: Count = 64,

@@ -1,9 +1,5 @@
-"""DCGAN generator and discriminator (Radford et al. 2016), configured by data.
-
-The block count follows from ``image_size`` (G from 4x4 upwards, D mirrored down to 4x4); widths are
-``width * 2^k``, capped at ``width * max_mult``. A study's own net is data too: ``block_channels``,
-one ``norm`` per block, D's ``stem_kernel`` / ``stem_stride`` and G's ``output`` activation.
-"""
+"""DCGAN generator and discriminator (Radford et al. 2016), configured by data: the block count follows
+``image_size``; widths are ``width * 2^k`` capped at ``width * max_mult``, unless ``block_channels`` lists them."""
 from __future__ import annotations
 
 import math
@@ -29,7 +25,7 @@ DropoutRate = Annotated[float, Field(ge=0, lt=1)]
 
 
 def check_image_size(image_size: int, net: str, sizes: tuple[int, ...] = SUPPORTED_SIZES) -> int:
-    """Number of doublings between 4x4 and ``image_size``; a clear error for unsupported sizes."""
+    """Number of doublings between 4x4 and ``image_size``; raises UserError for unsupported sizes."""
     if image_size not in sizes:
         raise UserError(f"image_size={image_size} is not supported by the {net}; use one of "
                         f"{', '.join(map(str, sizes))} (e.g. data.image_size=64).")
@@ -62,8 +58,7 @@ def widths_per_block(given: Sequence[int] | None, default: list[int], key: str) 
 
 
 def norms_per_block(norm: str | Sequence[str], blocks: int, key: str, first: str | None = None) -> list[str]:
-    """One normalisation name per block: a list as given, or ``norm`` for every block but the first,
-    which gets ``first`` (when given)."""
+    """One normalisation name per block: ``norm`` as a list, or that name for every block (``first`` for the first)."""
     if isinstance(norm, str):
         norms = [first or norm] + [norm] * (blocks - 1)
     else:
@@ -85,11 +80,8 @@ def channel_mults(blocks: int, max_mult: int) -> list[int]:
 class DCGANGenerator(nn.Module):
     """z [N, latent_dim] -> image [N, channels, image_size, image_size].
 
-    Args:
-        width, max_mult: block ``i`` from the 4x4 end has ``width * min(2^(blocks-1-i), max_mult)``
-            channels, unless ``block_channels`` lists them (4x4 block first).
-        norm: one name for every block, or one per block (``batch``, ``instance``, ``layer``, ``none``).
-        output: ``tanh`` (images in [-1, 1], the data range) or ``sigmoid`` (images in [0, 1]).
+    Block ``i`` from the 4x4 end has ``width * min(2^(blocks-1-i), max_mult)`` channels unless ``block_channels``
+    lists them (4x4 first); ``norm``: one name, or one per block; ``output``: ``tanh`` ([-1, 1]) or ``sigmoid``.
     """
 
     def __init__(self, latent_dim: Count, image_size: Count = 64, channels: Count = 3, width: Count = 64,
@@ -120,8 +112,8 @@ class DCGANGenerator(nn.Module):
 
 
 def stem_geometry(image_size: int, kernel: int, stride: int, net: str) -> tuple[int, int]:
-    """Padding ``(kernel - stride) / 2`` of the stem convolution, which divides the side exactly by
-    ``stride``, and its output side, which must be a power of two >= 4."""
+    """``(padding, side)`` of the stem convolution: padding ``(kernel - stride) / 2`` divides the side exactly by
+    ``stride``; raises UserError when it cannot, or when the output side is not a power of two >= 4."""
     check_image_size(image_size, net)
     if stride < 1 or kernel < stride or (kernel - stride) % 2:
         raise UserError(f"stem_kernel={kernel} with stem_stride={stride} cannot divide the image side exactly; "
@@ -134,18 +126,12 @@ def stem_geometry(image_size: int, kernel: int, stride: int, net: str) -> tuple[
 
 
 class DCGANDiscriminator(nn.Module):
-    """image [N, channels, S, S] -> logits [N] (no sigmoid: the loss decides how to read them).
+    """image [N, channels, S, S] -> logits [N] (no sigmoid).
 
-    The stem (a ``stem_kernel`` x ``stem_kernel`` convolution of stride ``stem_stride``) is followed
-    by 4x4 stride-2 blocks down to 4x4 and a 4x4 convolution to one logit.
-
-    Args:
-        width, max_mult: block ``i`` has ``width * min(2^i, max_mult)`` channels, unless
-            ``block_channels`` lists them (stem first).
-        norm: the inner blocks' normalisation (none on the stem, as in the paper), or one name per
-            block, stem first.
-        spectral_norm: wraps every conv in spectral normalisation.
-        dropout: follows each block.
+    A ``stem_kernel`` x ``stem_kernel`` stride-``stem_stride`` stem, 4x4 stride-2 blocks down to 4x4, then a 4x4
+    conv to one logit. Block ``i`` has ``width * min(2^i, max_mult)`` channels unless ``block_channels`` lists
+    them (stem first); ``norm``: the inner blocks' (none on the stem), or one per block, stem first;
+    ``spectral_norm`` wraps every conv; ``dropout`` follows each block.
     """
 
     def __init__(self, image_size: Count = 64, channels: Count = 3, width: Count = 64, max_mult: Count = 8,

@@ -1,10 +1,5 @@
-"""The Pokemon study's WGAN-GP generator: a dense layer before DCGAN-style transposed convolutions.
-
-The dense layer (Linear + BatchNorm1d, no activation) makes ``dense_channels`` 4x4 maps from the
-latent; dropout follows the first blocks. The study's 128x128 generator (latent 64; 256@4 -> 512@4 ->
-256@8 -> 128@16 -> 64@32 -> 32@64 -> 3@128, 5x5 transposed convs and a last 4x4 one) is
-``DenseDCGANGenerator(64, 128, 3, width=32, max_mult=16, dense_channels=256)``.
-"""
+"""The Pokemon study's WGAN-GP generator: a dense layer (Linear + BatchNorm1d, no activation) to
+``dense_channels`` 4x4 maps, then DCGAN-style 5x5 transposed convolutions and a last 4x4 one."""
 from __future__ import annotations
 
 import torch.nn as nn
@@ -18,11 +13,8 @@ from gan_lab.nets.init import dcgan_init
 class DenseDCGANGenerator(nn.Module):
     """z [N, latent_dim] -> image [N, channels, image_size, image_size] in [-1, 1] (tanh).
 
-    Args:
-        width, max_mult: block ``i`` from the 4x4 end has ``width * min(2^(blocks-1-i), max_mult)`` channels.
-        dense_channels: the dense layer outputs ``dense_channels * 4 * 4`` features.
-        dropout: dropout probability after each of the first ``dropout_blocks`` blocks (from the 4x4 end).
-        norm: normalisation of the conv blocks (``batch`` as in the study, ``none``, ...).
+    Block ``i`` from the 4x4 end has ``width * min(2^(blocks-1-i), max_mult)`` channels; ``dropout`` follows
+    the first ``dropout_blocks`` blocks (from the 4x4 end); ``norm``: the conv blocks' normalisation.
     """
 
     def __init__(self, latent_dim: Count, image_size: Count = 128, channels: Count = 3, width: Count = 32,

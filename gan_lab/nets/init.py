@@ -29,7 +29,7 @@ def kaiming_dense_dcgan_conv_init(module: nn.Module) -> None:
 
 
 def _weight(module: nn.Module):
-    # Spectral norm (torch.nn.utils.parametrizations) keeps the raw weight under parametrizations.
+    # Spectral norm keeps the raw weight under parametrizations.
     if hasattr(module, "parametrizations") and "weight" in module.parametrizations:
         return module.parametrizations.weight.original
     return module.weight

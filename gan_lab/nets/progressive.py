@@ -1,11 +1,6 @@
-"""Progressive GAN nets (Karras et al. 2018): built whole, run at any resolution with a fade-in.
-
-Both nets hold every block from 4x4 to ``max_resolution``; ``forward`` takes the current
-``resolution`` and fade-in weight ``alpha`` (a number, or a 0-dim float32 device tensor) and runs the
-blocks up to it, blending the newest resolution's path with the previous one's by ``alpha``. Layers
-use the equalized learning rate (weights N(0, 1), scaled by ``gain / sqrt(fan_in)`` at run time);
-channels per resolution follow the paper: ``min(fmap_base / R, fmap_max)``.
-"""
+"""Progressive GAN nets (Karras et al. 2018): every block from 4x4 to ``max_resolution``, run up to ``resolution``
+with the newest one faded in by ``alpha`` (a number, or a 0-dim float32 device tensor). Layers use the equalized
+learning rate; channels per resolution R are ``min(fmap_base / R, fmap_max)``."""
 from __future__ import annotations
 
 import math
@@ -27,7 +22,7 @@ LRELU = 0.2
 
 
 def check_resolution(resolution: int, max_resolution: int, what: str = "resolution") -> int:
-    """Index of ``resolution`` among 4, 8, ..., ``max_resolution`` (a clear error otherwise)."""
+    """Index of ``resolution`` among 4, 8, ..., ``max_resolution``; raises UserError otherwise."""
     if resolution < 4 or resolution > max_resolution or resolution & (resolution - 1):
         raise UserError(f"{what}={resolution} must be a power of two between 4 and {max_resolution}.")
     return int(math.log2(resolution)) - 2
@@ -39,8 +34,7 @@ def fading(alpha: float | Tensor) -> bool:
 
 
 def fade(old: Tensor, new: Tensor, alpha: float | Tensor) -> Tensor:
-    """``old + alpha * (new - old)``. A tensor alpha blends in float32 and rounds back to the images'
-    dtype, which is what ``torch.lerp`` does with a number (its weight and arithmetic in float32)."""
+    """``old + alpha * (new - old)``; a tensor alpha blends in float32 and casts back to ``new``'s dtype."""
     if not isinstance(alpha, Tensor):
         return torch.lerp(old, new, float(alpha))
     return torch.lerp(old.float(), new.float(), alpha).to(new.dtype)
@@ -123,15 +117,8 @@ def feature_maps(resolutions: list[int], fmap_base: int, fmap_max: int) -> list[
 
 
 class ProgressiveGenerator(nn.Module):
-    """z [N, latent_dim] -> image [N, channels, R, R] for the current resolution R (linear output).
-
-    Args:
-        latent_dim: size of z (pixel-normalised on entry).
-        max_resolution: the last resolution (the target image size).
-        channels: image channels.
-        fmap_base, fmap_max: feature maps per resolution ``min(fmap_base / R, fmap_max)``
-            (8192 and 512 in the paper: 512 up to 32x32, then 256, 128, ...).
-    """
+    """z [N, latent_dim] (pixel-normalised on entry) -> image [N, channels, R, R] at the current resolution R
+    (linear output); ``max_resolution`` is the target image size."""
 
     def __init__(self, latent_dim: Count, max_resolution: MaxResolution = 128, channels: Count = 3,
                  fmap_base: Count = 8192, fmap_max: Count = 512) -> None:
@@ -166,14 +153,8 @@ class ProgressiveGenerator(nn.Module):
 
 
 class ProgressiveDiscriminator(nn.Module):
-    """image [N, channels, R, R] at the current resolution R -> logits [N] (a linear critic).
-
-    Args:
-        max_resolution: the last resolution.
-        channels: image channels.
-        fmap_base, fmap_max: as for :class:`ProgressiveGenerator`.
-        group_size: minibatch standard deviation group (4 in the paper).
-    """
+    """image [N, channels, R, R] at the current resolution R -> logits [N] (a linear critic);
+    ``group_size``: the minibatch standard deviation group."""
 
     def __init__(self, max_resolution: MaxResolution = 128, channels: Count = 3, fmap_base: Count = 8192,
                  fmap_max: Count = 512, group_size: Count = 4) -> None:

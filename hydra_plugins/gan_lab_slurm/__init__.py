@@ -1,5 +1,4 @@
-"""gan_lab's SLURM launcher (``hydra/launcher=slurm``): :class:`gan_lab.slurm.SlurmLauncher`, subclassed
-here because Hydra accepts only plugin classes defined under ``hydra_plugins``."""
+"""gan_lab's SLURM launcher (``hydra/launcher=slurm``) as a Hydra plugin: :class:`gan_lab.slurm.SlurmLauncher`."""
 try:
     from gan_lab.slurm import SlurmLauncher as _SlurmLauncher
 except ImportError:  # installed without the `sweep` extra (hydra-submitit-launcher): no SLURM launcher
