@@ -114,11 +114,27 @@ def fits(value: Any, hint: Any) -> bool:
         adapter = TypeAdapter(hint, config=_CONFIG)
     if adapter is None:
         return True
-    try:  # a single value strictly (2.0 is not an integer, "5" not a number); a list may fill a tuple
-        adapter.validate_python(value, strict=not isinstance(value, (list, tuple, dict)))
+    try:  # strictly, items too (2.0 is not an integer, "5" not a number)
+        adapter.validate_python(_shaped(value, hint), strict=True)
     except ValidationError:
         return False
     return True
+
+
+def _shaped(value: Any, hint: Any) -> Any:
+    """``value`` with each list that fills a declared tuple made a tuple (a config has lists only)."""
+    base, _ = _split(hint)
+    origin, args = typing.get_origin(base), typing.get_args(base)
+    if origin in (typing.Union, types.UnionType):
+        return next((shaped for a in args if (shaped := _shaped(value, a)) is not value), value)
+    if isinstance(value, (list, tuple)) and (origin in _SEQUENCES or base in _SEQUENCES):
+        fixed = (origin is tuple or base is tuple) and args and Ellipsis not in args
+        items = [_shaped(v, args[i] if fixed and i < len(args) else args[0] if args else Any)
+                 for i, v in enumerate(value)]
+        return tuple(items) if tuple in (origin, base) else items
+    if isinstance(value, dict) and len(args) == 2 and (origin in _MAPPINGS or base in _MAPPINGS):
+        return {k: _shaped(v, args[1]) for k, v in value.items()}
+    return value
 
 
 def _split(hint: Any) -> tuple[Any, list]:

@@ -146,6 +146,7 @@ REFUSED = [
     (["callbacks.last_checkpoint.save_top_k=0"], _callbacks, "callbacks.last_checkpoint.save_top_k=0"),
     (["model.n_critic=0"], _model, "model.n_critic=0"),
     (["data.subset=1.0"], _data, "data.subset=1.0"),
+    (["model=cgan_mlp", "model.generator.hidden=[16,16.0]"], _model, "model.generator.hidden=[16,16.0]"),
 ]
 
 
@@ -217,6 +218,9 @@ def test_example_prefers_a_fitting_default():
     (1.0, Probability, True), (1.0, Fraction, False), (None, Probability | None, True), (None, Probability, False),
     ([0.5], tuple[Probability, Probability], False), ([0.5, 0.9], tuple[Probability, Probability], True),
     ([], Annotated[Sequence[str], Field(min_length=1)] | None, False), ([1, 0], Sequence[Count], False),
+    ([1, 2.0], Sequence[Count], False), ([1, "5"], Sequence[Count], False), ([0.5, "0.9"], tuple[float, float], False),
+    ([[1, 2], [3, 4]], list[tuple[int, int]], True), ([[1, 2.5]], list[tuple[int, int]], False),
+    ({"a": 1.5}, dict[str, int], False), ({"a": [1, 2]}, dict[str, tuple[int, int]], True),
 ])
 def test_fits(value, hint, ok):
     assert fits(value, hint) is ok
