@@ -4,6 +4,7 @@ Entry points print a ``UserError`` as one line and exit with status 2; anything 
 """
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Any, Callable
 
@@ -12,9 +13,21 @@ class UserError(ValueError):
     """A mistake in the command line, the config or the data, explained in one sentence."""
 
 
-def unwrap_user_error(exc: BaseException) -> UserError | None:
-    """The ``UserError`` behind ``exc``, through causes and contexts, or parsed from a ``ddp_spawn`` traceback."""
+def out_of_space(exc: BaseException | None) -> OSError | None:
+    """The "no space left" (or "quota exceeded") ``OSError`` behind ``exc``, through causes and contexts, or None."""
     seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def unwrap_user_error(exc: BaseException) -> UserError | None:
+    """The ``UserError`` behind ``exc``, through causes and contexts, or parsed from a ``ddp_spawn`` traceback;
+    a full disk is one too."""
+    first, seen = exc, set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, UserError):
             return exc
@@ -23,7 +36,12 @@ def unwrap_user_error(exc: BaseException) -> UserError | None:
             return from_worker
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return None
+    full = out_of_space(first)
+    if full is None:
+        return None
+    where = f"the disk holding {full.filename}" if full.filename else "the disk written to"
+    return UserError(f"{where} is full ({full.strerror or 'no space left'}): free space there (or write elsewhere) "
+                     f"and run the command again.")
 
 
 def user_error_from_traceback(text: str) -> UserError | None:

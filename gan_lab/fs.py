@@ -5,7 +5,6 @@ the target; a full disk raises :class:`DiskFull`.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
@@ -20,7 +19,7 @@ from typing import IO, Any, Callable, Iterator
 import torch
 from filelock import FileLock
 
-from gan_lab.errors import UserError
+from gan_lab.errors import UserError, out_of_space
 
 
 class DiskFull(UserError, OSError):
@@ -54,17 +53,6 @@ HOST_TAG = host_tag()
 TEMP_NAME = re.compile(r"^\.(?P<target>.+?)\.(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp$")
 #: a temporary file untouched for this long has no writer, wherever it was written
 ORPHAN_AGE_S = 24 * 3600
-
-
-def out_of_space(exc: BaseException | None) -> OSError | None:
-    """The "no space left" (or "quota exceeded") ``OSError`` behind ``exc``, through causes and contexts, or None."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 UMASK = os.umask(0)

@@ -291,3 +291,14 @@ def test_a_full_disk_during_a_checkpoint_save_is_one_sentence_and_keeps_last_ckp
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # no temporary file left
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "failed" and f"the disk holding {last} is full" in summary["error"]
+
+
+def test_a_full_disk_during_evaluate_is_one_sentence_and_keeps_metrics_json(small_disk, capsys):
+    run = small_disk / "run"
+    assert main(f"hydra.run.dir={run}", capsys=capsys).returncode == 0
+    before = (run / "metrics.json").read_bytes()
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    (small_disk / "filler").write_bytes(b"\0" * max(0, free - 16 * 1024))  # too little for the score histogram
+    res = run_main("gan_lab.evaluate", f"run_dir={run}", "metrics=[scores]", "num_samples=24", capsys=capsys)
+    one_error_line(res, "is full", "No space left on device", "free space there")
+    assert (run / "metrics.json").read_bytes() == before
