@@ -136,27 +136,26 @@ class PreflightChecks(Callback):
             check_top_level_keys(config, list(config.hydra.overrides.task), config.hydra.job.config_name)
             if kind == "sweep" and str(config.hydra.launcher.get("_target_")).endswith("gan_lab_slurm.SlurmLauncher"):
                 slurm.check_request(config)
+            check_writable(config.hydra[kind].dir, f"hydra.{kind}.dir")
         except UserError as exc:
             print(f"gan_lab: error: {exc}", file=sys.stderr)
             sys.exit(2)
-        path = config.hydra[kind].dir
-        try:
-            probe_writable(path)
-        except OSError as exc:
-            print(f"gan_lab: error: the run directory {path} cannot be written ({exc.strerror}); choose "
-                  f"another with hydra.{kind}.dir=<path>.", file=sys.stderr)
-            sys.exit(2)
+
+
+def check_writable(folder: str | Path, key: str) -> None:
+    """Refuse a run or sweep directory that cannot be created or written, naming ``key`` to choose another."""
+    try:
+        probe_writable(folder)
+    except OSError as exc:
+        raise UserError(f"the run directory {folder} cannot be written ({exc.strerror}); choose another "
+                        f"with {key}=<path>.") from None
 
 
 def check_paths(cfg: DictConfig) -> tuple[Path, dict | None]:
     """Check the run directory is writable and the resume checkpoint exists and is intact (every CRC);
     return the run directory and the checkpoint (tensors memory-mapped) or ``None``."""
     run_dir = Path(cfg.run_dir)
-    try:
-        probe_writable(run_dir)
-    except OSError as exc:
-        raise UserError(f"the run directory {run_dir} is not writable ({exc.strerror}); choose another "
-                        f"with hydra.run.dir=<path>.") from None
+    check_writable(run_dir, "hydra.run.dir")
     if cfg.ckpt_path is None:
         return run_dir, None
     if Path(cfg.ckpt_path).is_dir():
