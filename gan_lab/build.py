@@ -38,8 +38,7 @@ def check_types(node: Any, what: str) -> None:
         return
     if not isinstance(node, DictConfig):
         return
-    hints: dict[str, Any] = {}
-    defaults: dict[str, Any] = {}
+    hints, defaults = {}, {}
     target = node.get("_target_")
     if isinstance(target, str):
         try:
@@ -118,7 +117,7 @@ def build_datamodule(cfg: DictConfig, setup: bool = True) -> L.LightningDataModu
     return dm
 
 
-def setup_datamodule(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningDataModule:
+def setup_datamodule(cfg: DictConfig, dm: L.LightningDataModule) -> None:
     """Decode the data (``setup("fit")``); the facts must be those the model was built from."""
     before = {key: cfg.data.get(key) for key in DATA_FACTS}
     dm.setup("fit")
@@ -126,7 +125,6 @@ def setup_datamodule(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningD
     changed = [key for key in DATA_FACTS if before[key] is not None and before[key] != after[key]]
     if changed:  # a DataModule that learns its classes only while decoding: a bug, not a user's mistake
         raise RuntimeError(f"{type(dm).__name__} changed {changed} during setup; it must know them after check().")
-    return dm
 
 
 def serve_draws(model: torch.nn.Module, dm: L.LightningDataModule) -> None:
@@ -242,8 +240,9 @@ def build_loggers(cfg: DictConfig) -> list:
     loggers = []
     for name, node in _targets(cfg, "logger"):
         extra = {}
-        if name == "wandb" and node.get("group") is None and sweep_name() is not None:
-            extra["group"] = sweep_name()  # the runs of one sweep share a W&B group
+        if name == "wandb" and node.get("group") is None and in_multirun():  # a sweep's runs share a W&B group
+            sweep_dir = Path(HydraConfig.get().sweep.dir)
+            extra["group"] = f"{sweep_dir.parent.name}/{sweep_dir.name}"  # <run_name>/<date_time>
         loggers.append(instantiate_checked(node, f"logger.{name}", **extra))
     return loggers
 
@@ -251,14 +250,6 @@ def build_loggers(cfg: DictConfig) -> list:
 def in_multirun() -> bool:
     """Whether this process runs a job of a Hydra multirun."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def sweep_name() -> str | None:
-    """``<run_name>/<date_time>`` of the multirun this job belongs to, or ``None``."""
-    if not in_multirun():
-        return None
-    sweep_dir = Path(HydraConfig.get().sweep.dir)
-    return f"{sweep_dir.parent.name}/{sweep_dir.name}"
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
@@ -324,7 +315,3 @@ def max_time_text(value: Any) -> str | None:
                         f"seconds >= 0 adding up to at least a second, e.g. trainer.max_time=00:12:00:00 or "
                         f"trainer.max_time={{hours:12}}.")
     return f"{seconds // 86400:02d}:{seconds % 86400 // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def resolved(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -23,19 +23,6 @@ def not_a_file(what: str, path: str | Path) -> UserError:
     return UserError(f"{what}={path} is a directory, not a checkpoint file; pass {what}={found}.")
 
 
-def disk_full(path: str | Path, exc: DiskFull) -> DiskFull:
-    """The error for a checkpoint a full disk kept from being written: the path, what is intact,
-    and the ``ckpt_path`` to continue from."""
-    path = Path(path)
-    last = next((p for p in (path, path.parent / "last.ckpt") if p.is_file()), None)
-    kept = f", and the previous {path.name} is intact" if path.is_file() else ""
-    then = f"continue with ckpt_path={last}" if last is not None else "start the run again"
-    error = DiskFull(f"the disk holding {path} is full ({exc.strerror or 'no space left'}): the checkpoint could not "
-                     f"be written{kept}; free space there, then {then}.")
-    error.errno, error.strerror, error.filename = exc.errno, exc.strerror, str(path)
-    return error
-
-
 def _damaged(what: str, path: str | Path, reason: str) -> UserError:
     others = sorted(p.name for p in Path(path).parent.glob("*.ckpt") if p.name != Path(path).name)
     hint = f" (others there: {', '.join(others[-3:])})" if others else ""
@@ -80,8 +67,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         try:
             atomic_torch_save(checkpoint, path)
-        except DiskFull as exc:
-            raise disk_full(path, exc) from None
+        except DiskFull as exc:  # said with the path, what is intact, and the ckpt_path to continue from
+            path = Path(path)
+            last = next((p for p in (path, path.parent / "last.ckpt") if p.is_file()), None)
+            kept = f", and the previous {path.name} is intact" if path.is_file() else ""
+            then = f"continue with ckpt_path={last}" if last is not None else "start the run again"
+            error = DiskFull(f"the disk holding {path} is full ({exc.strerror or 'no space left'}): the checkpoint "
+                             f"could not be written{kept}; free space there, then {then}.")
+            error.errno, error.strerror, error.filename = exc.errno, exc.strerror, str(path)
+            raise error from None
 
     def load_checkpoint(self, path, map_location: Callable | None = None, weights_only: bool | None = None
                         ) -> dict[str, Any]:

@@ -31,9 +31,11 @@ def unwrap_user_error(exc: BaseException) -> UserError | None:
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, UserError):
             return exc
-        from_worker = user_error_from_traceback(str(exc)) if type(exc).__name__ == "ProcessRaisedException" else None
-        if from_worker is not None:
-            return from_worker
+        if type(exc).__name__ == "ProcessRaisedException":  # a ddp_spawn worker's: its traceback's last line
+            name, _, message = (str(exc).strip().splitlines() or [""])[-1].partition(": ")
+            cls = globals().get(name.rsplit(".", 1)[-1]) if name.startswith(f"{__name__}.") else None
+            if isinstance(cls, type) and issubclass(cls, UserError) and message:
+                return UserError(message)
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     full = out_of_space(first)
@@ -42,15 +44,6 @@ def unwrap_user_error(exc: BaseException) -> UserError | None:
     where = f"the disk holding {full.filename}" if full.filename else "the disk written to"
     return UserError(f"{where} is full ({full.strerror or 'no space left'}): free space there (or write elsewhere) "
                      f"and run the command again.")
-
-
-def user_error_from_traceback(text: str) -> UserError | None:
-    """The ``UserError`` (or subclass) a traceback's text ends with, or ``None``."""
-    name, _, message = (text.strip().splitlines() or [""])[-1].partition(": ")
-    cls = globals().get(name.rsplit(".", 1)[-1]) if name.startswith(f"{__name__}.") else None
-    if isinstance(cls, type) and issubclass(cls, UserError) and message:
-        return UserError(message)
-    return None
 
 
 def check_count(value: Any, key: str, minimum: int = 1, example: int = 64) -> int:

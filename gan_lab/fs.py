@@ -12,7 +12,7 @@ import socket
 import tempfile
 import time
 import zipfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
@@ -29,13 +29,11 @@ class DiskFull(UserError, OSError):
         return str(self.args[0]) if self.args else ""
 
 
-def probe_writable(folder: Path | str) -> Path:
+def probe_writable(folder: Path | str) -> None:
     """Create ``folder`` and write a temporary file in it; raises ``OSError`` when that fails."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    Path(folder).mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test"):
         pass
-    return folder
 
 
 def host_tag() -> str:
@@ -117,13 +115,10 @@ def remove_orphan_temp_files(folder: str | os.PathLike, targets: tuple[str, ...]
             idle = now - entry.stat(follow_symlinks=False).st_mtime
         except OSError:
             continue
-        ours_and_dead = match["host"] == HOST_TAG and not process_alive(int(match["pid"]))
-        if ours_and_dead or idle > ORPHAN_AGE_S:
-            try:
+        if (match["host"] == HOST_TAG and not process_alive(int(match["pid"]))) or idle > ORPHAN_AGE_S:
+            with suppress(OSError):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
-            except OSError:
-                pass
     return removed
 
 

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import logging
@@ -24,22 +25,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from gan_lab import CONFIG_DIR, slurm
 from gan_lab.build import (batches_per_epoch, build_callbacks, build_datamodule, build_loggers, build_model,
-                           build_trainer, check_batch_size, exact_resume, in_multirun, resolved, serve_draws,
-                           setup_datamodule)
+                           build_trainer, check_batch_size, exact_resume, in_multirun, serve_draws, setup_datamodule)
 from gan_lab.callbacks.clock import dhms, time_limit, trained_seconds, trainer_max_time
 from gan_lab.callbacks.history import History
 from gan_lab.callbacks.limit import cut_checkpoint, epoch_cut_short, stopped_by_time_limit
 from gan_lab.callbacks.resume import (OptimizerClasses, check_resumed_optimizers, check_resumed_position,
                                      epochs_completed)
 from gan_lab.checkpoint_io import not_a_file, read_checkpoint
-from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, check_seed, report_user_error
+from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, check_flag, check_seed, report_user_error
 from gan_lab.fs import DiskFull, probe_writable
 from gan_lab.callbacks.metrics import MetricsCallback
 from gan_lab.metrics.records import read_metrics_json, update_metrics_json
 from gan_lab.metrics.suite import loggable_names
 from gan_lab.models.checkpoint_state import check_nets
-from gan_lab.rundir import (RunDirBackup, RunDirLock, check_overwrite, claim_sweep_dir, keep_run_dir_until_accepted,
-                            replaces_run, secondary_process)
+from gan_lab.rundir import (RunDirBackup, RunDirLock, claim_sweep_dir, keep_run_dir_until_accepted, replaces_run,
+                            secondary_process)
 
 log = logging.getLogger("gan_lab")
 
@@ -101,42 +101,33 @@ class PreflightChecks(Callback):
     and backs up the files Hydra rewrites (:class:`RunDirBackup`)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config, "run")
-        run_dir = Path(config.hydra.run.dir)
-        if not secondary_process():  # process 0 of a multi-process run owns the directory
-            self._claim(run_dir, "hydra.run.dir", lambda: replaces_run(
-                run_dir, config.get("ckpt_path"), config.get("overwrite", False)))
-        RunDirBackup.take(run_dir, config)
+        self._check(config, "run", lambda run_dir: replaces_run(
+            run_dir, config.get("ckpt_path"), config.get("overwrite", False)))
+        RunDirBackup.take(Path(config.hydra.run.dir), config)
 
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config, "sweep")
-        if not secondary_process():  # the sweep's lock is held until this process ends
-            sweep_dir = Path(config.hydra.sweep.dir)
-            self._claim(sweep_dir, "hydra.sweep.dir", lambda: claim_sweep_dir(sweep_dir, config.get("overwrite", False)))
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:  # the sweep's lock is held until the end
+        self._check(config, "sweep", lambda sweep_dir: claim_sweep_dir(sweep_dir, config.get("overwrite", False)))
 
     @staticmethod
-    def _claim(folder: Path, key: str, check) -> None:
-        try:
-            taken = RunDirLock.acquire(folder, key)
-            try:
-                check()
-            except BaseException:
-                if taken:
-                    RunDirLock.release(folder, discard=True)
-                raise
-        except UserError as exc:
-            print(f"gan_lab: error: {exc}", file=sys.stderr)
-            sys.exit(2)
-
-    @staticmethod
-    def _check(config: DictConfig, kind: str) -> None:
+    def _check(config: DictConfig, kind: str, claim) -> None:
         # the default directory uses ${hydra:runtime.choices...}, which needs Hydra's config published
         HydraConfig.instance().set_config(config)
+        key = f"hydra.{kind}.dir"
         try:
             check_top_level_keys(config, list(config.hydra.overrides.task), config.hydra.job.config_name)
             if kind == "sweep" and str(config.hydra.launcher.get("_target_")).endswith("gan_lab_slurm.SlurmLauncher"):
                 slurm.check_request(config)
-            check_writable(config.hydra[kind].dir, f"hydra.{kind}.dir")
+            check_writable(config.hydra[kind].dir, key)
+            if secondary_process():  # process 0 of a multi-process run owns the directory
+                return
+            folder = Path(config.hydra[kind].dir)
+            taken = RunDirLock.acquire(folder, key)
+            try:
+                claim(folder)
+            except BaseException:
+                if taken:
+                    RunDirLock.release(folder, discard=True)
+                raise
         except UserError as exc:
             print(f"gan_lab: error: {exc}", file=sys.stderr)
             sys.exit(2)
@@ -192,19 +183,17 @@ def check_training_length(trainer: L.Trainer, cfg: DictConfig, resume: dict | No
                         f"spent: the run of ckpt_path={cfg.ckpt_path} trained for {dhms(spent)}; raise "
                         f"trainer.max_time (it counts the time of every part of the run).")
     epochs, _ = epochs_completed(resume)
-    if trainer.max_epochs is not None and trainer.max_epochs > 0 and epochs >= trainer.max_epochs:
-        plural = "s" if epochs != 1 else ""
-        raise UserError(f"trainer.max_epochs={trainer.max_epochs} is already reached: the run of ckpt_path="
-                        f"{cfg.ckpt_path} completed {epochs} epoch{plural}; raise trainer.max_epochs to train further.")
-    max_batches = cfg.trainer.get("max_batches")
     batches = int((resume.get("gan_lab") or {}).get("batches_seen", 0))
-    if max_batches is not None and batches >= max_batches:
-        raise UserError(f"trainer.max_batches={max_batches} is already reached: the run of ckpt_path={cfg.ckpt_path} "
-                        f"trained {batches} batches; raise trainer.max_batches to train further.")
     steps = int(resume.get("global_step", 0))
-    if trainer.max_steps > 0 and steps >= trainer.max_steps:
-        raise UserError(f"trainer.max_steps={trainer.max_steps} is already reached: the run of ckpt_path="
-                        f"{cfg.ckpt_path} made {steps} optimiser steps; raise trainer.max_steps to train further.")
+    for key, limit, done, trained in (
+            ("max_epochs", trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None, epochs,
+             f"completed {epochs} epoch{'s' if epochs != 1 else ''}"),
+            ("max_batches", cfg.trainer.get("max_batches"), batches, f"trained {batches} batches"),
+            ("max_steps", trainer.max_steps if trainer.max_steps > 0 else None, steps,
+             f"made {steps} optimiser steps")):
+        if limit is not None and done >= limit:
+            raise UserError(f"trainer.{key}={limit} is already reached: the run of ckpt_path={cfg.ckpt_path} "
+                            f"{trained}; raise trainer.{key} to train further.")
 
 
 def final_metrics(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
@@ -236,15 +225,11 @@ class RunSummary(L.Callback):
             values = {k: v if math.isfinite(v) else str(v) for k, v in exc.values.items()}  # strict JSON
             self.write(trainer, pl_module, "diverged",
                        diverged={"batch": exc.step, "values": values, "message": str(exc)})
-        elif isinstance(exc, TrainingInterrupted):
-            self.write(trainer, pl_module, "interrupted", signal=exc.signum)
-        elif isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: stopped at once, without a checkpoint
-            self.write(trainer, pl_module, "interrupted", signal=int(signal.SIGINT))
+        elif isinstance(exc, (TrainingInterrupted, KeyboardInterrupt)):  # a second Ctrl-C: at once, no checkpoint
+            self.write(trainer, pl_module, "interrupted", signal=getattr(exc, "signum", int(signal.SIGINT)))
         elif isinstance(exc, DiskFull):  # a failure during training, said where it could not write
-            try:
+            with contextlib.suppress(DiskFull):
                 self.write(trainer, pl_module, "failed", error=str(exc))
-            except DiskFull:
-                pass
         elif not isinstance(exc, UserError) or RunDirBackup.stage == "accepted":  # a refusal is not a run
             self.write(trainer, pl_module, "failed", error=f"{type(exc).__name__}: {exc}")
 
@@ -316,7 +301,7 @@ def train(cfg: DictConfig) -> float | None:
 def _train(cfg: DictConfig, primary: bool) -> float | None:
     """:func:`train`'s work; ``primary``: this process owns the run directory (not a DDP rank > 0)."""
     check_seed(cfg.seed)
-    overwrite = check_overwrite(cfg.get("overwrite", False))
+    overwrite = check_flag(cfg.get("overwrite", False), "overwrite")
     if HydraConfig.initialized():  # (a multirun's jobs; a single run was checked by Hydra's callback)
         check_top_level_keys(cfg, list(HydraConfig.get().overrides.task))
     name = cfg.get("optimized_metric")
@@ -366,7 +351,7 @@ def _train(cfg: DictConfig, primary: bool) -> float | None:
     if primary and cfg.ckpt_path is None:
         slurm.clear_history_of_a_restart(run_dir)  # kept by RunDirBackup until the first batch
     for logger in loggers:
-        logger.log_hyperparams(resolved(cfg))
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     log.info("run directory: %s", run_dir.resolve())
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     # what process 0 of the training processes wrote (under ddp_spawn they are not this process)
@@ -383,11 +368,6 @@ def _train(cfg: DictConfig, primary: bool) -> float | None:
     return metrics[name]
 
 
-def failed_job_value() -> float:
-    """A failed sweep job's value: the worst for the sweeper's ``direction`` (+inf minimising, -inf maximising)."""
-    return slurm.failed_value(OmegaConf.select(HydraConfig.get(), "sweeper.direction"))
-
-
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
@@ -400,11 +380,12 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their trace
         if not report_user_error(exc):
             raise
-        if in_multirun():
-            return failed_job_value()  # a sweep goes on with its next job
-        sys.exit(2)
+        if not in_multirun():
+            sys.exit(2)
+        value = math.nan  # a sweep goes on with its next job
     if value is not None and math.isnan(value) and in_multirun():
-        return failed_job_value()
+        # a failed job's value: the worst for the sweeper's direction (+inf minimising, -inf maximising)
+        return slurm.failed_value(OmegaConf.select(HydraConfig.get(), "sweeper.direction"))
     return value
 
 

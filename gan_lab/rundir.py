@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from gan_lab import slurm
-from gan_lab.errors import TrainingDiverged, UserError
+from gan_lab.errors import TrainingDiverged, UserError, check_flag
 from gan_lab.fs import DiskFull, atomic_write, atomic_write_text, process_alive, remove_orphan_temp_files
 
 log = logging.getLogger("gan_lab")
@@ -89,7 +89,9 @@ class RunDirLock:
         if not cls._at_exit:
             cls._at_exit = bool(atexit.register(cls.release_all))  # a sweep's lock is held until the process ends
         cls.held[name] = (lock, created)
-        atomic_write_text(f"{owner_line()}\n", folder / OWNER_NAME)
+        job = slurm.job_id()  # this process, as the owner record names it
+        where = f"process {os.getpid()} on {socket.gethostname()}" + (f", SLURM job {job}" if job else "")
+        atomic_write_text(f"{where}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n", folder / OWNER_NAME)
         return True
 
     @classmethod
@@ -124,25 +126,12 @@ class RunDirLock:
         return False
 
 
-def owner_line() -> str:
-    """This process, as the lock's owner record names it."""
-    job = slurm.job_id()
-    where = f"process {os.getpid()} on {socket.gethostname()}" + (f", SLURM job {job}" if job else "")
-    return f"{where}, started {time.strftime('%Y-%m-%d %H:%M:%S')}"
-
-
 def owner_of(folder: Path) -> str:
     try:
         line = (folder / OWNER_NAME).read_text().strip()
     except OSError:
         line = ""
     return line or "a process that did not record itself"
-
-
-def check_overwrite(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise UserError(f"overwrite={value!r} must be true or false; e.g. overwrite=true.")
-    return value
 
 
 def _check_clearable(folder: Path, key: str) -> None:
@@ -153,13 +142,12 @@ def _check_clearable(folder: Path, key: str) -> None:
                         f"or root directory; give the run a directory of its own with {key}=<path>.")
 
 
-def replaces_run(run_dir: Path, ckpt_path: Any, overwrite: Any, key: str = "hydra.run.dir",
-                 refuse: bool = True) -> bool:
+def replaces_run(run_dir: Path, ckpt_path: Any, overwrite: Any, refuse: bool = True) -> bool:
     """Whether a run starting in ``run_dir`` replaces the run already there (``overwrite=true``).
 
     A resume from a checkpoint inside ``run_dir`` or a requeued SLURM job continues that run; any
     other run into a directory holding one is refused (with ``refuse``) unless ``overwrite``."""
-    overwrite = check_overwrite(overwrite)
+    overwrite = check_flag(overwrite, "overwrite")
     if slurm.requeued() or not holds_run(run_dir):
         return False
     own = ckpt_path is not None and _inside(Path(str(ckpt_path)), run_dir)
@@ -167,10 +155,10 @@ def replaces_run(run_dir: Path, ckpt_path: Any, overwrite: Any, key: str = "hydr
         if overwrite:
             raise UserError(f"overwrite=true would delete the run in {run_dir}, and with it ckpt_path={ckpt_path}; "
                             f"drop overwrite to continue that run there, or resume into a new directory "
-                            f"({key}=<path>).")
+                            f"(hydra.run.dir=<path>).")
         return False
     if overwrite:
-        _check_clearable(run_dir, key)
+        _check_clearable(run_dir, "hydra.run.dir")
         return True
     if not refuse:
         return False
@@ -179,16 +167,16 @@ def replaces_run(run_dir: Path, ckpt_path: Any, overwrite: Any, key: str = "hydr
     if ckpt_path is None:
         resume = f", continue it with ckpt_path={last}" if last.is_file() else ""
         raise UserError(f"the run directory {run_dir} already holds a run ({holds}); choose a new directory with "
-                        f"{key}=<path>{resume}, or add overwrite=true to replace that run.")
+                        f"hydra.run.dir=<path>{resume}, or add overwrite=true to replace that run.")
     raise UserError(f"the run directory {run_dir} already holds another run ({holds}) than the one of ckpt_path="
-                    f"{ckpt_path}; resume into a new directory with {key}=<path>, or add overwrite=true to replace "
-                    f"that run.")
+                    f"{ckpt_path}; resume into a new directory with hydra.run.dir=<path>, or add overwrite=true to "
+                    f"replace that run.")
 
 
 def claim_sweep_dir(sweep_dir: Path, overwrite: Any) -> None:
     """Refuse a sweep into a ``hydra.sweep.dir`` holding runs, or with ``overwrite=true`` empty it
     (refused while one of those runs is still training)."""
-    overwrite = check_overwrite(overwrite)
+    overwrite = check_flag(overwrite, "overwrite")
     runs = runs_under(sweep_dir)
     if not runs or slurm.requeued():
         return
@@ -208,9 +196,9 @@ def claim_sweep_dir(sweep_dir: Path, overwrite: Any) -> None:
     log.info("overwrite=true: the runs of %s were removed", sweep_dir)
 
 
-def _remove(path: Path) -> None:
+def _remove(path: Path, ignore_errors: bool = False) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=ignore_errors)
     else:
         path.unlink(missing_ok=True)
 
@@ -232,12 +220,6 @@ def _job_log(run_dir: Path) -> Path | None:
         return None
     path = Path(HydraConfig.get().runtime.output_dir) / f"{HydraConfig.get().job.name}.log"
     return path if _inside(path, run_dir) else None
-
-
-def _hydra_folder() -> str | None:
-    if not HydraConfig.initialized() or HydraConfig.get().output_subdir is None:
-        return None
-    return str(HydraConfig.get().output_subdir)
 
 
 def _rewrite_in_place(path: Path, data: bytes) -> None:
@@ -286,7 +268,8 @@ class RunDirBackup:
         if replace:
             aside = held["aside"] = run_dir / f"{ASIDE_PREFIX}{os.getpid()}"
             aside.mkdir()
-            keep = {LOCK_NAME, OWNER_NAME, "metrics.json.lock", _hydra_folder(),
+            subdir = HydraConfig.get().output_subdir if HydraConfig.initialized() else None  # Hydra's folder
+            keep = {LOCK_NAME, OWNER_NAME, "metrics.json.lock", None if subdir is None else str(subdir),
                     job_log.name if job_log is not None else None}
             for entry in sorted(run_dir.iterdir()):
                 if entry.name not in keep and not entry.name.startswith(ASIDE_PREFIX):
@@ -341,21 +324,15 @@ class RunDirBackup:
     def _restore_held(held: dict[str, Any]) -> None:
         run_dir, aside = held["run_dir"], held["aside"]
         for path in sorted(_every_path(run_dir, skip=aside), key=lambda p: len(p.parts), reverse=True):
-            if path in held["paths"] or path.name in (LOCK_NAME, OWNER_NAME):
-                continue
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)  # made by the refused run
-            else:
-                path.unlink(missing_ok=True)
+            if path not in held["paths"] and path.name not in (LOCK_NAME, OWNER_NAME):
+                _remove(path, ignore_errors=True)  # made by the refused run
         for f, data in held["files"].items():
             if not f.is_file() or f.read_bytes() != data:
                 atomic_write(f, lambda fh, data=data: fh.write(data))
         if aside is not None and aside.is_dir():
             for entry in sorted(aside.iterdir()):
-                target = run_dir / entry.name
-                if target.exists() or target.is_symlink():
-                    _remove(target)
-                os.rename(entry, target)
+                _remove(run_dir / entry.name)
+                os.rename(entry, run_dir / entry.name)
             aside.rmdir()
         if held["log_head"] is not None:
             job_log = _job_log(run_dir)

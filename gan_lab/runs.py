@@ -73,15 +73,6 @@ def required_run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.run_dir)
 
 
-def check_run_dir(run_dir: str | Path) -> Path:
-    """A run directory of ``gan_lab.run``: one with ``.hydra/config.yaml``."""
-    if not (Path(run_dir) / ".hydra" / "config.yaml").is_file():
-        absent = "" if Path(run_dir).is_dir() else " (there is no such folder)"
-        raise UserError(f"run_dir={run_dir} has no .hydra/config.yaml{absent}; pass the directory a training "
-                        f"run printed (`gan_lab: run directory ...`).")
-    return Path(run_dir)
-
-
 class RunDirCheck(Callback):
     """Hydra callback of ``evaluate`` and ``generate``: refuses a missing or bad ``run_dir`` before Hydra makes
     its output folder."""
@@ -121,7 +112,11 @@ def damaged_config(run_dir: str | Path, reason: str) -> UserError:
 def run_config(run_dir: str | Path) -> DictConfig:
     """The training config of a run, with ``run_dir`` set to where the run now lies; a damaged file
     (not YAML, or without ``model`` and ``data``) raises :class:`UserError`."""
-    path = check_run_dir(run_dir) / ".hydra" / "config.yaml"
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():  # not a run directory of gan_lab.run
+        absent = "" if Path(run_dir).is_dir() else " (there is no such folder)"
+        raise UserError(f"run_dir={run_dir} has no .hydra/config.yaml{absent}; pass the directory a training "
+                        f"run printed (`gan_lab: run directory ...`).")
     try:
         cfg = OmegaConf.load(path)
     except UnicodeDecodeError:
