@@ -26,13 +26,6 @@ def check_request(cfg: DictConfig) -> None:
     pick_device(cfg.device)
 
 
-def check_applicable(cfg: DictConfig, metrics: list[str], model) -> None:
-    """Refuse metrics that measure nothing on this model (only class accuracy, on an unconditional one)."""
-    if all(m == "accuracy" for m in metrics) and not model.conditional:
-        raise UserError(f"metrics={metrics!r} measures nothing on run_dir={cfg.run_dir}: class accuracy needs a "
-                        f"class-conditional model; choose other metrics, e.g. metrics=[fid,kid].")
-
-
 def evaluate(cfg: DictConfig) -> dict:
     """Run the evaluation described by ``cfg`` (conf/evaluate.yaml); returns the record."""
     check_request(cfg)
@@ -43,7 +36,9 @@ def evaluate(cfg: DictConfig) -> dict:
         raise UserError(f"run_dir={run_dir} cannot be written ({problem}), and evaluate appends its record to "
                         f"{run_dir / 'metrics.json'}; evaluate a writable copy of the run.")
     run = load_run(run_dir, cfg.ckpt, cfg.device)
-    check_applicable(cfg, evaluator.metrics, run.model)
+    if all(m == "accuracy" for m in evaluator.metrics) and not run.model.conditional:
+        raise UserError(f"metrics={evaluator.metrics!r} measures nothing on run_dir={cfg.run_dir}: class accuracy "
+                        f"needs a class-conditional model; choose other metrics, e.g. metrics=[fid,kid].")
     out_dir = run_dir / "evaluation" / run.checkpoint.stem
     record, flat = evaluator.evaluate(run.model, run.datamodule, out_dir)
     where = {} if run.batch_in_epoch is None else {"batch_in_epoch": run.batch_in_epoch}

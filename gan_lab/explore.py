@@ -83,13 +83,6 @@ def plot_channel_stats(stats: dict[str, torch.Tensor], path: Path, channel_names
     save_figure(fig, path)
 
 
-def histogram(values, path: Path, title: str, xlabel: str, bins: int = 40) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.hist(values, bins=bins, color="tab:blue", edgecolor="white")
-    ax.set(title=title, xlabel=xlabel, ylabel="images")
-    save_figure(fig, path)
-
-
 def explore(cfg: DictConfig) -> dict:
     """Write the exploration files of ``cfg``'s dataset to ``cfg.run_dir``; returns the summary."""
     out = Path(cfg.run_dir)
@@ -125,7 +118,10 @@ def explore(cfg: DictConfig) -> dict:
     file_sizes = getattr(info, "file_sizes", None)
     if file_sizes is not None and len(file_sizes):
         kb = (file_sizes.double() / 1024).numpy()
-        histogram(kb, out / "file_sizes.png", f"{dm.name} {split}: file sizes", "kB")
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.hist(kb, bins=40, color="tab:blue", edgecolor="white")
+        ax.set(title=f"{dm.name} {split}: file sizes", xlabel="kB", ylabel="images")
+        save_figure(fig, out / "file_sizes.png")
         summary["file_kb"] = {"min": round(float(kb.min()), 1), "median": round(float(torch.tensor(kb).median()), 1),
                               "max": round(float(kb.max()), 1)}
     else:

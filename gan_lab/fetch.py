@@ -72,29 +72,19 @@ def _celeba() -> Dataset:
 
 
 ARTGAN = "http://web.fsktm.um.edu.my/~cschan/source/ICIP2017/"
-
-
-def _wikiart() -> Dataset:
-    return Dataset((Source("wikiart.zip", (ARTGAN + "wikiart.zip",), None, ("wikiart",), True),
-                    Source("wikiart_csv.zip", (ARTGAN + "wikiart_csv.zip",), None, ("WikiArt Dataset",), True)))
-
-
 DATASETS = {
     "mnist": _mnist,
     "cifar10": _cifar10,
     "celeba": _celeba,
-    "wikiart": _wikiart,
+    "wikiart": lambda: Dataset((Source("wikiart.zip", (ARTGAN + "wikiart.zip",), None, ("wikiart",), True),
+                                Source("wikiart_csv.zip", (ARTGAN + "wikiart_csv.zip",), None,
+                                       ("WikiArt Dataset",), True))),
     "monet": lambda: Dataset(page="https://www.kaggle.com/competitions/gan-getting-started/data",
                              kaggle="competitions/gan-getting-started", layout="the jpg files of monet_jpg/"),
     "pokemon": lambda: Dataset(page="https://www.kaggle.com/datasets/kvpratama/pokemon-images-dataset",
                                kaggle="datasets/kvpratama/pokemon-images-dataset",
                                layout="the sprites (or their images/ folder), with pokemon.csv if you have it"),
 }
-
-
-def dataset_name(choice: str) -> str:
-    """The fetchable dataset of a ``data=`` choice (the three WikiArt tasks share one)."""
-    return "wikiart" if choice.startswith("wikiart") else choice
 
 
 def digest_of(path: Path, algorithm: str) -> str:
@@ -232,10 +222,8 @@ def fetch_from_kaggle(name: str, dataset: Dataset, root: Path) -> list[str]:
     api.authenticate()
     kind, _, ref = dataset.kaggle.partition("/")
     with tempfile.TemporaryDirectory(dir=root, prefix=".downloading-") as tmp:
-        if kind == "competitions":
-            api.competition_download_files(ref, path=tmp)
-        else:
-            api.dataset_download_files(ref, path=tmp)
+        download_files = api.competition_download_files if kind == "competitions" else api.dataset_download_files
+        download_files(ref, path=tmp)
         archives = list(Path(tmp).glob("*.zip"))
         for archive in archives:
             extract(archive, root)
@@ -258,7 +246,7 @@ def summary(cfg: DictConfig) -> str:
 
 def run(cfg: DictConfig) -> None:
     choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else cfg.data.get("name")
-    name = dataset_name(str(choice))
+    name = "wikiart" if str(choice).startswith("wikiart") else str(choice)  # the three WikiArt tasks share one
     mirror = cfg.fetch.get("mirror") or os.environ.get("GAN_LAB_MIRROR") or None
     fetched = fetch(name, Path(cfg.data.root), mirror)
     print(f"gan_lab: fetched {', '.join(fetched)}" if fetched else f"gan_lab: {name} is already in {cfg.data.root}")

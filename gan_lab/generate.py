@@ -23,11 +23,10 @@ from gan_lab.runs import load_run, pick_device, required_run_dir, write_problem
 MODES = ("linear", "spherical")
 
 
-def class_indices(classes: Sequence | None, class_names: Sequence[str]) -> list[int]:
+def class_indices(classes: Sequence | None, names: list[str]) -> list[int]:
     """Class names (or indices) -> indices; ``None`` -> every class."""
     if classes is None:
-        return list(range(len(class_names)))
-    names = [str(n) for n in class_names]
+        return list(range(len(names)))
     out = []
     for c in classes:
         if str(c) in names:
@@ -155,7 +154,7 @@ def generate(cfg: DictConfig) -> dict[str, str]:
     written: dict[str, str] = {}
     with ema_weights(model, cfg.ema):
         if model.conditional:
-            classes = class_indices(list(cfg.classes) if cfg.classes is not None else None, names)
+            classes = class_indices(as_list(cfg.classes), names)
             labels = torch.tensor(classes).repeat_interleave(int(cfg.per_class))
             images = sample_images(model, labels.numel(), cfg.seed, labels)
             nrow = int(cfg.nrow or cfg.per_class)

@@ -12,7 +12,7 @@ import math
 import statistics
 import sys
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -25,22 +25,14 @@ PREFERRED = ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake")
 CURVES = ("d_loss", "g_loss", "d_real", "d_fake")
 
 
-def final_column(term: str) -> str:
-    return f"{term} (final)"
-
-
-def mean_column(term: str) -> str:
-    return f"{term} (mean)"
-
-
 @dataclass
 class Run:
     path: Path
     overrides: dict[str, str]
     summary: dict
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float]
     #: the training terms of metrics.csv: name -> [(images seen, value)]
-    curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    curves: dict[str, list[tuple[float, float]]]
     #: samples/final.png, when it exists and decodes
     grid: Path | None = None
 
@@ -106,12 +98,7 @@ def find_runs(sweep_dir: Path, damaged: list[Damage] | None = None) -> list[Run]
 def read_run(path: Path) -> Run:
     """A run's overrides, ``metrics.json`` and ``metrics.csv``; :class:`DamagedFile` names the first of
     them that cannot be read."""
-    overrides = {}
-    for item in read_overrides(path / ".hydra" / "overrides.yaml"):
-        key, _, value = str(item).partition("=")
-        key = key.lstrip("+~")
-        if not key.startswith("hydra"):
-            overrides[key] = value
+    overrides = read_overrides(path / ".hydra" / "overrides.yaml")
     summary_file = path / "metrics.json"
     summary = read_summary(summary_file) if summary_file.exists() else {"status": "no metrics.json"}
     final = summary.get("final") or {}
@@ -127,18 +114,18 @@ def read_run(path: Path) -> Run:
                                           f"{exc})") from None
     for term in PREFERRED:
         if term in metrics:
-            metrics[final_column(term)] = metrics.pop(term)
-    run = Run(path, overrides, summary, metrics)
-    run.curves = read_curves(run)
-    run.metrics.update(training_means(run.curves))
-    return run
+            metrics[f"{term} (final)"] = metrics.pop(term)
+    curves = read_curves(path / "metrics.csv")
+    # each training term's mean over every logged step
+    metrics.update({f"train/{name} (mean)": statistics.fmean(v for _, v in points) for name, points in curves.items()})
+    return Run(path, overrides, summary, metrics, curves)
 
 
-def read_overrides(file: Path) -> list:
-    """The list of ``.hydra/overrides.yaml`` (``[]`` when there is none)."""
+def read_overrides(file: Path) -> dict[str, str]:
+    """``.hydra/overrides.yaml`` as ``{key: value}``, Hydra's own keys left out (``{}`` when there is none)."""
     name = ".hydra/overrides.yaml"
     if not file.exists():
-        return []
+        return {}
     try:
         raw = yaml.safe_load(file.read_text())
     except UnicodeDecodeError:
@@ -147,7 +134,8 @@ def read_overrides(file: Path) -> list:
         raise DamagedFile(name, f"is not valid YAML ({yaml_problem(exc)})") from None
     if raw is not None and not isinstance(raw, list):
         raise DamagedFile(name, f"holds a YAML {type(raw).__name__}, not the list of overrides")
-    return raw or []
+    pairs = (str(item).partition("=") for item in raw or [])
+    return {key.lstrip("+~"): value for key, _, value in pairs if not key.lstrip("+~").startswith("hydra")}
 
 
 def read_summary(file: Path) -> dict:
@@ -182,12 +170,6 @@ def grid_problem(grid: Path) -> str | None:
     return None
 
 
-def training_means(curves: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
-    """The mean of each training term over every logged step."""
-    return {mean_column(f"train/{name}"): statistics.fmean(v for _, v in points)
-            for name, points in curves.items() if points}
-
-
 def swept_keys(runs: list[Run]) -> list[str]:
     """Override keys whose value differs between runs, ``seed`` excluded."""
     keys = sorted({k for r in runs for k in r.overrides})
@@ -210,9 +192,8 @@ def fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
 
 
-def table(runs: list[Run], keys: list[str]) -> tuple[str, list[str]]:
-    groups = group_settings(runs, keys)
-    columns = [c for term in PREFERRED for c in (final_column(term), mean_column(term))]
+def table(runs: list[Run], groups: dict[tuple, list[Run]], keys: list[str]) -> tuple[str, list[str]]:
+    columns = [f"{term} ({kind})" for term in PREFERRED for kind in ("final", "mean")]
     names = [m for m in columns if any(m in r.metrics for r in runs)]
     names += sorted({m for r in runs for m in r.metrics} - set(names) - {"train/batches_seen", "train/images_seen"})
     header = [*(keys or ["setting"]), "seeds", "status", *names]
@@ -236,10 +217,9 @@ def shown_run(members: list[Run]) -> Run:
     return next((m for m in members if m.finished), members[0])
 
 
-def read_curves(run: Run) -> dict[str, list[tuple[float, float]]]:
-    """The training terms of ``metrics.csv`` against images seen; :class:`DamagedFile` for a row that
+def read_curves(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """The training terms of ``metrics.csv`` (``path``) against images seen; :class:`DamagedFile` for a row that
     is not numbers."""
-    path = run.path / "metrics.csv"
     if not path.exists():
         return {}
     out: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -277,15 +257,13 @@ def label(setting: tuple, keys: list[str]) -> str:
 
 
 def plot_curves(groups: dict[tuple, list[Run]], keys: list[str], path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     curves = {s: shown_run(members).curves for s, members in groups.items()}
     if not any(curves.values()):
         return None
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4), squeeze=False)
+    fig = Figure(figsize=(5 * len(CURVES), 4))
+    axes = fig.subplots(1, len(CURVES), squeeze=False)
     for ax, name in zip(axes[0], CURVES):
         for setting, c in curves.items():
             if c.get(name):
@@ -297,15 +275,11 @@ def plot_curves(groups: dict[tuple, list[Run]], keys: list[str], path: Path) -> 
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
 def plot_metric_vs_param(runs: list[Run], keys: list[str], names: list[str], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     written = []
     for key in keys:
@@ -318,7 +292,8 @@ def plot_metric_vs_param(runs: list[Run], keys: list[str], names: list[str], out
         shown = [n for n in names if any(n in r.metrics for r in runs)]
         if not shown:
             continue
-        fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.5), squeeze=False)
+        fig = Figure(figsize=(4 * len(shown), 3.5))
+        axes = fig.subplots(1, len(shown), squeeze=False)
         for ax, name in zip(axes[0], shown):
             pts = sorted((float(r.overrides[key]), r.metrics[name]) for r in runs
                          if key in r.overrides and name in r.metrics)
@@ -331,7 +306,6 @@ def plot_metric_vs_param(runs: list[Run], keys: list[str], names: list[str], out
         fig.tight_layout()
         path = out / f"metric_vs_{key.replace('/', '_').replace('.', '_')}.png"
         fig.savefig(path, dpi=90)
-        plt.close(fig)
         written.append(path)
     return written
 
@@ -385,8 +359,8 @@ def report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
         raise UserError(f"{named} cannot be created ({exc.strerror or exc}); pass a writable folder with "
                         f"--out <folder>.") from None
     keys = swept_keys(runs)
-    md, names = table(runs, keys)
     groups = group_settings(runs, keys)
+    md, names = table(runs, groups, keys)
     figures = [plot_curves(groups, keys, out / "curves.png"), *plot_metric_vs_param([r for r in runs if r.finished], keys, names, out),
                sample_sheet(groups, keys, out / "samples.png")]
     seeds = sorted({r.overrides.get("seed", "config") for r in runs})
@@ -396,7 +370,7 @@ def report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
             f"over every logged step of the run (metrics.csv); each cell is the mean ± std over the seeds that "
             f"finished (completed, or reached their time budget; `seeds` counts them, `status` says how every run "
             f"ended: diverged, interrupted and crashed runs are left out of the statistics).", "", md, ""]
-    unfinished = unfinished_runs(runs, sweep_dir)
+    unfinished = [unfinished_line(r, sweep_dir) for r in runs if not r.finished]
     if unfinished:
         text += ["Runs that did not finish:", "", *unfinished, ""]
     if damaged:
@@ -411,23 +385,18 @@ def report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     return path
 
 
-def unfinished_runs(runs: list[Run], sweep_dir: Path) -> list[str]:
-    """A line for each run that did not finish: its folder, how it ended, why, its SLURM job and logs."""
-    lines = []
-    for r in runs:
-        if r.finished:
-            continue
-        s = r.summary
-        why = s.get("error") or (s.get("diverged") or {}).get("message") or (
-            f"signal {s['signal']}" if "signal" in s else "")
-        job = s.get("slurm") or {}
-        where = f"; SLURM job {job['job_id']}" if job.get("job_id") else ""
-        where += f", requeued {job['requeues']} times" if job.get("requeues") else ""
-        where += f"; logs: {job['logs']}" if job.get("logs") else ""
-        last = r.path / "checkpoints" / "last.ckpt"
-        where += f"; continue it with ckpt_path={last}" if r.status == "interrupted" and last.is_file() else ""
-        lines.append(f"- `{r.path.relative_to(sweep_dir)}`: {r.status}{f' ({why})' if why else ''}{where}")
-    return lines
+def unfinished_line(r: Run, sweep_dir: Path) -> str:
+    """The line of a run that did not finish: its folder, how it ended, why, its SLURM job and logs."""
+    s = r.summary
+    why = s.get("error") or (s.get("diverged") or {}).get("message") or (
+        f"signal {s['signal']}" if "signal" in s else "")
+    job = s.get("slurm") or {}
+    where = f"; SLURM job {job['job_id']}" if job.get("job_id") else ""
+    where += f", requeued {job['requeues']} times" if job.get("requeues") else ""
+    where += f"; logs: {job['logs']}" if job.get("logs") else ""
+    last = r.path / "checkpoints" / "last.ckpt"
+    where += f"; continue it with ckpt_path={last}" if r.status == "interrupted" and last.is_file() else ""
+    return f"- `{r.path.relative_to(sweep_dir)}`: {r.status}{f' ({why})' if why else ''}{where}"
 
 
 def main(argv: list[str] | None = None) -> int:
