@@ -3,6 +3,7 @@ it prints and appends."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -38,26 +39,20 @@ TABLE_HEADER = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
 
 
 def cpu_name() -> str:
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or platform.machine()
-
-
-def machine() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
-    return (f"CPU {cpu_name()} ({cores} cores), GPU {gpu}, torch {torch.__version__}, "
-            f"lightning {L.__version__}, Python {platform.python_version()}")
 
 
 def section_header(command: str) -> str:
     """A report's heading: the time, the machine and the command."""
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    return f"## {when}\n\nMachine: {machine()}\n\nCommand: `{command}`"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    return (f"## {when}\n\nMachine: CPU {cpu_name()} ({cores} cores), GPU {gpu}, torch {torch.__version__}, "
+            f"lightning {L.__version__}, Python {platform.python_version()}\n\nCommand: `{command}`")
 
 
 def reopened(path: Path, header: str) -> str:
@@ -228,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         if args.what == "suite" and args.list:
-            for i, row in enumerate(SUITES[args.device]):
-                print(f"{i:3d}  {row}")
+            print("\n".join(f"{i:3d}  {row}" for i, row in enumerate(SUITES[args.device])))
             return 0
         if args.what == "suite":
             jobs = suite_jobs(args)

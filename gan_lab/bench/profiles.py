@@ -8,14 +8,6 @@ from typing import Sequence
 import torch
 
 
-def profiler_for(device: torch.device):
-    """A ``torch.profiler`` recording host ops, and the device's kernels on a GPU."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    return profile(activities=activities)
-
-
 @dataclass
 class Profile:
     """Where a loop's time went over ``batches`` batches: ``ops`` maps each top-level aten op (not

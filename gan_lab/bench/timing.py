@@ -12,13 +12,15 @@ from typing import Callable, ContextManager, Sequence
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import LambdaCallback
 from omegaconf import DictConfig, open_dict
 from torch import Tensor
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 
 from gan_lab import CONFIG_DIR
 from gan_lab.bench.plain import DeviceBatches, PlainLoop, sync
-from gan_lab.bench.profiles import Profile, profile_table, profiler_for
+from gan_lab.bench.profiles import Profile, profile_table
 from gan_lab.build import build_callbacks, build_loggers, build_model, build_trainer, serve_draws
 from gan_lab.callbacks.fast_path import FastPath, compile_mode, compile_nets, use_channels_last
 from gan_lab.data.base import EpochSampler, ImageDataModule
@@ -123,7 +125,7 @@ def bench_config(args: argparse.Namespace) -> DictConfig:
                             f"decides the updates on the host from D's outputs, which that capture does not "
                             f"reproduce; time the model without --cuda-graph, or without {what}.")
     with open_dict(cfg):  # what build_datamodule publishes, for synthetic RGB data
-        cfg.callbacks.growth = None  # the bench holds the phase still (FixedPhase)
+        cfg.callbacks.growth = None  # the bench holds the phase still (bench_train)
         cfg.data.channels = 3
         cfg.data.num_classes = args.num_classes
         cfg.data.class_names = [str(i) for i in range(args.num_classes)]
@@ -137,16 +139,6 @@ def fresh_model(cfg: DictConfig, device: torch.device, phase: tuple[int, float] 
     if phase is not None:
         model.set_phase(*phase)
     return model
-
-
-class FixedPhase(L.Callback):
-    """Holds a growing model at one phase ``(resolution, alpha)`` through a fit, in place of its growth schedule."""
-
-    def __init__(self, phase: tuple[int, float]) -> None:
-        self.phase = phase
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        pl_module.set_phase(*self.phase)
 
 
 def one_epoch(cfg: DictConfig, batches: int | None = None, as_run: bool = False) -> None:
@@ -166,8 +158,7 @@ def compare_rates(ours: Sequence[tuple[int, float]], plain: Sequence[tuple[int, 
     of the ratios of repetition k of one loop to repetition k of the other."""
     if not ours or len(ours) != len(plain):
         raise ValueError(f"need as many timings of each loop, at least one ({len(ours)} and {len(plain)})")
-    rates_ours = [n / seconds for n, seconds in ours]
-    rates_plain = [n / seconds for n, seconds in plain]
+    rates_ours, rates_plain = ([n / seconds for n, seconds in loop] for loop in (ours, plain))
     ratios = [a / b for a, b in zip(rates_ours, rates_plain)]
     return statistics.median(rates_ours), statistics.median(rates_plain), statistics.median(ratios)
 
@@ -191,7 +182,8 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
     plain = PlainLoop(plain_model, cfg.trainer.precision, device, graphed=args.cuda_graph)
     gan = fresh_model(cfg, device, phase)
     served = args.batch_size * gan.draws_per_batch  # real images a batch (model.fresh_reals: one draw per D update)
-    held = [] if phase is None else [FixedPhase(phase)]
+    # a growing model held at one phase through a fit, in place of its growth schedule
+    held = [] if phase is None else [LambdaCallback(on_fit_start=lambda trainer, module: module.set_phase(*phase))]
     # one instance: compiles once, in the first fit (a graph is captured again in each fit's warm-up)
     fast_path = FastPath(args.channels_last, mode, cuda_graph=args.cuda_graph,
                          graph_warmup=PlainLoop.GRAPH_WARMUP)
@@ -243,8 +235,9 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
         return row, None
 
     def profiled(run: Callable[[int, ContextManager], tuple[int, float]]) -> Profile:
-        """One more run of a loop, after the timed ones, with the profiler on over ``--profile`` batches."""
-        prof = profiler_for(device)
+        """One more run of a loop, after the timed ones, with the profiler on over ``--profile`` batches (host ops,
+        and the device's kernels on a GPU)."""
+        prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else []))
         images_timed, seconds = run(args.warmup + args.profile, prof)
         return Profile.of(prof, images_timed // served, seconds)
 
@@ -262,21 +255,19 @@ def bench_data(args: argparse.Namespace) -> tuple[list[str], None]:
     else:
         loader = dm.train_dataloader()
 
-    def epoch() -> tuple[int, float]:
+    def epoch(e: int) -> float:
+        """Images/s of epoch ``e``."""
+        loader.sampler.set_epoch(e)
         n, start = 0, time.perf_counter()
         for batch in loader:
             images, labels = dm.on_after_batch_transfer(
                 (batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)), 0)
             n += images.shape[0]
         sync(device)
-        return n, time.perf_counter() - start
+        return n / (time.perf_counter() - start)
 
-    epoch()  # warm-up (first touch of the memory, worker start)
-    rates = []
-    for e in range(args.repeats):
-        loader.sampler.set_epoch(e + 1)
-        n, seconds = epoch()
-        rates.append(n / seconds)
+    epoch(0)  # warm-up (first touch of the memory, worker start)
+    rates = [epoch(e + 1) for e in range(args.repeats)]
     served = "held on the device" if args.on_device else f"DataLoader, num_workers {args.num_workers}"
     setting = (f"{args.data_size}x{args.data_size}x3 uint8, {args.data_images} images, batch {args.batch_size}, "
                f"{served}, {device.type}, {torch.get_num_threads()} threads")

@@ -10,6 +10,7 @@ import os
 import time
 from functools import cached_property
 from pathlib import Path
+from typing import Iterable
 
 import torch
 import torch.nn as nn
@@ -31,13 +32,17 @@ INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
 DOMAIN_VERSION = 2
 
 
+def sha256_of(chunks: Iterable[bytes | Tensor], digits: int) -> str:
+    """The first ``digits`` hex digits of the SHA-256 of ``chunks`` (bytes, or tensors' raw data), in order."""
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk.detach().cpu().contiguous().numpy().tobytes() if isinstance(chunk, Tensor) else chunk)
+    return h.hexdigest()[:digits]
+
+
 def weights_checksum(module: nn.Module) -> str:
     """SHA-256 (first 16 hex digits) of a module's parameters and buffers, in state-dict order."""
-    h = hashlib.sha256()
-    for key, value in module.state_dict().items():
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return sha256_of((x for key, value in module.state_dict().items() for x in (key.encode(), value)), 16)
 
 
 class FeatureExtractor(nn.Module, ABC):
@@ -58,7 +63,7 @@ class FeatureExtractor(nn.Module, ABC):
         return super().train(False)
 
     def logits(self, images: Tensor) -> Tensor | None:
-        return None
+        return self.extract(images)[1]
 
     def extract(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         """Features and class logits (``None`` without a head) of one batch, in one pass."""
@@ -74,20 +79,16 @@ class FeatureExtractor(nn.Module, ABC):
                 **{f"extractor_{k}": v for k, v in self.quality.items()}}
 
 
-def conv_trunk(channels: int, num_features: int) -> nn.Sequential:
-    """32x32 -> ``num_features``: three strided convolutions, one more at 4x4, global average pooling."""
-    def block(cin, cout, stride):
-        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2)]
-    return nn.Sequential(*block(channels, 16, 2), *block(16, 32, 2), *block(32, 64, 2),
-                         *block(64, num_features, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-
-
 class _DomainNet(FeatureExtractor):
-    """A small CNN trained on the dataset (:func:`conv_trunk`): its trunk gives the features."""
+    """A small CNN trained on the dataset; its trunk gives the features: 32x32 -> ``num_features`` through three
+    strided convolutions, one more at 4x4, and global average pooling."""
 
     def __init__(self, channels: int, input_size: int, num_features: int, name: str) -> None:
         super().__init__()
-        self.trunk = conv_trunk(channels, num_features)
+        blocks = ((channels, 16, 2), (16, 32, 2), (32, 64, 2), (64, num_features, 1))  # in, out, stride
+        self.trunk = nn.Sequential(*[layer for cin, cout, stride in blocks for layer in (
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))],
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.input_size, self.num_features, self.name = int(input_size), int(num_features), name
         self.resize = f"bilinear-antialias to {input_size}px"
         self.quality = {}
@@ -110,9 +111,6 @@ class DomainClassifier(_DomainNet):
         super().__init__(channels, input_size, num_features, name)
         self.head = nn.Linear(num_features, num_classes)
         self.num_classes = int(num_classes)
-
-    def logits(self, images: Tensor) -> Tensor:
-        return self.head(self(images))
 
     def extract(self, images: Tensor) -> tuple[Tensor, Tensor]:
         features = self(images)
@@ -142,7 +140,8 @@ class InceptionExtractor(FeatureExtractor):
     """torch-fidelity's FID Inception-v3 from a weights file: 2048 pool features and 1008 unbiased IS logits
     in one pass, inputs resized to 299px."""
 
-    num_classes = 1008
+    name, num_features, num_classes = "inception-v3-compat", 2048, 1008
+    resize = "torch-fidelity bilinear (TF1-compatible) to 299px"
 
     def __init__(self, weights_path: str | Path) -> None:
         super().__init__()
@@ -156,8 +155,6 @@ class InceptionExtractor(FeatureExtractor):
             raise UserError(f"inception_weights={path} is not torch-fidelity's Inception-v3 weights file "
                             f"({INCEPTION_FILE}): {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0].rstrip('.')}; "
                             f"replace it or use kind=domain.") from None
-        self.num_features, self.name = 2048, "inception-v3-compat"
-        self.resize = "torch-fidelity bilinear (TF1-compatible) to 299px"
         self.quality = {}
         with open(path, "rb") as fh:
             self.checksum = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
@@ -172,9 +169,6 @@ class InceptionExtractor(FeatureExtractor):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.extract(images)[0]
-
-    def logits(self, images: Tensor) -> Tensor:
-        return self.extract(images)[1]
 
 
 @torch.no_grad()
@@ -201,20 +195,9 @@ def find_inception_weights(configured: str | None = None) -> Path | None:
             raise UserError(f"inception_weights={configured} does not exist; point it at "
                             f"{INCEPTION_FILE} or set inception_weights=null.")
         return Path(configured)
-    for folder in (Path(torch.hub.get_dir()) / "checkpoints",
-                   Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "torch" / "hub" / "checkpoints"):
-        if (folder / INCEPTION_FILE).is_file():
-            return folder / INCEPTION_FILE
-    return None
-
-
-def data_key(images: Tensor, labels: Tensor, *parts) -> str:
-    """A key that changes whenever the training data or the extractor recipe changes."""
-    h = hashlib.sha256()
-    h.update(images.contiguous().numpy().tobytes())
-    h.update(labels.contiguous().numpy().tobytes())
-    h.update(repr(parts).encode())
-    return h.hexdigest()[:12]
+    folders = (Path(torch.hub.get_dir()) / "checkpoints",
+               Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "torch" / "hub" / "checkpoints")
+    return next((folder / INCEPTION_FILE for folder in folders if (folder / INCEPTION_FILE).is_file()), None)
 
 
 def domain_net(channels: int, num_classes: int, input_size: int, name: str) -> FeatureExtractor:
@@ -248,8 +231,7 @@ def train_domain_extractor(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tens
             opt.step()
             sched.step()
     net.eval().requires_grad_(False)
-    net.quality = evaluate_extractor(net, val, device)
-    net.quality["train_steps"] = steps
+    net.quality = {**evaluate_extractor(net, val, device), "train_steps": steps}
     log.info("trained feature extractor %s in %.1f s: %s", name, time.time() - start, net.quality)
     return net
 
@@ -258,23 +240,20 @@ def train_domain_extractor(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tens
 def evaluate_extractor(net: FeatureExtractor, val: tuple[Tensor, Tensor], device, batch_size: int = 512) -> dict:
     """Held-out accuracy of a classifier, or mean squared reconstruction error of an auto-encoder."""
     images, labels = val
-    correct, err, n = 0, 0.0, images.shape[0]
+    autoencoder, total, n = isinstance(net, DomainAutoencoder), 0, images.shape[0]
     for i in range(0, n, batch_size):
         x, y = images[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
-        if isinstance(net, DomainAutoencoder):
-            err += F.mse_loss(net.reconstruct(x), net.prepare(x), reduction="sum").item() / x[0].numel()
-        else:
-            correct += (net.logits(x).argmax(1) == y).sum().item()
-    if isinstance(net, DomainAutoencoder):
-        return {"val_mse": round(err / max(n, 1), 6)}
-    return {"val_accuracy": round(correct / max(n, 1), 4)}
+        if autoencoder:  # squared error per image, summed
+            total += F.mse_loss(net.reconstruct(x), net.prepare(x), reduction="sum").item() / x[0].numel()
+        else:  # correct predictions
+            total += (net.logits(x).argmax(1) == y).sum().item()
+    return {"val_mse": round(total / max(n, 1), 6)} if autoencoder else {"val_accuracy": round(total / max(n, 1), 4)}
 
 
 def load_cached_extractor(net: FeatureExtractor, path: Path) -> str | None:
     """Load the cached weights at ``path`` into ``net`` after checking zip CRCs, keys, shapes, dtypes, finite
     values and the quality record; returns what is wrong with the file, or ``None``."""
-    damage = zip_damage(path)
-    if damage is not None:
+    if (damage := zip_damage(path)) is not None:
         return damage
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -316,9 +295,9 @@ def load_extractor(dataset: str, train: tuple[Tensor, Tensor], val: tuple[Tensor
                             f"{Path(torch.hub.get_dir()) / 'checkpoints'} or at inception_weights=<path>, and they "
                             f"were not found; download them from {INCEPTION_URL} or use kind=domain.")
     what = "classifier" if num_classes > 1 else "autoencoder"
-    size = train[0].shape[-1]
-    key = data_key(train[0], train[1], DOMAIN_VERSION, what, input_size, steps, seed)
-    name = f"{what}-{dataset}-{size}px-{key}"
+    # a key that changes whenever the training data or the extractor recipe changes
+    key = sha256_of((train[0], train[1], repr((DOMAIN_VERSION, what, input_size, steps, seed)).encode()), 12)
+    name = f"{what}-{dataset}-{train[0].shape[-1]}px-{key}"
     path = Path(cache_dir) / f"{name}.pt"
     remove_orphan_temp_files(cache_dir, (".pt",))
     if path.is_file():

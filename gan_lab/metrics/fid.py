@@ -18,27 +18,18 @@ from gan_lab.metrics.sampling import seeded
 CHUNK = 4096
 
 
-class _Given(nn.Module):
-    """Pass-through ``feature`` module for torchmetrics."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = int(num_features)
-
-    def forward(self, features: Tensor) -> Tensor:
-        return features
-
-
-def _quiet(metric_class, **kwargs):
-    """``metric_class(**kwargs)`` without torchmetrics' warning that all features stay in memory."""
+def _metric(metric_class, features: Tensor, **kwargs):
+    """``metric_class(**kwargs)`` on ``features``' device, with a pass-through ``feature`` module of their width,
+    without torchmetrics' warning that all features stay in memory."""
+    given = nn.Identity()
+    given.num_features = features.shape[1]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        return metric_class(**kwargs)
+        return metric_class(feature=given, **kwargs).to(features.device)
 
 
 def _fed(metric, real: Tensor, fake: Tensor):
-    """``metric`` on ``real``'s device, updated with both sets of features a chunk at a time."""
-    metric = metric.to(real.device)
+    """``metric`` updated with both sets of features a chunk at a time."""
     for x in real.split(CHUNK):
         metric.update(x, real=True)
     for x in fake.to(real.device).split(CHUNK):
@@ -49,7 +40,7 @@ def _fed(metric, real: Tensor, fake: Tensor):
 @torch.no_grad()
 def frechet_distance(real: Tensor, fake: Tensor) -> float:
     """FID between two sets of features ``[N, F]`` (e.g. :func:`~gan_lab.metrics.features.extract_all`)."""
-    metric = _fed(FrechetInceptionDistance(feature=_Given(real.shape[1]), reset_real_features=True), real, fake)
+    metric = _fed(_metric(FrechetInceptionDistance, real, reset_real_features=True), real, fake)
     return float(metric.compute().clamp_min(0.0))
 
 
@@ -58,8 +49,7 @@ def kernel_distance(real: Tensor, fake: Tensor, subset_size: int = 1000, subsets
                     seed: int = 0) -> tuple[float, float]:
     """KID (mean, std over ``subsets`` random subsets); ``subset_size`` is capped by both set sizes."""
     size = min(subset_size, real.shape[0], fake.shape[0])
-    metric = _fed(_quiet(KernelInceptionDistance, feature=_Given(real.shape[1]), subsets=subsets, subset_size=size),
-                  real, fake)
+    metric = _fed(_metric(KernelInceptionDistance, real, subsets=subsets, subset_size=size), real, fake)
     with seeded(seed, real.device):
         mean, std = metric.compute()
     return float(mean), float(std)
@@ -69,7 +59,7 @@ def kernel_distance(real: Tensor, fake: Tensor, subset_size: int = 1000, subsets
 def inception_score(logits: Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
     """Inception Score (mean, std over ``splits``; std 0 with one split) from class logits ``[N, C]``."""
     splits = max(1, min(splits, logits.shape[0] // 2))
-    metric = _quiet(InceptionScore, feature=_Given(logits.shape[1]), splits=splits).to(logits.device)
+    metric = _metric(InceptionScore, logits, splits=splits)
     for x in logits.split(CHUNK):
         metric.update(x)
     with seeded(seed, logits.device), warnings.catch_warnings():

@@ -14,7 +14,7 @@ def ball_radii(features: Tensor, k: int) -> Tensor:
     """Distance of each row of ``features`` to its ``k``-th nearest *other* row [N]."""
     if not 1 <= k < features.shape[0]:
         raise ValueError(f"k={k} needs 1 <= k < {features.shape[0]} (the number of feature vectors)")
-    dist, _ = nearest_neighbours(features, features, k, exclude_self=True)
+    dist, _ = nearest_neighbours(features, features, k, self_rows=torch.arange(features.shape[0]))
     return dist[:, k - 1]
 
 

@@ -7,13 +7,10 @@ from torch import Tensor
 
 @torch.no_grad()
 def nearest_neighbours(queries: Tensor, references: Tensor, k: int = 1, batch_size: int = 512,
-                       exclude_self: bool = False, self_rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                       self_rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Euclidean distances [M, k] and indices [M, k] of the ``k`` nearest rows of ``references``
-    [N, D] for each row of ``queries`` [M, D]. ``exclude_self`` skips index i for query i;
-    ``self_rows`` [M] gives, per query, a reference row to skip."""
+    [N, D] for each row of ``queries`` [M, D]. ``self_rows`` [M] gives, per query, a reference row to skip."""
     queries, references = queries.float().flatten(1), references.float().flatten(1)
-    if exclude_self and self_rows is None:
-        self_rows = torch.arange(queries.shape[0])
     k = min(k, references.shape[0] - int(self_rows is not None))
     dists, idxs = [], []
     for i in range(0, queries.shape[0], batch_size):

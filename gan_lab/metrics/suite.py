@@ -35,43 +35,29 @@ def default_cache_dir(datamodule) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gan_lab" / "feature_extractors"
 
 
-def match_resolution(images: Tensor, size: int) -> Tensor:
-    """uint8 images area-downsampled to ``size``, as a DataModule serves a lower resolution."""
-    if images.shape[-1] == size:
-        return images
-    x = torch.nn.functional.adaptive_avg_pool2d(images.float(), size)
-    return x.round().clamp(0, 255).to(torch.uint8)
-
-
-def pixel_rows(images: Tensor) -> Tensor:
-    """Images -> rows in [0, 1] (the pixel space of the nearest-neighbour distances)."""
-    return to_unit(images).flatten(1)
-
-
 #: seed of the random choice of a split's reference images (fixed: every run compares with the same)
 REFERENCE_SEED = 0
 
 
-def reference_rows(n: int, cap: int) -> Tensor:
-    """Sorted rows of a split of ``n`` images that a metric compares with: all, or ``cap`` at random
-    (:data:`REFERENCE_SEED`)."""
-    if n <= cap:
-        return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(REFERENCE_SEED))[:cap].sort().values
-
-
 class _Split:
-    """Images and labels of a split, at the generator's resolution."""
+    """Images and labels of a split, at the generator's resolution (area-downsampled, as a DataModule serves a
+    lower resolution)."""
 
     def __init__(self, dataset, size: int) -> None:
-        self.images, self.labels = match_resolution(dataset.images, size), dataset.labels
+        images = dataset.images
+        if images.shape[-1] != size:
+            images = torch.nn.functional.adaptive_avg_pool2d(images.float(), size).round().clamp(0, 255).to(torch.uint8)
+        self.images, self.labels = images, dataset.labels
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def sample(self, cap: int) -> tuple[Tensor, Tensor]:
-        """At most ``cap`` of the split's images and their labels (:func:`reference_rows`)."""
-        rows = reference_rows(len(self), cap)
+        """At most ``cap`` of the split's images and their labels: all, or ``cap`` sorted rows chosen at random
+        (:data:`REFERENCE_SEED`)."""
+        n = len(self)
+        rows = torch.arange(n) if n <= cap else \
+            torch.randperm(n, generator=torch.Generator().manual_seed(REFERENCE_SEED))[:cap].sort().values
         return self.images[rows], self.labels[rows]
 
     def chosen(self, cap: int) -> str | None:
@@ -90,7 +76,7 @@ class Evaluator:
         metrics: any of ``fid, kid, is, precision_recall, density_coverage, parzen, neighbours,
             memorisation, accuracy, scores``.
         num_samples: generated images for FID/KID/IS/memorisation/scores (and per-class total for accuracy).
-        num_real: cap on the real images of a split (a fixed random sample, :func:`reference_rows`).
+        num_real: cap on the real images of a split (a fixed random sample, seed :data:`REFERENCE_SEED`).
         real_split: split that FID, KID, precision/recall and density/coverage compare with;
             nearest neighbours and memorisation always use ``train``.
         parzen_samples: generated images that carry a Parzen kernel.
@@ -155,14 +141,6 @@ class Evaluator:
             return None
         main = self.extractor(datamodule, device)
         return main if main.num_classes == int(datamodule.num_classes) else self.extractor(datamodule, device, "domain")
-
-    def real_features(self, extractor: FeatureExtractor, datamodule, split: str, images: Tensor, device) -> Tensor:
-        """Features of ``images`` of a real split, cached by extractor, split storage and image shape."""
-        source = datamodule.dataset(split).images
-        key = (extractor.name, extractor.checksum, split, source.data_ptr(), tuple(images.shape))
-        if key not in self._real_features:  # kept in host memory: a growing model adds a size per resolution
-            self._real_features[key] = extract_all(extractor, images, self.batch_size, device)[0].cpu()
-        return self._real_features[key].to(device)
 
     # --- the evaluation ------------------------------------------------------------------
 
@@ -240,26 +218,29 @@ class Context:
     def fake_features(self) -> Tensor:
         return self.fake_features_and_logits[0]
 
+    def features_of(self, split: str, images: Tensor) -> Tensor:
+        """Features of ``images`` of a real split, kept by the evaluator by extractor, split storage and image shape."""
+        cache, source = self.evaluator._real_features, self.datamodule.dataset(split).images
+        key = (self.extractor.name, self.extractor.checksum, split, source.data_ptr(), tuple(images.shape))
+        if key not in cache:  # kept in host memory: a growing model adds a size per resolution
+            cache[key] = extract_all(self.extractor, images, self.evaluator.batch_size, self.device)[0].cpu()
+        return cache[key].to(self.device)
+
     @cached_property
     def real_features(self) -> Tensor:
-        return self.evaluator.real_features(self.extractor, self.datamodule, self.evaluator.real_split,
-                                            self.real_images, self.device)
+        return self.features_of(self.evaluator.real_split, self.real_images)
 
     @cached_property
     def train_features(self) -> Tensor:
-        if self.train is self.real:
-            return self.real_features
-        return self.evaluator.real_features(self.extractor, self.datamodule, "train", self.train_images, self.device)
+        return self.real_features if self.train is self.real else self.features_of("train", self.train_images)
 
     @cached_property
     def val_features(self) -> Tensor:
-        return self.evaluator.real_features(self.extractor, self.datamodule, "val",
-                                            self.val.sample(self.evaluator.num_real)[0], self.device)
+        return self.features_of("val", self.val.sample(self.evaluator.num_real)[0])
 
 
 def fid(context: Context) -> dict:
-    value = frechet_distance(context.real_features, context.fake_features)
-    return {"value": value, **context.base, **context.about}
+    return {"value": frechet_distance(context.real_features, context.fake_features), **context.base, **context.about}
 
 
 def kid(context: Context) -> dict:
@@ -282,20 +263,11 @@ def inception(context: Context) -> dict:
 
 
 def _manifold(context: Context, measure: Callable[..., dict], k: int) -> dict:
+    """Precision/recall or density/coverage (:mod:`gan_lab.metrics.manifold`) of the features."""
     smallest = min(len(context.real_images), context.n_gen)
     if smallest <= k:
         return {"skipped": f"{smallest} images in the smaller set; need more than k={k}"}
     return {**measure(context.real_features, context.fake_features, k), **context.base, "space": "features", **context.about}
-
-
-def precision_and_recall(context: Context) -> dict:
-    """Improved precision (realistic samples) and recall (data covered), Kynkäänniemi et al. 2019."""
-    return _manifold(context, precision_recall, context.evaluator.precision_recall_k)
-
-
-def density_and_coverage(context: Context) -> dict:
-    """Density and coverage, Naeem et al. 2020: the real images' balls alone."""
-    return _manifold(context, density_coverage, context.evaluator.density_coverage_k)
 
 
 def parzen(context: Context) -> dict:
@@ -329,7 +301,8 @@ def neighbours(context: Context) -> dict:
     rows = min(ev.neighbours, context.fake.shape[0])
     res = {**context.on_train, "num_generated": rows, "k": ev.neighbours_k, **context.about}
     device = context.device
-    spaces = (("pixel", pixel_rows(context.fake[:rows]).to(device), pixel_rows(context.train_images).to(device)),
+    spaces = (("pixel", to_unit(context.fake[:rows]).flatten(1).to(device),
+               to_unit(context.train_images).flatten(1).to(device)),
               ("feature", context.fake_features[:rows], context.train_features))
     for space, queries, refs in spaces:
         dist, idx = nearest_neighbours(queries, refs, ev.neighbours_k)
@@ -352,8 +325,7 @@ def accuracy(context: Context) -> dict:
     per_class = max(1, ev.num_samples // num_classes)
     labels = torch.arange(num_classes).repeat_interleave(per_class)
     images, labels = generate_images(model, labels.numel(), ev.seed, ev.batch_size, labels=labels)
-    predicted = torch.cat([classifier.logits(images[i:i + ev.batch_size].to(context.device)).argmax(1).cpu()
-                           for i in range(0, images.shape[0], ev.batch_size)])
+    predicted = extract_all(classifier, images, ev.batch_size, context.device)[1].argmax(1).cpu()
     res = class_accuracy(predicted, labels, list(context.datamodule.class_names))
     return {**res, "num_generated": labels.numel(), "per_class_generated": per_class, "num_real": 0,
             **classifier.describe()}
@@ -370,12 +342,12 @@ def scores(context: Context) -> dict:
 
     real_scores = verdicts(*context.val.sample(ev.num_samples))
     fake_scores = verdicts(context.fake, context.fake_labels)
-    probability = bool(getattr(getattr(model, "loss", None), "probability", True))
     res = {"d_real": float(real_scores.mean()), "d_fake": float(fake_scores.mean()),
            "num_real": len(real_scores), "num_generated": len(fake_scores), "split": "val",
            **({"real_chosen": chosen} if (chosen := context.val.chosen(ev.num_samples)) else {}),
            "discriminator_mode": "eval"}
     if context.out_dir is not None:
+        probability = getattr(getattr(model, "loss", None), "probability", True)
         xlabel = "D(x): probability of real" if probability else "D(x): critic value"
         res["histogram"] = str(score_histogram(real_scores, fake_scores, context.out_dir / "scores.png", xlabel))
     return res
@@ -384,8 +356,10 @@ def scores(context: Context) -> dict:
 #: every metric (``compute(context) -> record``) by its name in ``metrics=[...]``, in the order they run and
 #: are stored; each scores the first ``num_samples`` generated images, Parzen ``parzen_samples``
 REGISTRY: dict[str, Callable[[Context], dict]] = {
-    "fid": fid, "kid": kid, "is": inception, "precision_recall": precision_and_recall,
-    "density_coverage": density_and_coverage, "parzen": parzen, "memorisation": memorisation_rate,
+    "fid": fid, "kid": kid, "is": inception,
+    "precision_recall": lambda c: _manifold(c, precision_recall, c.evaluator.precision_recall_k),
+    "density_coverage": lambda c: _manifold(c, density_coverage, c.evaluator.density_coverage_k),
+    "parzen": parzen, "memorisation": memorisation_rate,
     "neighbours": neighbours, "accuracy": accuracy, "scores": scores,
 }
 
@@ -399,28 +373,24 @@ LOGGED_FIELDS = {"precision_recall": ("precision", "recall"), "density_coverage"
                  "scores": ("d_real", "d_fake")}
 
 
+def _log_keys(metric: str) -> dict[str, str]:
+    """The fields of a metric's record that are logged (per-class accuracies aside), each with its ``val/<name>``."""
+    base = f"val/{LOG_NAMES.get(metric, metric)}"
+    return {"value": base, "std": f"{base}_std", "stderr": f"{base}_stderr",
+            **{field: f"val/{field}" for field in LOGGED_FIELDS.get(metric, ())}}
+
+
 def loggable_names(metrics: Sequence[str], class_names: Sequence[str] = ()) -> set[str]:
     """Every ``val/<name>`` that :func:`logged_values` can give for an evaluation of ``metrics``."""
-    names = set()
-    for metric in metrics:
-        base = f"val/{LOG_NAMES.get(metric, metric)}"
-        names |= {base, f"{base}_std", f"{base}_stderr", *(f"val/{f}" for f in LOGGED_FIELDS.get(metric, ()))}
-        if metric == "accuracy":
-            names |= {f"val/class_accuracy/{c}" for c in class_names}
-    return names
+    per_class = {f"val/class_accuracy/{c}" for c in class_names} if "accuracy" in metrics else set()
+    return {name for metric in metrics for name in _log_keys(metric).values()} | per_class
 
 
 def logged_values(results: dict[str, dict]) -> dict[str, float]:
     """An evaluation's ``results`` (metric name -> record) as flat ``{"val/<name>": value}`` for the
     loggers: values with ``_std`` / ``_stderr``, :data:`LOGGED_FIELDS` and per-class accuracies."""
     flat = {}
-    for name, res in results.items():
-        for field, suffix in (("value", ""), ("std", "_std"), ("stderr", "_stderr")):
-            if field in res:
-                flat[f"val/{LOG_NAMES.get(name, name)}{suffix}"] = float(res[field])
-        for field in LOGGED_FIELDS.get(name, ()):
-            if field in res:
-                flat[f"val/{field}"] = float(res[field])
-        for class_name, value in res.get("per_class", {}).items():
-            flat[f"val/class_accuracy/{class_name}"] = float(value)
+    for metric, res in results.items():
+        flat |= {name: float(res[field]) for field, name in _log_keys(metric).items() if field in res}
+        flat |= {f"val/class_accuracy/{c}": float(value) for c, value in res.get("per_class", {}).items()}
     return flat
