@@ -114,19 +114,14 @@ def rotation_probability(p: float) -> float:
     return 1 - math.sqrt(max(0.0, 1 - p))
 
 
-def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi, ops: Sequence[str] = ADA_OPS,
-            on_device: Tensor | None = None) -> Tensor:
+def _affine(n: int, p: float, device, dtype, ops: Sequence[str] = ADA_OPS, on_device: Tensor | None = None) -> Tensor:
     """Per-sample 2x3 matrices (normalised coordinates, output to input) of ADA's geometric operations, each with
-    probability ``p`` (rotation up to ``rot_max``). An operation left out of ``ops`` still draws its random numbers.
+    probability ``p`` (rotation up to pi). An operation left out of ``ops`` still draws its random numbers.
     ``on_device``: ``p`` and the rotations' probability as a float32 device tensor."""
     p_op, p_rot = (p, rotation_probability(p)) if on_device is None else (on_device[0], on_device[1])
 
-    def chosen(op: str) -> Tensor:
-        return (torch.rand(n, device=device) < p_op).to(dtype) * float(op in ops)
-
-    def rotation_angle() -> Tensor:
-        return ((torch.rand(n, device=device) < p_rot).to(dtype) * float("rotate" in ops)
-                * (torch.rand(n, device=device, dtype=dtype) * 2 - 1) * rot_max)
+    def chosen(op: str, prob: float | Tensor = p_op) -> Tensor:
+        return (torch.rand(n, device=device) < prob).to(dtype) * float(op in ops)
 
     eye = torch.eye(3, device=device, dtype=dtype).expand(n, 3, 3).clone()
 
@@ -149,9 +144,9 @@ def _affine(n: int, p: float, device, dtype, rot_max: float = math.pi, ops: Sequ
     quarter = chosen("rotate90") * torch.randint(0, 4, (n,), device=device).to(dtype) * (math.pi / 2)
     shift = chosen("xint")[:, None] * (torch.rand(n, 2, device=device, dtype=dtype) * 2 - 1) * 0.125 * 2
     iso = torch.exp2(chosen("scale") * torch.randn(n, device=device, dtype=dtype) * 0.2)
-    angle = rotation_angle()
+    angle = chosen("rotate", p_rot) * (torch.rand(n, device=device, dtype=dtype) * 2 - 1) * math.pi
     aniso = torch.exp2(chosen("aniso") * torch.randn(n, device=device, dtype=dtype) * 0.2)
-    angle2 = rotation_angle()
+    angle2 = chosen("rotate", p_rot) * (torch.rand(n, device=device, dtype=dtype) * 2 - 1) * math.pi
     frac = chosen("xfrac")[:, None] * torch.randn(n, 2, device=device, dtype=dtype) * 0.125 * 2
     m = eye
     for t in (linear(flip, 0, 0, 1), rotation(quarter), shifted(shift), linear(iso, 0, 0, iso),
@@ -170,8 +165,7 @@ def ada_pipeline(x: Tensor, p: float, ops: Sequence[str] = ADA_OPS, on_device: T
     p_op: float | Tensor = p if on_device is None else on_device[0]
 
     def chosen(op: str) -> Tensor:
-        mask = _chosen(n, p_op, x)
-        return mask if op in ops else torch.zeros_like(mask)
+        return _chosen(n, p_op, x) * float(op in ops)
 
     theta = _affine(n, p, x.device, torch.float32, ops=ops, on_device=on_device)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)

@@ -38,10 +38,9 @@ class Augment(nn.Module):
         self.crop_p, self.hflip_p = float(crop_p), float(hflip_p)
         self.rotation_p, self.jitter_p = float(rotation_p), float(jitter_p)
         self.crop_scale, self.crop_ratio = tuple(float(v) for v in crop_scale), tuple(float(v) for v in crop_ratio)
-        if self.crop_scale[0] > self.crop_scale[1]:
-            raise UserError(f"augment.crop_scale={list(crop_scale)} must be [low, high] with low <= high.")
-        if self.crop_ratio[0] > self.crop_ratio[1]:
-            raise UserError(f"augment.crop_ratio={list(crop_ratio)} must be [low, high] with low <= high.")
+        for key, given in (("crop_scale", crop_scale), ("crop_ratio", crop_ratio)):
+            if float(given[0]) > float(given[1]):
+                raise UserError(f"augment.{key}={list(given)} must be [low, high] with low <= high.")
         self.degrees = (-float(degrees), float(degrees)) if isinstance(degrees, (int, float)) else tuple(map(float, degrees))
         if rotation_padding not in ("border", "reflection", "zeros"):
             raise UserError(f"augment.rotation_padding={rotation_padding!r}; use border, reflection or zeros.")

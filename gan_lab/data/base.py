@@ -64,10 +64,10 @@ class EpochSampler(Sampler[int]):
 
     Rank ``r`` takes positions ``r, r + world_size, ...``: ``n // world_size`` indices in all."""
 
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, n: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not one of the {world_size} ranks")
-        self.n, self.seed, self.shuffle, self.epoch, self.skip = n, seed, shuffle, 0, 0
+        self.n, self.seed, self.epoch, self.skip = n, seed, 0, 0
         self.rank, self.world_size = int(rank), int(world_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -79,11 +79,8 @@ class EpochSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         start, self.skip = self.skip, 0
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
         return iter(order[self.rank::self.world_size][:len(self)][start:])
 
     def __len__(self) -> int:
@@ -221,6 +218,5 @@ class ImageDataModule(L.LightningDataModule):
         """Contract-conforming float batches outside a Trainer (metrics, nearest neighbours)."""
         ds = self.dataset(split)
         bs = batch_size or self.batch_size
-        for i in range(0, len(ds), bs):
-            images, labels = ds.images[i:i + bs], ds.labels[i:i + bs]
+        for images, labels in zip(ds.images.split(bs), ds.labels.split(bs)):
             yield to_float(images.to(device)), labels.to(device)

@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -42,16 +42,12 @@ class Split:
     source_sizes: Tensor | None = None  # int64 [N, 2] (width, height) before resizing
     skipped: list[str] = field(default_factory=list)       # "name: reason" per skipped source
 
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
 
 def parse_crop(crop: str | int | None) -> str | int:
     """``data.crop`` as ``"center"``, ``"none"`` (also for ``None`` and ``resize``) or a side in source pixels."""
-    if str(crop).lower() in ("none", "resize"):  # also None
-        return "none"
-    if str(crop).lower() == "center":
-        return "center"
+    named = {"none": "none", "resize": "none", "center": "center"}.get(str(crop).lower())  # None too
+    if named:
+        return named
     try:
         side = int(crop)
     except (TypeError, ValueError):
@@ -175,10 +171,9 @@ def progress(iterable, total: int, desc: str):
 
 
 def decode_files(files: Sequence[Path], labels: Sequence[int], image_size: int, channels: int,
-                 crop: str | int, background: tuple[int, int, int], workers: int = 0,
-                 desc: str = "decoding", names: Sequence[str] | None = None) -> Split:
+                 crop: str | int, background: tuple[int, int, int], workers: int, desc: str,
+                 names: Sequence[str]) -> Split:
     """Decode ``files`` in parallel into a :class:`Split`; unreadable files are skipped and listed."""
-    names = list(names) if names is not None else [str(f) for f in files]
     workers = workers or min(32, (os.cpu_count() or 1) + 2)
 
     def one(i: int):
@@ -214,7 +209,7 @@ def decode_files(files: Sequence[Path], labels: Sequence[int], image_size: int, 
 
 
 def split_damage(data: object, channels: int | None = None, image_size: int | None = None) -> str | None:
-    """What is wrong with a loaded cache's content (``Split.to_dict()``), or ``None`` when it is sound."""
+    """What is wrong with a loaded cache's content (a :class:`Split`'s fields), or ``None`` when it is sound."""
     if not isinstance(data, dict):
         return f"it holds a {type(data).__name__}, not a decoded split"
     expected = set(Split.__dataclass_fields__)
@@ -241,9 +236,11 @@ def split_damage(data: object, channels: int | None = None, image_size: int | No
 
 
 def describe_value(value: object) -> str:
-    """A value in a few words: a tensor's dtype and shape, a sequence's type and length."""
+    """A value in a few words: a tensor's or an array's dtype and shape, a sequence's type and length."""
     if isinstance(value, Tensor):
         return f"{str(value.dtype).replace('torch.', '')} {list(value.shape)}"
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype.name} array of shape {value.shape}"
     if isinstance(value, (list, tuple)):
         return f"a {type(value).__name__} of {len(value)}"
     return f"a {type(value).__name__}"
@@ -292,7 +289,7 @@ def cached_split(cache_dir: Path, dataset: str, split: str, key_parts: dict,
             for old in cache_dir.glob(f"{stem}-*.pt"):  # stale versions at this size
                 if old != path:
                     old.unlink(missing_ok=True)
-            atomic_torch_save(data.to_dict(), path)
+            atomic_torch_save(vars(data), path)
             log.info("%s/%s: decoded %d images into %s", dataset, split, len(data.labels), path)
         if data.skipped:
             atomic_write_text("".join(f"{line}\n" for line in data.skipped), report)

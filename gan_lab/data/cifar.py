@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from gan_lab.constraints import Count
-from gan_lab.data.cache import Split
+from gan_lab.data.cache import Split, describe_value
 from gan_lab.data.disk import DiskImageDataModule
 from gan_lab.data.mnist import resize_uint8
 from gan_lab.errors import UserError
@@ -32,15 +32,6 @@ def read_pickle(path: Path) -> dict:
         raise UserError(f"{path} holds a {type(raw).__name__}, not the dict of a CIFAR-10 python pickle; "
                         f"{REDOWNLOAD}.")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
-
-
-def shown(value: object) -> str:
-    """A value in a few words: an array's shape and dtype, a sequence's type and length."""
-    if isinstance(value, np.ndarray):
-        return f"a {value.dtype.name} array of shape {value.shape}"
-    if isinstance(value, (list, tuple)):
-        return f"a {type(value).__name__} of {len(value)}"
-    return f"a {type(value).__name__}"
 
 
 def as_array(value: object) -> np.ndarray | None:
@@ -67,12 +58,12 @@ def read_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     if (array is None or array.ndim != 2 or array.shape[0] == 0 or array.shape[1] != ROW
             or not np.issubdtype(array.dtype, np.integer)
             or (array.dtype != np.uint8 and (array.min() < 0 or array.max() > 255))):
-        raise UserError(f"{path}: data is {shown(data)}; expected uint8 rows of {ROW} values (32x32 RGB), at "
+        raise UserError(f"{path}: data is {describe_value(data)}; expected uint8 rows of {ROW} values (32x32 RGB), at "
                         f"least one: {REDOWNLOAD}.")
     if values is None or values.ndim != 1 or len(values) != len(array) or (
             len(values) and not np.issubdtype(values.dtype, np.integer)):
-        raise UserError(f"{path}: labels are {shown(labels)} for {len(array)} rows of data; expected one class "
-                        f"index per row: {REDOWNLOAD}.")
+        raise UserError(f"{path}: labels are {describe_value(labels)} for {len(array)} rows of data; expected one "
+                        f"class index per row: {REDOWNLOAD}.")
     bad = np.flatnonzero((values < 0) | (values >= num_classes))
     if bad.size:
         raise UserError(f"{path} has label {values[bad[0]]} at index {bad[0]} ({bad.size} of its {len(values)} labels "
@@ -83,19 +74,13 @@ def read_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
 class CIFAR10(DiskImageDataModule):
     """CIFAR-10; 3 channels, 10 classes. ``root`` is ``cifar-10-batches-py`` or its parent."""
 
-    channels = 3
     num_classes = 10
+    class_names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     published = "published at https://www.cs.toronto.edu/~kriz/cifar.html as cifar-10-python.tar.gz"
     layout = "cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta"
 
     def __init__(self, root: str, image_size: Count = 32, **kwargs) -> None:
         super().__init__(root=root, image_size=image_size, **kwargs)
-        self.class_names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                            "ship", "truck"]
-
-    @property
-    def name(self) -> str:
-        return "cifar10"
 
     @property
     def folder(self) -> Path:
@@ -110,7 +95,7 @@ class CIFAR10(DiskImageDataModule):
         meta = read_pickle(path)
         listed = meta.get("label_names")
         if not isinstance(listed, (list, tuple)):
-            found = "no label_names" if listed is None else f"label_names as {shown(listed)}"
+            found = "no label_names" if listed is None else f"label_names as {describe_value(listed)}"
             keys = ", ".join(map(str, meta)) or "none"
             raise UserError(f"{path} has {found} (its keys: {keys}); expected the list of the 10 class names: "
                             f"{REDOWNLOAD}.")

@@ -42,21 +42,12 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.long)
         n = len(order) // self.batch_size * self.batch_size if self.drop_last else len(order)
-        order = order.to(self.device, non_blocking=True)
-        for i in range(0, n, self.batch_size):
-            idx = order[i:i + self.batch_size]
+        for idx in order[:n].to(self.device, non_blocking=True).split(self.batch_size):
             yield take_rows(self.images, idx), take_rows(self.labels, idx)
 
 
 #: one colour channel of a background
 Channel = Annotated[int, Field(ge=0, le=255)]
-
-
-def parse_on_device(value) -> str:
-    text = str(value).lower()
-    if text not in ("auto", "true", "false"):
-        raise UserError(f"data.on_device={value!r} must be auto, true or false.")
-    return text
 
 
 class DiskImageDataModule(ImageDataModule):
@@ -86,7 +77,9 @@ class DiskImageDataModule(ImageDataModule):
         self.root = Path(root).expanduser()
         self.crop, self.background = parse_crop(crop), parse_background(background)
         self._cache_dir = Path(cache_dir).expanduser() if cache_dir else None
-        self.decode_workers, self.on_device = int(decode_workers), parse_on_device(on_device)
+        self.decode_workers, self.on_device = int(decode_workers), str(on_device).lower()
+        if self.on_device not in ("auto", "true", "false"):
+            raise UserError(f"data.on_device={on_device!r} must be auto, true or false.")
         self.info: dict[str, Split] = {}
 
     @cached_property
@@ -134,17 +127,13 @@ class DiskImageDataModule(ImageDataModule):
             raise UserError(f"{self.name}: none of the {len(data.skipped)} training files could be read "
                             f"(listed in {self.cache_folder / f'{self.name}-train-skipped.txt'}); check the "
                             f"files under data.root={self.root}.")
-        self.check_labels(split, data.labels)
-        return data.images, data.labels
-
-    def check_labels(self, split: str, labels: Tensor) -> None:
-        """Refuse labels outside ``0..num_classes-1``."""
-        bad = ((labels < 0) | (labels >= self.num_classes)).nonzero()
+        bad = ((data.labels < 0) | (data.labels >= self.num_classes)).nonzero()
         if len(bad):
             i = int(bad[0])
-            raise UserError(f"{self.name}/{split}: image {i} has label {int(labels[i])}, outside the classes "
+            raise UserError(f"{self.name}/{split}: image {i} has label {int(data.labels[i])}, outside the classes "
                             f"0..{self.num_classes - 1} (decoded into {self.cache_folder}); check or re-download "
                             f"the files under data.root={self.root}.")
+        return data.images, data.labels
 
     # --- serving -----------------------------------------------------------------------------
     def serving_device(self) -> torch.device | None:

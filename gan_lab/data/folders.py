@@ -40,7 +40,6 @@ class ImageFolder(FileImageDataModule):
                  **kwargs) -> None:
         super().__init__(root=root, image_size=image_size, **kwargs)
         self.channels, self.val_fraction = int(channels), float(val_fraction)
-        self.num_classes, self.class_names = 1, ["image"]
         self._files: list[tuple[Path, int]] | None = None
 
     @property
@@ -134,9 +133,6 @@ class Pokemon(ImageFolder):
         self.types = list(types) if types else None
         self._names: dict[str, str] | None = None
         self._unlisted: list[Path] = []
-
-    def classes(self):
-        return []
 
     def type_table(self) -> dict[str, str] | None:
         """lower-case Name -> canonical primary type, or ``None`` without a csv; malformed rows,

@@ -85,40 +85,29 @@ class MNIST(DiskImageDataModule):
     def __init__(self, root: str, image_size: Count = 32, **kwargs) -> None:
         super().__init__(root=root, image_size=image_size, **kwargs)
 
-    @property
-    def name(self) -> str:
-        return "mnist"
-
-    def folders(self) -> list[Path]:
-        """Where the IDX files may lie: the root, then torchvision's folders."""
-        return [self.root, self.root / "MNIST" / "raw", self.root / "raw"]
-
     def check(self) -> None:
         # all four files up front, also for an absent root
         for split in PREFIX:
-            self.files(split)
+            self.source_files(split)
 
     def find(self, split: str, kind: str) -> Path:
-        """The first existing file among the names of ``kind`` (images, labels) of ``split``."""
+        """The first existing file among the names of ``kind`` (images, labels) of ``split``, plain or ``.gz``,
+        in the root, then torchvision's folders."""
         names = [n.format(prefix=PREFIX[split]) for n in NAMES[kind]]
-        for folder in self.folders():
-            for name in names:
-                for candidate in (folder / name, folder / f"{name}.gz"):
-                    if candidate.is_file():
-                        return candidate
-        places = ", ".join(str(f.absolute()) for f in self.folders())
+        folders = [self.root, self.root / "MNIST" / "raw", self.root / "raw"]
+        for candidate in (folder / f"{name}{gz}" for folder in folders for name in names for gz in ("", ".gz")):
+            if candidate.is_file():
+                return candidate
+        places = ", ".join(str(f.absolute()) for f in folders)
         raise UserError(f"mnist: the IDX file {names[0]} was not found: looked for {' or '.join(names)} "
                         f"(plain or .gz) in {places}; put the four MNIST files in one of these folders "
                         f"({self.published}), or point data.root (or the GAN_LAB_DATA folder) at them.")
 
-    def files(self, split: str) -> tuple[Path, Path]:
-        return self.find(split, "images"), self.find(split, "labels")
-
     def source_files(self, split):
-        return list(self.files(split))
+        return [self.find(split, "images"), self.find(split, "labels")]
 
     def build_split(self, split):
-        image_file, label_file = self.files(split)
+        image_file, label_file = self.source_files(split)
         images, labels = read_idx(image_file), read_idx(label_file)
         for path, array in ((image_file, images), (label_file, labels)):
             if array.dtype != np.uint8:

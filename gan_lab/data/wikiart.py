@@ -16,8 +16,7 @@ def find_file(folder: Path, stem: str) -> Path | None:
     if not folder.is_dir():
         return None
     wanted = {stem.lower(), f"{stem}.csv".lower(), f"{stem}.txt".lower()}
-    matches = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower() in wanted)
-    return matches[0] if matches else None
+    return min((p for p in folder.iterdir() if p.is_file() and p.name.lower() in wanted), default=None)
 
 
 def find_dir(folder: Path, name: str) -> Path | None:
@@ -25,8 +24,7 @@ def find_dir(folder: Path, name: str) -> Path | None:
         return folder / name
     if not folder.is_dir():
         return None
-    matches = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.lower() == name.lower())
-    return matches[0] if matches else None
+    return min((p for p in folder.iterdir() if p.is_dir() and p.name.lower() == name.lower()), default=None)
 
 
 def read_lines(path: Path) -> list[tuple[int, str]]:
@@ -97,7 +95,6 @@ class WikiArt(FileImageDataModule):
     in ``root``, ``root/WikiArt Dataset/`` or ``splits_dir``.
     """
 
-    channels = 3
     published = ("images in wikiart.zip and split files in 'WikiArt Dataset/', both published at "
                  "https://github.com/cs-chan/ArtGAN")
 
@@ -127,11 +124,6 @@ class WikiArt(FileImageDataModule):
                 return found
         raise self.missing(candidates[-1] / self.task.capitalize(), f"the {self.task} split folder")
 
-    @property
-    def images_dir(self) -> Path:
-        nested = self.root / "wikiart"
-        return nested if nested.is_dir() else self.root
-
     def split_file(self, kind: str) -> Path:
         folder = self.task_dir
         found = find_file(folder, f"{self.task}_{kind}")
@@ -155,5 +147,5 @@ class WikiArt(FileImageDataModule):
         return [self.split_file("class"), self.split_file("train"), self.split_file("val")]
 
     def items(self, split):
-        base = self.images_dir
+        base = self.root / "wikiart" if (self.root / "wikiart").is_dir() else self.root
         return [(base / name, label) for name, label in self.rows(split)]
