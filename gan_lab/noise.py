@@ -45,8 +45,7 @@ class Normal(Noise):
         self.loc, self.scale = float(mean), float(std)
 
     def sample(self, n, device="cpu"):
-        z = torch.randn(n, self.latent_dim, device=device)
-        return z.mul_(self.scale).add_(self.loc)
+        return torch.randn(n, self.latent_dim, device=device).mul_(self.scale).add_(self.loc)
 
     @property
     def mean(self):
@@ -67,8 +66,7 @@ class Uniform(Noise):
         self.low, self.high = float(low), float(high)
 
     def sample(self, n, device="cpu"):
-        z = torch.rand(n, self.latent_dim, device=device)
-        return z.mul_(self.high - self.low).add_(self.low)
+        return torch.rand(n, self.latent_dim, device=device).mul_(self.high - self.low).add_(self.low)
 
     @property
     def mean(self):

@@ -4,8 +4,8 @@
 ``16-mixed`` and ``bf16-mixed``, and every other precision stays Lightning's."""
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
-from typing import ContextManager, Generator
+from contextlib import nullcontext
+from typing import ContextManager
 
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
@@ -16,10 +16,8 @@ from gan_lab.errors import UserError
 class PhaseMixedPrecision(MixedPrecision):
     """``MixedPrecision`` whose autocast is opened by the module around each phase's forward passes."""
 
-    @contextmanager
-    def train_step_context(self) -> Generator[None, None, None]:
-        """No autocast around the whole step: backward and optimizer steps run in full precision."""
-        yield
+    #: no autocast around the whole step: backward and optimizer steps run in full precision
+    train_step_context = nullcontext
 
     #: whether autocast caches the weights' casts within a phase (a CUDA graph capture turns it off:
     #: torch's graph capture does not support autocast's cache)

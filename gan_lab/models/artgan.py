@@ -4,20 +4,18 @@ D = Enc + clsNet has K+1 outputs (K classes + "fake"); G = zNet + Dec. Dec(Enc(x
 times ``reconstruction_weight``, joins G's loss (trains Dec), D's (trains Enc) or both (``reconstruction_updates``)."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from gan_lab.constraints import AnyFloat, Count, NonNegative, NonNegativeInt, Positive
+from gan_lab.constraints import AnyFloat, NonNegative, NonNegativeInt
 from gan_lab.errors import UserError
-from gan_lab.losses import GANLoss
-from gan_lab.models.base import OptimizerFactory, SchedulerFactory, frozen
+from gan_lab.models.base import GAN, frozen
 from gan_lab.models.conditional import ConditionalGAN
-from gan_lab.models.tricks import FlipProbability, flip_mask
-from gan_lab.noise import Noise
+from gan_lab.models.tricks import flip_mask
 
 RECONSTRUCTION_UPDATES = ("generator", "discriminator", "both")
 EXTRA_G_WHEN = ("d_loss", "d_adv_loss", "d_acc")
@@ -37,22 +35,16 @@ def adversarial_loss(real_fake_logit: Tensor, fake_fake_logit: Tensor) -> Tensor
 
 class ArtGAN(ConditionalGAN):
     """ArtGAN training algorithm; nets: :class:`gan_lab.nets.ArtGANGenerator` (``znet``,
-    ``decoder``) and :class:`gan_lab.nets.ArtGANDiscriminator` (``encoder``, ``classifier``)."""
+    ``decoder``) and :class:`gan_lab.nets.ArtGANDiscriminator` (``encoder``, ``classifier``); the arguments
+    beyond its own (``conf/model/artgan.yaml``) are :class:`ConditionalGAN`'s."""
 
     model_name = "artgan"
     k_plus_one = True
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, noise: Noise, loss: GANLoss,
-                 optimizer: Mapping[str, OptimizerFactory],
-                 scheduler: Mapping[str, SchedulerFactory | None] | None = None,
-                 num_classes: Count = 10, class_names: Sequence[str] | None = None, samples_per_class: Count = 8,
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, *args: Any,
                  reconstruction_weight: NonNegative = 1.0, reconstruction_updates: str = "generator",
                  pretrain_epochs: NonNegativeInt = 0, extra_g_when: str | None = None,
-                 extra_g_threshold: AnyFloat | None = None, label_flip: FlipProbability = 0.0,
-                 instance_noise: NonNegative = 0.0, instance_noise_decay: NonNegativeInt = 0, init: str | None = None,
-                 n_critic: Count = 1, n_gen: Count = 1, instance_noise_on: str | None = None,
-                 d_augment: nn.Module | None = None, gradient_clip_norm: Positive | None = None,
-                 fresh_reals: bool = False, fresh_fakes: bool = False) -> None:
+                 extra_g_threshold: AnyFloat | None = None, **kwargs: Any) -> None:
         for part, owner in (("decoder", generator), ("encoder", discriminator), ("classifier", discriminator)):
             if not isinstance(getattr(owner, part, None), nn.Module):
                 raise UserError(f"model=artgan needs nets with a `{part}` (gan_lab.nets.ArtGANGenerator and "
@@ -64,9 +56,7 @@ class ArtGAN(ConditionalGAN):
             raise UserError(f"model.extra_g_when={extra_g_when!r} is unknown; use d_adv_loss or d_loss (extra G "
                             f"update when D's real-vs-generated or whole loss < extra_g_threshold), d_acc (when D's "
                             f"accuracy > extra_g_threshold) or null.")
-        super().__init__(generator, discriminator, noise, loss, optimizer, scheduler, num_classes, class_names,
-                         samples_per_class, label_flip, instance_noise, instance_noise_decay, init, n_critic, n_gen,
-                         instance_noise_on, d_augment, gradient_clip_norm, fresh_reals, fresh_fakes)
+        super().__init__(generator, discriminator, *args, **kwargs)
         self.reconstruction_weight = float(reconstruction_weight)
         self.reconstruction_updates = reconstruction_updates
         self.pretrain_epochs = int(pretrain_epochs)
@@ -81,9 +71,7 @@ class ArtGAN(ConditionalGAN):
 
     # --- conditioning hooks -------------------------------------------------------------
 
-    def discriminate(self, images: Tensor, labels: Tensor) -> Tensor:
-        """K+1 logits; D reads no label (it predicts it)."""
-        return self.discriminator(images)
+    discriminate = GAN.discriminate  # K+1 logits; D reads no label (it predicts it)
 
     def d_scores(self, images: Tensor, labels: Tensor) -> Tensor:
         """D(x): the probability of *not* being fake, 1 - sigmoid(fake logit), per image."""
@@ -94,13 +82,9 @@ class ArtGAN(ConditionalGAN):
     def pretraining(self) -> bool:
         return self.current_epoch < self.pretrain_epochs
 
-    @property
-    def recon_in_d(self) -> bool:
-        return self.reconstruction_weight > 0 and self.reconstruction_updates in ("discriminator", "both")
-
-    @property
-    def recon_in_g(self) -> bool:
-        return self.reconstruction_weight > 0 and self.reconstruction_updates in ("generator", "both")
+    def reconstruction_in(self, update: str) -> bool:
+        """Whether the reconstruction term joins the ``generator``'s or the ``discriminator``'s loss."""
+        return self.reconstruction_weight > 0 and self.reconstruction_updates in (update, "both")
 
     # --- targets ---------------------------------------------------------------------------
 
@@ -129,7 +113,7 @@ class ArtGAN(ConditionalGAN):
         terms = {"d_real": 1.0 - torch.sigmoid(logits.detach()[:, -1].float()).mean(),
                  "d_acc_real": (logits.detach().argmax(1) == labels).float().mean()}
         extra = logits.new_zeros((), dtype=torch.float32)
-        if self.recon_in_d:
+        if self.reconstruction_in("discriminator"):
             with frozen(self.generator):  # the D-side term trains Enc only
                 recon = reconstruction_loss(self.generator.decoder(features), real)
             extra = self.reconstruction_weight * recon
@@ -155,7 +139,7 @@ class ArtGAN(ConditionalGAN):
         logits = self.discriminate(self.noisy_fake(fake), fake_labels)
         adv = self.loss.generator(logits, fake_labels)
         terms = {"g_loss": adv, "g_adv": adv.detach()}
-        if self.recon_in_g:
+        if self.reconstruction_in("generator"):
             with torch.no_grad():  # Enc as D's update left it
                 features = self.discriminator.encoder(real)
             recon = reconstruction_loss(self.generator.decoder(features), real)

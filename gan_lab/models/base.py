@@ -323,9 +323,7 @@ class GAN(L.LightningModule):
 
     def host_terms(self) -> dict[str, float]:
         """Host-side numbers logged as ``train/<name>``: ``ada_p`` and ``ada_rt`` under ADA."""
-        if not self.adaptive_augment:
-            return {}
-        return {"ada_p": self.d_augment.p, "ada_rt": self.d_augment.rt}
+        return {"ada_p": self.d_augment.p, "ada_rt": self.d_augment.rt} if self.adaptive_augment else {}
 
     #: outside a Trainer, the precision plugin of a hand-written loop that runs :meth:`updates` (the bench's)
     loop_precision: Any = None
@@ -360,20 +358,16 @@ class GAN(L.LightningModule):
         return terms
 
     def clip_gradient_norm(self, opt) -> None:
-        """With ``gradient_clip_norm``, clip a raw torch optimizer's gradients (a captured step's);
-        Lightning's optimizers are clipped in :meth:`on_before_optimizer_step`."""
-        if self.gradient_clip_norm is not None and isinstance(opt, torch.optim.Optimizer) \
-                and not isinstance(opt, LightningOptimizer):
-            self._clip(opt)
+        """Clip a raw torch optimizer's gradients (a captured step's) as :meth:`on_before_optimizer_step`
+        clips Lightning's optimizers."""
+        if isinstance(opt, torch.optim.Optimizer) and not isinstance(opt, LightningOptimizer):
+            self.on_before_optimizer_step(opt)
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        """Clip the unscaled gradients before Lightning's optimizer step (``gradient_clip_norm``)."""
+        """Clip the unscaled gradients to their joint L2 norm ``gradient_clip_norm`` (if set) before the step."""
         if self.gradient_clip_norm is not None:
-            self._clip(optimizer)
-
-    def _clip(self, opt) -> None:
-        params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
-        torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_norm)
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_norm)
 
     def is_logging_step(self) -> bool:
         """Whether this batch logs: every ``log_every_n_steps`` batches (never when 0)."""
@@ -471,20 +465,12 @@ class GAN(L.LightningModule):
     # --- optimisers ---------------------------------------------------------------------
 
     def configure_optimizers(self):
-        opt_d = self.optimizer_factories["discriminator"](self.discriminator_parameters())
-        opt_g = self.optimizer_factories["generator"](self.generator_parameters())
-        schedulers = []
-        for key, opt in (("discriminator", opt_d), ("generator", opt_g)):
-            factory = self.scheduler_factories.get(key)
-            if factory is not None:
-                schedulers.append(factory(opt))  # stepped by on_train_epoch_end; logged by LearningRateLogger
-        return [opt_d, opt_g], schedulers
-
-    def discriminator_parameters(self):
-        return self.discriminator.parameters()
-
-    def generator_parameters(self):
-        return self.generator.parameters()
+        keys = ("discriminator", "generator")
+        optimizers = [self.optimizer_factories[key](getattr(self, key).parameters()) for key in keys]
+        # stepped by on_train_epoch_end; logged by LearningRateLogger
+        schedulers = [self.scheduler_factories[key](opt) for key, opt in zip(keys, optimizers)
+                      if self.scheduler_factories.get(key) is not None]
+        return optimizers, schedulers
 
     # --- sampling -----------------------------------------------------------------------
 
@@ -500,11 +486,13 @@ class GAN(L.LightningModule):
 
     @torch.no_grad()
     def sample(self, z: Tensor | None = None, labels: Tensor | None = None, n: int | None = None) -> Tensor:
-        """Images in [-1, 1] from ``generator_ema`` if attached, else the live generator, run in eval mode."""
-        if z is None:
-            z = self.noise.sample(n or self.num_samples, self.device)
+        """Images in [-1, 1] from ``generator_ema`` if attached, else the live generator, run in eval mode;
+        ``labels`` default to :meth:`sample_labels` (uniformly drawn classes for a conditional model)."""
+        count = z.shape[0] if z is not None else (n or self.num_samples)
         if labels is None:
-            labels = torch.zeros(z.shape[0], dtype=torch.long, device=self.device)
+            labels = self.sample_labels(count)
+        if z is None:
+            z = self.noise.sample(count, self.device)
         live = self.generator
         net = self.generator_ema if self.generator_ema is not None else live
         was_training = net.training

@@ -66,7 +66,7 @@ def match_generator_ema(module: L.LightningModule, state: dict[str, Tensor]) -> 
             for key in theirs:
                 del state[key]
     elif not theirs and module.generator_ema is not None:
-        generator = {k: v for k, v in state.items() if k.startswith("generator.")}
-        if generator:
+        ema = ema_keys(state)
+        if ema:
             log.info("the checkpoint has no EMA of the generator: it starts from the generator's weights.")
-            state.update({k: v.clone() for k, v in ema_keys(generator).items()})
+            state.update({k: v.clone() for k, v in ema.items()})

@@ -143,9 +143,7 @@ class ConditionalGAN(GAN):
 
     def noisy_fake(self, fake: Tensor) -> Tensor:
         """The generated images as D sees them: noisy only when ``instance_noise_on=real_and_fake``."""
-        if self.instance_noise_on != "real_and_fake":
-            return fake
-        return self.instance_noise(fake, self.batches_seen, self.noise_std())
+        return self.noisy_real(fake) if self.instance_noise_on == "real_and_fake" else fake
 
     def d_step(self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor) -> dict[str, Tensor]:
         real_logits = self.discriminate(self.noisy_real(real), labels)
@@ -159,13 +157,3 @@ class ConditionalGAN(GAN):
     def g_step(self, fake: Tensor, fake_labels: Tensor, real: Tensor, labels: Tensor) -> dict[str, Tensor]:
         logits = self.discriminate(self.noisy_fake(fake), fake_labels)
         return {"g_loss": self.loss.generator(logits)}
-
-    # --- sampling -----------------------------------------------------------------------
-
-    @torch.no_grad()
-    def sample(self, z: Tensor | None = None, labels: Tensor | None = None, n: int | None = None) -> Tensor:
-        """Images of the requested classes (uniformly drawn classes when ``labels`` is None)."""
-        if labels is None:
-            count = z.shape[0] if z is not None else (n or self.num_samples)
-            labels = self.sample_labels(count)
-        return super().sample(z, labels, n)

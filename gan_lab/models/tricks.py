@@ -26,9 +26,7 @@ class InstanceNoise:
         self.std, self.decay_batches = float(std), int(decay_batches)
 
     def std_at(self, batches_seen: int) -> float:
-        if self.decay_batches == 0:
-            return self.std
-        return self.std * max(0.0, 1.0 - batches_seen / self.decay_batches)
+        return self.std * max(0.0, 1.0 - batches_seen / self.decay_batches) if self.decay_batches else self.std
 
     def __call__(self, images: Tensor, batches_seen: int, on_device: Tensor | None = None) -> Tensor:
         """``images`` plus noise of std ``std_at(batches_seen)``; ``on_device``: that std as a 0-dim

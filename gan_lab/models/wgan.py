@@ -31,14 +31,12 @@ def check_critic_warmup(value: Mapping[str, Any] | None) -> dict[str, int] | Non
     example = "e.g. model.critic_warmup={updates:100,first:25,every:500}, or model.critic_warmup=null for none"
     if not isinstance(value, Mapping) or set(value) != set(WARMUP_KEYS):
         raise UserError(f"model.critic_warmup={value} must have exactly the keys {', '.join(WARMUP_KEYS)}; {example}.")
-    out = {}
     for key, least in (("updates", 1), ("first", 0), ("every", 1)):
         v = value[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < least:
             raise UserError(f"model.critic_warmup.{key}={v!r} must be an integer >= {least} ({WARMUP_KEYS[key]}); "
                             f"{example}.")
-        out[key] = int(v)
-    return out
+    return {key: int(value[key]) for key in WARMUP_KEYS}
 
 
 class WGAN(GAN):
@@ -142,16 +140,11 @@ class WGAN(GAN):
         terms["wasserstein"] = (real_logits.mean() - fake_logits.mean()).detach()
         return terms
 
+    @torch.no_grad()
     def after_discriminator_step(self) -> None:
-        super().after_discriminator_step()
+        """With ``weight_clip``, clamp every critic parameter to ``[-weight_clip, weight_clip]`` in place."""
         if self.weight_clip is not None:
-            self.clip_critic_weights()
+            clamp_([p for p in self.discriminator.parameters() if p.requires_grad], -self.weight_clip, self.weight_clip)
 
     def lipschitz_constraint(self) -> str | None:
         return f"weight clipping at {self.weight_clip:g}" if self.weight_clip is not None else super().lipschitz_constraint()
-
-    @torch.no_grad()
-    def clip_critic_weights(self) -> None:
-        """Clamp every critic parameter to ``[-weight_clip, weight_clip]`` in place, on the device."""
-        params = [p for p in self.discriminator_parameters() if p.requires_grad]
-        clamp_(params, -self.weight_clip, self.weight_clip)

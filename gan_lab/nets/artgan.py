@@ -53,15 +53,13 @@ class Decoder(nn.Module):
         super().__init__()
         steps = check_artgan_size(image_size, "decoder")
         layers: list[nn.Module] = []
-        res = FEATURE_SIZE
-        for _ in range(steps - 1):
+        for res in (FEATURE_SIZE * 2 ** i for i in range(steps - 1)):  # doubling from 8x8 to S/2 x S/2
             c_in, c_out = channels_at(res, width), channels_at(res * 2, width)
-            res *= 2
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out),
                        nn.ReLU(True), *_drop(dropout)]
-        c = channels_at(res, width)
+        c = channels_at(image_size // 2, width)
         layers += [nn.ConvTranspose2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(True), *_drop(dropout),
-                   nn.ConvTranspose2d(c, channels, 4, 2, 1), output_layer(output, "model.generator.output")]  # -> S x S
+                   nn.ConvTranspose2d(c, channels, 4, 2, 1), output_layer(output)]  # -> S x S
         self.net = nn.Sequential(*layers)
 
     def forward(self, features: Tensor) -> Tensor:
@@ -74,14 +72,12 @@ class Encoder(nn.Module):
     def __init__(self, image_size: int = 64, channels: int = 3, width: int = 128, dropout: float = 0.0) -> None:
         super().__init__()
         steps = check_artgan_size(image_size, "encoder")
-        res = image_size // 2
-        c = channels_at(res, width)
+        c = channels_at(image_size // 2, width)
         layers: list[nn.Module] = [nn.Conv2d(channels, c, 4, 2, 1), nn.LeakyReLU(0.2, True), *_drop(dropout),
                                    nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c),
                                    nn.LeakyReLU(0.2, True), *_drop(dropout)]
-        for _ in range(steps - 1):
+        for res in (image_size // 2 ** i for i in range(1, steps)):  # halving from S/2 x S/2 to 8x8
             c_in, c_out = channels_at(res, width), channels_at(res // 2, width)
-            res //= 2
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out),
                        nn.LeakyReLU(0.2, True), *_drop(dropout)]
         self.net = nn.Sequential(*layers)

@@ -55,7 +55,7 @@ class LabelEncoder(nn.Module):
         if encoding == "one_hot" and embedding_dim is not None:
             raise UserError(f"{key}={embedding_dim} has no effect with label_encoding=one_hot (the code is the "
                             f"one-hot itself); set model.generator.label_encoding=embedding or {key}=null.")
-        self.num_classes, self.encoding = num_classes, encoding
+        self.num_classes = num_classes
         self.embedding = (nn.Embedding(num_classes, 10 if embedding_dim is None else int(embedding_dim))
                           if encoding == "embedding" else None)
         self.dim = num_classes if self.embedding is None else self.embedding.embedding_dim
@@ -140,13 +140,6 @@ def _mlp(sizes: Sequence[int], activation: nn.Module, norm: bool, dropout: float
     return layers
 
 
-def check_activation(activation: str, key: str) -> nn.Module:
-    """The activation module named ``activation``; ``key`` is its config key, for the error."""
-    if activation not in ACTIVATIONS:
-        raise UserError(f"{key}={activation!r} is unknown; use one of {', '.join(ACTIVATIONS)}.")
-    return ACTIVATIONS[activation]()
-
-
 class MLPConditionalGenerator(nn.Module):
     """(z, label) -> image: dense layers on ``[z, code(label)]``, tanh output reshaped to an image.
 
@@ -167,12 +160,13 @@ class MLPConditionalGenerator(nn.Module):
         self.num_classes = check_num_classes(num_classes, "MLP cGAN generator")
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         hidden = [int(w) for w in hidden]
-        act = check_activation(activation, "model.generator.activation")
-        self.conditioning = conditioning
+        if activation not in ACTIVATIONS:
+            raise UserError(f"model.generator.activation={activation!r} is unknown; use one of "
+                            f"{', '.join(ACTIVATIONS)}.")
         self.branch_width = check_conditioning(conditioning, branch_width, "model.generator.branch_width", hidden[0])
         self.label = LabelEncoder(self.num_classes, label_encoding, embedding_dim)
         out = channels * image_size * image_size
-        self.net = nn.Sequential(*_mlp([latent_dim + self.label.dim, *hidden], act, norm, 0.0,
+        self.net = nn.Sequential(*_mlp([latent_dim + self.label.dim, *hidden], ACTIVATIONS[activation](), norm, 0.0,
                                        norm_first=conditioning == "branch"),
                                  nn.Linear(hidden[-1], out), nn.Tanh())
         if self.branch_width is not None:
@@ -200,7 +194,6 @@ class MLPConditionalDiscriminator(nn.Module):
         self.num_classes = check_num_classes(num_classes, "MLP cGAN discriminator")
         self.image_size, self.channels = image_size, channels
         hidden = [int(w) for w in hidden]
-        self.conditioning = conditioning
         self.branch_width = check_conditioning(conditioning, branch_width, "model.discriminator.branch_width",
                                                hidden[0])
         self.label = LabelEncoder(self.num_classes, label_encoding, embedding_dim,
@@ -218,9 +211,18 @@ class MLPConditionalDiscriminator(nn.Module):
         return self.net(h).view(x.shape[0])
 
 
-def _first(net: nn.Module, kind: type[nn.Module]) -> nn.Module:
-    """The first ``kind`` layer in ``net``."""
-    return next(m for m in net.modules() if isinstance(m, kind))
+def branch_dcgan(net: nn.Module, kind: type[nn.Module], input_dim: int, conditioning: str, channels: int | None,
+                 key: str, init: bool, wrap: Callable[[nn.Module], nn.Module] = lambda m: m) -> int | None:
+    """With ``conditioning=branch``, split the first ``kind`` layer of a DCGAN ``net`` (:func:`split_first_layer`,
+    ``channels`` label maps; ``key`` names them) and, with ``init``, DCGAN-initialise the new layers; returns the
+    label maps (``None``: concat)."""
+    first = next(m for m in net.modules() if isinstance(m, kind)).out_channels
+    channels = check_conditioning(conditioning, channels, key, first)
+    if channels is not None:
+        branch = split_first_layer(net, kind, input_dim, channels, wrap)
+        if init:
+            branch.apply(dcgan_init)
+    return channels
 
 
 class ConditionalDCGANGenerator(nn.Module):
@@ -238,14 +240,8 @@ class ConditionalDCGANGenerator(nn.Module):
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         self.dcgan = DCGANGenerator(latent_dim + self.num_classes, image_size, channels, width, max_mult,
                                     norm, init)
-        self.conditioning = conditioning
-        first = _first(self.dcgan, nn.ConvTranspose2d).out_channels
-        self.branch_channels = check_conditioning(conditioning, branch_channels, "model.generator.branch_channels",
-                                                  first)
-        if self.branch_channels is not None:
-            branch = split_first_layer(self.dcgan, nn.ConvTranspose2d, latent_dim, self.branch_channels)
-            if init:
-                branch.apply(dcgan_init)
+        self.branch_channels = branch_dcgan(self.dcgan, nn.ConvTranspose2d, latent_dim, conditioning, branch_channels,
+                                            "model.generator.branch_channels", init)
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         return self.dcgan(torch.cat([z.flatten(1), class_codes(labels, self.num_classes, z.dtype)], 1))
@@ -267,15 +263,9 @@ class ConditionalDCGANDiscriminator(nn.Module):
         self.image_size, self.channels = image_size, channels
         self.dcgan = DCGANDiscriminator(image_size, channels + self.num_classes, width, max_mult, norm,
                                         spectral_norm, dropout, init)
-        self.conditioning = conditioning
-        first = _first(self.dcgan, nn.Conv2d).out_channels
-        self.branch_channels = check_conditioning(conditioning, branch_channels,
-                                                  "model.discriminator.branch_channels", first)
-        if self.branch_channels is not None:
-            sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
-            branch = split_first_layer(self.dcgan, nn.Conv2d, channels, self.branch_channels, sn)
-            if init:
-                branch.apply(dcgan_init)
+        sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
+        self.branch_channels = branch_dcgan(self.dcgan, nn.Conv2d, channels, conditioning, branch_channels,
+                                            "model.discriminator.branch_channels", init, sn)
 
     def forward(self, x: Tensor, labels: Tensor) -> Tensor:
         n, _, h, w = x.shape

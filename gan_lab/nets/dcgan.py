@@ -24,25 +24,19 @@ OUTPUTS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 DropoutRate = Annotated[float, Field(ge=0, lt=1)]
 
 
-def check_image_size(image_size: int, net: str, sizes: tuple[int, ...] = SUPPORTED_SIZES) -> int:
+def check_image_size(image_size: int, net: str) -> int:
     """Number of doublings between 4x4 and ``image_size``; raises UserError for unsupported sizes."""
-    if image_size not in sizes:
+    if image_size not in SUPPORTED_SIZES:
         raise UserError(f"image_size={image_size} is not supported by the {net}; use one of "
-                        f"{', '.join(map(str, sizes))} (e.g. data.image_size=64).")
+                        f"{', '.join(map(str, SUPPORTED_SIZES))} (e.g. data.image_size=64).")
     return int(math.log2(image_size)) - 2
 
 
-def norm_layer(kind: str, channels: int) -> nn.Module:
-    """Normalisation after a conv: ``batch`` (DCGAN), ``instance``, ``layer`` (WGAN-GP critic), ``none``."""
-    if kind not in NORM_LAYERS:
-        raise UserError(f"norm={kind!r} is unknown; use one of {', '.join(NORM_LAYERS)}.")
-    return NORM_LAYERS[kind](channels)
-
-
-def output_layer(kind: str, key: str) -> nn.Module:
-    """The generator's last activation: ``tanh`` (images in [-1, 1]) or ``sigmoid`` (in [0, 1])."""
+def output_layer(kind: str) -> nn.Module:
+    """The generator's last activation (``model.generator.output``): ``tanh`` (images in [-1, 1]) or ``sigmoid``."""
     if kind not in OUTPUTS:
-        raise UserError(f"{key}={kind!r} is unknown; use tanh (images in [-1, 1]) or sigmoid (images in [0, 1]).")
+        raise UserError(f"model.generator.output={kind!r} is unknown; use tanh (images in [-1, 1]) or sigmoid "
+                        f"(images in [0, 1]).")
     return OUTPUTS[kind]()
 
 
@@ -58,7 +52,8 @@ def widths_per_block(given: Sequence[int] | None, default: list[int], key: str) 
 
 
 def norms_per_block(norm: str | Sequence[str], blocks: int, key: str, first: str | None = None) -> list[str]:
-    """One normalisation name per block: ``norm`` as a list, or that name for every block (``first`` for the first)."""
+    """One normalisation name per block (:data:`NORM_LAYERS`: ``batch`` (DCGAN), ``instance``, ``layer`` (WGAN-GP
+    critic), ``none``): ``norm`` as a list, or that name for every block (``first`` for the first)."""
     if isinstance(norm, str):
         norms = [first or norm] + [norm] * (blocks - 1)
     else:
@@ -94,14 +89,11 @@ class DCGANGenerator(nn.Module):
                                   "model.generator.block_channels")
         norms = norms_per_block(norm, blocks, "model.generator.norm")
         layers: list[nn.Module] = []
-        in_ch = latent_dim
-        for i, (out_ch, kind) in enumerate(zip(widths, norms)):
+        for i, (in_ch, out_ch, kind) in enumerate(zip([latent_dim, *widths], widths, norms)):
             stride, padding = (1, 0) if i == 0 else (2, 1)  # 1x1 -> 4x4, then doubling
             layers += [nn.ConvTranspose2d(in_ch, out_ch, 4, stride, padding, bias=False),
-                       norm_layer(kind, out_ch), nn.ReLU(True)]
-            in_ch = out_ch
-        layers += [nn.ConvTranspose2d(in_ch, channels, 4, 2, 1, bias=False),
-                   output_layer(output, "model.generator.output")]
+                       NORM_LAYERS[kind](out_ch), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False), output_layer(output)]
         self.output = output
         self.net = nn.Sequential(*layers)
         if init:
@@ -147,16 +139,14 @@ class DCGANDiscriminator(nn.Module):
         norms = norms_per_block(norm, blocks, "model.discriminator.norm", first="none")
         sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
         layers: list[nn.Module] = []
-        in_ch = channels
-        for i, (out_ch, kind) in enumerate(zip(widths, norms)):
+        for i, (in_ch, out_ch, kind) in enumerate(zip([channels, *widths], widths, norms)):
             conv = (nn.Conv2d(in_ch, out_ch, stem_kernel, stem_stride, padding, bias=False) if i == 0
                     else nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=False))
-            layers += [sn(conv), norm_layer(kind, out_ch), nn.LeakyReLU(0.2, True)]
+            layers += [sn(conv), NORM_LAYERS[kind](out_ch), nn.LeakyReLU(0.2, True)]
             if dropout:
                 layers.append(nn.Dropout(dropout))
-            in_ch = out_ch
         self.features = nn.Sequential(*[m for m in layers if not isinstance(m, nn.Identity)])  # -> [N, C, 4, 4]
-        self.head = sn(nn.Conv2d(in_ch, 1, 4, 1, 0, bias=False))
+        self.head = sn(nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False))
         if init:
             self.apply(dcgan_init)
 

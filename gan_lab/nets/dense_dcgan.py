@@ -6,7 +6,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from gan_lab.constraints import Count, NonNegativeInt
-from gan_lab.nets.dcgan import DropoutRate, channel_mults, check_image_size, norm_layer
+from gan_lab.nets.dcgan import NORM_LAYERS, DropoutRate, channel_mults, check_image_size, norms_per_block
 from gan_lab.nets.init import dcgan_init
 
 
@@ -26,16 +26,16 @@ class DenseDCGANGenerator(nn.Module):
         self.dense_channels = dense_channels
         self.dense = nn.Sequential(nn.Linear(latent_dim, dense_channels * 16),
                                    nn.BatchNorm1d(dense_channels * 16))  # -> view [dense_channels, 4, 4]
+        widths = [width * mult for mult in channel_mults(blocks, max_mult)]
+        norms = norms_per_block(norm, blocks, "model.generator.norm")
         layers: list[nn.Module] = []
-        in_ch = dense_channels
-        for i, mult in enumerate(channel_mults(blocks, max_mult)):
-            out_ch, stride = width * mult, (1 if i == 0 else 2)  # 4x4 -> 4x4, then doubling the side
+        for i, (in_ch, out_ch, kind) in enumerate(zip([dense_channels, *widths], widths, norms)):
+            stride = 1 if i == 0 else 2  # 4x4 -> 4x4, then doubling the side
             layers += [nn.ConvTranspose2d(in_ch, out_ch, 5, stride, 2, output_padding=stride - 1, bias=False),
-                       norm_layer(norm, out_ch), nn.ReLU(True)]
+                       NORM_LAYERS[kind](out_ch), nn.ReLU(True)]
             if dropout and i < dropout_blocks:
                 layers.append(nn.Dropout(dropout))
-            in_ch = out_ch
-        layers += [nn.ConvTranspose2d(in_ch, channels, 4, 2, 1, bias=False), nn.Tanh()]  # -> image_size
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]  # -> image_size
         self.net = nn.Sequential(*layers)
         if init:
             self.apply(dcgan_init)

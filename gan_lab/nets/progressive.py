@@ -21,10 +21,10 @@ MaxResolution = Annotated[int, Field(ge=4)]
 LRELU = 0.2
 
 
-def check_resolution(resolution: int, max_resolution: int, what: str = "resolution") -> int:
+def check_resolution(resolution: int, max_resolution: int) -> int:
     """Index of ``resolution`` among 4, 8, ..., ``max_resolution``; raises UserError otherwise."""
     if resolution < 4 or resolution > max_resolution or resolution & (resolution - 1):
-        raise UserError(f"{what}={resolution} must be a power of two between 4 and {max_resolution}.")
+        raise UserError(f"resolution={resolution} must be a power of two between 4 and {max_resolution}.")
     return int(math.log2(resolution)) - 2
 
 
@@ -38,14 +38,6 @@ def fade(old: Tensor, new: Tensor, alpha: float | Tensor) -> Tensor:
     if not isinstance(alpha, Tensor):
         return torch.lerp(old, new, float(alpha))
     return torch.lerp(old.float(), new.float(), alpha).to(new.dtype)
-
-
-def resolutions(max_resolution: int) -> list[int]:
-    """4, 8, ..., max_resolution (which must be a power of two >= 4)."""
-    if max_resolution < 4 or max_resolution & (max_resolution - 1):
-        raise UserError(f"max_resolution={max_resolution} must be a power of two >= 4 for progressive "
-                        f"growing; use e.g. data.image_size=128.")
-    return [2 ** k for k in range(2, int(math.log2(max_resolution)) + 1)]
 
 
 class EqualizedLinear(nn.Module):
@@ -111,9 +103,13 @@ class MinibatchStddev(nn.Module):
         return torch.cat([x, y], dim=1)
 
 
-def feature_maps(resolutions: list[int], fmap_base: int, fmap_max: int) -> list[int]:
-    """Feature maps at each resolution R: ``min(fmap_base / R, fmap_max)`` (at least 1)."""
-    return [max(1, min(int(fmap_base) // r, int(fmap_max))) for r in resolutions]
+def feature_maps(max_resolution: int, fmap_base: int, fmap_max: int) -> list[int]:
+    """Feature maps at each resolution R = 4, 8, ..., ``max_resolution`` (a power of two >= 4):
+    ``min(fmap_base / R, fmap_max)`` (at least 1)."""
+    if max_resolution < 4 or max_resolution & (max_resolution - 1):
+        raise UserError(f"max_resolution={max_resolution} must be a power of two >= 4 for progressive "
+                        f"growing; use e.g. data.image_size=128.")
+    return [max(1, min(int(fmap_base) // 2 ** k, int(fmap_max))) for k in range(2, int(math.log2(max_resolution)) + 1)]
 
 
 class ProgressiveGenerator(nn.Module):
@@ -124,18 +120,15 @@ class ProgressiveGenerator(nn.Module):
                  fmap_base: Count = 8192, fmap_max: Count = 512) -> None:
         super().__init__()
         self.latent_dim, self.max_resolution, self.channels = latent_dim, max_resolution, channels
-        self.resolutions = resolutions(max_resolution)
-        ch = feature_maps(self.resolutions, fmap_base, fmap_max)
+        ch = feature_maps(max_resolution, fmap_base, fmap_max)
         self.ch0 = ch[0]
         self.input = nn.Sequential(PixelNorm(), EqualizedLinear(latent_dim, ch[0] * 16, gain=math.sqrt(2) / 4))
         self.start = nn.Sequential(nn.LeakyReLU(LRELU), PixelNorm(),          # [ch0, 4, 4]
                                    EqualizedConv2d(ch[0], ch[0], 3), nn.LeakyReLU(LRELU), PixelNorm())
-        self.blocks = nn.ModuleList([nn.Identity()])  # index i builds resolution 4 * 2^i
-        for i in range(1, len(ch)):
-            self.blocks.append(nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                EqualizedConv2d(ch[i - 1], ch[i], 3), nn.LeakyReLU(LRELU), PixelNorm(),
-                EqualizedConv2d(ch[i], ch[i], 3), nn.LeakyReLU(LRELU), PixelNorm()))
+        self.blocks = nn.ModuleList([nn.Identity()] + [nn.Sequential(  # index i builds resolution 4 * 2^i
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            EqualizedConv2d(ch[i - 1], ch[i], 3), nn.LeakyReLU(LRELU), PixelNorm(),
+            EqualizedConv2d(ch[i], ch[i], 3), nn.LeakyReLU(LRELU), PixelNorm()) for i in range(1, len(ch))])
         self.to_rgb = nn.ModuleList([EqualizedConv2d(c, channels, 1, gain=1.0) for c in ch])
 
     def forward(self, z: Tensor, resolution: int | None = None, alpha: float | Tensor = 1.0) -> Tensor:
@@ -160,16 +153,13 @@ class ProgressiveDiscriminator(nn.Module):
                  fmap_max: Count = 512, group_size: Count = 4) -> None:
         super().__init__()
         self.max_resolution, self.channels = max_resolution, channels
-        self.resolutions = resolutions(max_resolution)
-        ch = feature_maps(self.resolutions, fmap_base, fmap_max)
+        ch = feature_maps(max_resolution, fmap_base, fmap_max)
         self.from_rgb = nn.ModuleList([nn.Sequential(EqualizedConv2d(channels, c, 1), nn.LeakyReLU(LRELU))
                                        for c in ch])
-        self.blocks = nn.ModuleList([nn.Identity()])  # index i maps resolution 4 * 2^i to half of it
-        for i in range(1, len(ch)):
-            self.blocks.append(nn.Sequential(
-                EqualizedConv2d(ch[i], ch[i], 3), nn.LeakyReLU(LRELU),
-                EqualizedConv2d(ch[i], ch[i - 1], 3), nn.LeakyReLU(LRELU),
-                nn.AvgPool2d(2)))
+        self.blocks = nn.ModuleList([nn.Identity()] + [nn.Sequential(  # index i maps resolution 4 * 2^i to half of it
+            EqualizedConv2d(ch[i], ch[i], 3), nn.LeakyReLU(LRELU),
+            EqualizedConv2d(ch[i], ch[i - 1], 3), nn.LeakyReLU(LRELU),
+            nn.AvgPool2d(2)) for i in range(1, len(ch))])
         self.final = nn.Sequential(                  # [ch0, 4, 4] -> 1
             MinibatchStddev(group_size),
             EqualizedConv2d(ch[0] + 1, ch[0], 3), nn.LeakyReLU(LRELU),
