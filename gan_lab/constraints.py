@@ -142,10 +142,8 @@ def _split(hint: Any) -> tuple[Any, list]:
     if typing.get_origin(hint) is not Annotated:
         return hint, []
     base, *meta = typing.get_args(hint)
-    flat = []
-    for m in meta:
-        flat.extend(getattr(m, "metadata", None) or [m])  # a pydantic Field carries its constraints as metadata
-    return base, flat
+    # a pydantic Field carries its constraints as metadata
+    return base, [c for m in meta for c in getattr(m, "metadata", None) or [m]]
 
 
 _SEQUENCES = (list, tuple, collections.abc.Sequence)
@@ -156,11 +154,8 @@ _SIGNS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 
 def _bounds(meta: list) -> dict[str, float]:
-    found = {}
-    for m in meta:
-        if isinstance(m, (at.Ge, at.Gt, at.Le, at.Lt, at.Interval)):
-            found.update({k: getattr(m, k) for k in _SIGNS if getattr(m, k, None) is not None})
-    return found
+    return {k: getattr(m, k) for m in meta if isinstance(m, (at.Ge, at.Gt, at.Le, at.Lt, at.Interval))
+            for k in _SIGNS if getattr(m, k, None) is not None}
 
 
 def _range_words(bounds: dict[str, float]) -> str:
@@ -200,8 +195,7 @@ def describe(hint: Any, plural: bool = False) -> str:
 
 def example(hint: Any, default: Any = inspect.Parameter.empty) -> Any:
     """A value that fits the declared type, for the refusal's ``e.g. key=value`` (the default when it fits)."""
-    if default is not inspect.Parameter.empty and default is not None and fits(default, hint) \
-            and isinstance(default, (int, float, str, bool)) and default != "":
+    if isinstance(default, (int, float, str, bool)) and default != "" and fits(default, hint):
         return str(default).lower() if isinstance(default, bool) else default
     base, meta = _split(hint)
     origin = typing.get_origin(base)

@@ -13,11 +13,6 @@ from gan_lab.constraints import NonNegative
 from gan_lab.errors import UserError
 
 
-def ema_beta(batch_images: int, half_life_images: float) -> float:
-    """The weight of the old average after ``batch_images`` images: 0.5 ** (images / half-life)."""
-    return 0.5 ** (batch_images / half_life_images) if half_life_images > 0 else 0.0
-
-
 @torch.no_grad()
 def update_ema(ema: nn.Module, live: nn.Module, beta: float) -> None:
     """``ema``'s parameters <- beta * ema + (1 - beta) * live; its buffers <- live's."""
@@ -44,12 +39,8 @@ class EMA(L.Callback):
     def __init__(self, half_life_images: NonNegative | None = None) -> None:
         self.half_life_images = None if half_life_images is None else float(half_life_images)
 
-    @property
-    def enabled(self) -> bool:
-        return self.half_life_images is not None
-
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if not self.enabled or stage != "fit":
+        if self.half_life_images is None or stage != "fit":
             return
         if not callable(getattr(pl_module, "attach_generator_ema", None)):
             raise UserError(f"callbacks.ema averages a GAN's generator, but {type(pl_module).__name__} is not a "
@@ -58,7 +49,9 @@ class EMA(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if not self.enabled:
+        half_life = self.half_life_images
+        if half_life is None:
             return
         images = batch[0].shape[0] * trainer.world_size
-        update_ema(pl_module.generator_ema, pl_module.generator, ema_beta(images, self.half_life_images))
+        beta = 0.5 ** (images / half_life) if half_life > 0 else 0.0  # the old average's weight after these images
+        update_ema(pl_module.generator_ema, pl_module.generator, beta)

@@ -79,12 +79,7 @@ class GraphedStep:
                  capture: bool = True, follow_up: Callable[[], Any] | None = None) -> None:
         self.fn, self.optimizers, self.warmup, self.capture = fn, optimizers, int(warmup), bool(capture)
         self.follow_up = follow_up
-        self.inputs: tuple[Tensor, ...] | None = None
-        self.output: Any = None
-        self.graph: Any = None
-        self.follow_up_output: Any = None
-        self.follow_up_graph: Any = None
-        self.calls = 0
+        self.restart()  # no buffers (inputs), outputs or graphs yet, no calls
         self.follow_ups = 0
         self.captures = 0
 
@@ -223,9 +218,8 @@ class CapturedStep:
 def make_capturable(optimizers: list[torch.optim.Optimizer]) -> list[list[bool]]:
     """Switch Adam-like optimizers (fused ones too) to ``capturable`` and move host step counts to the device;
     returns the previous flags per optimizer and param group (what checkpoints keep)."""
-    before = []
+    before = [[group.get("capturable", False) for group in opt.param_groups] for opt in optimizers]
     for opt in optimizers:
-        before.append([group.get("capturable", False) for group in opt.param_groups])
         for group in opt.param_groups:
             if "capturable" in group:
                 group["capturable"] = True

@@ -92,15 +92,11 @@ class Growth(L.Callback):
         if datamodule is not None and batch_size is not None:
             datamodule.batch_size = batch_size
 
-    def note_loader(self, trainer: L.Trainer) -> None:
-        """The DataLoader in use was built with the DataModule's batch size of now."""
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The DataLoader in use was built (or kept) for this epoch with the DataModule's batch size of now."""
         self._loader_batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.note_loader(trainer)  # on_train_epoch_start does not run for an epoch a resume continues
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.note_loader(trainer)  # built (or kept) for this epoch
+    on_train_start = on_train_epoch_start  # on_train_epoch_start does not run for an epoch a resume continues
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the next epoch's DataLoader is built before its first hook: give it the stage's batch size

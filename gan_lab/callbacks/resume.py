@@ -111,11 +111,9 @@ def optimizers_with_keys(keys: frozenset[str]) -> list[str]:
 def configured_optimizers(model: L.LightningModule) -> list[torch.optim.Optimizer]:
     """The optimisers ``model.configure_optimizers`` builds, without a Trainer (nothing is stepped)."""
     conf = model.configure_optimizers()
-    if isinstance(conf, torch.optim.Optimizer):
-        return [conf]
-    if isinstance(conf, dict):
-        return [conf["optimizer"]]
-    if isinstance(conf, (list, tuple)) and len(conf) == 2 and isinstance(conf[0], (list, tuple)):
+    if isinstance(conf, (torch.optim.Optimizer, dict)):
+        conf = [conf]
+    elif isinstance(conf, (list, tuple)) and len(conf) == 2 and isinstance(conf[0], (list, tuple)):
         conf = conf[0]
     return [c["optimizer"] if isinstance(c, dict) else c for c in conf or []]
 
@@ -148,8 +146,7 @@ def check_resumed_optimizers(checkpoint: dict[str, Any], model: L.LightningModul
             module, _, name = cls.rpartition(".")
             then = f"torch.optim.{name}" if module.startswith("torch.optim") and hasattr(torch.optim, name) else cls
         else:
-            missing = group_keys(optimizer.param_groups[0]) - frozenset(groups[0])
-            if not missing:
+            if group_keys(optimizer.param_groups[0]) <= frozenset(groups[0]):  # it holds every key of ours
                 continue
             then = " or ".join(optimizers_with_keys(group_keys(groups[0]))[:2]) or "another optimiser"
         net = net_of(optimizer, model)
@@ -197,15 +194,12 @@ class EpochPosition(L.Callback):
         self._resumed: dict[str, Any] | None = None  # the state of a mid-epoch checkpoint being resumed
         self._quiet: Any = None  # the filter silencing Lightning's mid-epoch resume warning, while installed
 
-    @property
-    def mid_epoch(self) -> bool:
-        """Whether training is inside an epoch: some of its batches trained, not all."""
-        trainer = self._trainer
-        return trainer is not None and 0 < self.batch_in_epoch < trainer.num_training_batches
-
     def state_dict(self) -> dict[str, Any]:
-        loader = self._trainer.train_dataloader if self._trainer is not None else None
-        return {"batch_in_epoch": self.batch_in_epoch, "mid_epoch": self.mid_epoch,
+        trainer = self._trainer
+        loader = trainer.train_dataloader if trainer is not None else None
+        # mid_epoch: inside an epoch, some of its batches trained, not all
+        mid_epoch = trainer is not None and 0 < self.batch_in_epoch < trainer.num_training_batches
+        return {"batch_in_epoch": self.batch_in_epoch, "mid_epoch": mid_epoch,
                 "batch_images": getattr(loader, "batch_size", None),
                 "order": order_of(getattr(loader, "sampler", None))}
 
@@ -248,18 +242,13 @@ class EpochPosition(L.Callback):
         # after this callback's turn, saves this batch as trained
         self.batch_in_epoch += 1
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Lightning ends the epoch here even when max_steps cut it short: checkpoints written from
-        # now on (the epoch checkpoint comes after this hook) resume at the next epoch's start.
-        self.batch_in_epoch = 0
+    # Lightning ends the epoch at on_train_epoch_end even when max_steps cut it short: checkpoints written from
+    # now on (the epoch checkpoint comes after this hook) resume at the next epoch's start.
+    on_train_epoch_end = on_train_epoch_start
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._warn_again()
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._warn_again()
-
-    def _warn_again(self) -> None:
-        """Hear Lightning's mid-epoch resume warning again."""
+    def _warn_again(self, *hook_args: Any) -> None:
+        """Hear Lightning's mid-epoch resume warning again (at each batch's start and at the end of training)."""
         unsilence(self._quiet)
         self._quiet = None
+
+    on_train_end = on_exception = _warn_again

@@ -38,15 +38,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def rank_and_world_size(trainer: L.Trainer | None = None) -> tuple[int, int]:
-    """This process's rank and the number of processes (0 and 1 outside DDP)."""
-    if trainer is not None:
-        return trainer.global_rank, trainer.world_size
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def gather(state: dict[str, Any]) -> list[dict[str, Any]]:
     """Every rank's ``state``, in rank order (a collective under DDP: every rank must call it)."""
     dist = torch.distributed
@@ -78,9 +69,10 @@ class RngState(L.Callback):
         self._checkpoint_mid_epoch = written_mid_epoch(checkpoint)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # called after every setup hook (where the module derives its per-rank streams) and before on_fit_start
+        # called after every setup hook (ours sets self._trainer, the module's derives its per-rank streams) and
+        # before on_fit_start
         states = list(state_dict["rng"])
-        rank, world_size = rank_and_world_size(self._trainer)
+        rank, world_size = self._trainer.global_rank, self._trainer.world_size
         if len(states) != world_size and rank == 0:
             log.warning("the checkpoint was written by %d process(es) and training resumes with %d: the "
                         "data shards and the batch differ, so the run is not an exact continuation.",

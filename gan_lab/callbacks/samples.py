@@ -33,9 +33,7 @@ class SampleGrid(L.Callback):
     def __init__(self, dirpath: str, every_n_epochs: Count = 1, upscale_to: NonNegativeInt = 64,
                  at_batches: Sequence[Count] | Count | None = ()) -> None:
         self.dirpath, self.every_n_epochs, self.upscale_to = Path(dirpath), int(every_n_epochs), upscale_to
-        if isinstance(at_batches, int):
-            at_batches = [at_batches]
-        self.at_batches = frozenset(int(b) for b in at_batches or ())
+        self.at_batches = frozenset(map(int, [at_batches] if isinstance(at_batches, int) else at_batches or ()))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         seen = batches_seen(trainer, pl_module)  # a Python int: no device read

@@ -51,20 +51,21 @@ class GracefulStop(Checkpoint):
         self.requested = None
         if threading.current_thread() is threading.main_thread():
             for signum in self.signals:
-                self._previous_handlers[signum] = signal.getsignal(signum)
-                signal.signal(signum, self._handle)
+                self._previous_handlers[signum] = signal.signal(signum, self._handle)  # returns the previous one
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         wanted = self.requested
         if wanted is None and trainer.received_sigterm and signal.SIGTERM in self.signals:
             wanted = signal.SIGTERM  # caught by Lightning's handler before ours was installed
-        agreed = self._agreed(trainer, wanted)
-        if agreed is None:
+        if trainer.world_size > 1:  # the same request on every rank (any rank's stops them all): one all-reduce
+            flag = torch.tensor([wanted or 0], device=trainer.strategy.root_device)
+            wanted = int(reduce_over_processes(flag, trainer.world_size, "max").item()) or None
+        if wanted is None:
             return
-        self.requested = agreed  # never reset here: a signal may arrive while the ranks agree
+        self.requested = wanted  # never reset here: a signal may arrive while the ranks agree
         if ends_epoch(trainer, batch_idx):
             return  # served at the end of the next batch, after the epoch-end hooks
-        name = signal.Signals(agreed).name
+        name = signal.Signals(wanted).name
         guard = divergence_guard(trainer)
         if guard is not None and not guard.weights_finite(pl_module):
             # the run diverged since the guard's last check: reported as such; last.ckpt keeps the last good state
@@ -73,29 +74,18 @@ class GracefulStop(Checkpoint):
         trainer.save_checkpoint(self.path, weights_only=False)
         raise TrainingInterrupted(
             f"{name} received: stopped after batch {batches_seen(trainer, pl_module)} (epoch "
-            f"{trainer.current_epoch}) and saved {self.path}; continue with ckpt_path={self.path}.", signum=agreed)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore_handlers()
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._restore_handlers()
-
-    @staticmethod
-    def _agreed(trainer: L.Trainer, wanted: int | None) -> int | None:
-        """The stop request, the same on every rank (any rank's request stops them all); one all-reduce per batch."""
-        if trainer.world_size == 1:
-            return wanted
-        flag = torch.tensor([wanted or 0], device=trainer.strategy.root_device)
-        return int(reduce_over_processes(flag, trainer.world_size, "max").item()) or None
+            f"{trainer.current_epoch}) and saved {self.path}; continue with ckpt_path={self.path}.", signum=wanted)
 
     def _handle(self, signum: int, frame) -> None:
         if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: stop now
         self.request(signum)
 
-    def _restore_handlers(self) -> None:
+    def _restore_handlers(self, *hook_args: Any) -> None:
+        """Puts the previous signal handlers back (at the end of training, normal or not)."""
         for signum, handler in self._previous_handlers.items():
             if signal.getsignal(signum) == self._handle:
                 signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous_handlers.clear()
+
+    on_train_end = on_exception = _restore_handlers
