@@ -8,7 +8,6 @@ import lightning as L
 from lightning.pytorch.callbacks import Timer
 
 from gan_lab.compat import set_timer_train_seconds, timer_train_seconds
-from gan_lab.errors import UserError
 
 
 def time_limit(trainer: L.Trainer) -> Timer | None:
@@ -43,8 +42,8 @@ def trained_seconds(checkpoint: dict[str, Any]) -> float:
 
 
 class TrainingClock(L.Callback):
-    """Counts the training time of every part of a run and makes ``trainer.max_time`` count it too; a resume
-    whose limit is already spent is refused before training."""
+    """Counts the training time of every part of a run and makes ``trainer.max_time`` count it too (a resume
+    whose limit is already spent is refused before training, by ``gan_lab.run``)."""
 
     def __init__(self) -> None:
         self.seconds_before = 0.0  # training time of the earlier parts of the run (from the checkpoint)
@@ -71,11 +70,6 @@ class TrainingClock(L.Callback):
         # before training the Timer's elapsed time covers only earlier parts that had a Timer: count every part
         self.seconds_before = max(self.seconds_before, float(timer.time_elapsed()))
         set_timer_train_seconds(timer, self.seconds_before)
-        if timer.time_remaining() <= 0 and trainer.ckpt_path:
-            raise UserError(f"the time limit trainer.max_time ({trainer_max_time(trainer)} of training) is already "
-                            f"spent: the run of ckpt_path={trainer.ckpt_path} trained for "
-                            f"{dhms(timer.time_elapsed())}; raise trainer.max_time (it counts the time of every part "
-                            f"of the run).")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._train_start = time.monotonic()

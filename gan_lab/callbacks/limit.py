@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class BatchLimit(L.Callback):
-    """Stops training once ``pl_module.batches_seen`` (over every part of a run) reaches ``max_batches``; a resume
-    that already reached it is refused."""
+    """Stops training once ``pl_module.batches_seen`` (over every part of a run) reaches ``max_batches`` (a resume
+    that already reached it is refused before training, by ``gan_lab.run``)."""
 
     def __init__(self, max_batches: int) -> None:
         if isinstance(max_batches, bool) or int(max_batches) != max_batches or max_batches < 1:
@@ -30,12 +30,6 @@ class BatchLimit(L.Callback):
 
     def reached(self, pl_module: L.LightningModule) -> bool:
         return getattr(pl_module, "batches_seen", 0) >= self.max_batches
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.reached(pl_module) and trainer.ckpt_path:
-            raise UserError(f"trainer.max_batches={self.max_batches} is already reached: the run of "
-                            f"ckpt_path={trainer.ckpt_path} trained {pl_module.batches_seen} batches; raise "
-                            f"trainer.max_batches to train further.")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.reached(pl_module):
