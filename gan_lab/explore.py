@@ -9,19 +9,16 @@ import json
 from pathlib import Path
 
 import hydra
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from omegaconf import DictConfig
+from PIL import Image
 
 from gan_lab import CONFIG_DIR
-from gan_lab.build import build_datamodule  # noqa: E402
-from gan_lab.errors import UserError, check_count, exit_on_user_error  # noqa: E402
-from gan_lab.grids import save_grid  # noqa: E402
+from gan_lab.build import build_datamodule
+from gan_lab.errors import UserError, check_count, exit_on_user_error
+from gan_lab.grids import save_grid
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
@@ -59,14 +56,14 @@ def composite(name: str, value: torch.Tensor) -> np.ndarray:
 def save_figure(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_channel_stats(stats: dict[str, torch.Tensor], path: Path, channel_names: list[str]) -> None:
     """One row per statistic, one column per channel, then (colour data) the RGB composite."""
     rows, channels = len(stats), stats["mean"].shape[0]
     cols = channels + (1 if channels == 3 else 0)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 0.6, 2.4 * rows), squeeze=False)
+    fig = Figure(figsize=(2.6 * cols + 0.6, 2.4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for r, (name, value) in enumerate(stats.items()):
         for c in range(channels):
             ax = axes[r][c]
@@ -118,7 +115,8 @@ def explore(cfg: DictConfig) -> dict:
     file_sizes = getattr(info, "file_sizes", None)
     if file_sizes is not None and len(file_sizes):
         kb = (file_sizes.double() / 1024).numpy()
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig = Figure(figsize=(6, 3.5))
+        ax = fig.subplots()
         ax.hist(kb, bins=40, color="tab:blue", edgecolor="white")
         ax.set(title=f"{dm.name} {split}: file sizes", xlabel="kB", ylabel="images")
         save_figure(fig, out / "file_sizes.png")
@@ -130,7 +128,8 @@ def explore(cfg: DictConfig) -> dict:
     source = getattr(info, "source_sizes", None)
     if source is None:
         source = torch.tensor([[size, size]]).expand(n, 2)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5))
+    axes = fig.subplots(1, 2)
     for ax, column, name in zip(axes, (0, 1), ("width", "height")):
         ax.hist(source[:, column].numpy(), bins=40, color="tab:green", edgecolor="white")
         ax.set(title=f"source {name}", xlabel="pixels", ylabel="images")
@@ -141,7 +140,8 @@ def explore(cfg: DictConfig) -> dict:
 
     if dm.num_classes > 1:
         per_class = torch.bincount(labels, minlength=dm.num_classes)
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * dm.num_classes + 2), 4))
+        fig = Figure(figsize=(max(6.0, 0.35 * dm.num_classes + 2), 4))
+        ax = fig.subplots()
         ax.bar(range(dm.num_classes), per_class.numpy(), color="tab:orange")
         ax.set_xticks(range(dm.num_classes), [str(c) for c in dm.class_names], rotation=60, ha="right",
                       fontsize=8)

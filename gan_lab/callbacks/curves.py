@@ -72,13 +72,11 @@ class TrainingCurves(L.Callback):
     def plot(self) -> Path | None:
         if not self.history:
             return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
         panels = self.panels()
-        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+        fig = Figure(figsize=(6 * len(panels), 4))
+        axes = fig.subplots(1, len(panels), squeeze=False)
         for ax, (title, keys) in zip(axes[0], panels):
             if title == "growth":
                 self._plot_growth(ax)
@@ -98,7 +96,6 @@ class TrainingCurves(L.Callback):
         fig.tight_layout()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(self.path, dpi=100)
-        plt.close(fig)
         return self.path
 
     def _plot_growth(self, ax) -> None:
