@@ -13,7 +13,8 @@ from gan_lab import CONFIG_DIR
 from gan_lab.build import instantiate_checked
 from gan_lab.errors import UserError, check_count, check_seed, exit_on_user_error
 from gan_lab.metrics.records import append_evaluation
-from gan_lab.runs import load_run, pick_device, required_run_dir, write_problem
+from gan_lab.fs import write_problem
+from gan_lab.runs import load_run, pick_device, required_run_dir
 
 
 def check_request(cfg: DictConfig) -> None:

@@ -29,11 +29,18 @@ class DiskFull(UserError, OSError):
         return str(self.args[0]) if self.args else ""
 
 
-def probe_writable(folder: Path | str) -> None:
-    """Create ``folder`` and write a temporary file in it; raises ``OSError`` when that fails."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test"):
-        pass
+def write_problem(folder: Path | str) -> str | None:
+    """Why ``folder`` cannot be created and written in (tried with a temporary file), or ``None``."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test"):
+            return None
+    except OSError as exc:
+        existing = next((p for p in (folder, *folder.absolute().parents) if p.exists()), folder)
+        if existing.exists() and not existing.is_dir():
+            return f"{'it' if existing == folder else existing} is a file"
+        return (exc.strerror or str(exc)).lower()
 
 
 def host_tag() -> str:

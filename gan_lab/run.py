@@ -33,7 +33,7 @@ from gan_lab.callbacks.resume import (OptimizerClasses, check_resumed_optimizers
                                      epochs_completed)
 from gan_lab.checkpoint_io import not_a_file, read_checkpoint
 from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, check_flag, check_seed, report_user_error
-from gan_lab.fs import DiskFull, probe_writable
+from gan_lab.fs import DiskFull, write_problem
 from gan_lab.callbacks.metrics import MetricsCallback
 from gan_lab.metrics.records import read_metrics_json, update_metrics_json
 from gan_lab.metrics.suite import loggable_names
@@ -135,11 +135,9 @@ class PreflightChecks(Callback):
 
 def check_writable(folder: str | Path, key: str) -> None:
     """Refuse a run or sweep directory that cannot be created or written, naming ``key`` to choose another."""
-    try:
-        probe_writable(folder)
-    except OSError as exc:
-        raise UserError(f"the run directory {folder} cannot be written ({exc.strerror}); choose another "
-                        f"with {key}=<path>.") from None
+    problem = write_problem(folder)
+    if problem is not None:
+        raise UserError(f"the run directory {folder} cannot be written ({problem}); choose another with {key}=<path>.")
 
 
 def check_paths(cfg: DictConfig) -> tuple[Path, dict | None]:

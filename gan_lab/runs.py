@@ -1,7 +1,6 @@
 """Rebuild a trained run from its directory for ``evaluate`` and ``generate``: config, DataModule, model, weights."""
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from gan_lab.build import build_datamodule, build_model, setup_datamodule
 from gan_lab.callbacks.resume import epochs_completed
 from gan_lab.checkpoint_io import not_a_file, read_checkpoint
 from gan_lab.errors import UserError, yaml_problem
+from gan_lab.fs import write_problem
 from gan_lab.models.checkpoint_state import check_nets
 
 #: the sections of a run's config that ``evaluate`` and ``generate`` rebuild the run from
@@ -50,20 +50,6 @@ def pick_device(device: str | None) -> torch.device:
         raise UserError(f"device={device} but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
                         f"use device=cuda:0 or device=auto.")
     return torch.device(str(device))
-
-
-def write_problem(path: str | Path) -> str | None:
-    """Why the folder ``path`` (created if missing) cannot be written, or ``None``: it, or its
-    nearest existing parent, is a file or read-only."""
-    path = Path(path).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    where = "it" if existing == path else str(existing)
-    if not existing.is_dir():
-        return f"{where} is a file"
-    if os.access(existing, os.W_OK):
-        return None
-    read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
-    return f"{where} is on a read-only file system" if read_only else f"{where} is not writable for this user"
 
 
 def required_run_dir(cfg: DictConfig) -> Path:

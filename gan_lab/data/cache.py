@@ -20,7 +20,7 @@ from PIL import Image, ImageFile
 from torch import Tensor
 
 from gan_lab.errors import SetupInterrupted, UserError
-from gan_lab.fs import (atomic_torch_save, atomic_write_text, probe_writable, remove_orphan_temp_files,
+from gan_lab.fs import (atomic_torch_save, atomic_write_text, write_problem, remove_orphan_temp_files,
                         zip_damage)
 
 log = logging.getLogger("gan_lab")
@@ -149,13 +149,10 @@ def fallback_cache_dir(dataset: str, root: Path) -> Path:
 def writable_dir(preferred: Path, fallback: Path) -> Path:
     """``preferred`` when it can be created and written, else ``fallback`` (a read-only data root)."""
     for candidate in (preferred, fallback):
-        try:
-            probe_writable(candidate)
+        if write_problem(candidate) is None:
             if candidate != preferred:
                 log.warning("cache folder %s is not writable; caching in %s instead", preferred, candidate)
             return candidate
-        except OSError:
-            continue
     raise UserError(f"neither {preferred} nor {fallback} is writable for the decoded-image cache; "
                     f"set data.cache_dir=<a writable folder>.")
 
