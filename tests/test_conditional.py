@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from PIL import Image
-from torch import Tensor
 
 from gan_lab.build import build_datamodule, build_model
 from gan_lab.data.digits import Digits

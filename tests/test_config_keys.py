@@ -20,7 +20,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gan_lab.build import build_datamodule, build_model, instantiate_checked, serve_draws
 from gan_lab.errors import UserError

@@ -93,7 +93,6 @@ def test_16_mixed_clips_the_unscaled_gradients(make_cfg, tmp_path):
     from gan_lab.precision import PhaseMixedPrecision
 
     norms: list[float] = []
-    scales: list[float] = []
 
     def record(optimizer, args, kwargs):
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
