@@ -79,17 +79,6 @@ def class_blend(model, classes: Sequence[int], steps: int, rows: int, seed: int,
     return model.sample(z, weights.repeat(rows, 1)).cpu(), frames
 
 
-@torch.no_grad()
-def accepts_class_weights(model, num_classes: int) -> bool:
-    """Whether the generator takes class weights ``[N, num_classes]`` as well as class indices."""
-    z = torch.zeros(1, model.noise.latent_dim, device=model.device)
-    try:
-        model.sample(z, torch.full((1, num_classes), 1.0 / num_classes, device=model.device))
-    except (RuntimeError, ValueError, TypeError, IndexError):
-        return False
-    return True
-
-
 def save_gif(frames: Sequence[Image.Image], path: Path, frame_ms: int = 120) -> Path:
     """An animated GIF that plays the frames forward then back, looping forever."""
     frames = list(frames)
@@ -196,9 +185,9 @@ def generate(cfg: DictConfig) -> dict[str, str]:
                 pictures = [grid_image(sweep[i::len(classes)], nrow=rows, upscale_to=up) for i in range(len(classes))]
                 written["classes_gif"] = str(save_gif(pictures, out / "classes.gif", frame_ms))
             blend_wanted = inter.class_blend and len(classes) > 1
-            if blend_wanted and not accepts_class_weights(model, len(names)):
-                print("class_blend: skipped, this model's generator takes class indices only "
-                      "(gan_lab's conditional generators also take class weights [N, num_classes]).")
+            if blend_wanted and not getattr(model.generator, "takes_class_weights", False):
+                print("class_blend: skipped, this model's generator takes class indices only (a generator that "
+                      "also takes class weights [N, num_classes] says so with takes_class_weights = True).")
             elif blend_wanted:
                 blend, frames = class_blend(model, classes, steps, rows, cfg.seed, len(names))
                 path = " -> ".join(names[c] for c in classes)

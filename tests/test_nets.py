@@ -61,9 +61,11 @@ def test_unsupported_size_names_the_allowed_sizes():
     lambda: ArtGANGenerator(8, 5, image_size=16, channels=3, width=4),
 ], ids=["mlp-one-hot", "mlp-embedding", "cdcgan", "artgan"])
 def test_conditional_generators_take_class_weights(make):
-    """A one-hot weight row is that class; a blend of two classes is neither (class interpolation)."""
+    """They say so (``generate``'s class_blend reads it), and do: a one-hot weight row is that class; a blend of
+    two classes is neither (class interpolation)."""
     torch.manual_seed(0)
     g = make().eval()
+    assert g.takes_class_weights
     z, labels = torch.randn(3, 8), torch.tensor([0, 2, 4])
     weights = torch.nn.functional.one_hot(labels, 5).float()
     with torch.no_grad():

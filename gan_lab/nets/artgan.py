@@ -104,6 +104,9 @@ class ArtGANGenerator(nn.Module):
     """(z, label) -> image: ``decoder(znet(z, label))``; ``decoder`` is shared with the reconstruction.
     ``output``: ``tanh`` (images in [-1, 1]) or ``sigmoid`` (in [0, 1])."""
 
+    #: takes class weights ``[N, num_classes]`` (a blend of classes) as well as class indices ``[N]``
+    takes_class_weights = True
+
     def __init__(self, latent_dim: Count, num_classes: Count, image_size: Count = 64, channels: Count = 3,
                  width: Count = 128, dropout: DropoutRate = 0.0, init: bool = True, output: str = "tanh") -> None:
         super().__init__()

@@ -152,6 +152,9 @@ class MLPConditionalGenerator(nn.Module):
             ``branch_width`` outputs (``None``: half of ``hidden[0]``); z's branch gets the rest.
     """
 
+    #: takes class weights ``[N, num_classes]`` (a blend of classes) as well as class indices ``[N]``
+    takes_class_weights = True
+
     def __init__(self, latent_dim: Count, num_classes: Count, image_size: Count = 28, channels: Count = 1,
                  hidden: Hidden = (256, 512, 1024), label_encoding: str = "one_hot",
                  embedding_dim: Count | None = None, norm: bool = True, init: bool = True,
@@ -231,6 +234,9 @@ class ConditionalDCGANGenerator(nn.Module):
     ``conditioning``: ``concat`` (the one-hot joins z as extra input channels) or ``branch`` (a transposed conv of
     its own on the label, ``branch_channels`` maps, default half of the first block's; z's branch gets the rest).
     """
+
+    #: takes class weights ``[N, num_classes]`` (a blend of classes) as well as class indices ``[N]``
+    takes_class_weights = True
 
     def __init__(self, latent_dim: Count, num_classes: Count, image_size: Count = 64, channels: Count = 3,
                  width: Count = 64, max_mult: Count = 8, norm: str = "batch", init: bool = True,
