@@ -15,6 +15,8 @@ from typing import Annotated, Any
 import annotated_types as at
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
+from gan_lab.errors import UserError
+
 
 class Unbounded:
     """Marks a number whose every finite value is meaningful (a seed, a mean)."""
@@ -63,6 +65,16 @@ EXTERNAL: dict[str, dict[str, Any]] = {
     "optuna.samplers.TPESampler": {"prior_weight": Positive, "n_startup_trials": NonNegativeInt,
                                    "n_ei_candidates": Count, "seed": AnyInt | None},
 }
+
+
+def check_value(value: Any, hint: Any, key: str, shown_example: Any = None) -> Any:
+    """``value`` when it fits its declared type ``hint``, else a :class:`UserError` naming ``key``, the value and an
+    example (``shown_example``, or one made from ``hint``)."""
+    if fits(value, hint):
+        return value
+    shown = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else repr(value)
+    instead = example(hint) if shown_example is None else shown_example
+    raise UserError(f"{key}={shown} must be {describe(hint)}; e.g. {key}={instead}.")
 
 
 def argument_hints(target: Any, name: str | None = None) -> dict[str, Any]:

@@ -46,20 +46,6 @@ def unwrap_user_error(exc: BaseException) -> UserError | None:
                      f"and run the command again.")
 
 
-def check_count(value: Any, key: str, minimum: int = 1, example: int = 64) -> int:
-    """A requested count (images, seeds, steps): an integer >= ``minimum``, else a :class:`UserError` naming ``key``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserError(f"{key}={value!r} must be an integer >= {minimum}; e.g. {key}={example}.")
-    return int(value)
-
-
-def check_flag(value: Any, key: str) -> bool:
-    """A switch: true or false, not a word such as ``maybe``."""
-    if not isinstance(value, bool):
-        raise UserError(f"{key}={value!r} must be true or false; e.g. {key}=true.")
-    return value
-
-
 def yaml_problem(exc: BaseException) -> str:
     """What a YAML parser (PyYAML, OmegaConf) found wrong in a file, in a few words with the line."""
     problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
@@ -68,13 +54,6 @@ def yaml_problem(exc: BaseException) -> str:
         return f"{problem} at line {mark.line + 1}"
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
-
-
-def check_seed(value: Any, key: str = "seed") -> int:
-    """A seed: an integer (any sign), not a word, a fraction or true/false."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{key}={value!r} must be an integer; e.g. {key}=0.")
-    return int(value)
 
 
 class TrainingInterrupted(Exception):

@@ -5,22 +5,26 @@ mid-epoch) to ``<run>/metrics.json``; pictures and ``evaluation.json`` go to ``<
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 import hydra
 from omegaconf import DictConfig, ListConfig
+from pydantic import Field
 
 from gan_lab import CONFIG_DIR
 from gan_lab.build import instantiate_checked
-from gan_lab.errors import UserError, check_count, check_seed, exit_on_user_error
-from gan_lab.metrics.records import append_evaluation
+from gan_lab.constraints import AnyInt, check_value
+from gan_lab.errors import UserError, exit_on_user_error
 from gan_lab.fs import write_problem
+from gan_lab.metrics.records import append_evaluation
 from gan_lab.runs import load_run, pick_device, required_run_dir
 
 
 def check_request(cfg: DictConfig) -> None:
     """The values of a request, checked before the run is loaded (``evaluator.*``: by the Evaluator)."""
-    check_seed(cfg.seed)
-    check_count(cfg.num_samples, "num_samples", 2, 1000)  # the Evaluator's own minimum, said before loading
+    check_value(cfg.seed, AnyInt, "seed", 0)
+    # the Evaluator's own minimum, said before loading
+    check_value(cfg.num_samples, Annotated[int, Field(ge=2)], "num_samples", 1000)
     if not isinstance(cfg.metrics, (list, ListConfig)) or len(cfg.metrics) == 0:
         shown = list(cfg.metrics) if isinstance(cfg.metrics, ListConfig) else cfg.metrics
         raise UserError(f"metrics={shown!r} must list one or more metrics; e.g. metrics=[fid,kid].")

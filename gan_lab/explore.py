@@ -17,7 +17,8 @@ from PIL import Image
 
 from gan_lab import CONFIG_DIR
 from gan_lab.build import build_datamodule
-from gan_lab.errors import UserError, check_count, exit_on_user_error
+from gan_lab.constraints import Count, check_value
+from gan_lab.errors import UserError, exit_on_user_error
 from gan_lab.grids import save_grid
 
 
@@ -87,8 +88,8 @@ def explore(cfg: DictConfig) -> dict:
     split = options.get("split", "train")
     if split not in ("train", "val"):
         raise UserError(f"explore.split={split} must be train or val.")
-    samples = check_count(options.get("samples", 64), "explore.samples", 1, 64)
-    nrow = check_count(options.get("nrow", 8), "explore.nrow", 1, 8)
+    samples = check_value(options.get("samples", 64), Count, "explore.samples", 64)
+    nrow = check_value(options.get("nrow", 8), Count, "explore.nrow", 8)
     out.mkdir(parents=True, exist_ok=True)
     dm = build_datamodule(cfg)
     ds = dm.dataset(split)

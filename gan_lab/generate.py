@@ -5,23 +5,31 @@ sweeps and blends, as grids and GIFs, to ``out_dir`` (default ``<run>/generated`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Annotated, Sequence
 
 import hydra
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
+from pydantic import Field
 from torch import Tensor
 
 from gan_lab import CONFIG_DIR
-from gan_lab.errors import UserError, check_count, check_flag, check_seed, exit_on_user_error
+from gan_lab.constraints import AnyInt, Count, NonNegativeInt, check_value
+from gan_lab.errors import UserError, exit_on_user_error
 from gan_lab.grids import grid_image, save_grid
-from gan_lab.metrics.sampling import ema_weights, interpolate_latents, latents_from_seeds, seeded_latents
 from gan_lab.fs import write_problem
+from gan_lab.metrics.sampling import ema_weights, interpolate_latents, latents_from_seeds, seeded_latents
 from gan_lab.runs import load_run, pick_device, required_run_dir
 
 #: the latent paths of ``interpolation.modes``
 MODES = ("linear", "spherical")
+#: the single values of a request: their declared types and an example
+REQUEST = {"seed": (AnyInt, 0), "ema": (bool, "true"), "individual": (bool, "true"), "interpolation.gif": (bool, "true"),
+           "interpolation.class_blend": (bool, "true"), "num_samples": (Count, 64), "per_class": (Count, 8),
+           "nrow": (Count | None, 8), "upscale_to": (NonNegativeInt, 64),
+           "interpolation.steps": (Annotated[int, Field(ge=2)], 8), "interpolation.rows": (Count, 4),
+           "interpolation.frame_ms": (Count, 120)}
 
 
 def class_indices(classes: Sequence | None, names: list[str]) -> list[int]:
@@ -105,11 +113,8 @@ def output_folder(cfg: DictConfig) -> Path:
 def check_request(cfg: DictConfig) -> None:
     """The values of a request, checked before the run is loaded."""
     inter = cfg.interpolation
-    check_seed(cfg.seed)
-    check_flag(cfg.ema, "ema")
-    check_flag(cfg.individual, "individual")
-    check_flag(inter.gif, "interpolation.gif")
-    check_flag(inter.class_blend, "interpolation.class_blend")
+    for key, (hint, shown) in REQUEST.items():
+        check_value(OmegaConf.select(cfg, key), hint, key, shown)
     if cfg.classes is not None and not as_list(cfg.classes):
         raise UserError(f"classes={cfg.classes!r} must list one or more classes (names or indices), or be null "
                         f"for every class; e.g. classes=[0,1].")
@@ -118,18 +123,10 @@ def check_request(cfg: DictConfig) -> None:
         raise UserError(f"interpolation.modes={modes if modes is not None else inter.modes!r} must "
                         f"list some of {', '.join(MODES)}; e.g. interpolation.modes=[linear,spherical].")
     pick_device(cfg.device)
-    check_count(cfg.num_samples, "num_samples", 1, 64)
-    check_count(cfg.per_class, "per_class", 1, 8)
-    if cfg.nrow is not None:
-        check_count(cfg.nrow, "nrow", 1, 8)
-    check_count(cfg.upscale_to, "upscale_to", 0, 64)
-    check_count(inter.steps, "interpolation.steps", 2, 8)
-    check_count(inter.rows, "interpolation.rows", 1, 4)
-    check_count(inter.frame_ms, "interpolation.frame_ms", 1, 120)
     if inter.seeds is not None and as_list(inter.seeds) is None:
         raise UserError(f"interpolation.seeds={inter.seeds!r} must be a list of seeds; e.g. interpolation.seeds=[0,1].")
     for i, seed in enumerate(inter.seeds or []):
-        check_seed(seed, f"interpolation.seeds[{i}]")
+        check_value(seed, AnyInt, f"interpolation.seeds[{i}]", 0)
 
 
 def generate(cfg: DictConfig) -> dict[str, str]:

@@ -32,7 +32,8 @@ from gan_lab.callbacks.limit import cut_checkpoint, epoch_cut_short, stopped_by_
 from gan_lab.callbacks.resume import (OptimizerClasses, check_resumed_optimizers, check_resumed_position,
                                      epochs_completed)
 from gan_lab.checkpoint_io import not_a_file, read_checkpoint
-from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, check_flag, check_seed, report_user_error
+from gan_lab.constraints import AnyInt, check_value
+from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, report_user_error
 from gan_lab.fs import DiskFull, write_problem
 from gan_lab.callbacks.metrics import MetricsCallback
 from gan_lab.metrics.records import read_metrics_json, update_metrics_json
@@ -298,8 +299,8 @@ def train(cfg: DictConfig) -> float | None:
 
 def _train(cfg: DictConfig, primary: bool) -> float | None:
     """:func:`train`'s work; ``primary``: this process owns the run directory (not a DDP rank > 0)."""
-    check_seed(cfg.seed)
-    overwrite = check_flag(cfg.get("overwrite", False), "overwrite")
+    check_value(cfg.seed, AnyInt, "seed", 0)
+    overwrite = check_value(cfg.get("overwrite", False), bool, "overwrite")
     if HydraConfig.initialized():  # (a multirun's jobs; a single run was checked by Hydra's callback)
         check_top_level_keys(cfg, list(HydraConfig.get().overrides.task))
     name = cfg.get("optimized_metric")

@@ -19,7 +19,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from gan_lab import slurm
-from gan_lab.errors import TrainingDiverged, UserError, check_flag
+from gan_lab.constraints import check_value
+from gan_lab.errors import TrainingDiverged, UserError
 from gan_lab.fs import DiskFull, atomic_write, atomic_write_text, process_alive, remove_orphan_temp_files
 
 log = logging.getLogger("gan_lab")
@@ -147,7 +148,7 @@ def replaces_run(run_dir: Path, ckpt_path: Any, overwrite: Any, refuse: bool = T
 
     A resume from a checkpoint inside ``run_dir`` or a requeued SLURM job continues that run; any
     other run into a directory holding one is refused (with ``refuse``) unless ``overwrite``."""
-    overwrite = check_flag(overwrite, "overwrite")
+    overwrite = check_value(overwrite, bool, "overwrite")
     if slurm.requeued() or not holds_run(run_dir):
         return False
     own = ckpt_path is not None and _inside(Path(str(ckpt_path)), run_dir)
@@ -176,7 +177,7 @@ def replaces_run(run_dir: Path, ckpt_path: Any, overwrite: Any, refuse: bool = T
 def claim_sweep_dir(sweep_dir: Path, overwrite: Any) -> None:
     """Refuse a sweep into a ``hydra.sweep.dir`` holding runs, or with ``overwrite=true`` empty it
     (refused while one of those runs is still training)."""
-    overwrite = check_flag(overwrite, "overwrite")
+    overwrite = check_value(overwrite, bool, "overwrite")
     runs = runs_under(sweep_dir)
     if not runs or slurm.requeued():
         return
