@@ -29,7 +29,8 @@ REQUEST = {"seed": (AnyInt, 0), "ema": (bool, "true"), "individual": (bool, "tru
            "interpolation.class_blend": (bool, "true"), "num_samples": (Count, 64), "per_class": (Count, 8),
            "nrow": (Count | None, 8), "upscale_to": (NonNegativeInt, 64),
            "interpolation.steps": (Annotated[int, Field(ge=2)], 8), "interpolation.rows": (Count, 4),
-           "interpolation.frame_ms": (Count, 120)}
+           "interpolation.frame_ms": (Count, 120), "interpolation.seeds": (list[AnyInt] | None, "[0,1]"),
+           "classes": (Annotated[list[int | str], Field(min_length=1)] | None, "[0,1]")}
 
 
 def class_indices(classes: Sequence | None, names: list[str]) -> list[int]:
@@ -114,19 +115,13 @@ def check_request(cfg: DictConfig) -> None:
     """The values of a request, checked before the run is loaded."""
     inter = cfg.interpolation
     for key, (hint, shown) in REQUEST.items():
-        check_value(OmegaConf.select(cfg, key), hint, key, shown)
-    if cfg.classes is not None and not as_list(cfg.classes):
-        raise UserError(f"classes={cfg.classes!r} must list one or more classes (names or indices), or be null "
-                        f"for every class; e.g. classes=[0,1].")
+        value = OmegaConf.select(cfg, key)
+        check_value(list(value) if isinstance(value, ListConfig) else value, hint, key, shown)
     modes = as_list(inter.modes)
     if modes is None or any(str(m) not in MODES for m in modes):
         raise UserError(f"interpolation.modes={modes if modes is not None else inter.modes!r} must "
                         f"list some of {', '.join(MODES)}; e.g. interpolation.modes=[linear,spherical].")
     pick_device(cfg.device)
-    if inter.seeds is not None and as_list(inter.seeds) is None:
-        raise UserError(f"interpolation.seeds={inter.seeds!r} must be a list of seeds; e.g. interpolation.seeds=[0,1].")
-    for i, seed in enumerate(inter.seeds or []):
-        check_value(seed, AnyInt, f"interpolation.seeds[{i}]", 0)
 
 
 def generate(cfg: DictConfig) -> dict[str, str]:

@@ -76,6 +76,8 @@ GENERATE_CASES = {
     "ema not a boolean": (["ema=maybe"], "ema='maybe' must be true or false"),
     "individual not a boolean": (["individual=maybe"], "individual='maybe' must be true or false"),
     "gif not a boolean": (["interpolation.gif=often"], "interpolation.gif='often' must be true or false"),
+    "no images": (["num_samples=0"], "num_samples=0 must be an integer >= 1", "e.g. num_samples=64"),
+    "a seed that is a word": (["interpolation.seeds=[0,a]"], "interpolation.seeds=[0,a]", "e.g. interpolation.seeds=[0,1]"),
     **{name: ([], "is damaged", ".hydra/config.yaml", said) for name, (_, said) in DAMAGED_CONFIGS.items()},
 }
 
