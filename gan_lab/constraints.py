@@ -192,7 +192,8 @@ def describe(hint: Any, plural: bool = False) -> str:
         if origin is tuple and args and Ellipsis not in typing.get_args(base):
             head = f"a list of {len(args)}"
         else:
-            head = f"a list of at least {min(lengths)}" if lengths else "a list of"
+            least = min(lengths, default=0)
+            head = {0: "a list of", 1: "a list of one or more"}.get(least, f"a list of at least {least}")
         return f"{head} {describe(args[0], plural=True)}" if args else "a list"
     if origin in _MAPPINGS or base in _MAPPINGS:
         return "a mapping"

@@ -188,7 +188,7 @@ def test_the_proposed_value_is_not_refused(make_cfg, overrides, build, refused):
     (AnyInt, "an integer"),
     (float, "a finite number"),
     (tuple[Probability, Probability], "a list of 2 numbers in [0, 1]"),
-    (Annotated[Sequence[str], Field(min_length=1)] | None, "a list of at least 1 strings or null"),
+    (Annotated[Sequence[str], Field(min_length=1)] | None, "a list of one or more strings or null"),
     (Sequence[Count] | Count, "a list of integers >= 1 or an integer >= 1"),
     (Literal[-1] | Count, "one of -1 or an integer >= 1"),
 ])
