@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from gan_lab.callbacks.limit import BatchLimit
-from gan_lab.constraints import argument_defaults, argument_hints, describe, example, fits
+from gan_lab.constraints import argument_defaults, argument_hints, example, fits, refusal
 from gan_lab.errors import UserError, unwrap_user_error
 from gan_lab.precision import precision_plugins, training_precision
 
@@ -60,9 +60,8 @@ def check_types(node: Any, what: str) -> None:
         if isinstance(value, ListConfig):
             value = OmegaConf.to_container(value, resolve=True)
         if key in hints and not fits(value, hints[key]):
-            shown = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else repr(value)
-            raise UserError(f"{what}.{key}={shown} must be {describe(hints[key])} for "
-                            f"{target.rsplit('.', 1)[-1]}; e.g. {what}.{key}={example(hints[key], defaults.get(key))}.")
+            raise refusal(f"{what}.{key}", value, hints[key], example(hints[key], defaults.get(key)),
+                          target.rsplit(".", 1)[-1])
 
 
 def instantiate_checked(node: DictConfig | None, what: str, **kwargs: Any) -> Any:

@@ -72,9 +72,15 @@ def check_value(value: Any, hint: Any, key: str, shown_example: Any = None) -> A
     example (``shown_example``, or one made from ``hint``)."""
     if fits(value, hint):
         return value
+    raise refusal(key, value, hint, example(hint) if shown_example is None else shown_example)
+
+
+def refusal(key: str, value: Any, hint: Any, shown_example: Any, owner: str | None = None) -> UserError:
+    """The one sentence refusing ``key=value``: what its declared type ``hint`` asks (of ``owner``, the target
+    taking it) and an example."""
     shown = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else repr(value)
-    instead = example(hint) if shown_example is None else shown_example
-    raise UserError(f"{key}={shown} must be {describe(hint)}; e.g. {key}={instead}.")
+    of = f" for {owner}" if owner else ""
+    return UserError(f"{key}={shown} must be {describe(hint)}{of}; e.g. {key}={shown_example}.")
 
 
 def argument_hints(target: Any, name: str | None = None) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from torch import Tensor
 from gan_lab import CONFIG_DIR
 from gan_lab.constraints import AnyInt, Count, NonNegativeInt, check_value
 from gan_lab.errors import UserError, exit_on_user_error
-from gan_lab.grids import grid_image, save_grid
 from gan_lab.fs import write_problem
+from gan_lab.grids import grid_image, save_grid
 from gan_lab.metrics.sampling import ema_weights, interpolate_latents, latents_from_seeds, seeded_latents
 from gan_lab.runs import load_run, pick_device, required_run_dir
 

@@ -20,8 +20,7 @@ from PIL import Image, ImageFile
 from torch import Tensor
 
 from gan_lab.errors import SetupInterrupted, UserError
-from gan_lab.fs import (atomic_torch_save, atomic_write_text, write_problem, remove_orphan_temp_files,
-                        zip_damage)
+from gan_lab.fs import atomic_torch_save, atomic_write_text, remove_orphan_temp_files, write_problem, zip_damage
 
 log = logging.getLogger("gan_lab")
 
