@@ -418,3 +418,29 @@ def test_counter_counts_what_would_stall_an_accelerator():
     assert kinds[:5] == ["item (aten::_local_scalar_dense)", "item (aten::_local_scalar_dense)",
                          "boolean mask (aten::index)", "copy to host (cpu)", "host-to-device copy (torch.tensor)"]
     assert kinds[5:] and all(k.startswith("item") for k in kinds[5:])
+
+
+class SyncDebug(L.Callback):
+    """Turns CUDA's own synchronisation check to ``"error"`` from the start of every batch that does not
+    log to the start of the next one: any host synchronisation in that window raises. First callback."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        logs = (pl_module.batches_seen + 1) % trainer.log_every_n_steps == 0
+        torch.cuda.set_sync_debug_mode("default" if logs else "error")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        torch.cuda.set_sync_debug_mode("default")
+
+    on_exception = on_train_end = lambda self, *args: torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model", list(CASES))
+def test_no_cuda_sync_outside_logging_steps(make_cfg, monkeypatch, tmp_path, model):
+    """On a GPU, CUDA's synchronisation check agrees with the simulation above: a batch that does not
+    log makes no host synchronisation."""
+    build = gan_lab.run.build_callbacks
+    monkeypatch.setattr(gan_lab.run, "build_callbacks", lambda cfg: [SyncDebug(), *build(cfg)])
+    train(make_cfg(*BASE, *CASES[model], "trainer.accelerator=gpu", tiny=False))
+    assert torch.cuda.get_sync_debug_mode() == 0
+    assert sorted(csv_rows(tmp_path / "run")) == [batch + 1 for batch in LOGGING_BATCHES]
