@@ -90,8 +90,7 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
     """WGAN-GP penalty E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates of real and fake."""
     eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    out = critic(x_hat)
-    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
 

@@ -13,7 +13,8 @@ from gan_lab.errors import UserError
 
 
 class Noise(ABC):
-    """Base class; subclasses draw ``[n, latent_dim]`` samples on a device."""
+    """Base class; subclasses draw ``[n, latent_dim]`` samples on a device and give one coordinate's analytic
+    ``mean`` and ``std``."""
 
     def __init__(self, latent_dim: Count) -> None:
         self.latent_dim = int(latent_dim)
@@ -21,16 +22,6 @@ class Noise(ABC):
     @abstractmethod
     def sample(self, n: int, device: torch.device | str = "cpu") -> Tensor:
         """Draw ``[n, latent_dim]`` latent vectors on ``device``."""
-
-    @property
-    @abstractmethod
-    def mean(self) -> float:
-        """Analytic mean of one coordinate."""
-
-    @property
-    @abstractmethod
-    def std(self) -> float:
-        """Analytic standard deviation of one coordinate."""
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in vars(self).items())
@@ -42,18 +33,10 @@ class Normal(Noise):
 
     def __init__(self, latent_dim: Count = 100, mean: AnyFloat = 0.0, std: Positive = 1.0) -> None:
         super().__init__(latent_dim)
-        self.loc, self.scale = float(mean), float(std)
+        self.mean, self.std = float(mean), float(std)
 
     def sample(self, n, device="cpu"):
-        return torch.randn(n, self.latent_dim, device=device).mul_(self.scale).add_(self.loc)
-
-    @property
-    def mean(self):
-        return self.loc
-
-    @property
-    def std(self):
-        return self.scale
+        return torch.randn(n, self.latent_dim, device=device).mul_(self.std).add_(self.mean)
 
 
 class Uniform(Noise):

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import ContextManager
 
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
@@ -19,19 +18,13 @@ class PhaseMixedPrecision(MixedPrecision):
     #: no autocast around the whole step: backward and optimizer steps run in full precision
     train_step_context = nullcontext
 
-    #: whether autocast caches the weights' casts within a phase (a CUDA graph capture turns it off:
-    #: torch's graph capture does not support autocast's cache)
+    #: whether autocast caches the weights' casts within a phase (off for a CUDA graph capture, which cannot hold it)
     cache_enabled = True
 
     def phase_context(self) -> torch.autocast:
         """Autocast for one D or G update's forward passes and loss (weight casts cached within it)."""
         dtype = torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16
         return torch.autocast(self.device, dtype=dtype, cache_enabled=self.cache_enabled)
-
-
-def phase_context(plugin: object | None) -> ContextManager:
-    """The autocast region of one phase under ``plugin``: a no-op unless it is a :class:`PhaseMixedPrecision`."""
-    return plugin.phase_context() if isinstance(plugin, PhaseMixedPrecision) else nullcontext()
 
 
 MIXED = ("16-mixed", "bf16-mixed")

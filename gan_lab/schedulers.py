@@ -4,9 +4,8 @@ from __future__ import annotations
 import bisect
 from typing import Annotated, Sequence
 
-from torch.optim import Optimizer, lr_scheduler
-
 from pydantic import Field
+from torch.optim import Optimizer, lr_scheduler
 
 from gan_lab.constraints import NonNegativeInt, Positive
 from gan_lab.errors import UserError

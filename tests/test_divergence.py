@@ -38,7 +38,7 @@ class NanLatents(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.on:
-            pl_module.noise.loc = float("nan")
+            pl_module.noise.mean = float("nan")
 
 
 NAN_LATENTS = "+callbacks.nan_latents._target_=tests.test_divergence.NanLatents"

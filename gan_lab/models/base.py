@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Hashable, Iterator, Mapping, Sequence
 
@@ -22,7 +22,7 @@ from gan_lab.errors import UserError
 from gan_lab.losses import GANLoss
 from gan_lab.models.checkpoint_state import check_nets, match_generator_ema
 from gan_lab.noise import Noise
-from gan_lab.precision import phase_context
+from gan_lab.precision import PhaseMixedPrecision
 
 log = logging.getLogger("gan_lab")
 
@@ -159,7 +159,7 @@ class GAN(L.LightningModule):
     @property
     def grid_nrow(self) -> int:
         """Images per row of the sample grid."""
-        return max(1, int(round(self.num_samples ** 0.5)))
+        return max(1, round(self.num_samples ** 0.5))
 
     @property
     def grid_row_names(self) -> list[str] | None:
@@ -245,22 +245,18 @@ class GAN(L.LightningModule):
         terms: dict[str, Tensor] = {}
         fake = fake_labels = None
         draws = self.real_draws(real, labels)  # with fresh_reals, one per update
-        real_d, draw_labels = real, labels
         n_d, with_fakes = self.d_updates(), self.d_sees_fakes()
         for i in range(n_d):
             draw, draw_labels = draws[i % len(draws)]
             n = draw.shape[0]
             if with_fakes:
-                # The last critic step's fakes keep G's graph so the first G update reuses them:
-                # G runs once per batch when n_critic = n_gen = 1 (unless fresh_fakes).
-                keep = i == n_d - 1 and not self.fresh_fakes
                 z, fake_labels = self.noise.sample(n, self.device), self.sample_labels(n)
-                with torch.set_grad_enabled(keep), self.autocast():
+                # the last update's fakes keep G's graph: the first G update reuses them (unless fresh_fakes)
+                with torch.set_grad_enabled(i == n_d - 1 and not self.fresh_fakes), self.autocast():
                     fake = self.generate(z, fake_labels)
             real_d = self.augment_for_d(draw)
             fake_d = self.augment_for_d(fake.detach()) if with_fakes else None
             terms.update(self.discriminator_update(opt_d, real_d, draw_labels, fake_d, fake_labels, backward))
-            self.update_ada_statistics()
         return terms, DiscriminatorPhase(n_d, fake, fake_labels, real_d, draw_labels)
 
     def generator_updates(self, d_phase: DiscriminatorPhase, first: int, stop: int, opt_g, backward: Callable[[Tensor], Any]
@@ -309,13 +305,6 @@ class GAN(L.LightningModule):
         if self.adaptive_augment:
             self._real_outputs = real_outputs.detach()
 
-    def update_ada_statistics(self) -> None:
-        """After a D update, feed ADA the signs of D's outputs on the real batch."""
-        if self._real_outputs is not None:
-            sum_over_ranks = None if self.world_size == 1 else lambda stats: self.over_ranks(stats, "sum")
-            self.d_augment.observe(self._real_outputs, sum_over_ranks)
-            self._real_outputs = None
-
     def adapt_augmentation(self, n: int) -> None:
         """Count a batch of ``n`` images per process towards ADA's next ``p`` adjustment."""
         if self.adaptive_augment:
@@ -332,7 +321,8 @@ class GAN(L.LightningModule):
         """The mixed-precision context of one update's forward passes and loss (a no-op in full precision);
         backward and optimizer steps run outside it."""
         trainer = attached_trainer(self)
-        return phase_context(self.loop_precision if trainer is None else trainer.strategy.precision_plugin)
+        plugin = self.loop_precision if trainer is None else trainer.strategy.precision_plugin
+        return plugin.phase_context() if isinstance(plugin, PhaseMixedPrecision) else nullcontext()
 
     def discriminator_update(self, opt, real, labels, fake, fake_labels, backward) -> dict[str, Tensor]:
         with self.autocast():
@@ -342,6 +332,10 @@ class GAN(L.LightningModule):
         self.clip_gradient_norm(opt)
         opt.step()
         self.after_discriminator_step()
+        if self._real_outputs is not None:  # ADA observes the signs of D's outputs on the real batch
+            sum_over_ranks = None if self.world_size == 1 else lambda stats: self.over_ranks(stats, "sum")
+            self.d_augment.observe(self._real_outputs, sum_over_ranks)
+            self._real_outputs = None
         return terms
 
     def after_discriminator_step(self) -> None:

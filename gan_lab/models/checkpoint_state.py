@@ -25,8 +25,7 @@ def check_nets(module: L.LightningModule, state: Mapping[str, Tensor], source: s
     """Raise a one-sentence :class:`UserError` when ``state`` holds other nets than ``module`` builds (the EMA
     generator aside); ``source`` names the checkpoint (default: the trainer's ``ckpt_path``)."""
     own = dict(module.state_dict())
-    theirs_ema = any(k.startswith(EMA_PREFIX) for k in state)
-    if not theirs_ema:
+    if not any(k.startswith(EMA_PREFIX) for k in state):
         own = {k: v for k, v in own.items() if not k.startswith(EMA_PREFIX)}
     elif module.generator_ema is None:
         own.update(ema_keys(own))

@@ -75,8 +75,7 @@ class ConditionalGAN(GAN):
         if init is not None and init not in INITS:
             raise UserError(f"model.init={init!r} is unknown; use one of {', '.join(INITS)} or null.")
         # grid_labels() is called by GAN.__init__, so the class count must exist before it runs.
-        object.__setattr__(self, "num_classes", int(num_classes))
-        object.__setattr__(self, "samples_per_class", int(samples_per_class))
+        self.num_classes, self.samples_per_class = int(num_classes), int(samples_per_class)
         super().__init__(generator, discriminator, noise, loss, optimizer, scheduler, n_critic, n_gen,
                          num_samples=self.num_classes * self.samples_per_class, d_augment=d_augment,
                          gradient_clip_norm=gradient_clip_norm, fresh_reals=fresh_reals, fresh_fakes=fresh_fakes)
@@ -155,5 +154,4 @@ class ConditionalGAN(GAN):
                 "d_fake": self.loss.score(fake_logits)}
 
     def g_step(self, fake: Tensor, fake_labels: Tensor, real: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        logits = self.discriminate(self.noisy_fake(fake), fake_labels)
-        return {"g_loss": self.loss.generator(logits)}
+        return super().g_step(self.noisy_fake(fake), fake_labels, real, labels)
