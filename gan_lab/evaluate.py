@@ -36,8 +36,7 @@ def evaluate(cfg: DictConfig) -> dict:
     check_request(cfg)
     evaluator = instantiate_checked(cfg.evaluator, "evaluator")
     run_dir = required_run_dir(cfg)
-    problem = write_problem(run_dir)
-    if problem is not None:
+    if (problem := write_problem(run_dir)) is not None:
         raise UserError(f"run_dir={run_dir} cannot be written ({problem}), and evaluate appends its record to "
                         f"{run_dir / 'metrics.json'}; evaluate a writable copy of the run.")
     run = load_run(run_dir, cfg.ckpt, cfg.device)

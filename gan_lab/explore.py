@@ -24,22 +24,16 @@ from gan_lab.grids import save_grid
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
     """Per-pixel mean, min, max, std and variance ``[C, H, W]`` of uint8 images (0..255; variance in its square)."""
-    n = images.shape[0]
     total = torch.zeros(images.shape[1:], dtype=torch.float64)
     squares = torch.zeros_like(total)
-    low = torch.full(images.shape[1:], 255, dtype=torch.uint8)
-    high = torch.zeros(images.shape[1:], dtype=torch.uint8)
-    for i in range(0, n, chunk):
-        x = images[i:i + chunk]
+    for x in images.split(chunk):
         xf = x.double()
         total += xf.sum(0)
         squares += xf.square().sum(0)
-        low = torch.minimum(low, x.amin(0))
-        high = torch.maximum(high, x.amax(0))
-    mean = total / max(n, 1)
-    variance = (squares / max(n, 1) - mean.square()).clamp_min(0)
-    return {"mean": mean.float(), "min": low.float(), "max": high.float(), "std": variance.sqrt().float(),
-            "variance": variance.float()}
+    mean = total / images.shape[0]
+    variance = (squares / images.shape[0] - mean.square()).clamp_min(0)
+    return {"mean": mean.float(), "min": images.amin(0).float(), "max": images.amax(0).float(),
+            "std": variance.sqrt().float(), "variance": variance.float()}
 
 
 #: statistics in pixel values (0..255), written as they are; the others are scaled to their maximum
@@ -47,11 +41,11 @@ PIXEL_VALUED = ("mean", "min", "max")
 
 
 def composite(name: str, value: torch.Tensor) -> np.ndarray:
-    """A statistic ``[C, H, W]`` as one uint8 image ``[H, W, C]``: mean, min and max as pixel
-    values; std and variance scaled by one maximum over all channels to 255 (hue kept)."""
+    """A statistic ``[C, H, W]`` as one uint8 image ``[H, W, C]`` (``[H, W]`` for one channel): mean, min and max
+    as pixel values; std and variance scaled by one maximum over all channels to 255 (hue kept)."""
     if name not in PIXEL_VALUED:
         value = value / max(float(value.max()), 1e-12) * 255
-    return value.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return value.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).squeeze(-1).numpy()
 
 
 def save_figure(fig, path: Path) -> None:
@@ -94,7 +88,7 @@ def explore(cfg: DictConfig) -> dict:
     dm = build_datamodule(cfg)
     ds = dm.dataset(split)
     images, labels = ds.images, ds.labels
-    n, channels, size = images.shape[0], images.shape[1], images.shape[-1]
+    n, channels, _, size = images.shape
     if n == 0:
         raise UserError(f"the {split} split of {dm.name} is empty; explore.split=train, or set "
                         f"data.val_fraction>0 for a val split.")
@@ -105,8 +99,7 @@ def explore(cfg: DictConfig) -> dict:
     stats = channel_stats(images)
     plot_channel_stats(stats, out / "channel_stats.png", channel_names)
     for name, value in stats.items():
-        array = composite(name, value)
-        Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(out / f"composite_{name}.png")
+        Image.fromarray(composite(name, value)).save(out / f"composite_{name}.png")
     summary["channel_mean"] = [round(float(v), 2) for v in stats["mean"].mean((1, 2))]
     # per-channel std over all pixels, from the per-pixel mean and std: E[x^2] - E[x]^2
     second = (stats["std"].double().square() + stats["mean"].double().square()).mean((1, 2))
@@ -115,13 +108,13 @@ def explore(cfg: DictConfig) -> dict:
 
     file_sizes = getattr(info, "file_sizes", None)
     if file_sizes is not None and len(file_sizes):
-        kb = (file_sizes.double() / 1024).numpy()
+        kb = file_sizes.double() / 1024
         fig = Figure(figsize=(6, 3.5))
         ax = fig.subplots()
-        ax.hist(kb, bins=40, color="tab:blue", edgecolor="white")
+        ax.hist(kb.numpy(), bins=40, color="tab:blue", edgecolor="white")
         ax.set(title=f"{dm.name} {split}: file sizes", xlabel="kB", ylabel="images")
         save_figure(fig, out / "file_sizes.png")
-        summary["file_kb"] = {"min": round(float(kb.min()), 1), "median": round(float(torch.tensor(kb).median()), 1),
+        summary["file_kb"] = {"min": round(float(kb.min()), 1), "median": round(float(kb.median()), 1),
                               "max": round(float(kb.max()), 1)}
     else:
         summary["file_kb"] = "not applicable (images stored in array files)"

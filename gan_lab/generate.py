@@ -88,39 +88,19 @@ def class_blend(model, classes: Sequence[int], steps: int, rows: int, seed: int,
     return model.sample(z, weights.repeat(rows, 1)).cpu(), frames
 
 
-def save_gif(frames: Sequence[Image.Image], path: Path, frame_ms: int = 120) -> Path:
-    """An animated GIF that plays the frames forward then back, looping forever."""
-    frames = list(frames)
-    sequence = frames + frames[-2:0:-1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sequence[0].save(path, save_all=True, append_images=sequence[1:], duration=frame_ms, loop=0)
-    return path
-
-
-def as_list(value) -> list | None:
-    """A list of the config (``ListConfig``) as a Python list; ``None`` for anything else."""
-    return list(value) if isinstance(value, (list, ListConfig)) else None
-
-
-def output_folder(cfg: DictConfig) -> Path:
-    """``out_dir`` (default ``<run_dir>/generated``); refused when it cannot be written."""
-    out = Path(cfg.out_dir) if cfg.out_dir else Path(cfg.run_dir) / "generated"
-    problem = write_problem(out)
-    if problem is not None:
-        raise UserError(f"out_dir={out} cannot be written ({problem}); pass out_dir=<a writable folder>.")
-    return out
+def plain(value):
+    """A list of the config (``ListConfig``) as a Python list; any other value as it is."""
+    return list(value) if isinstance(value, ListConfig) else value
 
 
 def check_request(cfg: DictConfig) -> None:
     """The values of a request, checked before the run is loaded."""
-    inter = cfg.interpolation
     for key, (hint, shown) in REQUEST.items():
-        value = OmegaConf.select(cfg, key)
-        check_value(list(value) if isinstance(value, ListConfig) else value, hint, key, shown)
-    modes = as_list(inter.modes)
-    if modes is None or any(str(m) not in MODES for m in modes):
-        raise UserError(f"interpolation.modes={modes if modes is not None else inter.modes!r} must "
-                        f"list some of {', '.join(MODES)}; e.g. interpolation.modes=[linear,spherical].")
+        check_value(plain(OmegaConf.select(cfg, key)), hint, key, shown)
+    modes = plain(cfg.interpolation.modes)
+    if not isinstance(modes, list) or any(str(m) not in MODES for m in modes):
+        raise UserError(f"interpolation.modes={modes!r} must list some of {', '.join(MODES)}; "
+                        f"e.g. interpolation.modes=[linear,spherical].")
     pick_device(cfg.device)
 
 
@@ -128,15 +108,28 @@ def generate(cfg: DictConfig) -> dict[str, str]:
     """Write everything ``cfg`` (conf/generate.yaml) asks for; returns ``{what: path}``."""
     check_request(cfg)
     run_dir = required_run_dir(cfg)
-    out = output_folder(cfg)
+    out = Path(cfg.out_dir) if cfg.out_dir else run_dir / "generated"
+    if (problem := write_problem(out)) is not None:  # also creates out
+        raise UserError(f"out_dir={out} cannot be written ({problem}); pass out_dir=<a writable folder>.")
     run = load_run(run_dir, cfg.ckpt, cfg.device)
-    model, dm = run.model, run.datamodule
-    names = [str(n) for n in dm.class_names]
-    up = int(cfg.upscale_to)
+    model = run.model
+    names = [str(n) for n in run.datamodule.class_names]
+    inter, up = cfg.interpolation, int(cfg.upscale_to)
+    steps, frame_ms = int(inter.steps), int(inter.frame_ms)
     written: dict[str, str] = {}
+
+    def grid(name: str, images: Tensor, nrow: int, row_names: Sequence[str] | None = None) -> None:
+        written[name] = str(save_grid(images, out / f"{name}.png", nrow, row_names, up))
+
+    def gif(name: str, pictures: list[Image.Image]) -> None:
+        """An animated GIF that plays ``pictures`` forward then back, looping forever."""
+        sequence = pictures + pictures[-2:0:-1]
+        sequence[0].save(out / f"{name}.gif", save_all=True, append_images=sequence[1:], duration=frame_ms, loop=0)
+        written[f"{name}_gif"] = str(out / f"{name}.gif")
+
     with ema_weights(model, cfg.ema):
         if model.conditional:
-            classes = class_indices(as_list(cfg.classes), names)
+            classes = class_indices(cfg.classes, names)
             labels = torch.tensor(classes).repeat_interleave(int(cfg.per_class))
             images = sample_images(model, labels.numel(), cfg.seed, labels)
             nrow = int(cfg.nrow or cfg.per_class)
@@ -147,47 +140,38 @@ def generate(cfg: DictConfig) -> dict[str, str]:
             labels = None
             images = sample_images(model, int(cfg.num_samples), cfg.seed)
             nrow, row_names = int(cfg.nrow or max(1, round(int(cfg.num_samples) ** 0.5))), None
-        written["samples"] = str(save_grid(images, out / "samples.png", nrow, row_names, up))
+        grid("samples", images, nrow, row_names)
         if cfg.individual:
             for i, image in enumerate(images):
                 suffix = f"_{names[int(labels[i])]}" if labels is not None else ""
                 save_grid(image[None], out / "images" / f"{i:05d}{suffix}.png", nrow=1)
             written["images"] = str(out / "images")
-        inter = cfg.interpolation
         seeds = list(inter.seeds or [])
-        steps, frame_ms = int(inter.steps), int(inter.frame_ms)
         if seeds:
             label = classes[0] if model.conditional and cfg.classes is not None else 0
             for mode in inter.modes:
                 frames = interpolation_frames(model, seeds, steps, str(mode), label)
                 # the grid: one row per pair of seeds, both ends shown; the GIF: the path once
                 rows = torch.cat([frames[r * (steps - 1):r * (steps - 1) + steps] for r in range(len(seeds) - 1)])
-                pairs = [f"{a}->{b}" for a, b in zip(seeds[:-1], seeds[1:])]
-                written[f"interpolation_{mode}"] = str(save_grid(rows, out / f"interpolation_{mode}.png",
-                                                                 nrow=steps, row_names=pairs, upscale_to=up))
+                grid(f"interpolation_{mode}", rows, steps, [f"{a}->{b}" for a, b in zip(seeds[:-1], seeds[1:])])
                 if inter.gif:
-                    pictures = [grid_image(f[None], 1, upscale_to=max(up, 128)) for f in frames]
-                    written[f"interpolation_{mode}_gif"] = str(save_gif(pictures, out / f"interpolation_{mode}.gif",
-                                                                        frame_ms))
+                    gif(f"interpolation_{mode}", [grid_image(f[None], 1, upscale_to=max(up, 128)) for f in frames])
         if model.conditional:
             rows = int(inter.rows)
             sweep = class_sweep(model, classes, rows, cfg.seed)
-            written["classes"] = str(save_grid(sweep, out / "classes.png", nrow=len(classes), upscale_to=up))
+            grid("classes", sweep, len(classes))
             if inter.gif:
-                pictures = [grid_image(sweep[i::len(classes)], nrow=rows, upscale_to=up) for i in range(len(classes))]
-                written["classes_gif"] = str(save_gif(pictures, out / "classes.gif", frame_ms))
+                gif("classes", [grid_image(sweep[i::len(classes)], nrow=rows, upscale_to=up)
+                                for i in range(len(classes))])
             blend_wanted = inter.class_blend and len(classes) > 1
             if blend_wanted and not getattr(model.generator, "takes_class_weights", False):
                 print("class_blend: skipped, this model's generator takes class indices only (a generator that "
                       "also takes class weights [N, num_classes] says so with takes_class_weights = True).")
             elif blend_wanted:
                 blend, frames = class_blend(model, classes, steps, rows, cfg.seed, len(names))
-                path = " -> ".join(names[c] for c in classes)
-                written["class_blend"] = str(save_grid(blend, out / "class_blend.png", nrow=frames,
-                                                       row_names=[path] * rows, upscale_to=up))
+                grid("class_blend", blend, frames, [" -> ".join(names[c] for c in classes)] * rows)
                 if inter.gif:
-                    pictures = [grid_image(blend[i::frames], nrow=rows, upscale_to=up) for i in range(frames)]
-                    written["class_blend_gif"] = str(save_gif(pictures, out / "class_blend.gif", frame_ms))
+                    gif("class_blend", [grid_image(blend[i::frames], nrow=rows, upscale_to=up) for i in range(frames)])
     for key, path in written.items():
         print(f"{key}: {path}")
     return written

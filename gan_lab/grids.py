@@ -23,8 +23,7 @@ def grid_image(images: Tensor, nrow: int, row_names: Sequence[str] | None = None
     if upscale_to and pixels.shape[-1] < upscale_to:
         pixels = torch.nn.functional.interpolate(pixels, size=upscale_to, mode="nearest")
     grid = make_grid(pixels, nrow=nrow, padding=PADDING)
-    array = grid.permute(1, 2, 0).numpy()
-    img = Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).convert("RGB")
+    img = Image.fromarray(grid.permute(1, 2, 0).numpy()).convert("RGB")
     if not row_names:
         return img
     font = ImageFont.load_default()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
 
 from gan_lab.errors import UserError, yaml_problem
 from gan_lab.metrics.suite import logged_values
@@ -86,11 +88,15 @@ def find_runs(sweep_dir: Path, damaged: list[Damage] | None = None) -> list[Run]
                 damaged.append(Damage(path, exc.file, exc.reason))
             continue
         grid = path / "samples" / "final.png"
-        problem = grid_problem(grid)
-        if problem is not None and damaged is not None:
-            damaged.append(Damage(path, "samples/final.png", problem, left_out=False))
-        elif problem is None and grid.is_file():
-            run.grid = grid
+        if grid.exists():
+            try:
+                with Image.open(grid) as image:
+                    image.load()
+                run.grid = grid
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+                if damaged is not None:
+                    damaged.append(Damage(path, "samples/final.png", f"cannot be decoded as an image ({exc})",
+                                          left_out=False))
         runs.append(run)
     return runs
 
@@ -116,7 +122,6 @@ def read_run(path: Path) -> Run:
         if term in metrics:
             metrics[f"{term} (final)"] = metrics.pop(term)
     curves = read_curves(path / "metrics.csv")
-    # each training term's mean over every logged step
     metrics.update({f"train/{name} (mean)": statistics.fmean(v for _, v in points) for name, points in curves.items()})
     return Run(path, overrides, summary, metrics, curves)
 
@@ -154,20 +159,6 @@ def read_summary(file: Path) -> dict:
             raise DamagedFile("metrics.json", f"has a {key} that is a JSON {type(summary[key]).__name__}, "
                                               f"not {'an object' if kind is dict else 'a list'}")
     return summary
-
-
-def grid_problem(grid: Path) -> str | None:
-    """Why ``samples/final.png`` cannot be decoded, or ``None`` (also when there is none)."""
-    if not grid.exists():
-        return None
-    from PIL import Image
-
-    try:
-        with Image.open(grid) as image:
-            image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return f"cannot be decoded as an image ({exc})"
-    return None
 
 
 def swept_keys(runs: list[Run]) -> list[str]:
@@ -257,8 +248,6 @@ def label(setting: tuple, keys: list[str]) -> str:
 
 
 def plot_curves(groups: dict[tuple, list[Run]], keys: list[str], path: Path) -> Path | None:
-    from matplotlib.figure import Figure
-
     curves = {s: shown_run(members).curves for s, members in groups.items()}
     if not any(curves.values()):
         return None
@@ -279,8 +268,6 @@ def plot_curves(groups: dict[tuple, list[Run]], keys: list[str], path: Path) -> 
 
 
 def plot_metric_vs_param(runs: list[Run], keys: list[str], names: list[str], out: Path) -> list[Path]:
-    from matplotlib.figure import Figure
-
     written = []
     for key in keys:
         try:
@@ -311,8 +298,6 @@ def plot_metric_vs_param(runs: list[Run], keys: list[str], names: list[str], out
 
 
 def sample_sheet(groups: dict[tuple, list[Run]], keys: list[str], path: Path) -> Path | None:
-    from PIL import Image, ImageDraw
-
     tiles = []
     for setting, members in groups.items():
         grid = shown_run(members).grid
