@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from typing import ContextManager, Iterator
 
 import torch
@@ -80,16 +80,15 @@ class PlainLoop:
         m.adapt_augmentation(images.shape[0])
 
     def run(self, batches: Iterator[tuple[Tensor, Tensor]], warmup: int,
-            around: ContextManager | None = None) -> tuple[int, float]:
+            around: ContextManager = nullcontext()) -> tuple[int, float]:
         """Images timed and seconds, after ``warmup`` untimed batches (the timed ones inside ``around``,
-        a profiler, when given)."""
+        e.g. a profiler)."""
         timed, start = 0, 0.0
         with ExitStack() as timed_part:
             for i, (images, labels) in enumerate(batches):
                 if i == warmup:
                     sync(self.device)
-                    if around is not None:
-                        timed_part.enter_context(around)
+                    timed_part.enter_context(around)
                     start = time.perf_counter()
                 (self.graphed or self.step)(images, labels)
                 timed += images.shape[0] if i >= warmup else 0

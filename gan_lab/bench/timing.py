@@ -8,6 +8,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from contextlib import nullcontext
 from typing import Callable, ContextManager, Sequence
 
 import lightning as L
@@ -22,7 +23,7 @@ from gan_lab import CONFIG_DIR
 from gan_lab.bench.plain import DeviceBatches, PlainLoop, sync
 from gan_lab.bench.profiles import Profile, profile_table
 from gan_lab.build import build_callbacks, build_loggers, build_model, build_trainer, serve_draws
-from gan_lab.callbacks.fast_path import FastPath, compile_mode, compile_nets, use_channels_last
+from gan_lab.callbacks.fast_path import FastPath, compile_mode, compile_nets
 from gan_lab.data.base import EpochSampler, ImageDataModule
 from gan_lab.data.disk import DeviceLoader
 from gan_lab.errors import UserError
@@ -64,9 +65,9 @@ class DeviceFeed(SyntheticImages):
 
 class Clock(L.Callback):
     """Times the Trainer from the start of batch ``warmup`` to the end of batch ``count - 1``, with
-    ``around`` (a profiler) entered and left at those two points when given."""
+    ``around`` (e.g. a profiler) entered and left at those two points."""
 
-    def __init__(self, warmup: int, count: int, device: torch.device, around: ContextManager | None = None) -> None:
+    def __init__(self, warmup: int, count: int, device: torch.device, around: ContextManager = nullcontext()) -> None:
         self.warmup, self.count, self.device, self.around = warmup, count, device, around
         self.start = self.end = 0.0
         self.timed = 0
@@ -74,8 +75,7 @@ class Clock(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == self.warmup:
             sync(self.device)
-            if self.around is not None:
-                self.around.__enter__()
+            self.around.__enter__()
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -84,8 +84,7 @@ class Clock(L.Callback):
         if batch_idx == self.count - 1:
             sync(self.device)
             self.end = time.perf_counter()
-            if self.around is not None:
-                self.around.__exit__(None, None, None)
+            self.around.__exit__(None, None, None)
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -96,7 +95,6 @@ def compose(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=overrides)
-    GlobalHydra.instance().clear()
     with open_dict(cfg):
         cfg.run_dir = tempfile.mkdtemp(prefix="gan_lab_bench_")
         cfg.run_name = "bench"
@@ -177,7 +175,7 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
 
     plain_model = fresh_model(cfg, device, phase)
     if args.channels_last:
-        use_channels_last(plain_model)
+        plain_model.to(memory_format=torch.channels_last)
     compile_nets(plain_model, mode, device.type)
     plain = PlainLoop(plain_model, cfg.trainer.precision, device, graphed=args.cuda_graph)
     gan = fresh_model(cfg, device, phase)
@@ -193,7 +191,7 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
     with open_dict(cfg):
         cfg.callbacks.fast_path = None  # the bench's own instance, shared by the repetitions
 
-    def lightning_run(stop: int = count, around: ContextManager | None = None) -> tuple[int, float]:
+    def lightning_run(stop: int = count, around: ContextManager = nullcontext()) -> tuple[int, float]:
         clock = Clock(args.warmup, stop, device, around)
         feed = DeviceFeed(images, labels, count, image_size=side, batch_size=args.batch_size,
                           num_classes=args.num_classes)
@@ -208,7 +206,7 @@ def bench_train(args: argparse.Namespace) -> tuple[list[str], str | None]:
                 trainer.fit(gan, datamodule=feed)
         return clock.timed * served, clock.end - clock.start
 
-    def plain_run(stop: int = count, around: ContextManager | None = None) -> tuple[int, float]:
+    def plain_run(stop: int = count, around: ContextManager = nullcontext()) -> tuple[int, float]:
         return plain.run(iter(DeviceBatches(images, labels, served, stop)), args.warmup, around)
 
     timings: dict[str, list[tuple[int, float]]] = {"gan_lab": [], "plain": []}

@@ -32,9 +32,7 @@ def trained_seconds(checkpoint: dict[str, Any]) -> float:
     """Training time of the run that wrote ``checkpoint``: the larger of :class:`TrainingClock`'s and the Timer's."""
     seconds = 0.0
     for key, state in (checkpoint.get("callbacks") or {}).items():
-        if not isinstance(state, dict):
-            continue
-        if key == TrainingClock.__qualname__:
+        if key == TrainingClock.__qualname__ and isinstance(state, dict):
             seconds = max(seconds, float(state.get("train_seconds", 0.0)))
         elif (timer := timer_train_seconds(key, state)) is not None:
             seconds = max(seconds, timer)
@@ -75,5 +73,4 @@ class TrainingClock(L.Callback):
         self._train_start = time.monotonic()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.seconds_before, self._train_start = self.train_seconds(), None
-        self._timer = None
+        self.seconds_before, self._train_start, self._timer = self.train_seconds(), None, None

@@ -100,10 +100,8 @@ class DivergenceGuard(L.Callback):
                 logger.experiment.summary["status"] = "diverged"
             logger.save()
         shown = ", ".join(f"{'' if k == 'weights' else 'train/'}{k}={v:.4g}" for k, v in values.items())
-        if self.checkpoint is not None and self.checkpoint.is_file():
-            kept = f"the last good checkpoint {self.checkpoint} was kept"
-        else:
-            kept = "no checkpoint had been written yet"
+        kept = (f"the last good checkpoint {self.checkpoint} was kept" if self.checkpoint and self.checkpoint.is_file()
+                else "no checkpoint had been written yet")
         raise TrainingDiverged(
             f"training diverged at batch {step} (epoch {trainer.current_epoch}): {shown} {what}; {kept}; "
             f"lower the learning rates (e.g. optimizer.discriminator.lr=1e-4 optimizer.generator.lr=1e-4) "

@@ -30,23 +30,15 @@ def compile_mode(value: str | bool | None) -> str | None:
     return str(value)
 
 
-def use_channels_last(module: nn.Module) -> nn.Module:
-    """Store every 4-D parameter and buffer of ``module`` NHWC (in place; returns ``module``)."""
-    return module.to(memory_format=torch.channels_last)
-
-
 def compile_nets(module: nn.Module, mode: str | None, device_type: str) -> list[str]:
     """Compile the named nets of ``module`` in place; returns the names compiled."""
     if mode is None:
         return []
     if mode == "reduce-overhead" and device_type != "cuda":
         mode = "default"  # CUDA graphs need a GPU
-    compiled = []
-    for name in NETS:
-        net = getattr(module, name, None)
-        if isinstance(net, nn.Module):
-            net.compile(mode=None if mode == "default" else mode)
-            compiled.append(name)
+    compiled = [name for name in NETS if isinstance(getattr(module, name, None), nn.Module)]
+    for name in compiled:
+        getattr(module, name).compile(mode=None if mode == "default" else mode)
     return compiled
 
 
@@ -80,8 +72,7 @@ class GraphedStep:
         self.fn, self.optimizers, self.warmup, self.capture = fn, optimizers, int(warmup), bool(capture)
         self.follow_up = follow_up
         self.restart()  # no buffers (inputs), outputs or graphs yet, no calls
-        self.follow_ups = 0
-        self.captures = 0
+        self.follow_ups = self.captures = 0
 
     def fits(self, *inputs: Tensor) -> bool:
         """Whether inputs fit the static buffers (shapes and dtypes)."""
@@ -263,7 +254,7 @@ class FastPath(L.Callback):
         if refusal is not None:
             raise UserError(refusal)
         if self.channels_last:
-            use_channels_last(pl_module)
+            pl_module.to(memory_format=torch.channels_last)
         if self.compile is not None and not self.compiled:
             self.compiled = compile_nets(pl_module, self.compile, device_type)
 

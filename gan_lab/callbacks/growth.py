@@ -67,8 +67,7 @@ class Growth(L.Callback):
         self._resumed_loader_batch_size = state_dict.get("loader_batch_size") if self._checkpoint_mid_epoch else None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # after a checkpoint restored images_seen (and the model's saved phase), before the
-        # DataLoader is built
+        # after a checkpoint restored images_seen (and the model's saved phase), before the DataLoader is built
         saved = pl_module.phase
         self._data_batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
         phase = self.update(trainer, pl_module)

@@ -59,17 +59,15 @@ def check_epoch_continues(batches: int, saved_images: int | None, images: int | 
 def check_resumed_position(checkpoint: dict[str, Any], datamodule: Any) -> None:
     """Before training, refuses to continue a mid-epoch ``checkpoint`` with other batches or another epoch order
     (:class:`EpochPosition` checks again once the DataLoader exists)."""
-    callbacks = checkpoint.get("callbacks") or {}
-    state = callbacks.get(EpochPosition.__qualname__)
-    if not isinstance(state, dict) or not state.get("mid_epoch"):
-        return
-    if any(str(key).startswith("Growth") for key in callbacks):
-        return  # the batch size is the growth stage's, known once the Growth callback has restored it
+    batches, callbacks = epochs_completed(checkpoint)[1], checkpoint.get("callbacks") or {}
+    if batches is None or any(str(key).startswith("Growth") for key in callbacks):
+        return  # with growth, the batch size is the stage's, known once the Growth callback has restored it
+    state = callbacks[EpochPosition.__qualname__]
     # as the DataModule will serve the batches, before a Trainer exists
     sampler = datamodule.train_sampler() if hasattr(datamodule, "train_sampler") else None
     images = getattr(datamodule, "train_batch_size", None)
-    check_epoch_continues(int(state.get("batch_in_epoch", 0)), state.get("batch_images"),
-                          None if images is None else int(images), state.get("order"), order_of(sampler))
+    check_epoch_continues(batches, state.get("batch_images"), None if images is None else int(images),
+                          state.get("order"), order_of(sampler))
 
 
 # --- optimisers ---------------------------------------------------------------------------------
@@ -229,8 +227,7 @@ class EpochPosition(L.Callback):
             return
         sampler.skip_next(self.batch_in_epoch * loader.batch_size)
         redraw_order(trainer)
-        # exact, so Lightning's "not resumable ... unreliable results" (warned before the first
-        # batch of this fit) is wrong here: silenced until then
+        # exact, so Lightning's "not resumable" warning (before this fit's first batch) is wrong: silenced until then
         self._quiet = silence_mid_epoch_resume_warning()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -238,8 +235,7 @@ class EpochPosition(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._warn_again()
-        # counted when the batch starts, so that whatever saves a checkpoint at its end, before or
-        # after this callback's turn, saves this batch as trained
+        # counted as the batch starts: a checkpoint saved at its end, before or after this hook, holds it as trained
         self.batch_in_epoch += 1
 
     # Lightning ends the epoch at on_train_epoch_end even when max_steps cut it short: checkpoints written from

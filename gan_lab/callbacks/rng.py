@@ -69,8 +69,7 @@ class RngState(L.Callback):
         self._checkpoint_mid_epoch = written_mid_epoch(checkpoint)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # called after every setup hook (ours sets self._trainer, the module's derives its per-rank streams) and
-        # before on_fit_start
+        # after every setup hook (ours sets self._trainer, the module's its per-rank streams), before on_fit_start
         states = list(state_dict["rng"])
         rank, world_size = self._trainer.global_rank, self._trainer.world_size
         if len(states) != world_size and rank == 0:

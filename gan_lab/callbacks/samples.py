@@ -5,12 +5,11 @@ from pathlib import Path
 from typing import Sequence
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from PIL import Image
 from torch import Tensor
+from torchvision.io import read_image
 
 from gan_lab.callbacks.cadence import batches_seen, epoch_due
 from gan_lab.constraints import Count, NonNegativeInt
@@ -68,5 +67,4 @@ class SampleGrid(L.Callback):
             if isinstance(logger, WandbLogger):
                 logger.log_image("samples", [str(path)], step=step, caption=[tag])
             elif isinstance(logger, TensorBoardLogger):
-                img = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)
-                logger.experiment.add_image("samples", img, global_step=step)
+                logger.experiment.add_image("samples", read_image(str(path)), global_step=step)

@@ -91,7 +91,6 @@ class _DomainNet(FeatureExtractor):
             nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.input_size, self.num_features, self.name = int(input_size), int(num_features), name
         self.resize = f"bilinear-antialias to {input_size}px"
-        self.quality = {}
 
     def prepare(self, images: Tensor) -> Tensor:
         x = to_float(images)
@@ -155,17 +154,12 @@ class InceptionExtractor(FeatureExtractor):
             raise UserError(f"inception_weights={path} is not torch-fidelity's Inception-v3 weights file "
                             f"({INCEPTION_FILE}): {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0].rstrip('.')}; "
                             f"replace it or use kind=domain.") from None
-        self.quality = {}
         with open(path, "rb") as fh:
             self.checksum = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
 
-    @staticmethod
-    def prepare(images: Tensor) -> Tensor:
-        x = to_uint8(images)
-        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-
     def extract(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        return self.net(self.prepare(images))  # ("2048", "logits_unbiased") in one pass
+        x = to_uint8(images)
+        return self.net(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)  # ("2048", "logits_unbiased") in one pass
 
     def forward(self, images: Tensor) -> Tensor:
         return self.extract(images)[0]
@@ -175,10 +169,9 @@ class InceptionExtractor(FeatureExtractor):
 def extract_all(extractor: FeatureExtractor, images: Tensor, batch_size: int,
                 device: str | torch.device) -> tuple[Tensor, Tensor | None]:
     """Features ``[N, num_features]`` and logits ``[N, num_classes]`` (``None`` without a head), batched on device."""
-    parts = [extractor.extract(images[i:i + batch_size].to(device)) for i in range(0, images.shape[0], batch_size)]
-    features = torch.cat([f for f, _ in parts])
-    logits = None if parts[0][1] is None else torch.cat([logit for _, logit in parts])
-    return features, logits
+    features, logits = zip(*(extractor.extract(images[i:i + batch_size].to(device))
+                             for i in range(0, images.shape[0], batch_size)))
+    return torch.cat(features), None if logits[0] is None else torch.cat(logits)
 
 
 def find_inception_weights(configured: str | None = None) -> Path | None:
@@ -287,8 +280,7 @@ def load_extractor(dataset: str, train: tuple[Tensor, Tensor], val: tuple[Tensor
     if kind not in ("auto", "inception", "domain"):
         raise UserError(f"extractor kind={kind} is not one of auto, inception, domain.")
     if kind in ("auto", "inception"):
-        path = find_inception_weights(inception_weights)
-        if path is not None:
+        if (path := find_inception_weights(inception_weights)) is not None:
             return InceptionExtractor(path).to(device)
         if kind == "inception":
             raise UserError(f"kind=inception needs the FID Inception weights {INCEPTION_FILE} in "
@@ -301,8 +293,7 @@ def load_extractor(dataset: str, train: tuple[Tensor, Tensor], val: tuple[Tensor
     path = Path(cache_dir) / f"{name}.pt"
     remove_orphan_temp_files(cache_dir, (".pt",))
     if path.is_file():
-        with torch.random.fork_rng(devices=[]):  # the (overwritten) initial weights must not consume
-            # the caller's random stream
+        with torch.random.fork_rng(devices=[]):  # the (overwritten) initial weights leave the caller's RNG alone
             net = domain_net(train[0].shape[1], num_classes, input_size, name)
         damage = load_cached_extractor(net, path)
         if damage is None:

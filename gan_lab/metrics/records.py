@@ -3,6 +3,7 @@
 An unparseable file is kept aside as ``metrics.json.unreadable-<time>`` (with a warning) and a new one started."""
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -48,11 +49,8 @@ def read_metrics_json(path: str | Path) -> dict:
 def _keep_aside(path: Path, reason: str) -> None:
     """Rename an unreadable ``metrics.json`` to ``metrics.json.unreadable-<time>`` (never overwritten)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = path.with_name(f"{path.name}.unreadable-{stamp}")
-    n = 1
-    while aside.exists():
-        aside = path.with_name(f"{path.name}.unreadable-{stamp}-{n}")
-        n += 1
+    names = (path.with_name(f"{path.name}.unreadable-{stamp}{f'-{n}' if n else ''}") for n in itertools.count())
+    aside = next(name for name in names if not name.exists())
     os.replace(path, aside)
     log.warning("%s could not be read (%s): kept as %s, and a new %s was started; merge what you need "
                 "from it by hand.", path, reason, aside.name, path.name)

@@ -88,8 +88,6 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
 def interpolate_latents(latents: Tensor, steps: int, mode: str = "linear") -> Tensor:
     """A path through ``latents`` [K, D]: ``steps`` frames per segment, endpoints included once;
     [(K - 1) * (steps - 1) + 1, D]."""
-    if mode not in ("linear", "spherical"):
-        raise ValueError(f"interpolation mode {mode} is not linear or spherical")
-    fn = lerp if mode == "linear" else slerp
+    fn = {"linear": lerp, "spherical": slerp}[mode]
     t = torch.linspace(0, 1, max(2, steps), device=latents.device)
     return torch.cat([latents[:1], *(fn(a, b, t)[1:] for a, b in zip(latents[:-1], latents[1:]))])

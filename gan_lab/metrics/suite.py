@@ -103,8 +103,7 @@ class Evaluator:
         metrics = [str(m) for m in metrics]
         if not metrics:
             raise UserError("evaluator.metrics=[] chooses no metric; e.g. evaluator.metrics=[fid,kid].")
-        unknown = sorted(set(metrics) - set(METRICS))
-        if unknown:
+        if unknown := sorted(set(metrics) - set(METRICS)):
             raise UserError(f"evaluator.metrics={unknown} unknown; choose from {', '.join(METRICS)}.")
         self.metrics = metrics
         self.num_samples, self.num_real, self.real_split = int(num_samples), int(num_real), real_split
@@ -300,10 +299,8 @@ def neighbours(context: Context) -> dict:
     ev = context.evaluator
     rows = min(ev.neighbours, context.fake.shape[0])
     res = {**context.on_train, "num_generated": rows, "k": ev.neighbours_k, **context.about}
-    device = context.device
-    spaces = (("pixel", to_unit(context.fake[:rows]).flatten(1).to(device),
-               to_unit(context.train_images).flatten(1).to(device)),
-              ("feature", context.fake_features[:rows], context.train_features))
+    pixels = [to_unit(images).to(context.device) for images in (context.fake[:rows], context.train_images)]
+    spaces = (("pixel", *pixels), ("feature", context.fake_features[:rows], context.train_features))
     for space, queries, refs in spaces:
         dist, idx = nearest_neighbours(queries, refs, ev.neighbours_k)
         res[f"{space}_distance"] = [round(float(d), 4) for d in dist[:, 0]]

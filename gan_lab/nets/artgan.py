@@ -31,7 +31,7 @@ def _drop(p: float) -> list[nn.Module]:
 class ZNet(nn.Module):
     """``[z, one_hot(k)]`` -> features ``[N, 4w, 8, 8]`` (1x1 -> 4x4 -> 8x8 transposed convs)."""
 
-    def __init__(self, latent_dim: int, num_classes: int, width: int = 128) -> None:
+    def __init__(self, latent_dim: int, num_classes: int, width: int) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.net = nn.Sequential(
@@ -48,8 +48,7 @@ class ZNet(nn.Module):
 class Decoder(nn.Module):
     """Dec: features ``[N, 4w, 8, 8]`` -> image ``[N, C, S, S]``, in [-1, 1] (``output="tanh"``) or [0, 1]."""
 
-    def __init__(self, image_size: int = 64, channels: int = 3, width: int = 128, dropout: float = 0.0,
-                 output: str = "tanh") -> None:
+    def __init__(self, image_size: int, channels: int, width: int, dropout: float, output: str) -> None:
         super().__init__()
         steps = check_artgan_size(image_size, "decoder")
         layers: list[nn.Module] = []
@@ -69,7 +68,7 @@ class Decoder(nn.Module):
 class Encoder(nn.Module):
     """Enc: image ``[N, C, S, S]`` -> features ``[N, 4w, 8, 8]`` (mirror of :class:`Decoder`)."""
 
-    def __init__(self, image_size: int = 64, channels: int = 3, width: int = 128, dropout: float = 0.0) -> None:
+    def __init__(self, image_size: int, channels: int, width: int, dropout: float) -> None:
         super().__init__()
         steps = check_artgan_size(image_size, "encoder")
         c = channels_at(image_size // 2, width)
@@ -89,7 +88,7 @@ class Encoder(nn.Module):
 class ClsNet(nn.Module):
     """clsNet: features ``[N, 4w, 8, 8]`` -> K+1 logits (one sigmoid each: K classes, then "fake")."""
 
-    def __init__(self, num_classes: int, width: int = 128, dropout: float = 0.0) -> None:
+    def __init__(self, num_classes: int, width: int, dropout: float) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(4 * width, 8 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(8 * width),  # -> 4x4

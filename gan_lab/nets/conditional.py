@@ -106,11 +106,7 @@ def split_first_layer(net: nn.Module, kind: type[nn.Module], input_dim: int, lab
     """Replace the first ``kind`` layer of ``net`` by a :class:`LabelBranch` of the same kernel, stride, padding
     and bias, and return it: ``input_dim`` inputs go to ``out - label_out`` outputs, the rest to ``label_out``.
     ``wrap`` re-applies e.g. spectral norm."""
-    for name, layer in net.named_modules():
-        if isinstance(layer, kind):
-            break
-    else:
-        raise RuntimeError(f"{type(net).__name__} has no {kind.__name__} layer to split")
+    name, layer = next((n, m) for n, m in net.named_modules() if isinstance(m, kind))
     if isinstance(layer, nn.Linear):
         make = lambda i, o: nn.Linear(i, o, bias=layer.bias is not None)  # noqa: E731
         inputs, outputs = layer.in_features, layer.out_features
@@ -118,8 +114,6 @@ def split_first_layer(net: nn.Module, kind: type[nn.Module], input_dim: int, lab
         make = lambda i, o: kind(i, o, layer.kernel_size, layer.stride, layer.padding,  # noqa: E731
                                  bias=layer.bias is not None)
         inputs, outputs = layer.in_channels, layer.out_channels
-    if not 0 < input_dim < inputs or not 0 < label_out < outputs:
-        raise RuntimeError(f"cannot split {layer} into {input_dim} inputs and {label_out} label outputs")
     branch = LabelBranch(wrap(make(input_dim, outputs - label_out)), wrap(make(inputs - input_dim, label_out)),
                          input_dim)
     parent_name, _, child = name.rpartition(".")

@@ -42,13 +42,11 @@ def output_layer(kind: str) -> nn.Module:
 
 def widths_per_block(given: Sequence[int] | None, default: list[int], key: str) -> list[int]:
     """The channels of every block: ``given`` (checked against the block count) or ``default``."""
-    if given is None:
-        return default
-    widths = list(given)
+    widths = default if given is None else [int(c) for c in given]
     if len(widths) != len(default):
         raise UserError(f"{key}={widths} lists {len(widths)} blocks but this image size needs {len(default)} "
                         f"(e.g. {key}={default}); or set {key}=null.")
-    return [int(c) for c in widths]
+    return widths
 
 
 def norms_per_block(norm: str | Sequence[str], blocks: int, key: str, first: str | None = None) -> list[str]:

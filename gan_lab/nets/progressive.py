@@ -43,10 +43,10 @@ def fade(old: Tensor, new: Tensor, alpha: float | Tensor) -> Tensor:
 class EqualizedLinear(nn.Module):
     """Linear layer with equalized learning rate: ``y = x (w * c)^T + b``, ``c = gain / sqrt(in)``."""
 
-    def __init__(self, in_features: int, out_features: int, gain: float = math.sqrt(2.0), bias: bool = True) -> None:
+    def __init__(self, in_features: int, out_features: int, gain: float = math.sqrt(2.0)) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.bias = nn.Parameter(torch.zeros(out_features))
         self.scale = gain / math.sqrt(in_features)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -59,11 +59,10 @@ class EqualizedLinear(nn.Module):
 class EqualizedConv2d(nn.Module):
     """Same-padded conv with equalized learning rate: weight scaled by ``gain / sqrt(in * k * k)``."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, gain: float = math.sqrt(2.0),
-                 bias: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, gain: float = math.sqrt(2.0)) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.bias = nn.Parameter(torch.zeros(out_channels))
         self.scale = gain / math.sqrt(in_channels * kernel_size * kernel_size)
         self.padding = kernel_size // 2
 
@@ -78,12 +77,8 @@ class EqualizedConv2d(nn.Module):
 class PixelNorm(nn.Module):
     """Pixel-wise feature normalisation: each pixel's feature vector scaled to unit mean square."""
 
-    def __init__(self, eps: float = 1e-8) -> None:
-        super().__init__()
-        self.eps = eps
-
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
 
 
 class MinibatchStddev(nn.Module):
