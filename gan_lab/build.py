@@ -4,6 +4,7 @@ The only place config nodes become objects; ``run``, ``evaluate`` and ``generate
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from pathlib import Path
@@ -41,11 +42,9 @@ def check_types(node: Any, what: str) -> None:
     hints, defaults = {}, {}
     target = node.get("_target_")
     if isinstance(target, str):
-        try:
+        with contextlib.suppress(Exception):  # an unknown target is reported by instantiate itself
             obj = get_object(target)
             hints, defaults = argument_hints(obj, target), argument_defaults(obj)
-        except Exception:  # noqa: BLE001 - an unknown target is reported by instantiate itself
-            pass
     for key in node:
         if str(key).startswith("_"):
             continue

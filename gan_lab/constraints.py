@@ -83,12 +83,15 @@ def refusal(key: str, value: Any, hint: Any, shown_example: Any, owner: str | No
     return UserError(f"{key}={shown} must be {describe(hint)}{of}; e.g. {key}={shown_example}.")
 
 
+def _init_functions(target: Any) -> list:
+    return [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if isinstance(target, type) else [target]
+
+
 def argument_hints(target: Any, name: str | None = None) -> dict[str, Any]:
     """The declared type of each argument of a class (``__init__`` along the MRO) or function, with
     :data:`EXTERNAL`'s constraints (``name``: the ``_target_`` it was found by)."""
     hints: dict[str, Any] = {}
-    functions = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if isinstance(target, type) else [target]
-    for fn in functions:
+    for fn in _init_functions(target):
         try:
             fn_hints = typing.get_type_hints(fn, include_extras=True)
             params = inspect.signature(fn).parameters
@@ -104,8 +107,7 @@ def argument_hints(target: Any, name: str | None = None) -> dict[str, Any]:
 def argument_defaults(target: Any) -> dict[str, Any]:
     """The default value of each argument of a class (along the MRO) or function that has one."""
     defaults: dict[str, Any] = {}
-    functions = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if isinstance(target, type) else [target]
-    for fn in functions:
+    for fn in _init_functions(target):
         try:
             params = inspect.signature(fn).parameters
         except (TypeError, ValueError):
@@ -204,8 +206,7 @@ def describe(hint: Any, plural: bool = False) -> str:
     if origin in _MAPPINGS or base in _MAPPINGS:
         return "a mapping"
     words = (_PLURAL if plural else _NAMES).get(base) or getattr(base, "__name__", str(base))
-    bounds = _bounds(meta)
-    if bounds:
+    if bounds := _bounds(meta):
         return f"{words} {_range_words(bounds)}"
     if base is float:
         return "finite numbers" if plural else "a finite number"
@@ -233,8 +234,7 @@ def example(hint: Any, default: Any = inspect.Parameter.empty) -> Any:
         return "{key:value}"
     if base in (int, float):
         b = _bounds(meta)
-        low = b.get("ge", b.get("gt"))
-        high = b.get("le", b.get("lt"))
+        low, high = b.get("ge", b.get("gt")), b.get("le", b.get("lt"))
         if low is not None and high is not None:
             value = (low + high) / 2
         elif low is not None:

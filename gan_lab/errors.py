@@ -6,39 +6,39 @@ from __future__ import annotations
 
 import errno
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 class UserError(ValueError):
     """A mistake in the command line, the config or the data, explained in one sentence."""
 
 
-def out_of_space(exc: BaseException | None) -> OSError | None:
-    """The "no space left" (or "quota exceeded") ``OSError`` behind ``exc``, through causes and contexts, or None."""
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and the exceptions behind it, through causes and contexts (each once)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return exc
+        yield exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return None
+
+
+def out_of_space(exc: BaseException | None) -> OSError | None:
+    """The "no space left" (or "quota exceeded") ``OSError`` behind ``exc``, through causes and contexts, or None."""
+    return next((e for e in _chain(exc) if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)), None)
 
 
 def unwrap_user_error(exc: BaseException) -> UserError | None:
     """The ``UserError`` behind ``exc``, through causes and contexts, or parsed from a ``ddp_spawn`` traceback;
     a full disk is one too."""
-    first, seen = exc, set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, UserError):
-            return exc
-        if type(exc).__name__ == "ProcessRaisedException":  # a ddp_spawn worker's: its traceback's last line
-            name, _, message = (str(exc).strip().splitlines() or [""])[-1].partition(": ")
+    for cause in _chain(exc):
+        if isinstance(cause, UserError):
+            return cause
+        if type(cause).__name__ == "ProcessRaisedException":  # a ddp_spawn worker's: its traceback's last line
+            name, _, message = (str(cause).strip().splitlines() or [""])[-1].partition(": ")
             cls = globals().get(name.rsplit(".", 1)[-1]) if name.startswith(f"{__name__}.") else None
             if isinstance(cls, type) and issubclass(cls, UserError) and message:
                 return UserError(message)
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    full = out_of_space(first)
+    full = out_of_space(exc)
     if full is None:
         return None
     where = f"the disk holding {full.filename}" if full.filename else "the disk written to"
@@ -79,10 +79,9 @@ class TrainingDiverged(UserError):
 def report_user_error(exc: BaseException) -> bool:
     """Print a user's mistake as one line on stderr; False when ``exc`` is a bug (keep its traceback)."""
     user = unwrap_user_error(exc)
-    if user is None:
-        return False
-    print(f"gan_lab: error: {user}", file=sys.stderr)
-    return True
+    if user is not None:
+        print(f"gan_lab: error: {user}", file=sys.stderr)
+    return user is not None
 
 
 def exit_on_user_error(work: Callable[..., Any], *args: Any, interrupted: str | None = None) -> Any:

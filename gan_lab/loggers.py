@@ -22,7 +22,7 @@ def wandb_credentials_present() -> bool:
         return True
     try:
         auth = netrc.netrc(os.path.expanduser("~/.netrc")).authenticators("api.wandb.ai")
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+    except (netrc.NetrcParseError, OSError):
         return False
     return bool(auth and auth[2])
 
@@ -46,10 +46,7 @@ def wandb_logger(project: str = "gan_lab", name: str | None = None, group: str |
 def history_rows(path: str | Path) -> int:
     """The complete rows of a ``metrics.csv`` below its header (a last row cut short by a kill is not one)."""
     path = Path(path)
-    if not path.is_file():
-        return 0
-    with open(path, newline="") as file:
-        return max(0, file.read().count("\n") - 1)
+    return max(0, path.read_bytes().count(b"\n") - 1) if path.is_file() else 0
 
 
 def cut_history(path: str | Path, rows: int) -> int:

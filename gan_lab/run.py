@@ -31,7 +31,7 @@ from gan_lab.callbacks.history import History
 from gan_lab.callbacks.limit import cut_checkpoint, epoch_cut_short, stopped_by_time_limit
 from gan_lab.callbacks.resume import (OptimizerClasses, check_resumed_optimizers, check_resumed_position,
                                      epochs_completed)
-from gan_lab.checkpoint_io import not_a_file, read_checkpoint
+from gan_lab.checkpoint_io import read_checkpoint
 from gan_lab.constraints import AnyInt, check_value
 from gan_lab.errors import TrainingDiverged, TrainingInterrupted, UserError, report_user_error
 from gan_lab.fs import DiskFull, write_problem
@@ -148,12 +148,10 @@ def check_paths(cfg: DictConfig) -> tuple[Path, dict | None]:
     check_writable(run_dir, "hydra.run.dir")
     if cfg.ckpt_path is None:
         return run_dir, None
-    if Path(cfg.ckpt_path).is_dir():
-        raise not_a_file("ckpt_path", cfg.ckpt_path)
-    if not Path(cfg.ckpt_path).is_file():
+    if not Path(cfg.ckpt_path).exists():
         raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; pass <run>/checkpoints/last.ckpt "
                         f"of an earlier run, or drop ckpt_path to start afresh.")
-    return run_dir, read_checkpoint(cfg.ckpt_path, mmap=True)  # a run's checkpoint, intact
+    return run_dir, read_checkpoint(cfg.ckpt_path, mmap=True)  # a run's checkpoint, intact (not a folder)
 
 
 def check_training_length(trainer: L.Trainer, cfg: DictConfig, resume: dict | None,
@@ -309,10 +307,9 @@ def _train(cfg: DictConfig, primary: bool) -> float | None:
         log.info("SLURM job %s was requeued after its run completed: nothing to do", slurm.job_id())
         return (done.get("final") or {}).get(name)
     continued = slurm.checkpoint_to_continue(Path(cfg.run_dir)) if cfg.ckpt_path is None else None
-    if continued is not None:
-        cfg.ckpt_path = str(continued)
-    if cfg.ckpt_path is not None:
-        cfg.ckpt_path = str(cut_checkpoint(Path(cfg.ckpt_path)))
+    ckpt = continued or cfg.ckpt_path
+    if ckpt is not None:
+        cfg.ckpt_path = str(cut_checkpoint(Path(ckpt)))
     try:
         run_dir, resume = check_paths(cfg)
     except UserError as exc:

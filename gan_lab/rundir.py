@@ -118,13 +118,11 @@ class RunDirLock:
         """Whether another process holds ``folder``'s lock now."""
         if str(folder.resolve()) in cls.held or not (folder / LOCK_NAME).is_file():
             return False
-        lock = FileLock(folder / LOCK_NAME, timeout=0)
         try:
-            lock.acquire()
+            with FileLock(folder / LOCK_NAME, timeout=0):
+                return False
         except Timeout:
             return True
-        lock.release()
-        return False
 
 
 def owner_of(folder: Path) -> str:
@@ -151,8 +149,7 @@ def replaces_run(run_dir: Path, ckpt_path: Any, overwrite: Any, refuse: bool = T
     overwrite = check_value(overwrite, bool, "overwrite")
     if slurm.requeued() or not holds_run(run_dir):
         return False
-    own = ckpt_path is not None and _inside(Path(str(ckpt_path)), run_dir)
-    if own:
+    if ckpt_path is not None and _inside(Path(str(ckpt_path)), run_dir):  # a resume of the run there
         if overwrite:
             raise UserError(f"overwrite=true would delete the run in {run_dir}, and with it ckpt_path={ckpt_path}; "
                             f"drop overwrite to continue that run there, or resume into a new directory "
@@ -204,12 +201,11 @@ def _remove(path: Path, ignore_errors: bool = False) -> None:
         path.unlink(missing_ok=True)
 
 
-def _every_path(folder: Path, skip: Path | None = None) -> set[Path]:
+def _every_path(folder: Path, skip: Path | None) -> set[Path]:
     paths = set()
     for root, dirs, files in os.walk(folder):
         here = Path(root)
-        if skip is not None:
-            dirs[:] = [d for d in dirs if here / d != skip]
+        dirs[:] = [d for d in dirs if here / d != skip]
         paths.update(here / d for d in dirs)
         paths.update(here / f for f in files)
     return paths
@@ -221,6 +217,12 @@ def _job_log(run_dir: Path) -> Path | None:
         return None
     path = Path(HydraConfig.get().runtime.output_dir) / f"{HydraConfig.get().job.name}.log"
     return path if _inside(path, run_dir) else None
+
+
+def _write_back(files: dict[Path, bytes]) -> None:
+    for f, data in files.items():
+        if not f.is_file() or f.read_bytes() != data:
+            atomic_write(f, lambda fh, data=data: fh.write(data))
 
 
 def _rewrite_in_place(path: Path, data: bytes) -> None:
@@ -312,9 +314,7 @@ class RunDirBackup:
                     f.unlink()  # written by Hydra for the refused run
             if not saved["folder_existed"] and not any(folder.iterdir()):
                 folder.rmdir()
-        for f, data in saved["files"].items():
-            if not f.is_file() or f.read_bytes() != data:
-                atomic_write(f, lambda fh, data=data: fh.write(data))
+        _write_back(saved["files"])
         log_file, size = saved["log"], saved["log_size"]
         if size is None:
             log_file.unlink(missing_ok=True)
@@ -327,9 +327,7 @@ class RunDirBackup:
         for path in sorted(_every_path(run_dir, skip=aside), key=lambda p: len(p.parts), reverse=True):
             if path not in held["paths"] and path.name not in (LOCK_NAME, OWNER_NAME):
                 _remove(path, ignore_errors=True)  # made by the refused run
-        for f, data in held["files"].items():
-            if not f.is_file() or f.read_bytes() != data:
-                atomic_write(f, lambda fh, data=data: fh.write(data))
+        _write_back(held["files"])
         if aside is not None and aside.is_dir():
             for entry in sorted(aside.iterdir()):
                 _remove(run_dir / entry.name)
@@ -364,7 +362,7 @@ class RunDirBackup:
     @classmethod
     def finish(cls) -> None:
         """The run ended or was refused: drop what is held (a crash before the first batch keeps its changes)."""
-        if cls.stage != "accepted" and cls.held is not None:
+        if cls.held is not None:
             cls.accept()
         cls.saved = cls.held = cls.stage = None
 

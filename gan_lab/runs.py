@@ -13,7 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gan_lab.build import build_datamodule, build_model, setup_datamodule
 from gan_lab.callbacks.resume import epochs_completed
-from gan_lab.checkpoint_io import not_a_file, read_checkpoint
+from gan_lab.checkpoint_io import read_checkpoint
 from gan_lab.errors import UserError, yaml_problem
 from gan_lab.fs import write_problem
 from gan_lab.models.checkpoint_state import check_nets
@@ -81,8 +81,7 @@ def keep_hydra_out_of(config: DictConfig) -> None:
         config.hydra.run.dir = str(Path(config.run_dir).absolute())
         logging = config.hydra.job_logging
         handlers = logging.get("handlers") or {}
-        files = [name for name in handlers.keys() if OmegaConf.is_dict(handlers[name])
-                 and "filename" in handlers[name].keys()]
+        files = [name for name, h in handlers.items() if OmegaConf.is_dict(h) and "filename" in h.keys()]
         for name in files:
             del handlers[name]
         for node in [logging.get("root") or {}, *(logging.get("loggers") or {}).values()]:
@@ -133,12 +132,10 @@ def load_run(run_dir: str | Path, ckpt: str | Path | None = None, device: str | 
     ckpt_path = Path(ckpt) if ckpt else Path(run_dir) / "checkpoints" / "last.ckpt"
     if ckpt and not ckpt_path.exists() and (Path(run_dir) / "checkpoints" / ckpt_path).is_file():
         ckpt_path = Path(run_dir) / "checkpoints" / ckpt_path  # ckpt=epoch_0009.ckpt names one of the run's
-    if ckpt_path.is_dir():
-        raise not_a_file("ckpt", ckpt_path)
-    if not ckpt_path.is_file():
+    if not ckpt_path.exists():
         raise UserError(f"checkpoint {ckpt_path} does not exist; pass ckpt=<path to a .ckpt file> "
                         f"(the run's are in {Path(run_dir) / 'checkpoints'}).")
-    state = read_checkpoint(ckpt_path, what="ckpt")  # CRCs checked: a damaged file is one sentence
+    state = read_checkpoint(ckpt_path, what="ckpt")  # CRCs checked: a damaged file (or a folder) is one sentence
     datamodule = build_datamodule(cfg, setup=False)
     model = build_model(cfg)  # the nets check their sizes before any image is decoded
     check_nets(model, state["state_dict"], source=f"ckpt={ckpt_path}")  # the nets this config builds?
