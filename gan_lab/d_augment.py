@@ -33,7 +33,7 @@ def _where(mask: Tensor, new: Tensor, old: Tensor) -> Tensor:
 # --- DiffAugment ---------------------------------------------------------------------------------
 
 
-def color(x: Tensor, p: float = 1.0) -> Tensor:
+def color(x: Tensor) -> Tensor:
     """Brightness (+U(-0.5, 0.5)), saturation (x U(0, 2) around the pixel's channel mean) and contrast
     (x U(0.5, 1.5) around the image mean), drawn per sample (DiffAugment's ``color``)."""
     n = x.shape[0]
@@ -41,11 +41,10 @@ def color(x: Tensor, p: float = 1.0) -> Tensor:
     mean = out.mean(dim=1, keepdim=True)
     out = (out - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) * 2) + mean
     mean = out.mean(dim=[1, 2, 3], keepdim=True)
-    out = (out - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
-    return _where(_chosen(n, p, x), out, x)
+    return (out - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
 
 
-def translation(x: Tensor, p: float = 1.0, ratio: float = 0.125) -> Tensor:
+def translation(x: Tensor, ratio: float = 0.125) -> Tensor:
     """Shift each image by up to ``ratio`` of its side in x and y (whole pixels), zeros shifted in."""
     n, _, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
@@ -55,11 +54,10 @@ def translation(x: Tensor, p: float = 1.0, ratio: float = 0.125) -> Tensor:
     cols = torch.arange(w, device=x.device).view(1, 1, w) - dx
     inside = ((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)).unsqueeze(1)
     index = (rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)).view(n, 1, h * w).expand(-1, x.shape[1], -1)
-    out = x.flatten(2).gather(2, index).view_as(x) * inside.to(x.dtype)
-    return _where(_chosen(n, p, x), out, x)
+    return x.flatten(2).gather(2, index).view_as(x) * inside.to(x.dtype)
 
 
-def cutout(x: Tensor, p: float = 1.0, ratio: float = 0.5) -> Tensor:
+def cutout(x: Tensor, ratio: float = 0.5) -> Tensor:
     """Set a square of ``ratio`` of the side, at a random place (possibly partly outside), to zero."""
     n, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
@@ -69,8 +67,7 @@ def cutout(x: Tensor, p: float = 1.0, ratio: float = 0.5) -> Tensor:
     cols = torch.arange(w, device=x.device).view(1, 1, w)
     top, left = cy - ch // 2, cx - cw // 2
     hole = (rows >= top) & (rows < top + ch) & (cols >= left) & (cols < left + cw)
-    out = x * (~hole).unsqueeze(1).to(x.dtype)
-    return _where(_chosen(n, p, x), out, x)
+    return x * (~hole).unsqueeze(1).to(x.dtype)
 
 
 OPERATIONS = {"color": color, "translation": translation, "cutout": cutout}
@@ -95,7 +92,8 @@ class DiffAugment(nn.Module):
         if self.p == 0.0:
             return x
         for op in self.policy:
-            x = OPERATIONS[op](x, self.p)
+            out = OPERATIONS[op](x)  # its draws, then the draw of the samples it applies to
+            x = _where(_chosen(x.shape[0], self.p, x), out, x)
         return x
 
     def extra_repr(self) -> str:

@@ -154,7 +154,7 @@ def prepare_until_ctrl_c(dm):
 def test_ctrl_c_while_decoding_stops_at_once_and_is_one_line(tmp_path, capsys, monkeypatch):
     root = datasets.make_monet(tmp_path / "monet", n=40)
     decoded = []
-    real_decode, real_progress = cache_module.decode_image, cache_module.progress
+    real_decode, real_tqdm = cache_module.decode_image, cache_module.tqdm
 
     def slow_decode(*args, **kwargs):
         decoded.append(args[0])
@@ -163,13 +163,13 @@ def test_ctrl_c_while_decoding_stops_at_once_and_is_one_line(tmp_path, capsys, m
 
     monkeypatch.setattr(cache_module, "decode_image", slow_decode)
 
-    def interrupted(iterable, total, desc):  # Ctrl-C in the main thread after two images
-        for i, item in enumerate(real_progress(iterable, total, desc)):
+    def interrupted(iterable, **kwargs):  # Ctrl-C in the main thread after two images
+        for i, item in enumerate(real_tqdm(iterable, **kwargs)):
             if i == 2:
                 raise KeyboardInterrupt
             yield item
 
-    monkeypatch.setattr(cache_module, "progress", interrupted)
+    monkeypatch.setattr(cache_module, "tqdm", interrupted)
     dm = Monet(root=root, image_size=8, batch_size=1, decode_workers=1)
     with pytest.raises(SetupInterrupted) as info:
         prepare_until_ctrl_c(dm)

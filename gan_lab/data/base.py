@@ -148,14 +148,12 @@ class ImageDataModule(L.LightningDataModule):
                     self.splits["train_full"] = self.splits["train"]
                     self.splits["train"] = self.subset_of(self.splits["train"])
         # each process trains on its share of the images (EpochSampler): n // world_size of them
-        trainer = getattr(self, "trainer", None)
-        world_size = max(1, int(getattr(trainer, "world_size", 1) or 1))
+        world_size = 1 if self.trainer is None else self.trainer.world_size
         n = len(self.splits["train"]) // world_size
         if self.drop_last and self.train_batch_size > n:
             draws = f" x {self.draws_per_batch} draws a batch (model.fresh_reals)" if self.draws_per_batch > 1 else ""
-            where = f"the {n} training images" if world_size == 1 else \
-                f"the {n} training images each of the {world_size} processes gets"
-            raise UserError(f"data.batch_size={self.batch_size}{draws} is larger than {where} "
+            each = f" each of the {world_size} processes gets" if world_size > 1 else ""
+            raise UserError(f"data.batch_size={self.batch_size}{draws} is larger than the {n} training images{each} "
                             f"of {self.name} and drop_last is on, so no batch would be served; "
                             f"use data.batch_size<={n // self.draws_per_batch}.")
 
@@ -189,10 +187,9 @@ class ImageDataModule(L.LightningDataModule):
     def train_sampler(self) -> EpochSampler:
         """This process's training order: its rank's share of the epoch (sharded here, not by the Trainer)."""
         n = len(self.dataset("train"))
-        trainer = self.trainer
-        if trainer is None or trainer.world_size == 1:
+        if self.trainer is None:
             return EpochSampler(n, self.seed)
-        return EpochSampler(n, self.seed, rank=trainer.global_rank, world_size=trainer.world_size)
+        return EpochSampler(n, self.seed, rank=self.trainer.global_rank, world_size=self.trainer.world_size)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset("train"), batch_size=self.train_batch_size, sampler=self.train_sampler(),
@@ -204,9 +201,7 @@ class ImageDataModule(L.LightningDataModule):
                           num_workers=self.num_workers, collate_fn=collate_batch)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images, labels = batch
-        if images.dtype == torch.uint8:
-            images = to_float(images)
+        images, labels = to_float(batch[0]), batch[1]
         if self.resolution is not None and images.shape[-1] != self.resolution:
             images = torch.nn.functional.adaptive_avg_pool2d(images, self.resolution)
         if self.augment is not None and self.trainer is not None and self.trainer.training:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from gan_lab.errors import SetupInterrupted, UserError
 from gan_lab.fs import atomic_torch_save, atomic_write_text, remove_orphan_temp_files, write_problem, zip_damage
@@ -132,12 +133,6 @@ def file_signature(paths: Sequence[Path]) -> list[tuple[str, int, int]]:
     return out
 
 
-def cache_key(**parts) -> str:
-    """A short hash of everything a cached split depends on."""
-    text = json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def fallback_cache_dir(dataset: str, root: Path) -> Path:
     """The user cache folder for a read-only root: ``<XDG cache>/gan_lab/<dataset>/<root hash>``."""
     resolved = str(Path(root).expanduser().resolve())
@@ -156,43 +151,31 @@ def writable_dir(preferred: Path, fallback: Path) -> Path:
                     f"set data.cache_dir=<a writable folder>.")
 
 
-def progress(iterable, total: int, desc: str):
-    """A tqdm bar on a terminal (stderr); plain iteration otherwise."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm comes with lightning; keep working without it
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, unit="img", mininterval=1.0, leave=False,
-                disable=total == 0)
-
-
 def decode_files(files: Sequence[Path], labels: Sequence[int], image_size: int, channels: int,
                  crop: str | int, background: tuple[int, int, int], workers: int, desc: str,
                  names: Sequence[str]) -> Split:
     """Decode ``files`` in parallel into a :class:`Split`; unreadable files are skipped and listed."""
-    workers = workers or min(32, (os.cpu_count() or 1) + 2)
-
-    def one(i: int):
-        try:
-            array, size = decode_image(files[i], image_size, channels, crop, background)
-            return i, array, size, os.path.getsize(files[i]), None
-        except FileNotFoundError:
-            return i, None, None, None, "missing"
-        except Exception as exc:  # noqa: BLE001 - any decoder failure means "unreadable", reported
-            return i, None, None, None, f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
-
     images = np.empty((len(files), channels, image_size, image_size), dtype=np.uint8)
     keep = np.zeros(len(files), dtype=bool)
     sizes = np.zeros((len(files), 2), dtype=np.int64)
     nbytes = np.zeros(len(files), dtype=np.int64)
-    skipped: list[str] = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+
+    def one(i: int) -> str | None:
+        """Decode file ``i`` into its row; its skip-list line when it cannot be read."""
         try:
-            for i, array, size, n, reason in progress(pool.map(one, range(len(files))), len(files), desc):
-                if reason is not None:
-                    skipped.append(f"{names[i]}: {reason}")
-                    continue
-                images[i], sizes[i], nbytes[i], keep[i] = array, size, n, True
+            images[i], sizes[i] = decode_image(files[i], image_size, channels, crop, background)
+            nbytes[i], keep[i] = os.path.getsize(files[i]), True
+        except FileNotFoundError:
+            return f"{names[i]}: missing"
+        except Exception as exc:  # noqa: BLE001 - any decoder failure means "unreadable", reported
+            return f"{names[i]}: unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers or min(32, (os.cpu_count() or 1) + 2)) as pool:
+        try:
+            bar = tqdm(pool.map(one, range(len(files))), total=len(files), desc=desc, unit="img", mininterval=1.0,
+                       leave=False, disable=not files)
+            skipped = [line for line in bar if line is not None]
         except BaseException:  # Ctrl-C: stop after the files in progress, not after every queued one
             pool.shutdown(wait=True, cancel_futures=True)
             raise
@@ -265,21 +248,20 @@ def cached_split(cache_dir: Path, dataset: str, split: str, key_parts: dict,
     Removes orphan temporary files, and older caches at that size when writing; rewrites the skip
     report. Ctrl-C raises :class:`SetupInterrupted`.
     """
-    key = cache_key(dataset=dataset, split=split, **key_parts)
     stem = f"{dataset}-{split}-{key_parts.get('image_size', 'x')}"
-    path = cache_dir / f"{stem}-{key}.pt"
+    key = json.dumps({"version": CACHE_VERSION, "dataset": dataset, "split": split, **key_parts}, sort_keys=True,
+                     default=str)  # everything the split depends on
+    path = cache_dir / f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     report = cache_dir / f"{dataset}-{split}-skipped.txt"
     orphans = remove_orphan_temp_files(cache_dir, (".pt", "-skipped.txt"))
     if orphans:
         log.info("removed %d temporary files of interrupted cache writes from %s", len(orphans), cache_dir)
     doing = "loading"
     try:
-        data = None
-        if path.is_file():
-            data = load_cache(path, key_parts.get("channels"), key_parts.get("image_size"))
-            if data is not None:
-                log.info("%s/%s: %d images from cache %s", dataset, split, len(data.labels), path)
-        if data is None:
+        data = load_cache(path, key_parts.get("channels"), key_parts.get("image_size")) if path.is_file() else None
+        if data is not None:
+            log.info("%s/%s: %d images from cache %s", dataset, split, len(data.labels), path)
+        else:
             doing = "decoding"
             data = build()
             for old in cache_dir.glob(f"{stem}-*.pt"):  # stale versions at this size

@@ -14,15 +14,6 @@ from gan_lab.constraints import Count
 from gan_lab.data.base import ImageDataModule, ValFraction
 from gan_lab.pixels import to_uint8
 
-ASSET = "digits.csv.gz"
-
-
-def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """(images [1797, 8, 8] in 0..16, labels [1797]) from the bundled CSV."""
-    with resources.files("gan_lab.data").joinpath("assets", ASSET).open("rb") as fh:
-        table = np.loadtxt(gzip.open(fh), delimiter=",", dtype=np.float32)
-    return table[:, :64].reshape(-1, 8, 8), table[:, 64].astype(np.int64)
-
 
 class Digits(ImageDataModule):
     """Bundled handwritten digits; 1 channel, 10 classes; ``val_fraction`` held out, independent of the seed."""
@@ -36,11 +27,12 @@ class Digits(ImageDataModule):
         self.val_fraction = float(val_fraction)
 
     def load_split(self, split):
-        images, labels = load_digits_arrays()
-        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1797))
-        n_val = int(round(len(labels) * self.val_fraction))
+        with resources.files("gan_lab.data").joinpath("assets", "digits.csv.gz").open("rb") as fh:
+            table = np.loadtxt(gzip.open(fh), delimiter=",", dtype=np.float32)  # rows: 64 pixels in 0..16, the label
+        perm = torch.randperm(len(table), generator=torch.Generator().manual_seed(1797))
+        n_val = int(round(len(table) * self.val_fraction))
         idx = perm[:n_val] if split == "val" else perm[n_val:]
-        x = torch.from_numpy(images)[idx].unsqueeze(1) / 16.0 * 2 - 1  # [-1, 1]
+        x = torch.from_numpy(table[:, :64].reshape(-1, 1, 8, 8))[idx] / 16.0 * 2 - 1  # [-1, 1]
         if self.image_size != 8:
             x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False)
-        return to_uint8(x.clamp(-1, 1)), torch.from_numpy(labels)[idx]
+        return to_uint8(x.clamp(-1, 1)), torch.from_numpy(table[:, 64].astype(np.int64))[idx]

@@ -30,10 +30,8 @@ class DeviceLoader:
 
     def __init__(self, dataset: TensorImages, batch_size: int, device: torch.device | str,
                  sampler: EpochSampler, drop_last: bool = True) -> None:
-        self.images = dataset.images.to(device)
-        self.labels = dataset.labels.to(device)
+        self.images, self.labels = dataset.images.to(device), dataset.labels.to(device)
         self.batch_size, self.sampler, self.drop_last = int(batch_size), sampler, drop_last
-        self.device = torch.device(device)
 
     def __len__(self) -> int:
         n = len(self.sampler)
@@ -42,7 +40,7 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.long)
         n = len(order) // self.batch_size * self.batch_size if self.drop_last else len(order)
-        for idx in order[:n].to(self.device, non_blocking=True).split(self.batch_size):
+        for idx in order[:n].to(self.images.device, non_blocking=True).split(self.batch_size):
             yield take_rows(self.images, idx), take_rows(self.labels, idx)
 
 
@@ -161,13 +159,6 @@ class DiskImageDataModule(ImageDataModule):
         ds = self.dataset("train")
         log.info("%s: serving %d training images from %s memory", self.name, len(ds), device)
         return DeviceLoader(ds, self.train_batch_size, device, self.train_sampler(), self.drop_last)
-
-
-def held_out(n: int, val_fraction: float, split: str, seed: int = 1234) -> list[int]:
-    """Indices of a fixed validation split (independent of the run's seed) or of the rest."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    n_val = int(round(n * val_fraction))
-    return sorted(perm[:n_val] if split == "val" else perm[n_val:])
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -8,12 +8,13 @@ import logging
 from pathlib import Path
 from typing import Annotated, Literal, Sequence
 
+import torch
 from pydantic import Field
 
 from gan_lab.constraints import Count
 from gan_lab.data.base import ValFraction
 from gan_lab.data.cache import IMAGE_EXTENSIONS
-from gan_lab.data.disk import FileImageDataModule, held_out, list_images
+from gan_lab.data.disk import FileImageDataModule, list_images
 from gan_lab.errors import UserError
 
 log = logging.getLogger("gan_lab")
@@ -33,7 +34,7 @@ class ImageFolder(FileImageDataModule):
 
     published = "your own images"
     layout = "image files (jpg, png, ...) directly in the folder, or one sub-folder of images per class"
-    dataset_name = "image_folder"  # in cache file names and messages
+    name = "image_folder"  # in cache file names and messages
     subfolder: str | None = None   # a sub-folder of root holding the images, used when present
 
     def __init__(self, root: str, image_size: Count = 64, channels: Literal[1, 3] = 3, val_fraction: ValFraction = 0.0,
@@ -41,10 +42,6 @@ class ImageFolder(FileImageDataModule):
         super().__init__(root=root, image_size=image_size, **kwargs)
         self.channels, self.val_fraction = int(channels), float(val_fraction)
         self._files: list[tuple[Path, int]] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.dataset_name
 
     @property
     def folder(self) -> Path:
@@ -92,8 +89,10 @@ class ImageFolder(FileImageDataModule):
                         unread[0].relative_to(self.folder), self.folder, self.layout)
 
     def items(self, split):
-        files = self.files()
-        return [files[i] for i in held_out(len(files), self.val_fraction, split)]
+        files = self.files()  # a fixed validation split, independent of the run's seed
+        perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(1234)).tolist()
+        n_val = int(round(len(files) * self.val_fraction))
+        return [files[i] for i in sorted(perm[:n_val] if split == "val" else perm[n_val:])]
 
 
 class Monet(ImageFolder):
@@ -102,7 +101,7 @@ class Monet(ImageFolder):
     published = ("published as monet_jpg in the Kaggle competition 'gan-getting-started' "
                  "(https://www.kaggle.com/competitions/gan-getting-started/data)")
     layout = "a flat folder of .jpg paintings (monet_jpg/)"
-    dataset_name = "monet"
+    name = "monet"
     subfolder = "monet_jpg"
 
     def classes(self):
@@ -122,7 +121,7 @@ class Pokemon(ImageFolder):
     published = ("published on Kaggle as 'kvpratama/pokemon-images-dataset' and "
                  "'vishalsubbiah/pokemon-images-and-types' (images/ and pokemon.csv)")
     layout = "the sprites (png or jpg) in the folder or in images/, and optionally pokemon.csv (Name,Type1,Type2)"
-    dataset_name = "pokemon"
+    name = "pokemon"
     subfolder = "images"
 
     def __init__(self, root: str, image_size: Count = 128,

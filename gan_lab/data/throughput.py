@@ -1,4 +1,4 @@
-"""How fast a DataModule serves training batches (called by the benchmark command)."""
+"""How fast a DataModule serves training batches."""
 from __future__ import annotations
 
 import time

@@ -11,14 +11,6 @@ from gan_lab.errors import UserError
 TASKS = {"genre": 10, "style": 27, "artist": 23}
 
 
-def find_file(folder: Path, stem: str) -> Path | None:
-    """``folder/stem`` with or without ``.csv``/``.txt``, in any case; ``None`` when absent."""
-    if not folder.is_dir():
-        return None
-    wanted = {stem.lower(), f"{stem}.csv".lower(), f"{stem}.txt".lower()}
-    return min((p for p in folder.iterdir() if p.is_file() and p.name.lower() in wanted), default=None)
-
-
 def find_dir(folder: Path, name: str) -> Path | None:
     if (folder / name).is_dir():
         return folder / name
@@ -125,10 +117,12 @@ class WikiArt(FileImageDataModule):
         raise self.missing(candidates[-1] / self.task.capitalize(), f"the {self.task} split folder")
 
     def split_file(self, kind: str) -> Path:
-        folder = self.task_dir
-        found = find_file(folder, f"{self.task}_{kind}")
+        """``<task>_<kind>`` in the task folder, with or without ``.csv``/``.txt``, in any case."""
+        folder, stem = self.task_dir, f"{self.task}_{kind}"
+        wanted = {f"{stem}{ext}".lower() for ext in ("", ".csv", ".txt")}
+        found = min((p for p in folder.iterdir() if p.is_file() and p.name.lower() in wanted), default=None)
         if found is None:
-            raise self.missing(folder / f"{self.task}_{kind}", f"the split file {self.task}_{kind}(.csv)")
+            raise self.missing(folder / stem, f"the split file {stem}(.csv)")
         return found
 
     def check(self) -> None:
