@@ -9,6 +9,7 @@ computes something is compared with the table, in order. The settings tables of
 """
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 import torch.nn as nn
 import yaml
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import gan_lab  # noqa: F401 - registers the ${add:...} resolver
 from gan_lab.build import build_datamodule, build_model
@@ -203,10 +204,15 @@ def test_every_study_has_a_settings_table():
         [r[0] for r in ROWS if not r[4].startswith(("as reported", "not in the report"))]
 
 
+@functools.cache
+def preset_config(preset: str) -> DictConfig:
+    """``experiment=<preset>`` composed once for all its rows (only read)."""
+    return compose_config([f"experiment={preset}"], "/nonexistent/run")
+
+
 @pytest.mark.parametrize("where,preset,key,value,source", ROWS, ids=[f"{r[0]} {r[2]}" for r in ROWS])
 def test_settings_row_is_the_composed_config(where, preset, key, value, source):
-    cfg = compose_config([f"experiment={preset}"], "/nonexistent/run")
-    found = OmegaConf.select(cfg, key, throw_on_missing=True)
+    found = OmegaConf.select(preset_config(preset), key, throw_on_missing=True)
     found = OmegaConf.to_container(found, resolve=True) if OmegaConf.is_config(found) else found
     assert found == yaml.safe_load(value), f"{where}: {key} is {found!r} in experiment={preset}"
 
